@@ -1,0 +1,412 @@
+//! The socket census: dump sockets in one or every network namespace, walk `/proc` for their
+//! owners, and join the two. This is the one entry point the binary calls for sockets.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kports_core::{
+    Family, Interface, Netns, Owner, ProcessInfo, ProcessRef, Processes, Proto, SockState, Socket, UnixSocket,
+    Warning, cgroup, component, names, no_processes, redact,
+};
+
+use crate::netlink::Netlink;
+use crate::netns::{self, NsHandle};
+use crate::procfs::{self, Want};
+use crate::{Error, link, procnet, sockdiag};
+
+/// Where socket lists come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Netlink sock_diag, falling back to `/proc/net` where it is unavailable.
+    Auto,
+    Netlink,
+    Proc,
+}
+
+/// How far to look for owners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerScope {
+    /// Walk every process: every holder of every socket.
+    Every,
+    /// Stop once each socket has a holder, then look at those holders' children only.
+    UntilFound,
+    /// No owners at all.
+    Skip,
+}
+
+/// What to collect.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub source: Source,
+    pub tcp: bool,
+    pub udp: bool,
+    pub unix: bool,
+    /// State bits (1 << kernel state number).
+    pub states: u32,
+    pub all_netns: bool,
+    pub owners: OwnerScope,
+    pub threads: usize,
+    pub proc_root: PathBuf,
+}
+
+impl Default for Query {
+    fn default() -> Query {
+        Query {
+            source: Source::Auto,
+            tcp: true,
+            udp: true,
+            unix: false,
+            states: sockdiag::ALL_STATES,
+            all_netns: false,
+            owners: OwnerScope::Every,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// Sockets with owners, plus what went wrong on the way.
+#[derive(Debug, Default)]
+pub struct Census {
+    pub sockets: Vec<Socket>,
+    pub unix: Vec<UnixSocket>,
+    pub warnings: Vec<Warning>,
+}
+
+/// What one namespace's dump returned.
+#[derive(Debug, Default)]
+struct NsDump {
+    sockets: Vec<Socket>,
+    unix: Vec<UnixSocket>,
+    /// ifindex -> (name, kind, tunnel port), for bound sockets and kernel tunnel sockets.
+    links: HashMap<u32, (String, String, Option<u16>)>,
+    bound: Vec<(usize, u32)>,
+    warnings: Vec<Warning>,
+}
+
+/// Takes the census `q` asks for.
+pub fn sockets(q: &Query) -> Result<Census, Error> {
+    let namespaces = if q.all_netns {
+        netns::all(&q.proc_root).map_err(|e| Error::io("the list of network namespaces", e))?
+    } else {
+        vec![netns::current(&q.proc_root).map_err(|e| Error::io("this thread's network namespace", e))?]
+    };
+    let here = netns::current(&q.proc_root).map(|h| h.netns.inode).ok();
+
+    let mut warnings = Vec::new();
+    let (dumps, owners) = match q.owners {
+        OwnerScope::Skip => (dump_all(q, &namespaces, here)?, None),
+        OwnerScope::UntilFound => {
+            let dumps = dump_all(q, &namespaces, here)?;
+            let wanted: HashSet<u64> = dumps
+                .iter()
+                .flat_map(|(_, d)| d.sockets.iter().map(|s| s.inode).chain(d.unix.iter().map(|u| u.inode)))
+                .filter(|&i| i != 0)
+                .collect();
+            let owners = procfs::walk(&q.proc_root, &Want::Only(wanted), q.threads);
+            (dumps, Some(owners))
+        }
+        OwnerScope::Every => {
+            // The walk and the dumps are independent: run them side by side.
+            std::thread::scope(|s| {
+                let walker = s.spawn(|| procfs::walk(&q.proc_root, &Want::All, q.threads.saturating_sub(1).max(1)));
+                let dumps = dump_all(q, &namespaces, here);
+                let owners = walker.join().unwrap_or_else(|_| Err(io::Error::other("owner walk panicked")));
+                dumps.map(|d| (d, Some(owners)))
+            })?
+        }
+    };
+
+    let owners = match owners {
+        Some(Ok(o)) => Some(o),
+        Some(Err(e)) => {
+            warnings.push(Warning::new("owners-unreadable", format!("cannot list processes under {}: {e}; owners are unknown", q.proc_root.display())));
+            None
+        }
+        None => None,
+    };
+    if let Some(o) = &owners {
+        if !o.denied.is_empty() {
+            warnings.push(denied_warning(&o.denied));
+        }
+    }
+
+    let mut census = Census { warnings, ..Census::default() };
+    let mut procs = ProcTable::new(&q.proc_root);
+    for (ns, mut d) in dumps {
+        census.warnings.append(&mut d.warnings);
+        let ns = Arc::new(ns.netns);
+        for &(i, ifindex) in &d.bound {
+            if let Some(s) = d.sockets.get_mut(i) {
+                s.interface = Some(d.links.get(&ifindex).map_or_else(|| format!("if{ifindex}"), |l| l.0.clone()));
+            }
+        }
+        for mut s in d.sockets {
+            s.netns = Some(ns.clone());
+            (s.owner, s.processes, s.component) = procs.attribute(s.inode, owners.as_ref());
+            if s.owner == Owner::Kernel && s.proto == Proto::Udp {
+                s.component = kernel_tunnel(&d.links, s.local_port);
+            }
+            census.sockets.push(s);
+        }
+        for mut u in d.unix {
+            u.netns = Some(ns.clone());
+            (u.owner, u.processes, u.component) = procs.attribute(u.inode, owners.as_ref());
+            census.unix.push(u);
+        }
+    }
+    Ok(census)
+}
+
+fn denied_warning(pids: &[u32]) -> Warning {
+    let shown: Vec<String> = pids.iter().take(8).map(u32::to_string).collect();
+    let more = if pids.len() > 8 { format!(" and {} more", pids.len() - 8) } else { String::new() };
+    Warning::new(
+        "owners-incomplete",
+        format!(
+            "cannot read the open files of {} processes (pids {}{more}): their sockets show owner \"unknown\"; \
+             run as root, or grant CAP_SYS_PTRACE (or CAP_DAC_READ_SEARCH)",
+            pids.len(),
+            shown.join(", ")
+        ),
+    )
+}
+
+/// The component of a socket the kernel holds: a VXLAN or Geneve device's UDP port.
+fn kernel_tunnel(links: &HashMap<u32, (String, String, Option<u16>)>, port: u16) -> Option<&'static str> {
+    links.values().find(|(_, _, p)| *p == Some(port)).map(|(_, kind, _)| match kind.as_str() {
+        "vxlan" => "vxlan (kernel)",
+        "geneve" => "geneve (kernel)",
+        _ => "tunnel (kernel)",
+    })
+}
+
+fn dump_all(q: &Query, namespaces: &[NsHandle], here: Option<u64>) -> Result<Vec<(NsHandle, NsDump)>, Error> {
+    let mut out = Vec::with_capacity(namespaces.len());
+    for ns in namespaces {
+        let dump = if Some(ns.netns.inode) == here {
+            dump_ns(q)?
+        } else {
+            let q2 = q.clone();
+            match netns::run_in(&ns.path, move || dump_ns(&q2)) {
+                Ok(r) => r?,
+                // The namespace vanished between listing and entering it: skip quietly.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    let mut d = NsDump::default();
+                    d.warnings.push(Warning::new(
+                        "netns-unreadable",
+                        format!("cannot enter network namespace {}: {e} (needs root or CAP_SYS_ADMIN)", ns.netns.label()),
+                    ));
+                    d
+                }
+            }
+        };
+        out.push((ns.clone(), dump));
+    }
+    Ok(out)
+}
+
+/// Dumps the calling thread's namespace.
+fn dump_ns(q: &Query) -> Result<NsDump, Error> {
+    let mut d = NsDump::default();
+    let protos: Vec<(Proto, &str)> = [(Proto::Tcp, "tcp"), (Proto::Udp, "udp")]
+        .into_iter()
+        .filter(|(p, _)| match p {
+            Proto::Tcp => q.tcp,
+            Proto::Udp => q.udp,
+        })
+        .collect();
+    if q.source != Source::Proc {
+        d.sockets.reserve(socket_estimate(&q.proc_root));
+    }
+    let mut nl = match q.source {
+        Source::Proc => None,
+        _ => match Netlink::open(libc::NETLINK_SOCK_DIAG) {
+            Ok(nl) => Some(nl),
+            Err(e) if q.source == Source::Netlink => return Err(Error::NoSockDiag(e)),
+            Err(e) => {
+                d.warnings.push(fallback_warning("sockets", &e));
+                None
+            }
+        },
+    };
+    for &(proto, pname) in &protos {
+        for family in [Family::Ipv4, Family::Ipv6] {
+            if let Some(n) = nl.as_mut() {
+                let before = d.sockets.len();
+                match sockdiag::dump_inet(n, family, proto, q.states, &mut d.sockets, &mut d.bound) {
+                    Ok(()) => continue,
+                    Err(e) if q.source == Source::Netlink => return Err(Error::NoSockDiag(e)),
+                    Err(e) => {
+                        d.sockets.truncate(before);
+                        d.bound.retain(|&(i, _)| i < before);
+                        d.warnings.push(fallback_warning(pname, &e));
+                    }
+                }
+            }
+            let file = format!("{pname}{}", if family == Family::Ipv6 { "6" } else { "" });
+            let path = q.proc_root.join("thread-self/net").join(&file);
+            match fs::read_to_string(&path) {
+                Ok(text) => {
+                    let p = procnet::parse_inet(&text, proto, family, q.states);
+                    if p.malformed > 0 {
+                        d.warnings.push(malformed_warning(&path, p.malformed));
+                    }
+                    d.sockets.extend(p.items);
+                }
+                // No IPv6 in this kernel or namespace: nothing to list.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path.display().to_string(), e)),
+            }
+        }
+    }
+    if q.unix {
+        let via_netlink = nl.as_mut().map(|n| sockdiag::dump_unix(n, &mut d.unix));
+        if !matches!(via_netlink, Some(Ok(()))) {
+            if let Some(Err(e)) = via_netlink {
+                if q.source == Source::Netlink {
+                    return Err(Error::NoSockDiag(e));
+                }
+                d.warnings.push(fallback_warning("unix", &e));
+                d.unix.clear();
+            }
+            let path = q.proc_root.join("thread-self/net/unix");
+            let text = fs::read_to_string(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            let p = procnet::parse_unix(&text);
+            if p.malformed > 0 {
+                d.warnings.push(malformed_warning(&path, p.malformed));
+            }
+            d.unix.extend(p.items);
+        }
+    }
+    let needs_links = !d.bound.is_empty() || d.sockets.iter().any(|s| s.proto == Proto::Udp);
+    if needs_links {
+        if let Ok(mut rt) = Netlink::open(libc::NETLINK_ROUTE) {
+            if let Ok(ifs) = link::links(&mut rt) {
+                d.links = ifs.into_iter().map(|i| (i.index, (i.name, i.kind, i.tunnel_port))).collect();
+            }
+        }
+    }
+    Ok(d)
+}
+
+/// Sockets in use in this namespace per `/proc/net/sockstat{,6}`, to size the list once.
+fn socket_estimate(proc_root: &Path) -> usize {
+    let mut n = 0usize;
+    for f in ["sockstat", "sockstat6"] {
+        let Ok(text) = fs::read_to_string(proc_root.join("thread-self/net").join(f)) else { continue };
+        for line in text.lines().filter(|l| l.starts_with("TCP") || l.starts_with("UDP")) {
+            let mut it = line.split_ascii_whitespace();
+            while let Some(w) = it.next() {
+                if w == "inuse" || w == "tw" {
+                    n += it.next().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                }
+            }
+        }
+    }
+    n.min(4_000_000)
+}
+
+fn fallback_warning(what: &str, e: &io::Error) -> Warning {
+    Warning::new("sock-diag-unavailable", format!("netlink sock_diag for {what} failed ({e}); read /proc/net instead"))
+}
+
+fn malformed_warning(path: &Path, n: usize) -> Warning {
+    Warning::new("malformed-proc-lines", format!("{n} lines of {} did not parse and were skipped", path.display()))
+}
+
+/// Reads each owner process once and shares its record between its sockets.
+struct ProcTable<'a> {
+    root: &'a Path,
+    by_pid: HashMap<u32, Option<(Arc<ProcessRef>, Option<&'static str>)>>,
+    sets: HashMap<Vec<u32>, (Processes, Option<&'static str>)>,
+}
+
+impl<'a> ProcTable<'a> {
+    fn new(root: &'a Path) -> ProcTable<'a> {
+        ProcTable { root, by_pid: HashMap::new(), sets: HashMap::new() }
+    }
+
+    fn attribute(&mut self, inode: u64, owners: Option<&procfs::Owners>) -> (Owner, Processes, Option<&'static str>) {
+        if inode == 0 {
+            return (Owner::None, no_processes(), None);
+        }
+        let Some(o) = owners else { return (Owner::Unknown, no_processes(), None) };
+        match o.by_inode.get(&inode) {
+            Some(pids) => {
+                if let Some((p, c)) = self.sets.get(pids) {
+                    return (Owner::Process, p.clone(), *c);
+                }
+                let mut list = Vec::with_capacity(pids.len());
+                let mut comp = None;
+                for &pid in pids {
+                    let entry = self.by_pid.entry(pid).or_insert_with(|| procfs::process_info(self.root, pid).map(|i| process_ref(&i)));
+                    if let Some((p, c)) = entry {
+                        list.push(p.clone());
+                        comp = comp.or(*c);
+                    }
+                }
+                let procs: Processes = Arc::new(list);
+                self.sets.insert(pids.clone(), (procs.clone(), comp));
+                // Every holder exited between the walk and now: say so rather than "kernel".
+                let owner = if procs.is_empty() { Owner::Unknown } else { Owner::Process };
+                (owner, procs, comp)
+            }
+            None if o.denied.is_empty() && o.exhaustive => (Owner::Kernel, no_processes(), None),
+            None => (Owner::Unknown, no_processes(), None),
+        }
+    }
+}
+
+/// What kports shows of a process: full name, redacted command line, container and pod.
+pub fn process_ref(i: &ProcessInfo) -> (Arc<ProcessRef>, Option<&'static str>) {
+    let (container_id, pod_uid) = cgroup::container_of(&i.cgroup);
+    let p = ProcessRef {
+        pid: i.pid,
+        name: names::process_name(i),
+        cmdline: redact::redact_argv(&i.argv),
+        container_id,
+        pod_uid,
+    };
+    (Arc::new(p), component::recognise(i))
+}
+
+/// Interfaces of one or every namespace.
+pub fn interfaces(proc_root: &Path, all_netns: bool) -> Result<(Vec<Interface>, Vec<Warning>), Error> {
+    let mut warnings = Vec::new();
+    let here = netns::current(proc_root).map_err(|e| Error::io("this thread's network namespace", e))?;
+    let namespaces = if all_netns { netns::all(proc_root).map_err(|e| Error::io("the list of network namespaces", e))? } else { vec![here.clone()] };
+    let mut out = Vec::new();
+    for ns in namespaces {
+        let result = if ns.netns.inode == here.netns.inode {
+            Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))
+        } else {
+            netns::run_in(&ns.path, || Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))).and_then(|r| r)
+        };
+        match result {
+            Ok(ifs) => {
+                let n: Arc<Netns> = Arc::new(ns.netns.clone());
+                out.extend(ifs.into_iter().map(|mut i| {
+                    i.netns = Some(n.clone());
+                    i
+                }));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && all_netns => {}
+            Err(e) if all_netns => warnings.push(Warning::new(
+                "netns-unreadable",
+                format!("cannot list interfaces of network namespace {}: {e} (needs root or CAP_SYS_ADMIN)", ns.netns.label()),
+            )),
+            Err(e) => return Err(Error::io("interfaces (rtnetlink)", e)),
+        }
+    }
+    Ok((out, warnings))
+}
+
+/// Only for tests and tools: a state bit.
+pub fn state_bit(s: SockState) -> u32 {
+    (1..=13u8).find(|&n| SockState::from_kernel(n) == s).map_or(0, |n| 1 << n)
+}

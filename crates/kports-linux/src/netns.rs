@@ -1,0 +1,96 @@
+//! Network namespaces: finding every one on the host, and running code inside one.
+//!
+//! Namespaces are found through `/proc/*/ns/net` and the bind mounts under `/run/netns` (where
+//! `ip netns add` keeps namespaces that may have no process), deduplicated by inode. `setns`
+//! changes only the calling thread, so code for another namespace runs on a thread of its own;
+//! a netlink socket opened there stays bound to that namespace.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use kports_core::Netns;
+
+/// A namespace and a path through which it can be entered.
+#[derive(Debug, Clone)]
+pub struct NsHandle {
+    pub netns: Netns,
+    /// `/proc/PID/ns/net` or `/run/netns/NAME`.
+    pub path: PathBuf,
+    /// A pid inside the namespace, if one was seen (for `/proc/PID/net/*`).
+    pub pid: Option<u32>,
+}
+
+const RUN_NETNS: &str = "/run/netns";
+
+/// The namespace of the calling thread.
+pub fn current(proc_root: &Path) -> io::Result<NsHandle> {
+    let path = proc_root.join("thread-self/ns/net");
+    let inode = fs::metadata(&path)?.ino();
+    Ok(NsHandle { netns: describe(proc_root, inode), path, pid: None })
+}
+
+/// Every namespace on the host, sorted by inode, the host's first.
+pub fn all(proc_root: &Path) -> io::Result<Vec<NsHandle>> {
+    let names = named();
+    let host = host_inode(proc_root);
+    let mut found: BTreeMap<u64, NsHandle> = BTreeMap::new();
+    for pid in crate::procfs::list_pids(proc_root)? {
+        let path = proc_root.join(pid.to_string()).join("ns/net");
+        // A process that exited, or whose namespace we may not see: skip quietly.
+        let Ok(m) = fs::metadata(&path) else { continue };
+        found.entry(m.ino()).or_insert_with(|| NsHandle {
+            netns: Netns { inode: m.ino(), name: names.get(&m.ino()).cloned(), host: Some(m.ino()) == host },
+            path,
+            pid: Some(pid),
+        });
+    }
+    for (inode, name) in &names {
+        found.entry(*inode).or_insert_with(|| NsHandle {
+            netns: Netns { inode: *inode, name: Some(name.clone()), host: Some(*inode) == host },
+            path: Path::new(RUN_NETNS).join(name),
+            pid: None,
+        });
+    }
+    let mut v: Vec<NsHandle> = found.into_values().collect();
+    v.sort_by_key(|h| (!h.netns.host, h.netns.inode));
+    Ok(v)
+}
+
+/// Names a namespace inode from `/run/netns` and whether it is the host's.
+pub fn describe(proc_root: &Path, inode: u64) -> Netns {
+    Netns { inode, name: named().remove(&inode), host: host_inode(proc_root) == Some(inode) }
+}
+
+fn host_inode(proc_root: &Path) -> Option<u64> {
+    fs::metadata(proc_root.join("1/ns/net")).ok().map(|m| m.ino())
+}
+
+/// inode -> name of the namespaces bind-mounted under /run/netns.
+fn named() -> BTreeMap<u64, String> {
+    let Ok(rd) = fs::read_dir(RUN_NETNS) else { return BTreeMap::new() };
+    rd.flatten()
+        .filter_map(|e| {
+            let ino = fs::metadata(e.path()).ok()?.ino();
+            Some((ino, e.file_name().to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+/// Runs `f` on a new thread that has entered the namespace at `path`.
+pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || -> io::Result<T> {
+        let file = fs::File::open(&path)?;
+        // SAFETY: setns on a valid namespace fd; it affects only this thread, which ends here.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| io::Error::other("namespace worker thread panicked"))?
+}

@@ -1,0 +1,364 @@
+//! Process attribution: which processes hold which sockets, from one walk of `/proc/*/fd`.
+//!
+//! The walk is what `ss -p` does, without its cost: each process's fd directory is opened once
+//! and its links read with `readlinkat` relative to it; found sockets go into a real hash map
+//! (ss uses 256 chained buckets); the pids are spread over worker threads; and when only some
+//! sockets are wanted (listeners), the walk stops once each has an owner and then visits only
+//! the children of those owners, which share sockets inherited across fork.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
+use std::fs;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use kports_core::ProcessInfo;
+
+/// A fast hasher for socket inodes, which are already well spread.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InodeHasher(u64);
+
+impl Hasher for InodeHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub type InodeMap<V> = HashMap<u64, V, BuildHasherDefault<InodeHasher>>;
+
+/// Which sockets the walk should find owners for.
+#[derive(Debug, Clone)]
+pub enum Want {
+    /// Every socket any process holds.
+    All,
+    /// Only these inodes; the walk may stop once each has an owner.
+    Only(HashSet<u64>),
+}
+
+/// The result of a walk.
+#[derive(Debug, Default)]
+pub struct Owners {
+    /// Socket inode -> pids holding it (ascending, no duplicates).
+    pub by_inode: InodeMap<Vec<u32>>,
+    /// Pids whose fd directory could not be read for lack of permission.
+    pub denied: Vec<u32>,
+    /// Whether every process was visited (false after an early stop).
+    pub exhaustive: bool,
+}
+
+/// Walks `root` (normally `/proc`) with `threads` workers.
+pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
+    let pids = list_pids(root)?;
+    let wanted: Option<InodeMap<usize>> = match want {
+        Want::All => None,
+        Want::Only(set) => Some(set.iter().enumerate().map(|(i, &ino)| (ino, i)).collect()),
+    };
+    let found: Vec<AtomicBool> = (0..wanted.as_ref().map_or(0, |w| w.len())).map(|_| AtomicBool::new(false)).collect();
+    let remaining = AtomicUsize::new(found.len());
+    let stop = AtomicBool::new(wanted.as_ref().is_some_and(|w| w.is_empty()));
+    let next = AtomicUsize::new(0);
+    let denied = Mutex::new(Vec::new());
+    let threads = threads.clamp(1, 16);
+
+    let per_thread: Vec<Vec<(u64, u32)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut hits = Vec::new();
+                    let mut link = [0u8; 64];
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&pid) = pids.get(i) else { break };
+                        let start = hits.len();
+                        match sockets_of(root, pid, &mut link, &mut hits) {
+                            Ok(()) => {}
+                            Err(e) if is_denied(&e) => lock(&denied).push(pid),
+                            // Exited mid-scan: skip quietly.
+                            Err(_) => continue,
+                        }
+                        if let Some(w) = &wanted {
+                            hits.retain(|(ino, _)| w.contains_key(ino));
+                            for &(ino, _) in &hits[start.min(hits.len())..] {
+                                let idx = w[&ino];
+                                if !found[idx].swap(true, Ordering::Relaxed) && remaining.fetch_sub(1, Ordering::Relaxed) == 1 {
+                                    stop.store(true, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                    hits
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
+    });
+
+    let exhaustive = !stop.load(Ordering::Relaxed);
+    let mut owners = Owners { by_inode: InodeMap::default(), denied: Vec::new(), exhaustive };
+    owners.by_inode.reserve(per_thread.iter().map(Vec::len).sum());
+    for (ino, pid) in per_thread.into_iter().flatten() {
+        owners.by_inode.entry(ino).or_default().push(pid);
+    }
+    if !exhaustive {
+        // Sockets inherited across fork are held by the owners' descendants too.
+        let mut link = [0u8; 64];
+        let mut todo: Vec<u32> = owners.by_inode.values().flatten().copied().collect();
+        let mut seen: HashSet<u32> = todo.iter().copied().collect();
+        let mut extra = Vec::new();
+        while let Some(pid) = todo.pop() {
+            for child in children(root, pid) {
+                if seen.insert(child) {
+                    todo.push(child);
+                    let _ = sockets_of(root, child, &mut link, &mut extra);
+                }
+            }
+        }
+        for (ino, pid) in extra {
+            if let Some(v) = owners.by_inode.get_mut(&ino) {
+                v.push(pid);
+            }
+        }
+    }
+    for v in owners.by_inode.values_mut() {
+        v.sort_unstable();
+        v.dedup();
+    }
+    owners.denied = denied.into_inner().unwrap_or_else(|e| e.into_inner());
+    owners.denied.sort_unstable();
+    Ok(owners)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_denied(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
+}
+
+/// Numeric entries of `root`, ascending.
+pub fn list_pids(root: &Path) -> io::Result<Vec<u32>> {
+    let mut pids: Vec<u32> = fs::read_dir(root)?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// Appends `(inode, pid)` for every socket `pid` holds.
+fn sockets_of(root: &Path, pid: u32, link: &mut [u8; 64], out: &mut Vec<(u64, u32)>) -> io::Result<()> {
+    let dir = open_dir(&root.join(pid.to_string()).join("fd"))?;
+    for name in dir.names()? {
+        // SAFETY: dir's fd is open for the whole loop; name is NUL-terminated; link is a
+        // writable buffer whose length is passed.
+        let n = unsafe { libc::readlinkat(dir.fd.as_raw_fd(), name.as_ptr(), link.as_mut_ptr().cast(), link.len()) };
+        if n <= 0 {
+            continue; // closed since the listing
+        }
+        if let Some(ino) = socket_inode(&link[..n as usize]) {
+            out.push((ino, pid));
+        }
+    }
+    Ok(())
+}
+
+/// `socket:[12345]` -> 12345.
+pub fn socket_inode(link: &[u8]) -> Option<u64> {
+    let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        d.is_ascii_digit().then(|| acc.wrapping_mul(10) + u64::from(d - b'0'))
+    })
+}
+
+/// Child pids of every thread of `pid` (needs CONFIG_PROC_CHILDREN; none otherwise).
+fn children(root: &Path, pid: u32) -> Vec<u32> {
+    let tasks = root.join(pid.to_string()).join("task");
+    let Ok(rd) = fs::read_dir(&tasks) else { return Vec::new() };
+    let mut out = Vec::new();
+    for t in rd.flatten() {
+        if let Ok(s) = fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// An open directory whose entries are read with getdents through libc's readdir.
+struct Dir {
+    fd: OwnedFd,
+}
+
+fn open_dir(path: &Path) -> io::Result<Dir> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is a valid NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and owned by nobody else.
+    Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+}
+
+impl Dir {
+    /// Entry names, without `.` and `..`.
+    fn names(&self) -> io::Result<Vec<std::ffi::CString>> {
+        // readdir's stream takes ownership of the fd it is given, so give it a duplicate.
+        // SAFETY: dup of an fd we own; checked.
+        let dup = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: dup is a valid directory fd that the stream now owns.
+        let stream = unsafe { libc::fdopendir(dup) };
+        if stream.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so dup is still ours to close.
+            unsafe { libc::close(dup) };
+            return Err(e);
+        }
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: stream is a valid DIR* until closedir below.
+            let ent = unsafe { libc::readdir(stream) };
+            if ent.is_null() {
+                break;
+            }
+            // SAFETY: d_name of a dirent returned by readdir is NUL-terminated.
+            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+            let b = name.to_bytes();
+            if b != b"." && b != b".." {
+                names.push(name.to_owned());
+            }
+        }
+        // SAFETY: stream is valid and closed exactly once.
+        unsafe { libc::closedir(stream) };
+        Ok(names)
+    }
+}
+
+/// Reads what kports shows about a process. `None` if it exited meanwhile.
+pub fn process_info(root: &Path, pid: u32) -> Option<ProcessInfo> {
+    let dir: PathBuf = root.join(pid.to_string());
+    let comm = fs::read_to_string(dir.join("comm")).ok()?.trim_end_matches('\n').to_string();
+    let exe = fs::read_link(dir.join("exe")).ok().map(|p| p.to_string_lossy().into_owned());
+    let argv = fs::read(dir.join("cmdline"))
+        .map(|b| split_cmdline(&b))
+        .unwrap_or_default();
+    let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+    Some(ProcessInfo { pid, comm, exe, argv, cgroup })
+}
+
+/// `/proc/PID/cmdline` is NUL-separated; a process that rewrote its title may use spaces.
+pub fn split_cmdline(b: &[u8]) -> Vec<String> {
+    let b = b.strip_suffix(b"\0").unwrap_or(b);
+    if b.is_empty() {
+        return Vec::new();
+    }
+    b.split(|&c| c == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(socket_inode(b"socket:[3752449067]"), Some(3752449067));
+        assert_eq!(socket_inode(b"socket:[]"), None);
+        assert_eq!(socket_inode(b"socket:[12a]"), None);
+        assert_eq!(socket_inode(b"pipe:[123]"), None);
+        assert_eq!(socket_inode(b"/dev/null"), None);
+    }
+
+    #[test]
+    fn cmdline_split() {
+        assert_eq!(split_cmdline(b"etcd\0--name=cp1\0"), ["etcd", "--name=cp1"]);
+        assert!(split_cmdline(b"").is_empty());
+        assert_eq!(split_cmdline(b"nginx: worker process"), ["nginx: worker process"]);
+    }
+
+    /// A captured fd tree: a fake /proc with symlinks, as the walk sees it.
+    fn fake_proc(entries: &[(u32, &[&str])]) -> tempdir::Dir {
+        let d = tempdir::Dir::new();
+        for (pid, links) in entries {
+            let fd = d.path.join(pid.to_string()).join("fd");
+            fs::create_dir_all(&fd).unwrap();
+            for (i, l) in links.iter().enumerate() {
+                std::os::unix::fs::symlink(l, fd.join(i.to_string())).unwrap();
+            }
+        }
+        fs::create_dir_all(d.path.join("self")).unwrap();
+        d
+    }
+
+    mod tempdir {
+        pub struct Dir {
+            pub path: std::path::PathBuf,
+        }
+        impl Dir {
+            pub fn new() -> Dir {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let path = std::env::temp_dir().join(format!("kports-procfs-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+                std::fs::create_dir_all(&path).unwrap();
+                Dir { path }
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+
+    #[test]
+    fn walk_maps_inodes_to_all_holders() {
+        let d = fake_proc(&[
+            (10, &["socket:[100]", "/dev/null", "socket:[101]"]),
+            (11, &["socket:[100]", "pipe:[5]"]),
+            (12, &["anon_inode:[eventfd]"]),
+        ]);
+        for threads in [1, 2, 3] {
+            let o = walk(&d.path, &Want::All, threads).unwrap();
+            assert!(o.exhaustive);
+            assert_eq!(o.by_inode[&100], [10, 11]);
+            assert_eq!(o.by_inode[&101], [10]);
+            assert_eq!(o.by_inode.len(), 2);
+        }
+    }
+
+    #[test]
+    fn wanted_walk_keeps_only_wanted() {
+        let d = fake_proc(&[(10, &["socket:[100]", "socket:[101]"]), (11, &["socket:[102]"])]);
+        let o = walk(&d.path, &Want::Only([101, 102].into()), 1).unwrap();
+        assert_eq!(o.by_inode.len(), 2);
+        assert_eq!(o.by_inode[&102], [11]);
+    }
+
+    #[test]
+    fn missing_pid_directory_is_skipped() {
+        let d = fake_proc(&[(10, &["socket:[100]"])]);
+        fs::create_dir_all(d.path.join("99")).unwrap(); // a process with no fd dir: exited
+        let o = walk(&d.path, &Want::All, 2).unwrap();
+        assert_eq!(o.by_inode[&100], [10]);
+        assert!(o.denied.is_empty());
+    }
+}
