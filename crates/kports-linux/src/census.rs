@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kports_core::{
-    Family, Interface, Netns, Owner, ProcessInfo, ProcessRef, Processes, Proto, SockState, Socket, UnixSocket,
+    Family, Interface, Netns, Owner, ProcessInfo, ProcessRef, Processes, Proto, Socket, UnixSocket,
     Warning, cgroup, component, names, no_processes, redact,
 };
 
@@ -44,8 +44,10 @@ pub struct Query {
     pub tcp: bool,
     pub udp: bool,
     pub unix: bool,
-    /// State bits (1 << kernel state number).
-    pub states: u32,
+    /// TCP states to list (1 << kernel state number).
+    pub tcp_states: u32,
+    /// UDP states to list: 1 << 7 (UNCONN) for bound sockets, 1 << 1 for connected ones.
+    pub udp_states: u32,
     pub all_netns: bool,
     pub owners: OwnerScope,
     pub threads: usize,
@@ -59,7 +61,8 @@ impl Default for Query {
             tcp: true,
             udp: true,
             unix: false,
-            states: sockdiag::ALL_STATES,
+            tcp_states: sockdiag::ALL_STATES,
+            udp_states: sockdiag::ALL_STATES,
             all_netns: false,
             owners: OwnerScope::Every,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -164,11 +167,19 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
 fn denied_warning(pids: &[u32]) -> Warning {
     let shown: Vec<String> = pids.iter().take(8).map(u32::to_string).collect();
     let more = if pids.len() > 8 { format!(" and {} more", pids.len() - 8) } else { String::new() };
+    let plural = if pids.len() == 1 { "process" } else { "processes" };
+    // SAFETY: geteuid cannot fail.
+    let hint = if unsafe { libc::geteuid() } == 0 {
+        "kports runs as root but is denied ptrace access to them (a security module, or a process \
+         of another user namespace); grant CAP_SYS_PTRACE or run kports where they run"
+    } else {
+        "run as root, or grant CAP_SYS_PTRACE (or CAP_DAC_READ_SEARCH)"
+    };
     Warning::new(
         "owners-incomplete",
         format!(
-            "cannot read the open files of {} processes (pids {}{more}): their sockets show owner \"unknown\"; \
-             run as root, or grant CAP_SYS_PTRACE (or CAP_DAC_READ_SEARCH)",
+            "cannot read the open files of {} {plural} (pid {}{more}): sockets without a known owner show \
+             \"unknown\"; {hint}",
             pids.len(),
             shown.join(", ")
         ),
@@ -235,10 +246,14 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
         },
     };
     for &(proto, pname) in &protos {
+        let states = match proto {
+            Proto::Tcp => q.tcp_states,
+            Proto::Udp => q.udp_states,
+        };
         for family in [Family::Ipv4, Family::Ipv6] {
             if let Some(n) = nl.as_mut() {
                 let before = d.sockets.len();
-                match sockdiag::dump_inet(n, family, proto, q.states, &mut d.sockets, &mut d.bound) {
+                match sockdiag::dump_inet(n, family, proto, states, &mut d.sockets, &mut d.bound) {
                     Ok(()) => continue,
                     Err(e) if q.source == Source::Netlink => return Err(Error::NoSockDiag(e)),
                     Err(e) => {
@@ -252,7 +267,7 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
             let path = q.proc_root.join("thread-self/net").join(&file);
             match fs::read_to_string(&path) {
                 Ok(text) => {
-                    let p = procnet::parse_inet(&text, proto, family, q.states);
+                    let p = procnet::parse_inet(&text, proto, family, states);
                     if p.malformed > 0 {
                         d.warnings.push(malformed_warning(&path, p.malformed));
                     }
@@ -404,9 +419,4 @@ pub fn interfaces(proc_root: &Path, all_netns: bool) -> Result<(Vec<Interface>, 
         }
     }
     Ok((out, warnings))
-}
-
-/// Only for tests and tools: a state bit.
-pub fn state_bit(s: SockState) -> u32 {
-    (1..=13u8).find(|&n| SockState::from_kernel(n) == s).map_or(0, |n| 1 << n)
 }

@@ -167,7 +167,13 @@ fn sockets_of(root: &Path, pid: u32, link: &mut [u8; 64], out: &mut Vec<(u64, u3
         // SAFETY: dir's fd is open for the whole loop; name is NUL-terminated; link is a
         // writable buffer whose length is passed.
         let n = unsafe { libc::readlinkat(dir.fd.as_raw_fd(), name.as_ptr(), link.as_mut_ptr().cast(), link.len()) };
-        if n <= 0 {
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            // Listing the directory may be allowed where reading its links is not (ptrace
+            // access mode): that is a permission problem, not a process without sockets.
+            if is_denied(&e) {
+                return Err(e);
+            }
             continue; // closed since the listing
         }
         if let Some(ino) = socket_inode(&link[..n as usize]) {

@@ -21,10 +21,12 @@ const UDIAG_SHOW_PEER: u32 = 4;
 
 /// Every state bit.
 pub const ALL_STATES: u32 = u32::MAX;
-/// TCP LISTEN and UDP's bound-unconnected "CLOSE", i.e. what `ss -l` shows.
-pub const LISTEN_STATES: u32 = (1 << 10) | (1 << 7);
-/// ESTABLISHED and LISTEN only: what `kports conns` needs.
-pub const CONN_STATES: u32 = (1 << 1) | (1 << 10);
+/// TCP LISTEN.
+pub const LISTEN: u32 = 1 << 10;
+/// ESTABLISHED.
+pub const ESTABLISHED: u32 = 1 << 1;
+/// UDP's bound, unconnected state (kernel CLOSE), which `ss -l` shows as UNCONN.
+pub const UNCONN: u32 = 1 << 7;
 
 /// A socket as parsed from one `inet_diag_msg`, before owners are joined on, with the index of
 /// the interface it is bound to (0 for none).

@@ -1,1 +1,48 @@
-fn main() {}
+//! The `kports` binary: parse the command line, run one subcommand, map errors to exit codes.
+//!
+//! Exit codes: 0 success (also when the reader of a pipe went away), 1 a check found what
+//! `--fail-on` asks to fail on, 2 an error of kports itself or a usage error.
+
+mod cli;
+mod cmd;
+mod output;
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::output::Out;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = Out::stdout();
+    let result = match &cli.command {
+        Command::Node(a) => cmd::node::run(a, &mut out),
+        Command::Listen(a) => cmd::listen::run(a, &mut out),
+        Command::Conns(a) => cmd::conns::run(a, &mut out),
+    }
+    .and_then(|warnings| {
+        out.flush()?;
+        output::warn(&warnings);
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kports: {e:#}");
+            if let Some(kports_linux::Error::Io { .. } | kports_linux::Error::NoSockDiag(_)) = e.downcast_ref::<kports_linux::Error>() {
+                if e.downcast_ref::<kports_linux::Error>().is_some_and(|k| k.is_permission()) {
+                    eprintln!("hint: run as root, or grant CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN (for other namespaces)");
+                }
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+}
