@@ -5,6 +5,7 @@
 //! The serde `Serialize` impls of these types *are* kports's JSON schema (see `docs/schema.md`):
 //! renaming a field is a schema change and needs [`SCHEMA_VERSION`] bumped.
 
+pub mod catalog;
 pub mod cgroup;
 pub mod component;
 pub mod conns;
