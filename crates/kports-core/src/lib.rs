@@ -7,11 +7,14 @@
 
 pub mod catalog;
 pub mod cgroup;
+pub mod check;
 pub mod component;
 pub mod conns;
+pub mod flags;
 pub mod model;
 pub mod names;
 pub mod redact;
+pub mod role;
 
 pub use model::*;
 
