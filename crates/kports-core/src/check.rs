@@ -521,7 +521,10 @@ pub fn check(input: &Input<'_>) -> Report {
     if unknown_owners > 0 {
         warnings.push(Warning::new(
             "owners-unknown",
-            format!("{unknown_owners} listeners have no known owner: kports cannot tell a conflict from the expected component there (run as root)"),
+            format!(
+                "{unknown_owners} {} no known owner: kports cannot tell a conflict from the expected component there (run as root)",
+                if unknown_owners == 1 { "listener has" } else { "listeners have" }
+            ),
         ));
     }
 
@@ -562,7 +565,15 @@ pub fn check(input: &Input<'_>) -> Report {
             purpose: e.purpose.clone(),
             expect: e.expect,
             result,
-            listeners: on_port.iter().map(|s| SocketEvidence::of(s)).collect(),
+            listeners: on_port
+                .iter()
+                .filter(|s| {
+                    r.port.is_single()
+                        || e.expect == Expect::Reserved
+                        || hold(e, s) == Hold::Expected
+                })
+                .map(|s| SocketEvidence::of(s))
+                .collect(),
             configured_by: r.settings.clone(),
         });
     }
@@ -865,56 +876,106 @@ fn pre_install(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
     }
 }
 
-/// Listeners that no catalog entry explains, one finding per (protocol, port, holder).
+/// Listeners that no catalog entry explains. A port the catalog gives to another component is
+/// reported on its own; the rest are grouped per holder and protocol, so a process with a
+/// hundred listeners is one finding, not a hundred.
 fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved<'_>]) {
-    let mut groups: BTreeMap<(Proto, u16, Vec<u32>, bool), Vec<&Socket>> = BTreeMap::new();
+    type Group<'s> = BTreeMap<(Proto, Option<u16>, Vec<u32>, bool), Vec<&'s Socket>>;
+    let known_port = |proto: Proto, port: u16| -> Option<&Entry> {
+        resolved
+            .iter()
+            .find(|r| {
+                r.entry.protocol.proto() == Some(proto)
+                    && r.port.is_single()
+                    && r.port.first == port
+            })
+            .map(|r| r.entry)
+    };
+    let mut groups: Group<'_> = BTreeMap::new();
     for s in listeners {
         let p = *s as *const Socket;
         if ck.explained.contains(&p) || ck.reported.contains(&p) {
             continue;
         }
         let pids = s.processes.iter().map(|p| p.pid).collect();
+        let port = known_port(s.proto, s.local_port).map(|_| s.local_port);
         groups
-            .entry((s.proto, s.local_port, pids, s.owner == Owner::Kernel))
+            .entry((s.proto, port, pids, s.owner == Owner::Kernel))
             .or_default()
             .push(s);
     }
-    for ((proto, port, _, _), socks) in groups {
+    for ((proto, known, pids, _), socks) in groups {
         let protocol = if proto == Proto::Tcp {
             Protocol::Tcp
         } else {
             Protocol::Udp
         };
-        let label = format!("{}/{port}", protocol.as_str());
-        let known: Vec<&Entry> = resolved
-            .iter()
-            .filter(|r| r.entry.protocol == protocol && r.port.contains(port) && r.port.is_single())
-            .map(|r| r.entry)
-            .collect();
-        let why = match known.first() {
-            Some(e) => format!(
-                "; the catalog has {label} as {}'s ({}), but this is not {}",
-                e.component, e.purpose, e.component
-            ),
-            None => ", which no catalog entry explains".to_string(),
+        let mut ports: Vec<u16> = socks.iter().map(|s| s.local_port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let first = PortRange::single(ports[0]);
+        let at = At {
+            entry: None,
+            protocol,
+            port: first,
         };
-        let message = format!(
-            "{} listens on {label} ({}){why}",
-            who(&socks),
-            addresses(&socks)
-        );
+        let message = match known.and_then(|p| known_port(proto, p)) {
+            Some(e) => format!(
+                "{} listens on {}/{} ({}); the catalog has that port as {}'s ({}), but this is not {}",
+                who(&socks),
+                protocol.as_str(),
+                ports[0],
+                addresses(&socks),
+                e.component,
+                e.purpose,
+                e.component
+            ),
+            None if ports.len() == 1 => {
+                format!(
+                    "{} listens on {}/{} ({}), which no catalog entry explains",
+                    who(&socks),
+                    protocol.as_str(),
+                    ports[0],
+                    addresses(&socks)
+                )
+            }
+            None => {
+                let shown: Vec<String> = ports.iter().take(8).map(u16::to_string).collect();
+                let more = if ports.len() > 8 {
+                    format!(" and {} more", ports.len() - 8)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} listens on {} {} ports that no catalog entry explains: {}{more} ({})",
+                    who(&socks),
+                    ports.len(),
+                    protocol.as_str().to_ascii_uppercase(),
+                    shown.join(", "),
+                    addresses(&socks)
+                )
+            }
+        };
+        let pid = pids.first().copied();
         ck.add(
             ids::UNEXPLAINED_LISTENER,
             Severity::Info,
             message,
-            At {
-                entry: None,
-                protocol,
-                port: PortRange::single(port),
-            },
+            at,
             &socks,
             Vec::new(),
         );
+        if ports.len() > 1 {
+            // One command for all of a process's ports.
+            if let (Some(f), Some(pid)) = (ck.findings.last_mut(), pid) {
+                let flag = if proto == Proto::Udp {
+                    "-ulnp"
+                } else {
+                    "-tlnp"
+                };
+                f.command = format!("ss {flag} | grep 'pid={pid},'");
+            }
+        }
     }
 }
 
@@ -1324,7 +1385,35 @@ mod tests {
             "python3 (pid 77) listens on tcp/8000 (0.0.0.0, ::), which no catalog entry explains"
         );
         assert_eq!(r.findings[1].evidence.sockets.len(), 2);
-        assert!(r.findings[0].message.contains("the catalog has tcp/2379 as etcd's (etcd client API (gRPC over TLS)), but this is not etcd"), "{}", r.findings[0].message);
+        assert!(r.findings[0].message.ends_with("(0.0.0.0); the catalog has that port as etcd's (etcd client API (gRPC over TLS)), but this is not etcd"), "{}", r.findings[0].message);
+    }
+
+    #[test]
+    fn many_unexplained_ports_of_one_process_are_one_finding() {
+        let mut s = worker();
+        for p in 0..12 {
+            s.push(listener(
+                Proto::Tcp,
+                "127.77.0.1",
+                40000 + p,
+                "lg-worker",
+                9882,
+                None,
+            ));
+        }
+        let r = run(&s, Some(Role::Worker), false);
+        assert_eq!(
+            ids_of(&r),
+            [("unexplained-listener", Severity::Info, "tcp/40000".into())]
+        );
+        let f = &r.findings[0];
+        assert_eq!(
+            f.message,
+            "lg-worker (pid 9882) listens on 12 TCP ports that no catalog entry explains: \
+             40000, 40001, 40002, 40003, 40004, 40005, 40006, 40007 and 4 more (127.77.0.1)"
+        );
+        assert_eq!(f.evidence.sockets.len(), 12);
+        assert_eq!(f.command, "ss -tlnp | grep 'pid=9882,'");
     }
 
     #[test]

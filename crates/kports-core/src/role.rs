@@ -8,10 +8,12 @@
 //! are guesses with evidence, and `--role` / `--cni` override them.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::catalog::Role;
+use crate::check::is_listener;
 use crate::{Interface, Socket};
 
 /// A role or CNI, with where it came from.
@@ -76,25 +78,36 @@ const CNI_DEVICES: &[(&str, &str)] = &[
     ("kube-bridge", "kube-router"),
 ];
 
-/// Components seen in the census with one pid each: (component, pid, port it holds).
+/// Components seen in the census with one pid each: (component, pid, what shows it), from a
+/// listener when the component has one, else from a connection it made.
 fn components(sockets: &[Socket]) -> Vec<(&'static str, u32, String)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for s in sockets {
+    let listening = sockets.iter().filter(|s| is_listener(s));
+    let others = sockets.iter().filter(|s| !is_listener(s));
+    for s in listening.chain(others) {
         let Some(c) = s.component else { continue };
         let pid = s.processes.first().map_or(0, |p| p.pid);
         if seen.insert(c) {
-            out.push((c, pid, format!("{}/{}", s.proto.as_str(), s.local_port)));
+            let what = if is_listener(s) {
+                format!("holds {}/{}", s.proto.as_str(), s.local_port)
+            } else {
+                match s.remote_address {
+                    IpAddr::V6(a) => format!("is connected to [{a}]:{}", s.remote_port),
+                    a => format!("is connected to {a}:{}", s.remote_port),
+                }
+            };
+            out.push((c, pid, what));
         }
     }
     out
 }
 
-fn fact(c: &str, pid: u32, port: &str) -> String {
+fn fact(c: &str, pid: u32, what: &str) -> String {
     if pid == 0 {
-        format!("{c} holds {port}")
+        format!("{c} {what}")
     } else {
-        format!("{c} (pid {pid}) holds {port}")
+        format!("{c} (pid {pid}) {what}")
     }
 }
 
@@ -278,6 +291,20 @@ pub(crate) mod tests {
         let d = detect_role(&s);
         assert_eq!(d.value, Some(Role::ControlPlane));
         assert_eq!(d.evidence, ["kube-scheduler (pid 3) holds tcp/10259"]);
+    }
+
+    #[test]
+    fn a_component_that_only_connects_still_counts() {
+        let mut c = tcp(46230, "kube-apiserver", 7);
+        c.state = crate::SockState::Established;
+        c.remote_address = "127.0.0.1".parse().unwrap();
+        c.remote_port = 2379;
+        let d = detect_role(&[c, tcp(2379, "etcd", 2)]);
+        assert_eq!(d.value, Some(Role::ControlPlane));
+        assert_eq!(
+            d.evidence,
+            ["kube-apiserver (pid 7) is connected to 127.0.0.1:2379"]
+        );
     }
 
     #[test]

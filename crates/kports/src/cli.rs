@@ -33,6 +33,21 @@ pub enum Command {
     /// `kports conns --process etcd` shows which etcd port has more client connections.
     /// Counts add up to `ss -tanH state established` on the same snapshot.
     Conns(ConnsArgs),
+    /// Check the node's listeners against every port its role and CNI need.
+    ///
+    /// For each port of the catalog: is it listening, held by the component that should hold
+    /// it, reachable by the peers that need it, and not bound wider than needed? Also ports that
+    /// should be closed (the kubelet's read-only 10255, legacy 10251/10252) and listeners no
+    /// catalog entry explains. Each finding names its evidence and the `ss` command that shows
+    /// it. Exit status 0 when clean, 1 when a finding reaches --fail-on, 2 on an error.
+    /// `--pre-install --role ROLE` checks, before kubeadm runs, that the role's ports are free.
+    Check(crate::cmd::check::CheckArgs),
+    /// Explain a port or a component: what normally listens there, who connects and why,
+    /// kubeadm's bind address, and what this node has there now.
+    ///
+    /// `kports explain 2379` shows why etcd's client port has many connections (every API
+    /// server) while its peer port 2380 has a few (one set per member).
+    Explain(crate::cmd::explain::ExplainArgs),
 }
 
 /// Options every census command shares.

@@ -22,6 +22,8 @@ fn main() -> ExitCode {
         Command::Node(a) => cmd::node::run(a, &mut out),
         Command::Listen(a) => cmd::listen::run(a, &mut out),
         Command::Conns(a) => cmd::conns::run(a, &mut out),
+        Command::Check(a) => cmd::check::run(a, &mut out),
+        Command::Explain(a) => cmd::explain::run(a, &mut out),
     }
     .and_then(|warnings| {
         out.flush()?;
@@ -31,6 +33,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // The check printed its findings; they reached --fail-on.
+        Err(e) if e.downcast_ref::<cmd::check::Failed>().is_some() => ExitCode::from(1),
         Err(e) => {
             eprintln!("kports: {e:#}");
             if let Some(kports_linux::Error::Io { .. } | kports_linux::Error::NoSockDiag(_)) = e.downcast_ref::<kports_linux::Error>() {
