@@ -270,6 +270,7 @@ impl Warning {
 
 /// The empty holder list, shared so that sockets without owners cost no allocation.
 pub fn no_processes() -> Processes {
-    static EMPTY: std::sync::LazyLock<Processes> = std::sync::LazyLock::new(|| Arc::new(Vec::new()));
+    static EMPTY: std::sync::LazyLock<Processes> =
+        std::sync::LazyLock::new(|| Arc::new(Vec::new()));
     EMPTY.clone()
 }

@@ -95,7 +95,10 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
     let namespaces = if q.all_netns {
         netns::all(&q.proc_root).map_err(|e| Error::io("the list of network namespaces", e))?
     } else {
-        vec![netns::current(&q.proc_root).map_err(|e| Error::io("this thread's network namespace", e))?]
+        vec![
+            netns::current(&q.proc_root)
+                .map_err(|e| Error::io("this thread's network namespace", e))?,
+        ]
     };
     let here = netns::current(&q.proc_root).map(|h| h.netns.inode).ok();
 
@@ -106,7 +109,12 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
             let dumps = dump_all(q, &namespaces, here)?;
             let wanted: HashSet<u64> = dumps
                 .iter()
-                .flat_map(|(_, d)| d.sockets.iter().map(|s| s.inode).chain(d.unix.iter().map(|u| u.inode)))
+                .flat_map(|(_, d)| {
+                    d.sockets
+                        .iter()
+                        .map(|s| s.inode)
+                        .chain(d.unix.iter().map(|u| u.inode))
+                })
                 .filter(|&i| i != 0)
                 .collect();
             let owners = procfs::walk(&q.proc_root, &Want::Only(wanted), q.threads);
@@ -115,9 +123,13 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         OwnerScope::Every => {
             // The walk and the dumps are independent: run them side by side.
             std::thread::scope(|s| {
-                let walker = s.spawn(|| procfs::walk(&q.proc_root, &Want::All, q.threads.saturating_sub(1).max(1)));
+                let walker = s.spawn(|| {
+                    procfs::walk(&q.proc_root, &Want::All, q.threads.saturating_sub(1).max(1))
+                });
                 let dumps = dump_all(q, &namespaces, here);
-                let owners = walker.join().unwrap_or_else(|_| Err(io::Error::other("owner walk panicked")));
+                let owners = walker
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("owner walk panicked")));
                 dumps.map(|d| (d, Some(owners)))
             })?
         }
@@ -126,7 +138,13 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
     let owners = match owners {
         Some(Ok(o)) => Some(o),
         Some(Err(e)) => {
-            warnings.push(Warning::new("owners-unreadable", format!("cannot list processes under {}: {e}; owners are unknown", q.proc_root.display())));
+            warnings.push(Warning::new(
+                "owners-unreadable",
+                format!(
+                    "cannot list processes under {}: {e}; owners are unknown",
+                    q.proc_root.display()
+                ),
+            ));
             None
         }
         None => None,
@@ -137,14 +155,21 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         }
     }
 
-    let mut census = Census { warnings, ..Census::default() };
+    let mut census = Census {
+        warnings,
+        ..Census::default()
+    };
     let mut procs = ProcTable::new(&q.proc_root);
     for (ns, mut d) in dumps {
         census.warnings.append(&mut d.warnings);
         let ns = Arc::new(ns.netns);
         for &(i, ifindex) in &d.bound {
             if let Some(s) = d.sockets.get_mut(i) {
-                s.interface = Some(d.links.get(&ifindex).map_or_else(|| format!("if{ifindex}"), |l| l.0.clone()));
+                s.interface = Some(
+                    d.links
+                        .get(&ifindex)
+                        .map_or_else(|| format!("if{ifindex}"), |l| l.0.clone()),
+                );
             }
         }
         for mut s in d.sockets {
@@ -166,8 +191,16 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
 
 fn denied_warning(pids: &[u32]) -> Warning {
     let shown: Vec<String> = pids.iter().take(8).map(u32::to_string).collect();
-    let more = if pids.len() > 8 { format!(" and {} more", pids.len() - 8) } else { String::new() };
-    let plural = if pids.len() == 1 { "process" } else { "processes" };
+    let more = if pids.len() > 8 {
+        format!(" and {} more", pids.len() - 8)
+    } else {
+        String::new()
+    };
+    let plural = if pids.len() == 1 {
+        "process"
+    } else {
+        "processes"
+    };
     // SAFETY: geteuid cannot fail.
     let hint = if unsafe { libc::geteuid() } == 0 {
         "kports runs as root but is denied ptrace access to them (a security module, or a process \
@@ -187,15 +220,25 @@ fn denied_warning(pids: &[u32]) -> Warning {
 }
 
 /// The component of a socket the kernel holds: a VXLAN or Geneve device's UDP port.
-fn kernel_tunnel(links: &HashMap<u32, (String, String, Option<u16>)>, port: u16) -> Option<&'static str> {
-    links.values().find(|(_, _, p)| *p == Some(port)).map(|(_, kind, _)| match kind.as_str() {
-        "vxlan" => "vxlan (kernel)",
-        "geneve" => "geneve (kernel)",
-        _ => "tunnel (kernel)",
-    })
+fn kernel_tunnel(
+    links: &HashMap<u32, (String, String, Option<u16>)>,
+    port: u16,
+) -> Option<&'static str> {
+    links
+        .values()
+        .find(|(_, _, p)| *p == Some(port))
+        .map(|(_, kind, _)| match kind.as_str() {
+            "vxlan" => "vxlan (kernel)",
+            "geneve" => "geneve (kernel)",
+            _ => "tunnel (kernel)",
+        })
 }
 
-fn dump_all(q: &Query, namespaces: &[NsHandle], here: Option<u64>) -> Result<Vec<(NsHandle, NsDump)>, Error> {
+fn dump_all(
+    q: &Query,
+    namespaces: &[NsHandle],
+    here: Option<u64>,
+) -> Result<Vec<(NsHandle, NsDump)>, Error> {
     let mut out = Vec::with_capacity(namespaces.len());
     for ns in namespaces {
         let dump = if Some(ns.netns.inode) == here {
@@ -210,7 +253,10 @@ fn dump_all(q: &Query, namespaces: &[NsHandle], here: Option<u64>) -> Result<Vec
                     let mut d = NsDump::default();
                     d.warnings.push(Warning::new(
                         "netns-unreadable",
-                        format!("cannot enter network namespace {}: {e} (needs root or CAP_SYS_ADMIN)", ns.netns.label()),
+                        format!(
+                            "cannot enter network namespace {}: {e} (needs root or CAP_SYS_ADMIN)",
+                            ns.netns.label()
+                        ),
                     ));
                     d
                 }
@@ -290,7 +336,8 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
                 d.unix.clear();
             }
             let path = q.proc_root.join("thread-self/net/unix");
-            let text = fs::read_to_string(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            let text =
+                fs::read_to_string(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
             let p = procnet::parse_unix(&text);
             if p.malformed > 0 {
                 d.warnings.push(malformed_warning(&path, p.malformed));
@@ -302,7 +349,10 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
     if needs_links {
         if let Ok(mut rt) = Netlink::open(libc::NETLINK_ROUTE) {
             if let Ok(ifs) = link::links(&mut rt) {
-                d.links = ifs.into_iter().map(|i| (i.index, (i.name, i.kind, i.tunnel_port))).collect();
+                d.links = ifs
+                    .into_iter()
+                    .map(|i| (i.index, (i.name, i.kind, i.tunnel_port)))
+                    .collect();
             }
         }
     }
@@ -313,8 +363,13 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
 fn socket_estimate(proc_root: &Path) -> usize {
     let mut n = 0usize;
     for f in ["sockstat", "sockstat6"] {
-        let Ok(text) = fs::read_to_string(proc_root.join("thread-self/net").join(f)) else { continue };
-        for line in text.lines().filter(|l| l.starts_with("TCP") || l.starts_with("UDP")) {
+        let Ok(text) = fs::read_to_string(proc_root.join("thread-self/net").join(f)) else {
+            continue;
+        };
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("TCP") || l.starts_with("UDP"))
+        {
             let mut it = line.split_ascii_whitespace();
             while let Some(w) = it.next() {
                 if w == "inuse" || w == "tw" {
@@ -327,30 +382,52 @@ fn socket_estimate(proc_root: &Path) -> usize {
 }
 
 fn fallback_warning(what: &str, e: &io::Error) -> Warning {
-    Warning::new("sock-diag-unavailable", format!("netlink sock_diag for {what} failed ({e}); read /proc/net instead"))
+    Warning::new(
+        "sock-diag-unavailable",
+        format!("netlink sock_diag for {what} failed ({e}); read /proc/net instead"),
+    )
 }
 
 fn malformed_warning(path: &Path, n: usize) -> Warning {
-    Warning::new("malformed-proc-lines", format!("{n} lines of {} did not parse and were skipped", path.display()))
+    Warning::new(
+        "malformed-proc-lines",
+        format!(
+            "{n} lines of {} did not parse and were skipped",
+            path.display()
+        ),
+    )
 }
+
+/// A process as shown, with the component it is.
+pub type Shown = (Arc<ProcessRef>, Option<&'static str>);
 
 /// Reads each owner process once and shares its record between its sockets.
 struct ProcTable<'a> {
     root: &'a Path,
-    by_pid: HashMap<u32, Option<(Arc<ProcessRef>, Option<&'static str>)>>,
+    by_pid: HashMap<u32, Option<Shown>>,
     sets: HashMap<Vec<u32>, (Processes, Option<&'static str>)>,
 }
 
 impl<'a> ProcTable<'a> {
     fn new(root: &'a Path) -> ProcTable<'a> {
-        ProcTable { root, by_pid: HashMap::new(), sets: HashMap::new() }
+        ProcTable {
+            root,
+            by_pid: HashMap::new(),
+            sets: HashMap::new(),
+        }
     }
 
-    fn attribute(&mut self, inode: u64, owners: Option<&procfs::Owners>) -> (Owner, Processes, Option<&'static str>) {
+    fn attribute(
+        &mut self,
+        inode: u64,
+        owners: Option<&procfs::Owners>,
+    ) -> (Owner, Processes, Option<&'static str>) {
         if inode == 0 {
             return (Owner::None, no_processes(), None);
         }
-        let Some(o) = owners else { return (Owner::Unknown, no_processes(), None) };
+        let Some(o) = owners else {
+            return (Owner::Unknown, no_processes(), None);
+        };
         match o.by_inode.get(&inode) {
             Some(pids) => {
                 if let Some((p, c)) = self.sets.get(pids) {
@@ -359,7 +436,9 @@ impl<'a> ProcTable<'a> {
                 let mut list = Vec::with_capacity(pids.len());
                 let mut comp = None;
                 for &pid in pids {
-                    let entry = self.by_pid.entry(pid).or_insert_with(|| procfs::process_info(self.root, pid).map(|i| process_ref(&i)));
+                    let entry = self.by_pid.entry(pid).or_insert_with(|| {
+                        procfs::process_info(self.root, pid).map(|i| process_ref(&i))
+                    });
                     if let Some((p, c)) = entry {
                         list.push(p.clone());
                         comp = comp.or(*c);
@@ -368,7 +447,11 @@ impl<'a> ProcTable<'a> {
                 let procs: Processes = Arc::new(list);
                 self.sets.insert(pids.clone(), (procs.clone(), comp));
                 // Every holder exited between the walk and now: say so rather than "kernel".
-                let owner = if procs.is_empty() { Owner::Unknown } else { Owner::Process };
+                let owner = if procs.is_empty() {
+                    Owner::Unknown
+                } else {
+                    Owner::Process
+                };
                 (owner, procs, comp)
             }
             None if o.denied.is_empty() && o.exhaustive => (Owner::Kernel, no_processes(), None),
@@ -378,7 +461,7 @@ impl<'a> ProcTable<'a> {
 }
 
 /// What kports shows of a process: full name, redacted command line, container and pod.
-pub fn process_ref(i: &ProcessInfo) -> (Arc<ProcessRef>, Option<&'static str>) {
+pub fn process_ref(i: &ProcessInfo) -> Shown {
     let (container_id, pod_uid) = cgroup::container_of(&i.cgroup);
     let p = ProcessRef {
         pid: i.pid,
@@ -391,16 +474,27 @@ pub fn process_ref(i: &ProcessInfo) -> (Arc<ProcessRef>, Option<&'static str>) {
 }
 
 /// Interfaces of one or every namespace.
-pub fn interfaces(proc_root: &Path, all_netns: bool) -> Result<(Vec<Interface>, Vec<Warning>), Error> {
+pub fn interfaces(
+    proc_root: &Path,
+    all_netns: bool,
+) -> Result<(Vec<Interface>, Vec<Warning>), Error> {
     let mut warnings = Vec::new();
-    let here = netns::current(proc_root).map_err(|e| Error::io("this thread's network namespace", e))?;
-    let namespaces = if all_netns { netns::all(proc_root).map_err(|e| Error::io("the list of network namespaces", e))? } else { vec![here.clone()] };
+    let here =
+        netns::current(proc_root).map_err(|e| Error::io("this thread's network namespace", e))?;
+    let namespaces = if all_netns {
+        netns::all(proc_root).map_err(|e| Error::io("the list of network namespaces", e))?
+    } else {
+        vec![here.clone()]
+    };
     let mut out = Vec::new();
     for ns in namespaces {
         let result = if ns.netns.inode == here.netns.inode {
             Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))
         } else {
-            netns::run_in(&ns.path, || Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))).and_then(|r| r)
+            netns::run_in(&ns.path, || {
+                Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))
+            })
+            .and_then(|r| r)
         };
         match result {
             Ok(ifs) => {

@@ -30,7 +30,11 @@ const RUN_NETNS: &str = "/run/netns";
 pub fn current(proc_root: &Path) -> io::Result<NsHandle> {
     let path = proc_root.join("thread-self/ns/net");
     let inode = fs::metadata(&path)?.ino();
-    Ok(NsHandle { netns: describe(proc_root, inode), path, pid: None })
+    Ok(NsHandle {
+        netns: describe(proc_root, inode),
+        path,
+        pid: None,
+    })
 }
 
 /// Every namespace on the host, sorted by inode, the host's first.
@@ -43,14 +47,22 @@ pub fn all(proc_root: &Path) -> io::Result<Vec<NsHandle>> {
         // A process that exited, or whose namespace we may not see: skip quietly.
         let Ok(m) = fs::metadata(&path) else { continue };
         found.entry(m.ino()).or_insert_with(|| NsHandle {
-            netns: Netns { inode: m.ino(), name: names.get(&m.ino()).cloned(), host: Some(m.ino()) == host },
+            netns: Netns {
+                inode: m.ino(),
+                name: names.get(&m.ino()).cloned(),
+                host: Some(m.ino()) == host,
+            },
             path,
             pid: Some(pid),
         });
     }
     for (inode, name) in &names {
         found.entry(*inode).or_insert_with(|| NsHandle {
-            netns: Netns { inode: *inode, name: Some(name.clone()), host: Some(*inode) == host },
+            netns: Netns {
+                inode: *inode,
+                name: Some(name.clone()),
+                host: Some(*inode) == host,
+            },
             path: Path::new(RUN_NETNS).join(name),
             pid: None,
         });
@@ -62,16 +74,24 @@ pub fn all(proc_root: &Path) -> io::Result<Vec<NsHandle>> {
 
 /// Names a namespace inode from `/run/netns` and whether it is the host's.
 pub fn describe(proc_root: &Path, inode: u64) -> Netns {
-    Netns { inode, name: named().remove(&inode), host: host_inode(proc_root) == Some(inode) }
+    Netns {
+        inode,
+        name: named().remove(&inode),
+        host: host_inode(proc_root) == Some(inode),
+    }
 }
 
 fn host_inode(proc_root: &Path) -> Option<u64> {
-    fs::metadata(proc_root.join("1/ns/net")).ok().map(|m| m.ino())
+    fs::metadata(proc_root.join("1/ns/net"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// inode -> name of the namespaces bind-mounted under /run/netns.
 fn named() -> BTreeMap<u64, String> {
-    let Ok(rd) = fs::read_dir(RUN_NETNS) else { return BTreeMap::new() };
+    let Ok(rd) = fs::read_dir(RUN_NETNS) else {
+        return BTreeMap::new();
+    };
     rd.flatten()
         .filter_map(|e| {
             let ino = fs::metadata(e.path()).ok()?.ino();
@@ -81,7 +101,10 @@ fn named() -> BTreeMap<u64, String> {
 }
 
 /// Runs `f` on a new thread that has entered the namespace at `path`.
-pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+pub fn run_in<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
     let path = path.to_path_buf();
     std::thread::spawn(move || -> io::Result<T> {
         let file = fs::File::open(&path)?;

@@ -10,7 +10,12 @@ use crate::output::Format;
 /// Kubernetes component it belongs to. `kports conns` counts established connections per
 /// listener; `kports node` shows interfaces and addresses. Add `-o json` for scripts.
 #[derive(Debug, Parser)]
-#[command(name = "kports", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "kports",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -133,7 +138,11 @@ pub struct ConnsArgs {
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let parse = |p: &str| p.trim().parse::<u16>().map_err(|_| format!("`{p}` is not a port number (0-65535)"));
+    let parse = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a port number (0-65535)"))
+    };
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (parse(a)?, parse(b)?);
