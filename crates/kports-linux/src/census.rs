@@ -175,8 +175,12 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         for mut s in d.sockets {
             s.netns = Some(ns.clone());
             (s.owner, s.processes, s.component) = procs.attribute(s.inode, owners.as_ref());
-            if s.owner == Owner::Kernel && s.proto == Proto::Udp {
-                s.component = kernel_tunnel(&d.links, s.local_port);
+            // A VXLAN or Geneve device holds its UDP port exclusively: an ownerless socket on
+            // that port is the device's, even where some processes could not be read.
+            if s.owner != Owner::Process && s.proto == Proto::Udp {
+                if let Some(c) = kernel_tunnel(&d.links, s.local_port) {
+                    (s.owner, s.component) = (Owner::Kernel, Some(c));
+                }
             }
             census.sockets.push(s);
         }
