@@ -124,7 +124,7 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
             // The walk and the dumps are independent: run them side by side.
             std::thread::scope(|s| {
                 let walker = s.spawn(|| {
-                    procfs::walk(&q.proc_root, &Want::All, q.threads.saturating_sub(1).max(1))
+                    procfs::walk(&q.proc_root, &Want::All, q.threads)
                 });
                 let dumps = dump_all(q, &namespaces, here);
                 let owners = walker
