@@ -123,9 +123,7 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         OwnerScope::Every => {
             // The walk and the dumps are independent: run them side by side.
             std::thread::scope(|s| {
-                let walker = s.spawn(|| {
-                    procfs::walk(&q.proc_root, &Want::All, q.threads)
-                });
+                let walker = s.spawn(|| procfs::walk(&q.proc_root, &Want::All, q.threads));
                 let dumps = dump_all(q, &namespaces, here);
                 let owners = walker
                     .join()

@@ -5,7 +5,11 @@ use std::process::Command;
 use crate::support::KPORTS;
 
 fn kports(args: &[&str]) -> std::process::Output {
-    Command::new(KPORTS).args(args).env("NO_COLOR", "1").output().unwrap()
+    Command::new(KPORTS)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -17,12 +21,23 @@ fn help_teaches_the_commands() {
         assert!(help.contains(cmd), "{help}");
     }
     let listen = String::from_utf8_lossy(&kports(&["listen", "--help"]).stdout).into_owned();
-    assert!(listen.contains("--all-netns") && listen.contains("--component") && listen.contains("kube-controller-manager"), "{listen}");
+    assert!(
+        listen.contains("--all-netns")
+            && listen.contains("--component")
+            && listen.contains("kube-controller-manager"),
+        "{listen}"
+    );
 }
 
 #[test]
 fn usage_errors_exit_2_with_a_message() {
-    for args in [&["listen", "--bogus"][..], &["listen", "--port", "70000"], &["listen", "--port", "9-1"], &["nosuch"], &["listen", "-o", "yaml"]] {
+    for args in [
+        &["listen", "--bogus"][..],
+        &["listen", "--port", "70000"],
+        &["listen", "--port", "9-1"],
+        &["nosuch"],
+        &["listen", "-o", "yaml"],
+    ] {
         let out = kports(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty(), "{args:?}");
@@ -32,7 +47,11 @@ fn usage_errors_exit_2_with_a_message() {
 
 #[test]
 fn no_colour_off_a_terminal() {
-    let out = Command::new(KPORTS).args(["node"]).env_remove("NO_COLOR").output().unwrap();
+    let out = Command::new(KPORTS)
+        .args(["node"])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(!out.stdout.contains(&0x1b), "escape codes in piped output");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("hostname: "));
@@ -42,10 +61,17 @@ fn no_colour_off_a_terminal() {
 fn json_is_one_versioned_document() {
     for cmd in ["node", "listen", "conns"] {
         let out = kports(&[cmd, "-o", "json"]);
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["schema"], 1, "{cmd}");
         assert_eq!(v["kind"], cmd);
-        assert!(v["hostname"].is_string() && v["items"].is_array() && v["warnings"].is_array(), "{cmd}: {v}");
+        assert!(
+            v["hostname"].is_string() && v["items"].is_array() && v["warnings"].is_array(),
+            "{cmd}: {v}"
+        );
     }
 }

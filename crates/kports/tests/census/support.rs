@@ -14,13 +14,23 @@ const SOCKD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/sockd.py
 pub fn require_root() {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "the system tests create network namespaces and must run as root (CI does)");
+    assert_eq!(
+        euid, 0,
+        "the system tests create network namespaces and must run as root (CI does)"
+    );
 }
 
 /// Runs a command to completion, panicking with its stderr if it fails.
 pub fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -36,11 +46,20 @@ impl Ns {
     pub fn new() -> Ns {
         require_root();
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("kpt-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "kpt-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
         sh("ip", &["netns", "add", &name]);
-        let ns = Ns { name, dir, children: Vec::new(), pids: Vec::new() };
+        let ns = Ns {
+            name,
+            dir,
+            children: Vec::new(),
+            pids: Vec::new(),
+        };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
     }
@@ -56,13 +75,21 @@ impl Ns {
     pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
         let mut a = vec!["netns", "exec", self.name.as_str(), cmd];
         a.extend_from_slice(args);
-        Command::new("ip").args(&a).stdin(Stdio::null()).output().unwrap()
+        Command::new("ip")
+            .args(&a)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// kports inside the namespace; panics unless it exits 0.
     pub fn kports(&self, args: &[&str]) -> String {
         let out = self.exec(KPORTS, args);
-        assert!(out.status.success(), "kports {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kports {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -79,12 +106,24 @@ impl Ns {
     pub fn spawn(&mut self, name: &str, args: &[&str]) -> (u32, Option<u32>) {
         let exe = self.dir.join(name);
         if !exe.exists() {
-            let python = std::fs::canonicalize("/usr/bin/python3").expect("python3 is needed by the system tests");
+            let python = std::fs::canonicalize("/usr/bin/python3")
+                .expect("python3 is needed by the system tests");
             std::fs::copy(&python, &exe).unwrap();
         }
-        let mut a = vec!["netns".to_string(), "exec".into(), self.name.clone(), exe.display().to_string(), SOCKD.into()];
+        let mut a = vec![
+            "netns".to_string(),
+            "exec".into(),
+            self.name.clone(),
+            exe.display().to_string(),
+            SOCKD.into(),
+        ];
         a.extend(args.iter().map(|s| s.to_string()));
-        let mut child = Command::new("ip").args(&a).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = Command::new("ip")
+            .args(&a)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stdout = child.stdout.take().unwrap();
         self.pids.push(child.id());
         self.children.push(child);
@@ -98,7 +137,9 @@ impl Ns {
         });
         let mut forked = None;
         loop {
-            let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("{name} did not get ready"));
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("{name} did not get ready"));
             let mut w = line.split_whitespace();
             match (w.next(), w.next().and_then(|p| p.parse::<u32>().ok())) {
                 (Some("child"), Some(pid)) => {
@@ -123,12 +164,18 @@ impl Drop for Ns {
             drop(c.stdin.take());
         }
         for &pid in &self.pids {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
         }
         for c in &mut self.children {
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -146,7 +193,19 @@ pub struct SsLine {
 /// Parses `ss -H -n -p` output. `ss` leaves out the Netid column when one protocol is asked
 /// for; `netid` stands in for it then.
 pub fn parse_ss(text: &str, netid: &str) -> Vec<SsLine> {
-    const STATES: &[&str] = &["ESTAB", "LISTEN", "UNCONN", "TIME-WAIT", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT", "LAST-ACK", "CLOSING"];
+    const STATES: &[&str] = &[
+        "ESTAB",
+        "LISTEN",
+        "UNCONN",
+        "TIME-WAIT",
+        "SYN-SENT",
+        "SYN-RECV",
+        "FIN-WAIT-1",
+        "FIN-WAIT-2",
+        "CLOSE-WAIT",
+        "LAST-ACK",
+        "CLOSING",
+    ];
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -161,7 +220,13 @@ pub fn parse_ss(text: &str, netid: &str) -> Vec<SsLine> {
                 .collect();
             pids.sort_unstable();
             pids.dedup();
-            SsLine { netid: f[0].into(), state: f[1].into(), local: norm(f[4]), peer: norm(f[5]), pids }
+            SsLine {
+                netid: f[0].into(),
+                state: f[1].into(),
+                local: norm(f[4]),
+                peer: norm(f[5]),
+                pids,
+            }
         })
         .collect()
 }

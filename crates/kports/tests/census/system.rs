@@ -29,20 +29,61 @@ fn control_plane() -> (Ns, Pids) {
     );
     let (apiserver, _) = ns.spawn(
         "kube-apiserver",
-        &["--listen", "tcp:[::]:6443", "--connect", "127.0.0.1:2379:12", "--connect", "192.0.2.10:2380:1", "--etcd-servers=https://127.0.0.1:2379"],
+        &[
+            "--listen",
+            "tcp:[::]:6443",
+            "--connect",
+            "127.0.0.1:2379:12",
+            "--connect",
+            "192.0.2.10:2380:1",
+            "--etcd-servers=https://127.0.0.1:2379",
+        ],
     );
-    let (kcm, _) = ns.spawn("kube-controller-manager", &["--listen", "tcp:127.0.0.1:10257", "--bind-address=127.0.0.1"]);
+    let (kcm, _) = ns.spawn(
+        "kube-controller-manager",
+        &[
+            "--listen",
+            "tcp:127.0.0.1:10257",
+            "--bind-address=127.0.0.1",
+        ],
+    );
     let (kubelet, _) = ns.spawn(
         "kubelet",
-        &["--listen", "tcp:0.0.0.0:10250", "--listen", "tcp:127.0.0.1:10248", "--listen", "udp:0.0.0.0:30053", "--token=s3cr3t-value"],
+        &[
+            "--listen",
+            "tcp:0.0.0.0:10250",
+            "--listen",
+            "tcp:127.0.0.1:10248",
+            "--listen",
+            "udp:0.0.0.0:30053",
+            "--token=s3cr3t-value",
+        ],
     );
-    (ns, Pids { etcd, etcd_child: etcd_child.unwrap(), apiserver, kcm, kubelet })
+    (
+        ns,
+        Pids {
+            etcd,
+            etcd_child: etcd_child.unwrap(),
+            apiserver,
+            kcm,
+            kubelet,
+        },
+    )
 }
 
 /// `eth0` with the node's addresses: one end of a veth pair whose other end stays in the
 /// namespace too, so nothing leaves it.
 fn node_address(ns: &Ns) {
-    ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"]);
+    ns.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0-peer",
+    ]);
     ns.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"]);
     ns.ip(&["addr", "add", "2001:db8::10/64", "dev", "eth0", "nodad"]);
     ns.ip(&["link", "set", "eth0-peer", "up"]);
@@ -70,13 +111,22 @@ fn as_ss(items: &Value) -> Vec<SsLine> {
                 "established" => "ESTAB",
                 other => panic!("unexpected state {other}"),
             };
-            let mut pids: Vec<u32> = s["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap() as u32).collect();
+            let mut pids: Vec<u32> = s["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["pid"].as_u64().unwrap() as u32)
+                .collect();
             pids.sort_unstable();
             SsLine {
                 netid: s["proto"].as_str().unwrap().into(),
                 state: state.into(),
                 local: kp_endpoint(&s["local_address"], &s["local_port"]),
-                peer: if state == "ESTAB" { kp_endpoint(&s["remote_address"], &s["remote_port"]) } else { String::new() },
+                peer: if state == "ESTAB" {
+                    kp_endpoint(&s["remote_address"], &s["remote_port"])
+                } else {
+                    String::new()
+                },
                 pids,
             }
         })
@@ -131,12 +181,17 @@ fn listen_names_processes_in_full_and_recognises_components() {
     assert_eq!(s["processes"][0]["pid"], p.kcm);
     assert_eq!(s["processes"][0]["name"], "kube-controller-manager");
     // `ss` shows the kernel's 15-byte comm.
-    let ss = String::from_utf8_lossy(&ns.exec("ss", &["-tlnpH", "sport = :10257"]).stdout).into_owned();
+    let ss =
+        String::from_utf8_lossy(&ns.exec("ss", &["-tlnpH", "sport = :10257"]).stdout).into_owned();
     assert!(ss.contains("\"kube-controller\""), "{ss}");
 
     let table = ns.kports(&["listen", "--component", "kubelet"]);
     assert!(table.contains("kubelet"), "{table}");
-    assert_eq!(table.lines().count(), 4, "header + 10250 + 10248 + udp 30053:\n{table}");
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "header + 10250 + 10248 + udp 30053:\n{table}"
+    );
     let by_pid = ns.kports_json(&["listen", "--process", &p.apiserver.to_string()]);
     assert_eq!(by_pid["items"].as_array().unwrap().len(), 1);
     assert_eq!(by_pid["items"][0]["local_port"], 6443);
@@ -145,9 +200,16 @@ fn listen_names_processes_in_full_and_recognises_components() {
 #[test]
 fn secrets_on_command_lines_are_redacted() {
     let (ns, p) = control_plane();
-    for args in [&["listen", "-o", "wide"][..], &["listen", "-o", "json"], &["conns", "-o", "json"]] {
+    for args in [
+        &["listen", "-o", "wide"][..],
+        &["listen", "-o", "json"],
+        &["conns", "-o", "json"],
+    ] {
         let out = ns.kports(args);
-        assert!(!out.contains("s3cr3t-value"), "secret leaked by kports {args:?}");
+        assert!(
+            !out.contains("s3cr3t-value"),
+            "secret leaked by kports {args:?}"
+        );
     }
     let doc = ns.kports_json(&["listen", "--process", &p.kubelet.to_string()]);
     let cmdline = doc["items"][0]["processes"][0]["cmdline"].as_str().unwrap();
@@ -186,8 +248,16 @@ fn conns_counts_per_listener_and_add_up_to_ss() {
         rows.iter()
             .find(|r| {
                 r["direction"] == dir
-                    && r[if dir == "in" { "local_address" } else { "remote_address" }] == addr
-                    && r[if dir == "in" { "local_port" } else { "remote_port" }] == port
+                    && r[if dir == "in" {
+                        "local_address"
+                    } else {
+                        "remote_address"
+                    }] == addr
+                    && r[if dir == "in" {
+                        "local_port"
+                    } else {
+                        "remote_port"
+                    }] == port
             })
             .unwrap_or_else(|| panic!("no {dir} row for {addr}:{port} in {doc}"))
     };
@@ -198,10 +268,18 @@ fn conns_counts_per_listener_and_add_up_to_ss() {
     assert_eq!(find("in", "192.0.2.10", 2380)["established"], 1);
     assert_eq!(find("in", "127.0.0.1", 2381)["established"], 0);
     let out = find("out", "127.0.0.1", 2379);
-    assert_eq!((out["established"].as_u64(), out["pids"][0].as_u64()), (Some(12), Some(u64::from(p.apiserver))));
+    assert_eq!(
+        (out["established"].as_u64(), out["pids"][0].as_u64()),
+        (Some(12), Some(u64::from(p.apiserver)))
+    );
 
-    let total: u64 = rows.iter().map(|r| r["established"].as_u64().unwrap()).sum();
-    let ss = String::from_utf8_lossy(&ns.exec("ss", &["-tanH", "state", "established"]).stdout).lines().count() as u64;
+    let total: u64 = rows
+        .iter()
+        .map(|r| r["established"].as_u64().unwrap())
+        .sum();
+    let ss = String::from_utf8_lossy(&ns.exec("ss", &["-tanH", "state", "established"]).stdout)
+        .lines()
+        .count() as u64;
     assert_eq!(total, ss);
 
     // One line per etcd port: 2379 (both addresses), 2380, 2381.
@@ -210,7 +288,12 @@ fn conns_counts_per_listener_and_add_up_to_ss() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["local_port"].as_u64().unwrap(), r["established"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["local_port"].as_u64().unwrap(),
+                r["established"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(counts, [(2379, 12), (2380, 1), (2381, 0)]);
 }
@@ -220,9 +303,18 @@ fn conns_by_peer_breaks_down_by_remote_address() {
     let (mut ns, _) = control_plane();
     ns.spawn("kube-scheduler", &["--connect", "192.0.2.10:2379:3"]);
     let doc = ns.kports_json(&["conns", "--by-peer", "--port", "2379", "--inbound"]);
-    let row = doc["items"].as_array().unwrap().iter().find(|r| r["local_address"] == "192.0.2.10").unwrap().clone();
+    let row = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["local_address"] == "192.0.2.10")
+        .unwrap()
+        .clone();
     assert_eq!(row["established"], 3);
-    assert_eq!(row["peers"], serde_json::json!([{"remote_address": "192.0.2.10", "established": 3}]));
+    assert_eq!(
+        row["peers"],
+        serde_json::json!([{"remote_address": "192.0.2.10", "established": 3}])
+    );
 }
 
 #[test]
@@ -230,9 +322,22 @@ fn node_matches_ip_addr() {
     let ns = Ns::new();
     ns.ip(&["link", "add", "cni0", "type", "bridge"]);
     ns.ip(&["addr", "add", "10.244.0.1/24", "dev", "cni0"]);
-    ns.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "veth1"]);
+    ns.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+    ]);
     ns.ip(&["link", "set", "veth0", "master", "cni0"]);
-    ns.ip(&["link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning"]);
+    ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "nolearning",
+    ]);
     ns.ip(&["addr", "add", "10.244.0.0/32", "dev", "flannel.1"]);
     node_address(&ns);
     for l in ["cni0", "veth0", "veth1", "flannel.1"] {
@@ -246,15 +351,48 @@ fn node_matches_ip_addr() {
     for (o, t) in ours.iter().zip(theirs) {
         assert_eq!(o["name"], t["ifname"]);
         assert_eq!(o["mtu"], t["mtu"]);
-        let kind = t["linkinfo"]["info_kind"].as_str().unwrap_or(if t["link_type"] == "loopback" { "loopback" } else { "device" });
+        let kind = t["linkinfo"]["info_kind"]
+            .as_str()
+            .unwrap_or(if t["link_type"] == "loopback" {
+                "loopback"
+            } else {
+                "device"
+            });
         assert_eq!(o["kind"], kind, "{}", t["ifname"]);
-        assert_eq!(o["state"].as_str().unwrap(), t["operstate"].as_str().unwrap().to_lowercase());
+        assert_eq!(
+            o["state"].as_str().unwrap(),
+            t["operstate"].as_str().unwrap().to_lowercase()
+        );
         assert_eq!(o["master"].as_str(), t["master"].as_str());
         if t["link_type"] != "loopback" {
             assert_eq!(o["mac"], t["address"]);
         }
-        let mut oa: Vec<String> = o["addresses"].as_array().unwrap().iter().map(|a| format!("{}/{} {}", a["address"].as_str().unwrap(), a["prefix_len"], a["scope"].as_str().unwrap())).collect();
-        let mut ta: Vec<String> = t["addr_info"].as_array().unwrap().iter().map(|a| format!("{}/{} {}", a["local"].as_str().unwrap(), a["prefixlen"], a["scope"].as_str().unwrap())).collect();
+        let mut oa: Vec<String> = o["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{} {}",
+                    a["address"].as_str().unwrap(),
+                    a["prefix_len"],
+                    a["scope"].as_str().unwrap()
+                )
+            })
+            .collect();
+        let mut ta: Vec<String> = t["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{} {}",
+                    a["local"].as_str().unwrap(),
+                    a["prefixlen"],
+                    a["scope"].as_str().unwrap()
+                )
+            })
+            .collect();
         oa.sort();
         ta.sort();
         assert_eq!(oa, ta, "{}", t["ifname"]);
@@ -263,14 +401,30 @@ fn node_matches_ip_addr() {
     assert_eq!(vx["tunnel_port"], 8472);
     // `--kind bridge` is `ip addr show type bridge`.
     let bridges = ns.kports_json(&["node", "--kind", "bridge"]);
-    let names: Vec<&str> = bridges["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = bridges["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["cni0"]);
 }
 
 #[test]
 fn kernel_vxlan_socket_is_owned_by_the_kernel() {
     let ns = Ns::new();
-    ns.ip(&["link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning"]);
+    ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "nolearning",
+    ]);
     ns.ip(&["link", "set", "flannel.1", "up"]);
     let doc = ns.kports_json(&["listen", "--proto", "udp"]);
     let items = doc["items"].as_array().unwrap();
@@ -288,17 +442,41 @@ fn kernel_vxlan_socket_is_owned_by_the_kernel() {
 #[test]
 fn all_netns_finds_sockets_of_other_namespaces() {
     let (ns, p) = control_plane();
-    let out = std::process::Command::new(KPORTS).args(["listen", "--all-netns", "--all-owners", "-o", "json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(KPORTS)
+        .args(["listen", "--all-netns", "--all-owners", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mine: Vec<&Value> = doc["items"].as_array().unwrap().iter().filter(|s| s["netns"]["name"] == ns.name.as_str()).collect();
+    let mine: Vec<&Value> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["netns"]["name"] == ns.name.as_str())
+        .collect();
     let theirs = ss(&ns, "", &["-tulnpH"]);
     assert_eq!(mine.len(), theirs.len());
     let kcm = mine.iter().find(|s| s["local_port"] == 10257).unwrap();
     assert_eq!(kcm["processes"][0]["pid"], p.kcm);
     // The table names the namespace.
-    let table = String::from_utf8_lossy(&std::process::Command::new(KPORTS).args(["listen", "--all-netns"]).output().unwrap().stdout).into_owned();
-    assert!(table.lines().any(|l| l.starts_with(&ns.name) && l.contains("kube-controller-manager")), "{table}");
+    let table = String::from_utf8_lossy(
+        &std::process::Command::new(KPORTS)
+            .args(["listen", "--all-netns"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&ns.name) && l.contains("kube-controller-manager")),
+        "{table}"
+    );
 }
 
 #[test]
@@ -320,11 +498,31 @@ fn unix_listeners_with_owners() {
 fn unprivileged_run_says_unknown_and_names_the_capability() {
     let (ns, _) = control_plane();
     // setpriv drops to nobody with no capabilities, in the same namespace.
-    let out = ns.exec("setpriv", &["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", KPORTS, "listen", "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ns.exec(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            KPORTS,
+            "listen",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let warnings = doc["warnings"].as_array().unwrap();
-    assert!(warnings.iter().any(|w| w["code"] == "owners-incomplete" && w["message"].as_str().unwrap().contains("CAP_SYS_PTRACE")), "{doc}");
+    assert!(
+        warnings.iter().any(|w| w["code"] == "owners-incomplete"
+            && w["message"].as_str().unwrap().contains("CAP_SYS_PTRACE")),
+        "{doc}"
+    );
     for s in doc["items"].as_array().unwrap() {
         assert_eq!(s["owner"], "unknown", "{s}");
     }
@@ -342,5 +540,10 @@ fn pipe_closed_early_is_quiet() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
-    assert!(!stderr.contains("Broken pipe") && !stderr.contains("panicked") && !stderr.contains("kports:"), "{stderr}");
+    assert!(
+        !stderr.contains("Broken pipe")
+            && !stderr.contains("panicked")
+            && !stderr.contains("kports:"),
+        "{stderr}"
+    );
 }
