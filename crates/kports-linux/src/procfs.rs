@@ -257,9 +257,8 @@ fn open_dir(path: &Path) -> io::Result<Dir> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is fresh and owned by nobody else.
-    Ok(Dir {
-        fd: unsafe { OwnedFd::from_raw_fd(fd) },
-    })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(Dir { fd })
 }
 
 impl Dir {
