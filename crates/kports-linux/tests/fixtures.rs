@@ -3,6 +3,8 @@
 //! on [::]:6443 with three clients of 2379 and one of 2380, a UDP listener on 30053, the kernel's
 //! VXLAN socket on 8472, a UNIX listener, a bridge with a veth member, a VXLAN device.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use std::path::Path;
 
 use kports_core::{Family, Proto, Socket};
