@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kports_core::{
-    Family, Interface, Netns, Owner, ProcessInfo, ProcessRef, Processes, Proto, Socket, UnixSocket,
-    Warning, cgroup, component, names, no_processes, redact,
+    CgroupRef, Family, Interface, Netns, Owner, ProcessInfo, ProcessRef, Processes, Proto, Socket,
+    UnixSocket, Warning, cgroup, component, names, no_processes, redact,
 };
 
 use crate::netlink::Netlink;
@@ -158,6 +158,7 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         ..Census::default()
     };
     let mut procs = ProcTable::new(&q.proc_root);
+    let mut cgroups = Cgroups::default();
     for (ns, mut d) in dumps {
         census.warnings.append(&mut d.warnings);
         let ns = Arc::new(ns.netns);
@@ -179,6 +180,12 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
                 if let Some(c) = kernel_tunnel(&d.links, s.local_port) {
                     (s.owner, s.component) = (Owner::Kernel, Some(c));
                 }
+            }
+            if s.owner == Owner::Unknown {
+                s.cgroup = s
+                    .cgroup_id
+                    .filter(|&id| id > 1)
+                    .and_then(|id| cgroups.name(id));
             }
             census.sockets.push(s);
         }
@@ -398,6 +405,34 @@ fn malformed_warning(path: &Path, n: usize) -> Warning {
             path.display()
         ),
     )
+}
+
+/// cgroup ids to names, read from /sys/fs/cgroup once, when the first socket needs it.
+#[derive(Default)]
+struct Cgroups {
+    paths: Option<HashMap<u64, Arc<CgroupRef>>>,
+}
+
+impl Cgroups {
+    fn name(&mut self, id: u64) -> Option<Arc<CgroupRef>> {
+        let paths = self.paths.get_or_insert_with(|| {
+            netns::cgroup_paths(Path::new("/sys/fs/cgroup"))
+                .into_iter()
+                .map(|(id, path)| {
+                    let (container_id, pod_uid) = cgroup::container_of(&format!("0::{path}"));
+                    (
+                        id,
+                        Arc::new(CgroupRef {
+                            path,
+                            container_id,
+                            pod_uid,
+                        }),
+                    )
+                })
+                .collect()
+        });
+        paths.get(&id).cloned()
+    }
 }
 
 /// A process as shown, with the component it is.
