@@ -278,6 +278,11 @@ fn dump_all(
 
 /// Dumps the calling thread's namespace.
 fn dump_ns(q: &Query) -> Result<NsDump, Error> {
+    dump_ns_with(q, || Netlink::open(libc::NETLINK_SOCK_DIAG))
+}
+
+/// [`dump_ns`] with the sock_diag socket opened by `open_diag`, so that tests can take it away.
+fn dump_ns_with(q: &Query, open_diag: impl Fn() -> io::Result<Netlink>) -> Result<NsDump, Error> {
     let mut d = NsDump::default();
     let protos: Vec<(Proto, &str)> = [(Proto::Tcp, "tcp"), (Proto::Udp, "udp")]
         .into_iter()
@@ -291,7 +296,7 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
     }
     let mut nl = match q.source {
         Source::Proc => None,
-        _ => match Netlink::open(libc::NETLINK_SOCK_DIAG) {
+        _ => match open_diag() {
             Ok(nl) => Some(nl),
             Err(e) if q.source == Source::Netlink => return Err(Error::NoSockDiag(e)),
             Err(e) => {
@@ -550,4 +555,64 @@ pub fn interfaces(
         }
     }
     Ok((out, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_sock_diag() -> io::Result<Netlink> {
+        Err(io::Error::from_raw_os_error(libc::EPROTONOSUPPORT))
+    }
+
+    fn keys(d: &NsDump) -> Vec<(Proto, u16, u64)> {
+        let mut v: Vec<_> = d
+            .sockets
+            .iter()
+            .map(|s| (s.proto, s.local_port, s.inode))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn without_sock_diag_auto_falls_back_to_proc_net_and_says_so() {
+        // Listeners of this test process's own namespace, stable while the test runs.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let q = Query {
+            tcp_states: sockdiag::LISTEN,
+            udp: false,
+            ..Query::default()
+        };
+        let auto = dump_ns_with(&q, no_sock_diag).unwrap();
+        assert!(
+            auto.warnings
+                .iter()
+                .any(|w| w.code == "sock-diag-unavailable"),
+            "{:?}",
+            auto.warnings
+        );
+        assert!(auto.sockets.iter().any(|s| s.local_port == port));
+        let proc = dump_ns_with(
+            &Query {
+                source: Source::Proc,
+                ..q.clone()
+            },
+            no_sock_diag,
+        )
+        .unwrap();
+        assert!(proc.warnings.is_empty());
+        assert_eq!(keys(&auto), keys(&proc));
+    }
+
+    #[test]
+    fn netlink_only_fails_clearly_without_sock_diag() {
+        let q = Query {
+            source: Source::Netlink,
+            ..Query::default()
+        };
+        let e = dump_ns_with(&q, no_sock_diag).unwrap_err();
+        assert!(e.to_string().contains("sock_diag is unavailable"), "{e}");
+    }
 }
