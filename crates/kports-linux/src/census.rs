@@ -159,6 +159,11 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
     };
     let mut procs = ProcTable::new(&q.proc_root);
     let mut cgroups = Cgroups::default();
+    census.sockets.reserve_exact(if dumps.len() > 1 {
+        dumps.iter().map(|(_, d)| d.sockets.len()).sum()
+    } else {
+        0
+    });
     for (ns, mut d) in dumps {
         census.warnings.append(&mut d.warnings);
         let ns = Arc::new(ns.netns);
@@ -171,7 +176,7 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
                 );
             }
         }
-        for mut s in d.sockets {
+        for s in &mut d.sockets {
             s.netns = Some(ns.clone());
             (s.owner, s.processes, s.component) = procs.attribute(s.inode, owners.as_ref());
             // A VXLAN or Geneve device holds its UDP port exclusively: an ownerless socket on
@@ -187,7 +192,13 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
                     .filter(|&id| id > 1)
                     .and_then(|id| cgroups.name(id));
             }
-            census.sockets.push(s);
+        }
+        // Moved, not copied: at hundreds of thousands of sockets a second list would double
+        // the peak memory.
+        if census.sockets.is_empty() {
+            census.sockets = std::mem::take(&mut d.sockets);
+        } else {
+            census.sockets.append(&mut d.sockets);
         }
         for mut u in d.unix {
             u.netns = Some(ns.clone());
@@ -448,6 +459,7 @@ struct ProcTable<'a> {
     root: &'a Path,
     by_pid: HashMap<u32, Option<Shown>>,
     sets: HashMap<Vec<u32>, (Processes, Option<&'static str>)>,
+    key: Vec<u32>,
 }
 
 impl<'a> ProcTable<'a> {
@@ -456,6 +468,7 @@ impl<'a> ProcTable<'a> {
             root,
             by_pid: HashMap::new(),
             sets: HashMap::new(),
+            key: Vec::new(),
         }
     }
 
@@ -470,35 +483,46 @@ impl<'a> ProcTable<'a> {
         let Some(o) = owners else {
             return (Owner::Unknown, no_processes(), None);
         };
-        match o.by_inode.get(&inode) {
-            Some(pids) => {
-                if let Some((p, c)) = self.sets.get(pids) {
-                    return (Owner::Process, p.clone(), *c);
-                }
-                let mut list = Vec::with_capacity(pids.len());
-                let mut comp = None;
-                for &pid in pids {
-                    let entry = self.by_pid.entry(pid).or_insert_with(|| {
-                        procfs::process_info(self.root, pid).map(|i| process_ref(&i))
-                    });
-                    if let Some((p, c)) = entry {
-                        list.push(p.clone());
-                        comp = comp.or(*c);
-                    }
-                }
-                let procs: Processes = Arc::new(list);
-                self.sets.insert(pids.clone(), (procs.clone(), comp));
-                // Every holder exited between the walk and now: say so rather than "kernel".
-                let owner = if procs.is_empty() {
-                    Owner::Unknown
-                } else {
-                    Owner::Process
-                };
-                (owner, procs, comp)
-            }
-            None if o.denied.is_empty() && o.exhaustive => (Owner::Kernel, no_processes(), None),
-            None => (Owner::Unknown, no_processes(), None),
+        let held = o.pids(inode);
+        if held.is_empty() {
+            let owner = if o.denied.is_empty() && o.exhaustive {
+                Owner::Kernel
+            } else {
+                Owner::Unknown
+            };
+            return (owner, no_processes(), None);
         }
+        // Looked up by a reused slice: no allocation per socket.
+        self.key.clear();
+        self.key.extend(held.iter().map(|&(_, pid)| pid));
+        if let Some((p, c)) = self.sets.get(self.key.as_slice()) {
+            return (owner_of(p), p.clone(), *c);
+        }
+        let mut list = Vec::with_capacity(held.len());
+        let mut comp = None;
+        for &pid in &self.key {
+            let root = self.root;
+            let entry = self
+                .by_pid
+                .entry(pid)
+                .or_insert_with(|| procfs::process_info(root, pid).map(|i| process_ref(&i)));
+            if let Some((p, c)) = entry {
+                list.push(p.clone());
+                comp = comp.or(*c);
+            }
+        }
+        let procs: Processes = Arc::new(list);
+        self.sets.insert(self.key.clone(), (procs.clone(), comp));
+        (owner_of(&procs), procs, comp)
+    }
+}
+
+/// Every holder exited between the walk and now: say so rather than "kernel".
+fn owner_of(procs: &Processes) -> Owner {
+    if procs.is_empty() {
+        Owner::Unknown
+    } else {
+        Owner::Process
     }
 }
 
