@@ -259,6 +259,7 @@ pub(crate) mod tests {
             },
             component,
             netns: None,
+            cgroup: None,
         }
     }
 

@@ -179,13 +179,16 @@ pub fn census(source: SourceArg) -> Result<Node> {
     })
 }
 
+/// A node's role (none when unknown) and CNIs, each with where it came from.
+pub type RoleAndCni = (Detected<Option<Role>>, Detected<Vec<String>>);
+
 /// The role and CNIs: the user's, or detected.
 pub fn role_and_cni(
     role: Option<RoleArg>,
     cni: Option<&[String]>,
     catalog: &Catalog,
     node: &Node,
-) -> Result<(Detected<Option<Role>>, Detected<Vec<String>>)> {
+) -> Result<RoleAndCni> {
     let role = match role {
         Some(r) => Detected::given(Some(r.into()), "--role"),
         None => role::detect_role(&node.sockets),
