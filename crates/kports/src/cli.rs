@@ -60,12 +60,23 @@ pub enum Command {
     /// catalog entry explains. Each finding names its evidence and the `ss` command that shows
     /// it. Exit status 0 when clean, 1 when a finding reaches --fail-on, 2 on an error.
     /// `--pre-install --role ROLE` checks, before kubeadm runs, that the role's ports are free.
+    #[command(after_long_help = "Examples:
+  kports check                                 role and CNI detected; findings, worst first
+  kports check -o wide                         every port checked, with what listens there
+  kports check --fail-on warning -o junit      for a CI pipeline
+  kports check --pre-install --role worker     before kubeadm join: are the ports free?
+  kports check --catalog my-ports.toml         with a custom NodePort range or external etcd")]
     Check(crate::cmd::check::CheckArgs),
     /// Explain a port or a component: what normally listens there, who connects and why,
     /// kubeadm's bind address, and what this node has there now.
     ///
     /// `kports explain 2379` shows why etcd's client port has many connections (every API
     /// server) while its peer port 2380 has a few (one set per member).
+    #[command(after_long_help = "Examples:
+  kports explain 2379         etcd's client port: who connects, and how many right now
+  kports explain etcd         every etcd port
+  kports explain udp/8472     the VXLAN port, and why sources disagree about it
+  kports explain 10255        the kubelet's read-only port and why it should be closed")]
     Explain(crate::cmd::explain::ExplainArgs),
 }
 
