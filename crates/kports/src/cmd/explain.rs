@@ -88,7 +88,7 @@ fn print(out: &mut Out, x: &Explanation, role: Option<Role>) -> std::io::Result<
             if let Some(d) = &e.bind_detail {
                 let _ = write!(bind, ": {d}");
             }
-            rows.push(("kubeadm binds", bind));
+            rows.push(("default bind", bind));
             let roles: Vec<&str> = e.roles.iter().map(|r| r.as_str()).collect();
             let mut belongs = roles.join(", ");
             if let Some(c) = &e.cni {
