@@ -11,8 +11,6 @@
 //! inside a lab namespace, the fabric bridge has no uplink and no namespace has a default
 //! route, so lab traffic stays between lab namespaces.
 
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
-
 pub mod component;
 pub mod fault;
 pub mod inject;
@@ -36,16 +34,6 @@ use crate::state::{EtcdMode, Paths};
 
 /// Arguments of `kports lab`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(
-    about = "A practice cluster network on this machine, made of network namespaces",
-    long_about = "A practice cluster network on this machine, made of network namespaces.\n\n\
-        Each node (cp1, w1, w2, ...) is a network namespace named kports-NODE with its own host \
-        name, an eth0 on a private fabric bridge (192.0.2.0/24, 2001:db8::/64), a cni0 bridge \
-        with one pod (10.244.N.0/24) and a flannel-style VXLAN device flannel.1 on UDP 8472. \
-        Control-plane nodes run etcd and stand-ins for kube-apiserver, kube-controller-manager \
-        and kube-scheduler; every node runs stand-ins for kubelet and kube-proxy, listening \
-        where kubeadm makes them listen. Needs root."
-)]
 pub struct LabArgs {
     #[command(subcommand)]
     pub command: LabCommand,

@@ -16,7 +16,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use kports_core::SockState;
 use kports_linux::census::{self, OwnerScope, Query};
 
 use crate::component::{self, Component, Dirs};
@@ -190,7 +189,7 @@ fn serves(want: SocketAddr, local: SocketAddr) -> bool {
 pub fn listening(short: &str) -> anyhow::Result<Vec<SocketAddr>> {
     let q = Query {
         udp: false,
-        states: census::state_bit(SockState::Listen),
+        tcp_states: kports_linux::sockdiag::LISTEN,
         owners: OwnerScope::Skip,
         ..Query::default()
     };

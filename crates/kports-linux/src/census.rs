@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kports_core::{
-    Family, Interface, Netns, Owner, ProcessInfo, ProcessRef, Processes, Proto, SockState, Socket, UnixSocket,
-    Warning, cgroup, component, names, no_processes, redact,
+    CgroupRef, Family, Interface, Netns, Owner, ProcessInfo, ProcessRef, Processes, Proto, Socket,
+    UnixSocket, Warning, cgroup, component, names, no_processes, redact,
 };
 
 use crate::netlink::Netlink;
@@ -44,8 +44,10 @@ pub struct Query {
     pub tcp: bool,
     pub udp: bool,
     pub unix: bool,
-    /// State bits (1 << kernel state number).
-    pub states: u32,
+    /// TCP states to list (1 << kernel state number).
+    pub tcp_states: u32,
+    /// UDP states to list: 1 << 7 (UNCONN) for bound sockets, 1 << 1 for connected ones.
+    pub udp_states: u32,
     pub all_netns: bool,
     pub owners: OwnerScope,
     pub threads: usize,
@@ -59,7 +61,8 @@ impl Default for Query {
             tcp: true,
             udp: true,
             unix: false,
-            states: sockdiag::ALL_STATES,
+            tcp_states: sockdiag::ALL_STATES,
+            udp_states: sockdiag::ALL_STATES,
             all_netns: false,
             owners: OwnerScope::Every,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -92,7 +95,10 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
     let namespaces = if q.all_netns {
         netns::all(&q.proc_root).map_err(|e| Error::io("the list of network namespaces", e))?
     } else {
-        vec![netns::current(&q.proc_root).map_err(|e| Error::io("this thread's network namespace", e))?]
+        vec![
+            netns::current(&q.proc_root)
+                .map_err(|e| Error::io("this thread's network namespace", e))?,
+        ]
     };
     let here = netns::current(&q.proc_root).map(|h| h.netns.inode).ok();
 
@@ -103,7 +109,12 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
             let dumps = dump_all(q, &namespaces, here)?;
             let wanted: HashSet<u64> = dumps
                 .iter()
-                .flat_map(|(_, d)| d.sockets.iter().map(|s| s.inode).chain(d.unix.iter().map(|u| u.inode)))
+                .flat_map(|(_, d)| {
+                    d.sockets
+                        .iter()
+                        .map(|s| s.inode)
+                        .chain(d.unix.iter().map(|u| u.inode))
+                })
                 .filter(|&i| i != 0)
                 .collect();
             let owners = procfs::walk(&q.proc_root, &Want::Only(wanted), q.threads);
@@ -112,9 +123,11 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         OwnerScope::Every => {
             // The walk and the dumps are independent: run them side by side.
             std::thread::scope(|s| {
-                let walker = s.spawn(|| procfs::walk(&q.proc_root, &Want::All, q.threads.saturating_sub(1).max(1)));
+                let walker = s.spawn(|| procfs::walk(&q.proc_root, &Want::All, q.threads));
                 let dumps = dump_all(q, &namespaces, here);
-                let owners = walker.join().unwrap_or_else(|_| Err(io::Error::other("owner walk panicked")));
+                let owners = walker
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("owner walk panicked")));
                 dumps.map(|d| (d, Some(owners)))
             })?
         }
@@ -123,7 +136,13 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
     let owners = match owners {
         Some(Ok(o)) => Some(o),
         Some(Err(e)) => {
-            warnings.push(Warning::new("owners-unreadable", format!("cannot list processes under {}: {e}; owners are unknown", q.proc_root.display())));
+            warnings.push(Warning::new(
+                "owners-unreadable",
+                format!(
+                    "cannot list processes under {}: {e}; owners are unknown",
+                    q.proc_root.display()
+                ),
+            ));
             None
         }
         None => None,
@@ -134,21 +153,39 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         }
     }
 
-    let mut census = Census { warnings, ..Census::default() };
+    let mut census = Census {
+        warnings,
+        ..Census::default()
+    };
     let mut procs = ProcTable::new(&q.proc_root);
+    let mut cgroups = Cgroups::default();
     for (ns, mut d) in dumps {
         census.warnings.append(&mut d.warnings);
         let ns = Arc::new(ns.netns);
         for &(i, ifindex) in &d.bound {
             if let Some(s) = d.sockets.get_mut(i) {
-                s.interface = Some(d.links.get(&ifindex).map_or_else(|| format!("if{ifindex}"), |l| l.0.clone()));
+                s.interface = Some(
+                    d.links
+                        .get(&ifindex)
+                        .map_or_else(|| format!("if{ifindex}"), |l| l.0.clone()),
+                );
             }
         }
         for mut s in d.sockets {
             s.netns = Some(ns.clone());
             (s.owner, s.processes, s.component) = procs.attribute(s.inode, owners.as_ref());
-            if s.owner == Owner::Kernel && s.proto == Proto::Udp {
-                s.component = kernel_tunnel(&d.links, s.local_port);
+            // A VXLAN or Geneve device holds its UDP port exclusively: an ownerless socket on
+            // that port is the device's, even where some processes could not be read.
+            if s.owner != Owner::Process && s.proto == Proto::Udp {
+                if let Some(c) = kernel_tunnel(&d.links, s.local_port) {
+                    (s.owner, s.component) = (Owner::Kernel, Some(c));
+                }
+            }
+            if s.owner == Owner::Unknown {
+                s.cgroup = s
+                    .cgroup_id
+                    .filter(|&id| id > 1)
+                    .and_then(|id| cgroups.name(id));
             }
             census.sockets.push(s);
         }
@@ -163,12 +200,28 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
 
 fn denied_warning(pids: &[u32]) -> Warning {
     let shown: Vec<String> = pids.iter().take(8).map(u32::to_string).collect();
-    let more = if pids.len() > 8 { format!(" and {} more", pids.len() - 8) } else { String::new() };
+    let more = if pids.len() > 8 {
+        format!(" and {} more", pids.len() - 8)
+    } else {
+        String::new()
+    };
+    let plural = if pids.len() == 1 {
+        "process"
+    } else {
+        "processes"
+    };
+    // SAFETY: geteuid cannot fail.
+    let hint = if unsafe { libc::geteuid() } == 0 {
+        "kports runs as root but is denied ptrace access to them (a security module, or a process \
+         of another user namespace); grant CAP_SYS_PTRACE or run kports where they run"
+    } else {
+        "run as root, or grant CAP_SYS_PTRACE (or CAP_DAC_READ_SEARCH)"
+    };
     Warning::new(
         "owners-incomplete",
         format!(
-            "cannot read the open files of {} processes (pids {}{more}): their sockets show owner \"unknown\"; \
-             run as root, or grant CAP_SYS_PTRACE (or CAP_DAC_READ_SEARCH)",
+            "cannot read the open files of {} {plural} (pid {}{more}): sockets without a known owner show \
+             \"unknown\"; {hint}",
             pids.len(),
             shown.join(", ")
         ),
@@ -176,15 +229,25 @@ fn denied_warning(pids: &[u32]) -> Warning {
 }
 
 /// The component of a socket the kernel holds: a VXLAN or Geneve device's UDP port.
-fn kernel_tunnel(links: &HashMap<u32, (String, String, Option<u16>)>, port: u16) -> Option<&'static str> {
-    links.values().find(|(_, _, p)| *p == Some(port)).map(|(_, kind, _)| match kind.as_str() {
-        "vxlan" => "vxlan (kernel)",
-        "geneve" => "geneve (kernel)",
-        _ => "tunnel (kernel)",
-    })
+fn kernel_tunnel(
+    links: &HashMap<u32, (String, String, Option<u16>)>,
+    port: u16,
+) -> Option<&'static str> {
+    links
+        .values()
+        .find(|(_, _, p)| *p == Some(port))
+        .map(|(_, kind, _)| match kind.as_str() {
+            "vxlan" => "vxlan (kernel)",
+            "geneve" => "geneve (kernel)",
+            _ => "tunnel (kernel)",
+        })
 }
 
-fn dump_all(q: &Query, namespaces: &[NsHandle], here: Option<u64>) -> Result<Vec<(NsHandle, NsDump)>, Error> {
+fn dump_all(
+    q: &Query,
+    namespaces: &[NsHandle],
+    here: Option<u64>,
+) -> Result<Vec<(NsHandle, NsDump)>, Error> {
     let mut out = Vec::with_capacity(namespaces.len());
     for ns in namespaces {
         let dump = if Some(ns.netns.inode) == here {
@@ -199,7 +262,10 @@ fn dump_all(q: &Query, namespaces: &[NsHandle], here: Option<u64>) -> Result<Vec
                     let mut d = NsDump::default();
                     d.warnings.push(Warning::new(
                         "netns-unreadable",
-                        format!("cannot enter network namespace {}: {e} (needs root or CAP_SYS_ADMIN)", ns.netns.label()),
+                        format!(
+                            "cannot enter network namespace {}: {e} (needs root or CAP_SYS_ADMIN)",
+                            ns.netns.label()
+                        ),
                     ));
                     d
                 }
@@ -235,10 +301,14 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
         },
     };
     for &(proto, pname) in &protos {
+        let states = match proto {
+            Proto::Tcp => q.tcp_states,
+            Proto::Udp => q.udp_states,
+        };
         for family in [Family::Ipv4, Family::Ipv6] {
             if let Some(n) = nl.as_mut() {
                 let before = d.sockets.len();
-                match sockdiag::dump_inet(n, family, proto, q.states, &mut d.sockets, &mut d.bound) {
+                match sockdiag::dump_inet(n, family, proto, states, &mut d.sockets, &mut d.bound) {
                     Ok(()) => continue,
                     Err(e) if q.source == Source::Netlink => return Err(Error::NoSockDiag(e)),
                     Err(e) => {
@@ -252,7 +322,7 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
             let path = q.proc_root.join("thread-self/net").join(&file);
             match fs::read_to_string(&path) {
                 Ok(text) => {
-                    let p = procnet::parse_inet(&text, proto, family, q.states);
+                    let p = procnet::parse_inet(&text, proto, family, states);
                     if p.malformed > 0 {
                         d.warnings.push(malformed_warning(&path, p.malformed));
                     }
@@ -275,7 +345,8 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
                 d.unix.clear();
             }
             let path = q.proc_root.join("thread-self/net/unix");
-            let text = fs::read_to_string(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            let text =
+                fs::read_to_string(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
             let p = procnet::parse_unix(&text);
             if p.malformed > 0 {
                 d.warnings.push(malformed_warning(&path, p.malformed));
@@ -287,7 +358,10 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
     if needs_links {
         if let Ok(mut rt) = Netlink::open(libc::NETLINK_ROUTE) {
             if let Ok(ifs) = link::links(&mut rt) {
-                d.links = ifs.into_iter().map(|i| (i.index, (i.name, i.kind, i.tunnel_port))).collect();
+                d.links = ifs
+                    .into_iter()
+                    .map(|i| (i.index, (i.name, i.kind, i.tunnel_port)))
+                    .collect();
             }
         }
     }
@@ -298,8 +372,13 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
 fn socket_estimate(proc_root: &Path) -> usize {
     let mut n = 0usize;
     for f in ["sockstat", "sockstat6"] {
-        let Ok(text) = fs::read_to_string(proc_root.join("thread-self/net").join(f)) else { continue };
-        for line in text.lines().filter(|l| l.starts_with("TCP") || l.starts_with("UDP")) {
+        let Ok(text) = fs::read_to_string(proc_root.join("thread-self/net").join(f)) else {
+            continue;
+        };
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("TCP") || l.starts_with("UDP"))
+        {
             let mut it = line.split_ascii_whitespace();
             while let Some(w) = it.next() {
                 if w == "inuse" || w == "tw" {
@@ -312,30 +391,80 @@ fn socket_estimate(proc_root: &Path) -> usize {
 }
 
 fn fallback_warning(what: &str, e: &io::Error) -> Warning {
-    Warning::new("sock-diag-unavailable", format!("netlink sock_diag for {what} failed ({e}); read /proc/net instead"))
+    Warning::new(
+        "sock-diag-unavailable",
+        format!("netlink sock_diag for {what} failed ({e}); read /proc/net instead"),
+    )
 }
 
 fn malformed_warning(path: &Path, n: usize) -> Warning {
-    Warning::new("malformed-proc-lines", format!("{n} lines of {} did not parse and were skipped", path.display()))
+    Warning::new(
+        "malformed-proc-lines",
+        format!(
+            "{n} lines of {} did not parse and were skipped",
+            path.display()
+        ),
+    )
 }
+
+/// cgroup ids to names, read from /sys/fs/cgroup once, when the first socket needs it.
+#[derive(Default)]
+struct Cgroups {
+    paths: Option<HashMap<u64, Arc<CgroupRef>>>,
+}
+
+impl Cgroups {
+    fn name(&mut self, id: u64) -> Option<Arc<CgroupRef>> {
+        let paths = self.paths.get_or_insert_with(|| {
+            netns::cgroup_paths(Path::new("/sys/fs/cgroup"))
+                .into_iter()
+                .map(|(id, path)| {
+                    let (container_id, pod_uid) = cgroup::container_of(&format!("0::{path}"));
+                    (
+                        id,
+                        Arc::new(CgroupRef {
+                            path,
+                            container_id,
+                            pod_uid,
+                        }),
+                    )
+                })
+                .collect()
+        });
+        paths.get(&id).cloned()
+    }
+}
+
+/// A process as shown, with the component it is.
+pub type Shown = (Arc<ProcessRef>, Option<&'static str>);
 
 /// Reads each owner process once and shares its record between its sockets.
 struct ProcTable<'a> {
     root: &'a Path,
-    by_pid: HashMap<u32, Option<(Arc<ProcessRef>, Option<&'static str>)>>,
+    by_pid: HashMap<u32, Option<Shown>>,
     sets: HashMap<Vec<u32>, (Processes, Option<&'static str>)>,
 }
 
 impl<'a> ProcTable<'a> {
     fn new(root: &'a Path) -> ProcTable<'a> {
-        ProcTable { root, by_pid: HashMap::new(), sets: HashMap::new() }
+        ProcTable {
+            root,
+            by_pid: HashMap::new(),
+            sets: HashMap::new(),
+        }
     }
 
-    fn attribute(&mut self, inode: u64, owners: Option<&procfs::Owners>) -> (Owner, Processes, Option<&'static str>) {
+    fn attribute(
+        &mut self,
+        inode: u64,
+        owners: Option<&procfs::Owners>,
+    ) -> (Owner, Processes, Option<&'static str>) {
         if inode == 0 {
             return (Owner::None, no_processes(), None);
         }
-        let Some(o) = owners else { return (Owner::Unknown, no_processes(), None) };
+        let Some(o) = owners else {
+            return (Owner::Unknown, no_processes(), None);
+        };
         match o.by_inode.get(&inode) {
             Some(pids) => {
                 if let Some((p, c)) = self.sets.get(pids) {
@@ -344,7 +473,9 @@ impl<'a> ProcTable<'a> {
                 let mut list = Vec::with_capacity(pids.len());
                 let mut comp = None;
                 for &pid in pids {
-                    let entry = self.by_pid.entry(pid).or_insert_with(|| procfs::process_info(self.root, pid).map(|i| process_ref(&i)));
+                    let entry = self.by_pid.entry(pid).or_insert_with(|| {
+                        procfs::process_info(self.root, pid).map(|i| process_ref(&i))
+                    });
                     if let Some((p, c)) = entry {
                         list.push(p.clone());
                         comp = comp.or(*c);
@@ -353,7 +484,11 @@ impl<'a> ProcTable<'a> {
                 let procs: Processes = Arc::new(list);
                 self.sets.insert(pids.clone(), (procs.clone(), comp));
                 // Every holder exited between the walk and now: say so rather than "kernel".
-                let owner = if procs.is_empty() { Owner::Unknown } else { Owner::Process };
+                let owner = if procs.is_empty() {
+                    Owner::Unknown
+                } else {
+                    Owner::Process
+                };
                 (owner, procs, comp)
             }
             None if o.denied.is_empty() && o.exhaustive => (Owner::Kernel, no_processes(), None),
@@ -363,7 +498,7 @@ impl<'a> ProcTable<'a> {
 }
 
 /// What kports shows of a process: full name, redacted command line, container and pod.
-pub fn process_ref(i: &ProcessInfo) -> (Arc<ProcessRef>, Option<&'static str>) {
+pub fn process_ref(i: &ProcessInfo) -> Shown {
     let (container_id, pod_uid) = cgroup::container_of(&i.cgroup);
     let p = ProcessRef {
         pid: i.pid,
@@ -376,16 +511,27 @@ pub fn process_ref(i: &ProcessInfo) -> (Arc<ProcessRef>, Option<&'static str>) {
 }
 
 /// Interfaces of one or every namespace.
-pub fn interfaces(proc_root: &Path, all_netns: bool) -> Result<(Vec<Interface>, Vec<Warning>), Error> {
+pub fn interfaces(
+    proc_root: &Path,
+    all_netns: bool,
+) -> Result<(Vec<Interface>, Vec<Warning>), Error> {
     let mut warnings = Vec::new();
-    let here = netns::current(proc_root).map_err(|e| Error::io("this thread's network namespace", e))?;
-    let namespaces = if all_netns { netns::all(proc_root).map_err(|e| Error::io("the list of network namespaces", e))? } else { vec![here.clone()] };
+    let here =
+        netns::current(proc_root).map_err(|e| Error::io("this thread's network namespace", e))?;
+    let namespaces = if all_netns {
+        netns::all(proc_root).map_err(|e| Error::io("the list of network namespaces", e))?
+    } else {
+        vec![here.clone()]
+    };
     let mut out = Vec::new();
     for ns in namespaces {
         let result = if ns.netns.inode == here.netns.inode {
             Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))
         } else {
-            netns::run_in(&ns.path, || Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))).and_then(|r| r)
+            netns::run_in(&ns.path, || {
+                Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))
+            })
+            .and_then(|r| r)
         };
         match result {
             Ok(ifs) => {
@@ -404,9 +550,4 @@ pub fn interfaces(proc_root: &Path, all_netns: bool) -> Result<(Vec<Interface>, 
         }
     }
     Ok((out, warnings))
-}
-
-/// Only for tests and tools: a state bit.
-pub fn state_bit(s: SockState) -> u32 {
-    (1..=13u8).find(|&n| SockState::from_kernel(n) == s).map_or(0, |n| 1 << n)
 }

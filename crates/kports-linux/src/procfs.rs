@@ -65,7 +65,9 @@ pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
         Want::All => None,
         Want::Only(set) => Some(set.iter().enumerate().map(|(i, &ino)| (ino, i)).collect()),
     };
-    let found: Vec<AtomicBool> = (0..wanted.as_ref().map_or(0, |w| w.len())).map(|_| AtomicBool::new(false)).collect();
+    let found: Vec<AtomicBool> = (0..wanted.as_ref().map_or(0, |w| w.len()))
+        .map(|_| AtomicBool::new(false))
+        .collect();
     let remaining = AtomicUsize::new(found.len());
     let stop = AtomicBool::new(wanted.as_ref().is_some_and(|w| w.is_empty()));
     let next = AtomicUsize::new(0);
@@ -95,7 +97,9 @@ pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
                             hits.retain(|(ino, _)| w.contains_key(ino));
                             for &(ino, _) in &hits[start.min(hits.len())..] {
                                 let idx = w[&ino];
-                                if !found[idx].swap(true, Ordering::Relaxed) && remaining.fetch_sub(1, Ordering::Relaxed) == 1 {
+                                if !found[idx].swap(true, Ordering::Relaxed)
+                                    && remaining.fetch_sub(1, Ordering::Relaxed) == 1
+                                {
                                     stop.store(true, Ordering::Relaxed);
                                 }
                             }
@@ -105,12 +109,21 @@ pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_default())
+            .collect()
     });
 
     let exhaustive = !stop.load(Ordering::Relaxed);
-    let mut owners = Owners { by_inode: InodeMap::default(), denied: Vec::new(), exhaustive };
-    owners.by_inode.reserve(per_thread.iter().map(Vec::len).sum());
+    let mut owners = Owners {
+        by_inode: InodeMap::default(),
+        denied: Vec::new(),
+        exhaustive,
+    };
+    owners
+        .by_inode
+        .reserve(per_thread.iter().map(Vec::len).sum());
     for (ino, pid) in per_thread.into_iter().flatten() {
         owners.by_inode.entry(ino).or_default().push(pid);
     }
@@ -161,13 +174,31 @@ pub fn list_pids(root: &Path) -> io::Result<Vec<u32>> {
 }
 
 /// Appends `(inode, pid)` for every socket `pid` holds.
-fn sockets_of(root: &Path, pid: u32, link: &mut [u8; 64], out: &mut Vec<(u64, u32)>) -> io::Result<()> {
+fn sockets_of(
+    root: &Path,
+    pid: u32,
+    link: &mut [u8; 64],
+    out: &mut Vec<(u64, u32)>,
+) -> io::Result<()> {
     let dir = open_dir(&root.join(pid.to_string()).join("fd"))?;
     for name in dir.names()? {
         // SAFETY: dir's fd is open for the whole loop; name is NUL-terminated; link is a
         // writable buffer whose length is passed.
-        let n = unsafe { libc::readlinkat(dir.fd.as_raw_fd(), name.as_ptr(), link.as_mut_ptr().cast(), link.len()) };
-        if n <= 0 {
+        let n = unsafe {
+            libc::readlinkat(
+                dir.fd.as_raw_fd(),
+                name.as_ptr(),
+                link.as_mut_ptr().cast(),
+                link.len(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            // Listing the directory may be allowed where reading its links is not (ptrace
+            // access mode): that is a permission problem, not a process without sockets.
+            if is_denied(&e) {
+                return Err(e);
+            }
             continue; // closed since the listing
         }
         if let Some(ino) = socket_inode(&link[..n as usize]) {
@@ -184,18 +215,24 @@ pub fn socket_inode(link: &[u8]) -> Option<u64> {
         return None;
     }
     digits.iter().try_fold(0u64, |acc, &d| {
-        d.is_ascii_digit().then(|| acc.wrapping_mul(10) + u64::from(d - b'0'))
+        d.is_ascii_digit()
+            .then(|| acc.wrapping_mul(10) + u64::from(d - b'0'))
     })
 }
 
 /// Child pids of every thread of `pid` (needs CONFIG_PROC_CHILDREN; none otherwise).
 fn children(root: &Path, pid: u32) -> Vec<u32> {
     let tasks = root.join(pid.to_string()).join("task");
-    let Ok(rd) = fs::read_dir(&tasks) else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(&tasks) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for t in rd.flatten() {
         if let Ok(s) = fs::read_to_string(t.path().join("children")) {
-            out.extend(s.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                s.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     out
@@ -207,14 +244,21 @@ struct Dir {
 }
 
 fn open_dir(path: &Path) -> io::Result<Dir> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: c is a valid NUL-terminated path; the result is checked.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is fresh and owned by nobody else.
-    Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(Dir { fd })
 }
 
 impl Dir {
@@ -257,13 +301,24 @@ impl Dir {
 /// Reads what kports shows about a process. `None` if it exited meanwhile.
 pub fn process_info(root: &Path, pid: u32) -> Option<ProcessInfo> {
     let dir: PathBuf = root.join(pid.to_string());
-    let comm = fs::read_to_string(dir.join("comm")).ok()?.trim_end_matches('\n').to_string();
-    let exe = fs::read_link(dir.join("exe")).ok().map(|p| p.to_string_lossy().into_owned());
+    let comm = fs::read_to_string(dir.join("comm"))
+        .ok()?
+        .trim_end_matches('\n')
+        .to_string();
+    let exe = fs::read_link(dir.join("exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
     let argv = fs::read(dir.join("cmdline"))
         .map(|b| split_cmdline(&b))
         .unwrap_or_default();
     let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
-    Some(ProcessInfo { pid, comm, exe, argv, cgroup })
+    Some(ProcessInfo {
+        pid,
+        comm,
+        exe,
+        argv,
+        cgroup,
+    })
 }
 
 /// `/proc/PID/cmdline` is NUL-separated; a process that rewrote its title may use spaces.
@@ -272,7 +327,9 @@ pub fn split_cmdline(b: &[u8]) -> Vec<String> {
     if b.is_empty() {
         return Vec::new();
     }
-    b.split(|&c| c == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+    b.split(|&c| c == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -292,7 +349,10 @@ mod tests {
     fn cmdline_split() {
         assert_eq!(split_cmdline(b"etcd\0--name=cp1\0"), ["etcd", "--name=cp1"]);
         assert!(split_cmdline(b"").is_empty());
-        assert_eq!(split_cmdline(b"nginx: worker process"), ["nginx: worker process"]);
+        assert_eq!(
+            split_cmdline(b"nginx: worker process"),
+            ["nginx: worker process"]
+        );
     }
 
     /// A captured fd tree: a fake /proc with symlinks, as the walk sees it.
@@ -317,7 +377,11 @@ mod tests {
             pub fn new() -> Dir {
                 use std::sync::atomic::{AtomicU32, Ordering};
                 static N: AtomicU32 = AtomicU32::new(0);
-                let path = std::env::temp_dir().join(format!("kports-procfs-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+                let path = std::env::temp_dir().join(format!(
+                    "kports-procfs-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
                 std::fs::create_dir_all(&path).unwrap();
                 Dir { path }
             }
@@ -347,7 +411,10 @@ mod tests {
 
     #[test]
     fn wanted_walk_keeps_only_wanted() {
-        let d = fake_proc(&[(10, &["socket:[100]", "socket:[101]"]), (11, &["socket:[102]"])]);
+        let d = fake_proc(&[
+            (10, &["socket:[100]", "socket:[101]"]),
+            (11, &["socket:[102]"]),
+        ]);
         let o = walk(&d.path, &Want::Only([101, 102].into()), 1).unwrap();
         assert_eq!(o.by_inode.len(), 2);
         assert_eq!(o.by_inode[&102], [11]);

@@ -1,0 +1,178 @@
+//! Command-line interface: what the user typed, validated, before anything touches the system.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::Format;
+
+/// kports: every port a Kubernetes node needs, who holds it, and who reaches it.
+///
+/// Start with `kports listen` on a node: every listening socket with its real owner and the
+/// Kubernetes component it belongs to. `kports conns` counts established connections per
+/// listener; `kports node` shows interfaces and addresses. Add `-o json` for scripts.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kports",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hostname, interfaces (kind, state, MTU, MAC, bridge master) and their addresses.
+    ///
+    /// `kports node --kind bridge` answers what `ip addr show type bridge` answers.
+    Node(NodeArgs),
+    /// Listening TCP and bound UDP sockets with their owning processes and components.
+    ///
+    /// Owners are the processes holding the socket, named in full (`kube-controller-manager`,
+    /// not the kernel's 15-byte `kube-controlle`). A socket no process holds, such as a VXLAN
+    /// device's UDP port, is owned by `kernel`. Equivalent to `ss -tulpn`, faster, with components.
+    Listen(ListenArgs),
+    /// Established TCP connections counted per listening socket (in) and per remote service (out).
+    ///
+    /// `kports conns --process etcd` shows which etcd port has more client connections.
+    /// Counts add up to `ss -tanH state established` on the same snapshot.
+    Conns(ConnsArgs),
+    /// A practice cluster network on this machine, made of network namespaces (needs root).
+    Lab(kports_lab::LabArgs),
+}
+
+/// Options every census command shares.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    /// Take the census in every network namespace of the host (pods, containers, `ip netns`).
+    #[arg(long)]
+    pub all_netns: bool,
+}
+
+/// Where socket lists come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    /// Netlink sock_diag, falling back to /proc/net where it is unavailable.
+    Auto,
+    /// Netlink sock_diag only (what `ss` uses).
+    Netlink,
+    /// /proc/net/{tcp,udp}{,6} and /proc/net/unix (what `netstat` uses).
+    Proc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtoArg {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Only interfaces of this kind: bridge, veth, vxlan, geneve, wireguard, dummy, device, loopback, ...
+    #[arg(long)]
+    pub kind: Option<String>,
+}
+
+/// Filters on sockets, shared by `listen` and `conns`.
+#[derive(Debug, Args)]
+pub struct Filters {
+    /// Only sockets of processes with this name or pid.
+    #[arg(long, value_name = "NAME|PID")]
+    pub process: Option<String>,
+    /// Only sockets of this Kubernetes component (kube-apiserver, etcd, kubelet, ...).
+    #[arg(long)]
+    pub component: Option<String>,
+    /// Only this local port, or a range such as 30000-32767.
+    #[arg(long, value_parser = parse_port_range)]
+    pub port: Option<(u16, u16)>,
+    /// Where socket lists come from.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source: SourceArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub filters: Filters,
+    /// Only this protocol.
+    #[arg(long, value_enum)]
+    pub proto: Option<ProtoArg>,
+    /// Every socket in every state (established, time-wait, ...), not only listeners.
+    #[arg(long)]
+    pub all_states: bool,
+    /// Also list UNIX domain sockets.
+    #[arg(long)]
+    pub unix: bool,
+    /// Find every holder of each socket. By default the scan of /proc stops once each listener
+    /// has an owner and then checks only those owners' children (which inherit sockets); a
+    /// socket passed to an unrelated process over a UNIX socket is then shown with its first
+    /// holder only.
+    #[arg(long)]
+    pub all_owners: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub filters: Filters,
+    /// Break each listener's connections down by remote address.
+    #[arg(long)]
+    pub by_peer: bool,
+    /// One line per process and port, adding up the addresses it listens on.
+    #[arg(long)]
+    pub by_port: bool,
+    /// Only connections accepted by local listeners (hide outgoing ones).
+    #[arg(long, conflicts_with = "outbound")]
+    pub inbound: bool,
+    /// Only outgoing connections, grouped by remote service.
+    #[arg(long)]
+    pub outbound: bool,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let parse = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a port number (0-65535)"))
+    };
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (parse(a)?, parse(b)?);
+            if a > b {
+                return Err(format!("range {a}-{b} is backwards"));
+            }
+            Ok((a, b))
+        }
+        None => parse(s).map(|p| (p, p)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("10250"), Ok((10250, 10250)));
+        assert_eq!(parse_port_range("30000-32767"), Ok((30000, 32767)));
+        assert!(parse_port_range("70000").is_err());
+        assert!(parse_port_range("9-1").is_err());
+        assert!(parse_port_range("http").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

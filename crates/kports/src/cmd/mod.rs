@@ -1,0 +1,47 @@
+//! One module per subcommand; each turns validated arguments into a census and prints it.
+
+pub mod conns;
+pub mod listen;
+pub mod node;
+
+use std::path::PathBuf;
+
+use kports_core::{ProcessRef, Socket};
+use kports_linux::census::{OwnerScope, Query, Source};
+
+use crate::cli::{Filters, SourceArg};
+
+/// The census query shared by `listen` and `conns`.
+pub fn query(filters: &Filters, all_netns: bool, owners: OwnerScope) -> Query {
+    Query {
+        source: match filters.source {
+            SourceArg::Auto => Source::Auto,
+            SourceArg::Netlink => Source::Netlink,
+            SourceArg::Proc => Source::Proc,
+        },
+        all_netns,
+        owners,
+        proc_root: PathBuf::from("/proc"),
+        ..Query::default()
+    }
+}
+
+/// Whether a socket passes `--process`, `--component` and `--port`.
+pub fn keep(f: &Filters, s: &Socket) -> bool {
+    f.port
+        .is_none_or(|(lo, hi)| (lo..=hi).contains(&s.local_port))
+        && f.component
+            .as_deref()
+            .is_none_or(|c| s.component == Some(c))
+        && f.process
+            .as_deref()
+            .is_none_or(|p| process_matches(p, &s.processes))
+}
+
+/// `--process NAME|PID` against a holder list.
+pub fn process_matches(wanted: &str, procs: &[std::sync::Arc<ProcessRef>]) -> bool {
+    match wanted.parse::<u32>() {
+        Ok(pid) => procs.iter().any(|p| p.pid == pid),
+        Err(_) => procs.iter().any(|p| p.name == wanted),
+    }
+}
