@@ -112,7 +112,8 @@ pub fn down(paths: &Paths) -> anyhow::Result<DownReport> {
 
     match State::load(paths) {
         Ok(Some(state)) => {
-            for p in &state.procs {
+            // Clients before servers: the reverse of the start order.
+            for p in state.procs.iter().rev() {
                 let Some(pid) = p.pid else { continue };
                 match sys::stop_process(pid, p.start_time) {
                     Ok(true) => report.killed += 1,
