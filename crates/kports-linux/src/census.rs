@@ -159,6 +159,11 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
     };
     let mut procs = ProcTable::new(&q.proc_root);
     let mut cgroups = Cgroups::default();
+    census.sockets.reserve_exact(if dumps.len() > 1 {
+        dumps.iter().map(|(_, d)| d.sockets.len()).sum()
+    } else {
+        0
+    });
     for (ns, mut d) in dumps {
         census.warnings.append(&mut d.warnings);
         let ns = Arc::new(ns.netns);
@@ -171,7 +176,7 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
                 );
             }
         }
-        for mut s in d.sockets {
+        for s in &mut d.sockets {
             s.netns = Some(ns.clone());
             (s.owner, s.processes, s.component) = procs.attribute(s.inode, owners.as_ref());
             // A VXLAN or Geneve device holds its UDP port exclusively: an ownerless socket on
@@ -187,7 +192,13 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
                     .filter(|&id| id > 1)
                     .and_then(|id| cgroups.name(id));
             }
-            census.sockets.push(s);
+        }
+        // Moved, not copied: at hundreds of thousands of sockets a second list would double
+        // the peak memory.
+        if census.sockets.is_empty() {
+            census.sockets = std::mem::take(&mut d.sockets);
+        } else {
+            census.sockets.append(&mut d.sockets);
         }
         for mut u in d.unix {
             u.netns = Some(ns.clone());
@@ -278,6 +289,11 @@ fn dump_all(
 
 /// Dumps the calling thread's namespace.
 fn dump_ns(q: &Query) -> Result<NsDump, Error> {
+    dump_ns_with(q, || Netlink::open(libc::NETLINK_SOCK_DIAG))
+}
+
+/// [`dump_ns`] with the sock_diag socket opened by `open_diag`, so that tests can take it away.
+fn dump_ns_with(q: &Query, open_diag: impl Fn() -> io::Result<Netlink>) -> Result<NsDump, Error> {
     let mut d = NsDump::default();
     let protos: Vec<(Proto, &str)> = [(Proto::Tcp, "tcp"), (Proto::Udp, "udp")]
         .into_iter()
@@ -291,7 +307,7 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
     }
     let mut nl = match q.source {
         Source::Proc => None,
-        _ => match Netlink::open(libc::NETLINK_SOCK_DIAG) {
+        _ => match open_diag() {
             Ok(nl) => Some(nl),
             Err(e) if q.source == Source::Netlink => return Err(Error::NoSockDiag(e)),
             Err(e) => {
@@ -443,6 +459,7 @@ struct ProcTable<'a> {
     root: &'a Path,
     by_pid: HashMap<u32, Option<Shown>>,
     sets: HashMap<Vec<u32>, (Processes, Option<&'static str>)>,
+    key: Vec<u32>,
 }
 
 impl<'a> ProcTable<'a> {
@@ -451,6 +468,7 @@ impl<'a> ProcTable<'a> {
             root,
             by_pid: HashMap::new(),
             sets: HashMap::new(),
+            key: Vec::new(),
         }
     }
 
@@ -465,35 +483,46 @@ impl<'a> ProcTable<'a> {
         let Some(o) = owners else {
             return (Owner::Unknown, no_processes(), None);
         };
-        match o.by_inode.get(&inode) {
-            Some(pids) => {
-                if let Some((p, c)) = self.sets.get(pids) {
-                    return (Owner::Process, p.clone(), *c);
-                }
-                let mut list = Vec::with_capacity(pids.len());
-                let mut comp = None;
-                for &pid in pids {
-                    let entry = self.by_pid.entry(pid).or_insert_with(|| {
-                        procfs::process_info(self.root, pid).map(|i| process_ref(&i))
-                    });
-                    if let Some((p, c)) = entry {
-                        list.push(p.clone());
-                        comp = comp.or(*c);
-                    }
-                }
-                let procs: Processes = Arc::new(list);
-                self.sets.insert(pids.clone(), (procs.clone(), comp));
-                // Every holder exited between the walk and now: say so rather than "kernel".
-                let owner = if procs.is_empty() {
-                    Owner::Unknown
-                } else {
-                    Owner::Process
-                };
-                (owner, procs, comp)
-            }
-            None if o.denied.is_empty() && o.exhaustive => (Owner::Kernel, no_processes(), None),
-            None => (Owner::Unknown, no_processes(), None),
+        let held = o.pids(inode);
+        if held.is_empty() {
+            let owner = if o.denied.is_empty() && o.exhaustive {
+                Owner::Kernel
+            } else {
+                Owner::Unknown
+            };
+            return (owner, no_processes(), None);
         }
+        // Looked up by a reused slice: no allocation per socket.
+        self.key.clear();
+        self.key.extend(held.iter().map(|&(_, pid)| pid));
+        if let Some((p, c)) = self.sets.get(self.key.as_slice()) {
+            return (owner_of(p), p.clone(), *c);
+        }
+        let mut list = Vec::with_capacity(held.len());
+        let mut comp = None;
+        for &pid in &self.key {
+            let root = self.root;
+            let entry = self
+                .by_pid
+                .entry(pid)
+                .or_insert_with(|| procfs::process_info(root, pid).map(|i| process_ref(&i)));
+            if let Some((p, c)) = entry {
+                list.push(p.clone());
+                comp = comp.or(*c);
+            }
+        }
+        let procs: Processes = Arc::new(list);
+        self.sets.insert(self.key.clone(), (procs.clone(), comp));
+        (owner_of(&procs), procs, comp)
+    }
+}
+
+/// Every holder exited between the walk and now: say so rather than "kernel".
+fn owner_of(procs: &Processes) -> Owner {
+    if procs.is_empty() {
+        Owner::Unknown
+    } else {
+        Owner::Process
     }
 }
 
@@ -550,4 +579,64 @@ pub fn interfaces(
         }
     }
     Ok((out, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_sock_diag() -> io::Result<Netlink> {
+        Err(io::Error::from_raw_os_error(libc::EPROTONOSUPPORT))
+    }
+
+    fn keys(d: &NsDump) -> Vec<(Proto, u16, u64)> {
+        let mut v: Vec<_> = d
+            .sockets
+            .iter()
+            .map(|s| (s.proto, s.local_port, s.inode))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn without_sock_diag_auto_falls_back_to_proc_net_and_says_so() {
+        // Listeners of this test process's own namespace, stable while the test runs.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let q = Query {
+            tcp_states: sockdiag::LISTEN,
+            udp: false,
+            ..Query::default()
+        };
+        let auto = dump_ns_with(&q, no_sock_diag).unwrap();
+        assert!(
+            auto.warnings
+                .iter()
+                .any(|w| w.code == "sock-diag-unavailable"),
+            "{:?}",
+            auto.warnings
+        );
+        assert!(auto.sockets.iter().any(|s| s.local_port == port));
+        let proc = dump_ns_with(
+            &Query {
+                source: Source::Proc,
+                ..q.clone()
+            },
+            no_sock_diag,
+        )
+        .unwrap();
+        assert!(proc.warnings.is_empty());
+        assert_eq!(keys(&auto), keys(&proc));
+    }
+
+    #[test]
+    fn netlink_only_fails_clearly_without_sock_diag() {
+        let q = Query {
+            source: Source::Netlink,
+            ..Query::default()
+        };
+        let e = dump_ns_with(&q, no_sock_diag).unwrap_err();
+        assert!(e.to_string().contains("sock_diag is unavailable"), "{e}");
+    }
 }

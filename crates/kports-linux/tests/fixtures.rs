@@ -192,3 +192,81 @@ fn rtnetlink_capture() {
         assert!(g.starts_with(e), "{g} does not start with {e}");
     }
 }
+
+/// A small deterministic generator, so a failure reproduces.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Corrupts a buffer: flipped bytes, a cut, a length field made huge.
+fn mutate(rng: &mut XorShift, input: &[u8]) -> Vec<u8> {
+    let mut b = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        if b.is_empty() {
+            break;
+        }
+        match rng.below(3) {
+            0 => {
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+            }
+            1 => b.truncate(rng.below(b.len())),
+            _ => {
+                let i = rng.below(b.len());
+                b[i] = 0xff;
+            }
+        }
+    }
+    b
+}
+
+#[test]
+fn parsers_never_panic_on_corrupted_kernel_output() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let netlink: Vec<Vec<u8>> = [
+        "tcp4.nl", "tcp6.nl", "udp4.nl", "unix.nl", "link.nl", "addr.nl",
+    ]
+    .iter()
+    .flat_map(|f| records(&fixture(f)).into_iter().map(|(_, p)| p))
+    .collect();
+    for _ in 0..20_000 {
+        let pick = rng.below(netlink.len());
+        let m = mutate(&mut rng, &netlink[pick]);
+        let _ = sockdiag::parse_inet(&m, Proto::Tcp);
+        let _ = sockdiag::parse_unix(&m);
+        let _ = link::parse_link(&m);
+        let _ = link::parse_addr(&m);
+        for msg in kports_linux::netlink::Messages::new(&m) {
+            let _ = msg;
+        }
+    }
+    let texts: Vec<Vec<u8>> = [
+        "proc-net-tcp",
+        "proc-net-tcp6",
+        "proc-net-udp",
+        "proc-net-unix",
+    ]
+    .iter()
+    .map(|f| fixture(f))
+    .collect();
+    for _ in 0..5_000 {
+        let pick = rng.below(texts.len());
+        let m = mutate(&mut rng, &texts[pick]);
+        let text = String::from_utf8_lossy(&m);
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let p = procnet::parse_inet(&text, Proto::Tcp, family, sockdiag::ALL_STATES);
+            assert!(p.items.len() + p.malformed <= text.lines().count());
+        }
+        let _ = procnet::parse_unix(&text);
+    }
+}
