@@ -7,7 +7,7 @@
 //! the state file at once, before anything else can fail.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -118,11 +118,17 @@ pub fn start(paths: &Paths, state: &mut State, node: &Node, c: Component) -> any
     let log2 = log
         .try_clone()
         .context("cannot duplicate the log file handle")?;
-    let mut cmd = Command::new(&program);
-    cmd.arg0(c.name())
+    // The launcher (this binary) holds still until the pid is in the state file, then execs
+    // the component in the same process; if kports dies first, the launcher exits instead, so
+    // no process of the lab ever runs unrecorded.
+    let launcher = paths.bin().join(STANDIN_FILE);
+    let mut cmd = Command::new(&launcher);
+    cmd.arg0(crate::standin::LAUNCHER)
+        .arg(&program)
+        .arg(c.name())
         .args(&args)
         .current_dir("/")
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(log)
         .stderr(log2);
     // SAFETY: the closure runs in the child between fork and exec and makes only
@@ -136,7 +142,7 @@ pub fn start(paths: &Paths, state: &mut State, node: &Node, c: Component) -> any
             Ok(())
         });
     }
-    let child = cmd.spawn().with_context(|| {
+    let mut child = cmd.spawn().with_context(|| {
         format!(
             "cannot start {} ({}) on {}",
             c.name(),
@@ -145,6 +151,7 @@ pub fn start(paths: &Paths, state: &mut State, node: &Node, c: Component) -> any
         )
     })?;
     let pid = child.id();
+    let go = child.stdin.take();
     // The child runs on in its own session; whoever inherits it reaps it.
     drop(child);
     let start_time = crate::state::start_time(pid);
@@ -159,7 +166,15 @@ pub fn start(paths: &Paths, state: &mut State, node: &Node, c: Component) -> any
         Some(p) => *p = record,
         None => state.procs.push(record),
     }
-    state.save(paths)
+    state.save(paths)?;
+    let mut go = go.context("the launcher has no standard input")?;
+    go.write_all(crate::standin::GO).with_context(|| {
+        format!(
+            "cannot start {} on {}: its launcher went away",
+            c.name(),
+            node.name
+        )
+    })
 }
 
 /// Stops `c` on `node` if it runs, and records that it is stopped.

@@ -29,6 +29,9 @@ pub fn dispatch() -> Option<ExitCode> {
     let mut argv = std::env::args_os();
     let arg0 = argv.next()?;
     let name = std::path::Path::new(&arg0).file_name()?.to_str()?;
+    if name == LAUNCHER {
+        return Some(launch(argv.collect()));
+    }
     let c = Component::from_name(name)?;
     let args: Vec<String> = argv.map(|a| a.to_string_lossy().into_owned()).collect();
     Some(match run(c, &args) {
@@ -38,6 +41,48 @@ pub fn dispatch() -> Option<ExitCode> {
             ExitCode::from(1)
         }
     })
+}
+
+/// `argv[0]` of the launcher that starts every lab component (see [`launch`]).
+pub const LAUNCHER: &str = "kports-lab-launch";
+/// What the launcher waits for on its standard input before it starts the component.
+pub const GO: &[u8] = b"go";
+
+/// The launcher: `kports-lab-launch PROGRAM ARGV0 ARGS...`. Waits until `kports lab` has
+/// recorded this pid (it writes [`GO`] to our standard input), then becomes the component by
+/// exec, keeping the pid. When standard input closes without it, `kports lab` died before it
+/// could record the pid: exit, so that nothing runs that `kports lab down` cannot find.
+fn launch(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let [program, arg0, rest @ ..] = args.as_slice() else {
+        eprintln!("{LAUNCHER}: usage: {LAUNCHER} PROGRAM ARGV0 [ARGS...]");
+        return ExitCode::from(2);
+    };
+    let mut got = Vec::new();
+    if io::stdin()
+        .lock()
+        .take(GO.len() as u64)
+        .read_to_end(&mut got)
+        .is_err()
+        || got != GO
+    {
+        eprintln!("{LAUNCHER}: kports lab stopped before recording this process; not starting it");
+        return ExitCode::from(1);
+    }
+    let devnull = match fs::File::open("/dev/null") {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{LAUNCHER}: cannot open /dev/null: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let e = std::process::Command::new(program)
+        .arg0(arg0)
+        .args(rest)
+        .stdin(devnull)
+        .exec();
+    eprintln!("{LAUNCHER}: cannot run {}: {e}", program.to_string_lossy());
+    ExitCode::from(1)
 }
 
 /// The address to bind for `a`: a wildcard becomes `[::]`, which also takes IPv4 (as Go does).

@@ -328,7 +328,7 @@ fn down_cleans_up_after_a_killed_up() {
     assert_nothing_left("before the test");
     // Kill `up` at a few points of its work; `down` must find whatever it had made.
     let mut rounds_with_leftovers = 0;
-    for delay_ms in [30, 120, 250, 400] {
+    for delay_ms in [30, 80, 150, 250, 400] {
         let mut child = Command::new(KPORTS).args(["lab", "up"]).spawn().unwrap();
         thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
