@@ -8,7 +8,7 @@ use crate::component::Component;
 use crate::fault::{self, PortSpec, Rule, Verdict};
 use crate::plan::Node;
 use crate::state::{Paths, State};
-use crate::{Usage, network, procs, sys};
+use crate::{Usage, network, supervise, sys};
 
 /// A fault to inject on a node.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -111,7 +111,7 @@ pub fn apply(paths: &Paths, node_name: &str, action: &FaultAction) -> anyhow::Re
         FaultAction::Clear => clear(paths, &mut state, &node)?,
         FaultAction::Stop { component } => {
             check_runs_on(&node, *component)?;
-            if procs::stop(paths, &mut state, n, *component)? {
+            if supervise::stop(paths, &mut state, n, *component)? {
                 format!(
                     "{n}: stopped {}; start it again with `kports lab fault {n} start {}`.",
                     component.name(),
@@ -132,20 +132,20 @@ pub fn apply(paths: &Paths, node_name: &str, action: &FaultAction) -> anyhow::Re
             if running {
                 format!("{n}: {} is already running.", component.name())
             } else {
-                procs::start(paths, &mut state, &node, *component)?;
-                procs::wait_ready(paths, &state, &[&node])?;
+                supervise::start(paths, &mut state, &node, *component)?;
+                supervise::wait_ready(paths, &state, &[&node])?;
                 format!("{n}: started {}.", component.name())
             }
         }
         FaultAction::Bind { component, address } => {
             check_runs_on(&node, *component)?;
             check_bindable(&node, *address)?;
-            procs::stop(paths, &mut state, n, *component)?;
+            supervise::stop(paths, &mut state, n, *component)?;
             if let Some(p) = state.proc_mut(n, *component) {
                 p.bind = Some(*address);
             }
-            procs::start(paths, &mut state, &node, *component)?;
-            procs::wait_ready(paths, &state, &[&node])?;
+            supervise::start(paths, &mut state, &node, *component)?;
+            supervise::wait_ready(paths, &state, &[&node])?;
             format!(
                 "{n}: restarted {} bound to {address}. Undo with `kports lab fault {n} clear`.",
                 component.name()
@@ -196,16 +196,16 @@ fn clear(paths: &Paths, state: &mut State, node: &Node) -> anyhow::Result<String
         .map(|p| p.component)
         .collect();
     for c in &to_restore {
-        procs::stop(paths, state, n, *c)?;
+        supervise::stop(paths, state, n, *c)?;
         if let Some(p) = state.proc_mut(n, *c) {
             p.bind = None;
         }
-        procs::start(paths, state, node, *c)
+        supervise::start(paths, state, node, *c)
             .with_context(|| format!("cannot restart {} on {n}", c.name()))?;
         done.push(format!("restarted {}", c.name()));
     }
     if !to_restore.is_empty() {
-        procs::wait_ready(paths, state, &[node])?;
+        supervise::wait_ready(paths, state, &[node])?;
     }
     Ok(if done.is_empty() {
         format!("{n}: no faults to clear.")

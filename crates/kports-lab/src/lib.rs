@@ -2,7 +2,7 @@
 //!
 //! Bird's-eye view: [`plan`] turns `--nodes CP,WORKERS` into names and addresses (pure);
 //! [`network`] builds the namespaces and links with `ip`; [`component`] knows each
-//! component's kubeadm-style flags and what they mean for listeners (pure); [`procs`] starts
+//! component's kubeadm-style flags and what they mean for listeners (pure); [`supervise`] starts
 //! etcd and the stand-ins ([`standin`]) inside the nodes; [`state`] records what runs so that
 //! [`lifecycle`]'s `down` can remove it; [`fault`] and [`inject`] break and mend nodes;
 //! [`status`] reports. [`sys`] is the one place that runs commands and system calls.
@@ -17,10 +17,10 @@ pub mod inject;
 pub mod lifecycle;
 pub mod network;
 pub mod plan;
-pub mod procs;
 pub mod standin;
 pub mod state;
 pub mod status;
+pub mod supervise;
 pub mod sys;
 
 use std::fmt;
@@ -54,6 +54,9 @@ pub enum LabCommand {
     /// Remove everything the lab made (also after a failed `up` or a killed kports)
     Down,
     /// Show the nodes, their addresses, components and faults
+    ///
+    /// Exits with 1 when a component has exited on its own, a node's namespace is missing, or
+    /// namespaces of a lab are left over without one.
     Status {
         /// Output format
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]

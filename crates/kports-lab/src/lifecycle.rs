@@ -18,15 +18,15 @@ use anyhow::{Context as _, bail};
 use crate::component::Component;
 use crate::plan::{Counts, Plan, netns_name};
 use crate::state::{EtcdMode, Paths, State};
-use crate::{Usage, network, procs, sys};
+use crate::{Usage, network, supervise, sys};
 
 /// Creates the lab.
 pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode) -> anyhow::Result<Plan> {
-    if etcd == EtcdMode::Real && !Path::new(procs::ETCD_PATH).exists() {
+    if etcd == EtcdMode::Real && !Path::new(supervise::ETCD_PATH).exists() {
         bail!(
             "etcd is not installed ({} is missing): install it (apt-get install etcd-server), \
              or run `kports lab up --etcd stand-in` for a stand-in that listens like etcd but stores nothing",
-            procs::ETCD_PATH
+            supervise::ETCD_PATH
         );
     }
     let leftovers = sys::lab_namespaces();
@@ -58,8 +58,8 @@ pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode) -> anyhow::Result<Plan>
 
 fn bring_up(paths: &Paths, state: &mut State, plan: &Plan) -> anyhow::Result<()> {
     network::build(paths, plan)?;
-    procs::install_standins(paths)?;
-    procs::write_kubeconfigs(paths, plan)?;
+    supervise::install_standins(paths)?;
+    supervise::write_kubeconfigs(paths, plan)?;
     // etcd first, then the API server, then its clients: each waits for the one before.
     let stages: [&[Component]; 3] = [
         &[Component::Etcd],
@@ -78,13 +78,13 @@ fn bring_up(paths: &Paths, state: &mut State, plan: &Plan) -> anyhow::Result<()>
                 .iter()
                 .filter(|c| stage.contains(c))
             {
-                procs::start(paths, state, node, *c)?;
+                supervise::start(paths, state, node, *c)?;
                 if !started.contains(&node) {
                     started.push(node);
                 }
             }
         }
-        procs::wait_ready(paths, state, &started)?;
+        supervise::wait_ready(paths, state, &started)?;
     }
     Ok(())
 }

@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::component;
 use crate::fault::Rule;
 use crate::plan::Plan;
-use crate::procs;
 use crate::state::{EtcdMode, Paths, State, is_alive};
+use crate::supervise;
 use crate::sys;
 
 /// Version of the `kports lab status -o json` document.
@@ -94,7 +94,7 @@ pub fn collect(paths: &Paths) -> anyhow::Result<LabStatus> {
                 .iter()
                 .filter(|p| p.node == n.name)
                 .map(|p| {
-                    let args = procs::args_for(paths, &plan, n, p.component, p.bind);
+                    let args = supervise::args_for(paths, &plan, n, p.component, p.bind);
                     let listens = component::listeners(p.component, &args)
                         .map(|v| v.iter().map(SocketAddr::to_string).collect())
                         .unwrap_or_default();
