@@ -167,14 +167,14 @@ pub fn args(
             format!("--cluster-cidr={pod_net}/{pod_len}"),
             "--cluster-name=kubernetes".into(),
             "--controllers=*,bootstrapsigner,tokencleaner".into(),
-            kubeconfig.clone().unwrap_or_default(),
+            kubeconfig.unwrap_or_default(),
             "--leader-elect=true".into(),
             "--service-cluster-ip-range=10.96.0.0/12".into(),
             "--use-service-account-credentials=true".into(),
         ],
         Component::KubeScheduler => vec![
             format!("--bind-address={}", bind.unwrap_or(localhost)),
-            kubeconfig.clone().unwrap_or_default(),
+            kubeconfig.unwrap_or_default(),
             "--leader-elect=true".into(),
         ],
         Component::Kubelet => vec![
@@ -185,7 +185,7 @@ pub fn args(
             "--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock".into(),
             "--healthz-bind-address=127.0.0.1".into(),
             "--healthz-port=10248".into(),
-            kubeconfig.clone().unwrap_or_default(),
+            kubeconfig.unwrap_or_default(),
             format!("--node-ip={ip}"),
             "--port=10250".into(),
             "--read-only-port=0".into(),
@@ -197,7 +197,7 @@ pub fn args(
                 SocketAddr::new(bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 10256)
             ),
             format!("--hostname-override={}", node.name),
-            kubeconfig.clone().unwrap_or_default(),
+            kubeconfig.unwrap_or_default(),
             format!(
                 "--metrics-bind-address={}",
                 SocketAddr::new(localhost, 10249)

@@ -7,26 +7,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use kports_core::Proto;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The nftables table (family `inet`) that holds a node's firewall faults.
 pub const TABLE: &str = "kports_lab_fault";
-
-/// A transport protocol a rule matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
 
 /// `tcp/10250`, `udp/8472` or a range such as `tcp/30000-32767`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

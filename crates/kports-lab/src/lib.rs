@@ -126,7 +126,7 @@ pub fn standin_dispatch() -> Option<ExitCode> {
 pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     match run_inner(args) {
         Err(e) if e.downcast_ref::<Usage>().is_some() => {
-            eprintln!("error: {e}");
+            eprintln!("kports: {e}");
             Ok(ExitCode::from(EXIT_USAGE))
         }
         other => other,
