@@ -78,6 +78,8 @@ pub enum Command {
   kports explain udp/8472     the VXLAN port, and why sources disagree about it
   kports explain 10255        the kubelet's read-only port and why it should be closed")]
     Explain(crate::cmd::explain::ExplainArgs),
+    /// A practice cluster network on this machine, made of network namespaces (needs root).
+    Lab(kports_lab::LabArgs),
 }
 
 /// Options every census command shares.

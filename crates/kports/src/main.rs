@@ -16,6 +16,9 @@ use crate::cli::{Cli, Command};
 use crate::output::Out;
 
 fn main() -> ExitCode {
+    if let Some(code) = kports_lab::standin_dispatch() {
+        return code;
+    }
     let cli = Cli::parse();
     let mut out = Out::stdout();
     let result = match &cli.command {
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
         Command::Conns(a) => cmd::conns::run(a, &mut out),
         Command::Check(a) => cmd::check::run(a, &mut out),
         Command::Explain(a) => cmd::explain::run(a, &mut out),
+        Command::Lab(a) => return lab(a),
     }
     .and_then(|warnings| {
         out.flush()?;
@@ -51,6 +55,14 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `kports lab` prints its own output; its usage errors exit 2, its failures 1.
+fn lab(args: &kports_lab::LabArgs) -> ExitCode {
+    kports_lab::run(args).unwrap_or_else(|e| {
+        eprintln!("kports: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
