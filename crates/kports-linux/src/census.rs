@@ -147,12 +147,6 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         }
         None => None,
     };
-    if let Some(o) = &owners {
-        if !o.denied.is_empty() {
-            warnings.push(denied_warning(&o.denied));
-        }
-    }
-
     let mut census = Census {
         warnings,
         ..Census::default()
@@ -206,10 +200,27 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
             census.unix.push(u);
         }
     }
+    // Unreadable processes matter only where they leave a socket without a known owner.
+    let unknown = census
+        .sockets
+        .iter()
+        .filter(|s| s.owner == Owner::Unknown)
+        .count()
+        + census
+            .unix
+            .iter()
+            .filter(|u| u.owner == Owner::Unknown)
+            .count();
+    if let Some(o) = owners
+        .as_ref()
+        .filter(|o| !o.denied.is_empty() && unknown > 0)
+    {
+        census.warnings.push(denied_warning(&o.denied, unknown));
+    }
     Ok(census)
 }
 
-fn denied_warning(pids: &[u32]) -> Warning {
+fn denied_warning(pids: &[u32], unknown: usize) -> Warning {
     let shown: Vec<String> = pids.iter().take(8).map(u32::to_string).collect();
     let more = if pids.len() > 8 {
         format!(" and {} more", pids.len() - 8)
@@ -228,11 +239,16 @@ fn denied_warning(pids: &[u32]) -> Warning {
     } else {
         "run as root, or grant CAP_SYS_PTRACE (or CAP_DAC_READ_SEARCH)"
     };
+    let sockets = if unknown == 1 {
+        "socket shows"
+    } else {
+        "sockets show"
+    };
     Warning::new(
         "owners-incomplete",
         format!(
-            "cannot read the open files of {} {plural} (pid {}{more}): sockets without a known owner show \
-             \"unknown\"; {hint}",
+            "{unknown} {sockets} owner \"unknown\": kports cannot read the open files of {} \
+             {plural} (pid {}{more}); {hint}",
             pids.len(),
             shown.join(", ")
         ),
