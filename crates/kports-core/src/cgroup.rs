@@ -28,7 +28,10 @@ fn pod_uid(part: &str) -> Option<String> {
     let i = part.rfind("pod")?;
     let rest = &part[i + 3..];
     let uid = rest.strip_suffix(".slice").unwrap_or(rest);
-    let ok = uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_');
+    let ok = uid.len() == 36
+        && uid
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_');
     ok.then(|| uid.replace('_', "-"))
 }
 
@@ -51,13 +54,17 @@ mod tests {
         );
         assert_eq!(
             container_of(&cg),
-            (Some(ID.to_string()), Some("6b1f2e3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b".to_string()))
+            (
+                Some(ID.to_string()),
+                Some("6b1f2e3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b".to_string())
+            )
         );
     }
 
     #[test]
     fn cgroupfs_driver_v1() {
-        let cg = format!("12:pids:/kubepods/besteffort/pod6b1f2e3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b/{ID}\n");
+        let cg =
+            format!("12:pids:/kubepods/besteffort/pod6b1f2e3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b/{ID}\n");
         let (c, p) = container_of(&cg);
         assert_eq!(c.as_deref(), Some(ID));
         assert_eq!(p.as_deref(), Some("6b1f2e3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"));
@@ -65,7 +72,10 @@ mod tests {
 
     #[test]
     fn host_process_has_neither() {
-        assert_eq!(container_of("0::/system.slice/kubelet.service\n"), (None, None));
+        assert_eq!(
+            container_of("0::/system.slice/kubelet.service\n"),
+            (None, None)
+        );
         assert_eq!(container_of(""), (None, None));
     }
 }

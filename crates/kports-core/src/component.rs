@@ -94,41 +94,91 @@ mod tests {
 
     #[test]
     fn control_plane() {
-        check("kube-apiserver", "/usr/local/bin/kube-apiserver", &["kube-apiserver"], Some("kube-apiserver"));
+        check(
+            "kube-apiserver",
+            "/usr/local/bin/kube-apiserver",
+            &["kube-apiserver"],
+            Some("kube-apiserver"),
+        );
         check(
             "kube-controller",
             "/usr/local/bin/kube-controller-manager",
             &["kube-controller-manager", "--bind-address=127.0.0.1"],
             Some("kube-controller-manager"),
         );
-        check("kube-scheduler", "/usr/local/bin/kube-scheduler", &["kube-scheduler"], Some("kube-scheduler"));
-        check("etcd", "/usr/local/bin/etcd", &["etcd", "--name=cp1"], Some("etcd"));
+        check(
+            "kube-scheduler",
+            "/usr/local/bin/kube-scheduler",
+            &["kube-scheduler"],
+            Some("kube-scheduler"),
+        );
+        check(
+            "etcd",
+            "/usr/local/bin/etcd",
+            &["etcd", "--name=cp1"],
+            Some("etcd"),
+        );
     }
 
     #[test]
     fn kubectl_is_told_apart_by_subcommand() {
-        check("kubectl", "/usr/bin/kubectl", &["kubectl", "proxy", "--port=8888"], Some("kubectl-proxy"));
+        check(
+            "kubectl",
+            "/usr/bin/kubectl",
+            &["kubectl", "proxy", "--port=8888"],
+            Some("kubectl-proxy"),
+        );
         check(
             "kubectl",
             "/usr/bin/kubectl",
             &["kubectl", "-n", "x", "port-forward", "svc/a", "8080:80"],
             Some("kubectl-port-forward"),
         );
-        check("kubectl", "/usr/bin/kubectl", &["kubectl", "port-forward", "svc/a", "8080:80"], Some("kubectl-port-forward"));
-        check("kubectl", "/usr/bin/kubectl", &["kubectl", "get", "pods"], None);
+        check(
+            "kubectl",
+            "/usr/bin/kubectl",
+            &["kubectl", "port-forward", "svc/a", "8080:80"],
+            Some("kubectl-port-forward"),
+        );
+        check(
+            "kubectl",
+            "/usr/bin/kubectl",
+            &["kubectl", "get", "pods"],
+            None,
+        );
     }
 
     #[test]
     fn multiplexers() {
-        check("hyperkube", "/hyperkube", &["/hyperkube", "kubelet", "--v=2"], Some("kubelet"));
-        check("calico-node", "/usr/bin/calico-node", &["calico-node", "-felix"], Some("calico-node"));
-        check("k3s-server", "/usr/local/bin/k3s", &["/usr/local/bin/k3s", "server"], Some("k3s"));
+        check(
+            "hyperkube",
+            "/hyperkube",
+            &["/hyperkube", "kubelet", "--v=2"],
+            Some("kubelet"),
+        );
+        check(
+            "calico-node",
+            "/usr/bin/calico-node",
+            &["calico-node", "-felix"],
+            Some("calico-node"),
+        );
+        check(
+            "k3s-server",
+            "/usr/local/bin/k3s",
+            &["/usr/local/bin/k3s", "server"],
+            Some("k3s"),
+        );
     }
 
     #[test]
     fn unknown_process_is_no_component() {
         check("nginx", "/usr/sbin/nginx", &["nginx: worker process"], None);
-        check("python3", "/usr/bin/python3.11", &["python3", "-m", "http.server"], None);
+        check(
+            "python3",
+            "/usr/bin/python3.11",
+            &["python3", "-m", "http.server"],
+            None,
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::{Family, Netns, Proto, Socket, SockState};
+use crate::{Family, Netns, Proto, SockState, Socket};
 
 /// Whether a row counts connections accepted by a local listener, or opened to a remote one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -68,7 +68,10 @@ pub fn group(sockets: &[Socket], how: Grouping) -> Vec<ConnRow> {
     let mut listeners: HashMap<(NsKey, Family, u16), Vec<usize>> = HashMap::new();
     for (i, s) in sockets.iter().enumerate() {
         if s.proto == Proto::Tcp && s.state == SockState::Listen {
-            listeners.entry((ns(s), s.family, s.local_port)).or_default().push(i);
+            listeners
+                .entry((ns(s), s.family, s.local_port))
+                .or_default()
+                .push(i);
         }
     }
     for v in listeners.values_mut() {
@@ -81,20 +84,25 @@ pub fn group(sockets: &[Socket], how: Grouping) -> Vec<ConnRow> {
             continue;
         }
         // Every listener gets a row, idle ones included: "0 connections" is an answer.
-        rows.entry(in_key(sockets, i, how)).or_insert_with(|| Acc::new(i));
+        rows.entry(in_key(sockets, i, how))
+            .or_insert_with(|| Acc::new(i));
     }
     for s in sockets {
         if s.proto != Proto::Tcp || s.state != SockState::Established {
             continue;
         }
-        let listener = listeners.get(&(ns(s), s.family, s.local_port)).and_then(|ls| {
-            ls.iter().copied().find(|&l| {
-                let a = sockets[l].local_address;
-                a == s.local_address || a.is_unspecified()
-            })
-        });
+        let listener = listeners
+            .get(&(ns(s), s.family, s.local_port))
+            .and_then(|ls| {
+                ls.iter().copied().find(|&l| {
+                    let a = sockets[l].local_address;
+                    a == s.local_address || a.is_unspecified()
+                })
+            });
         let acc = match listener {
-            Some(l) => rows.entry(in_key(sockets, l, how)).or_insert_with(|| Acc::new(l)),
+            Some(l) => rows
+                .entry(in_key(sockets, l, how))
+                .or_insert_with(|| Acc::new(l)),
             None => {
                 let key = RowKey {
                     netns: ns(s),
@@ -112,7 +120,9 @@ pub fn group(sockets: &[Socket], how: Grouping) -> Vec<ConnRow> {
         }
     }
 
-    rows.into_values().map(|acc| acc.into_row(sockets, how)).collect()
+    rows.into_values()
+        .map(|acc| acc.into_row(sockets, how))
+        .collect()
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -130,13 +140,24 @@ fn in_key(sockets: &[Socket], l: usize, how: Grouping) -> RowKey {
         netns: s.netns.as_ref().map_or(0, |n| n.inode),
         direction: Direction::In,
         // Merging by port keys every listener of one owner on that port alike.
-        addr: if how.by_port { IpAddr::from([0u8; 4]) } else { s.local_address },
+        addr: if how.by_port {
+            IpAddr::from([0u8; 4])
+        } else {
+            s.local_address
+        },
         port: s.local_port,
         owner: s.processes.first().map_or(0, |p| p.pid),
     }
 }
 
-type OutKey = (IpAddr, u16, Vec<u32>, Option<String>, Option<&'static str>, Option<Arc<Netns>>);
+type OutKey = (
+    IpAddr,
+    u16,
+    Vec<u32>,
+    Option<String>,
+    Option<&'static str>,
+    Option<Arc<Netns>>,
+);
 
 struct Acc {
     direction: Direction,
@@ -149,7 +170,13 @@ struct Acc {
 
 impl Acc {
     fn new(listener: usize) -> Acc {
-        Acc { direction: Direction::In, first: listener, out: None, count: 0, peers: HashMap::new() }
+        Acc {
+            direction: Direction::In,
+            first: listener,
+            out: None,
+            count: 0,
+            peers: HashMap::new(),
+        }
     }
 
     fn out_of(s: &Socket) -> Acc {
@@ -157,7 +184,14 @@ impl Acc {
         Acc {
             direction: Direction::Out,
             first: 0,
-            out: Some((s.remote_address, s.remote_port, pids, name, s.component, s.netns.clone())),
+            out: Some((
+                s.remote_address,
+                s.remote_port,
+                pids,
+                name,
+                s.component,
+                s.netns.clone(),
+            )),
             count: 0,
             peers: HashMap::new(),
         }
@@ -168,9 +202,16 @@ impl Acc {
             let mut v: Vec<PeerCount> = self
                 .peers
                 .into_iter()
-                .map(|(remote_address, established)| PeerCount { remote_address, established })
+                .map(|(remote_address, established)| PeerCount {
+                    remote_address,
+                    established,
+                })
                 .collect();
-            v.sort_by(|a, b| b.established.cmp(&a.established).then(a.remote_address.cmp(&b.remote_address)));
+            v.sort_by(|a, b| {
+                b.established
+                    .cmp(&a.established)
+                    .then(a.remote_address.cmp(&b.remote_address))
+            });
             v
         });
         match self.out {
@@ -219,7 +260,10 @@ impl Acc {
 }
 
 fn owner(s: &Socket) -> (Option<String>, Vec<u32>) {
-    (s.processes.first().map(|p| p.name.clone()), s.processes.iter().map(|p| p.pid).collect())
+    (
+        s.processes.first().map(|p| p.name.clone()),
+        s.processes.iter().map(|p| p.pid).collect(),
+    )
 }
 
 #[cfg(test)]
@@ -233,7 +277,11 @@ mod tests {
         let la: IpAddr = la.trim_matches(['[', ']']).parse().unwrap();
         Socket {
             proto: Proto::Tcp,
-            family: if la.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 },
+            family: if la.is_ipv4() {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            },
             state,
             local_address: la,
             local_port: lp.parse().unwrap(),
@@ -253,6 +301,7 @@ mod tests {
             owner: Owner::Process,
             component: Some(name.to_string().leak()),
             netns: None,
+            cgroup: None,
         }
     }
 
@@ -267,13 +316,49 @@ mod tests {
         ];
         for p in 0..5 {
             // apiserver -> etcd over loopback: both ends are on this node.
-            v.push(sock(Established, "127.0.0.1:2379", &format!("127.0.0.1:{}", 40000 + p), 10, "etcd"));
-            v.push(sock(Established, &format!("127.0.0.1:{}", 40000 + p), "127.0.0.1:2379", 20, "kube-apiserver"));
+            v.push(sock(
+                Established,
+                "127.0.0.1:2379",
+                &format!("127.0.0.1:{}", 40000 + p),
+                10,
+                "etcd",
+            ));
+            v.push(sock(
+                Established,
+                &format!("127.0.0.1:{}", 40000 + p),
+                "127.0.0.1:2379",
+                20,
+                "kube-apiserver",
+            ));
         }
-        v.push(sock(Established, "192.0.2.10:2379", "192.0.2.11:50000", 10, "etcd"));
-        v.push(sock(Established, "192.0.2.10:2380", "192.0.2.11:50001", 10, "etcd"));
-        v.push(sock(Established, "[::ffff:192.0.2.10]:6443", "[::ffff:192.0.2.12]:1234", 20, "kube-apiserver"));
-        v.push(sock(TimeWait, "127.0.0.1:2379", "127.0.0.1:39999", 10, "etcd"));
+        v.push(sock(
+            Established,
+            "192.0.2.10:2379",
+            "192.0.2.11:50000",
+            10,
+            "etcd",
+        ));
+        v.push(sock(
+            Established,
+            "192.0.2.10:2380",
+            "192.0.2.11:50001",
+            10,
+            "etcd",
+        ));
+        v.push(sock(
+            Established,
+            "[::ffff:192.0.2.10]:6443",
+            "[::ffff:192.0.2.12]:1234",
+            20,
+            "kube-apiserver",
+        ));
+        v.push(sock(
+            TimeWait,
+            "127.0.0.1:2379",
+            "127.0.0.1:39999",
+            10,
+            "etcd",
+        ));
         v
     }
 
@@ -313,13 +398,22 @@ mod tests {
                 "out 127.0.0.1:2379 kube-apiserver 5",
             ]
         );
-        let established = socks.iter().filter(|s| s.state == SockState::Established).count() as u64;
+        let established = socks
+            .iter()
+            .filter(|s| s.state == SockState::Established)
+            .count() as u64;
         assert_eq!(rows.iter().map(|r| r.established).sum::<u64>(), established);
     }
 
     #[test]
     fn by_port_merges_addresses_of_one_listener() {
-        let rows = group(&etcd_node(), Grouping { by_port: true, by_peer: false });
+        let rows = group(
+            &etcd_node(),
+            Grouping {
+                by_port: true,
+                by_peer: false,
+            },
+        );
         let s = summary(&rows);
         assert!(s.contains(&"in 0.0.0.0:2379 etcd 6".to_string()), "{s:?}");
         assert!(s.contains(&"in 0.0.0.0:2380 etcd 1".to_string()), "{s:?}");
@@ -328,12 +422,38 @@ mod tests {
     #[test]
     fn by_peer_breaks_down_by_remote_address() {
         let mut socks = etcd_node();
-        socks.push(sock(SockState::Established, "192.0.2.10:2379", "192.0.2.11:50002", 10, "etcd"));
-        socks.push(sock(SockState::Established, "192.0.2.10:2379", "192.0.2.12:50002", 10, "etcd"));
-        let rows = group(&socks, Grouping { by_peer: true, by_port: false });
-        let r = rows.iter().find(|r| r.local_address == Some("192.0.2.10".parse().unwrap()) && r.local_port == Some(2379)).unwrap();
+        socks.push(sock(
+            SockState::Established,
+            "192.0.2.10:2379",
+            "192.0.2.11:50002",
+            10,
+            "etcd",
+        ));
+        socks.push(sock(
+            SockState::Established,
+            "192.0.2.10:2379",
+            "192.0.2.12:50002",
+            10,
+            "etcd",
+        ));
+        let rows = group(
+            &socks,
+            Grouping {
+                by_peer: true,
+                by_port: false,
+            },
+        );
+        let r = rows
+            .iter()
+            .find(|r| {
+                r.local_address == Some("192.0.2.10".parse().unwrap()) && r.local_port == Some(2379)
+            })
+            .unwrap();
         let peers = r.peers.as_ref().unwrap();
-        assert_eq!(peers[0].remote_address, "192.0.2.11".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            peers[0].remote_address,
+            "192.0.2.11".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(peers[0].established, 2);
         assert_eq!(peers[1].established, 1);
     }

@@ -12,8 +12,14 @@ const COMM_MAX: usize = 15;
 
 /// The name to show for a process.
 pub fn process_name(p: &ProcessInfo) -> String {
-    let exe = p.exe.as_deref().map(|e| basename(e.strip_suffix(" (deleted)").unwrap_or(e)));
-    let arg0 = p.argv.first().map(|a| basename(a.split(' ').next().unwrap_or(a)));
+    let exe = p
+        .exe
+        .as_deref()
+        .map(|e| basename(e.strip_suffix(" (deleted)").unwrap_or(e)));
+    let arg0 = p
+        .argv
+        .first()
+        .map(|a| basename(a.split(' ').next().unwrap_or(a)));
     for cand in [exe, arg0].into_iter().flatten() {
         if cand == p.comm || (p.comm.len() >= COMM_MAX && cand.starts_with(p.comm.as_str())) {
             return cand.to_string();
@@ -57,14 +63,22 @@ mod tests {
 
     #[test]
     fn truncated_comm_is_completed_from_argv0_when_exe_is_unreadable() {
-        let p = info("kube-controller", None, &["/usr/bin/kube-controller-manager"]);
+        let p = info(
+            "kube-controller",
+            None,
+            &["/usr/bin/kube-controller-manager"],
+        );
         assert_eq!(process_name(&p), "kube-controller-manager");
     }
 
     #[test]
     fn interpreter_keeps_its_comm() {
         // A script: exe is the interpreter, comm is the script's name.
-        let p = info("flanneld-wrap", Some("/usr/bin/python3.11"), &["python3", "/x/flanneld-wrap"]);
+        let p = info(
+            "flanneld-wrap",
+            Some("/usr/bin/python3.11"),
+            &["python3", "/x/flanneld-wrap"],
+        );
         assert_eq!(process_name(&p), "flanneld-wrap");
     }
 

@@ -105,7 +105,12 @@ mod tests {
     #[test]
     fn equals_form() {
         check(
-            &["kubeadm", "join", "--token=abcdef.0123456789abcdef", "--v=5"],
+            &[
+                "kubeadm",
+                "join",
+                "--token=abcdef.0123456789abcdef",
+                "--v=5",
+            ],
             "kubeadm join --token=REDACTED --v=5",
         );
     }
@@ -113,7 +118,13 @@ mod tests {
     #[test]
     fn separate_value_form() {
         check(
-            &["kubeadm", "join", "--discovery-token", "abcdef.0123", "10.0.0.1:6443"],
+            &[
+                "kubeadm",
+                "join",
+                "--discovery-token",
+                "abcdef.0123",
+                "10.0.0.1:6443",
+            ],
             "kubeadm join --discovery-token REDACTED 10.0.0.1:6443",
         );
         check(&["app", "-password", "hunter2"], "app -password REDACTED");
@@ -122,7 +133,11 @@ mod tests {
     #[test]
     fn key_data_and_secrets() {
         check(
-            &["x", "--client-key-data=LS0tLS1CRUdJTi", "--bootstrap_secret=s"],
+            &[
+                "x",
+                "--client-key-data=LS0tLS1CRUdJTi",
+                "--bootstrap_secret=s",
+            ],
             "x --client-key-data=REDACTED --bootstrap_secret=REDACTED",
         );
     }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kports_core::{
-    Family, Interface, Netns, Owner, ProcessInfo, ProcessRef, Processes, Proto, Socket, UnixSocket,
-    Warning, cgroup, component, names, no_processes, redact,
+    CgroupRef, Family, Interface, Netns, Owner, ProcessInfo, ProcessRef, Processes, Proto, Socket,
+    UnixSocket, Warning, cgroup, component, names, no_processes, redact,
 };
 
 use crate::netlink::Netlink;
@@ -95,7 +95,10 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
     let namespaces = if q.all_netns {
         netns::all(&q.proc_root).map_err(|e| Error::io("the list of network namespaces", e))?
     } else {
-        vec![netns::current(&q.proc_root).map_err(|e| Error::io("this thread's network namespace", e))?]
+        vec![
+            netns::current(&q.proc_root)
+                .map_err(|e| Error::io("this thread's network namespace", e))?,
+        ]
     };
     let here = netns::current(&q.proc_root).map(|h| h.netns.inode).ok();
 
@@ -106,7 +109,12 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
             let dumps = dump_all(q, &namespaces, here)?;
             let wanted: HashSet<u64> = dumps
                 .iter()
-                .flat_map(|(_, d)| d.sockets.iter().map(|s| s.inode).chain(d.unix.iter().map(|u| u.inode)))
+                .flat_map(|(_, d)| {
+                    d.sockets
+                        .iter()
+                        .map(|s| s.inode)
+                        .chain(d.unix.iter().map(|u| u.inode))
+                })
                 .filter(|&i| i != 0)
                 .collect();
             let owners = procfs::walk(&q.proc_root, &Want::Only(wanted), q.threads);
@@ -115,9 +123,11 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         OwnerScope::Every => {
             // The walk and the dumps are independent: run them side by side.
             std::thread::scope(|s| {
-                let walker = s.spawn(|| procfs::walk(&q.proc_root, &Want::All, q.threads.saturating_sub(1).max(1)));
+                let walker = s.spawn(|| procfs::walk(&q.proc_root, &Want::All, q.threads));
                 let dumps = dump_all(q, &namespaces, here);
-                let owners = walker.join().unwrap_or_else(|_| Err(io::Error::other("owner walk panicked")));
+                let owners = walker
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("owner walk panicked")));
                 dumps.map(|d| (d, Some(owners)))
             })?
         }
@@ -126,7 +136,13 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
     let owners = match owners {
         Some(Ok(o)) => Some(o),
         Some(Err(e)) => {
-            warnings.push(Warning::new("owners-unreadable", format!("cannot list processes under {}: {e}; owners are unknown", q.proc_root.display())));
+            warnings.push(Warning::new(
+                "owners-unreadable",
+                format!(
+                    "cannot list processes under {}: {e}; owners are unknown",
+                    q.proc_root.display()
+                ),
+            ));
             None
         }
         None => None,
@@ -137,23 +153,52 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         }
     }
 
-    let mut census = Census { warnings, ..Census::default() };
+    let mut census = Census {
+        warnings,
+        ..Census::default()
+    };
     let mut procs = ProcTable::new(&q.proc_root);
+    let mut cgroups = Cgroups::default();
+    census.sockets.reserve_exact(if dumps.len() > 1 {
+        dumps.iter().map(|(_, d)| d.sockets.len()).sum()
+    } else {
+        0
+    });
     for (ns, mut d) in dumps {
         census.warnings.append(&mut d.warnings);
         let ns = Arc::new(ns.netns);
         for &(i, ifindex) in &d.bound {
             if let Some(s) = d.sockets.get_mut(i) {
-                s.interface = Some(d.links.get(&ifindex).map_or_else(|| format!("if{ifindex}"), |l| l.0.clone()));
+                s.interface = Some(
+                    d.links
+                        .get(&ifindex)
+                        .map_or_else(|| format!("if{ifindex}"), |l| l.0.clone()),
+                );
             }
         }
-        for mut s in d.sockets {
+        for s in &mut d.sockets {
             s.netns = Some(ns.clone());
             (s.owner, s.processes, s.component) = procs.attribute(s.inode, owners.as_ref());
-            if s.owner == Owner::Kernel && s.proto == Proto::Udp {
-                s.component = kernel_tunnel(&d.links, s.local_port);
+            // A VXLAN or Geneve device holds its UDP port exclusively: an ownerless socket on
+            // that port is the device's, even where some processes could not be read.
+            if s.owner != Owner::Process && s.proto == Proto::Udp {
+                if let Some(c) = kernel_tunnel(&d.links, s.local_port) {
+                    (s.owner, s.component) = (Owner::Kernel, Some(c));
+                }
             }
-            census.sockets.push(s);
+            if s.owner == Owner::Unknown {
+                s.cgroup = s
+                    .cgroup_id
+                    .filter(|&id| id > 1)
+                    .and_then(|id| cgroups.name(id));
+            }
+        }
+        // Moved, not copied: at hundreds of thousands of sockets a second list would double
+        // the peak memory.
+        if census.sockets.is_empty() {
+            census.sockets = std::mem::take(&mut d.sockets);
+        } else {
+            census.sockets.append(&mut d.sockets);
         }
         for mut u in d.unix {
             u.netns = Some(ns.clone());
@@ -166,8 +211,16 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
 
 fn denied_warning(pids: &[u32]) -> Warning {
     let shown: Vec<String> = pids.iter().take(8).map(u32::to_string).collect();
-    let more = if pids.len() > 8 { format!(" and {} more", pids.len() - 8) } else { String::new() };
-    let plural = if pids.len() == 1 { "process" } else { "processes" };
+    let more = if pids.len() > 8 {
+        format!(" and {} more", pids.len() - 8)
+    } else {
+        String::new()
+    };
+    let plural = if pids.len() == 1 {
+        "process"
+    } else {
+        "processes"
+    };
     // SAFETY: geteuid cannot fail.
     let hint = if unsafe { libc::geteuid() } == 0 {
         "kports runs as root but is denied ptrace access to them (a security module, or a process \
@@ -187,15 +240,25 @@ fn denied_warning(pids: &[u32]) -> Warning {
 }
 
 /// The component of a socket the kernel holds: a VXLAN or Geneve device's UDP port.
-fn kernel_tunnel(links: &HashMap<u32, (String, String, Option<u16>)>, port: u16) -> Option<&'static str> {
-    links.values().find(|(_, _, p)| *p == Some(port)).map(|(_, kind, _)| match kind.as_str() {
-        "vxlan" => "vxlan (kernel)",
-        "geneve" => "geneve (kernel)",
-        _ => "tunnel (kernel)",
-    })
+fn kernel_tunnel(
+    links: &HashMap<u32, (String, String, Option<u16>)>,
+    port: u16,
+) -> Option<&'static str> {
+    links
+        .values()
+        .find(|(_, _, p)| *p == Some(port))
+        .map(|(_, kind, _)| match kind.as_str() {
+            "vxlan" => "vxlan (kernel)",
+            "geneve" => "geneve (kernel)",
+            _ => "tunnel (kernel)",
+        })
 }
 
-fn dump_all(q: &Query, namespaces: &[NsHandle], here: Option<u64>) -> Result<Vec<(NsHandle, NsDump)>, Error> {
+fn dump_all(
+    q: &Query,
+    namespaces: &[NsHandle],
+    here: Option<u64>,
+) -> Result<Vec<(NsHandle, NsDump)>, Error> {
     let mut out = Vec::with_capacity(namespaces.len());
     for ns in namespaces {
         let dump = if Some(ns.netns.inode) == here {
@@ -210,7 +273,10 @@ fn dump_all(q: &Query, namespaces: &[NsHandle], here: Option<u64>) -> Result<Vec
                     let mut d = NsDump::default();
                     d.warnings.push(Warning::new(
                         "netns-unreadable",
-                        format!("cannot enter network namespace {}: {e} (needs root or CAP_SYS_ADMIN)", ns.netns.label()),
+                        format!(
+                            "cannot enter network namespace {}: {e} (needs root or CAP_SYS_ADMIN)",
+                            ns.netns.label()
+                        ),
                     ));
                     d
                 }
@@ -223,6 +289,11 @@ fn dump_all(q: &Query, namespaces: &[NsHandle], here: Option<u64>) -> Result<Vec
 
 /// Dumps the calling thread's namespace.
 fn dump_ns(q: &Query) -> Result<NsDump, Error> {
+    dump_ns_with(q, || Netlink::open(libc::NETLINK_SOCK_DIAG))
+}
+
+/// [`dump_ns`] with the sock_diag socket opened by `open_diag`, so that tests can take it away.
+fn dump_ns_with(q: &Query, open_diag: impl Fn() -> io::Result<Netlink>) -> Result<NsDump, Error> {
     let mut d = NsDump::default();
     let protos: Vec<(Proto, &str)> = [(Proto::Tcp, "tcp"), (Proto::Udp, "udp")]
         .into_iter()
@@ -236,7 +307,7 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
     }
     let mut nl = match q.source {
         Source::Proc => None,
-        _ => match Netlink::open(libc::NETLINK_SOCK_DIAG) {
+        _ => match open_diag() {
             Ok(nl) => Some(nl),
             Err(e) if q.source == Source::Netlink => return Err(Error::NoSockDiag(e)),
             Err(e) => {
@@ -290,7 +361,8 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
                 d.unix.clear();
             }
             let path = q.proc_root.join("thread-self/net/unix");
-            let text = fs::read_to_string(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            let text =
+                fs::read_to_string(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
             let p = procnet::parse_unix(&text);
             if p.malformed > 0 {
                 d.warnings.push(malformed_warning(&path, p.malformed));
@@ -302,7 +374,10 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
     if needs_links {
         if let Ok(mut rt) = Netlink::open(libc::NETLINK_ROUTE) {
             if let Ok(ifs) = link::links(&mut rt) {
-                d.links = ifs.into_iter().map(|i| (i.index, (i.name, i.kind, i.tunnel_port))).collect();
+                d.links = ifs
+                    .into_iter()
+                    .map(|i| (i.index, (i.name, i.kind, i.tunnel_port)))
+                    .collect();
             }
         }
     }
@@ -313,8 +388,13 @@ fn dump_ns(q: &Query) -> Result<NsDump, Error> {
 fn socket_estimate(proc_root: &Path) -> usize {
     let mut n = 0usize;
     for f in ["sockstat", "sockstat6"] {
-        let Ok(text) = fs::read_to_string(proc_root.join("thread-self/net").join(f)) else { continue };
-        for line in text.lines().filter(|l| l.starts_with("TCP") || l.starts_with("UDP")) {
+        let Ok(text) = fs::read_to_string(proc_root.join("thread-self/net").join(f)) else {
+            continue;
+        };
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("TCP") || l.starts_with("UDP"))
+        {
             let mut it = line.split_ascii_whitespace();
             while let Some(w) = it.next() {
                 if w == "inuse" || w == "tw" {
@@ -327,58 +407,127 @@ fn socket_estimate(proc_root: &Path) -> usize {
 }
 
 fn fallback_warning(what: &str, e: &io::Error) -> Warning {
-    Warning::new("sock-diag-unavailable", format!("netlink sock_diag for {what} failed ({e}); read /proc/net instead"))
+    Warning::new(
+        "sock-diag-unavailable",
+        format!("netlink sock_diag for {what} failed ({e}); read /proc/net instead"),
+    )
 }
 
 fn malformed_warning(path: &Path, n: usize) -> Warning {
-    Warning::new("malformed-proc-lines", format!("{n} lines of {} did not parse and were skipped", path.display()))
+    Warning::new(
+        "malformed-proc-lines",
+        format!(
+            "{n} lines of {} did not parse and were skipped",
+            path.display()
+        ),
+    )
 }
+
+/// cgroup ids to names, read from /sys/fs/cgroup once, when the first socket needs it.
+#[derive(Default)]
+struct Cgroups {
+    paths: Option<HashMap<u64, Arc<CgroupRef>>>,
+}
+
+impl Cgroups {
+    fn name(&mut self, id: u64) -> Option<Arc<CgroupRef>> {
+        let paths = self.paths.get_or_insert_with(|| {
+            netns::cgroup_paths(Path::new("/sys/fs/cgroup"))
+                .into_iter()
+                .map(|(id, path)| {
+                    let (container_id, pod_uid) = cgroup::container_of(&format!("0::{path}"));
+                    (
+                        id,
+                        Arc::new(CgroupRef {
+                            path,
+                            container_id,
+                            pod_uid,
+                        }),
+                    )
+                })
+                .collect()
+        });
+        paths.get(&id).cloned()
+    }
+}
+
+/// A process as shown, with the component it is.
+pub type Shown = (Arc<ProcessRef>, Option<&'static str>);
 
 /// Reads each owner process once and shares its record between its sockets.
 struct ProcTable<'a> {
     root: &'a Path,
-    by_pid: HashMap<u32, Option<(Arc<ProcessRef>, Option<&'static str>)>>,
+    by_pid: HashMap<u32, Option<Shown>>,
     sets: HashMap<Vec<u32>, (Processes, Option<&'static str>)>,
+    key: Vec<u32>,
 }
 
 impl<'a> ProcTable<'a> {
     fn new(root: &'a Path) -> ProcTable<'a> {
-        ProcTable { root, by_pid: HashMap::new(), sets: HashMap::new() }
+        ProcTable {
+            root,
+            by_pid: HashMap::new(),
+            sets: HashMap::new(),
+            key: Vec::new(),
+        }
     }
 
-    fn attribute(&mut self, inode: u64, owners: Option<&procfs::Owners>) -> (Owner, Processes, Option<&'static str>) {
+    fn attribute(
+        &mut self,
+        inode: u64,
+        owners: Option<&procfs::Owners>,
+    ) -> (Owner, Processes, Option<&'static str>) {
         if inode == 0 {
             return (Owner::None, no_processes(), None);
         }
-        let Some(o) = owners else { return (Owner::Unknown, no_processes(), None) };
-        match o.by_inode.get(&inode) {
-            Some(pids) => {
-                if let Some((p, c)) = self.sets.get(pids) {
-                    return (Owner::Process, p.clone(), *c);
-                }
-                let mut list = Vec::with_capacity(pids.len());
-                let mut comp = None;
-                for &pid in pids {
-                    let entry = self.by_pid.entry(pid).or_insert_with(|| procfs::process_info(self.root, pid).map(|i| process_ref(&i)));
-                    if let Some((p, c)) = entry {
-                        list.push(p.clone());
-                        comp = comp.or(*c);
-                    }
-                }
-                let procs: Processes = Arc::new(list);
-                self.sets.insert(pids.clone(), (procs.clone(), comp));
-                // Every holder exited between the walk and now: say so rather than "kernel".
-                let owner = if procs.is_empty() { Owner::Unknown } else { Owner::Process };
-                (owner, procs, comp)
-            }
-            None if o.denied.is_empty() && o.exhaustive => (Owner::Kernel, no_processes(), None),
-            None => (Owner::Unknown, no_processes(), None),
+        let Some(o) = owners else {
+            return (Owner::Unknown, no_processes(), None);
+        };
+        let held = o.pids(inode);
+        if held.is_empty() {
+            let owner = if o.denied.is_empty() && o.exhaustive {
+                Owner::Kernel
+            } else {
+                Owner::Unknown
+            };
+            return (owner, no_processes(), None);
         }
+        // Looked up by a reused slice: no allocation per socket.
+        self.key.clear();
+        self.key.extend(held.iter().map(|&(_, pid)| pid));
+        if let Some((p, c)) = self.sets.get(self.key.as_slice()) {
+            return (owner_of(p), p.clone(), *c);
+        }
+        let mut list = Vec::with_capacity(held.len());
+        let mut comp = None;
+        for &pid in &self.key {
+            let root = self.root;
+            let entry = self
+                .by_pid
+                .entry(pid)
+                .or_insert_with(|| procfs::process_info(root, pid).map(|i| process_ref(&i)));
+            if let Some((p, c)) = entry {
+                list.push(p.clone());
+                comp = comp.or(*c);
+            }
+        }
+        let procs: Processes = Arc::new(list);
+        self.sets.insert(self.key.clone(), (procs.clone(), comp));
+        (owner_of(&procs), procs, comp)
+    }
+}
+
+/// Every holder exited between the walk and now: say so rather than "kernel".
+fn owner_of(procs: &Processes) -> Owner {
+    if procs.is_empty() {
+        Owner::Unknown
+    } else {
+        Owner::Process
     }
 }
 
 /// What kports shows of a process: full name, redacted command line, container and pod.
-pub fn process_ref(i: &ProcessInfo) -> (Arc<ProcessRef>, Option<&'static str>) {
+pub fn process_ref(i: &ProcessInfo) -> Shown {
     let (container_id, pod_uid) = cgroup::container_of(&i.cgroup);
     let p = ProcessRef {
         pid: i.pid,
@@ -391,16 +540,27 @@ pub fn process_ref(i: &ProcessInfo) -> (Arc<ProcessRef>, Option<&'static str>) {
 }
 
 /// Interfaces of one or every namespace.
-pub fn interfaces(proc_root: &Path, all_netns: bool) -> Result<(Vec<Interface>, Vec<Warning>), Error> {
+pub fn interfaces(
+    proc_root: &Path,
+    all_netns: bool,
+) -> Result<(Vec<Interface>, Vec<Warning>), Error> {
     let mut warnings = Vec::new();
-    let here = netns::current(proc_root).map_err(|e| Error::io("this thread's network namespace", e))?;
-    let namespaces = if all_netns { netns::all(proc_root).map_err(|e| Error::io("the list of network namespaces", e))? } else { vec![here.clone()] };
+    let here =
+        netns::current(proc_root).map_err(|e| Error::io("this thread's network namespace", e))?;
+    let namespaces = if all_netns {
+        netns::all(proc_root).map_err(|e| Error::io("the list of network namespaces", e))?
+    } else {
+        vec![here.clone()]
+    };
     let mut out = Vec::new();
     for ns in namespaces {
         let result = if ns.netns.inode == here.netns.inode {
             Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))
         } else {
-            netns::run_in(&ns.path, || Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))).and_then(|r| r)
+            netns::run_in(&ns.path, || {
+                Netlink::open(libc::NETLINK_ROUTE).and_then(|mut nl| link::interfaces(&mut nl))
+            })
+            .and_then(|r| r)
         };
         match result {
             Ok(ifs) => {
@@ -419,4 +579,64 @@ pub fn interfaces(proc_root: &Path, all_netns: bool) -> Result<(Vec<Interface>, 
         }
     }
     Ok((out, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_sock_diag() -> io::Result<Netlink> {
+        Err(io::Error::from_raw_os_error(libc::EPROTONOSUPPORT))
+    }
+
+    fn keys(d: &NsDump) -> Vec<(Proto, u16, u64)> {
+        let mut v: Vec<_> = d
+            .sockets
+            .iter()
+            .map(|s| (s.proto, s.local_port, s.inode))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn without_sock_diag_auto_falls_back_to_proc_net_and_says_so() {
+        // Listeners of this test process's own namespace, stable while the test runs.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let q = Query {
+            tcp_states: sockdiag::LISTEN,
+            udp: false,
+            ..Query::default()
+        };
+        let auto = dump_ns_with(&q, no_sock_diag).unwrap();
+        assert!(
+            auto.warnings
+                .iter()
+                .any(|w| w.code == "sock-diag-unavailable"),
+            "{:?}",
+            auto.warnings
+        );
+        assert!(auto.sockets.iter().any(|s| s.local_port == port));
+        let proc = dump_ns_with(
+            &Query {
+                source: Source::Proc,
+                ..q.clone()
+            },
+            no_sock_diag,
+        )
+        .unwrap();
+        assert!(proc.warnings.is_empty());
+        assert_eq!(keys(&auto), keys(&proc));
+    }
+
+    #[test]
+    fn netlink_only_fails_clearly_without_sock_diag() {
+        let q = Query {
+            source: Source::Netlink,
+            ..Query::default()
+        };
+        let e = dump_ns_with(&q, no_sock_diag).unwrap_err();
+        assert!(e.to_string().contains("sock_diag is unavailable"), "{e}");
+    }
 }

@@ -33,7 +33,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(what: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { what: what.into(), source }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
     }
 
     /// Whether the error comes from missing permission (for the exit code and the hint).
@@ -47,5 +50,6 @@ impl Error {
 
 /// The host name (from the UTS namespace of the caller).
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string())
 }

@@ -48,7 +48,10 @@ pub type RawLink = (Interface, u32);
 
 /// Resolves master indexes to names and puts every address on its interface.
 pub fn join(links: Vec<RawLink>, addrs: Vec<(u32, Address)>) -> Vec<Interface> {
-    let names: HashMap<u32, String> = links.iter().map(|(l, _)| (l.index, l.name.clone())).collect();
+    let names: HashMap<u32, String> = links
+        .iter()
+        .map(|(l, _)| (l.index, l.name.clone()))
+        .collect();
     let mut by_index: HashMap<u32, Vec<Address>> = HashMap::new();
     for (index, a) in addrs {
         by_index.entry(index).or_default().push(a);
@@ -56,7 +59,12 @@ pub fn join(links: Vec<RawLink>, addrs: Vec<(u32, Address)>) -> Vec<Interface> {
     let mut out: Vec<Interface> = links
         .into_iter()
         .map(|(mut l, master)| {
-            l.master = (master != 0).then(|| names.get(&master).cloned().unwrap_or_else(|| format!("if{master}")));
+            l.master = (master != 0).then(|| {
+                names
+                    .get(&master)
+                    .cloned()
+                    .unwrap_or_else(|| format!("if{master}"))
+            });
             l.addresses = by_index.remove(&l.index).unwrap_or_default();
             l
         })
@@ -105,7 +113,12 @@ pub fn parse_link(b: &[u8]) -> Option<RawLink> {
         }
     }
     if iface.kind.is_empty() {
-        iface.kind = if link_type == ARPHRD_LOOPBACK { "loopback" } else { "device" }.into();
+        iface.kind = if link_type == ARPHRD_LOOPBACK {
+            "loopback"
+        } else {
+            "device"
+        }
+        .into();
     }
     Some((iface, master))
 }
@@ -118,7 +131,9 @@ fn tunnel_port(kind: &str, data: &[u8]) -> Option<u16> {
         "geneve" => IFLA_GENEVE_PORT,
         _ => return None,
     };
-    Attrs::new(data).find(|(k, v)| *k == want && v.len() >= 2).map(|(_, v)| u16::from_be_bytes([v[0], v[1]]))
+    Attrs::new(data)
+        .find(|(k, v)| *k == want && v.len() >= 2)
+        .map(|(_, v)| u16::from_be_bytes([v[0], v[1]]))
 }
 
 /// Parses one `RTM_NEWADDR` message into (interface index, address).
@@ -150,7 +165,15 @@ pub fn parse_addr(b: &[u8]) -> Option<(u32, Address)> {
     }
     // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on point-to-point links.
     let address = local.or(address)?;
-    Some((u32_at(b, 4), Address { address, prefix_len: b[1], family, scope: scope(b[3]) }))
+    Some((
+        u32_at(b, 4),
+        Address {
+            address,
+            prefix_len: b[1],
+            family,
+            scope: scope(b[3]),
+        },
+    ))
 }
 
 fn operstate(n: u8) -> &'static str {
@@ -185,6 +208,17 @@ fn hex_colon(v: &[u8]) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+/// Links only, without addresses (for naming bound interfaces and finding tunnel ports).
+pub fn links(nl: &mut Netlink) -> io::Result<Vec<Interface>> {
+    let mut links = Vec::new();
+    nl.dump(RTM_GETLINK, &[0u8; 16], |kind, payload| {
+        if kind == RTM_NEWLINK {
+            links.extend(parse_link(payload));
+        }
+    })?;
+    Ok(join(links, Vec::new()))
 }
 
 #[cfg(test)]
@@ -239,7 +273,17 @@ mod tests {
         let ifs = join(links, addrs);
         let summary: Vec<String> = ifs
             .iter()
-            .map(|i| format!("{} {} {} {:?} {:?} {}", i.name, i.kind, i.state, i.master, i.tunnel_port, i.addresses.len()))
+            .map(|i| {
+                format!(
+                    "{} {} {} {:?} {:?} {}",
+                    i.name,
+                    i.kind,
+                    i.state,
+                    i.master,
+                    i.tunnel_port,
+                    i.addresses.len()
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -265,15 +309,4 @@ mod tests {
         a.extend(attr(IFA_LOCAL, &[10, 0, 0, 1]));
         assert_eq!(parse_addr(&a).unwrap().1.address.to_string(), "10.0.0.1");
     }
-}
-
-/// Links only, without addresses (for naming bound interfaces and finding tunnel ports).
-pub fn links(nl: &mut Netlink) -> io::Result<Vec<Interface>> {
-    let mut links = Vec::new();
-    nl.dump(RTM_GETLINK, &[0u8; 16], |kind, payload| {
-        if kind == RTM_NEWLINK {
-            links.extend(parse_link(payload));
-        }
-    })?;
-    Ok(join(links, Vec::new()))
 }

@@ -32,7 +32,13 @@ pub struct DumpInfo {
 impl Netlink {
     pub fn open(protocol: libc::c_int) -> io::Result<Netlink> {
         // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                protocol,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -91,7 +97,8 @@ impl Netlink {
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             // SAFETY: buf is a live, writable buffer of buf.len() bytes.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -111,7 +118,10 @@ impl Netlink {
                 match msg.kind {
                     NLMSG_DONE => done = true,
                     NLMSG_ERROR => {
-                        let code = msg.payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        let code = msg
+                            .payload
+                            .get(..4)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                         if code != 0 {
                             return Err(io::Error::from_raw_os_error(-code));
                         }
@@ -158,7 +168,10 @@ impl<'a> Iterator for Messages<'a> {
         let len = u32_at(self.buf, 0) as usize;
         if len < NLMSG_HDRLEN || len > self.buf.len() {
             self.buf = &[];
-            return Some(Err(io::Error::new(io::ErrorKind::InvalidData, "malformed netlink message length")));
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed netlink message length",
+            )));
         }
         let msg = Message {
             kind: u16_at(self.buf, 4),
@@ -209,11 +222,13 @@ pub fn align4(n: usize) -> usize {
 }
 
 pub fn u16_at(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]))
+    b.get(at..at + 2)
+        .map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]))
 }
 
 pub fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at + 4)
+        .map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 pub fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -247,7 +262,10 @@ mod tests {
         let mut buf = attr(3, b"eth0\0");
         buf.extend(attr(4, &1500u32.to_ne_bytes()));
         let got: Vec<(u16, Vec<u8>)> = Attrs::new(&buf).map(|(k, v)| (k, v.to_vec())).collect();
-        assert_eq!(got, vec![(3, b"eth0\0".to_vec()), (4, 1500u32.to_ne_bytes().to_vec())]);
+        assert_eq!(
+            got,
+            vec![(3, b"eth0\0".to_vec()), (4, 1500u32.to_ne_bytes().to_vec())]
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@ const RUN_NETNS: &str = "/run/netns";
 pub fn current(proc_root: &Path) -> io::Result<NsHandle> {
     let path = proc_root.join("thread-self/ns/net");
     let inode = fs::metadata(&path)?.ino();
-    Ok(NsHandle { netns: describe(proc_root, inode), path, pid: None })
+    Ok(NsHandle {
+        netns: describe(proc_root, inode),
+        path,
+        pid: None,
+    })
 }
 
 /// Every namespace on the host, sorted by inode, the host's first.
@@ -43,14 +47,22 @@ pub fn all(proc_root: &Path) -> io::Result<Vec<NsHandle>> {
         // A process that exited, or whose namespace we may not see: skip quietly.
         let Ok(m) = fs::metadata(&path) else { continue };
         found.entry(m.ino()).or_insert_with(|| NsHandle {
-            netns: Netns { inode: m.ino(), name: names.get(&m.ino()).cloned(), host: Some(m.ino()) == host },
+            netns: Netns {
+                inode: m.ino(),
+                name: names.get(&m.ino()).cloned(),
+                host: Some(m.ino()) == host,
+            },
             path,
             pid: Some(pid),
         });
     }
     for (inode, name) in &names {
         found.entry(*inode).or_insert_with(|| NsHandle {
-            netns: Netns { inode: *inode, name: Some(name.clone()), host: Some(*inode) == host },
+            netns: Netns {
+                inode: *inode,
+                name: Some(name.clone()),
+                host: Some(*inode) == host,
+            },
             path: Path::new(RUN_NETNS).join(name),
             pid: None,
         });
@@ -62,16 +74,24 @@ pub fn all(proc_root: &Path) -> io::Result<Vec<NsHandle>> {
 
 /// Names a namespace inode from `/run/netns` and whether it is the host's.
 pub fn describe(proc_root: &Path, inode: u64) -> Netns {
-    Netns { inode, name: named().remove(&inode), host: host_inode(proc_root) == Some(inode) }
+    Netns {
+        inode,
+        name: named().remove(&inode),
+        host: host_inode(proc_root) == Some(inode),
+    }
 }
 
 fn host_inode(proc_root: &Path) -> Option<u64> {
-    fs::metadata(proc_root.join("1/ns/net")).ok().map(|m| m.ino())
+    fs::metadata(proc_root.join("1/ns/net"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// inode -> name of the namespaces bind-mounted under /run/netns.
 fn named() -> BTreeMap<u64, String> {
-    let Ok(rd) = fs::read_dir(RUN_NETNS) else { return BTreeMap::new() };
+    let Ok(rd) = fs::read_dir(RUN_NETNS) else {
+        return BTreeMap::new();
+    };
     rd.flatten()
         .filter_map(|e| {
             let ino = fs::metadata(e.path()).ok()?.ino();
@@ -81,7 +101,10 @@ fn named() -> BTreeMap<u64, String> {
 }
 
 /// Runs `f` on a new thread that has entered the namespace at `path`.
-pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+pub fn run_in<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
     let path = path.to_path_buf();
     std::thread::spawn(move || -> io::Result<T> {
         let file = fs::File::open(&path)?;
@@ -93,4 +116,53 @@ pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'st
     })
     .join()
     .map_err(|_| io::Error::other("namespace worker thread panicked"))?
+}
+
+/// Maps every cgroup v2 directory under `root` (normally `/sys/fs/cgroup`) by its id (its inode
+/// number) to its path relative to `root` with a leading `/`, as the `0::` line of
+/// `/proc/PID/cgroup` shows it. This names the container and pod of a socket whose holder could
+/// not be read, from the cgroup id sock_diag reports. Bounded: a node has thousands of cgroups.
+pub fn cgroup_paths(root: &Path) -> std::collections::HashMap<u64, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        if out.len() > 200_000 {
+            break;
+        }
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            let path = e.path();
+            if let Ok(rel) = path.strip_prefix(root) {
+                out.insert(m.ino(), format!("/{}", rel.display()));
+            }
+            todo.push(path);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_id_is_found_by_inode() {
+        let root = std::env::temp_dir().join(format!("kports-cgroup-{}", std::process::id()));
+        let leaf = root.join("kubepods.slice/kubepods-pod6b1f2e3a_1c2d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-abc.scope");
+        fs::create_dir_all(&leaf).unwrap();
+        let id = fs::metadata(&leaf).unwrap().ino();
+        let paths = cgroup_paths(&root);
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(paths.len(), 3);
+        assert_eq!(
+            paths.get(&id).map(String::as_str),
+            Some(
+                "/kubepods.slice/kubepods-pod6b1f2e3a_1c2d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-abc.scope"
+            )
+        );
+    }
 }

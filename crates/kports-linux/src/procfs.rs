@@ -50,8 +50,9 @@ pub enum Want {
 /// The result of a walk.
 #[derive(Debug, Default)]
 pub struct Owners {
-    /// Socket inode -> pids holding it (ascending, no duplicates).
-    pub by_inode: InodeMap<Vec<u32>>,
+    /// (socket inode, pid holding it), sorted, no duplicates. A sorted vector rather than a
+    /// map: 16 bytes a socket, which matters at hundreds of thousands of sockets.
+    pairs: Vec<(u64, u32)>,
     /// Pids whose fd directory could not be read for lack of permission.
     pub denied: Vec<u32>,
     /// Whether every process was visited (false after an early stop).
@@ -65,7 +66,9 @@ pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
         Want::All => None,
         Want::Only(set) => Some(set.iter().enumerate().map(|(i, &ino)| (ino, i)).collect()),
     };
-    let found: Vec<AtomicBool> = (0..wanted.as_ref().map_or(0, |w| w.len())).map(|_| AtomicBool::new(false)).collect();
+    let found: Vec<AtomicBool> = (0..wanted.as_ref().map_or(0, |w| w.len()))
+        .map(|_| AtomicBool::new(false))
+        .collect();
     let remaining = AtomicUsize::new(found.len());
     let stop = AtomicBool::new(wanted.as_ref().is_some_and(|w| w.is_empty()));
     let next = AtomicUsize::new(0);
@@ -95,7 +98,9 @@ pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
                             hits.retain(|(ino, _)| w.contains_key(ino));
                             for &(ino, _) in &hits[start.min(hits.len())..] {
                                 let idx = w[&ino];
-                                if !found[idx].swap(true, Ordering::Relaxed) && remaining.fetch_sub(1, Ordering::Relaxed) == 1 {
+                                if !found[idx].swap(true, Ordering::Relaxed)
+                                    && remaining.fetch_sub(1, Ordering::Relaxed) == 1
+                                {
                                     stop.store(true, Ordering::Relaxed);
                                 }
                             }
@@ -105,19 +110,26 @@ pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_default())
+            .collect()
     });
 
-    let exhaustive = !stop.load(Ordering::Relaxed);
-    let mut owners = Owners { by_inode: InodeMap::default(), denied: Vec::new(), exhaustive };
-    owners.by_inode.reserve(per_thread.iter().map(Vec::len).sum());
-    for (ino, pid) in per_thread.into_iter().flatten() {
-        owners.by_inode.entry(ino).or_default().push(pid);
+    let mut pairs = Vec::with_capacity(per_thread.iter().map(Vec::len).sum());
+    for v in per_thread {
+        pairs.extend(v);
     }
-    if !exhaustive {
+    let mut owners = Owners {
+        pairs,
+        denied: Vec::new(),
+        exhaustive: !stop.load(Ordering::Relaxed),
+    };
+    owners.normalise();
+    if !owners.exhaustive {
         // Sockets inherited across fork are held by the owners' descendants too.
         let mut link = [0u8; 64];
-        let mut todo: Vec<u32> = owners.by_inode.values().flatten().copied().collect();
+        let mut todo: Vec<u32> = owners.pairs.iter().map(|&(_, pid)| pid).collect();
         let mut seen: HashSet<u32> = todo.iter().copied().collect();
         let mut extra = Vec::new();
         while let Some(pid) = todo.pop() {
@@ -128,19 +140,41 @@ pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
                 }
             }
         }
-        for (ino, pid) in extra {
-            if let Some(v) = owners.by_inode.get_mut(&ino) {
-                v.push(pid);
-            }
-        }
-    }
-    for v in owners.by_inode.values_mut() {
-        v.sort_unstable();
-        v.dedup();
+        extra.retain(|&(ino, _)| !owners.pids(ino).is_empty());
+        owners.pairs.extend(extra);
+        owners.normalise();
     }
     owners.denied = denied.into_inner().unwrap_or_else(|e| e.into_inner());
     owners.denied.sort_unstable();
     Ok(owners)
+}
+
+impl Owners {
+    /// Pids holding the socket `inode`, ascending.
+    pub fn pids(&self, inode: u64) -> &[(u64, u32)] {
+        let start = self.pairs.partition_point(|&(i, _)| i < inode);
+        let end = start + self.pairs[start..].partition_point(|&(i, _)| i == inode);
+        &self.pairs[start..end]
+    }
+
+    /// How many distinct sockets have an owner.
+    pub fn sockets(&self) -> usize {
+        let mut n = 0;
+        let mut last = None;
+        for &(i, _) in &self.pairs {
+            if last != Some(i) {
+                n += 1;
+                last = Some(i);
+            }
+        }
+        n
+    }
+
+    fn normalise(&mut self) {
+        self.pairs.sort_unstable();
+        self.pairs.dedup();
+        self.pairs.shrink_to_fit();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -161,12 +195,24 @@ pub fn list_pids(root: &Path) -> io::Result<Vec<u32>> {
 }
 
 /// Appends `(inode, pid)` for every socket `pid` holds.
-fn sockets_of(root: &Path, pid: u32, link: &mut [u8; 64], out: &mut Vec<(u64, u32)>) -> io::Result<()> {
+fn sockets_of(
+    root: &Path,
+    pid: u32,
+    link: &mut [u8; 64],
+    out: &mut Vec<(u64, u32)>,
+) -> io::Result<()> {
     let dir = open_dir(&root.join(pid.to_string()).join("fd"))?;
     for name in dir.names()? {
         // SAFETY: dir's fd is open for the whole loop; name is NUL-terminated; link is a
         // writable buffer whose length is passed.
-        let n = unsafe { libc::readlinkat(dir.fd.as_raw_fd(), name.as_ptr(), link.as_mut_ptr().cast(), link.len()) };
+        let n = unsafe {
+            libc::readlinkat(
+                dir.fd.as_raw_fd(),
+                name.as_ptr(),
+                link.as_mut_ptr().cast(),
+                link.len(),
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             // Listing the directory may be allowed where reading its links is not (ptrace
@@ -190,18 +236,24 @@ pub fn socket_inode(link: &[u8]) -> Option<u64> {
         return None;
     }
     digits.iter().try_fold(0u64, |acc, &d| {
-        d.is_ascii_digit().then(|| acc.wrapping_mul(10) + u64::from(d - b'0'))
+        d.is_ascii_digit()
+            .then(|| acc.wrapping_mul(10) + u64::from(d - b'0'))
     })
 }
 
 /// Child pids of every thread of `pid` (needs CONFIG_PROC_CHILDREN; none otherwise).
 fn children(root: &Path, pid: u32) -> Vec<u32> {
     let tasks = root.join(pid.to_string()).join("task");
-    let Ok(rd) = fs::read_dir(&tasks) else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(&tasks) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for t in rd.flatten() {
         if let Ok(s) = fs::read_to_string(t.path().join("children")) {
-            out.extend(s.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                s.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     out
@@ -213,14 +265,21 @@ struct Dir {
 }
 
 fn open_dir(path: &Path) -> io::Result<Dir> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: c is a valid NUL-terminated path; the result is checked.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is fresh and owned by nobody else.
-    Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(Dir { fd })
 }
 
 impl Dir {
@@ -263,13 +322,24 @@ impl Dir {
 /// Reads what kports shows about a process. `None` if it exited meanwhile.
 pub fn process_info(root: &Path, pid: u32) -> Option<ProcessInfo> {
     let dir: PathBuf = root.join(pid.to_string());
-    let comm = fs::read_to_string(dir.join("comm")).ok()?.trim_end_matches('\n').to_string();
-    let exe = fs::read_link(dir.join("exe")).ok().map(|p| p.to_string_lossy().into_owned());
+    let comm = fs::read_to_string(dir.join("comm"))
+        .ok()?
+        .trim_end_matches('\n')
+        .to_string();
+    let exe = fs::read_link(dir.join("exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
     let argv = fs::read(dir.join("cmdline"))
         .map(|b| split_cmdline(&b))
         .unwrap_or_default();
     let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
-    Some(ProcessInfo { pid, comm, exe, argv, cgroup })
+    Some(ProcessInfo {
+        pid,
+        comm,
+        exe,
+        argv,
+        cgroup,
+    })
 }
 
 /// `/proc/PID/cmdline` is NUL-separated; a process that rewrote its title may use spaces.
@@ -278,7 +348,9 @@ pub fn split_cmdline(b: &[u8]) -> Vec<String> {
     if b.is_empty() {
         return Vec::new();
     }
-    b.split(|&c| c == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+    b.split(|&c| c == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -298,7 +370,10 @@ mod tests {
     fn cmdline_split() {
         assert_eq!(split_cmdline(b"etcd\0--name=cp1\0"), ["etcd", "--name=cp1"]);
         assert!(split_cmdline(b"").is_empty());
-        assert_eq!(split_cmdline(b"nginx: worker process"), ["nginx: worker process"]);
+        assert_eq!(
+            split_cmdline(b"nginx: worker process"),
+            ["nginx: worker process"]
+        );
     }
 
     /// A captured fd tree: a fake /proc with symlinks, as the walk sees it.
@@ -323,7 +398,11 @@ mod tests {
             pub fn new() -> Dir {
                 use std::sync::atomic::{AtomicU32, Ordering};
                 static N: AtomicU32 = AtomicU32::new(0);
-                let path = std::env::temp_dir().join(format!("kports-procfs-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+                let path = std::env::temp_dir().join(format!(
+                    "kports-procfs-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
                 std::fs::create_dir_all(&path).unwrap();
                 Dir { path }
             }
@@ -345,18 +424,22 @@ mod tests {
         for threads in [1, 2, 3] {
             let o = walk(&d.path, &Want::All, threads).unwrap();
             assert!(o.exhaustive);
-            assert_eq!(o.by_inode[&100], [10, 11]);
-            assert_eq!(o.by_inode[&101], [10]);
-            assert_eq!(o.by_inode.len(), 2);
+            assert_eq!(o.pids(100), [(100, 10), (100, 11)]);
+            assert_eq!(o.pids(101), [(101, 10)]);
+            assert_eq!(o.pids(99), []);
+            assert_eq!(o.sockets(), 2);
         }
     }
 
     #[test]
     fn wanted_walk_keeps_only_wanted() {
-        let d = fake_proc(&[(10, &["socket:[100]", "socket:[101]"]), (11, &["socket:[102]"])]);
+        let d = fake_proc(&[
+            (10, &["socket:[100]", "socket:[101]"]),
+            (11, &["socket:[102]"]),
+        ]);
         let o = walk(&d.path, &Want::Only([101, 102].into()), 1).unwrap();
-        assert_eq!(o.by_inode.len(), 2);
-        assert_eq!(o.by_inode[&102], [11]);
+        assert_eq!(o.sockets(), 2);
+        assert_eq!(o.pids(102), [(102, 11)]);
     }
 
     #[test]
@@ -364,7 +447,7 @@ mod tests {
         let d = fake_proc(&[(10, &["socket:[100]"])]);
         fs::create_dir_all(d.path.join("99")).unwrap(); // a process with no fd dir: exited
         let o = walk(&d.path, &Want::All, 2).unwrap();
-        assert_eq!(o.by_inode[&100], [10]);
+        assert_eq!(o.pids(100), [(100, 10)]);
         assert!(o.denied.is_empty());
     }
 }

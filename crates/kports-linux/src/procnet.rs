@@ -16,7 +16,10 @@ pub struct Parsed<T> {
 
 /// Parses `/proc/net/{tcp,udp}{,6}` text, keeping sockets whose state bit is in `states`.
 pub fn parse_inet(text: &str, proto: Proto, family: Family, states: u32) -> Parsed<Socket> {
-    let mut out = Parsed { items: Vec::new(), malformed: 0 };
+    let mut out = Parsed {
+        items: Vec::new(),
+        malformed: 0,
+    };
     for line in text.lines().skip(1) {
         if line.trim().is_empty() {
             continue;
@@ -38,7 +41,9 @@ pub fn parse_inet(text: &str, proto: Proto, family: Family, states: u32) -> Pars
 }
 
 fn kernel_state(s: SockState) -> u8 {
-    (1..=13).find(|&n| SockState::from_kernel(n) == s).unwrap_or(0)
+    (1..=13)
+        .find(|&n| SockState::from_kernel(n) == s)
+        .unwrap_or(0)
 }
 
 fn parse_inet_line(line: &str, proto: Proto, family: Family) -> Option<Socket> {
@@ -54,21 +59,22 @@ fn parse_inet_line(line: &str, proto: Proto, family: Family) -> Option<Socket> {
     let _timeout = f.next()?;
     let inode = f.next()?.parse().ok()?;
     Some(Socket {
-            proto,
-            family,
-            state: SockState::from_kernel(state),
-            local_address: la,
-            local_port: lp,
-            remote_address: ra,
-            remote_port: rp,
-            inode,
-            uid,
-            interface: None,
-            cgroup_id: None,
-            processes: no_processes(),
-            owner: Owner::None,
-            component: None,
-            netns: None,
+        proto,
+        family,
+        state: SockState::from_kernel(state),
+        local_address: la,
+        local_port: lp,
+        remote_address: ra,
+        remote_port: rp,
+        inode,
+        uid,
+        interface: None,
+        cgroup_id: None,
+        processes: no_processes(),
+        owner: Owner::None,
+        component: None,
+        netns: None,
+        cgroup: None,
     })
 }
 
@@ -97,7 +103,10 @@ fn parse_endpoint(s: &str, family: Family) -> Option<(IpAddr, u16)> {
 /// Parses `/proc/net/unix`. The file has no peer inodes, so `peer_inode` is 0.
 pub fn parse_unix(text: &str) -> Parsed<UnixSocket> {
     const ACCEPTCON: u32 = 0x10000;
-    let mut out = Parsed { items: Vec::new(), malformed: 0 };
+    let mut out = Parsed {
+        items: Vec::new(),
+        malformed: 0,
+    };
     for line in text.lines().skip(1) {
         let parsed = (|| {
             let mut f = line.split_ascii_whitespace();
@@ -161,10 +170,24 @@ mod tests {
             .iter()
             .map(|r| {
                 let s = r;
-                format!("{} {}:{} {}:{} {}", s.state.ss_name(), s.local_address, s.local_port, s.remote_address, s.remote_port, s.inode)
+                format!(
+                    "{} {}:{} {}:{} {}",
+                    s.state.ss_name(),
+                    s.local_address,
+                    s.local_port,
+                    s.remote_address,
+                    s.remote_port,
+                    s.inode
+                )
             })
             .collect();
-        assert_eq!(s, ["LISTEN 127.0.0.1:2379 0.0.0.0:0 31337", "ESTAB 127.0.0.1:2379 127.0.0.1:40000 31338"]);
+        assert_eq!(
+            s,
+            [
+                "LISTEN 127.0.0.1:2379 0.0.0.0:0 31337",
+                "ESTAB 127.0.0.1:2379 127.0.0.1:40000 31338"
+            ]
+        );
     }
 
     #[test]
@@ -194,7 +217,11 @@ bad line
 ";
         let p = parse_unix(text);
         assert_eq!(p.malformed, 1);
-        let s: Vec<String> = p.items.iter().map(|u| format!("{} {} {} {}", u.kind, u.state.ss_name(), u.inode, u.path)).collect();
+        let s: Vec<String> = p
+            .items
+            .iter()
+            .map(|u| format!("{} {} {} {}", u.kind, u.state.ss_name(), u.inode, u.path))
+            .collect();
         assert_eq!(
             s,
             [

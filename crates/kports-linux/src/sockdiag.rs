@@ -69,7 +69,10 @@ pub fn dump_inet(
         }
     })?;
     if bad > 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{bad} malformed inet_diag messages")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{bad} malformed inet_diag messages"),
+        ));
     }
     Ok(())
 }
@@ -114,6 +117,7 @@ pub fn parse_inet(b: &[u8], proto: Proto) -> Option<RawInet> {
             owner: Owner::None,
             component: None,
             netns: None,
+            cgroup: None,
         },
         u32_at(b, 40),
     ))
@@ -203,8 +207,14 @@ mod tests {
     fn parses_inet_msg() {
         let (s, ifindex) = parse_inet(&captured_v4(), Proto::Tcp).unwrap();
         assert_eq!((s.family, s.state), (Family::Ipv4, SockState::Established));
-        assert_eq!(format!("{}:{}", s.local_address, s.local_port), "127.0.0.1:2379");
-        assert_eq!(format!("{}:{}", s.remote_address, s.remote_port), "127.0.0.1:40000");
+        assert_eq!(
+            format!("{}:{}", s.local_address, s.local_port),
+            "127.0.0.1:2379"
+        );
+        assert_eq!(
+            format!("{}:{}", s.remote_address, s.remote_port),
+            "127.0.0.1:40000"
+        );
         assert_eq!((s.inode, s.cgroup_id, ifindex), (4242, Some(777), 3));
     }
 
@@ -215,7 +225,10 @@ mod tests {
         b[1] = 10;
         b[4..6].copy_from_slice(&6443u16.to_be_bytes());
         let s = parse_inet(&b, Proto::Tcp).unwrap().0;
-        assert_eq!((s.state, s.local_address.to_string(), s.local_port), (SockState::Listen, "::".into(), 6443));
+        assert_eq!(
+            (s.state, s.local_address.to_string(), s.local_port),
+            (SockState::Listen, "::".into(), 6443)
+        );
         assert_eq!(s.cgroup_id, None);
     }
 
@@ -244,6 +257,15 @@ mod tests {
         b.extend_from_slice(&UNIX_DIAG_PEER.to_ne_bytes());
         b.extend_from_slice(&100u32.to_ne_bytes());
         let u = parse_unix(&b).unwrap();
-        assert_eq!((u.kind, u.state, u.path.as_str(), u.inode, u.peer_inode), ("stream", SockState::Established, "@containerd-shim", 99, 100));
+        assert_eq!(
+            (u.kind, u.state, u.path.as_str(), u.inode, u.peer_inode),
+            (
+                "stream",
+                SockState::Established,
+                "@containerd-shim",
+                99,
+                100
+            )
+        );
     }
 }

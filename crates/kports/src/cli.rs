@@ -10,7 +10,12 @@ use crate::output::Format;
 /// Kubernetes component it belongs to. `kports conns` counts established connections per
 /// listener; `kports node` shows interfaces and addresses. Add `-o json` for scripts.
 #[derive(Debug, Parser)]
-#[command(name = "kports", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "kports",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -21,17 +26,31 @@ pub enum Command {
     /// Hostname, interfaces (kind, state, MTU, MAC, bridge master) and their addresses.
     ///
     /// `kports node --kind bridge` answers what `ip addr show type bridge` answers.
+    #[command(after_long_help = "Examples:
+  kports node --kind bridge        the bridges (cni0, docker0, ...) and their addresses
+  kports node --kind vxlan -o wide the overlay devices with their UDP ports
+  kports node --all-netns          interfaces of every pod and container too")]
     Node(NodeArgs),
     /// Listening TCP and bound UDP sockets with their owning processes and components.
     ///
     /// Owners are the processes holding the socket, named in full (`kube-controller-manager`,
     /// not the kernel's 15-byte `kube-controlle`). A socket no process holds, such as a VXLAN
     /// device's UDP port, is owned by `kernel`. Equivalent to `ss -tulpn`, faster, with components.
+    #[command(after_long_help = "Examples:
+  kports listen                          every listener, its owner and component
+  kports listen --component kubelet      what the kubelet listens on (10250, 10248, ...)
+  kports listen --port 30000-32767       NodePort listeners
+  kports listen --all-netns -o wide      listeners of every pod, with container and pod ids
+  kports listen --unix --process kubelet the kubelet's UNIX sockets too")]
     Listen(ListenArgs),
     /// Established TCP connections counted per listening socket (in) and per remote service (out).
     ///
     /// `kports conns --process etcd` shows which etcd port has more client connections.
     /// Counts add up to `ss -tanH state established` on the same snapshot.
+    #[command(after_long_help = "Examples:
+  kports conns --process etcd --by-port --inbound   client connections per etcd port
+  kports conns --port 6443 --by-peer                who is connected to the API server
+  kports conns --outbound --process kube-apiserver  where the API server connects to")]
     Conns(ConnsArgs),
 }
 
@@ -133,7 +152,11 @@ pub struct ConnsArgs {
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let parse = |p: &str| p.trim().parse::<u16>().map_err(|_| format!("`{p}` is not a port number (0-65535)"));
+    let parse = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a port number (0-65535)"))
+    };
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (parse(a)?, parse(b)?);

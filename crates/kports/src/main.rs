@@ -33,9 +33,15 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kports: {e:#}");
-            if let Some(kports_linux::Error::Io { .. } | kports_linux::Error::NoSockDiag(_)) = e.downcast_ref::<kports_linux::Error>() {
-                if e.downcast_ref::<kports_linux::Error>().is_some_and(|k| k.is_permission()) {
-                    eprintln!("hint: run as root, or grant CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN (for other namespaces)");
+            if let Some(kports_linux::Error::Io { .. } | kports_linux::Error::NoSockDiag(_)) =
+                e.downcast_ref::<kports_linux::Error>()
+            {
+                if e.downcast_ref::<kports_linux::Error>()
+                    .is_some_and(|k| k.is_permission())
+                {
+                    eprintln!(
+                        "hint: run as root, or grant CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN (for other namespaces)"
+                    );
                 }
             }
             ExitCode::from(2)
@@ -44,5 +50,8 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }

@@ -37,13 +37,34 @@ pub struct Document<'a, T: Serialize, U: Serialize = ()> {
 
 impl<'a, T: Serialize> Document<'a, T> {
     pub fn new(kind: &'static str, hostname: &'a str, items: T, warnings: &'a [Warning]) -> Self {
-        Document { schema: SCHEMA_VERSION, kind, hostname, items, unix: None, warnings }
+        Document {
+            schema: SCHEMA_VERSION,
+            kind,
+            hostname,
+            items,
+            unix: None,
+            warnings,
+        }
     }
 
     /// Adds the `unix` list (`kports listen --unix`).
     pub fn with_unix<U: Serialize>(self, unix: Option<U>) -> Document<'a, T, U> {
-        let Document { schema, kind, hostname, items, warnings, .. } = self;
-        Document { schema, kind, hostname, items, unix, warnings }
+        let Document {
+            schema,
+            kind,
+            hostname,
+            items,
+            warnings,
+            ..
+        } = self;
+        Document {
+            schema,
+            kind,
+            hostname,
+            items,
+            unix,
+            warnings,
+        }
     }
 }
 
@@ -63,7 +84,10 @@ impl Out {
         // SAFETY: isatty only inspects the descriptor.
         let tty = unsafe { libc::isatty(1) } == 1;
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Out { w: BufWriter::with_capacity(1 << 16, io::stdout()), colour: tty && !no_colour }
+        Out {
+            w: BufWriter::with_capacity(1 << 16, io::stdout()),
+            colour: tty && !no_colour,
+        }
     }
 
     pub fn json<T: Serialize>(&mut self, doc: &T) -> io::Result<()> {
@@ -79,7 +103,7 @@ impl Out {
     /// Bold header line on a terminal.
     pub fn heading(&mut self, s: &str) -> io::Result<()> {
         if self.colour {
-            write!(self.w, "\x1b[1m{s}\x1b[0m\n")
+            writeln!(self.w, "\x1b[1m{s}\x1b[0m")
         } else {
             self.line(s)
         }
@@ -87,7 +111,12 @@ impl Out {
 
     /// Writes `rows` rows of `headers.len()` columns; `cell(row, col, buf)` writes one cell.
     /// The last column is not padded.
-    pub fn table(&mut self, headers: &[&str], rows: usize, mut cell: impl FnMut(usize, usize, &mut String)) -> io::Result<()> {
+    pub fn table(
+        &mut self,
+        headers: &[&str],
+        rows: usize,
+        mut cell: impl FnMut(usize, usize, &mut String),
+    ) -> io::Result<()> {
         let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
         let mut buf = String::new();
         for r in 0..rows {

@@ -17,7 +17,13 @@ pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
     q.udp = false;
     q.tcp_states = ESTABLISHED | LISTEN;
     let c = census::sockets(&q)?;
-    let mut rows = conns::group(&c.sockets, Grouping { by_peer: args.by_peer, by_port: args.by_port });
+    let mut rows = conns::group(
+        &c.sockets,
+        Grouping {
+            by_peer: args.by_peer,
+            by_port: args.by_port,
+        },
+    );
     drop(c.sockets);
     rows.retain(|r| keep(args, r));
 
@@ -28,7 +34,14 @@ pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
     }
     let wide = args.common.output == Format::Wide;
     let ns = args.common.all_netns || wide;
-    let mut headers = vec!["DIR", "ENDPOINT", "PROCESS", "PID", "COMPONENT", "ESTABLISHED"];
+    let mut headers = vec![
+        "DIR",
+        "ENDPOINT",
+        "PROCESS",
+        "PID",
+        "COMPONENT",
+        "ESTABLISHED",
+    ];
     if ns {
         headers.insert(0, "NETNS");
     }
@@ -64,7 +77,13 @@ pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
                 Direction::In => "in",
                 Direction::Out => "out",
             }),
-            2 => match (r.direction, r.local_address, r.local_port, r.remote_address, r.remote_port) {
+            2 => match (
+                r.direction,
+                r.local_address,
+                r.local_port,
+                r.remote_address,
+                r.remote_port,
+            ) {
                 (Direction::In, Some(a), Some(p), _, _) if args.by_port && a.is_unspecified() => {
                     let _ = write!(b, "*:{p}");
                 }
@@ -101,8 +120,11 @@ fn keep(args: &ConnsArgs, r: &ConnRow) -> bool {
     };
     (!args.inbound || r.direction == Direction::In)
         && (!args.outbound || r.direction == Direction::Out)
-        && f.port.is_none_or(|(lo, hi)| port.is_some_and(|p| (lo..=hi).contains(&p)))
-        && f.component.as_deref().is_none_or(|c| r.component == Some(c))
+        && f.port
+            .is_none_or(|(lo, hi)| port.is_some_and(|p| (lo..=hi).contains(&p)))
+        && f.component
+            .as_deref()
+            .is_none_or(|c| r.component == Some(c))
         && f.process.as_deref().is_none_or(|p| match p.parse::<u32>() {
             Ok(pid) => r.pids.contains(&pid),
             Err(_) => r.process.as_deref() == Some(p),

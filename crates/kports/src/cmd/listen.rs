@@ -12,26 +12,62 @@ use crate::cli::{ListenArgs, ProtoArg};
 use crate::output::{Document, Format, Out, endpoint};
 
 pub fn run(args: &ListenArgs, out: &mut Out) -> Result<Vec<Warning>> {
-    let owners = if args.all_owners || args.all_states { OwnerScope::Every } else { OwnerScope::UntilFound };
+    let owners = if args.all_owners || args.all_states {
+        OwnerScope::Every
+    } else {
+        OwnerScope::UntilFound
+    };
     let mut q = query(&args.filters, args.common.all_netns, owners);
     q.tcp = args.proto != Some(ProtoArg::Udp);
     q.udp = args.proto != Some(ProtoArg::Tcp);
     q.unix = args.unix;
-    (q.tcp_states, q.udp_states) = if args.all_states { (ALL_STATES, ALL_STATES) } else { (LISTEN, UNCONN) };
+    (q.tcp_states, q.udp_states) = if args.all_states {
+        (ALL_STATES, ALL_STATES)
+    } else {
+        (LISTEN, UNCONN)
+    };
     let c = census::sockets(&q)?;
     let mut sockets = c.sockets;
     sockets.retain(|s| keep(&args.filters, s));
-    sockets.sort_by(|a, b| {
+    sockets.sort_unstable_by(|a, b| {
         let ns = |s: &Socket| s.netns.as_ref().map(|n| (!n.host, n.inode));
-        (ns(a), a.proto, a.local_port, a.family, a.local_address, a.state, a.remote_address, a.remote_port)
-            .cmp(&(ns(b), b.proto, b.local_port, b.family, b.local_address, b.state, b.remote_address, b.remote_port))
+        (
+            ns(a),
+            a.proto,
+            a.local_port,
+            a.family,
+            a.local_address,
+            a.state,
+            a.remote_address,
+            a.remote_port,
+        )
+            .cmp(&(
+                ns(b),
+                b.proto,
+                b.local_port,
+                b.family,
+                b.local_address,
+                b.state,
+                b.remote_address,
+                b.remote_port,
+            ))
     });
     let mut unix = c.unix;
     if args.unix {
         unix.retain(|u| {
-            (args.all_states || u.state == SockState::Listen || (u.kind == "dgram" && !u.path.is_empty()))
-                && args.filters.component.as_deref().is_none_or(|c| u.component == Some(c))
-                && args.filters.process.as_deref().is_none_or(|p| process_matches(p, &u.processes))
+            (args.all_states
+                || u.state == SockState::Listen
+                || (u.kind == "dgram" && !u.path.is_empty()))
+                && args
+                    .filters
+                    .component
+                    .as_deref()
+                    .is_none_or(|c| u.component == Some(c))
+                && args
+                    .filters
+                    .process
+                    .as_deref()
+                    .is_none_or(|p| process_matches(p, &u.processes))
                 && args.filters.port.is_none()
         });
         unix.sort_by(|a, b| a.path.cmp(&b.path).then(a.inode.cmp(&b.inode)));
@@ -39,11 +75,18 @@ pub fn run(args: &ListenArgs, out: &mut Out) -> Result<Vec<Warning>> {
 
     let hostname = kports_linux::hostname();
     if args.common.output == Format::Json {
-        let doc = Document::new("listen", &hostname, &sockets, &c.warnings).with_unix(args.unix.then_some(&unix));
+        let doc = Document::new("listen", &hostname, &sockets, &c.warnings)
+            .with_unix(args.unix.then_some(&unix));
         out.json(&doc)?;
         return Ok(c.warnings);
     }
-    print_sockets(out, &sockets, args.common.output == Format::Wide, args.all_states, args.common.all_netns)?;
+    print_sockets(
+        out,
+        &sockets,
+        args.common.output == Format::Wide,
+        args.all_states,
+        args.common.all_netns,
+    )?;
     if args.unix {
         out.line("")?;
         print_unix(out, &unix, args.common.output == Format::Wide)?;
@@ -77,7 +120,13 @@ fn pids(procs: &[std::sync::Arc<kports_core::ProcessRef>], b: &mut String) {
     }
 }
 
-fn print_sockets(out: &mut Out, s: &[Socket], wide: bool, all_states: bool, all_netns: bool) -> std::io::Result<()> {
+fn print_sockets(
+    out: &mut Out,
+    s: &[Socket],
+    wide: bool,
+    all_states: bool,
+    all_netns: bool,
+) -> std::io::Result<()> {
     #[derive(Clone, Copy)]
     enum Col {
         Netns,
@@ -106,9 +155,19 @@ fn print_sockets(out: &mut Out, s: &[Socket], wide: bool, all_states: bool, all_
     if all_states || wide {
         cols.push(("REMOTE", Col::Remote));
     }
-    cols.extend([("PROCESS", Col::Process), ("PID", Col::Pid), ("COMPONENT", Col::Component)]);
+    cols.extend([
+        ("PROCESS", Col::Process),
+        ("PID", Col::Pid),
+        ("COMPONENT", Col::Component),
+    ]);
     if wide {
-        cols.extend([("UID", Col::Uid), ("INODE", Col::Inode), ("CONTAINER", Col::Container), ("POD", Col::Pod), ("COMMAND", Col::Cmdline)]);
+        cols.extend([
+            ("UID", Col::Uid),
+            ("INODE", Col::Inode),
+            ("CONTAINER", Col::Container),
+            ("POD", Col::Pod),
+            ("COMMAND", Col::Cmdline),
+        ]);
     }
     let headers: Vec<&str> = cols.iter().map(|c| c.0).collect();
     out.table(&headers, s.len(), |r, c, b| {
@@ -134,7 +193,11 @@ fn print_sockets(out: &mut Out, s: &[Socket], wide: bool, all_states: bool, all_
             Col::Inode => {
                 let _ = write!(b, "{}", s.inode);
             }
-            Col::Container => b.push_str(first.and_then(|p| p.container_id.as_deref()).map_or("-", |c| &c[..c.len().min(13)])),
+            Col::Container => b.push_str(
+                first
+                    .and_then(|p| p.container_id.as_deref())
+                    .map_or("-", |c| &c[..c.len().min(13)]),
+            ),
             Col::Pod => b.push_str(first.and_then(|p| p.pod_uid.as_deref()).unwrap_or("-")),
             Col::Cmdline => b.push_str(first.map_or("-", |p| p.cmdline.as_str())),
         }

@@ -28,9 +28,14 @@ pub fn query(filters: &Filters, all_netns: bool, owners: OwnerScope) -> Query {
 
 /// Whether a socket passes `--process`, `--component` and `--port`.
 pub fn keep(f: &Filters, s: &Socket) -> bool {
-    f.port.is_none_or(|(lo, hi)| (lo..=hi).contains(&s.local_port))
-        && f.component.as_deref().is_none_or(|c| s.component == Some(c))
-        && f.process.as_deref().is_none_or(|p| process_matches(p, &s.processes))
+    f.port
+        .is_none_or(|(lo, hi)| (lo..=hi).contains(&s.local_port))
+        && f.component
+            .as_deref()
+            .is_none_or(|c| s.component == Some(c))
+        && f.process
+            .as_deref()
+            .is_none_or(|p| process_matches(p, &s.processes))
 }
 
 /// `--process NAME|PID` against a holder list.

@@ -11,7 +11,8 @@ use crate::output::{Document, Format, Out};
 
 pub fn run(args: &NodeArgs, out: &mut Out) -> Result<Vec<Warning>> {
     let hostname = kports_linux::hostname();
-    let (mut ifs, warnings) = census::interfaces(std::path::Path::new("/proc"), args.common.all_netns)?;
+    let (mut ifs, warnings) =
+        census::interfaces(std::path::Path::new("/proc"), args.common.all_netns)?;
     if let Some(kind) = &args.kind {
         ifs.retain(|i| &i.kind == kind);
     }
@@ -47,7 +48,9 @@ pub fn run(args: &NodeArgs, out: &mut Out) -> Result<Vec<Warning>> {
                     (6, true) => {
                         let _ = write!(b, "{}", i.index);
                     }
-                    (7, true) => b.push_str(&i.tunnel_port.map_or_else(|| "-".into(), |p| p.to_string())),
+                    (7, true) => {
+                        b.push_str(&i.tunnel_port.map_or_else(|| "-".into(), |p| p.to_string()))
+                    }
                     _ => {
                         for (n, a) in i.addresses.iter().enumerate() {
                             if n > 0 {
