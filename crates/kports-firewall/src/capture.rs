@@ -27,10 +27,22 @@ pub struct SaveSource {
 
 impl SaveSource {
     pub const ALL: [SaveSource; 4] = [
-        SaveSource { backend: Backend::IptablesNft, v6: false },
-        SaveSource { backend: Backend::IptablesNft, v6: true },
-        SaveSource { backend: Backend::IptablesLegacy, v6: false },
-        SaveSource { backend: Backend::IptablesLegacy, v6: true },
+        SaveSource {
+            backend: Backend::IptablesNft,
+            v6: false,
+        },
+        SaveSource {
+            backend: Backend::IptablesNft,
+            v6: true,
+        },
+        SaveSource {
+            backend: Backend::IptablesLegacy,
+            v6: false,
+        },
+        SaveSource {
+            backend: Backend::IptablesLegacy,
+            v6: true,
+        },
     ];
 
     /// The command that prints this dump.
@@ -45,7 +57,11 @@ impl SaveSource {
 
     /// The `/proc/net` file that lists the legacy tables the kernel holds.
     pub fn legacy_names_file(&self) -> &'static str {
-        if self.v6 { "/proc/net/ip6_tables_names" } else { "/proc/net/ip_tables_names" }
+        if self.v6 {
+            "/proc/net/ip6_tables_names"
+        } else {
+            "/proc/net/ip_tables_names"
+        }
     }
 }
 
@@ -67,11 +83,20 @@ pub struct Capture {
 impl Capture {
     /// Whether the kernel holds legacy iptables tables of this family, as far as known.
     pub fn legacy_in_use(&self, v6: bool) -> Option<bool> {
-        self.legacy_names.iter().find(|(f, _)| *f == v6).map(|(_, r)| r.as_ref().is_ok_and(|s| s.split_whitespace().next().is_some()))
+        self.legacy_names
+            .iter()
+            .find(|(f, _)| *f == v6)
+            .map(|(_, r)| {
+                r.as_ref()
+                    .is_ok_and(|s| s.split_whitespace().next().is_some())
+            })
     }
 
     pub fn file(&self, path: &str) -> Option<&str> {
-        self.files.iter().find(|(p, _)| p == path).and_then(|(_, r)| r.as_deref().ok())
+        self.files
+            .iter()
+            .find(|(p, _)| p == path)
+            .and_then(|(_, r)| r.as_deref().ok())
     }
 }
 
@@ -89,9 +114,15 @@ pub fn assemble(c: &Capture) -> (Ruleset, Vec<String>) {
                 rs.tables = tables;
                 warnings.extend(w);
             }
-            Err(e) => rs.unread.push(Unread { source: "nft".into(), reason: e.to_string() }),
+            Err(e) => rs.unread.push(Unread {
+                source: "nft".into(),
+                reason: e.to_string(),
+            }),
         },
-        Some(Err(reason)) => rs.unread.push(Unread { source: "nft".into(), reason: reason.clone() }),
+        Some(Err(reason)) => rs.unread.push(Unread {
+            source: "nft".into(),
+            reason: reason.clone(),
+        }),
         None => {}
     }
     for (src, read) in &c.saves {
@@ -99,11 +130,16 @@ pub fn assemble(c: &Capture) -> (Ruleset, Vec<String>) {
         match read {
             Ok(text) => {
                 let (tables, w) = iptables::parse_save(text, src.backend, src.v6);
-                warnings.extend(w.into_iter().map(|w| format!("{} line {}: {}", src.command(), w.line, w.message)));
+                warnings.extend(
+                    w.into_iter()
+                        .map(|w| format!("{} line {}: {}", src.command(), w.line, w.message)),
+                );
                 for t in tables {
                     if !legacy {
                         // The iptables-nft reading of a table replaces its opaque nft listing.
-                        rs.tables.retain(|x| !(x.backend == Backend::Nft && x.family == t.family && x.name == t.name));
+                        rs.tables.retain(|x| {
+                            !(x.backend == Backend::Nft && x.family == t.family && x.name == t.name)
+                        });
                     }
                     rs.tables.push(t);
                 }
@@ -115,10 +151,16 @@ pub fn assemble(c: &Capture) -> (Ruleset, Vec<String>) {
                 }
                 // Without iptables-nft-save, its tables are still seen through nft (as xt rules).
                 if !legacy && matches!(c.nft_json, Some(Ok(_))) {
-                    warnings.push(format!("{} not readable ({reason}); iptables-nft rules are judged from nft's view", src.command()));
+                    warnings.push(format!(
+                        "{} not readable ({reason}); iptables-nft rules are judged from nft's view",
+                        src.command()
+                    ));
                     continue;
                 }
-                rs.unread.push(Unread { source: src.command().into(), reason: reason.clone() });
+                rs.unread.push(Unread {
+                    source: src.command().into(),
+                    reason: reason.clone(),
+                });
             }
         }
     }

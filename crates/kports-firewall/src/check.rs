@@ -24,13 +24,25 @@ pub struct Source {
 
 impl Source {
     pub fn new(range: AddrRange) -> Source {
-        Source { range, dst: None, iif: None }
+        Source {
+            range,
+            dst: None,
+            iif: None,
+        }
     }
 
     /// The node itself, over loopback.
     pub fn loopback(v6: bool) -> Source {
-        let a: IpAddr = if v6 { Ipv6Addr::LOCALHOST.into() } else { Ipv4Addr::LOCALHOST.into() };
-        Source { range: AddrRange::single(a), dst: Some(a), iif: Some("lo".into()) }
+        let a: IpAddr = if v6 {
+            Ipv6Addr::LOCALHOST.into()
+        } else {
+            Ipv4Addr::LOCALHOST.into()
+        };
+        Source {
+            range: AddrRange::single(a),
+            dst: Some(a),
+            iif: Some("lo".into()),
+        }
     }
 }
 
@@ -70,7 +82,12 @@ pub struct CheckRow {
 pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &Sources) -> Vec<CheckRow> {
     let mut rows = Vec::new();
     let v6s: Vec<bool> = {
-        let mut v: Vec<bool> = sources.network.iter().chain(&sources.control_plane).map(|s| s.range.v6).collect();
+        let mut v: Vec<bool> = sources
+            .network
+            .iter()
+            .chain(&sources.control_plane)
+            .map(|s| s.range.v6)
+            .collect();
         v.sort_unstable();
         v.dedup();
         if v.is_empty() { vec![false] } else { v }
@@ -93,7 +110,11 @@ pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &Sources) -> V
         for net in &sources.network {
             let holes: Vec<AddrRange> = needing.iter().map(|s| s.range).collect();
             for piece in subtract(net.range, &holes).into_iter().take(16) {
-                let s = Source { range: piece, dst: net.dst, iif: net.iif.clone() };
+                let s = Source {
+                    range: piece,
+                    dst: net.dst,
+                    iif: net.iif.clone(),
+                };
                 rows.push(row(ev, port, "others", &s, false));
             }
         }
@@ -101,9 +122,26 @@ pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &Sources) -> V
     rows
 }
 
-fn row(ev: &Evaluator<'_>, port: &RequiredPort, kind: &str, s: &Source, expect_open: bool) -> CheckRow {
-    let p = Packet { v6: s.range.v6, proto: port.proto_number(), dport: port.lo, src: s.range, dst: s.dst, iif: s.iif.clone() };
-    let segments: Vec<Segment> = ev.judge_ports(&p, port.lo, port.hi).into_iter().map(|(lo, hi, judgement)| Segment { lo, hi, judgement }).collect();
+fn row(
+    ev: &Evaluator<'_>,
+    port: &RequiredPort,
+    kind: &str,
+    s: &Source,
+    expect_open: bool,
+) -> CheckRow {
+    let p = Packet {
+        v6: s.range.v6,
+        proto: port.proto_number(),
+        dport: port.lo,
+        src: s.range,
+        dst: s.dst,
+        iif: s.iif.clone(),
+    };
+    let segments: Vec<Segment> = ev
+        .judge_ports(&p, port.lo, port.hi)
+        .into_iter()
+        .map(|(lo, hi, judgement)| Segment { lo, hi, judgement })
+        .collect();
     let mut ok = Some(true);
     for seg in &segments {
         match seg.judgement.is_open() {
@@ -115,7 +153,14 @@ fn row(ev: &Evaluator<'_>, port: &RequiredPort, kind: &str, s: &Source, expect_o
             Some(_) => {}
         }
     }
-    CheckRow { port: port.clone(), source_kind: kind.to_string(), source: s.range.to_string(), expect_open, segments, ok }
+    CheckRow {
+        port: port.clone(),
+        source_kind: kind.to_string(),
+        source: s.range.to_string(),
+        expect_open,
+        segments,
+        ok,
+    }
 }
 
 /// `range` without the addresses of `holes`, as disjoint ranges in order.
@@ -129,10 +174,18 @@ pub fn subtract(range: AddrRange, holes: &[AddrRange]) -> Vec<AddrRange> {
                 continue;
             }
             if h.lo > r.lo {
-                next.push(AddrRange { v6: r.v6, lo: r.lo, hi: h.lo - 1 });
+                next.push(AddrRange {
+                    v6: r.v6,
+                    lo: r.lo,
+                    hi: h.lo - 1,
+                });
             }
             if h.hi < r.hi {
-                next.push(AddrRange { v6: r.v6, lo: h.hi + 1, hi: r.hi });
+                next.push(AddrRange {
+                    v6: r.v6,
+                    lo: h.hi + 1,
+                    hi: r.hi,
+                });
             }
         }
         out = next;
@@ -148,9 +201,22 @@ mod tests {
     #[test]
     fn subtracting_addresses() {
         let net = parse_cidr("198.51.100.0/24").unwrap();
-        let pieces = subtract(net, &[parse_cidr("198.51.100.1").unwrap(), parse_cidr("198.51.100.3").unwrap()]);
+        let pieces = subtract(
+            net,
+            &[
+                parse_cidr("198.51.100.1").unwrap(),
+                parse_cidr("198.51.100.3").unwrap(),
+            ],
+        );
         let text: Vec<String> = pieces.iter().map(|p| p.to_string()).collect();
-        assert_eq!(text, ["198.51.100.0", "198.51.100.2", "198.51.100.4-198.51.100.255"]);
+        assert_eq!(
+            text,
+            [
+                "198.51.100.0",
+                "198.51.100.2",
+                "198.51.100.4-198.51.100.255"
+            ]
+        );
         assert!(subtract(net, &[net]).is_empty());
         assert_eq!(subtract(net, &[parse_cidr("10.0.0.1").unwrap()]), vec![net]);
     }

@@ -69,14 +69,28 @@ impl fmt::Display for RuleRef {
 #[serde(tag = "verdict", rename_all = "lowercase")]
 pub enum Judgement {
     /// Every base chain on the way let it through; `by` names each chain's deciding rule.
-    Accept { by: Vec<RuleRef> },
-    Drop { by: RuleRef },
+    Accept {
+        by: Vec<RuleRef>,
+    },
+    Drop {
+        by: RuleRef,
+    },
     /// Refused with an answer: `with` is the kind (`tcp reset`, `icmp port-unreachable`, ...).
-    Reject { by: RuleRef, with: String },
+    Reject {
+        by: RuleRef,
+        with: String,
+    },
     /// The outcome hangs on a condition kports cannot evaluate statically.
-    Depends { on: String, at: RuleRef, if_true: Box<Judgement>, if_false: Box<Judgement> },
+    Depends {
+        on: String,
+        at: RuleRef,
+        if_true: Box<Judgement>,
+        if_false: Box<Judgement>,
+    },
     /// kports cannot tell: a ruleset it could not read, or an action it does not model.
-    Unknown { reason: String },
+    Unknown {
+        reason: String,
+    },
 }
 
 impl Judgement {
@@ -117,14 +131,28 @@ impl Judgement {
                 let rules: Vec<&RuleRef> = by.iter().filter(|r| r.position.is_some()).collect();
                 match (rules.last(), by.last()) {
                     (Some(r), _) => format!("accept by {r}"),
-                    (None, Some(p)) => format!("accept ({} {} {} policy)", p.backend.as_str(), p.table, p.chain),
+                    (None, Some(p)) => format!(
+                        "accept ({} {} {} policy)",
+                        p.backend.as_str(),
+                        p.table,
+                        p.chain
+                    ),
                     (None, None) => "accept (no filter chain at the input hook)".to_string(),
                 }
             }
             Judgement::Drop { by } => format!("drop by {by}"),
             Judgement::Reject { by, with } => format!("reject ({with}) by {by}"),
-            Judgement::Depends { on, if_true, if_false, .. } => {
-                format!("depends on `{on}`: {} if it holds, else {}", if_true.word(), if_false.word())
+            Judgement::Depends {
+                on,
+                if_true,
+                if_false,
+                ..
+            } => {
+                format!(
+                    "depends on `{on}`: {} if it holds, else {}",
+                    if_true.word(),
+                    if_false.word()
+                )
             }
             Judgement::Unknown { reason } => format!("unknown: {reason}"),
         }
@@ -162,7 +190,12 @@ impl Flow {
 
     fn replace(self, leaf: &Flow, with: &Flow) -> Flow {
         match self {
-            Flow::Depends(w, id, y, n) => Flow::Depends(w, id, Box::new(y.replace(leaf, with)), Box::new(n.replace(leaf, with))),
+            Flow::Depends(w, id, y, n) => Flow::Depends(
+                w,
+                id,
+                Box::new(y.replace(leaf, with)),
+                Box::new(n.replace(leaf, with)),
+            ),
             f if &f == leaf => with.clone(),
             f => f,
         }
@@ -170,7 +203,11 @@ impl Flow {
 }
 
 fn fork(why: String, id: Id, yes: Flow, no: Flow) -> Flow {
-    if yes == no { yes } else { Flow::Depends(why, id, Box::new(yes), Box::new(no)) }
+    if yes == no {
+        yes
+    } else {
+        Flow::Depends(why, id, Box::new(yes), Box::new(no))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +260,11 @@ impl<'r> Evaluator<'r> {
         // Chains of equal priority run in registration order, which no listing shows; the
         // verdict does not depend on it (drops are final, accepts are not).
         bases.sort_by_key(|&(h, p, b, t, c)| (h, p, b, t, c));
-        Evaluator { rs, bases: bases.into_iter().map(|(_, _, _, t, c)| (t, c)).collect(), forks: Cell::new(0) }
+        Evaluator {
+            rs,
+            bases: bases.into_iter().map(|(_, _, _, t, c)| (t, c)).collect(),
+            forks: Cell::new(0),
+        }
     }
 
     /// The verdict for one packet.
@@ -240,8 +281,15 @@ impl<'r> Evaluator<'r> {
         if self.rs.unread.is_empty() || j.blocker().is_some() {
             return j;
         }
-        let unread: Vec<String> = self.rs.unread.iter().map(|u| format!("{} ({})", u.source, u.reason)).collect();
-        Judgement::Unknown { reason: format!("{}; not readable: {}", j.summary(), unread.join(", ")) }
+        let unread: Vec<String> = self
+            .rs
+            .unread
+            .iter()
+            .map(|u| format!("{} ({})", u.source, u.reason))
+            .collect();
+        Judgement::Unknown {
+            reason: format!("{}; not readable: {}", j.summary(), unread.join(", ")),
+        }
     }
 
     /// Verdicts for every port of `lo..=hi`, as maximal runs of ports with the same verdict.
@@ -263,10 +311,17 @@ impl<'r> Evaluator<'r> {
         let mut out: Vec<(u16, u16, Judgement)> = Vec::new();
         for (n, &start) in cuts.iter().enumerate() {
             let end = cuts.get(n + 1).map_or(u32::from(hi), |&x| x - 1);
-            let (Ok(start), Ok(end)) = (u16::try_from(start), u16::try_from(end)) else { continue };
-            let j = self.judge(&Packet { dport: start, ..p.clone() });
+            let (Ok(start), Ok(end)) = (u16::try_from(start), u16::try_from(end)) else {
+                continue;
+            };
+            let j = self.judge(&Packet {
+                dport: start,
+                ..p.clone()
+            });
             match out.last_mut() {
-                Some(last) if last.2 == j && u32::from(last.1) + 1 == u32::from(start) => last.1 = end,
+                Some(last) if last.2 == j && u32::from(last.1) + 1 == u32::from(start) => {
+                    last.1 = end
+                }
                 _ => out.push((start, end, j)),
             }
         }
@@ -274,35 +329,54 @@ impl<'r> Evaluator<'r> {
     }
 
     fn base_flow(&self, t: usize, c: usize, p: &Packet) -> Flow {
-        let Some(base) = &self.rs.tables[t].chains[c].base else { return Flow::Return };
+        let Some(base) = &self.rs.tables[t].chains[c].base else {
+            return Flow::Return;
+        };
         let id = Id { t, c, r: None };
         let policy = match base.policy {
             Policy::Accept => Flow::Accept(id),
             Policy::Drop => Flow::Drop(id, None),
         };
         let f = self.walk(t, c, 0, 0, p);
-        f.replace(&Flow::Return, &policy).replace(&Flow::Next, &policy)
+        f.replace(&Flow::Return, &policy)
+            .replace(&Flow::Next, &policy)
     }
 
     fn fold_all(&self, flows: &[Flow], i: usize, acc: Vec<Id>, nodes: &mut u32) -> Judgement {
         match flows.get(i) {
-            None => Judgement::Accept { by: acc.iter().map(|&id| self.rule_ref(id)).collect() },
+            None => Judgement::Accept {
+                by: acc.iter().map(|&id| self.rule_ref(id)).collect(),
+            },
             Some(f) => self.fold(f, flows, i, acc, nodes),
         }
     }
 
-    fn fold(&self, f: &Flow, flows: &[Flow], i: usize, mut acc: Vec<Id>, nodes: &mut u32) -> Judgement {
+    fn fold(
+        &self,
+        f: &Flow,
+        flows: &[Flow],
+        i: usize,
+        mut acc: Vec<Id>,
+        nodes: &mut u32,
+    ) -> Judgement {
         *nodes += 1;
         if *nodes > MAX_FORKS {
-            return Judgement::Unknown { reason: "too many undecidable conditions on the way".into() };
+            return Judgement::Unknown {
+                reason: "too many undecidable conditions on the way".into(),
+            };
         }
         match f {
             Flow::Accept(id) => {
                 acc.push(*id);
                 self.fold_all(flows, i + 1, acc, nodes)
             }
-            Flow::Drop(id, None) => Judgement::Drop { by: self.rule_ref(*id) },
-            Flow::Drop(id, Some(w)) => Judgement::Reject { by: self.rule_ref(*id), with: w.clone() },
+            Flow::Drop(id, None) => Judgement::Drop {
+                by: self.rule_ref(*id),
+            },
+            Flow::Drop(id, Some(w)) => Judgement::Reject {
+                by: self.rule_ref(*id),
+                with: w.clone(),
+            },
             Flow::Unknown(r) => Judgement::Unknown { reason: r.clone() },
             // Policies replaced these already; an accept is the harmless reading.
             Flow::Return | Flow::Next => self.fold_all(flows, i + 1, acc, nodes),
@@ -313,7 +387,12 @@ impl<'r> Evaluator<'r> {
                     // Same outcome either way: the path that does not rely on the condition names it.
                     no
                 } else {
-                    Judgement::Depends { on: on.clone(), at: self.rule_ref(*id), if_true: Box::new(yes), if_false: Box::new(no) }
+                    Judgement::Depends {
+                        on: on.clone(),
+                        at: self.rule_ref(*id),
+                        if_true: Box::new(yes),
+                        if_false: Box::new(no),
+                    }
                 }
             }
         }
@@ -399,18 +478,33 @@ impl<'r> Evaluator<'r> {
             Action::Continue => Flow::Next,
             Action::Accept => Flow::Accept(id),
             Action::Drop => Flow::Drop(id, None),
-            Action::Reject(w) => Flow::Drop(id, Some(w.clone().unwrap_or_else(|| default_reject(p)))),
+            Action::Reject(w) => {
+                Flow::Drop(id, Some(w.clone().unwrap_or_else(|| default_reject(p))))
+            }
             Action::Return => Flow::Return,
-            Action::Unknown(what) => Flow::Unknown(format!("{what} in {} {}", table.label(), table.chains[c].name)),
+            Action::Unknown(what) => Flow::Unknown(format!(
+                "{what} in {} {}",
+                table.label(),
+                table.chains[c].name
+            )),
             Action::Jump(name) | Action::Goto(name) => {
                 let Some(target) = table.chain_id(name) else {
-                    return Flow::Unknown(format!("jump to chain {name}, which {} does not have", table.label()));
+                    return Flow::Unknown(format!(
+                        "jump to chain {name}, which {} does not have",
+                        table.label()
+                    ));
                 };
                 if depth >= MAX_DEPTH {
-                    return Flow::Unknown(format!("jumps nest deeper than {MAX_DEPTH} at chain {name}"));
+                    return Flow::Unknown(format!(
+                        "jumps nest deeper than {MAX_DEPTH} at chain {name}"
+                    ));
                 }
                 let sub = self.walk(t, target, 0, depth + 1, p);
-                if matches!(action, Action::Jump(_)) { sub.replace(&Flow::Return, &Flow::Next) } else { sub }
+                if matches!(action, Action::Jump(_)) {
+                    sub.replace(&Flow::Return, &Flow::Next)
+                } else {
+                    sub
+                }
             }
             Action::Vmap { key, map } => {
                 let entries: Vec<(&Val, &Action)> = match map {
@@ -420,7 +514,12 @@ impl<'r> Evaluator<'r> {
                             Some(vs) => s.elems.iter().zip(vs.iter()).collect(),
                             None => return Flow::Unknown(format!("map @{n} holds no verdicts")),
                         },
-                        None => return Flow::Unknown(format!("map @{n} not found in {}", table.label())),
+                        None => {
+                            return Flow::Unknown(format!(
+                                "map @{n} not found in {}",
+                                table.label()
+                            ));
+                        }
                     },
                 };
                 let pv = self.value(key, p);
@@ -430,14 +529,26 @@ impl<'r> Evaluator<'r> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn vmap(&self, t: usize, c: usize, id: Id, key: &Key, pv: &PVal<'_>, entries: &[(&Val, &Action)], depth: usize, p: &Packet) -> Flow {
+    fn vmap(
+        &self,
+        t: usize,
+        c: usize,
+        id: Id,
+        key: &Key,
+        pv: &PVal<'_>,
+        entries: &[(&Val, &Action)],
+        depth: usize,
+        p: &Packet,
+    ) -> Flow {
         for (n, (val, action)) in entries.iter().enumerate() {
             match match_val(pv, val) {
                 Truth::No => continue,
                 Truth::Yes => return self.act(t, c, id, action, depth, p),
                 Truth::Maybe(_) => {
                     if !self.spend() {
-                        return Flow::Unknown("too many undecidable conditions in a verdict map".into());
+                        return Flow::Unknown(
+                            "too many undecidable conditions in a verdict map".into(),
+                        );
                     }
                     let yes = self.act(t, c, id, action, depth, p);
                     let no = self.vmap(t, c, id, key, pv, &entries[n + 1..], depth, p);
@@ -556,7 +667,11 @@ impl<'r> Evaluator<'r> {
 }
 
 fn default_reject(p: &Packet) -> String {
-    if p.v6 { "icmpv6 port-unreachable".into() } else { "icmp port-unreachable".into() }
+    if p.v6 {
+        "icmpv6 port-unreachable".into()
+    } else {
+        "icmp port-unreachable".into()
+    }
 }
 
 fn match_val(pv: &PVal<'_>, v: &Val) -> Truth {
@@ -620,7 +735,11 @@ fn for_each_int(rs: &Ruleset, f: &mut dyn FnMut(u64, u64)) {
         }
     }
     fn action(a: &Action, f: &mut dyn FnMut(u64, u64)) {
-        if let Action::Vmap { map: VmapRef::Inline(es), .. } = a {
+        if let Action::Vmap {
+            map: VmapRef::Inline(es),
+            ..
+        } = a
+        {
             es.iter().for_each(|(v, _)| val(v, f));
         }
     }
@@ -647,7 +766,11 @@ impl fmt::Display for Key {
             Key::L4Proto => f.write_str("meta l4proto"),
             Key::Port { dir, proto } => {
                 let h = proto.map_or_else(|| "th".to_string(), proto_name);
-                write!(f, "{h} {}", if *dir == Dir::Src { "sport" } else { "dport" })
+                write!(
+                    f,
+                    "{h} {}",
+                    if *dir == Dir::Src { "sport" } else { "dport" }
+                )
             }
             Key::Addr { dir, v6 } => {
                 let h = match v6 {
@@ -655,7 +778,11 @@ impl fmt::Display for Key {
                     Some(false) => "ip",
                     None => "address",
                 };
-                write!(f, "{h} {}", if *dir == Dir::Src { "saddr" } else { "daddr" })
+                write!(
+                    f,
+                    "{h} {}",
+                    if *dir == Dir::Src { "saddr" } else { "daddr" }
+                )
             }
             Key::Iifname => f.write_str("iifname"),
             Key::Oifname => f.write_str("oifname"),
@@ -665,7 +792,11 @@ impl fmt::Display for Key {
             Key::CtDirection => f.write_str("ct direction"),
             Key::PktType => f.write_str("meta pkttype"),
             Key::TcpSyn => f.write_str("tcp flags syn"),
-            Key::AddrType { dir } => write!(f, "addrtype {}", if *dir == Dir::Src { "src" } else { "dst" }),
+            Key::AddrType { dir } => write!(
+                f,
+                "addrtype {}",
+                if *dir == Dir::Src { "src" } else { "dst" }
+            ),
             Key::Concat(ks) => {
                 for (i, k) in ks.iter().enumerate() {
                     if i > 0 {

@@ -32,14 +32,23 @@ pub struct LineWarning {
 
 /// Parses one `iptables-save` (or `ip6tables-save` when `v6`) dump into tables.
 pub fn parse_save(text: &str, backend: Backend, v6: bool) -> (Vec<Table>, Vec<LineWarning>) {
-    let family = if v6 { TableFamily::Ip6 } else { TableFamily::Ip };
+    let family = if v6 {
+        TableFamily::Ip6
+    } else {
+        TableFamily::Ip
+    };
     let mut tables: Vec<Table> = Vec::new();
     let mut warnings = Vec::new();
     let mut cur: Option<Table> = None;
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         let lineno = n + 1;
-        let mut warn = |m: String| warnings.push(LineWarning { line: lineno, message: m });
+        let mut warn = |m: String| {
+            warnings.push(LineWarning {
+                line: lineno,
+                message: m,
+            })
+        };
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -65,14 +74,26 @@ pub fn parse_save(text: &str, backend: Backend, v6: bool) -> (Vec<Table>, Vec<Li
         if let Some(decl) = line.strip_prefix(':') {
             let mut parts = decl.split_whitespace();
             let (Some(name), Some(policy)) = (parts.next(), parts.next()) else {
-                warn(format!("chain declaration without a policy: {}", clip(line)));
+                warn(format!(
+                    "chain declaration without a policy: {}",
+                    clip(line)
+                ));
                 continue;
             };
             let tname = table.name.clone();
             let chain = table.chain_mut(name);
             if let Some((hook, priority, kind)) = base_of(&tname, name) {
-                let policy = if policy == "DROP" { Policy::Drop } else { Policy::Accept };
-                chain.base = Some(BaseChain { hook, priority, kind, policy });
+                let policy = if policy == "DROP" {
+                    Policy::Drop
+                } else {
+                    Policy::Accept
+                };
+                chain.base = Some(BaseChain {
+                    hook,
+                    priority,
+                    kind,
+                    policy,
+                });
             }
             continue;
         }
@@ -98,7 +119,10 @@ pub fn parse_save(text: &str, backend: Backend, v6: bool) -> (Vec<Table>, Vec<Li
         }
     }
     if let Some(t) = cur.take() {
-        warnings.push(LineWarning { line: text.lines().count(), message: format!("table {} has no COMMIT", t.name) });
+        warnings.push(LineWarning {
+            line: text.lines().count(),
+            message: format!("table {} has no COMMIT", t.name),
+        });
         tables.push(t);
     }
     (tables, warnings)
@@ -179,8 +203,15 @@ fn group(tokens: Vec<String>) -> Result<Vec<Opt>, String> {
                 return Err("two `!` in a row".into());
             }
             neg = true;
-        } else if t.starts_with('-') && t.len() > 1 && !t[1..].starts_with(|c: char| c.is_ascii_digit()) {
-            out.push(Opt { neg, name: t, args: Vec::new() });
+        } else if t.starts_with('-')
+            && t.len() > 1
+            && !t[1..].starts_with(|c: char| c.is_ascii_digit())
+        {
+            out.push(Opt {
+                neg,
+                name: t,
+                args: Vec::new(),
+            });
             neg = false;
         } else {
             match out.last_mut() {
@@ -211,15 +242,28 @@ fn parse_rule(body: &str, table: &Table, v6: bool) -> Result<(String, Rule), Str
     let mut unknown: Option<(String, Vec<String>)> = None;
     let flush = |unknown: &mut Option<(String, Vec<String>)>, conds: &mut Vec<Cond>| {
         if let Some((m, words)) = unknown.take() {
-            let text = if words.is_empty() { format!("-m {m}") } else { format!("-m {m} {}", words.join(" ")) };
-            conds.push(Cond { key: Key::Unknown(text), neg: false, rhs: Rhs::Vals(Vec::new()) });
+            let text = if words.is_empty() {
+                format!("-m {m}")
+            } else {
+                format!("-m {m} {}", words.join(" "))
+            };
+            conds.push(Cond {
+                key: Key::Unknown(text),
+                neg: false,
+                rhs: Rhs::Vals(Vec::new()),
+            });
         }
     };
     let mut i = 0;
     while i < opts.len() {
         let o = &opts[i];
         i += 1;
-        let arg = |n: usize| o.args.get(n).map(String::as_str).ok_or_else(|| format!("{} needs a value", o.name));
+        let arg = |n: usize| {
+            o.args
+                .get(n)
+                .map(String::as_str)
+                .ok_or_else(|| format!("{} needs a value", o.name))
+        };
         match o.name.as_str() {
             "-A" | "--append" => chain = Some(arg(0)?.to_string()),
             "-p" | "--protocol" => {
@@ -227,20 +271,44 @@ fn parse_rule(body: &str, table: &Table, v6: bool) -> Result<(String, Rule), Str
                 if p != "all" && p != "0" {
                     let n = proto_number(p).ok_or_else(|| format!("unknown protocol {p}"))?;
                     proto = Some(n);
-                    conds.push(Cond { key: Key::L4Proto, neg: o.neg, rhs: Rhs::Vals(vec![Val::Int(n.into(), n.into())]) });
+                    conds.push(Cond {
+                        key: Key::L4Proto,
+                        neg: o.neg,
+                        rhs: Rhs::Vals(vec![Val::Int(n.into(), n.into())]),
+                    });
                 }
             }
             "-s" | "--source" | "--src" | "-d" | "--destination" | "--dst" => {
-                let dir = if o.name.starts_with("-s") || o.name.starts_with("--s") { Dir::Src } else { Dir::Dst };
+                let dir = if o.name.starts_with("-s") || o.name.starts_with("--s") {
+                    Dir::Src
+                } else {
+                    Dir::Dst
+                };
                 let mut vals = Vec::new();
                 for a in arg(0)?.split(',') {
                     vals.push(Val::Addr(addr(a, v6)?));
                 }
-                conds.push(Cond { key: Key::Addr { dir, v6: Some(v6) }, neg: o.neg, rhs: Rhs::Vals(vals) });
+                conds.push(Cond {
+                    key: Key::Addr { dir, v6: Some(v6) },
+                    neg: o.neg,
+                    rhs: Rhs::Vals(vals),
+                });
             }
-            "-i" | "--in-interface" => conds.push(Cond { key: Key::Iifname, neg: o.neg, rhs: Rhs::Vals(vec![ifname(arg(0)?)]) }),
-            "-o" | "--out-interface" => conds.push(Cond { key: Key::Oifname, neg: o.neg, rhs: Rhs::Vals(vec![ifname(arg(0)?)]) }),
-            "-f" | "--fragment" => conds.push(Cond { key: Key::Unknown("-f (a later fragment)".into()), neg: o.neg, rhs: Rhs::Vals(Vec::new()) }),
+            "-i" | "--in-interface" => conds.push(Cond {
+                key: Key::Iifname,
+                neg: o.neg,
+                rhs: Rhs::Vals(vec![ifname(arg(0)?)]),
+            }),
+            "-o" | "--out-interface" => conds.push(Cond {
+                key: Key::Oifname,
+                neg: o.neg,
+                rhs: Rhs::Vals(vec![ifname(arg(0)?)]),
+            }),
+            "-f" | "--fragment" => conds.push(Cond {
+                key: Key::Unknown("-f (a later fragment)".into()),
+                neg: o.neg,
+                rhs: Rhs::Vals(Vec::new()),
+            }),
             "-m" | "--match" => {
                 flush(&mut unknown, &mut conds);
                 let m = arg(0)?.to_string();
@@ -280,15 +348,38 @@ fn parse_rule(body: &str, table: &Table, v6: bool) -> Result<(String, Rule), Str
     }
     flush(&mut unknown, &mut conds);
     let chain = chain.ok_or("no -A CHAIN")?;
-    Ok((chain, Rule { handle: None, text: body.to_string(), conds, action }))
+    Ok((
+        chain,
+        Rule {
+            handle: None,
+            text: body.to_string(),
+            conds,
+            action,
+        },
+    ))
 }
 
 fn is_rule_option(name: &str) -> bool {
-    matches!(name, "-m" | "--match" | "-p" | "-s" | "-d" | "-i" | "-o" | "-j" | "-g" | "-A")
+    matches!(
+        name,
+        "-m" | "--match" | "-p" | "-s" | "-d" | "-i" | "-o" | "-j" | "-g" | "-A"
+    )
 }
 
 fn known_module(m: &str) -> bool {
-    matches!(m, "tcp" | "udp" | "sctp" | "multiport" | "conntrack" | "state" | "comment" | "addrtype" | "iprange" | "pkttype")
+    matches!(
+        m,
+        "tcp"
+            | "udp"
+            | "sctp"
+            | "multiport"
+            | "conntrack"
+            | "state"
+            | "comment"
+            | "addrtype"
+            | "iprange"
+            | "pkttype"
+    )
 }
 
 fn addr(a: &str, v6: bool) -> Result<AddrRange, String> {
@@ -327,8 +418,19 @@ fn port_range(s: &str) -> Result<Val, String> {
 }
 
 fn module_option(m: &str, o: &Opt, proto: Option<u8>, v6: bool) -> Result<Option<Cond>, String> {
-    let arg = |n: usize| o.args.get(n).map(String::as_str).ok_or_else(|| format!("{} needs a value", o.name));
-    let cond = |key: Key, vals: Vec<Val>| Ok(Some(Cond { key, neg: o.neg, rhs: Rhs::Vals(vals) }));
+    let arg = |n: usize| {
+        o.args
+            .get(n)
+            .map(String::as_str)
+            .ok_or_else(|| format!("{} needs a value", o.name))
+    };
+    let cond = |key: Key, vals: Vec<Val>| {
+        Ok(Some(Cond {
+            key,
+            neg: o.neg,
+            rhs: Rhs::Vals(vals),
+        }))
+    };
     let mod_proto = match m {
         "tcp" => Some(6),
         "udp" => Some(17),
@@ -336,47 +438,132 @@ fn module_option(m: &str, o: &Opt, proto: Option<u8>, v6: bool) -> Result<Option
         _ => proto,
     };
     match (m, o.name.as_str()) {
-        ("tcp" | "udp" | "sctp", "--dport" | "--destination-port") => cond(Key::Port { dir: Dir::Dst, proto: mod_proto }, vec![port_range(arg(0)?)?]),
-        ("tcp" | "udp" | "sctp", "--sport" | "--source-port") => cond(Key::Port { dir: Dir::Src, proto: mod_proto }, vec![port_range(arg(0)?)?]),
+        ("tcp" | "udp" | "sctp", "--dport" | "--destination-port") => cond(
+            Key::Port {
+                dir: Dir::Dst,
+                proto: mod_proto,
+            },
+            vec![port_range(arg(0)?)?],
+        ),
+        ("tcp" | "udp" | "sctp", "--sport" | "--source-port") => cond(
+            Key::Port {
+                dir: Dir::Src,
+                proto: mod_proto,
+            },
+            vec![port_range(arg(0)?)?],
+        ),
         ("tcp", "--syn") => cond(Key::TcpSyn, vec![Val::Str("syn".into())]),
         ("tcp", "--tcp-flags") => {
             let flags = |s: &str| -> Vec<String> {
                 match s.to_ascii_uppercase().as_str() {
                     "NONE" => Vec::new(),
-                    "ALL" => ["FIN", "SYN", "RST", "PSH", "ACK", "URG"].map(String::from).to_vec(),
+                    "ALL" => ["FIN", "SYN", "RST", "PSH", "ACK", "URG"]
+                        .map(String::from)
+                        .to_vec(),
                     s => s.split(',').map(String::from).collect(),
                 }
             };
             let (mask, cmp) = (flags(arg(0)?), flags(arg(1)?));
             // The first packet of a connection carries SYN alone.
-            let seen: &[&str] = if mask.iter().any(|f| f == "SYN") { &["SYN"] } else { &[] };
+            let seen: &[&str] = if mask.iter().any(|f| f == "SYN") {
+                &["SYN"]
+            } else {
+                &[]
+            };
             let holds = cmp.len() == seen.len() && cmp.iter().all(|f| seen.contains(&f.as_str()));
-            cond(Key::TcpSyn, vec![Val::Str(if holds { "syn" } else { "other" }.into())])
+            cond(
+                Key::TcpSyn,
+                vec![Val::Str(if holds { "syn" } else { "other" }.into())],
+            )
         }
         ("multiport", "--dports" | "--destination-ports") => {
-            let vals = arg(0)?.split(',').map(port_range).collect::<Result<Vec<_>, _>>()?;
-            cond(Key::Port { dir: Dir::Dst, proto: mod_proto }, vals)
+            let vals = arg(0)?
+                .split(',')
+                .map(port_range)
+                .collect::<Result<Vec<_>, _>>()?;
+            cond(
+                Key::Port {
+                    dir: Dir::Dst,
+                    proto: mod_proto,
+                },
+                vals,
+            )
         }
         ("multiport", "--sports" | "--source-ports") => {
-            let vals = arg(0)?.split(',').map(port_range).collect::<Result<Vec<_>, _>>()?;
-            cond(Key::Port { dir: Dir::Src, proto: mod_proto }, vals)
+            let vals = arg(0)?
+                .split(',')
+                .map(port_range)
+                .collect::<Result<Vec<_>, _>>()?;
+            cond(
+                Key::Port {
+                    dir: Dir::Src,
+                    proto: mod_proto,
+                },
+                vals,
+            )
         }
         ("multiport", "--ports") => {
-            let text = format!("-m multiport {}--ports {}", if o.neg { "! " } else { "" }, arg(0)?);
-            Ok(Some(Cond { key: Key::Unknown(text), neg: false, rhs: Rhs::Vals(Vec::new()) }))
+            let text = format!(
+                "-m multiport {}--ports {}",
+                if o.neg { "! " } else { "" },
+                arg(0)?
+            );
+            Ok(Some(Cond {
+                key: Key::Unknown(text),
+                neg: false,
+                rhs: Rhs::Vals(Vec::new()),
+            }))
         }
-        ("conntrack", "--ctstate") | ("state", "--state") => cond(Key::CtState, arg(0)?.split(',').map(|s| Val::Str(s.to_ascii_lowercase())).collect()),
-        ("conntrack", "--ctstatus") => cond(Key::CtStatus, arg(0)?.split(',').map(|s| Val::Str(s.to_ascii_lowercase())).collect()),
-        ("conntrack", "--ctdir") => cond(Key::CtDirection, vec![Val::Str(arg(0)?.to_ascii_lowercase())]),
+        ("conntrack", "--ctstate") | ("state", "--state") => cond(
+            Key::CtState,
+            arg(0)?
+                .split(',')
+                .map(|s| Val::Str(s.to_ascii_lowercase()))
+                .collect(),
+        ),
+        ("conntrack", "--ctstatus") => cond(
+            Key::CtStatus,
+            arg(0)?
+                .split(',')
+                .map(|s| Val::Str(s.to_ascii_lowercase()))
+                .collect(),
+        ),
+        ("conntrack", "--ctdir") => cond(
+            Key::CtDirection,
+            vec![Val::Str(arg(0)?.to_ascii_lowercase())],
+        ),
         ("comment", "--comment") => Ok(None),
-        ("addrtype", "--dst-type") => cond(Key::AddrType { dir: Dir::Dst }, arg(0)?.split(',').map(|s| Val::Str(s.to_string())).collect()),
-        ("addrtype", "--src-type") => cond(Key::AddrType { dir: Dir::Src }, arg(0)?.split(',').map(|s| Val::Str(s.to_string())).collect()),
+        ("addrtype", "--dst-type") => cond(
+            Key::AddrType { dir: Dir::Dst },
+            arg(0)?
+                .split(',')
+                .map(|s| Val::Str(s.to_string()))
+                .collect(),
+        ),
+        ("addrtype", "--src-type") => cond(
+            Key::AddrType { dir: Dir::Src },
+            arg(0)?
+                .split(',')
+                .map(|s| Val::Str(s.to_string()))
+                .collect(),
+        ),
         ("addrtype", "--limit-iface-in" | "--limit-iface-out") => Ok(None),
         ("iprange", "--src-range" | "--dst-range") => {
-            let dir = if o.name == "--src-range" { Dir::Src } else { Dir::Dst };
+            let dir = if o.name == "--src-range" {
+                Dir::Src
+            } else {
+                Dir::Dst
+            };
             let (a, b) = arg(0)?.split_once('-').ok_or("iprange needs a-b")?;
             let (a, b) = (addr(a, v6)?, addr(b, v6)?);
-            cond(Key::Addr { dir, v6: Some(v6) }, vec![Val::Addr(AddrRange { v6, lo: a.lo, hi: b.hi })])
+            cond(
+                Key::Addr { dir, v6: Some(v6) },
+                vec![Val::Addr(AddrRange {
+                    v6,
+                    lo: a.lo,
+                    hi: b.hi,
+                })],
+            )
         }
         ("pkttype", "--pkt-type") => {
             let t = match arg(0)? {
@@ -396,24 +583,46 @@ fn module_option(m: &str, o: &Opt, proto: Option<u8>, v6: bool) -> Result<Option
                 text.push(' ');
                 text.push_str(a);
             }
-            Ok(Some(Cond { key: Key::Unknown(text), neg: false, rhs: Rhs::Vals(Vec::new()) }))
+            Ok(Some(Cond {
+                key: Key::Unknown(text),
+                neg: false,
+                rhs: Rhs::Vals(Vec::new()),
+            }))
         }
     }
 }
 
 fn target_action(target: &str, goto: bool, opts: &[&Opt], table: &Table) -> Action {
-    let opt = |name: &str| opts.iter().find(|o| o.name == name).and_then(|o| o.args.first()).map(String::as_str);
+    let opt = |name: &str| {
+        opts.iter()
+            .find(|o| o.name == name)
+            .and_then(|o| o.args.first())
+            .map(String::as_str)
+    };
     match target {
         "ACCEPT" => Action::Accept,
         "DROP" => Action::Drop,
         "RETURN" => Action::Return,
-        "REJECT" => Action::Reject(Some(reject_with(opt("--reject-with").unwrap_or("icmp-port-unreachable")))),
-        "QUEUE" | "NFQUEUE" => Action::Unknown(format!("{target} (the packet goes to a user-space program)")),
-        "NOTRACK" => Action::Unknown("NOTRACK (the connection is not tracked, later state matches change)".into()),
-        "CT" if opts.iter().any(|o| o.name == "--notrack") => Action::Unknown("CT --notrack (later state matches change)".into()),
-        "TPROXY" | "DNAT" | "REDIRECT" | "SNAT" | "MASQUERADE" | "NETMAP" => Action::Unknown(format!("{target} (the packet is redirected)")),
-        "LOG" | "NFLOG" | "ULOG" | "MARK" | "CONNMARK" | "TRACE" | "CHECKSUM" | "TCPMSS" | "CLASSIFY" | "DSCP" | "TOS" | "TTL" | "HL" | "SET" | "AUDIT" | "SECMARK"
-        | "CONNSECMARK" | "IDLETIMER" | "CT" | "TEE" | "NFACCT" | "RATEEST" | "SYNPROXY" => Action::Continue,
+        "REJECT" => Action::Reject(Some(reject_with(
+            opt("--reject-with").unwrap_or("icmp-port-unreachable"),
+        ))),
+        "QUEUE" | "NFQUEUE" => Action::Unknown(format!(
+            "{target} (the packet goes to a user-space program)"
+        )),
+        "NOTRACK" => Action::Unknown(
+            "NOTRACK (the connection is not tracked, later state matches change)".into(),
+        ),
+        "CT" if opts.iter().any(|o| o.name == "--notrack") => {
+            Action::Unknown("CT --notrack (later state matches change)".into())
+        }
+        "TPROXY" | "DNAT" | "REDIRECT" | "SNAT" | "MASQUERADE" | "NETMAP" => {
+            Action::Unknown(format!("{target} (the packet is redirected)"))
+        }
+        "LOG" | "NFLOG" | "ULOG" | "MARK" | "CONNMARK" | "TRACE" | "CHECKSUM" | "TCPMSS"
+        | "CLASSIFY" | "DSCP" | "TOS" | "TTL" | "HL" | "SET" | "AUDIT" | "SECMARK"
+        | "CONNSECMARK" | "IDLETIMER" | "CT" | "TEE" | "NFACCT" | "RATEEST" | "SYNPROXY" => {
+            Action::Continue
+        }
         chain if table.chain_id(chain).is_some() => {
             if goto {
                 Action::Goto(chain.to_string())
@@ -429,7 +638,10 @@ fn target_action(target: &str, goto: bool, opts: &[&Opt], table: &Table) -> Acti
 fn reject_with(w: &str) -> String {
     match w {
         "tcp-reset" => "tcp reset".into(),
-        w => match w.strip_prefix("icmp6-").or_else(|| w.strip_prefix("icmpv6-")) {
+        w => match w
+            .strip_prefix("icmp6-")
+            .or_else(|| w.strip_prefix("icmpv6-"))
+        {
             Some(rest) => format!("icmpv6 {rest}"),
             None => match w.strip_prefix("icmp-") {
                 Some(rest) => format!("icmp {rest}"),

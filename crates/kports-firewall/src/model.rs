@@ -143,7 +143,11 @@ impl Table {
         let i = match self.chain_index.get(name) {
             Some(&i) => i,
             None => {
-                self.chains.push(Chain { name: name.to_string(), base: None, rules: Vec::new() });
+                self.chains.push(Chain {
+                    name: name.to_string(),
+                    base: None,
+                    rules: Vec::new(),
+                });
                 let i = self.chains.len() - 1;
                 self.chain_index.insert(name.to_string(), i);
                 i
@@ -285,7 +289,11 @@ impl AddrRange {
         let len = u32::from(len).min(width);
         let host = width - len;
         let mask: u128 = if host == 0 { 0 } else { (1u128 << host) - 1 };
-        AddrRange { v6, lo: x & !mask, hi: x | mask }
+        AddrRange {
+            v6,
+            lo: x & !mask,
+            hi: x | mask,
+        }
     }
 
     pub fn contains(&self, o: &AddrRange) -> bool {
@@ -379,7 +387,10 @@ pub enum Action {
     Goto(String),
     Return,
     /// A verdict map: the packet's `key` picks the action.
-    Vmap { key: Key, map: VmapRef },
+    Vmap {
+        key: Key,
+        map: VmapRef,
+    },
     /// An action whose effect kports does not model (queue to user space, notrack, tproxy).
     Unknown(String),
 }
@@ -446,7 +457,11 @@ mod tests {
         assert_eq!(parse_cidr("::/0").unwrap().prefix_len(), Some(0));
         assert_eq!(parse_cidr("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
         assert_eq!(parse_cidr("fd00::1").unwrap().to_string(), "fd00::1");
-        let odd = AddrRange { v6: false, lo: 1, hi: 5 };
+        let odd = AddrRange {
+            v6: false,
+            lo: 1,
+            hi: 5,
+        };
         assert_eq!(odd.to_string(), "0.0.0.1-0.0.0.5");
         assert!(parse_cidr("10.0.0.0/33").is_none());
         assert!(parse_cidr("127.0.0.1").unwrap().is_loopback());

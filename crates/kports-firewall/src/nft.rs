@@ -36,10 +36,19 @@ pub fn parse_rule_texts(listing: &str) -> RuleTexts {
             }
             continue;
         }
-        let Some((body, h)) = l.rsplit_once("# handle ") else { continue };
-        let Ok(h) = h.trim().parse::<u64>() else { continue };
+        let Some((body, h)) = l.rsplit_once("# handle ") else {
+            continue;
+        };
+        let Ok(h) = h.trim().parse::<u64>() else {
+            continue;
+        };
         let body = body.trim();
-        if body.is_empty() || body.starts_with("chain ") || body.starts_with("set ") || body.starts_with("map ") || body.ends_with('{') {
+        if body.is_empty()
+            || body.starts_with("chain ")
+            || body.starts_with("set ")
+            || body.starts_with("map ")
+            || body.ends_with('{')
+        {
             continue;
         }
         if let Some((f, n)) = &table {
@@ -53,7 +62,10 @@ pub fn parse_rule_texts(listing: &str) -> RuleTexts {
 /// Returns the tables and warnings about elements kports could not read.
 pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, Vec<String>)> {
     let root: Value = serde_json::from_str(json).map_err(Error::NftJson)?;
-    let items = root.get("nftables").and_then(Value::as_array).ok_or(Error::NftShape)?;
+    let items = root
+        .get("nftables")
+        .and_then(Value::as_array)
+        .ok_or(Error::NftShape)?;
     let mut tables: Vec<Table> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     let mut warnings = Vec::new();
@@ -70,7 +82,10 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
         let obj: NfListObject<'_> = match serde_json::from_value(item.clone()) {
             Ok(o) => o,
             Err(e) => {
-                warnings.push(format!("skipped an nft object kports cannot read ({e}): {}", clip(item)));
+                warnings.push(format!(
+                    "skipped an nft object kports cannot read ({e}): {}",
+                    clip(item)
+                ));
                 continue;
             }
         };
@@ -82,7 +97,9 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
                 }
             }
             NfListObject::Chain(c) => {
-                let Some(t) = lookup(&mut tables, &index, c.family, &c.table) else { continue };
+                let Some(t) = lookup(&mut tables, &index, c.family, &c.table) else {
+                    continue;
+                };
                 let chain = t.chain_mut(&c.name);
                 let hook = match c.hook {
                     Some(NfHook::Input) => Some(Hook::Input),
@@ -95,24 +112,44 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
                         Some(NfChainType::Route) => ChainType::Route,
                         _ => ChainType::Filter,
                     };
-                    let policy = if c.policy == Some(NfChainPolicy::Drop) { Policy::Drop } else { Policy::Accept };
-                    chain.base = Some(BaseChain { hook, priority: c.prio.unwrap_or(0), kind, policy });
+                    let policy = if c.policy == Some(NfChainPolicy::Drop) {
+                        Policy::Drop
+                    } else {
+                        Policy::Accept
+                    };
+                    chain.base = Some(BaseChain {
+                        hook,
+                        priority: c.prio.unwrap_or(0),
+                        kind,
+                        policy,
+                    });
                 }
             }
             NfListObject::Set(s) => {
-                let Some(t) = lookup(&mut tables, &index, s.family, &s.table) else { continue };
+                let Some(t) = lookup(&mut tables, &index, s.family, &s.table) else {
+                    continue;
+                };
                 let key = set_key(&s.set_type);
                 let mut elems = Vec::new();
                 for e in s.elem.iter().flat_map(|e| e.iter()) {
                     match vals(e, &key) {
                         Ok(v) => elems.extend(v),
-                        Err(why) => warnings.push(format!("set {} {}: element skipped ({why})", s.table, s.name)),
+                        Err(why) => warnings.push(format!(
+                            "set {} {}: element skipped ({why})",
+                            s.table, s.name
+                        )),
                     }
                 }
-                t.add_set(NamedSet { name: s.name.to_string(), elems, verdicts: None });
+                t.add_set(NamedSet {
+                    name: s.name.to_string(),
+                    elems,
+                    verdicts: None,
+                });
             }
             NfListObject::Map(m) => {
-                let Some(t) = lookup(&mut tables, &index, m.family, &m.table) else { continue };
+                let Some(t) = lookup(&mut tables, &index, m.family, &m.table) else {
+                    continue;
+                };
                 let key = set_key(&m.set_type);
                 let is_verdict = matches!(&m.map, SetTypeValue::Single(st) if format!("{st:?}").eq_ignore_ascii_case("verdict"));
                 let (mut elems, mut verdicts) = (Vec::new(), Vec::new());
@@ -125,14 +162,25 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
                             Ok(vs) => {
                                 for x in vs {
                                     elems.push(x);
-                                    verdicts.push(action.clone().unwrap_or(Action::Unknown("a map value".into())));
+                                    verdicts.push(
+                                        action
+                                            .clone()
+                                            .unwrap_or(Action::Unknown("a map value".into())),
+                                    );
                                 }
                             }
-                            Err(why) => warnings.push(format!("map {} {}: element skipped ({why})", m.table, m.name)),
+                            Err(why) => warnings.push(format!(
+                                "map {} {}: element skipped ({why})",
+                                m.table, m.name
+                            )),
                         }
                     }
                 }
-                t.add_set(NamedSet { name: m.name.to_string(), elems, verdicts: is_verdict.then_some(verdicts) });
+                t.add_set(NamedSet {
+                    name: m.name.to_string(),
+                    elems,
+                    verdicts: is_verdict.then_some(verdicts),
+                });
             }
             _ => {}
         }
@@ -143,17 +191,34 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
         let tname = r.get("table").and_then(Value::as_str).unwrap_or("");
         let cname = r.get("chain").and_then(Value::as_str).unwrap_or("");
         let handle = r.get("handle").and_then(Value::as_u64);
-        let Some(&ti) = index.get(&(fam.to_string(), tname.to_string())) else { continue };
-        let text = handle.and_then(|h| texts.and_then(|t| t.get(&(fam.to_string(), tname.to_string(), h)))).cloned();
+        let Some(&ti) = index.get(&(fam.to_string(), tname.to_string())) else {
+            continue;
+        };
+        let text = handle
+            .and_then(|h| texts.and_then(|t| t.get(&(fam.to_string(), tname.to_string(), h))))
+            .cloned();
         let rule = match serde_json::from_value::<NfListObject<'_>>(item.clone()) {
             Ok(NfListObject::Rule(rule)) => {
                 let (conds, action) = statements(&rule.expr);
                 let text = text.unwrap_or_else(|| render(&conds, &action));
-                Rule { handle, text, conds, action }
+                Rule {
+                    handle,
+                    text,
+                    conds,
+                    action,
+                }
             }
             Ok(_) | Err(_) => {
-                warnings.push(format!("rule {fam} {tname} {cname} handle {} has a statement kports cannot read", handle.unwrap_or(0)));
-                Rule { handle, text: text.unwrap_or_else(|| clip(item)), conds: Vec::new(), action: Action::Unknown("a rule kports cannot read".into()) }
+                warnings.push(format!(
+                    "rule {fam} {tname} {cname} handle {} has a statement kports cannot read",
+                    handle.unwrap_or(0)
+                ));
+                Rule {
+                    handle,
+                    text: text.unwrap_or_else(|| clip(item)),
+                    conds: Vec::new(),
+                    action: Action::Unknown("a rule kports cannot read".into()),
+                }
             }
         };
         tables[ti].chain_mut(cname).rules.push(rule);
@@ -183,7 +248,12 @@ fn family(f: NfFamily) -> Option<TableFamily> {
     }
 }
 
-fn lookup<'t>(tables: &'t mut [Table], index: &HashMap<(String, String), usize>, f: NfFamily, name: &str) -> Option<&'t mut Table> {
+fn lookup<'t>(
+    tables: &'t mut [Table],
+    index: &HashMap<(String, String), usize>,
+    f: NfFamily,
+    name: &str,
+) -> Option<&'t mut Table> {
     let fam = family(f)?;
     let i = *index.get(&(fam.as_str().to_string(), name.to_string()))?;
     tables.get_mut(i)
@@ -192,16 +262,30 @@ fn lookup<'t>(tables: &'t mut [Table], index: &HashMap<(String, String), usize>,
 fn set_key(t: &SetTypeValue<'_>) -> Key {
     fn one(s: &str) -> Key {
         match s {
-            "ipv4_addr" => Key::Addr { dir: Dir::Src, v6: Some(false) },
-            "ipv6_addr" => Key::Addr { dir: Dir::Src, v6: Some(true) },
-            "inet_service" => Key::Port { dir: Dir::Dst, proto: None },
+            "ipv4_addr" => Key::Addr {
+                dir: Dir::Src,
+                v6: Some(false),
+            },
+            "ipv6_addr" => Key::Addr {
+                dir: Dir::Src,
+                v6: Some(true),
+            },
+            "inet_service" => Key::Port {
+                dir: Dir::Dst,
+                proto: None,
+            },
             "inet_proto" => Key::L4Proto,
             "ifname" => Key::Iifname,
             "ct_state" => Key::CtState,
             other => Key::Unknown(other.to_string()),
         }
     }
-    let name = |st: &nftables::schema::SetType| serde_json::to_value(st).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let name = |st: &nftables::schema::SetType| {
+        serde_json::to_value(st)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
     match t {
         SetTypeValue::Single(s) => one(&name(s)),
         SetTypeValue::Concatenated(v) => Key::Concat(v.iter().map(|s| one(&name(s))).collect()),
@@ -222,7 +306,10 @@ fn statements(stmts: &[Statement<'_>]) -> (Vec<Cond>, Action) {
             Statement::Jump(j) => action = Action::Jump(j.target.to_string()),
             Statement::Goto(j) => action = Action::Goto(j.target.to_string()),
             Statement::Reject(r) => {
-                let v = r.as_ref().and_then(|r| serde_json::to_value(r).ok()).unwrap_or(Value::Null);
+                let v = r
+                    .as_ref()
+                    .and_then(|r| serde_json::to_value(r).ok())
+                    .unwrap_or(Value::Null);
                 let ty = v.get("type").and_then(Value::as_str);
                 let code = v.get("expr").and_then(Value::as_str);
                 action = Action::Reject(match (ty, code) {
@@ -235,7 +322,9 @@ fn statements(stmts: &[Statement<'_>]) -> (Vec<Cond>, Action) {
             Statement::VerdictMap(vm) => {
                 let key = key_of(&vm.key);
                 let map = match &vm.data {
-                    Expression::String(s) if s.starts_with('@') => VmapRef::Named(s[1..].to_string()),
+                    Expression::String(s) if s.starts_with('@') => {
+                        VmapRef::Named(s[1..].to_string())
+                    }
                     Expression::Named(NamedExpression::Set(items)) => {
                         let mut out = Vec::new();
                         for it in items {
@@ -248,7 +337,9 @@ fn statements(stmts: &[Statement<'_>]) -> (Vec<Cond>, Action) {
                             match vals(k, &key) {
                                 Ok(vs) => out.extend(vs.into_iter().map(|v| (v, a.clone()))),
                                 Err(why) => {
-                                    action = Action::Unknown(format!("a verdict map kports cannot read ({why})"));
+                                    action = Action::Unknown(format!(
+                                        "a verdict map kports cannot read ({why})"
+                                    ));
                                     return (conds, action);
                                 }
                             }
@@ -267,19 +358,37 @@ fn statements(stmts: &[Statement<'_>]) -> (Vec<Cond>, Action) {
             Statement::CTCount(_) => conds.push(unknown("ct count")),
             Statement::Meter(_) => conds.push(unknown("meter")),
             Statement::XT(x) => {
-                let kind = x.as_ref().and_then(|v| v.get("type")).and_then(Value::as_str).unwrap_or("match");
-                let name = x.as_ref().and_then(|v| v.get("name")).and_then(Value::as_str).unwrap_or("?");
+                let kind = x
+                    .as_ref()
+                    .and_then(|v| v.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("match");
+                let name = x
+                    .as_ref()
+                    .and_then(|v| v.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
                 match (kind, name) {
                     // A comment never changes a verdict.
                     ("match", "comment") => {}
-                    ("match", n) => conds.push(unknown(&format!("xt match {n} (an iptables-nft rule; read with iptables-nft-save)"))),
+                    ("match", n) => conds.push(unknown(&format!(
+                        "xt match {n} (an iptables-nft rule; read with iptables-nft-save)"
+                    ))),
                     (_, "LOG" | "NFLOG" | "MARK" | "CONNMARK" | "CHECKSUM" | "TCPMSS") => {}
                     (_, n) => action = Action::Unknown(format!("xt target {n}")),
                 }
             }
-            Statement::Notrack => action = Action::Unknown("notrack (later state matches change)".into()),
-            Statement::Queue(_) => action = Action::Unknown("queue (the packet goes to a user-space program)".into()),
-            Statement::DNAT(_) | Statement::SNAT(_) | Statement::Redirect(_) | Statement::Masquerade(_) | Statement::TProxy(_) => {
+            Statement::Notrack => {
+                action = Action::Unknown("notrack (later state matches change)".into())
+            }
+            Statement::Queue(_) => {
+                action = Action::Unknown("queue (the packet goes to a user-space program)".into())
+            }
+            Statement::DNAT(_)
+            | Statement::SNAT(_)
+            | Statement::Redirect(_)
+            | Statement::Masquerade(_)
+            | Statement::TProxy(_) => {
                 action = Action::Unknown("nat or tproxy (the packet is redirected)".into())
             }
             Statement::SynProxy(_) => action = Action::Unknown("synproxy".into()),
@@ -291,7 +400,11 @@ fn statements(stmts: &[Statement<'_>]) -> (Vec<Cond>, Action) {
 }
 
 fn unknown(text: &str) -> Cond {
-    Cond { key: Key::Unknown(text.to_string()), neg: false, rhs: Rhs::Vals(Vec::new()) }
+    Cond {
+        key: Key::Unknown(text.to_string()),
+        neg: false,
+        rhs: Rhs::Vals(Vec::new()),
+    }
 }
 
 fn verdict_expr(e: &Expression<'_>) -> Option<Action> {
@@ -325,21 +438,48 @@ fn key_of(e: &Expression<'_>) -> Key {
         Expression::Named(NamedExpression::Payload(Payload::PayloadField(p))) => {
             let proto = proto_number(&p.protocol);
             match (p.protocol.as_ref(), p.field.as_ref()) {
-                ("ip", "saddr") => Key::Addr { dir: Dir::Src, v6: Some(false) },
-                ("ip", "daddr") => Key::Addr { dir: Dir::Dst, v6: Some(false) },
-                ("ip6", "saddr") => Key::Addr { dir: Dir::Src, v6: Some(true) },
-                ("ip6", "daddr") => Key::Addr { dir: Dir::Dst, v6: Some(true) },
-                ("th", "dport") => Key::Port { dir: Dir::Dst, proto: None },
-                ("th", "sport") => Key::Port { dir: Dir::Src, proto: None },
-                ("tcp" | "udp" | "sctp" | "udplite" | "dccp", "dport") => Key::Port { dir: Dir::Dst, proto },
-                ("tcp" | "udp" | "sctp" | "udplite" | "dccp", "sport") => Key::Port { dir: Dir::Src, proto },
+                ("ip", "saddr") => Key::Addr {
+                    dir: Dir::Src,
+                    v6: Some(false),
+                },
+                ("ip", "daddr") => Key::Addr {
+                    dir: Dir::Dst,
+                    v6: Some(false),
+                },
+                ("ip6", "saddr") => Key::Addr {
+                    dir: Dir::Src,
+                    v6: Some(true),
+                },
+                ("ip6", "daddr") => Key::Addr {
+                    dir: Dir::Dst,
+                    v6: Some(true),
+                },
+                ("th", "dport") => Key::Port {
+                    dir: Dir::Dst,
+                    proto: None,
+                },
+                ("th", "sport") => Key::Port {
+                    dir: Dir::Src,
+                    proto: None,
+                },
+                ("tcp" | "udp" | "sctp" | "udplite" | "dccp", "dport") => Key::Port {
+                    dir: Dir::Dst,
+                    proto,
+                },
+                ("tcp" | "udp" | "sctp" | "udplite" | "dccp", "sport") => Key::Port {
+                    dir: Dir::Src,
+                    proto,
+                },
                 ("ip", "protocol") => Key::Concat(vec![Key::NfProto, Key::L4Proto]),
                 ("ip6", "nexthdr") => Key::Concat(vec![Key::NfProto, Key::L4Proto]),
                 (pr, f) => Key::Unknown(format!("{pr} {f}")),
             }
         }
         Expression::Named(NamedExpression::Meta(m)) => {
-            let name = serde_json::to_value(m.key).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let name = serde_json::to_value(m.key)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             match name.as_str() {
                 "l4proto" => Key::L4Proto,
                 "iifname" | "iif" => Key::Iifname,
@@ -355,23 +495,37 @@ fn key_of(e: &Expression<'_>) -> Key {
             "direction" => Key::CtDirection,
             other => Key::Unknown(format!("ct {other}")),
         },
-        Expression::Named(NamedExpression::Concat(parts)) => Key::Concat(parts.iter().map(key_of).collect()),
-        Expression::Named(NamedExpression::Fib(_)) => Key::Unknown("fib (a routing lookup, e.g. reverse-path filtering)".into()),
+        Expression::Named(NamedExpression::Concat(parts)) => {
+            Key::Concat(parts.iter().map(key_of).collect())
+        }
+        Expression::Named(NamedExpression::Fib(_)) => {
+            Key::Unknown("fib (a routing lookup, e.g. reverse-path filtering)".into())
+        }
         Expression::Named(NamedExpression::Socket(_)) => Key::Unknown("socket".into()),
-        Expression::BinaryOperation(_) => Key::Unknown(format!("{} (a bitwise expression)", short_json(e))),
+        Expression::BinaryOperation(_) => {
+            Key::Unknown(format!("{} (a bitwise expression)", short_json(e)))
+        }
         other => Key::Unknown(short_json(other)),
     }
 }
 
 fn short_json(e: &Expression<'_>) -> String {
     let s = serde_json::to_string(e).unwrap_or_default();
-    if s.len() > 80 { format!("{}...", s.chars().take(80).collect::<String>()) } else { s }
+    if s.len() > 80 {
+        format!("{}...", s.chars().take(80).collect::<String>())
+    } else {
+        s
+    }
 }
 
 fn match_cond(m: &Match<'_>) -> Vec<Cond> {
     let key = key_of(&m.left);
     if let Key::Unknown(w) = &key {
-        return vec![unknown(&format!("{w} {} {}", op_symbol(m), short_json(&m.right)))];
+        return vec![unknown(&format!(
+            "{w} {} {}",
+            op_symbol(m),
+            short_json(&m.right)
+        ))];
     }
     let op = op_symbol(m);
     // `ip protocol tcp` reads as "an IPv4 packet whose protocol is tcp".
@@ -380,10 +534,18 @@ fn match_cond(m: &Match<'_>) -> Vec<Cond> {
         && !matches!(&m.right, Expression::Named(NamedExpression::Concat(_)))
     {
         let fam = match &m.left {
-            Expression::Named(NamedExpression::Payload(Payload::PayloadField(p))) if p.protocol == "ip6" => "ipv6",
+            Expression::Named(NamedExpression::Payload(Payload::PayloadField(p)))
+                if p.protocol == "ip6" =>
+            {
+                "ipv6"
+            }
             _ => "ipv4",
         };
-        let mut out = vec![Cond { key: Key::NfProto, neg: false, rhs: Rhs::Vals(vec![Val::Str(fam.into())]) }];
+        let mut out = vec![Cond {
+            key: Key::NfProto,
+            neg: false,
+            rhs: Rhs::Vals(vec![Val::Str(fam.into())]),
+        }];
         out.extend(match_cond_with(Key::L4Proto, op, &m.right));
         return out;
     }
@@ -394,25 +556,52 @@ fn match_cond_with(key: Key, op: &str, right: &Expression<'_>) -> Vec<Cond> {
     if let Expression::String(s) = right
         && let Some(name) = s.strip_prefix('@')
     {
-        return vec![Cond { key, neg: op == "!=", rhs: Rhs::Set(name.to_string()) }];
+        return vec![Cond {
+            key,
+            neg: op == "!=",
+            rhs: Rhs::Set(name.to_string()),
+        }];
     }
     let vs = match vals(right, &key) {
         Ok(v) => v,
-        Err(why) => return vec![unknown(&format!("{key} {op} {} ({why})", short_json(right)))],
+        Err(why) => {
+            return vec![unknown(&format!(
+                "{key} {op} {} ({why})",
+                short_json(right)
+            ))];
+        }
     };
     match op {
-        "==" | "in" => vec![Cond { key, neg: false, rhs: Rhs::Vals(vs) }],
-        "!=" => vec![Cond { key, neg: true, rhs: Rhs::Vals(vs) }],
+        "==" | "in" => vec![Cond {
+            key,
+            neg: false,
+            rhs: Rhs::Vals(vs),
+        }],
+        "!=" => vec![Cond {
+            key,
+            neg: true,
+            rhs: Rhs::Vals(vs),
+        }],
         "<" | ">" | "<=" | ">=" => match vs.as_slice() {
             [Val::Int(x, _)] => {
                 let range = match op {
                     "<" if *x > 0 => Val::Int(0, x - 1),
-                    "<" => return vec![Cond { key, neg: true, rhs: Rhs::Vals(vec![Val::Int(0, u64::MAX)]) }],
+                    "<" => {
+                        return vec![Cond {
+                            key,
+                            neg: true,
+                            rhs: Rhs::Vals(vec![Val::Int(0, u64::MAX)]),
+                        }];
+                    }
                     "<=" => Val::Int(0, *x),
                     ">" => Val::Int(x.saturating_add(1), u64::MAX),
                     _ => Val::Int(*x, u64::MAX),
                 };
-                vec![Cond { key, neg: false, rhs: Rhs::Vals(vec![range]) }]
+                vec![Cond {
+                    key,
+                    neg: false,
+                    rhs: Rhs::Vals(vec![range]),
+                }]
             }
             _ => vec![unknown(&format!("{key} {op} {}", short_json(right)))],
         },
@@ -423,7 +612,10 @@ fn match_cond_with(key: Key, op: &str, right: &Expression<'_>) -> Vec<Cond> {
 /// The operator as nft writes it. The crate names `<` and `>` the other way round, so the
 /// serialized symbol is what counts.
 fn op_symbol(m: &Match<'_>) -> &'static str {
-    let s = serde_json::to_value(m.op).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let s = serde_json::to_value(m.op)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     match s.as_str() {
         "==" => "==",
         "!=" => "!=",
@@ -440,7 +632,11 @@ fn op_symbol(m: &Match<'_>) -> &'static str {
 /// The values an expression stands for, read as values of `key`.
 fn vals(e: &Expression<'_>, key: &Key) -> Result<Vec<Val>, String> {
     match e {
-        Expression::List(items) => items.iter().map(|i| vals(i, key)).collect::<Result<Vec<_>, _>>().map(|v| v.concat()),
+        Expression::List(items) => items
+            .iter()
+            .map(|i| vals(i, key))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.concat()),
         Expression::Named(NamedExpression::Set(items)) => {
             let mut out = Vec::new();
             for it in items {
@@ -453,9 +649,12 @@ fn vals(e: &Expression<'_>, key: &Key) -> Result<Vec<Val>, String> {
         }
         Expression::Named(NamedExpression::Elem(el)) => vals(&el.val, key),
         Expression::Named(NamedExpression::Prefix(p)) => {
-            let Expression::String(a) = p.addr.as_ref() else { return Err("prefix of a non-address".into()) };
+            let Expression::String(a) = p.addr.as_ref() else {
+                return Err("prefix of a non-address".into());
+            };
             let len = u8::try_from(p.len).map_err(|_| "prefix length out of range")?;
-            let r = parse_cidr(&format!("{a}/{len}")).ok_or_else(|| format!("bad prefix {a}/{len}"))?;
+            let r =
+                parse_cidr(&format!("{a}/{len}")).ok_or_else(|| format!("bad prefix {a}/{len}"))?;
             Ok(vec![Val::Addr(r)])
         }
         Expression::Range(r) => {
@@ -463,7 +662,11 @@ fn vals(e: &Expression<'_>, key: &Key) -> Result<Vec<Val>, String> {
             let hi = one(&r.range[1], key)?;
             match (lo, hi) {
                 (Val::Int(a, _), Val::Int(_, b)) => Ok(vec![Val::Int(a.min(b), a.max(b))]),
-                (Val::Addr(a), Val::Addr(b)) if a.v6 == b.v6 => Ok(vec![Val::Addr(AddrRange { v6: a.v6, lo: a.lo.min(b.lo), hi: a.hi.max(b.hi) })]),
+                (Val::Addr(a), Val::Addr(b)) if a.v6 == b.v6 => Ok(vec![Val::Addr(AddrRange {
+                    v6: a.v6,
+                    lo: a.lo.min(b.lo),
+                    hi: a.hi.max(b.hi),
+                })]),
                 _ => Err("a range of mixed values".into()),
             }
         }
@@ -487,21 +690,33 @@ fn one(e: &Expression<'_>, key: &Key) -> Result<Val, String> {
         Expression::Number(n) => Ok(Val::Int(u64::from(*n), u64::from(*n))),
         Expression::Boolean(b) => Ok(Val::Int(u64::from(*b), u64::from(*b))),
         Expression::String(s) => string_val(s, key),
-        Expression::Named(NamedExpression::Prefix(_)) | Expression::Range(_) | Expression::Named(NamedExpression::Concat(_)) | Expression::Named(NamedExpression::Elem(_)) => {
-            vals(e, key)?.into_iter().next().ok_or_else(|| "empty value".into())
-        }
+        Expression::Named(NamedExpression::Prefix(_))
+        | Expression::Range(_)
+        | Expression::Named(NamedExpression::Concat(_))
+        | Expression::Named(NamedExpression::Elem(_)) => vals(e, key)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| "empty value".into()),
         other => Err(format!("value {}", short_json(other))),
     }
 }
 
 fn string_val(s: &str, key: &Key) -> Result<Val, String> {
     match key {
-        Key::Addr { .. } => parse_cidr(s).map(Val::Addr).ok_or_else(|| format!("bad address {s}")),
-        Key::Port { .. } => service_port(s).map(|p| Val::Int(p.into(), p.into())).ok_or_else(|| format!("unknown service {s}")),
-        Key::L4Proto => proto_number(s).map(|p| Val::Int(p.into(), p.into())).ok_or_else(|| format!("unknown protocol {s}")),
+        Key::Addr { .. } => parse_cidr(s)
+            .map(Val::Addr)
+            .ok_or_else(|| format!("bad address {s}")),
+        Key::Port { .. } => service_port(s)
+            .map(|p| Val::Int(p.into(), p.into()))
+            .ok_or_else(|| format!("unknown service {s}")),
+        Key::L4Proto => proto_number(s)
+            .map(|p| Val::Int(p.into(), p.into()))
+            .ok_or_else(|| format!("unknown protocol {s}")),
         // A trailing `*` is a wildcard, as the evaluator reads it.
         Key::Iifname | Key::Oifname => Ok(Val::Str(s.to_string())),
-        Key::NfProto | Key::CtState | Key::CtStatus | Key::CtDirection | Key::PktType => Ok(Val::Str(s.to_ascii_lowercase())),
+        Key::NfProto | Key::CtState | Key::CtStatus | Key::CtDirection | Key::PktType => {
+            Ok(Val::Str(s.to_ascii_lowercase()))
+        }
         _ => Ok(Val::Str(s.to_string())),
     }
 }
@@ -524,7 +739,10 @@ pub fn action_text(a: &Action) -> String {
         Action::Jump(c) => format!("jump {c}"),
         Action::Goto(c) => format!("goto {c}"),
         Action::Return => "return".into(),
-        Action::Vmap { key, map: VmapRef::Named(n) } => format!("{key} vmap @{n}"),
+        Action::Vmap {
+            key,
+            map: VmapRef::Named(n),
+        } => format!("{key} vmap @{n}"),
         Action::Vmap { key, .. } => format!("{key} vmap {{ ... }}"),
         Action::Unknown(w) => w.clone(),
     }

@@ -117,9 +117,17 @@ fn allows(req: &PlanRequest, notes: &mut Vec<String>) -> Vec<Allow> {
                 SourceKind::LoadBalancers => "--load-balancers",
                 _ => "--sources",
             };
-            notes.push(format!("{} ({}) is needed by {} sources but none were given ({flag}): it stays closed", p.label(), p.component, p.from.as_str()));
+            notes.push(format!(
+                "{} ({}) is needed by {} sources but none were given ({flag}): it stays closed",
+                p.label(),
+                p.component,
+                p.from.as_str()
+            ));
         }
-        out.push(Allow { port: p.clone(), sources });
+        out.push(Allow {
+            port: p.clone(),
+            sources,
+        });
     }
     out
 }
@@ -143,17 +151,33 @@ pub fn plan(rs: &Ruleset, req: &PlanRequest, firewalld_zone: Option<&str>) -> Pl
         Some(sim) => conflicts(&Evaluator::new(sim), &allows, |_| false),
         None => {
             let backend = req.backend;
-            conflicts(&ev, &allows, move |r: &RuleRef| owned_by_manager(backend, r))
+            conflicts(&ev, &allows, move |r: &RuleRef| {
+                owned_by_manager(backend, r)
+            })
         }
     };
     if rs.unread.iter().any(|_| true) {
-        let unread: Vec<String> = rs.unread.iter().map(|u| format!("{} ({})", u.source, u.reason)).collect();
-        notes.push(format!("not readable: {}; conflicts with those rules cannot be shown", unread.join(", ")));
+        let unread: Vec<String> = rs
+            .unread
+            .iter()
+            .map(|u| format!("{} ({})", u.source, u.reason))
+            .collect();
+        notes.push(format!(
+            "not readable: {}; conflicts with those rules cannot be shown",
+            unread.join(", ")
+        ));
     }
     if req.backend == PlanBackend::Firewalld {
         notes.push("rules are added to the running configuration and to the permanent one, without `firewall-cmd --reload` (a reload flushes kube-proxy's and the CNI's rules on the iptables backend)".into());
     }
-    Plan { backend: req.backend, script, intents, chain_diff, conflicts, notes }
+    Plan {
+        backend: req.backend,
+        script,
+        intents,
+        chain_diff,
+        conflicts,
+        notes,
+    }
 }
 
 fn intents(ev: &Evaluator<'_>, req: &PlanRequest, allows: &[Allow]) -> Vec<Intent> {
@@ -175,10 +199,24 @@ fn intents(ev: &Evaluator<'_>, req: &PlanRequest, allows: &[Allow]) -> Vec<Inten
 }
 
 fn intent(ev: &Evaluator<'_>, port: &RequiredPort, src: AddrRange, open: bool) -> Intent {
-    let p = Packet { v6: src.v6, proto: port.proto_number(), dport: port.lo, src, dst: None, iif: None };
+    let p = Packet {
+        v6: src.v6,
+        proto: port.proto_number(),
+        dport: port.lo,
+        src,
+        dst: None,
+        iif: None,
+    };
     let segs = ev.judge_ports(&p, port.lo, port.hi);
     // The first stretch that differs from the wish speaks for the range.
-    let now = segs.iter().find(|s| s.2.is_open() != Some(open)).or(segs.first()).map(|s| s.2.clone()).unwrap_or(Judgement::Unknown { reason: "no ports".into() });
+    let now = segs
+        .iter()
+        .find(|s| s.2.is_open() != Some(open))
+        .or(segs.first())
+        .map(|s| s.2.clone())
+        .unwrap_or(Judgement::Unknown {
+            reason: "no ports".into(),
+        });
     let already = if segs.iter().all(|s| s.2.is_open() == Some(open)) {
         Some(true)
     } else if segs.iter().any(|s| s.2.is_open() == Some(!open)) {
@@ -186,21 +224,48 @@ fn intent(ev: &Evaluator<'_>, port: &RequiredPort, src: AddrRange, open: bool) -
     } else {
         None
     };
-    Intent { port: port.label(), component: port.component.clone(), source: src.to_string(), open, now, already }
+    Intent {
+        port: port.label(),
+        component: port.component.clone(),
+        source: src.to_string(),
+        open,
+        now,
+        already,
+    }
 }
 
-fn conflicts(ev: &Evaluator<'_>, allows: &[Allow], owned: impl Fn(&RuleRef) -> bool) -> Vec<Conflict> {
+fn conflicts(
+    ev: &Evaluator<'_>,
+    allows: &[Allow],
+    owned: impl Fn(&RuleRef) -> bool,
+) -> Vec<Conflict> {
     let mut out = Vec::new();
     for a in allows {
         for s in &a.sources {
-            let p = Packet { v6: s.v6, proto: a.port.proto_number(), dport: a.port.lo, src: *s, dst: None, iif: None };
+            let p = Packet {
+                v6: s.v6,
+                proto: a.port.proto_number(),
+                dport: a.port.lo,
+                src: *s,
+                dst: None,
+                iif: None,
+            };
             for (lo, hi, j) in ev.judge_ports(&p, a.port.lo, a.port.hi) {
                 let Some(by) = j.blocker() else { continue };
                 if owned(by) {
                     continue;
                 }
-                let port = RequiredPort { lo, hi, ..a.port.clone() };
-                out.push(Conflict { port: port.label(), source: s.to_string(), fix: fix_command(by, &port, *s), blocked_by: by.clone() });
+                let port = RequiredPort {
+                    lo,
+                    hi,
+                    ..a.port.clone()
+                };
+                out.push(Conflict {
+                    port: port.label(),
+                    source: s.to_string(),
+                    fix: fix_command(by, &port, *s),
+                    blocked_by: by.clone(),
+                });
             }
         }
     }
@@ -210,18 +275,33 @@ fn conflicts(ev: &Evaluator<'_>, allows: &[Allow], owned: impl Fn(&RuleRef) -> b
 /// Rules that firewalld or ufw own: the plan for that manager changes their outcome.
 fn owned_by_manager(b: PlanBackend, r: &RuleRef) -> bool {
     match b {
-        PlanBackend::Firewalld => r.table == "inet firewalld" || r.chain.starts_with("IN_") || r.chain.ends_with("_ZONES") || r.chain.starts_with("filter_IN"),
-        PlanBackend::Ufw => r.chain.starts_with("ufw") || (r.chain == "INPUT" && r.position.is_none()),
+        PlanBackend::Firewalld => {
+            r.table == "inet firewalld"
+                || r.chain.starts_with("IN_")
+                || r.chain.ends_with("_ZONES")
+                || r.chain.starts_with("filter_IN")
+        }
+        PlanBackend::Ufw => {
+            r.chain.starts_with("ufw") || (r.chain == "INPUT" && r.position.is_none())
+        }
         _ => false,
     }
 }
 
 fn port_nft(lo: u16, hi: u16) -> String {
-    if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
 }
 
 fn port_ipt(lo: u16, hi: u16) -> String {
-    if lo == hi { lo.to_string() } else { format!("{lo}:{hi}") }
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}:{hi}")
+    }
 }
 
 /// The command that accepts `port` from `src` in the chain of rule `by`, before it.
@@ -230,17 +310,40 @@ fn fix_command(by: &RuleRef, port: &RequiredPort, src: AddrRange) -> String {
     match by.backend {
         Backend::Nft => {
             let fam = if src.v6 { "ip6" } else { "ip" };
-            let m = format!("{fam} saddr {src} {} dport {} accept", port.proto.as_str(), port_nft(port.lo, port.hi));
+            let m = format!(
+                "{fam} saddr {src} {} dport {} accept",
+                port.proto.as_str(),
+                port_nft(port.lo, port.hi)
+            );
             match (by.handle, by.position) {
-                (Some(h), _) => format!("nft insert rule {} {} position {h} {m}", by.table, by.chain),
-                (None, Some(pos)) => format!("nft insert rule {} {} index {} {m}", by.table, by.chain, pos - 1),
+                (Some(h), _) => {
+                    format!("nft insert rule {} {} position {h} {m}", by.table, by.chain)
+                }
+                (None, Some(pos)) => format!(
+                    "nft insert rule {} {} index {} {m}",
+                    by.table,
+                    by.chain,
+                    pos - 1
+                ),
                 (None, None) => format!("nft add rule {} {} {m}", by.table, by.chain),
             }
         }
         Backend::IptablesNft | Backend::IptablesLegacy => {
-            let v = if by.backend == Backend::IptablesNft { "nft" } else { "legacy" };
-            let cmd = if src.v6 { format!("ip6tables-{v}") } else { format!("iptables-{v}") };
-            let m = format!("-s {src} -p {} --dport {} -j ACCEPT", port.proto.as_str(), port_ipt(port.lo, port.hi));
+            let v = if by.backend == Backend::IptablesNft {
+                "nft"
+            } else {
+                "legacy"
+            };
+            let cmd = if src.v6 {
+                format!("ip6tables-{v}")
+            } else {
+                format!("iptables-{v}")
+            };
+            let m = format!(
+                "-s {src} -p {} --dport {} -j ACCEPT",
+                port.proto.as_str(),
+                port_ipt(port.lo, port.hi)
+            );
             match by.position {
                 Some(pos) => format!("{cmd} -w -t {table} -I {} {pos} {m}", by.chain),
                 None => format!("{cmd} -w -t {table} -A {} {m}", by.chain),
@@ -263,7 +366,13 @@ fn merge(mut v: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
 }
 
 fn closed_ports(allows: &[Allow], proto: Proto) -> Vec<(u16, u16)> {
-    merge(allows.iter().filter(|a| a.port.proto == proto).map(|a| (a.port.lo, a.port.hi)).collect())
+    merge(
+        allows
+            .iter()
+            .filter(|a| a.port.proto == proto)
+            .map(|a| (a.port.lo, a.port.hi))
+            .collect(),
+    )
 }
 
 fn comment(a: &Allow) -> String {
@@ -289,11 +398,20 @@ fn norm(s: &str) -> String {
 
 fn diff(current: &[String], planned: &[String]) -> Vec<DiffLine> {
     let cur: Vec<String> = current.iter().map(|s| norm(s)).collect();
-    let mut out: Vec<DiffLine> = planned.iter().map(|p| DiffLine { op: if cur.contains(&norm(p)) { '=' } else { '+' }, text: p.clone() }).collect();
+    let mut out: Vec<DiffLine> = planned
+        .iter()
+        .map(|p| DiffLine {
+            op: if cur.contains(&norm(p)) { '=' } else { '+' },
+            text: p.clone(),
+        })
+        .collect();
     let planned_n: Vec<String> = planned.iter().map(|s| norm(s)).collect();
     for (c, raw) in cur.iter().zip(current) {
         if !planned_n.contains(c) {
-            out.push(DiffLine { op: '-', text: raw.clone() });
+            out.push(DiffLine {
+                op: '-',
+                text: raw.clone(),
+            });
         }
     }
     out
@@ -304,14 +422,35 @@ fn diff(current: &[String], planned: &[String]) -> Vec<DiffLine> {
 /// The rules of `inet kports input`, as `nft list` prints them, with their model.
 fn nft_rules(allows: &[Allow]) -> Vec<(String, Rule)> {
     let mut out = Vec::new();
-    let rule = |conds: Vec<Cond>, action: Action, text: String| (text.clone(), Rule { handle: None, text, conds, action });
-    let cond = |key: Key, vals: Vec<Val>| Cond { key, neg: false, rhs: Rhs::Vals(vals) };
+    let rule = |conds: Vec<Cond>, action: Action, text: String| {
+        (
+            text.clone(),
+            Rule {
+                handle: None,
+                text,
+                conds,
+                action,
+            },
+        )
+    };
+    let cond = |key: Key, vals: Vec<Val>| Cond {
+        key,
+        neg: false,
+        rhs: Rhs::Vals(vals),
+    };
     out.push(rule(
-        vec![cond(Key::CtState, vec![Val::Str("established".into()), Val::Str("related".into())])],
+        vec![cond(
+            Key::CtState,
+            vec![Val::Str("established".into()), Val::Str("related".into())],
+        )],
         Action::Accept,
         "ct state established,related accept".into(),
     ));
-    out.push(rule(vec![cond(Key::Iifname, vec![Val::Str("lo".into())])], Action::Accept, "iifname \"lo\" accept".into()));
+    out.push(rule(
+        vec![cond(Key::Iifname, vec![Val::Str("lo".into())])],
+        Action::Accept,
+        "iifname \"lo\" accept".into(),
+    ));
     for a in allows {
         for v6 in [false, true] {
             let srcs: Vec<AddrRange> = a.sources.iter().copied().filter(|s| s.v6 == v6).collect();
@@ -319,13 +458,40 @@ fn nft_rules(allows: &[Allow]) -> Vec<(String, Rule)> {
                 continue;
             }
             let fam = if v6 { "ip6" } else { "ip" };
-            let set = if srcs.len() == 1 { srcs[0].to_string() } else { format!("{{ {} }}", srcs.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")) };
+            let set = if srcs.len() == 1 {
+                srcs[0].to_string()
+            } else {
+                format!(
+                    "{{ {} }}",
+                    srcs.iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             let proto = a.port.proto_number();
-            let text = format!("{fam} saddr {set} {} dport {} accept comment \"{}\"", a.port.proto.as_str(), port_nft(a.port.lo, a.port.hi), comment(a));
+            let text = format!(
+                "{fam} saddr {set} {} dport {} accept comment \"{}\"",
+                a.port.proto.as_str(),
+                port_nft(a.port.lo, a.port.hi),
+                comment(a)
+            );
             out.push(rule(
                 vec![
-                    cond(Key::Addr { dir: Dir::Src, v6: Some(v6) }, srcs.iter().map(|s| Val::Addr(*s)).collect()),
-                    cond(Key::Port { dir: Dir::Dst, proto: Some(proto) }, vec![Val::Int(a.port.lo.into(), a.port.hi.into())]),
+                    cond(
+                        Key::Addr {
+                            dir: Dir::Src,
+                            v6: Some(v6),
+                        },
+                        srcs.iter().map(|s| Val::Addr(*s)).collect(),
+                    ),
+                    cond(
+                        Key::Port {
+                            dir: Dir::Dst,
+                            proto: Some(proto),
+                        },
+                        vec![Val::Int(a.port.lo.into(), a.port.hi.into())],
+                    ),
                 ],
                 Action::Accept,
                 text,
@@ -338,15 +504,31 @@ fn nft_rules(allows: &[Allow]) -> Vec<(String, Rule)> {
             continue;
         }
         let list: Vec<String> = ports.iter().map(|&(lo, hi)| port_nft(lo, hi)).collect();
-        let set = if list.len() == 1 { list[0].clone() } else { format!("{{ {} }}", list.join(", ")) };
+        let set = if list.len() == 1 {
+            list[0].clone()
+        } else {
+            format!("{{ {} }}", list.join(", "))
+        };
         let (with, verb) = match proto {
             Proto::Tcp => (Some("tcp reset".to_string()), "reject with tcp reset"),
             Proto::Udp => (None, "reject"),
         };
         let pn = if proto == Proto::Tcp { 6 } else { 17 };
-        let text = format!("{} dport {set} {verb} comment \"kports: required ports, closed to other sources\"", proto.as_str());
+        let text = format!(
+            "{} dport {set} {verb} comment \"kports: required ports, closed to other sources\"",
+            proto.as_str()
+        );
         out.push(rule(
-            vec![cond(Key::Port { dir: Dir::Dst, proto: Some(pn) }, ports.iter().map(|&(lo, hi)| Val::Int(lo.into(), hi.into())).collect())],
+            vec![cond(
+                Key::Port {
+                    dir: Dir::Dst,
+                    proto: Some(pn),
+                },
+                ports
+                    .iter()
+                    .map(|&(lo, hi)| Val::Int(lo.into(), hi.into()))
+                    .collect(),
+            )],
             Action::Reject(with),
             text,
         ));
@@ -359,7 +541,10 @@ fn nft_plan(rs: &Ruleset, allows: &[Allow]) -> (String, Vec<DiffLine>, Option<Ru
     let mut s = String::new();
     s.push_str("nft -f - <<'EOF'\n");
     let _ = writeln!(s, "add table inet {NFT_TABLE}");
-    let _ = writeln!(s, "add chain inet {NFT_TABLE} {NFT_CHAIN} {{ type filter hook input priority filter - 10; policy accept; }}");
+    let _ = writeln!(
+        s,
+        "add chain inet {NFT_TABLE} {NFT_CHAIN} {{ type filter hook input priority filter - 10; policy accept; }}"
+    );
     let _ = writeln!(s, "flush chain inet {NFT_TABLE} {NFT_CHAIN}");
     for (text, _) in &rules {
         let _ = writeln!(s, "add rule inet {NFT_TABLE} {NFT_CHAIN} {text}");
@@ -375,10 +560,17 @@ fn nft_plan(rs: &Ruleset, allows: &[Allow]) -> (String, Vec<DiffLine>, Option<Ru
     let planned: Vec<String> = rules.iter().map(|(t, _)| t.clone()).collect();
     let diff = diff(&current, &planned);
     let mut sim = rs.clone();
-    sim.tables.retain(|t| !(t.backend == Backend::Nft && t.family == TableFamily::Inet && t.name == NFT_TABLE));
+    sim.tables.retain(|t| {
+        !(t.backend == Backend::Nft && t.family == TableFamily::Inet && t.name == NFT_TABLE)
+    });
     let mut t = Table::new(Backend::Nft, TableFamily::Inet, NFT_TABLE);
     let c = t.chain_mut(NFT_CHAIN);
-    c.base = Some(BaseChain { hook: Hook::Input, priority: -10, kind: ChainType::Filter, policy: Policy::Accept });
+    c.base = Some(BaseChain {
+        hook: Hook::Input,
+        priority: -10,
+        kind: ChainType::Filter,
+        policy: Policy::Accept,
+    });
     c.rules = rules.into_iter().map(|(_, r)| r).collect();
     sim.tables.push(t);
     (s, diff, Some(sim))
@@ -399,7 +591,11 @@ fn ipt_lines(allows: &[Allow], v6: bool) -> Vec<String> {
                 None => s.to_string(),
             };
             let p = a.port.proto.as_str();
-            let src_opt = if s.prefix_len().is_some() { format!("-s {src}") } else { format!("-m iprange --src-range {src}") };
+            let src_opt = if s.prefix_len().is_some() {
+                format!("-s {src}")
+            } else {
+                format!("-m iprange --src-range {src}")
+            };
             out.push(format!("-A {IPT_CHAIN} {src_opt} -p {p} -m {p} --dport {} -m comment --comment \"{}\" -j ACCEPT", port_ipt(a.port.lo, a.port.hi), comment(a)));
         }
     }
@@ -437,11 +633,27 @@ fn ipt_lines(allows: &[Allow], v6: bool) -> Vec<String> {
     out
 }
 
-fn iptables_plan(rs: &Ruleset, allows: &[Allow], notes: &mut Vec<String>) -> (String, Vec<DiffLine>, Option<Ruleset>) {
+fn iptables_plan(
+    rs: &Ruleset,
+    allows: &[Allow],
+    notes: &mut Vec<String>,
+) -> (String, Vec<DiffLine>, Option<Ruleset>) {
     // Use the variant whose tables hold rules (kube-proxy's and the CNI's live there).
-    let holds = |b: Backend| rs.tables.iter().any(|t| t.backend == b && t.chains.iter().any(|c| !c.rules.is_empty()));
-    let backend = if holds(Backend::IptablesLegacy) && !holds(Backend::IptablesNft) { Backend::IptablesLegacy } else { Backend::IptablesNft };
-    let v = if backend == Backend::IptablesLegacy { "legacy" } else { "nft" };
+    let holds = |b: Backend| {
+        rs.tables
+            .iter()
+            .any(|t| t.backend == b && t.chains.iter().any(|c| !c.rules.is_empty()))
+    };
+    let backend = if holds(Backend::IptablesLegacy) && !holds(Backend::IptablesNft) {
+        Backend::IptablesLegacy
+    } else {
+        Backend::IptablesNft
+    };
+    let v = if backend == Backend::IptablesLegacy {
+        "legacy"
+    } else {
+        "nft"
+    };
     if holds(Backend::IptablesLegacy) && holds(Backend::IptablesNft) {
         notes.push("both iptables-legacy and iptables-nft tables hold rules; the plan uses iptables-nft (both are judged: a legacy drop still blocks)".into());
     }
@@ -458,14 +670,28 @@ fn iptables_plan(rs: &Ruleset, allows: &[Allow], notes: &mut Vec<String>) -> (St
     for v6 in families {
         let lines = ipt_lines(allows, v6);
         let pre = if v6 { "ip6tables" } else { "iptables" };
-        let wait = if backend == Backend::IptablesLegacy { " -w" } else { "" };
-        let _ = writeln!(script, "{pre}-{v}-restore{wait} --noflush <<'EOF'\n*filter\n:{IPT_CHAIN} - [0:0]");
+        let wait = if backend == Backend::IptablesLegacy {
+            " -w"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            script,
+            "{pre}-{v}-restore{wait} --noflush <<'EOF'\n*filter\n:{IPT_CHAIN} - [0:0]"
+        );
         for l in &lines {
             let _ = writeln!(script, "{l}");
         }
         let _ = writeln!(script, "COMMIT\nEOF");
-        let _ = writeln!(script, "{pre}-{v} -w -C INPUT -j {IPT_CHAIN} 2>/dev/null || {pre}-{v} -w -I INPUT 1 -j {IPT_CHAIN}");
-        let family = if v6 { TableFamily::Ip6 } else { TableFamily::Ip };
+        let _ = writeln!(
+            script,
+            "{pre}-{v} -w -C INPUT -j {IPT_CHAIN} 2>/dev/null || {pre}-{v} -w -I INPUT 1 -j {IPT_CHAIN}"
+        );
+        let family = if v6 {
+            TableFamily::Ip6
+        } else {
+            TableFamily::Ip
+        };
         let current: Vec<String> = rs
             .tables
             .iter()
@@ -475,14 +701,32 @@ fn iptables_plan(rs: &Ruleset, allows: &[Allow], notes: &mut Vec<String>) -> (St
             .unwrap_or_default();
         diff_lines.extend(diff(&current, &lines));
         // The ruleset after applying: kports's chain, and the jump at the top of INPUT.
-        let dump = format!("*filter\n:INPUT ACCEPT [0:0]\n:{IPT_CHAIN} - [0:0]\n{}\nCOMMIT\n", lines.join("\n"));
+        let dump = format!(
+            "*filter\n:INPUT ACCEPT [0:0]\n:{IPT_CHAIN} - [0:0]\n{}\nCOMMIT\n",
+            lines.join("\n")
+        );
         let (parsed, _) = iptables::parse_save(&dump, backend, v6);
-        let Some(chain) = parsed.into_iter().next().and_then(|t| t.chain(IPT_CHAIN).cloned()) else { continue };
-        let idx = match sim.tables.iter().position(|t| t.backend == backend && t.family == family && t.name == "filter") {
+        let Some(chain) = parsed
+            .into_iter()
+            .next()
+            .and_then(|t| t.chain(IPT_CHAIN).cloned())
+        else {
+            continue;
+        };
+        let idx = match sim
+            .tables
+            .iter()
+            .position(|t| t.backend == backend && t.family == family && t.name == "filter")
+        {
             Some(i) => i,
             None => {
                 let mut t = Table::new(backend, family, "filter");
-                t.chain_mut("INPUT").base = Some(BaseChain { hook: Hook::Input, priority: 0, kind: ChainType::Filter, policy: Policy::Accept });
+                t.chain_mut("INPUT").base = Some(BaseChain {
+                    hook: Hook::Input,
+                    priority: 0,
+                    kind: ChainType::Filter,
+                    policy: Policy::Accept,
+                });
                 sim.tables.push(t);
                 sim.tables.len() - 1
             }
@@ -490,8 +734,20 @@ fn iptables_plan(rs: &Ruleset, allows: &[Allow], notes: &mut Vec<String>) -> (St
         let t = &mut sim.tables[idx];
         t.chain_mut(IPT_CHAIN).rules = chain.rules;
         let input = t.chain_mut("INPUT");
-        if !input.rules.iter().any(|r| r.action == Action::Jump(IPT_CHAIN.into()) && r.conds.is_empty()) {
-            input.rules.insert(0, Rule { handle: None, text: format!("-A INPUT -j {IPT_CHAIN}"), conds: Vec::new(), action: Action::Jump(IPT_CHAIN.into()) });
+        if !input
+            .rules
+            .iter()
+            .any(|r| r.action == Action::Jump(IPT_CHAIN.into()) && r.conds.is_empty())
+        {
+            input.rules.insert(
+                0,
+                Rule {
+                    handle: None,
+                    text: format!("-A INPUT -j {IPT_CHAIN}"),
+                    conds: Vec::new(),
+                    action: Action::Jump(IPT_CHAIN.into()),
+                },
+            );
         }
     }
     (script, diff_lines, Some(sim))
@@ -518,13 +774,19 @@ fn firewalld_script(allows: &[Allow], zone: &str) -> String {
     }
     for (proto, ports) in closed {
         for (lo, hi) in ports {
-            rules.push(format!("rule priority=\"-5\" port port=\"{}\" protocol=\"{proto}\" reject", port_nft(lo, hi)));
+            rules.push(format!(
+                "rule priority=\"-5\" port port=\"{}\" protocol=\"{proto}\" reject",
+                port_nft(lo, hi)
+            ));
         }
     }
     for r in rules {
         // Adding a rule that exists is a warning, not an error: safe to run twice.
         let _ = writeln!(s, "firewall-cmd --zone={zone} --add-rich-rule='{r}'");
-        let _ = writeln!(s, "firewall-cmd --permanent --zone={zone} --add-rich-rule='{r}'");
+        let _ = writeln!(
+            s,
+            "firewall-cmd --permanent --zone={zone} --add-rich-rule='{r}'"
+        );
     }
     s
 }
@@ -545,7 +807,12 @@ fn ufw_script(allows: &[Allow]) -> String {
     }
     for proto in [Proto::Tcp, Proto::Udp] {
         for (lo, hi) in closed_ports(allows, proto) {
-            let _ = writeln!(s, "ufw reject proto {} to any port {} comment 'kports: closed to other sources'", proto.as_str(), port_ipt(lo, hi));
+            let _ = writeln!(
+                s,
+                "ufw reject proto {} to any port {} comment 'kports: closed to other sources'",
+                proto.as_str(),
+                port_ipt(lo, hi)
+            );
         }
     }
     s
@@ -557,13 +824,28 @@ mod tests {
 
     #[test]
     fn merging_port_ranges() {
-        assert_eq!(merge(vec![(10257, 10257), (10250, 10250), (10256, 10256), (2379, 2380), (6443, 6443)]), vec![(2379, 2380), (6443, 6443), (10250, 10250), (10256, 10257)]);
-        assert_eq!(merge(vec![(30000, 32767), (31000, 31000)]), vec![(30000, 32767)]);
+        assert_eq!(
+            merge(vec![
+                (10257, 10257),
+                (10250, 10250),
+                (10256, 10256),
+                (2379, 2380),
+                (6443, 6443)
+            ]),
+            vec![(2379, 2380), (6443, 6443), (10250, 10250), (10256, 10257)]
+        );
+        assert_eq!(
+            merge(vec![(30000, 32767), (31000, 31000)]),
+            vec![(30000, 32767)]
+        );
     }
 
     #[test]
     fn normalising_counters() {
-        assert_eq!(norm("tcp dport 22  counter packets 5 bytes 300 accept"), "tcp dport 22 accept");
+        assert_eq!(
+            norm("tcp dport 22  counter packets 5 bytes 300 accept"),
+            "tcp dport 22 accept"
+        );
         assert_eq!(norm("iifname \"lo\" accept"), "iifname \"lo\" accept");
     }
 }

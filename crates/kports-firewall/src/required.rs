@@ -66,12 +66,22 @@ pub struct RequiredPort {
 
 impl RequiredPort {
     pub fn new(proto: Proto, lo: u16, hi: u16, from: SourceKind, component: &str) -> RequiredPort {
-        RequiredPort { proto, lo, hi, from, component: component.to_string() }
+        RequiredPort {
+            proto,
+            lo,
+            hi,
+            from,
+            component: component.to_string(),
+        }
     }
 
     /// `tcp/6443`, `udp/30000-32767`.
     pub fn label(&self) -> String {
-        if self.lo == self.hi { format!("{}/{}", self.proto.as_str(), self.lo) } else { format!("{}/{}-{}", self.proto.as_str(), self.lo, self.hi) }
+        if self.lo == self.hi {
+            format!("{}/{}", self.proto.as_str(), self.lo)
+        } else {
+            format!("{}/{}-{}", self.proto.as_str(), self.lo, self.hi)
+        }
     }
 
     pub fn proto_number(&self) -> u8 {
@@ -105,14 +115,50 @@ impl PortCatalog for BuiltinCatalog {
         if role == Role::ControlPlane {
             v.push(RequiredPort::new(Tcp, 6443, 6443, All, "kube-apiserver"));
             v.push(RequiredPort::new(Tcp, 2379, 2380, ControlPlane, "etcd"));
-            v.push(RequiredPort::new(Tcp, 10257, 10257, SelfOnly, "kube-controller-manager"));
-            v.push(RequiredPort::new(Tcp, 10259, 10259, SelfOnly, "kube-scheduler"));
+            v.push(RequiredPort::new(
+                Tcp,
+                10257,
+                10257,
+                SelfOnly,
+                "kube-controller-manager",
+            ));
+            v.push(RequiredPort::new(
+                Tcp,
+                10259,
+                10259,
+                SelfOnly,
+                "kube-scheduler",
+            ));
         }
         // Every node, control plane included, runs a kubelet and kube-proxy and serves NodePorts.
-        v.push(RequiredPort::new(Tcp, 10250, 10250, ControlPlane, "kubelet"));
-        v.push(RequiredPort::new(Tcp, 10256, 10256, LoadBalancers, "kube-proxy (healthz)"));
-        v.push(RequiredPort::new(Tcp, 30000, 32767, All, "NodePort Services"));
-        v.push(RequiredPort::new(Udp, 30000, 32767, All, "NodePort Services"));
+        v.push(RequiredPort::new(
+            Tcp,
+            10250,
+            10250,
+            ControlPlane,
+            "kubelet",
+        ));
+        v.push(RequiredPort::new(
+            Tcp,
+            10256,
+            10256,
+            LoadBalancers,
+            "kube-proxy (healthz)",
+        ));
+        v.push(RequiredPort::new(
+            Tcp,
+            30000,
+            32767,
+            All,
+            "NodePort Services",
+        ));
+        v.push(RequiredPort::new(
+            Udp,
+            30000,
+            32767,
+            All,
+            "NodePort Services",
+        ));
         match cni {
             Some("calico") => {
                 v.push(RequiredPort::new(Tcp, 179, 179, Nodes, "calico (BGP)"));

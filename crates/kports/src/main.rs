@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Node(a) => cmd::node::run(a, &mut out),
         Command::Listen(a) => cmd::listen::run(a, &mut out),
         Command::Conns(a) => cmd::conns::run(a, &mut out),
+        Command::Firewall(c) => cmd::firewall::run(c, &mut out),
     }
     .and_then(|warnings| {
         out.flush()?;

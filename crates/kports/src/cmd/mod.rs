@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns validated arguments into a census and prints it.
 
 pub mod conns;
+pub mod firewall;
 pub mod listen;
 pub mod node;
 
