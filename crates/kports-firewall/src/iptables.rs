@@ -299,11 +299,18 @@ fn parse_rule(body: &str, table: &Table, v6: bool) -> Result<(String, Rule), Str
                 neg: o.neg,
                 rhs: Rhs::Vals(vec![ifname(arg(0)?)]),
             }),
-            "-o" | "--out-interface" => conds.push(Cond {
-                key: Key::Oifname,
-                neg: o.neg,
-                rhs: Rhs::Vals(vec![ifname(arg(0)?)]),
-            }),
+            // Before routing and on input there is no output interface: iptables compares an
+            // empty name, so `-o X` never matches and `! -o X` always does.
+            "-o" | "--out-interface" => {
+                let v = ifname(arg(0)?);
+                if !o.neg {
+                    conds.push(Cond {
+                        key: Key::Oifname,
+                        neg: false,
+                        rhs: Rhs::Vals(vec![v]),
+                    });
+                }
+            }
             "-f" | "--fragment" => conds.push(Cond {
                 key: Key::Unknown("-f (a later fragment)".into()),
                 neg: o.neg,
@@ -331,7 +338,13 @@ fn parse_rule(body: &str, table: &Table, v6: bool) -> Result<(String, Rule), Str
             }
             "-c" | "--set-counters" => {}
             name => {
-                let m = module.as_deref().unwrap_or("");
+                // `-p tcp --dport 22` loads the protocol's match implicitly.
+                let m = module.as_deref().unwrap_or(match proto {
+                    Some(6) => "tcp",
+                    Some(17) => "udp",
+                    Some(132) => "sctp",
+                    _ => "",
+                });
                 if let Some((_, words)) = unknown.as_mut() {
                     if o.neg {
                         words.push("!".into());

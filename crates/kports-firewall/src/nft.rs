@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use nftables::expr::{Expression, NamedExpression, Payload, SetItem, Verdict};
-use nftables::schema::{NfListObject, SetTypeValue};
+use nftables::schema::NfListObject;
 use nftables::stmt::{Match, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde_json::Value;
@@ -79,6 +79,19 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
         if item.get("metainfo").is_some() {
             continue;
         }
+        // Sets and maps are read from the JSON itself: the typed schema lacks some of their
+        // types (a `verdict` map).
+        if let Some(v) = item.get("set").or_else(|| item.get("map")) {
+            let fam = v.get("family").and_then(Value::as_str).unwrap_or("");
+            let tname = v.get("table").and_then(Value::as_str).unwrap_or("");
+            let Some(&ti) = index.get(&(fam.to_string(), tname.to_string())) else {
+                continue;
+            };
+            let (set, w) = raw_set(v);
+            warnings.extend(w);
+            tables[ti].add_set(set);
+            continue;
+        }
         let obj: NfListObject<'_> = match serde_json::from_value(item.clone()) {
             Ok(o) => o,
             Err(e) => {
@@ -124,63 +137,6 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
                         policy,
                     });
                 }
-            }
-            NfListObject::Set(s) => {
-                let Some(t) = lookup(&mut tables, &index, s.family, &s.table) else {
-                    continue;
-                };
-                let key = set_key(&s.set_type);
-                let mut elems = Vec::new();
-                for e in s.elem.iter().flat_map(|e| e.iter()) {
-                    match vals(e, &key) {
-                        Ok(v) => elems.extend(v),
-                        Err(why) => warnings.push(format!(
-                            "set {} {}: element skipped ({why})",
-                            s.table, s.name
-                        )),
-                    }
-                }
-                t.add_set(NamedSet {
-                    name: s.name.to_string(),
-                    elems,
-                    verdicts: None,
-                });
-            }
-            NfListObject::Map(m) => {
-                let Some(t) = lookup(&mut tables, &index, m.family, &m.table) else {
-                    continue;
-                };
-                let key = set_key(&m.set_type);
-                let is_verdict = matches!(&m.map, SetTypeValue::Single(st) if format!("{st:?}").eq_ignore_ascii_case("verdict"));
-                let (mut elems, mut verdicts) = (Vec::new(), Vec::new());
-                for e in m.elem.iter().flat_map(|e| e.iter()) {
-                    if let Expression::List(pair) = e
-                        && let [k, v] = pair.as_slice()
-                    {
-                        let action = if is_verdict { verdict_expr(v) } else { None };
-                        match vals(k, &key) {
-                            Ok(vs) => {
-                                for x in vs {
-                                    elems.push(x);
-                                    verdicts.push(
-                                        action
-                                            .clone()
-                                            .unwrap_or(Action::Unknown("a map value".into())),
-                                    );
-                                }
-                            }
-                            Err(why) => warnings.push(format!(
-                                "map {} {}: element skipped ({why})",
-                                m.table, m.name
-                            )),
-                        }
-                    }
-                }
-                t.add_set(NamedSet {
-                    name: m.name.to_string(),
-                    elems,
-                    verdicts: is_verdict.then_some(verdicts),
-                });
             }
             _ => {}
         }
@@ -259,37 +215,95 @@ fn lookup<'t>(
     tables.get_mut(i)
 }
 
-fn set_key(t: &SetTypeValue<'_>) -> Key {
-    fn one(s: &str) -> Key {
-        match s {
-            "ipv4_addr" => Key::Addr {
-                dir: Dir::Src,
-                v6: Some(false),
-            },
-            "ipv6_addr" => Key::Addr {
-                dir: Dir::Src,
-                v6: Some(true),
-            },
-            "inet_service" => Key::Port {
-                dir: Dir::Dst,
-                proto: None,
-            },
-            "inet_proto" => Key::L4Proto,
-            "ifname" => Key::Iifname,
-            "ct_state" => Key::CtState,
-            other => Key::Unknown(other.to_string()),
+fn type_key(name: &str) -> Key {
+    match name {
+        "ipv4_addr" => Key::Addr {
+            dir: Dir::Src,
+            v6: Some(false),
+        },
+        "ipv6_addr" => Key::Addr {
+            dir: Dir::Src,
+            v6: Some(true),
+        },
+        "inet_service" => Key::Port {
+            dir: Dir::Dst,
+            proto: None,
+        },
+        "inet_proto" => Key::L4Proto,
+        "ifname" => Key::Iifname,
+        "ct_state" => Key::CtState,
+        other => Key::Unknown(other.to_string()),
+    }
+}
+
+/// A named set or map from its JSON object.
+fn raw_set(v: &Value) -> (NamedSet, Vec<String>) {
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut warnings = Vec::new();
+    let key = match v.get("type") {
+        Some(Value::String(t)) => type_key(t),
+        Some(Value::Array(ts)) => Key::Concat(
+            ts.iter()
+                .map(|t| type_key(t.as_str().unwrap_or("")))
+                .collect(),
+        ),
+        _ => Key::Unknown("set type".into()),
+    };
+    let is_map = v.get("map").is_some();
+    let is_verdict = v.get("map").and_then(Value::as_str) == Some("verdict");
+    let (mut elems, mut verdicts) = (Vec::new(), Vec::new());
+    let items: &[Value] = match v.get("elem") {
+        Some(Value::Array(a)) => a,
+        _ => &[],
+    };
+    for e in items {
+        let (k, action) = match (is_map, e) {
+            (true, Value::Array(pair)) if pair.len() == 2 => {
+                let action = if is_verdict {
+                    serde_json::from_value::<Statement<'_>>(pair[1].clone())
+                        .ok()
+                        .and_then(|s| verdict_stmt(&s))
+                } else {
+                    None
+                };
+                (
+                    &pair[0],
+                    action.unwrap_or(Action::Unknown("a map value".into())),
+                )
+            }
+            (true, _) => {
+                warnings.push(format!(
+                    "map {name}: element skipped (not a key : value pair)"
+                ));
+                continue;
+            }
+            (false, x) => (x, Action::Continue),
+        };
+        let parsed = serde_json::from_value::<Expression<'_>>(k.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|x| vals(&x, &key));
+        match parsed {
+            Ok(vs) => {
+                for x in vs {
+                    elems.push(x);
+                    verdicts.push(action.clone());
+                }
+            }
+            Err(why) => warnings.push(format!("set {name}: element skipped ({why})")),
         }
     }
-    let name = |st: &nftables::schema::SetType| {
-        serde_json::to_value(st)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    };
-    match t {
-        SetTypeValue::Single(s) => one(&name(s)),
-        SetTypeValue::Concatenated(v) => Key::Concat(v.iter().map(|s| one(&name(s))).collect()),
-    }
+    (
+        NamedSet {
+            name,
+            elems,
+            verdicts: is_verdict.then_some(verdicts),
+        },
+        warnings,
+    )
 }
 
 /// Turns a rule's statements into conditions and its action.
@@ -521,11 +535,28 @@ fn short_json(e: &Expression<'_>) -> String {
 fn match_cond(m: &Match<'_>) -> Vec<Cond> {
     let key = key_of(&m.left);
     if let Key::Unknown(w) = &key {
-        return vec![unknown(&format!(
+        let mut out = Vec::new();
+        // A field of a transport header (`icmpv6 type`, `tcp flags`) implies that protocol,
+        // as nft adds the dependency itself: a packet of another protocol never matches.
+        if let Expression::Named(NamedExpression::Payload(Payload::PayloadField(p))) = &m.left
+            && !matches!(
+                p.protocol.as_ref(),
+                "ip" | "ip6" | "th" | "ether" | "vlan" | "arp"
+            )
+            && let Some(n) = proto_number(&p.protocol)
+        {
+            out.push(Cond {
+                key: Key::L4Proto,
+                neg: false,
+                rhs: Rhs::Vals(vec![Val::Int(n.into(), n.into())]),
+            });
+        }
+        out.push(unknown(&format!(
             "{w} {} {}",
             op_symbol(m),
             short_json(&m.right)
-        ))];
+        )));
+        return out;
     }
     let op = op_symbol(m);
     // `ip protocol tcp` reads as "an IPv4 packet whose protocol is tcp".
