@@ -8,3 +8,4 @@ mod common {
 }
 mod fixtures;
 mod support;
+mod system;
