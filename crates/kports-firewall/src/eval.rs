@@ -188,6 +188,18 @@ impl Flow {
         }
     }
 
+    /// (nodes, leaves equal to `leaf`).
+    fn count(&self, leaf: &Flow) -> (u64, u64) {
+        match self {
+            Flow::Depends(_, _, y, n) => {
+                let (a, b) = y.count(leaf);
+                let (c, d) = n.count(leaf);
+                (a + c + 1, b + d)
+            }
+            f => (1, u64::from(f == leaf)),
+        }
+    }
+
     fn replace(self, leaf: &Flow, with: &Flow) -> Flow {
         match self {
             Flow::Depends(w, id, y, n) => Flow::Depends(
@@ -235,6 +247,10 @@ enum PVal<'p> {
 
 const MAX_DEPTH: usize = 64;
 const MAX_FORKS: u32 = 256;
+/// Bound on the outcomes combined across base chains for one packet.
+const MAX_FOLD: u32 = 4096;
+/// Bound on the nodes of outcome trees built for one packet.
+const MAX_NODES: u64 = 50_000;
 
 /// Judges packets against one ruleset. Building it sorts the base chains once.
 #[derive(Debug)]
@@ -243,6 +259,10 @@ pub struct Evaluator<'r> {
     /// Filter base chains on the input path, in the order a packet meets them.
     bases: Vec<(usize, usize)>,
     forks: Cell<u32>,
+    nodes: Cell<u64>,
+    /// Sorted, distinct integers where a stretch of equal verdicts may begin (`a` and `b + 1`
+    /// of every integer range in the tables that are walked).
+    cuts: Vec<u64>,
 }
 
 impl<'r> Evaluator<'r> {
@@ -260,16 +280,34 @@ impl<'r> Evaluator<'r> {
         // Chains of equal priority run in registration order, which no listing shows; the
         // verdict does not depend on it (drops are final, accepts are not).
         bases.sort_by_key(|&(h, p, b, t, c)| (h, p, b, t, c));
+        let walked: Vec<usize> = {
+            let mut v: Vec<usize> = bases.iter().map(|b| b.3).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let mut cuts = Vec::new();
+        for &t in &walked {
+            for_each_int(&rs.tables[t], &mut |a, b| {
+                cuts.push(a);
+                cuts.push(b.saturating_add(1));
+            });
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
         Evaluator {
+            cuts,
             rs,
             bases: bases.into_iter().map(|(_, _, _, t, c)| (t, c)).collect(),
             forks: Cell::new(0),
+            nodes: Cell::new(0),
         }
     }
 
     /// The verdict for one packet.
     pub fn judge(&self, p: &Packet) -> Judgement {
         self.forks.set(0);
+        self.nodes.set(0);
         let flows: Vec<Flow> = self
             .bases
             .iter()
@@ -296,18 +334,15 @@ impl<'r> Evaluator<'r> {
     /// Ports are grouped by the port numbers the ruleset mentions, so a range of thousands of
     /// ports costs one walk per distinct stretch, not one per port.
     pub fn judge_ports(&self, p: &Packet, lo: u16, hi: u16) -> Vec<(u16, u16, Judgement)> {
+        // Stretch boundaries: `lo`, and every boundary the walked tables mention inside the range.
+        let first = self.cuts.partition_point(|&x| x <= u64::from(lo));
         let mut cuts = vec![u32::from(lo)];
-        let in_range = |x: u64| x > u64::from(lo) && x <= u64::from(hi);
-        for_each_int(self.rs, &mut |a, b| {
-            if in_range(a) {
-                cuts.push(a as u32);
-            }
-            if in_range(b.saturating_add(1)) {
-                cuts.push((b + 1) as u32);
-            }
-        });
-        cuts.sort_unstable();
-        cuts.dedup();
+        cuts.extend(
+            self.cuts[first..]
+                .iter()
+                .take_while(|&&x| x <= u64::from(hi))
+                .map(|&x| x as u32),
+        );
         let mut out: Vec<(u16, u16, Judgement)> = Vec::new();
         for (n, &start) in cuts.iter().enumerate() {
             let end = cuts.get(n + 1).map_or(u32::from(hi), |&x| x - 1);
@@ -360,7 +395,7 @@ impl<'r> Evaluator<'r> {
         nodes: &mut u32,
     ) -> Judgement {
         *nodes += 1;
-        if *nodes > MAX_FORKS {
+        if *nodes > MAX_FOLD {
             return Judgement::Unknown {
                 reason: "too many undecidable conditions on the way".into(),
             };
@@ -427,6 +462,15 @@ impl<'r> Evaluator<'r> {
         }
     }
 
+    /// Accounts for copying `rest` into every `Next` leaf of `outcome`; false past the bound.
+    fn grow(&self, outcome: &Flow, rest: &Flow) -> bool {
+        let (_, leaves) = outcome.count(&Flow::Next);
+        let (size, _) = rest.count(&Flow::Next);
+        let n = self.nodes.get().saturating_add(leaves.saturating_mul(size));
+        self.nodes.set(n);
+        n <= MAX_NODES
+    }
+
     fn spend(&self) -> bool {
         let n = self.forks.get() + 1;
         self.forks.set(n);
@@ -459,12 +503,18 @@ impl<'r> Evaluator<'r> {
                     return outcome;
                 }
                 let rest = self.walk(t, c, i + 1, depth, p);
+                if !self.grow(&outcome, &rest) {
+                    return Flow::Unknown("too many undecidable conditions on the way".into());
+                }
                 return outcome.replace(&Flow::Next, &rest);
             };
             if !self.spend() {
                 return Flow::Unknown(format!("too many undecidable conditions (last: {why})"));
             }
             let rest = self.walk(t, c, i + 1, depth, p);
+            if !self.grow(&outcome, &rest) {
+                return Flow::Unknown(format!("too many undecidable conditions (last: {why})"));
+            }
             let yes = outcome.replace(&Flow::Next, &rest);
             return fork(why, id, yes, rest);
         }
@@ -725,8 +775,8 @@ fn match_val(pv: &PVal<'_>, v: &Val) -> Truth {
     }
 }
 
-/// Calls `f` with every integer range of the ruleset (ports among them).
-fn for_each_int(rs: &Ruleset, f: &mut dyn FnMut(u64, u64)) {
+/// Calls `f` with every integer range of a table (ports among them).
+fn for_each_int(t: &Table, f: &mut dyn FnMut(u64, u64)) {
     fn val(v: &Val, f: &mut dyn FnMut(u64, u64)) {
         match v {
             Val::Int(a, b) => f(*a, *b),
@@ -734,27 +784,22 @@ fn for_each_int(rs: &Ruleset, f: &mut dyn FnMut(u64, u64)) {
             _ => {}
         }
     }
-    fn action(a: &Action, f: &mut dyn FnMut(u64, u64)) {
-        if let Action::Vmap {
-            map: VmapRef::Inline(es),
-            ..
-        } = a
-        {
-            es.iter().for_each(|(v, _)| val(v, f));
-        }
+    for s in &t.sets {
+        s.elems.iter().for_each(|v| val(v, f));
     }
-    for t in &rs.tables {
-        for s in &t.sets {
-            s.elems.iter().for_each(|v| val(v, f));
-        }
-        for c in &t.chains {
-            for r in &c.rules {
-                for cond in &r.conds {
-                    if let Rhs::Vals(vs) = &cond.rhs {
-                        vs.iter().for_each(|v| val(v, f));
-                    }
+    for c in &t.chains {
+        for r in &c.rules {
+            for cond in &r.conds {
+                if let Rhs::Vals(vs) = &cond.rhs {
+                    vs.iter().for_each(|v| val(v, f));
                 }
-                action(&r.action, f);
+            }
+            if let Action::Vmap {
+                map: VmapRef::Inline(es),
+                ..
+            } = &r.action
+            {
+                es.iter().for_each(|(v, _)| val(v, f));
             }
         }
     }

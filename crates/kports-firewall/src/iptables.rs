@@ -7,6 +7,8 @@
 //! read at all is kept as a rule whose outcome is unknown, with a warning: a malformed dump never
 //! makes a port look open.
 
+use std::borrow::Cow;
+
 use crate::model::*;
 
 /// Where the dump's chains sit: (table, chain) -> (hook, priority, chain type).
@@ -148,54 +150,63 @@ fn rule_chain(body: &str) -> Option<String> {
 
 /// Splits a line into words, honouring double quotes and backslash escapes as iptables-save
 /// writes them (`--comment "a \"b\""`).
-pub fn tokenize(s: &str) -> Result<Vec<String>, String> {
+pub fn tokenize(s: &str) -> Result<Vec<Cow<'_, str>>, String> {
+    let b = s.as_bytes();
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    let mut chars = s.chars();
-    while let Some(ch) = chars.next() {
-        match ch {
-            '\\' => {
-                in_word = true;
-                if let Some(n) = chars.next() {
-                    cur.push(n);
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let start = i;
+        while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'"' && b[i] != b'\\' {
+            i += 1;
+        }
+        if i >= b.len() || b[i].is_ascii_whitespace() {
+            // A plain word: borrowed, no copy.
+            out.push(Cow::Borrowed(&s[start..i]));
+            continue;
+        }
+        let mut cur = String::from(&s[start..i]);
+        let mut quoted = false;
+        let mut chars = s[i..].char_indices();
+        let mut end = s.len();
+        while let Some((off, ch)) = chars.next() {
+            match ch {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        cur.push(n);
+                    }
                 }
-            }
-            '"' => {
-                in_word = true;
-                quoted = !quoted;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
+                '"' => quoted = !quoted,
+                c if c.is_whitespace() && !quoted => {
+                    end = i + off;
+                    break;
                 }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
+                c => cur.push(c),
             }
         }
-    }
-    if quoted {
-        return Err("unterminated quote".into());
-    }
-    if in_word {
-        out.push(cur);
+        if quoted {
+            return Err("unterminated quote".into());
+        }
+        out.push(Cow::Owned(cur));
+        i = end;
     }
     Ok(out)
 }
 
 /// `[!] -opt [args...]`.
-struct Opt {
+struct Opt<'a> {
     neg: bool,
-    name: String,
-    args: Vec<String>,
+    name: Cow<'a, str>,
+    args: Vec<Cow<'a, str>>,
 }
 
-fn group(tokens: Vec<String>) -> Result<Vec<Opt>, String> {
-    let mut out: Vec<Opt> = Vec::new();
+fn group(tokens: Vec<Cow<'_, str>>) -> Result<Vec<Opt<'_>>, String> {
+    let mut out: Vec<Opt<'_>> = Vec::new();
     let mut neg = false;
     for t in tokens {
         if t == "!" {
@@ -261,10 +272,10 @@ fn parse_rule(body: &str, table: &Table, v6: bool) -> Result<(String, Rule), Str
         let arg = |n: usize| {
             o.args
                 .get(n)
-                .map(String::as_str)
+                .map(|a| a.as_ref())
                 .ok_or_else(|| format!("{} needs a value", o.name))
         };
-        match o.name.as_str() {
+        match o.name.as_ref() {
             "-A" | "--append" => chain = Some(arg(0)?.to_string()),
             "-p" | "--protocol" => {
                 let p = arg(0)?;
@@ -329,7 +340,7 @@ fn parse_rule(body: &str, table: &Table, v6: bool) -> Result<(String, Rule), Str
                 let target = arg(0)?;
                 let goto = o.name == "-g" || o.name == "--goto";
                 // Target options follow as their own groups.
-                let mut topts: Vec<&Opt> = Vec::new();
+                let mut topts: Vec<&Opt<'_>> = Vec::new();
                 while i < opts.len() && !is_rule_option(&opts[i].name) {
                     topts.push(&opts[i]);
                     i += 1;
@@ -350,7 +361,7 @@ fn parse_rule(body: &str, table: &Table, v6: bool) -> Result<(String, Rule), Str
                         words.push("!".into());
                     }
                     words.push(name.to_string());
-                    words.extend(o.args.iter().cloned());
+                    words.extend(o.args.iter().map(|a| a.to_string()));
                     continue;
                 }
                 if let Some(c) = module_option(m, o, proto, v6)? {
@@ -430,11 +441,16 @@ fn port_range(s: &str) -> Result<Val, String> {
     }
 }
 
-fn module_option(m: &str, o: &Opt, proto: Option<u8>, v6: bool) -> Result<Option<Cond>, String> {
+fn module_option(
+    m: &str,
+    o: &Opt<'_>,
+    proto: Option<u8>,
+    v6: bool,
+) -> Result<Option<Cond>, String> {
     let arg = |n: usize| {
         o.args
             .get(n)
-            .map(String::as_str)
+            .map(|a| a.as_ref())
             .ok_or_else(|| format!("{} needs a value", o.name))
     };
     let cond = |key: Key, vals: Vec<Val>| {
@@ -450,7 +466,7 @@ fn module_option(m: &str, o: &Opt, proto: Option<u8>, v6: bool) -> Result<Option
         "sctp" => Some(132),
         _ => proto,
     };
-    match (m, o.name.as_str()) {
+    match (m, o.name.as_ref()) {
         ("tcp" | "udp" | "sctp", "--dport" | "--destination-port") => cond(
             Key::Port {
                 dir: Dir::Dst,
@@ -605,12 +621,12 @@ fn module_option(m: &str, o: &Opt, proto: Option<u8>, v6: bool) -> Result<Option
     }
 }
 
-fn target_action(target: &str, goto: bool, opts: &[&Opt], table: &Table) -> Action {
+fn target_action(target: &str, goto: bool, opts: &[&Opt<'_>], table: &Table) -> Action {
     let opt = |name: &str| {
         opts.iter()
             .find(|o| o.name == name)
             .and_then(|o| o.args.first())
-            .map(String::as_str)
+            .map(|a| a.as_ref())
     };
     match target {
         "ACCEPT" => Action::Accept,

@@ -288,7 +288,11 @@ impl AddrRange {
         let width: u32 = if v6 { 128 } else { 32 };
         let len = u32::from(len).min(width);
         let host = width - len;
-        let mask: u128 = if host == 0 { 0 } else { (1u128 << host) - 1 };
+        let mask: u128 = match host {
+            0 => 0,
+            128 => u128::MAX,
+            h => (1u128 << h) - 1,
+        };
         AddrRange {
             v6,
             lo: x & !mask,

@@ -6,7 +6,7 @@ use kports_firewall::iptables::parse_save;
 use kports_firewall::model::{Backend, TableFamily, Unread};
 use kports_firewall::{Evaluator, Judgement};
 
-use crate::common::kube_proxy;
+use crate::kube_proxy;
 use crate::support::*;
 
 #[test]

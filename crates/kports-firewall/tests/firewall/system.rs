@@ -499,7 +499,7 @@ fn iptables_legacy_plan_opens_exactly_what_each_source_needs() {
 #[test]
 fn generated_kube_proxy_rules_load_into_real_iptables_and_read_back_the_same() {
     let lab = Lab::new();
-    let text = crate::common::kube_proxy::save(3000);
+    let text = crate::kube_proxy::save(3000);
     let mut child = Command::new("ip")
         .args(["netns", "exec", &lab.node, "iptables-nft-restore"])
         .stdin(Stdio::piped())

@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-mod common {
-    pub mod kube_proxy;
-}
 mod fixtures;
+#[path = "../common/kube_proxy.rs"]
+mod kube_proxy;
+mod props;
 mod support;
 mod system;
