@@ -56,6 +56,8 @@ pub enum Command {
     /// rule decides; and the rules that would open exactly that.
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// A practice cluster network on this machine, made of network namespaces (needs root).
+    Lab(kports_lab::LabArgs),
 }
 
 #[derive(Debug, Subcommand)]

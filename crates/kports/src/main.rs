@@ -16,6 +16,9 @@ use crate::cli::{Cli, Command};
 use crate::output::Out;
 
 fn main() -> ExitCode {
+    if let Some(code) = kports_lab::standin_dispatch() {
+        return code;
+    }
     let cli = Cli::parse();
     let mut out = Out::stdout();
     let result = match &cli.command {
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
         Command::Listen(a) => cmd::listen::run(a, &mut out),
         Command::Conns(a) => cmd::conns::run(a, &mut out),
         Command::Firewall(c) => cmd::firewall::run(c, &mut out),
+        Command::Lab(a) => return lab(a),
     }
     .and_then(|warnings| {
         out.flush()?;
@@ -48,6 +52,14 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `kports lab` prints its own output; its usage errors exit 2, its failures 1.
+fn lab(args: &kports_lab::LabArgs) -> ExitCode {
+    kports_lab::run(args).unwrap_or_else(|e| {
+        eprintln!("kports: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -34,6 +34,30 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The Python interpreter under a component's name, shared by every test. A hard link, not a
+/// copy: a copy is open for writing for a moment, and a process that another test thread forks
+/// in that moment keeps it open until it execs, so running the copy could fail with "Text file
+/// busy". Falls back to a copy where /tmp is another file system.
+fn component_exe(name: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join("kports-test-bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let exe = dir.join(name);
+    if !exe.exists() {
+        let python = std::fs::canonicalize("/usr/bin/python3")
+            .expect("python3 is needed by the system tests");
+        if std::fs::hard_link(&python, &exe).is_err() && !exe.exists() {
+            let tmp = dir.join(format!("{name}.{}", std::process::id()));
+            std::fs::copy(&python, &tmp).unwrap();
+            let _ = std::fs::rename(&tmp, &exe);
+        }
+    }
+    exe
+}
+
 /// A network namespace made by one test; dropped, it takes its processes and files with it.
 pub struct Ns {
     pub name: String,
@@ -104,12 +128,7 @@ impl Ns {
     /// the Python interpreter), so exe, comm and argv[0] are those of the component. Returns
     /// its pid once its sockets are set up (and the pid of its forked child, with `--fork`).
     pub fn spawn(&mut self, name: &str, args: &[&str]) -> (u32, Option<u32>) {
-        let exe = self.dir.join(name);
-        if !exe.exists() {
-            let python = std::fs::canonicalize("/usr/bin/python3")
-                .expect("python3 is needed by the system tests");
-            std::fs::copy(&python, &exe).unwrap();
-        }
+        let exe = component_exe(name);
         let mut a = vec![
             "netns".to_string(),
             "exec".into(),
@@ -118,10 +137,13 @@ impl Ns {
             SOCKD.into(),
         ];
         a.extend(args.iter().map(|s| s.to_string()));
+        let err_path = self.dir.join(format!("{name}.{}.err", self.pids.len()));
+        let err = std::fs::File::create(&err_path).unwrap();
         let mut child = Command::new("ip")
             .args(&a)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(err)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -139,7 +161,10 @@ impl Ns {
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("{name} did not get ready"));
+                .unwrap_or_else(|_| {
+                    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+                    panic!("{name} {args:?} did not get ready: {err}")
+                });
             let mut w = line.split_whitespace();
             match (w.next(), w.next().and_then(|p| p.parse::<u32>().ok())) {
                 (Some("child"), Some(pid)) => {
