@@ -13,16 +13,38 @@ struct Ns(String);
 impl Ns {
     fn new() -> Ns {
         // SAFETY: geteuid has no preconditions and cannot fail.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "this test creates a network namespace and must run as root (CI does)");
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test creates a network namespace and must run as root (CI does)"
+        );
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("kpfw-cli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+        let name = format!(
+            "kpfw-cli-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap()
+                .success()
+        );
         Ns(name)
     }
 
     fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("ip").args(["netns", "exec", &self.0]).args(args).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -32,7 +54,14 @@ impl Drop for Ns {
     }
 }
 
-const CLUSTER: [&str; 6] = ["--role", "worker", "--sources", "198.51.100.0/24", "--control-plane", "198.51.100.10"];
+const CLUSTER: [&str; 6] = [
+    "--role",
+    "worker",
+    "--sources",
+    "198.51.100.0/24",
+    "--control-plane",
+    "198.51.100.10",
+];
 
 #[test]
 fn check_names_the_deciding_rule_in_json() {
@@ -46,7 +75,10 @@ fn check_names_the_deciding_rule_in_json() {
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["kind"], "firewall-check");
     let rows = doc["items"]["rows"].as_array().unwrap();
-    let kubelet = rows.iter().find(|r| r["port"]["lo"] == 10250 && r["expect_open"] == true).unwrap();
+    let kubelet = rows
+        .iter()
+        .find(|r| r["port"]["lo"] == 10250 && r["expect_open"] == true)
+        .unwrap();
     assert_eq!(kubelet["ok"], false);
     let j = &kubelet["segments"][0]["judgement"];
     assert_eq!(j["verdict"], "reject");
@@ -69,11 +101,20 @@ fn plan_script_applies_twice_and_the_table_says_what_changes() {
         assert!(ok, "{err}");
     }
     let (_, listing, _) = ns.run(&["nft", "list", "table", "inet", "kports"]);
-    assert_eq!(listing.matches("ip saddr 198.51.100.10 tcp dport 10250 accept").count(), 1, "{listing}");
+    assert_eq!(
+        listing
+            .matches("ip saddr 198.51.100.10 tcp dport 10250 accept")
+            .count(),
+        1,
+        "{listing}"
+    );
     let mut args = vec![KPORTS, "firewall", "plan", "--backend", "nft"];
     args.extend(CLUSTER);
     let (ok, out, err) = ns.run(&args);
     assert!(ok, "{err}");
-    assert!(out.contains("= ip saddr 198.51.100.10 tcp dport 10250 accept"), "{out}");
+    assert!(
+        out.contains("= ip saddr 198.51.100.10 tcp dport 10250 accept"),
+        "{out}"
+    );
     assert!(!out.lines().any(|l| l.starts_with("+ ")), "{out}");
 }
