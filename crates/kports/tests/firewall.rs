@@ -13,9 +13,9 @@ struct Ns(String);
 impl Ns {
     fn new() -> Ns {
         // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
         assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
+            euid, 0,
             "this test creates a network namespace and must run as root (CI does)"
         );
         static N: AtomicU32 = AtomicU32::new(0);
