@@ -1,5 +1,6 @@
-//! Benchmark: judge every required port of a control-plane node against kube-proxy's rules of
-//! a large cluster (about 20,000 rules), parsing included. Prints the median of several runs.
+//! Benchmark: judge every required port of a control-plane node with Calico (from the port
+//! catalog) against kube-proxy's rules of a large cluster (about 20,000 rules), parsing
+//! included. Prints the median of several runs.
 //!
 //! `cargo bench -p kports-firewall --bench judge` runs it; `... -- emit N` prints the generated
 //! ruleset of about N rules instead (the fixture script uses that).
@@ -11,11 +12,12 @@ mod kube_proxy;
 
 use std::time::{Duration, Instant};
 
+use kports_core::catalog::Catalog;
 use kports_firewall::Evaluator;
 use kports_firewall::capture::{Capture, SaveSource, assemble};
 use kports_firewall::check::{Source, Sources, check};
 use kports_firewall::model::{Backend, parse_cidr};
-use kports_firewall::required::{BuiltinCatalog, PortCatalog, Role};
+use kports_firewall::required::{PortCatalog, Role};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -30,7 +32,10 @@ fn main() {
     let rules = 22_000;
     let text = kube_proxy::save(rules);
     let lines = text.lines().filter(|l| l.starts_with("-A ")).count();
-    let ports = BuiltinCatalog.required(Role::ControlPlane, Some("calico"));
+    let ports = Catalog::builtin()
+        .unwrap()
+        .required(Role::ControlPlane, Some("calico"))
+        .ports;
     let sources = Sources {
         network: vec![Source {
             range: parse_cidr("198.51.100.0/24").unwrap(),

@@ -6,14 +6,16 @@
 //! - [`nft`] and [`iptables`] parse them into one [`model`];
 //! - [`eval`] walks a packet through every base chain and names the deciding rule;
 //! - [`detect`] recognises firewalld and ufw from their tables and files;
-//! - [`required`] says which ports a role needs and from where;
+//! - [`required`] says which ports a role needs and from where, from kports-core's catalog;
 //! - [`check`] joins the two into the rows of `kports firewall check`;
+//! - [`findings`] turns verdicts into `kports check` findings;
 //! - [`plan`] writes the rules for nft, iptables, firewalld or ufw.
 
 pub mod capture;
 pub mod check;
 pub mod detect;
 pub mod eval;
+pub mod findings;
 pub mod iptables;
 pub mod model;
 pub mod nft;

@@ -90,10 +90,12 @@ pub enum Command {
 pub enum FirewallCommand {
     /// Judge every required port of the node's role from each kind of source that needs it.
     ///
-    /// Reads nftables (`nft -j list ruleset`) and iptables in both variants (legacy and nf_tables,
+    /// The required ports are the port catalog's entries for the node's role and CNI (see
+    /// `kports explain`), at the ports the running components' flags set. Reads nftables (`nft -j list ruleset`) and iptables in both variants (legacy and nf_tables,
     /// IPv4 and IPv6), walks every base chain of the input path for a new connection, and names
     /// the rule that decides. A ruleset kports cannot read is reported as unknown, never open.
     #[command(after_long_help = "Examples:
+  kports firewall check --sources 10.0.0.0/24 --control-plane 10.0.0.10   role and CNI detected
   kports firewall check --role worker --sources 10.0.0.0/24 --control-plane 10.0.0.10
   kports firewall check --role control-plane --cni calico --sources 10.0.0.0/24 -o json")]
     Check(FirewallCheckArgs),
@@ -111,12 +113,6 @@ pub enum FirewallCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RoleArg {
-    ControlPlane,
-    Worker,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanBackendArg {
     Nft,
     Iptables,
@@ -127,12 +123,17 @@ pub enum PlanBackendArg {
 /// What both firewall commands need to know about the cluster.
 #[derive(Debug, Args)]
 pub struct FirewallCommon {
-    /// The node's role.
+    /// The node's role. Detected from the running components when not given (as `kports
+    /// check` does).
     #[arg(long, value_enum)]
-    pub role: RoleArg,
-    /// The CNI plugin, for its overlay and control ports (calico, flannel, cilium, weave, antrea).
-    #[arg(long)]
-    pub cni: Option<String>,
+    pub role: Option<crate::cmd::check::RoleArg>,
+    /// The CNI plugin(s), comma-separated, for their overlay and control ports: calico,
+    /// flannel, cilium, weave, antrea, kube-router, or none. Detected when not given.
+    #[arg(long, value_delimiter = ',', value_name = "CNI")]
+    pub cni: Option<Vec<String>>,
+    /// A catalog file that extends or overrides the built-in one (format: docs/catalog.md).
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<std::path::PathBuf>,
     /// Addresses that use the cluster, the nodes among them (CIDR or address; repeatable).
     #[arg(long, value_name = "CIDR", required = true, value_parser = parse_cidr_arg)]
     pub sources: Vec<String>,
@@ -171,7 +172,7 @@ pub struct FirewallPlanArgs {
     pub script: bool,
 }
 
-fn parse_cidr_arg(s: &str) -> Result<String, String> {
+pub fn parse_cidr_arg(s: &str) -> Result<String, String> {
     kports_firewall::model::parse_cidr(s)
         .map(|_| s.to_string())
         .ok_or_else(|| format!("`{s}` is not an address or CIDR (10.0.0.0/24, fd00::1)"))

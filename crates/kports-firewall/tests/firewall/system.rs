@@ -14,10 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use kports_core::catalog::Catalog;
 use kports_firewall::capture::{Capture, SaveSource, assemble};
 use kports_firewall::model::{Backend, Ruleset, parse_cidr};
 use kports_firewall::plan::{Plan, PlanBackend, PlanRequest, plan};
-use kports_firewall::required::{BuiltinCatalog, PortCatalog, Role};
+use kports_firewall::required::{PortCatalog, Role};
 use kports_firewall::{Evaluator, Judgement, Packet};
 
 const NODE: &str = "198.51.100.1";
@@ -293,7 +294,10 @@ fn expected(j: &Judgement) -> Outcome {
 fn request(backend: PlanBackend) -> PlanRequest {
     PlanRequest {
         backend,
-        ports: BuiltinCatalog.required(Role::ControlPlane, Some("flannel")),
+        ports: Catalog::builtin()
+            .unwrap()
+            .required(Role::ControlPlane, Some("flannel"))
+            .ports,
         sources: vec![parse_cidr("198.51.100.0/24").unwrap()],
         control_plane: vec![parse_cidr(CP).unwrap()],
         load_balancers: Vec::new(),

@@ -1,21 +1,23 @@
 //! `kports firewall check` and `kports firewall plan`: read the node's rulesets, judge the
 //! required ports, and write the rules that open exactly what each source needs.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use kports_core::Warning;
+use kports_core::catalog::Role;
 use kports_firewall::capture::assemble;
 use kports_firewall::check::{self, CheckRow, Source, Sources};
 use kports_firewall::detect::{self, Managers};
 use kports_firewall::model::{AddrRange, Unread, parse_cidr};
 use kports_firewall::plan::{self, PlanBackend, PlanRequest};
-use kports_firewall::required::{BuiltinCatalog, PortCatalog, Role};
+use kports_firewall::required::{self, Live, RequiredPort};
 use kports_firewall::{Evaluator, Judgement};
 use kports_linux::runner::DEFAULT_TIMEOUT;
 use serde::Serialize;
 
 use crate::cli::{
-    FirewallCheckArgs, FirewallCommand, FirewallCommon, FirewallPlanArgs, PlanBackendArg, RoleArg,
+    FirewallCheckArgs, FirewallCommand, FirewallCommon, FirewallPlanArgs, PlanBackendArg, SourceArg,
 };
+use crate::cmd::check::{Node, census, load_catalog, role_and_cni};
 use crate::output::{Document, Format, Out};
 
 pub fn run(c: &FirewallCommand, out: &mut Out) -> Result<Vec<Warning>> {
@@ -26,13 +28,14 @@ pub fn run(c: &FirewallCommand, out: &mut Out) -> Result<Vec<Warning>> {
 }
 
 /// The ruleset of this network namespace, what manages it, and warnings.
-struct Read {
-    rs: kports_firewall::Ruleset,
-    managers: Managers,
-    warnings: Vec<Warning>,
+pub struct Read {
+    pub rs: kports_firewall::Ruleset,
+    pub managers: Managers,
+    pub warnings: Vec<Warning>,
 }
 
-fn read() -> Read {
+/// Reads this network namespace's rulesets through the runner (`nft`, every `*-save`).
+pub fn read() -> Read {
     let capture = kports_linux::firewall::capture(DEFAULT_TIMEOUT);
     let (rs, notes) = assemble(&capture);
     let managers = detect::detect(&rs, &capture);
@@ -56,35 +59,72 @@ fn read() -> Read {
     }
 }
 
-fn role(r: RoleArg) -> Role {
-    match r {
-        RoleArg::ControlPlane => Role::ControlPlane,
-        RoleArg::Worker => Role::Worker,
-    }
-}
-
 fn ranges(v: &[String]) -> Vec<AddrRange> {
     // clap validated every value already.
     v.iter().filter_map(|s| parse_cidr(s)).collect()
 }
 
-fn required(
-    common: &FirewallCommon,
-    warnings: &mut Vec<Warning>,
-) -> Vec<kports_firewall::required::RequiredPort> {
-    let catalog = BuiltinCatalog;
-    if let Some(cni) = &common.cni
-        && !catalog.cnis().contains(&cni.as_str())
-    {
-        warnings.push(Warning::new(
-            "firewall-cni",
+/// The required ports of this node, and how its role and CNI were found.
+struct Needs {
+    role: Role,
+    ports: Vec<RequiredPort>,
+    notes: Vec<String>,
+}
+
+/// The catalog's ports for the node's role and CNI (given, or detected as `kports check`
+/// detects them), at the ports the running components' flags and tunnel devices set.
+fn required(common: &FirewallCommon, warnings: &mut Vec<Warning>) -> Result<Needs> {
+    let catalog = load_catalog(common.catalog.as_deref())?;
+    // Without a census the catalog's default ports are judged, and the role must be given.
+    let node = census(SourceArg::Auto).unwrap_or_else(|e| Node {
+        sockets: Vec::new(),
+        interfaces: Vec::new(),
+        warnings: vec![Warning::new(
+            "census-failed",
             format!(
-                "unknown CNI `{cni}` (known: {}); its ports are not checked",
-                catalog.cnis().join(", ")
+                "{e:#}: ports are judged at the catalog's defaults, not where flags moved them"
             ),
+        )],
+    });
+    warnings.extend(node.warnings.iter().cloned());
+    let (role, cni) = role_and_cni(common.role, common.cni.as_deref(), &catalog, &node)?;
+    let Some(r) = role.value else {
+        bail!(
+            "the node's role is unknown ({}): pass --role",
+            role.evidence.join("; ")
+        );
+    };
+    let live = Live {
+        sockets: &node.sockets,
+        interfaces: &node.interfaces,
+    };
+    let req = required::from_catalog(&catalog, r, &cni.value, Some(live));
+    warnings.extend(req.warnings);
+    let mut notes = Vec::new();
+    if role.source != "flag" {
+        notes.push(format!(
+            "role {} (detected: {})",
+            r.as_str(),
+            role.evidence.join("; ")
         ));
     }
-    catalog.required(role(common.role), common.cni.as_deref())
+    if cni.source != "flag" {
+        let names = if cni.value.is_empty() {
+            "none".to_string()
+        } else {
+            cni.value.join(", ")
+        };
+        notes.push(format!(
+            "CNI {names} (detected: {})",
+            cni.evidence.join("; ")
+        ));
+    }
+    notes.extend(req.notes);
+    Ok(Needs {
+        role: r,
+        ports: req.ports,
+        notes,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -93,6 +133,9 @@ struct CheckReport<'a> {
     managers: &'a Managers,
     unread: &'a [Unread],
     rows: &'a [CheckRow],
+    /// How the role and CNI were found, and required entries that are not judged (IP
+    /// protocols, ports a flag turned off).
+    notes: &'a [String],
 }
 
 fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
@@ -101,7 +144,8 @@ fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
         managers,
         mut warnings,
     } = read();
-    let ports = required(&a.common, &mut warnings);
+    let needs = required(&a.common, &mut warnings)?;
+    let ports = &needs.ports;
     let source = |r: AddrRange| {
         let route = kports_linux::firewall::route_to(r.first(), DEFAULT_TIMEOUT);
         Source {
@@ -122,15 +166,16 @@ fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
             .collect(),
     };
     let ev = Evaluator::new(&rs);
-    let rows = check::check(&ev, &ports, &sources);
+    let rows = check::check(&ev, ports, &sources);
     let hostname = kports_linux::hostname();
     match a.common.output {
         Format::Json => {
             let report = CheckReport {
-                role: role(a.common.role),
+                role: needs.role,
                 managers: &managers,
                 unread: &rs.unread,
                 rows: &rows,
+                notes: &needs.notes,
             };
             out.json(&Document::new(
                 "firewall-check",
@@ -141,6 +186,9 @@ fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
         }
         Format::Table | Format::Wide => {
             managers_lines(out, &managers)?;
+            for n in &needs.notes {
+                out.line(&format!("note: {n}"))?;
+            }
             // One line per stretch of ports with one verdict.
             let lines: Vec<(&CheckRow, usize)> = rows
                 .iter()
@@ -163,7 +211,7 @@ fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
                     let seg = &r.segments[s];
                     match c {
                         0 => {
-                            let p = kports_firewall::required::RequiredPort {
+                            let p = RequiredPort {
                                 lo: seg.lo,
                                 hi: seg.hi,
                                 ..r.port.clone()
@@ -250,7 +298,8 @@ fn plan(a: &FirewallPlanArgs, out: &mut Out) -> Result<Vec<Warning>> {
         managers,
         mut warnings,
     } = read();
-    let ports = required(&a.common, &mut warnings);
+    let needs = required(&a.common, &mut warnings)?;
+    let ports = needs.ports;
     let req = PlanRequest {
         backend: match a.backend {
             PlanBackendArg::Nft => PlanBackend::Nft,
@@ -271,7 +320,8 @@ fn plan(a: &FirewallPlanArgs, out: &mut Out) -> Result<Vec<Warning>> {
             .map(|z| z.zone.clone())
             .or_else(|| f.default_zone.clone())
     });
-    let p = plan::plan(&rs, &req, default_zone.as_deref());
+    let mut p = plan::plan(&rs, &req, default_zone.as_deref());
+    p.notes.extend(needs.notes);
     if a.script {
         out.line(
             &format!(
