@@ -118,3 +118,42 @@ fn plan_script_applies_twice_and_the_table_says_what_changes() {
     );
     assert!(!out.lines().any(|l| l.starts_with("+ ")), "{out}");
 }
+
+#[test]
+fn role_is_detected_or_asked_for_and_ip_protocols_are_noted() {
+    let ns = Ns::new();
+    // Nothing runs in the namespace: the role cannot be detected.
+    let (ok, _, err) = ns.run(&[KPORTS, "firewall", "check", "--sources", "198.51.100.0/24"]);
+    assert!(!ok);
+    assert!(err.contains("the node's role is unknown"), "{err}");
+    assert!(err.contains("pass --role"), "{err}");
+    let (ok, out, err) = ns.run(&[
+        KPORTS,
+        "firewall",
+        "check",
+        "--role",
+        "worker",
+        "--cni",
+        "calico",
+        "--sources",
+        "198.51.100.0/24",
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let notes = doc["items"]["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0]
+            .as_str()
+            .unwrap()
+            .starts_with("IP protocol 4 for calico-node"),
+        "{notes:?}"
+    );
+    // Calico's BGP port comes from the catalog, opened to the nodes.
+    let rows = doc["items"]["rows"].as_array().unwrap();
+    let bgp = rows.iter().find(|r| r["port"]["lo"] == 179).unwrap();
+    assert_eq!(bgp["port"]["from"], "nodes");
+    assert_eq!(bgp["port"]["component"], "calico-node");
+}
