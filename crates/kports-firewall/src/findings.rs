@@ -367,7 +367,11 @@ pub fn findings(input: &Input<'_>) -> Outcome {
             .ruleset
             .unread
             .iter()
-            .map(|u| format!("{}: {}", u.source, u.reason))
+            // One line: tools' errors span several.
+            .map(|u| {
+                let reason: Vec<&str> = u.reason.split_whitespace().collect();
+                format!("{}: {}", u.source, reason.join(" "))
+            })
             .collect();
         let message = format!(
             "the firewall could not be read ({}): whether {} and the other {} required ports are open to those who need them is unknown; nothing is assumed open",
@@ -918,7 +922,7 @@ pub(crate) mod tests {
             tables: Vec::new(),
             unread: vec![Unread {
                 source: "nft".into(),
-                reason: "`nft` is not installed".into(),
+                reason: "`nft` is not installed\n(install nftables)".into(),
             }],
         };
         let (out, _) = run(&control_plane("0.0.0.0"), CP, Role::ControlPlane, &rs, &[]);
@@ -932,6 +936,13 @@ pub(crate) mod tests {
             )]
         );
         assert!(out.findings[0].message.contains("nothing is assumed open"));
+        assert!(
+            out.findings[0]
+                .message
+                .contains("(nft: `nft` is not installed (install nftables))"),
+            "{}",
+            out.findings[0].message
+        );
         assert!(!out.findings[0].message.contains(" is open"));
         assert_eq!(out.findings[0].command, "nft list ruleset");
         // A drop read from another source is still final.
