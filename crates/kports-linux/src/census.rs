@@ -121,11 +121,11 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
             (dumps, Some(owners))
         }
         OwnerScope::Every => {
-            // The walk and the dumps are independent: run them side by side.
+            // The walk and the dumps are independent: run them side by side. The walk gets
+            // every core: it is the longer of the two (about 4/5 of the CPU time at 200k
+            // sockets), and once the dump is done its thread would otherwise leave a core idle.
             std::thread::scope(|s| {
-                let walker = s.spawn(|| {
-                    procfs::walk(&q.proc_root, &Want::All, q.threads.saturating_sub(1).max(1))
-                });
+                let walker = s.spawn(|| procfs::walk(&q.proc_root, &Want::All, q.threads));
                 let dumps = dump_all(q, &namespaces, here);
                 let owners = walker
                     .join()
