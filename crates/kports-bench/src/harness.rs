@@ -66,6 +66,12 @@ impl Tools {
         Ok(check::count_lines(&out))
     }
 
+    /// `ss -tanH | wc -l`: TCP sockets in every state, everyone's.
+    pub fn all_tcp(&self) -> Result<usize> {
+        let out = measure::capture(&Argv::new(&self.ss, &["-tanH"]), HELPER_TIMEOUT)?;
+        Ok(check::count_lines(&out))
+    }
+
     /// TCP sockets in any state with a local address in the load generator's network.
     pub fn loadgen_sockets(&self, state: &str) -> Result<usize> {
         let out = measure::capture(
@@ -347,36 +353,64 @@ pub fn cross_check(tools: &Tools, ready: &Ready) -> Result<CheckResult> {
     Ok(r)
 }
 
+/// How to repeat the commands at one N.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub runs: usize,
+    pub warmup: usize,
+    /// Per-run timeout.
+    pub timeout: Duration,
+    /// Time one command may take at one N, warm-up included; once spent (and at least three
+    /// runs made) the command is not repeated.
+    pub budget: Duration,
+    /// Commands slower than this (median at the previous N) skip the warm-up: at that scale the
+    /// cache a warm-up fills is filled by the first command of the round anyway.
+    pub warm_below: Duration,
+}
+
 /// Runs every command `runs` times, interleaved, after `warmup` unrecorded rounds. The order
 /// rotates by one command each round. A command that times out is not run again at this N.
+/// `slow[i]` marks commands that skip the warm-up.
 pub fn measure_all(
     commands: &[(String, Argv)],
-    runs: usize,
-    warmup: usize,
-    timeout: Duration,
+    s: &Schedule,
+    slow: &[bool],
     tag: &str,
 ) -> Vec<(String, Summary)> {
     let mut results: Vec<Vec<Run>> = vec![Vec::new(); commands.len()];
-    let mut given_up = vec![false; commands.len()];
-    for round in 0..warmup + runs {
-        let measured = round >= warmup;
+    let mut spent = vec![Duration::ZERO; commands.len()];
+    let mut stopped = vec![false; commands.len()];
+    let mut cut = vec![false; commands.len()];
+    for round in 0..s.warmup + s.runs {
+        let measured = round >= s.warmup;
         let what = if measured {
-            format!("run {}/{runs}", round - warmup + 1)
+            format!("run {}/{}", round - s.warmup + 1, s.runs)
         } else {
-            format!("warm-up {}/{warmup}", round + 1)
+            format!("warm-up {}/{}", round + 1, s.warmup)
         };
         for k in 0..commands.len() {
             let i = (k + round) % commands.len();
-            if given_up[i] {
+            if stopped[i] || (!measured && slow.get(i).copied().unwrap_or(false)) {
+                continue;
+            }
+            if measured && results[i].len() >= 3 && spent[i] >= s.budget {
+                stopped[i] = true;
+                cut[i] = true;
+                eprintln!(
+                    "[{tag}] {}: {:.0} s spent: no more runs at this size (time budget)",
+                    commands[i].0,
+                    spent[i].as_secs_f64()
+                );
                 continue;
             }
             let (label, argv) = &commands[i];
-            let run = match measure::run(argv, timeout, Stdout::Null) {
+            let run = match measure::run(argv, s.timeout, Stdout::Null) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("[{tag}] {what}: {label}: {e}");
                     Run {
                         wall: Duration::ZERO,
+                        cpu: Duration::ZERO,
                         max_rss_kib: 0,
                         end: End::Exit(-1),
                         stdout: vec![],
@@ -384,6 +418,7 @@ pub fn measure_all(
                     }
                 }
             };
+            spent[i] += run.wall;
             match run.end {
                 End::Exit(0) => eprintln!(
                     "[{tag}] {what}: {label}: {:.3} s, {:.1} MiB",
@@ -397,7 +432,7 @@ pub fn measure_all(
                 ),
             }
             if run.end == End::TimedOut {
-                given_up[i] = true;
+                stopped[i] = true;
             }
             if measured || run.end == End::TimedOut {
                 results[i].push(run);
@@ -407,8 +442,21 @@ pub fn measure_all(
     commands
         .iter()
         .zip(results)
-        .map(|((l, _), runs)| (l.clone(), stats::summarise(&runs)))
+        .zip(cut)
+        .map(|(((l, _), runs), cut)| {
+            let mut summary = stats::summarise(&runs);
+            summary.cut_short = cut;
+            (l.clone(), summary)
+        })
         .collect()
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Peak memory of `/bin/true` measured like the commands: the floor of the method, in MiB.

@@ -45,6 +45,8 @@ impl std::fmt::Display for End {
 #[derive(Debug, Clone)]
 pub struct Run {
     pub wall: Duration,
+    /// User plus system CPU time of the command (all its threads).
+    pub cpu: Duration,
     pub max_rss_kib: u64,
     pub end: End,
     /// Standard output, if it was captured.
@@ -156,6 +158,7 @@ pub fn run(argv: &Argv, timeout: Duration, stdout: Stdout) -> io::Result<Run> {
     let stderr = sys::read_back(&mut err_file, 4096)?;
     Ok(Run {
         wall,
+        cpu: reaped.cpu,
         max_rss_kib: reaped.max_rss_kib,
         end,
         stdout,

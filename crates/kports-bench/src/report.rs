@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 
-use crate::measure::End;
 use crate::stats::{Summary, ratio, secs};
 
 pub const BEGIN: &str = "<!-- kports-bench results: begin -->";
@@ -39,6 +38,9 @@ pub struct SizeResult {
     pub processes: usize,
     /// Seconds the load generator took to build the load.
     pub setup_secs: f64,
+    /// `/proc/loadavg`'s 1-minute load before and after the measurement: how busy the machine was.
+    pub load_before: f64,
+    pub load_after: f64,
     /// Cross-check findings, in words; `problems` are the mismatches among them.
     pub checks: Vec<String>,
     pub problems: Vec<String>,
@@ -62,6 +64,7 @@ pub struct Report {
     pub reproduce: String,
     pub runs: usize,
     pub warmup: usize,
+    pub budget_secs: u64,
     /// Peak memory `/bin/true` shows when measured the same way: the floor of the method.
     pub rss_floor_mib: f64,
     pub sizes: Vec<SizeResult>,
@@ -102,12 +105,16 @@ fn median_cell(s: &Summary) -> String {
     c
 }
 
-fn failures(f: &[End]) -> String {
-    if f.is_empty() {
-        return String::new();
+/// `5`, `3 (time budget)`, `4, 1 timed out`.
+fn runs_cell(s: &Summary) -> String {
+    let mut c = s.secs.len().to_string();
+    for f in &s.failed {
+        let _ = write!(c, ", 1 {}", f);
     }
-    let v: Vec<String> = f.iter().map(End::to_string).collect();
-    v.join(", ")
+    if s.cut_short {
+        c.push_str(" (time budget)");
+    }
+    c
 }
 
 impl Report {
@@ -134,10 +141,12 @@ impl Report {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "Each command ran {} times per N, interleaved (the order rotates every round), after {} warm-up run(s); \
-             standard output to /dev/null. Wall time is from fork to exit; peak memory is the process's own \
-             `ru_maxrss` from `wait4` (the measurement's floor, `/bin/true`, shows {:.1} MiB).",
-            self.runs, self.warmup, self.rss_floor_mib
+            "Each command ran {} times per N, interleaved (the order rotates every round), after {} unrecorded \
+             warm-up round(s) (a command slower than 5 s at the previous N skips the warm-up; one that has used \
+             {} s at one N stops after three runs); standard output to /dev/null. Wall time is from fork to exit; \
+             peak memory is the process's own `ru_maxrss` from `wait4` (the measurement's floor, `/bin/true`, \
+             shows {:.1} MiB). Everything else on the machine is in every census too.",
+            self.runs, self.warmup, self.budget_secs, self.rss_floor_mib
         );
         let _ = writeln!(o);
 
@@ -189,27 +198,31 @@ impl Report {
         for s in &self.sizes {
             let _ = writeln!(
                 o,
-                "### N = {}: {} established sockets, {} listeners, {} processes (load built in {:.1} s)\n",
+                "### N = {}: {} established sockets, {} listeners, {} processes\n\n\
+                 Load built in {:.1} s; machine load average {:.1} before and {:.1} after the runs.\n",
                 thousands(s.n),
                 thousands(2 * s.n),
                 s.listeners,
                 s.processes,
-                s.setup_secs
+                s.setup_secs,
+                s.load_before,
+                s.load_after
             );
             let _ = writeln!(
                 o,
-                "| command | median s | min s | max s | peak MiB | failed runs |\n|---|--:|--:|--:|--:|---|"
+                "| command | median s | min s | max s | median CPU s | peak MiB | runs |\n|---|--:|--:|--:|--:|--:|---|"
             );
             for (l, x) in &s.commands {
                 let f = |v: Option<f64>| v.map_or_else(|| "-".into(), secs);
                 let _ = writeln!(
                     o,
-                    "| `{l}` | {} | {} | {} | {:.1} | {} |",
+                    "| `{l}` | {} | {} | {} | {} | {:.1} | {} |",
                     f(x.median),
                     f(x.min),
                     f(x.max),
+                    f(x.cpu_median),
                     x.peak_mib,
-                    failures(&x.failed)
+                    runs_cell(x)
                 );
             }
             let _ = writeln!(o);
@@ -346,6 +359,7 @@ mod tests {
         Summary {
             secs: vec![median],
             median: Some(median),
+            cpu_median: Some(median),
             min: Some(median),
             max: Some(median),
             peak_mib: peak,

@@ -9,12 +9,17 @@ pub struct Summary {
     /// Seconds of the runs that completed, in run order.
     pub secs: Vec<f64>,
     pub median: Option<f64>,
+    /// Median CPU seconds (user plus system) of the completed runs: less sensitive than wall
+    /// time to other load on a shared machine.
+    pub cpu_median: Option<f64>,
     pub min: Option<f64>,
     pub max: Option<f64>,
     /// Largest `ru_maxrss` of any run, in MiB.
     pub peak_mib: f64,
     /// Runs that did not exit with status 0, and how they ended.
     pub failed: Vec<End>,
+    /// Fewer runs than asked for were made, to stay within the time budget.
+    pub cut_short: bool,
 }
 
 /// The median of `xs` (the mean of the two middle values for an even count).
@@ -41,11 +46,19 @@ pub fn summarise(runs: &[Run]) -> Summary {
         .collect();
     Summary {
         median: median(&secs),
+        cpu_median: median(
+            &runs
+                .iter()
+                .filter(|r| r.end.ok())
+                .map(|r| r.cpu.as_secs_f64())
+                .collect::<Vec<_>>(),
+        ),
         min: secs.iter().copied().min_by(f64::total_cmp),
         max: secs.iter().copied().max_by(f64::total_cmp),
         peak_mib: runs.iter().map(|r| r.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
         failed: runs.iter().filter(|r| !r.end.ok()).map(|r| r.end).collect(),
         secs,
+        cut_short: false,
     }
 }
 
@@ -76,6 +89,7 @@ mod tests {
     fn run(secs: f64, rss: u64, end: End) -> Run {
         Run {
             wall: Duration::from_secs_f64(secs),
+            cpu: Duration::from_secs_f64(secs / 2.0),
             max_rss_kib: rss,
             end,
             stdout: vec![],
@@ -101,6 +115,7 @@ mod tests {
         ]);
         assert_eq!(s.secs, [0.5, 0.3, 0.4]);
         assert_eq!((s.median, s.min, s.max), (Some(0.4), Some(0.3), Some(0.5)));
+        assert_eq!(s.cpu_median, Some(0.2));
         assert_eq!(s.peak_mib, 8.0);
         assert_eq!(s.failed, [End::TimedOut]);
     }

@@ -145,6 +145,8 @@ pub struct Reaped {
     pub status: libc::c_int,
     /// `ru_maxrss`: peak resident set in KiB.
     pub max_rss_kib: u64,
+    /// User plus system CPU time.
+    pub cpu: Duration,
 }
 
 /// `wait4(pid)`, blocking, retried on EINTR.
@@ -162,9 +164,14 @@ pub fn wait4(pid: libc::pid_t) -> io::Result<Reaped> {
             }
             return Err(e);
         }
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+        };
         return Ok(Reaped {
             status,
             max_rss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         });
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use kports_bench::harness::{self, LoadGen, Tools};
+use kports_bench::harness::{self, LoadGen, Schedule, Tools};
 use kports_bench::measure::{self, Argv};
 use kports_bench::report::{self, Machine, Report, SizeResult, thousands};
 use kports_bench::sys;
@@ -42,6 +42,10 @@ struct Args {
     /// Seconds after which a command under test is killed and reported as timed out.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Seconds one command may take at one N, warm-up included; once spent, and after at least
+    /// three runs, it is not repeated (the report says so).
+    #[arg(long, default_value_t = 300)]
+    budget: u64,
     /// Seconds the load generator may take to build the load.
     #[arg(long, default_value_t = 120)]
     setup_timeout: u64,
@@ -226,11 +230,19 @@ fn run(args: &Args) -> Result<bool> {
         reproduce: reproduce(),
         runs: usize::from(args.runs),
         warmup: usize::from(args.warmup),
+        budget_secs: args.budget,
         rss_floor_mib: harness::rss_floor(),
         sizes: Vec::new(),
     };
     let commands = t.commands();
     let setup = Duration::from_secs(args.setup_timeout);
+    let schedule = Schedule {
+        runs: usize::from(args.runs),
+        warmup: usize::from(args.warmup),
+        timeout: Duration::from_secs(args.timeout),
+        budget: Duration::from_secs(args.budget),
+        warm_below: Duration::from_secs(5),
+    };
     for &n in &args.sizes {
         let tag = format!("N={}", thousands(n));
         eprintln!("[{tag}] starting the load generator");
@@ -241,13 +253,16 @@ fn run(args: &Args) -> Result<bool> {
         );
         let ours = t.loadgen_sockets("established")?;
         let total = t.established()?;
+        let all = t.all_tcp()?;
         if ours != 2 * n {
             bail!(
                 "`ss` counts {ours} established sockets on 127.77.0.0/16, not {}: the load is not what it should be",
                 2 * n
             );
         }
-        eprintln!("[{tag}] ss: {ours} established sockets of the load, {total} in all");
+        eprintln!(
+            "[{tag}] ss: {ours} established sockets of the load, {total} in all, {all} TCP sockets in every state"
+        );
         let checked = harness::cross_check(&t, &ready)?;
         for c in &checked.checks {
             eprintln!("[{tag}] check: {c}");
@@ -256,24 +271,34 @@ fn run(args: &Args) -> Result<bool> {
             eprintln!("[{tag}] MISMATCH: {p}");
         }
         let mut checks = vec![format!(
-            "`ss -tanH state established` counted {} sockets of the load ({} in all)",
+            "`ss -tanH state established` counted {} sockets of the load ({} in all; {} TCP sockets in every state)",
             thousands(ours),
-            thousands(total)
+            thousands(total),
+            thousands(all)
         )];
         checks.extend(checked.checks);
-        let results = harness::measure_all(
-            &commands,
-            usize::from(args.runs),
-            usize::from(args.warmup),
-            Duration::from_secs(args.timeout),
-            &tag,
-        );
+        // Commands that took over 5 s at the previous size skip the warm-up.
+        let slow: Vec<bool> = commands
+            .iter()
+            .map(|(l, _)| {
+                report
+                    .sizes
+                    .last()
+                    .and_then(|p| p.get(l)?.median)
+                    .is_some_and(|m| m > schedule.warm_below.as_secs_f64())
+            })
+            .collect();
+        let load_before = harness::load_average();
+        let results = harness::measure_all(&commands, &schedule, &slow, &tag);
+        let load_after = harness::load_average();
         lg.stop(&t)?;
         report.sizes.push(SizeResult {
             n,
             listeners: ready.listeners,
             processes: ready.processes,
             setup_secs: ready.secs,
+            load_before,
+            load_after,
             checks,
             problems: checked.problems,
             commands: results,
