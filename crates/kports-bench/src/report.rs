@@ -364,6 +364,7 @@ mod tests {
             max: Some(median),
             peak_mib: peak,
             failed: vec![],
+            cut_short: false,
         }
     }
 

@@ -301,6 +301,7 @@ mod tests {
             owner: Owner::Process,
             component: Some(name.to_string().leak()),
             netns: None,
+            cgroup: None,
         }
     }
 

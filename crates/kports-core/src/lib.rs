@@ -5,12 +5,17 @@
 //! The serde `Serialize` impls of these types *are* kports's JSON schema (see `docs/schema.md`):
 //! renaming a field is a schema change and needs [`SCHEMA_VERSION`] bumped.
 
+pub mod catalog;
 pub mod cgroup;
+pub mod check;
 pub mod component;
 pub mod conns;
+pub mod explain;
+pub mod flags;
 pub mod model;
 pub mod names;
 pub mod redact;
+pub mod role;
 
 pub use model::*;
 

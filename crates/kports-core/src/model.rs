@@ -156,6 +156,20 @@ pub struct Socket {
     pub component: Option<&'static str>,
     /// Network namespace the socket lives in.
     pub netns: Option<Arc<Netns>>,
+    /// The cgroup the socket was created in, named from `cgroup_id`, for sockets whose holder
+    /// is not known: it still tells the container and pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<Arc<CgroupRef>>,
+}
+
+/// A cgroup and the container and pod it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CgroupRef {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 /// The processes holding a socket: shared, since many sockets have the same holders.

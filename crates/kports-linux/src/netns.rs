@@ -117,3 +117,52 @@ pub fn run_in<T: Send + 'static>(
     .join()
     .map_err(|_| io::Error::other("namespace worker thread panicked"))?
 }
+
+/// Maps every cgroup v2 directory under `root` (normally `/sys/fs/cgroup`) by its id (its inode
+/// number) to its path relative to `root` with a leading `/`, as the `0::` line of
+/// `/proc/PID/cgroup` shows it. This names the container and pod of a socket whose holder could
+/// not be read, from the cgroup id sock_diag reports. Bounded: a node has thousands of cgroups.
+pub fn cgroup_paths(root: &Path) -> std::collections::HashMap<u64, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        if out.len() > 200_000 {
+            break;
+        }
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            let path = e.path();
+            if let Ok(rel) = path.strip_prefix(root) {
+                out.insert(m.ino(), format!("/{}", rel.display()));
+            }
+            todo.push(path);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_id_is_found_by_inode() {
+        let root = std::env::temp_dir().join(format!("kports-cgroup-{}", std::process::id()));
+        let leaf = root.join("kubepods.slice/kubepods-pod6b1f2e3a_1c2d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-abc.scope");
+        fs::create_dir_all(&leaf).unwrap();
+        let id = fs::metadata(&leaf).unwrap().ino();
+        let paths = cgroup_paths(&root);
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(paths.len(), 3);
+        assert_eq!(
+            paths.get(&id).map(String::as_str),
+            Some(
+                "/kubepods.slice/kubepods-pod6b1f2e3a_1c2d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-abc.scope"
+            )
+        );
+    }
+}

@@ -50,8 +50,9 @@ pub enum Want {
 /// The result of a walk.
 #[derive(Debug, Default)]
 pub struct Owners {
-    /// Socket inode -> pids holding it (ascending, no duplicates).
-    pub by_inode: InodeMap<Vec<u32>>,
+    /// (socket inode, pid holding it), sorted, no duplicates. A sorted vector rather than a
+    /// map: 16 bytes a socket, which matters at hundreds of thousands of sockets.
+    pairs: Vec<(u64, u32)>,
     /// Pids whose fd directory could not be read for lack of permission.
     pub denied: Vec<u32>,
     /// Whether every process was visited (false after an early stop).
@@ -115,22 +116,20 @@ pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
             .collect()
     });
 
-    let exhaustive = !stop.load(Ordering::Relaxed);
-    let mut owners = Owners {
-        by_inode: InodeMap::default(),
-        denied: Vec::new(),
-        exhaustive,
-    };
-    owners
-        .by_inode
-        .reserve(per_thread.iter().map(Vec::len).sum());
-    for (ino, pid) in per_thread.into_iter().flatten() {
-        owners.by_inode.entry(ino).or_default().push(pid);
+    let mut pairs = Vec::with_capacity(per_thread.iter().map(Vec::len).sum());
+    for v in per_thread {
+        pairs.extend(v);
     }
-    if !exhaustive {
+    let mut owners = Owners {
+        pairs,
+        denied: Vec::new(),
+        exhaustive: !stop.load(Ordering::Relaxed),
+    };
+    owners.normalise();
+    if !owners.exhaustive {
         // Sockets inherited across fork are held by the owners' descendants too.
         let mut scratch = Scratch::new();
-        let mut todo: Vec<u32> = owners.by_inode.values().flatten().copied().collect();
+        let mut todo: Vec<u32> = owners.pairs.iter().map(|&(_, pid)| pid).collect();
         let mut seen: HashSet<u32> = todo.iter().copied().collect();
         let mut extra = Vec::new();
         while let Some(pid) = todo.pop() {
@@ -141,19 +140,41 @@ pub fn walk(root: &Path, want: &Want, threads: usize) -> io::Result<Owners> {
                 }
             }
         }
-        for (ino, pid) in extra {
-            if let Some(v) = owners.by_inode.get_mut(&ino) {
-                v.push(pid);
-            }
-        }
-    }
-    for v in owners.by_inode.values_mut() {
-        v.sort_unstable();
-        v.dedup();
+        extra.retain(|&(ino, _)| !owners.pids(ino).is_empty());
+        owners.pairs.extend(extra);
+        owners.normalise();
     }
     owners.denied = denied.into_inner().unwrap_or_else(|e| e.into_inner());
     owners.denied.sort_unstable();
     Ok(owners)
+}
+
+impl Owners {
+    /// Pids holding the socket `inode`, ascending.
+    pub fn pids(&self, inode: u64) -> &[(u64, u32)] {
+        let start = self.pairs.partition_point(|&(i, _)| i < inode);
+        let end = start + self.pairs[start..].partition_point(|&(i, _)| i == inode);
+        &self.pairs[start..end]
+    }
+
+    /// How many distinct sockets have an owner.
+    pub fn sockets(&self) -> usize {
+        let mut n = 0;
+        let mut last = None;
+        for &(i, _) in &self.pairs {
+            if last != Some(i) {
+                n += 1;
+                last = Some(i);
+            }
+        }
+        n
+    }
+
+    fn normalise(&mut self) {
+        self.pairs.sort_unstable();
+        self.pairs.dedup();
+        self.pairs.shrink_to_fit();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -273,9 +294,8 @@ fn open_dir(path: &Path) -> io::Result<Dir> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is fresh and owned by nobody else.
-    Ok(Dir {
-        fd: unsafe { OwnedFd::from_raw_fd(fd) },
-    })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(Dir { fd })
 }
 
 /// Bytes of directory entries read per `getdents64` call: about a thousand fd entries.
@@ -449,9 +469,10 @@ mod tests {
         for threads in [1, 2, 3] {
             let o = walk(&d.path, &Want::All, threads).unwrap();
             assert!(o.exhaustive);
-            assert_eq!(o.by_inode[&100], [10, 11]);
-            assert_eq!(o.by_inode[&101], [10]);
-            assert_eq!(o.by_inode.len(), 2);
+            assert_eq!(o.pids(100), [(100, 10), (100, 11)]);
+            assert_eq!(o.pids(101), [(101, 10)]);
+            assert_eq!(o.pids(99), []);
+            assert_eq!(o.sockets(), 2);
         }
     }
 
@@ -462,8 +483,8 @@ mod tests {
             (11, &["socket:[102]"]),
         ]);
         let o = walk(&d.path, &Want::Only([101, 102].into()), 1).unwrap();
-        assert_eq!(o.by_inode.len(), 2);
-        assert_eq!(o.by_inode[&102], [11]);
+        assert_eq!(o.sockets(), 2);
+        assert_eq!(o.pids(102), [(102, 11)]);
     }
 
     /// One `linux_dirent64` record as the kernel lays it out, padded to 8 bytes.
@@ -507,8 +528,8 @@ mod tests {
         let refs: Vec<&str> = links.iter().map(String::as_str).collect();
         let d = fake_proc(&[(10, &refs)]);
         let o = walk(&d.path, &Want::All, 2).unwrap();
-        assert_eq!(o.by_inode.len(), 3000);
-        assert_eq!(o.by_inode[&3999], [10]);
+        assert_eq!(o.sockets(), 3000);
+        assert_eq!(o.pids(3999), [(3999, 10)]);
     }
 
     #[test]
@@ -516,7 +537,7 @@ mod tests {
         let d = fake_proc(&[(10, &["socket:[100]"])]);
         fs::create_dir_all(d.path.join("99")).unwrap(); // a process with no fd dir: exited
         let o = walk(&d.path, &Want::All, 2).unwrap();
-        assert_eq!(o.by_inode[&100], [10]);
+        assert_eq!(o.pids(100), [(100, 10)]);
         assert!(o.denied.is_empty());
     }
 }

@@ -74,6 +74,7 @@ fn parse_inet_line(line: &str, proto: Proto, family: Family) -> Option<Socket> {
         owner: Owner::None,
         component: None,
         netns: None,
+        cgroup: None,
     })
 }
 

@@ -117,6 +117,7 @@ pub fn parse_inet(b: &[u8], proto: Proto) -> Option<RawInet> {
             owner: Owner::None,
             component: None,
             netns: None,
+            cgroup: None,
         },
         u32_at(b, 40),
     ))

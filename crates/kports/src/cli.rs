@@ -26,18 +26,60 @@ pub enum Command {
     /// Hostname, interfaces (kind, state, MTU, MAC, bridge master) and their addresses.
     ///
     /// `kports node --kind bridge` answers what `ip addr show type bridge` answers.
+    #[command(after_long_help = "Examples:
+  kports node --kind bridge        the bridges (cni0, docker0, ...) and their addresses
+  kports node --kind vxlan -o wide the overlay devices with their UDP ports
+  kports node --all-netns          interfaces of every pod and container too")]
     Node(NodeArgs),
     /// Listening TCP and bound UDP sockets with their owning processes and components.
     ///
     /// Owners are the processes holding the socket, named in full (`kube-controller-manager`,
     /// not the kernel's 15-byte `kube-controlle`). A socket no process holds, such as a VXLAN
     /// device's UDP port, is owned by `kernel`. Equivalent to `ss -tulpn`, faster, with components.
+    #[command(after_long_help = "Examples:
+  kports listen                          every listener, its owner and component
+  kports listen --component kubelet      what the kubelet listens on (10250, 10248, ...)
+  kports listen --port 30000-32767       NodePort listeners
+  kports listen --all-netns -o wide      listeners of every pod, with container and pod ids
+  kports listen --unix --process kubelet the kubelet's UNIX sockets too")]
     Listen(ListenArgs),
     /// Established TCP connections counted per listening socket (in) and per remote service (out).
     ///
     /// `kports conns --process etcd` shows which etcd port has more client connections.
     /// Counts add up to `ss -tanH state established` on the same snapshot.
+    #[command(after_long_help = "Examples:
+  kports conns --process etcd --by-port --inbound   client connections per etcd port
+  kports conns --port 6443 --by-peer                who is connected to the API server
+  kports conns --outbound --process kube-apiserver  where the API server connects to")]
     Conns(ConnsArgs),
+    /// Check the node's listeners against every port its role and CNI need.
+    ///
+    /// For each port of the catalog: is it listening, held by the component that should hold
+    /// it, reachable by the peers that need it, and not bound wider than needed? Also ports that
+    /// should be closed (the kubelet's read-only 10255, legacy 10251/10252) and listeners no
+    /// catalog entry explains. Each finding names its evidence and the `ss` command that shows
+    /// it. Exit status 0 when clean, 1 when a finding reaches --fail-on, 2 on an error.
+    /// `--pre-install --role ROLE` checks, before kubeadm runs, that the role's ports are free.
+    #[command(after_long_help = "Examples:
+  kports check                                 role and CNI detected; findings, worst first
+  kports check -o wide                         every port checked, with what listens there
+  kports check --fail-on warning -o junit      for a CI pipeline
+  kports check --pre-install --role worker     before kubeadm join: are the ports free?
+  kports check --catalog my-ports.toml         with a custom NodePort range or external etcd")]
+    Check(crate::cmd::check::CheckArgs),
+    /// Explain a port or a component: what normally listens there, who connects and why,
+    /// kubeadm's bind address, and what this node has there now.
+    ///
+    /// `kports explain 2379` shows why etcd's client port has many connections (every API
+    /// server) while its peer port 2380 has a few (one set per member).
+    #[command(after_long_help = "Examples:
+  kports explain 2379         etcd's client port: who connects, and how many right now
+  kports explain etcd         every etcd port
+  kports explain udp/8472     the VXLAN port, and why sources disagree about it
+  kports explain 10255        the kubelet's read-only port and why it should be closed")]
+    Explain(crate::cmd::explain::ExplainArgs),
+    /// A practice cluster network on this machine, made of network namespaces (needs root).
+    Lab(kports_lab::LabArgs),
 }
 
 /// Options every census command shares.

@@ -16,12 +16,18 @@ use crate::cli::{Cli, Command};
 use crate::output::Out;
 
 fn main() -> ExitCode {
+    if let Some(code) = kports_lab::standin_dispatch() {
+        return code;
+    }
     let cli = Cli::parse();
     let mut out = Out::stdout();
     let result = match &cli.command {
         Command::Node(a) => cmd::node::run(a, &mut out),
         Command::Listen(a) => cmd::listen::run(a, &mut out),
         Command::Conns(a) => cmd::conns::run(a, &mut out),
+        Command::Check(a) => cmd::check::run(a, &mut out),
+        Command::Explain(a) => cmd::explain::run(a, &mut out),
+        Command::Lab(a) => return lab(a),
     }
     .and_then(|warnings| {
         out.flush()?;
@@ -31,6 +37,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // The check printed its findings; they reached --fail-on.
+        Err(e) if e.downcast_ref::<cmd::check::Failed>().is_some() => ExitCode::from(1),
         Err(e) => {
             eprintln!("kports: {e:#}");
             if let Some(kports_linux::Error::Io { .. } | kports_linux::Error::NoSockDiag(_)) =
@@ -47,6 +55,14 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `kports lab` prints its own output; its usage errors exit 2, its failures 1.
+fn lab(args: &kports_lab::LabArgs) -> ExitCode {
+    kports_lab::run(args).unwrap_or_else(|e| {
+        eprintln!("kports: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

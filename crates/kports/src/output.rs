@@ -33,6 +33,9 @@ pub struct Document<'a, T: Serialize, U: Serialize = ()> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unix: Option<U>,
     pub warnings: &'a [Warning],
+    /// What a command adds about the whole document (`check`: role, CNI, ports checked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Value>,
 }
 
 impl<'a, T: Serialize> Document<'a, T> {
@@ -44,6 +47,7 @@ impl<'a, T: Serialize> Document<'a, T> {
             items,
             unix: None,
             warnings,
+            context: None,
         }
     }
 
@@ -55,6 +59,7 @@ impl<'a, T: Serialize> Document<'a, T> {
             hostname,
             items,
             warnings,
+            context,
             ..
         } = self;
         Document {
@@ -64,6 +69,15 @@ impl<'a, T: Serialize> Document<'a, T> {
             items,
             unix,
             warnings,
+            context,
+        }
+    }
+
+    /// Adds the `context` object.
+    pub fn with_context(self, context: serde_json::Value) -> Self {
+        Document {
+            context: Some(context),
+            ..self
         }
     }
 }

@@ -29,7 +29,7 @@ pub fn run(args: &ListenArgs, out: &mut Out) -> Result<Vec<Warning>> {
     let c = census::sockets(&q)?;
     let mut sockets = c.sockets;
     sockets.retain(|s| keep(&args.filters, s));
-    sockets.sort_by(|a, b| {
+    sockets.sort_unstable_by(|a, b| {
         let ns = |s: &Socket| s.netns.as_ref().map(|n| (!n.host, n.inode));
         (
             ns(a),

@@ -1,6 +1,8 @@
 //! One module per subcommand; each turns validated arguments into a census and prints it.
 
+pub mod check;
 pub mod conns;
+pub mod explain;
 pub mod listen;
 pub mod node;
 

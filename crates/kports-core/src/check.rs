@@ -1,0 +1,1509 @@
+//! `kports check`: what listens on the node against what its role and CNI need.
+//!
+//! A pure function of the census (sockets, interfaces), the catalog, the role and the CNIs. For
+//! every catalog port the node needs it asks: does it listen, and is the holder the component
+//! that should (anything else is a conflict, as kubeadm preflight reports it)? Can the peers
+//! that need it reach it (loopback only is an error when others must connect)? Is it bound
+//! wider than needed, or open when it should be closed (the kubelet's read-only port, the old
+//! insecure ports)? Then every listener no entry explains. Before kubeadm runs
+//! (`--pre-install`) it asks only whether the role's ports are free, and who holds those that
+//! are not.
+//!
+//! Ports and addresses that a running component's flags set win over the catalog's defaults;
+//! the flag is then part of the evidence. Every finding carries the `ss` command that shows the
+//! same thing, so an administrator can see it without kports.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::catalog::{
+    BindScope, Catalog, Entry, Expect, Key, Network, PortRange, Protocol, Role, Severity, Version,
+};
+use crate::flags::{self, Host};
+use crate::{Interface, Owner, ProcessRef, Proto, SockState, Socket, Warning};
+
+/// Finding ids: stable, for scripts and CI to match on.
+pub mod ids {
+    pub const PORT_NOT_LISTENING: &str = "port-not-listening";
+    pub const PORT_CONFLICT: &str = "port-conflict";
+    pub const BOUND_LOOPBACK_ONLY: &str = "bound-loopback-only";
+    pub const BOUND_TOO_WIDE: &str = "bound-too-wide";
+    pub const UNEXPLAINED_LISTENER: &str = "unexplained-listener";
+    pub const PORT_IN_USE: &str = "port-in-use";
+    // Raised by `expect = "absent"` entries (see `catalog::ABSENT_FINDINGS`).
+    pub const READONLY_PORT_OPEN: &str = "readonly-port-open";
+    pub const LEGACY_INSECURE_PORT: &str = "legacy-insecure-port";
+    pub const FORBIDDEN_PORT_OPEN: &str = "forbidden-port-open";
+}
+
+/// The ports kubeadm preflight's PortOpenCheck tests (init and control-plane join).
+const KUBEADM_PREFLIGHT_PORTS: &[u16] = &[6443, 10259, 10257, 10250, 2379, 2380];
+
+/// What the check works on.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Sockets of the node's network namespace: listeners at least, established connections
+    /// help find the command lines of components.
+    pub sockets: &'a [Socket],
+    pub interfaces: &'a [Interface],
+    pub catalog: &'a Catalog,
+    /// `None` when the role is unknown: then only ports no node should serve and unexplained
+    /// listeners are checked.
+    pub role: Option<Role>,
+    pub cnis: &'a [String],
+    /// Restricts entries to those of this Kubernetes version, when known.
+    pub version: Option<Version>,
+    /// Before kubeadm: are the role's ports free?
+    pub pre_install: bool,
+}
+
+/// What the check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Every catalog port that was checked, in catalog order.
+    pub checked: Vec<Checked>,
+    /// Most severe first.
+    pub findings: Vec<Finding>,
+    /// What limited the check (unknown owners, unreadable flags, unknown role).
+    pub warnings: Vec<Warning>,
+}
+
+impl Report {
+    /// The most severe finding's severity.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+}
+
+/// One catalog port as checked on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checked {
+    pub entry: Key,
+    /// The port or range after the component's flags and tunnel devices.
+    pub port: PortRange,
+    pub purpose: String,
+    pub expect: Expect,
+    /// `ok`, `finding`, or `off` (a flag turned the port off).
+    pub result: &'static str,
+    /// Listeners on the port now.
+    pub listeners: Vec<SocketEvidence>,
+    /// Flags and devices that set the port or address.
+    pub configured_by: Vec<Setting>,
+}
+
+/// A problem, with what shows it and how to see it without kports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Stable identifier (see [`ids`]).
+    pub id: &'static str,
+    pub severity: Severity,
+    /// One line, in words an administrator or a learner understands.
+    pub message: String,
+    /// The catalog entry the finding is about; none for an unexplained listener.
+    pub entry: Option<Key>,
+    pub protocol: Protocol,
+    /// The port concerned (a single port, or the range for a missing range).
+    pub port: PortRange,
+    pub evidence: Evidence,
+    /// The command that shows it: `ss -tlnp 'sport = :10250'`.
+    pub command: String,
+}
+
+/// The facts behind a finding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub sockets: Vec<SocketEvidence>,
+    pub flags: Vec<Setting>,
+}
+
+/// A listening socket as shown in evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SocketEvidence {
+    pub proto: Proto,
+    pub state: SockState,
+    pub local_address: IpAddr,
+    pub local_port: u16,
+    pub owner: Owner,
+    pub processes: Vec<ProcessEvidence>,
+    pub component: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessEvidence {
+    pub pid: u32,
+    pub name: String,
+}
+
+/// A flag (or device) that set where a port is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    /// The process whose command line has the flag; none for a device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `kube-apiserver` or `device flannel.1`.
+    pub source: String,
+    /// `--bind-address=127.0.0.1` or `vxlan dstport 8472`.
+    pub value: String,
+}
+
+impl SocketEvidence {
+    pub fn of(s: &Socket) -> SocketEvidence {
+        SocketEvidence {
+            proto: s.proto,
+            state: s.state,
+            local_address: s.local_address,
+            local_port: s.local_port,
+            owner: s.owner,
+            processes: s
+                .processes
+                .iter()
+                .map(|p| ProcessEvidence {
+                    pid: p.pid,
+                    name: p.name.clone(),
+                })
+                .collect(),
+            component: s.component,
+        }
+    }
+}
+
+/// Whether a socket is a listener: a listening TCP socket or a bound, unconnected UDP one.
+pub fn is_listener(s: &Socket) -> bool {
+    match s.proto {
+        Proto::Tcp => s.state == SockState::Listen,
+        Proto::Udp => s.state == SockState::Close && s.local_port != 0,
+    }
+}
+
+/// An entry with the port and addresses the node's flags and devices give it.
+#[derive(Debug, Clone)]
+pub struct Resolved<'a> {
+    pub entry: &'a Entry,
+    pub port: PortRange,
+    /// Where the flags say it binds, when they say.
+    pub addresses: Option<Vec<Host>>,
+    pub settings: Vec<Setting>,
+    /// A flag turned the port off (`--read-only-port=0`).
+    pub off: bool,
+}
+
+/// The first process of each component in the census, for its command line.
+pub fn component_processes(sockets: &[Socket]) -> HashMap<&'static str, Arc<ProcessRef>> {
+    let mut m = HashMap::new();
+    for s in sockets {
+        if let (Some(c), Some(p)) = (s.component, s.processes.first()) {
+            m.entry(c).or_insert_with(|| p.clone());
+        }
+    }
+    m
+}
+
+/// Applies the running component's flags and the tunnel devices to `e`.
+pub fn resolve<'a>(
+    e: &'a Entry,
+    procs: &HashMap<&'static str, Arc<ProcessRef>>,
+    interfaces: &[Interface],
+    warnings: &mut Vec<Warning>,
+) -> Resolved<'a> {
+    let mut r = Resolved {
+        entry: e,
+        port: e.port,
+        addresses: None,
+        settings: Vec::new(),
+        off: false,
+    };
+    let of = e.flags.of.as_deref().unwrap_or(&e.component);
+    if let Some(p) = procs.get(of) {
+        let mut bad = |err: flags::FlagError| {
+            warnings.push(Warning::new(
+                "flag-unreadable",
+                format!(
+                    "cannot read {err} of {} (pid {}); {} is checked at its catalog default",
+                    p.name,
+                    p.pid,
+                    e.label()
+                ),
+            ));
+        };
+        let setting = |flag: &str, v: &str, r: &mut Resolved<'a>| {
+            r.settings.push(Setting {
+                pid: Some(p.pid),
+                source: p.name.clone(),
+                value: format!("{flag}={v}"),
+            });
+        };
+        if let Some(f) = &e.flags.port {
+            if let Some(v) = flags::value(&p.cmdline, f) {
+                match flags::parse_port(f, v) {
+                    Ok(Some(port)) => r.port = PortRange::single(port),
+                    Ok(None) => r.off = true,
+                    Err(err) => bad(err),
+                }
+                setting(f, v, &mut r);
+            }
+        }
+        if let Some(f) = &e.flags.address {
+            if let Some(v) = flags::value(&p.cmdline, f) {
+                match flags::parse_address(f, v) {
+                    Ok(h) => r.addresses = Some(vec![h]),
+                    Err(err) => bad(err),
+                }
+                setting(f, v, &mut r);
+            }
+        }
+        if let Some(f) = &e.flags.endpoint {
+            if let Some(v) = flags::value(&p.cmdline, f) {
+                match flags::parse_endpoint(f, v) {
+                    Ok((h, port)) => {
+                        r.addresses = Some(vec![h]);
+                        if let Some(port) = port {
+                            r.port = PortRange::single(port);
+                        }
+                    }
+                    Err(err) => bad(err),
+                }
+                setting(f, v, &mut r);
+            }
+        }
+        if let Some(f) = &e.flags.urls {
+            if let Some(v) = flags::value(&p.cmdline, f) {
+                match flags::parse_urls(f, v) {
+                    Ok(urls) => {
+                        if let Some((_, port)) = urls.first() {
+                            r.port = PortRange::single(*port);
+                        }
+                        r.addresses = Some(urls.into_iter().map(|(h, _)| h).collect());
+                    }
+                    Err(err) => bad(err),
+                }
+                setting(f, v, &mut r);
+            }
+        }
+        if let Some(f) = &e.flags.range {
+            if let Some(v) = flags::value(&p.cmdline, f) {
+                match flags::parse_range(f, v) {
+                    Ok(range) => r.port = range,
+                    Err(err) => bad(err),
+                }
+                setting(f, v, &mut r);
+            }
+        }
+    }
+    for dev in &e.tunnel_devices {
+        if let Some((i, port)) = interfaces
+            .iter()
+            .find(|i| &i.name == dev)
+            .and_then(|i| i.tunnel_port.map(|p| (i, p)))
+        {
+            r.port = PortRange::single(port);
+            r.settings.push(Setting {
+                pid: None,
+                source: format!("device {}", i.name),
+                value: format!("{} dstport {port}", i.kind),
+            });
+            break;
+        }
+    }
+    r
+}
+
+/// How a socket relates to an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Held by a component the entry names.
+    Expected,
+    /// Held by something else.
+    Other,
+    /// kports could not see who holds it.
+    Unknown,
+}
+
+fn hold(e: &Entry, s: &Socket) -> Hold {
+    let named = |n: &str| e.held_by.iter().any(|h| h == n);
+    if s.component.is_some_and(named)
+        || s.processes.iter().any(|p| named(&p.name))
+        || (s.owner == Owner::Kernel && named("kernel"))
+    {
+        return Hold::Expected;
+    }
+    match s.owner {
+        Owner::Unknown | Owner::None => Hold::Unknown,
+        Owner::Process | Owner::Kernel => Hold::Other,
+    }
+}
+
+/// The widest scope among `sockets`.
+fn scope(sockets: &[&Socket]) -> BindScope {
+    sockets
+        .iter()
+        .map(|s| flags::scope_of(&s.local_address))
+        .max()
+        .unwrap_or(BindScope::Loopback)
+}
+
+/// `nc (pid 4242)`, `the kernel`, `an unknown process`.
+fn who(sockets: &[&Socket]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for s in sockets {
+        let n = match s.owner {
+            Owner::Process => s
+                .processes
+                .iter()
+                .map(|p| match s.component {
+                    Some(c) if c != p.name => format!("{} (pid {}, {c})", p.name, p.pid),
+                    _ => format!("{} (pid {})", p.name, p.pid),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            Owner::Kernel => match s.component {
+                Some(c) => format!("the kernel ({c})"),
+                None => "the kernel".to_string(),
+            },
+            Owner::Unknown | Owner::None => "an unknown process".to_string(),
+        };
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names.join(", ")
+}
+
+/// `127.0.0.1, ::1`.
+fn addresses(sockets: &[&Socket]) -> String {
+    let mut v: Vec<String> = Vec::new();
+    for s in sockets {
+        let a = s.local_address.to_string();
+        if !v.contains(&a) {
+            v.push(a);
+        }
+    }
+    v.join(", ")
+}
+
+fn peers(e: &Entry) -> String {
+    let v: Vec<&str> = e
+        .reached_by
+        .iter()
+        .filter(|p| **p != crate::catalog::Peer::SelfNode)
+        .map(|p| p.describe())
+        .collect();
+    match v.len() {
+        0 => "other hosts".to_string(),
+        1 => v[0].to_string(),
+        n => format!("{} and {}", v[..n - 1].join(", "), v[n - 1]),
+    }
+}
+
+/// The `ss` command that shows listeners on `port`.
+pub fn ss_command(proto: Protocol, port: PortRange) -> String {
+    let flag = if proto == Protocol::Udp {
+        "-ulnp"
+    } else {
+        "-tlnp"
+    };
+    if port.is_single() {
+        format!("ss {flag} 'sport = :{}'", port.first)
+    } else {
+        format!(
+            "ss {flag} 'sport >= :{} and sport <= :{}'",
+            port.first, port.last
+        )
+    }
+}
+
+/// Settings whose flag is an address flag, for evidence about binds.
+fn bind_settings(r: &Resolved<'_>) -> Vec<Setting> {
+    let f = &r.entry.flags;
+    let names: Vec<&str> = [&f.address, &f.endpoint, &f.urls]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    r.settings
+        .iter()
+        .filter(|s| names.iter().any(|n| s.value.starts_with(&format!("{n}="))))
+        .cloned()
+        .collect()
+}
+
+fn set_by(settings: &[Setting]) -> String {
+    match settings.first() {
+        Some(s) => format!(" (set by {})", s.value),
+        None => String::new(),
+    }
+}
+
+/// Where a finding is: the entry (if any), the protocol and the port.
+struct At {
+    entry: Option<Key>,
+    protocol: Protocol,
+    port: PortRange,
+}
+
+impl At {
+    fn entry(r: &Resolved<'_>, port: PortRange) -> At {
+        At {
+            entry: Some(r.entry.key()),
+            protocol: r.entry.protocol,
+            port,
+        }
+    }
+}
+
+struct Checker {
+    findings: Vec<Finding>,
+    /// Sockets (by address in the census slice) already in a finding.
+    reported: HashSet<*const Socket>,
+    /// Sockets some catalog entry accounts for.
+    explained: HashSet<*const Socket>,
+}
+
+impl Checker {
+    fn add(
+        &mut self,
+        id: &'static str,
+        severity: Severity,
+        message: String,
+        at: At,
+        sockets: &[&Socket],
+        flags: Vec<Setting>,
+    ) {
+        for s in sockets {
+            self.reported.insert(*s as *const Socket);
+        }
+        self.findings.push(Finding {
+            id,
+            severity,
+            message,
+            entry: at.entry,
+            protocol: at.protocol,
+            port: at.port,
+            evidence: Evidence {
+                sockets: sockets.iter().map(|s| SocketEvidence::of(s)).collect(),
+                flags,
+            },
+            command: ss_command(at.protocol, at.port),
+        });
+    }
+}
+
+/// Runs the check.
+pub fn check(input: &Input<'_>) -> Report {
+    let mut warnings = Vec::new();
+    let procs = component_processes(input.sockets);
+    let resolved: Vec<Resolved<'_>> = input
+        .catalog
+        .entries
+        .iter()
+        .map(|e| resolve(e, &procs, input.interfaces, &mut warnings))
+        .collect();
+    let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| is_listener(s)).collect();
+    let mut ck = Checker {
+        findings: Vec::new(),
+        reported: HashSet::new(),
+        explained: HashSet::new(),
+    };
+    let mut checked = Vec::new();
+
+    if input.role.is_none() {
+        warnings.push(Warning::new(
+            "role-unknown",
+            "the node's role is unknown (no Kubernetes component found): only ports no node should serve and unexplained listeners are checked; pass --role",
+        ));
+    }
+    let unknown_owners = listeners
+        .iter()
+        .filter(|s| matches!(s.owner, Owner::Unknown))
+        .count();
+    if unknown_owners > 0 {
+        warnings.push(Warning::new(
+            "owners-unknown",
+            format!(
+                "{unknown_owners} {} no known owner: kports cannot tell a conflict from the expected component there (run as root)",
+                if unknown_owners == 1 { "listener has" } else { "listeners have" }
+            ),
+        ));
+    }
+
+    for r in &resolved {
+        let e = r.entry;
+        let Some(proto) = e.protocol.proto() else {
+            continue;
+        };
+        let on_port: Vec<&Socket> = listeners
+            .iter()
+            .copied()
+            .filter(|s| s.proto == proto && r.port.contains(s.local_port))
+            .collect();
+        for s in &on_port {
+            if hold(e, s) != Hold::Other {
+                ck.explained.insert(*s as *const Socket);
+            }
+        }
+        if !selected(input, e) {
+            continue;
+        }
+        let before = ck.findings.len();
+        if input.pre_install {
+            pre_install(&mut ck, r, &on_port);
+        } else {
+            evaluate(&mut ck, r, &on_port);
+        }
+        let result = if ck.findings.len() > before {
+            "finding"
+        } else if r.off {
+            "off"
+        } else {
+            "ok"
+        };
+        checked.push(Checked {
+            entry: e.key(),
+            port: r.port,
+            purpose: e.purpose.clone(),
+            expect: e.expect,
+            result,
+            listeners: on_port
+                .iter()
+                .filter(|s| {
+                    r.port.is_single()
+                        || e.expect == Expect::Reserved
+                        || hold(e, s) == Hold::Expected
+                })
+                .map(|s| SocketEvidence::of(s))
+                .collect(),
+            configured_by: r.settings.clone(),
+        });
+    }
+
+    if !input.pre_install {
+        unexplained(&mut ck, &listeners, &resolved);
+    }
+    let mut findings = ck.findings;
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.port.cmp(&b.port))
+            .then(a.protocol.cmp(&b.protocol))
+            .then(a.id.cmp(b.id))
+    });
+    Report {
+        checked,
+        findings,
+        warnings,
+    }
+}
+
+/// Whether the node's role, CNI and version need `e` checked.
+fn selected(input: &Input<'_>, e: &Entry) -> bool {
+    if e.network != Network::Host || e.expect == Expect::None || e.protocol.proto().is_none() {
+        return false;
+    }
+    if input.pre_install {
+        return matches!(e.expect, Expect::Listening | Expect::Reserved)
+            && input
+                .role
+                .is_some_and(|role| e.applies_to(role, input.cnis))
+            && version_ok(input, e);
+    }
+    match e.expect {
+        // A port no node should serve is checked on every node, whatever the version.
+        Expect::Absent => input.role.is_none_or(|role| e.roles.contains(&role)),
+        _ => {
+            input
+                .role
+                .is_some_and(|role| e.applies_to(role, input.cnis))
+                && version_ok(input, e)
+        }
+    }
+}
+
+fn version_ok(input: &Input<'_>, e: &Entry) -> bool {
+    input.version.is_none_or(|v| e.versions.contains(v))
+}
+
+fn evaluate(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
+    let e = r.entry;
+    let expected: Vec<&Socket> = on_port
+        .iter()
+        .copied()
+        .filter(|s| hold(e, s) == Hold::Expected)
+        .collect();
+    let others: Vec<&Socket> = on_port
+        .iter()
+        .copied()
+        .filter(|s| hold(e, s) == Hold::Other)
+        .collect();
+    let unknown = on_port.iter().any(|s| hold(e, s) == Hold::Unknown);
+    match e.expect {
+        Expect::Listening | Expect::Optional if r.port.is_single() => {
+            if r.off {
+                return;
+            }
+            let port = r.port.first;
+            if !others.is_empty() {
+                let severity = if e.expect == Expect::Listening {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                };
+                let kubeadm = if e.protocol == Protocol::Tcp
+                    && KUBEADM_PREFLIGHT_PORTS.contains(&port)
+                {
+                    format!(
+                        "; kubeadm preflight reports `[ERROR Port-{port}]: Port {port} is in use`"
+                    )
+                } else {
+                    String::new()
+                };
+                let place = if expected.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", addresses(&others))
+                };
+                let message = format!(
+                    "{}{place} is held by {}, not {}{kubeadm}",
+                    e.label_at(port),
+                    who(&others),
+                    e.component
+                );
+                ck.add(
+                    ids::PORT_CONFLICT,
+                    severity,
+                    message,
+                    At::entry(r, r.port),
+                    &others,
+                    Vec::new(),
+                );
+            } else if expected.is_empty() && !unknown && e.expect == Expect::Listening {
+                let message = format!(
+                    "nothing listens on {}, where {} should serve: {}",
+                    e.label_at(port),
+                    e.component,
+                    e.purpose
+                );
+                ck.add(
+                    ids::PORT_NOT_LISTENING,
+                    e.missing,
+                    message,
+                    At::entry(r, r.port),
+                    &[],
+                    r.settings.clone(),
+                );
+            }
+            if !expected.is_empty() {
+                check_scope(ck, r, port, &expected);
+            }
+        }
+        Expect::Listening | Expect::Optional => {
+            // A range of optional ports (a runtime's random streaming port): check each bind.
+            let mut by_port: BTreeMap<u16, Vec<&Socket>> = BTreeMap::new();
+            for s in expected {
+                by_port.entry(s.local_port).or_default().push(s);
+            }
+            for (port, socks) in by_port {
+                check_scope(ck, r, port, &socks);
+            }
+        }
+        Expect::Absent => {
+            let hits: Vec<&Socket> = on_port
+                .iter()
+                .copied()
+                .filter(|s| hold(e, s) != Hold::Other)
+                .collect();
+            if hits.is_empty() {
+                return;
+            }
+            let id = e.finding.unwrap_or(ids::FORBIDDEN_PORT_OPEN);
+            let port = hits[0].local_port;
+            let label = e.label_at(port);
+            let at = addresses(&hits);
+            let message = match id {
+                ids::READONLY_PORT_OPEN => format!(
+                    "the kubelet's read-only port {label} is open on {at}: whoever reaches it reads every pod's spec without credentials; set readOnlyPort: 0"
+                ),
+                ids::LEGACY_INSECURE_PORT => format!(
+                    "{} still serves its insecure port {label} on {at} (gone since Kubernetes 1.23): health and metrics without authentication",
+                    e.component
+                ),
+                _ => format!(
+                    "{} listens on {label} ({at}), which should be closed: {}",
+                    who(&hits),
+                    e.purpose
+                ),
+            };
+            ck.add(
+                id,
+                e.severity,
+                message,
+                At::entry(r, PortRange::single(port)),
+                &hits,
+                r.settings.clone(),
+            );
+        }
+        Expect::Reserved => {
+            let mut by_port: BTreeMap<u16, Vec<&Socket>> = BTreeMap::new();
+            for s in others {
+                by_port.entry(s.local_port).or_default().push(s);
+            }
+            for (port, socks) in by_port {
+                let message = format!(
+                    "{} listens on {}, inside the {} {}: a Service given this port would shadow it",
+                    who(&socks),
+                    e.label_at(port),
+                    e.purpose
+                        .trim_end_matches(" (default range)")
+                        .trim_end_matches(" over UDP"),
+                    if r.port == e.port {
+                        format!("range {}", r.port)
+                    } else {
+                        format!("range {} (from the API server's flags)", r.port)
+                    },
+                );
+                ck.add(
+                    ids::PORT_CONFLICT,
+                    Severity::Warning,
+                    message,
+                    At::entry(r, PortRange::single(port)),
+                    &socks,
+                    r.settings.clone(),
+                );
+            }
+        }
+        Expect::None => {}
+    }
+}
+
+/// Loopback only where others must connect; wider than kubeadm binds it.
+fn check_scope(ck: &mut Checker, r: &Resolved<'_>, port: u16, expected: &[&Socket]) {
+    let e = r.entry;
+    let actual = scope(expected);
+    let label = e.label_at(port);
+    let flags = bind_settings(r);
+    if actual == BindScope::Loopback && e.needed_scope() > BindScope::Loopback {
+        let severity = if e.expect == Expect::Listening {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        let message = format!(
+            "{} listens on {label} on loopback only ({}){}: {} cannot reach it",
+            e.component,
+            addresses(expected),
+            set_by(&flags),
+            peers(e)
+        );
+        ck.add(
+            ids::BOUND_LOOPBACK_ONLY,
+            severity,
+            message,
+            At::entry(r, PortRange::single(port)),
+            expected,
+            flags,
+        );
+    } else if actual > e.bind {
+        let needs = if e.needed_scope() == BindScope::Loopback {
+            "only this node needs it".to_string()
+        } else {
+            format!("only {} need it", peers(e))
+        };
+        let message = format!(
+            "{} listens on {label} on {} ({}){}: {needs}; kubeadm binds it to {}",
+            e.component,
+            actual.describe(),
+            addresses(expected),
+            set_by(&flags),
+            e.bind.describe()
+        );
+        ck.add(
+            ids::BOUND_TOO_WIDE,
+            e.too_wide,
+            message,
+            At::entry(r, PortRange::single(port)),
+            expected,
+            flags,
+        );
+    }
+}
+
+fn pre_install(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
+    let e = r.entry;
+    let mut by_port: BTreeMap<u16, Vec<&Socket>> = BTreeMap::new();
+    for s in on_port {
+        by_port.entry(s.local_port).or_default().push(s);
+    }
+    for (port, socks) in by_port {
+        let holder = who(&socks);
+        let (severity, message) = if !r.port.is_single() {
+            (
+                Severity::Warning,
+                format!(
+                    "{} in the {} range {} is in use by {holder}",
+                    e.label_at(port),
+                    e.purpose,
+                    r.port
+                ),
+            )
+        } else if e.protocol == Protocol::Tcp {
+            (
+                Severity::Error,
+                format!(
+                    "[ERROR Port-{port}]: Port {port} is in use by {holder} ({} needs it: {})",
+                    e.component, e.purpose
+                ),
+            )
+        } else {
+            (
+                Severity::Error,
+                format!(
+                    "{} is in use by {holder} ({} needs it: {}); kubeadm never checks UDP ports",
+                    e.label_at(port),
+                    e.component,
+                    e.purpose
+                ),
+            )
+        };
+        ck.add(
+            ids::PORT_IN_USE,
+            severity,
+            message,
+            At::entry(r, PortRange::single(port)),
+            &socks,
+            r.settings.clone(),
+        );
+    }
+}
+
+/// Listeners that no catalog entry explains. A port the catalog gives to another component is
+/// reported on its own; the rest are grouped per holder and protocol, so a process with a
+/// hundred listeners is one finding, not a hundred.
+fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved<'_>]) {
+    type Group<'s> = BTreeMap<(Proto, Option<u16>, Vec<u32>, bool), Vec<&'s Socket>>;
+    let known_port = |proto: Proto, port: u16| -> Option<&Entry> {
+        resolved
+            .iter()
+            .find(|r| {
+                r.entry.protocol.proto() == Some(proto)
+                    && r.port.is_single()
+                    && r.port.first == port
+            })
+            .map(|r| r.entry)
+    };
+    let mut groups: Group<'_> = BTreeMap::new();
+    for s in listeners {
+        let p = *s as *const Socket;
+        if ck.explained.contains(&p) || ck.reported.contains(&p) {
+            continue;
+        }
+        let pids = s.processes.iter().map(|p| p.pid).collect();
+        let port = known_port(s.proto, s.local_port).map(|_| s.local_port);
+        groups
+            .entry((s.proto, port, pids, s.owner == Owner::Kernel))
+            .or_default()
+            .push(s);
+    }
+    for ((proto, known, pids, _), socks) in groups {
+        let protocol = if proto == Proto::Tcp {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        };
+        let mut ports: Vec<u16> = socks.iter().map(|s| s.local_port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let first = PortRange::single(ports[0]);
+        let at = At {
+            entry: None,
+            protocol,
+            port: first,
+        };
+        let message = match known.and_then(|p| known_port(proto, p)) {
+            Some(e) => format!(
+                "{} listens on {}/{} ({}); the catalog has that port as {}'s ({}), but this is not {}",
+                who(&socks),
+                protocol.as_str(),
+                ports[0],
+                addresses(&socks),
+                e.component,
+                e.purpose,
+                e.component
+            ),
+            None if ports.len() == 1 => {
+                format!(
+                    "{} listens on {}/{} ({}), which no catalog entry explains",
+                    who(&socks),
+                    protocol.as_str(),
+                    ports[0],
+                    addresses(&socks)
+                )
+            }
+            None => {
+                let shown: Vec<String> = ports.iter().take(8).map(u16::to_string).collect();
+                let more = if ports.len() > 8 {
+                    format!(" and {} more", ports.len() - 8)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} listens on {} {} ports that no catalog entry explains: {}{more} ({})",
+                    who(&socks),
+                    ports.len(),
+                    protocol.as_str().to_ascii_uppercase(),
+                    shown.join(", "),
+                    addresses(&socks)
+                )
+            }
+        };
+        let pid = pids.first().copied();
+        ck.add(
+            ids::UNEXPLAINED_LISTENER,
+            Severity::Info,
+            message,
+            at,
+            &socks,
+            Vec::new(),
+        );
+        if ports.len() > 1 {
+            // One command for all of a process's ports.
+            if let (Some(f), Some(pid)) = (ck.findings.last_mut(), pid) {
+                let flag = if proto == Proto::Udp {
+                    "-ulnp"
+                } else {
+                    "-tlnp"
+                };
+                f.command = format!("ss {flag} | grep 'pid={pid},'");
+            }
+        }
+    }
+}
+
+impl Entry {
+    /// `tcp/6443`, for one port of the entry.
+    fn label_at(&self, port: u16) -> String {
+        format!("{}/{port}", self.protocol.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::role::tests::{iface, listener};
+
+    fn tcp(addr: &str, port: u16, c: &'static str, pid: u32) -> Socket {
+        listener(Proto::Tcp, addr, port, c, pid, Some(c))
+    }
+
+    fn with_cmdline(mut s: Socket, cmdline: &str) -> Socket {
+        let p = s.processes[0].as_ref().clone();
+        s.processes = Arc::new(vec![Arc::new(ProcessRef {
+            cmdline: cmdline.to_string(),
+            ..p
+        })]);
+        s
+    }
+
+    /// A control-plane node as kubeadm leaves it (one member, node address 192.0.2.11).
+    fn control_plane() -> Vec<Socket> {
+        vec![
+            tcp("::", 6443, "kube-apiserver", 100),
+            tcp("127.0.0.1", 2379, "etcd", 200),
+            tcp("192.0.2.11", 2379, "etcd", 200),
+            tcp("192.0.2.11", 2380, "etcd", 200),
+            tcp("127.0.0.1", 2381, "etcd", 200),
+            tcp("127.0.0.1", 10257, "kube-controller-manager", 300),
+            tcp("127.0.0.1", 10259, "kube-scheduler", 400),
+            tcp("::", 10250, "kubelet", 500),
+            tcp("127.0.0.1", 10248, "kubelet", 500),
+            tcp("::", 10256, "kube-proxy", 600),
+            tcp("127.0.0.1", 10249, "kube-proxy", 600),
+            listener(
+                Proto::Udp,
+                "0.0.0.0",
+                8472,
+                "kernel",
+                0,
+                Some("vxlan (kernel)"),
+            ),
+        ]
+    }
+
+    fn worker() -> Vec<Socket> {
+        vec![
+            tcp("::", 10250, "kubelet", 500),
+            tcp("127.0.0.1", 10248, "kubelet", 500),
+            tcp("::", 10256, "kube-proxy", 600),
+            tcp("127.0.0.1", 10249, "kube-proxy", 600),
+            listener(
+                Proto::Udp,
+                "0.0.0.0",
+                8472,
+                "kernel",
+                0,
+                Some("vxlan (kernel)"),
+            ),
+        ]
+    }
+
+    fn run(sockets: &[Socket], role: Option<Role>, pre_install: bool) -> Report {
+        let catalog = Catalog::builtin().unwrap();
+        let cnis = ["flannel".to_string()];
+        let ifs = [iface("flannel.1", "vxlan", Some(8472))];
+        check(&Input {
+            sockets,
+            interfaces: &ifs,
+            catalog: &catalog,
+            role,
+            cnis: &cnis,
+            version: None,
+            pre_install,
+        })
+    }
+
+    fn ids_of(r: &Report) -> Vec<(&'static str, Severity, String)> {
+        r.findings
+            .iter()
+            .map(|f| {
+                (
+                    f.id,
+                    f.severity,
+                    format!("{}/{}", f.protocol.as_str(), f.port),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clean_control_plane_has_no_finding() {
+        let r = run(&control_plane(), Some(Role::ControlPlane), false);
+        assert_eq!(ids_of(&r), [], "{:#?}", r.findings);
+        assert!(
+            r.checked.iter().all(|c| c.result == "ok"),
+            "{:#?}",
+            r.checked
+        );
+        let labels: Vec<String> = r
+            .checked
+            .iter()
+            .map(|c| format!("{}/{}", c.entry.protocol.as_str(), c.port))
+            .collect();
+        for p in [
+            "tcp/6443",
+            "tcp/2379",
+            "tcp/2380",
+            "tcp/10250",
+            "udp/8472",
+            "udp/30000-32767",
+            "tcp/10255",
+        ] {
+            assert!(
+                labels.contains(&p.to_string()),
+                "{p} not checked: {labels:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn clean_worker_has_no_finding() {
+        let r = run(&worker(), Some(Role::Worker), false);
+        assert_eq!(ids_of(&r), []);
+        assert!(!r.checked.iter().any(|c| c.entry.port.first == 6443));
+    }
+
+    #[test]
+    fn apiserver_on_loopback_only_is_an_error() {
+        let mut s = control_plane();
+        s[0] = with_cmdline(
+            tcp("127.0.0.1", 6443, "kube-apiserver", 100),
+            "kube-apiserver --bind-address=127.0.0.1 --secure-port=6443",
+        );
+        let r = run(&s, Some(Role::ControlPlane), false);
+        assert_eq!(
+            ids_of(&r),
+            [("bound-loopback-only", Severity::Error, "tcp/6443".into())]
+        );
+        let f = &r.findings[0];
+        assert_eq!(
+            f.message,
+            "kube-apiserver listens on tcp/6443 on loopback only (127.0.0.1) (set by --bind-address=127.0.0.1): \
+             control-plane nodes, other nodes, load balancers and clients cannot reach it"
+        );
+        assert_eq!(f.command, "ss -tlnp 'sport = :6443'");
+        assert_eq!(
+            f.evidence.flags,
+            [Setting {
+                pid: Some(100),
+                source: "kube-apiserver".into(),
+                value: "--bind-address=127.0.0.1".into()
+            }]
+        );
+        assert_eq!(f.evidence.sockets.len(), 1);
+        assert_eq!(
+            f.entry.as_ref().map(ToString::to_string).as_deref(),
+            Some("kube-apiserver tcp/6443")
+        );
+    }
+
+    #[test]
+    fn controller_manager_on_a_wildcard_is_a_warning() {
+        let mut s = control_plane();
+        s[5] = tcp("0.0.0.0", 10257, "kube-controller-manager", 300);
+        let r = run(&s, Some(Role::ControlPlane), false);
+        assert_eq!(
+            ids_of(&r),
+            [("bound-too-wide", Severity::Warning, "tcp/10257".into())]
+        );
+        assert_eq!(
+            r.findings[0].message,
+            "kube-controller-manager listens on tcp/10257 on every address (0.0.0.0): only this node needs it; kubeadm binds it to loopback only"
+        );
+    }
+
+    #[test]
+    fn etcd_peer_port_on_a_wildcard_is_a_warning_and_client_port_only_info() {
+        let mut s = control_plane();
+        s[3] = tcp("0.0.0.0", 2380, "etcd", 200);
+        s[1] = tcp("::", 2379, "etcd", 200);
+        s.remove(2);
+        let r = run(&s, Some(Role::ControlPlane), false);
+        assert_eq!(
+            ids_of(&r),
+            [
+                ("bound-too-wide", Severity::Warning, "tcp/2380".into()),
+                ("bound-too-wide", Severity::Info, "tcp/2379".into())
+            ]
+        );
+        assert!(
+            r.findings[0].message.contains(
+                "only the other etcd members need it; kubeadm binds it to the node's address"
+            ),
+            "{}",
+            r.findings[0].message
+        );
+    }
+
+    #[test]
+    fn readonly_port_open_is_a_warning() {
+        let mut s = worker();
+        s.push(tcp("::", 10255, "kubelet", 500));
+        let r = run(&s, Some(Role::Worker), false);
+        assert_eq!(
+            ids_of(&r),
+            [("readonly-port-open", Severity::Warning, "tcp/10255".into())]
+        );
+        assert!(
+            r.findings[0]
+                .message
+                .starts_with("the kubelet's read-only port tcp/10255 is open on ::")
+        );
+    }
+
+    #[test]
+    fn readonly_port_off_by_flag_is_off() {
+        let mut s = worker();
+        s[0] = with_cmdline(
+            s[0].clone(),
+            "kubelet --read-only-port=0 --config=/var/lib/kubelet/config.yaml",
+        );
+        let r = run(&s, Some(Role::Worker), false);
+        assert_eq!(ids_of(&r), []);
+        let ro = r
+            .checked
+            .iter()
+            .find(|c| c.entry.port.first == 10255)
+            .unwrap();
+        assert_eq!(ro.result, "off");
+        assert_eq!(ro.configured_by[0].value, "--read-only-port=0");
+    }
+
+    #[test]
+    fn legacy_insecure_ports_are_warnings() {
+        let mut s = control_plane();
+        s.push(tcp("127.0.0.1", 10251, "kube-scheduler", 400));
+        s.push(tcp("::", 10252, "kube-controller-manager", 300));
+        let r = run(&s, Some(Role::ControlPlane), false);
+        assert_eq!(
+            ids_of(&r),
+            [
+                (
+                    "legacy-insecure-port",
+                    Severity::Warning,
+                    "tcp/10251".into()
+                ),
+                (
+                    "legacy-insecure-port",
+                    Severity::Warning,
+                    "tcp/10252".into()
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn port_held_by_nc_is_a_conflict() {
+        let mut s = control_plane();
+        s[0] = listener(Proto::Tcp, "0.0.0.0", 6443, "nc", 4242, None);
+        let r = run(&s, Some(Role::ControlPlane), false);
+        assert_eq!(
+            ids_of(&r),
+            [("port-conflict", Severity::Error, "tcp/6443".into())]
+        );
+        assert_eq!(
+            r.findings[0].message,
+            "tcp/6443 is held by nc (pid 4242), not kube-apiserver; kubeadm preflight reports `[ERROR Port-6443]: Port 6443 is in use`"
+        );
+        assert_eq!(r.findings[0].evidence.sockets[0].processes[0].pid, 4242);
+    }
+
+    #[test]
+    fn stopped_component_is_not_listening() {
+        let mut s = control_plane();
+        s.retain(|x| x.component != Some("kube-scheduler"));
+        let r = run(&s, Some(Role::ControlPlane), false);
+        assert_eq!(
+            ids_of(&r),
+            [("port-not-listening", Severity::Error, "tcp/10259".into())]
+        );
+        assert_eq!(
+            r.findings[0].message,
+            "nothing listens on tcp/10259, where kube-scheduler should serve: kube-scheduler HTTPS: health and metrics"
+        );
+        // kube-proxy stopped: a warning (clusters without kube-proxy exist).
+        let mut s = worker();
+        s.retain(|x| x.component != Some("kube-proxy"));
+        let r = run(&s, Some(Role::Worker), false);
+        assert_eq!(
+            ids_of(&r),
+            [
+                ("port-not-listening", Severity::Warning, "tcp/10249".into()),
+                ("port-not-listening", Severity::Warning, "tcp/10256".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_move_the_checked_port() {
+        let mut s = control_plane();
+        s[0] = with_cmdline(
+            tcp("::", 8443, "kube-apiserver", 100),
+            "kube-apiserver --secure-port=8443 --service-node-port-range=20000-22767",
+        );
+        s.push(listener(Proto::Tcp, "0.0.0.0", 21000, "python3", 77, None));
+        s.push(listener(Proto::Tcp, "0.0.0.0", 31000, "python3", 78, None));
+        let r = run(&s, Some(Role::ControlPlane), false);
+        let found = ids_of(&r);
+        assert_eq!(
+            found,
+            [
+                ("port-conflict", Severity::Warning, "tcp/21000".into()),
+                ("unexplained-listener", Severity::Info, "tcp/31000".into())
+            ]
+        );
+        assert_eq!(
+            r.findings[0].message,
+            "python3 (pid 77) listens on tcp/21000, inside the NodePort Services range 20000-22767 (from the API server's flags): a Service given this port would shadow it"
+        );
+        let api = r
+            .checked
+            .iter()
+            .find(|c| c.entry.component == "kube-apiserver")
+            .unwrap();
+        assert_eq!((api.port.first, api.result), (8443, "ok"));
+    }
+
+    #[test]
+    fn etcd_urls_flag_moves_the_ports() {
+        let etcd = "etcd --listen-client-urls=https://127.0.0.1:12379,https://192.0.2.11:12379 --listen-peer-urls=https://192.0.2.11:12380";
+        let mut s = control_plane();
+        s[1] = with_cmdline(tcp("127.0.0.1", 12379, "etcd", 200), etcd);
+        s[2] = with_cmdline(tcp("192.0.2.11", 12379, "etcd", 200), etcd);
+        s[3] = with_cmdline(tcp("192.0.2.11", 12380, "etcd", 200), etcd);
+        let r = run(&s, Some(Role::ControlPlane), false);
+        assert_eq!(ids_of(&r), []);
+        let ports: Vec<u16> = r
+            .checked
+            .iter()
+            .filter(|c| c.entry.component == "etcd")
+            .map(|c| c.port.first)
+            .collect();
+        assert_eq!(ports, [12379, 12380, 2381]);
+    }
+
+    #[test]
+    fn flannel_port_comes_from_the_device() {
+        let mut s = worker();
+        s[4] = listener(
+            Proto::Udp,
+            "0.0.0.0",
+            4789,
+            "kernel",
+            0,
+            Some("vxlan (kernel)"),
+        );
+        let catalog = Catalog::builtin().unwrap();
+        let cnis = ["flannel".to_string()];
+        let ifs = [iface("flannel.1", "vxlan", Some(4789))];
+        let r = check(&Input {
+            sockets: &s,
+            interfaces: &ifs,
+            catalog: &catalog,
+            role: Some(Role::Worker),
+            cnis: &cnis,
+            version: None,
+            pre_install: false,
+        });
+        assert_eq!(ids_of(&r), []);
+        let f = r
+            .checked
+            .iter()
+            .find(|c| c.entry.component == "flannel" && c.entry.port.first == 8472)
+            .unwrap();
+        assert_eq!(f.port.first, 4789);
+        assert_eq!(f.configured_by[0].value, "vxlan dstport 4789");
+    }
+
+    #[test]
+    fn unexplained_listeners_are_info_grouped_by_port() {
+        let mut s = worker();
+        s.push(listener(Proto::Tcp, "0.0.0.0", 8000, "python3", 77, None));
+        s.push(listener(Proto::Tcp, "::", 8000, "python3", 77, None));
+        s.push(listener(Proto::Tcp, "0.0.0.0", 2379, "python3", 78, None));
+        let r = run(&s, Some(Role::Worker), false);
+        assert_eq!(
+            ids_of(&r),
+            [
+                ("unexplained-listener", Severity::Info, "tcp/2379".into()),
+                ("unexplained-listener", Severity::Info, "tcp/8000".into())
+            ]
+        );
+        assert_eq!(
+            r.findings[1].message,
+            "python3 (pid 77) listens on tcp/8000 (0.0.0.0, ::), which no catalog entry explains"
+        );
+        assert_eq!(r.findings[1].evidence.sockets.len(), 2);
+        assert!(r.findings[0].message.ends_with("(0.0.0.0); the catalog has that port as etcd's (etcd client API (gRPC over TLS)), but this is not etcd"), "{}", r.findings[0].message);
+    }
+
+    #[test]
+    fn many_unexplained_ports_of_one_process_are_one_finding() {
+        let mut s = worker();
+        for p in 0..12 {
+            s.push(listener(
+                Proto::Tcp,
+                "127.77.0.1",
+                40000 + p,
+                "lg-worker",
+                9882,
+                None,
+            ));
+        }
+        let r = run(&s, Some(Role::Worker), false);
+        assert_eq!(
+            ids_of(&r),
+            [("unexplained-listener", Severity::Info, "tcp/40000".into())]
+        );
+        let f = &r.findings[0];
+        assert_eq!(
+            f.message,
+            "lg-worker (pid 9882) listens on 12 TCP ports that no catalog entry explains: \
+             40000, 40001, 40002, 40003, 40004, 40005, 40006, 40007 and 4 more (127.77.0.1)"
+        );
+        assert_eq!(f.evidence.sockets.len(), 12);
+        assert_eq!(f.command, "ss -tlnp | grep 'pid=9882,'");
+    }
+
+    #[test]
+    fn unknown_role_checks_only_forbidden_ports_and_unexplained_listeners() {
+        let mut s = worker();
+        s.push(tcp("0.0.0.0", 10255, "kubelet", 500));
+        let r = run(&s, None, false);
+        assert_eq!(
+            ids_of(&r),
+            [("readonly-port-open", Severity::Warning, "tcp/10255".into())]
+        );
+        assert!(r.warnings.iter().any(|w| w.code == "role-unknown"));
+    }
+
+    #[test]
+    fn pre_install_names_the_holder() {
+        let s = [
+            listener(Proto::Tcp, "0.0.0.0", 6443, "nc", 4242, None),
+            listener(Proto::Udp, "0.0.0.0", 30053, "dnsmasq", 9, None),
+            listener(Proto::Tcp, "0.0.0.0", 22, "sshd", 1, None),
+        ];
+        let r = run(&s, Some(Role::ControlPlane), true);
+        assert_eq!(
+            ids_of(&r),
+            [
+                ("port-in-use", Severity::Error, "tcp/6443".into()),
+                ("port-in-use", Severity::Warning, "udp/30053".into())
+            ]
+        );
+        assert_eq!(
+            r.findings[0].message,
+            "[ERROR Port-6443]: Port 6443 is in use by nc (pid 4242) (kube-apiserver needs it: Kubernetes API server (HTTPS))"
+        );
+        assert_eq!(r.findings[0].evidence.sockets[0].processes[0].name, "nc");
+        // Every port of the role was looked at, free or not.
+        assert!(
+            r.checked
+                .iter()
+                .any(|c| c.entry.port.first == 2380 && c.result == "ok")
+        );
+        assert!(
+            r.checked
+                .iter()
+                .any(|c| c.entry.port.first == 6443 && c.result == "finding")
+        );
+        // A free node passes.
+        let r = run(
+            &[listener(Proto::Tcp, "0.0.0.0", 22, "sshd", 1, None)],
+            Some(Role::Worker),
+            true,
+        );
+        assert_eq!(ids_of(&r), []);
+    }
+
+    #[test]
+    fn pre_install_names_a_component_already_running() {
+        let s = [tcp("::", 10250, "kubelet", 500)];
+        let r = run(&s, Some(Role::Worker), true);
+        assert_eq!(
+            ids_of(&r),
+            [("port-in-use", Severity::Error, "tcp/10250".into())]
+        );
+        assert!(
+            r.findings[0]
+                .message
+                .contains("in use by kubelet (pid 500)")
+        );
+    }
+
+    #[test]
+    fn unknown_owner_is_never_called_a_conflict() {
+        let mut s = control_plane();
+        let mut anon = listener(Proto::Tcp, "0.0.0.0", 6443, "x", 1, None);
+        anon.owner = Owner::Unknown;
+        anon.processes = crate::no_processes();
+        s[0] = anon;
+        let r = run(&s, Some(Role::ControlPlane), false);
+        assert_eq!(ids_of(&r), []);
+        assert!(r.warnings.iter().any(|w| w.code == "owners-unknown"));
+    }
+
+    #[test]
+    fn severities_order_findings() {
+        let mut s = control_plane();
+        s.retain(|x| x.component != Some("kube-scheduler"));
+        s.push(tcp("::", 10255, "kubelet", 500));
+        s.push(listener(Proto::Tcp, "0.0.0.0", 8000, "python3", 77, None));
+        let r = run(&s, Some(Role::ControlPlane), false);
+        let sev: Vec<Severity> = r.findings.iter().map(|f| f.severity).collect();
+        assert_eq!(sev, [Severity::Error, Severity::Warning, Severity::Info]);
+        assert_eq!(r.worst(), Some(Severity::Error));
+    }
+}

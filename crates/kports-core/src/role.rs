@@ -1,0 +1,372 @@
+//! What kind of node this is, and which CNI it runs, from what the census found.
+//!
+//! The role comes from the components that hold sockets: an API server, scheduler or
+//! controller-manager makes a control-plane node (a stopped one among them does not change
+//! that); etcd alone makes an etcd member; a kubelet or kube-proxy without them makes a worker.
+//! The CNI comes from its agents' processes and from the devices it creates (`flannel.1`,
+//! `cilium_host`, `vxlan.calico`, ...), so a node whose agent is down still shows its CNI. Both
+//! are guesses with evidence, and `--role` / `--cni` override them.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::catalog::Role;
+use crate::check::is_listener;
+use crate::{Interface, Socket};
+
+/// A role or CNI, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Detected<T> {
+    pub value: T,
+    /// `flag` when the user said so, `detected` otherwise.
+    pub source: &'static str,
+    /// What the guess rests on, one fact per line (`kube-apiserver (pid 812) holds tcp/6443`).
+    pub evidence: Vec<String>,
+}
+
+impl<T> Detected<T> {
+    pub fn given(value: T, flag: &str) -> Detected<T> {
+        Detected {
+            value,
+            source: "flag",
+            evidence: vec![format!("given with {flag}")],
+        }
+    }
+}
+
+const CONTROL_PLANE: &[&str] = &[
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+const NODE_AGENTS: &[&str] = &["kubelet", "kube-proxy"];
+
+/// (component, CNI) for agents that identify their CNI.
+const CNI_COMPONENTS: &[(&str, &str)] = &[
+    ("calico-node", "calico"),
+    ("calico-typha", "calico"),
+    ("flannel", "flannel"),
+    ("cilium-agent", "cilium"),
+    ("cilium-envoy", "cilium"),
+    ("cilium-operator", "cilium"),
+    ("weave", "weave"),
+    ("antrea-agent", "antrea"),
+    ("antrea-controller", "antrea"),
+    ("kube-router", "kube-router"),
+];
+
+/// (interface name or prefix ending in `*`, CNI) for devices only one CNI creates. `cni0` and
+/// `tunl0` are left out: several CNIs (and the bridge plugin) make them.
+const CNI_DEVICES: &[(&str, &str)] = &[
+    ("flannel.1", "flannel"),
+    ("flannel-wg", "flannel"),
+    ("flannel-v6.1", "flannel"),
+    ("vxlan.calico", "calico"),
+    ("vxlan-v6.calico", "calico"),
+    ("wireguard.cali", "calico"),
+    ("cali*", "calico"),
+    ("cilium_host", "cilium"),
+    ("cilium_net", "cilium"),
+    ("cilium_vxlan", "cilium"),
+    ("cilium_geneve", "cilium"),
+    ("weave", "weave"),
+    ("vethwe-*", "weave"),
+    ("antrea-gw0", "antrea"),
+    ("antrea-tun0", "antrea"),
+    ("kube-bridge", "kube-router"),
+];
+
+/// Components seen in the census with one pid each: (component, pid, what shows it), from a
+/// listener when the component has one, else from a connection it made.
+fn components(sockets: &[Socket]) -> Vec<(&'static str, u32, String)> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let listening = sockets.iter().filter(|s| is_listener(s));
+    let others = sockets.iter().filter(|s| !is_listener(s));
+    for s in listening.chain(others) {
+        let Some(c) = s.component else { continue };
+        let pid = s.processes.first().map_or(0, |p| p.pid);
+        if seen.insert(c) {
+            let what = if is_listener(s) {
+                format!("holds {}/{}", s.proto.as_str(), s.local_port)
+            } else {
+                match s.remote_address {
+                    IpAddr::V6(a) => format!("is connected to [{a}]:{}", s.remote_port),
+                    a => format!("is connected to {a}:{}", s.remote_port),
+                }
+            };
+            out.push((c, pid, what));
+        }
+    }
+    out
+}
+
+fn fact(c: &str, pid: u32, what: &str) -> String {
+    if pid == 0 {
+        format!("{c} {what}")
+    } else {
+        format!("{c} (pid {pid}) {what}")
+    }
+}
+
+/// The node's role; `None` when nothing in the census tells.
+pub fn detect_role(sockets: &[Socket]) -> Detected<Option<Role>> {
+    let comps = components(sockets);
+    let pick = |names: &[&str]| -> Vec<String> {
+        comps
+            .iter()
+            .filter(|(c, _, _)| names.contains(c))
+            .map(|(c, pid, port)| fact(c, *pid, port))
+            .collect()
+    };
+    let cp = pick(CONTROL_PLANE);
+    let (value, evidence) = if !cp.is_empty() {
+        (Some(Role::ControlPlane), cp)
+    } else if !pick(&["etcd"]).is_empty() {
+        let mut ev = pick(&["etcd"]);
+        ev.push("no kube-apiserver, kube-scheduler or kube-controller-manager".to_string());
+        (Some(Role::Etcd), ev)
+    } else if !pick(NODE_AGENTS).is_empty() {
+        let mut ev = pick(NODE_AGENTS);
+        ev.push("no control-plane component or etcd".to_string());
+        (Some(Role::Worker), ev)
+    } else {
+        (
+            None,
+            vec!["no Kubernetes component holds a socket here".to_string()],
+        )
+    };
+    Detected {
+        value,
+        source: "detected",
+        evidence,
+    }
+}
+
+/// The CNI plugins the node runs (usually one; Canal is Calico and Flannel together).
+pub fn detect_cni(sockets: &[Socket], interfaces: &[Interface]) -> Detected<Vec<String>> {
+    let mut found: Vec<String> = Vec::new();
+    let mut evidence = Vec::new();
+    let mut add = |cni: &str, why: String, evidence: &mut Vec<String>| {
+        if !found.iter().any(|f| f == cni) {
+            found.push(cni.to_string());
+        }
+        evidence.push(why);
+    };
+    for (c, pid, port) in components(sockets) {
+        if let Some((_, cni)) = CNI_COMPONENTS.iter().find(|(comp, _)| *comp == c) {
+            add(cni, fact(c, pid, &port), &mut evidence);
+        }
+    }
+    let mut seen_devices = BTreeSet::new();
+    for i in interfaces {
+        let hit = CNI_DEVICES
+            .iter()
+            .find(|(pat, _)| match pat.strip_suffix('*') {
+                Some(prefix) => i.name.starts_with(prefix),
+                None => i.name == *pat,
+            });
+        if let Some((pat, cni)) = hit {
+            // One line per pattern: a node with 40 cali* veths needs one.
+            if seen_devices.insert(*pat) {
+                let port = i
+                    .tunnel_port
+                    .map(|p| format!(", UDP port {p}"))
+                    .unwrap_or_default();
+                add(
+                    cni,
+                    format!("device {} ({}{port})", i.name, i.kind),
+                    &mut evidence,
+                );
+            }
+        }
+    }
+    if found.is_empty() {
+        evidence.push("no CNI agent process and no CNI device found".to_string());
+    }
+    Detected {
+        value: found,
+        source: "detected",
+        evidence,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{Family, Owner, ProcessRef, Proto, SockState};
+
+    /// A listening socket held by `process` (pid) recognised as `component`.
+    pub(crate) fn listener(
+        proto: Proto,
+        addr: &str,
+        port: u16,
+        process: &str,
+        pid: u32,
+        component: Option<&'static str>,
+    ) -> Socket {
+        let local: IpAddr = addr.parse().unwrap();
+        let unspecified: IpAddr = if local.is_ipv4() {
+            "0.0.0.0".parse().unwrap()
+        } else {
+            "::".parse().unwrap()
+        };
+        let kernel = process == "kernel";
+        Socket {
+            proto,
+            family: if local.is_ipv4() {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            },
+            state: if proto == Proto::Tcp {
+                SockState::Listen
+            } else {
+                SockState::Close
+            },
+            local_address: local,
+            local_port: port,
+            remote_address: unspecified,
+            remote_port: 0,
+            inode: if kernel {
+                0
+            } else {
+                u64::from(pid) * 100 + u64::from(port)
+            },
+            uid: 0,
+            interface: None,
+            cgroup_id: None,
+            processes: if kernel {
+                crate::no_processes()
+            } else {
+                Arc::new(vec![Arc::new(ProcessRef {
+                    pid,
+                    name: process.to_string(),
+                    cmdline: process.to_string(),
+                    container_id: None,
+                    pod_uid: None,
+                })])
+            },
+            owner: if kernel {
+                Owner::Kernel
+            } else {
+                Owner::Process
+            },
+            component,
+            netns: None,
+            cgroup: None,
+        }
+    }
+
+    pub(crate) fn iface(name: &str, kind: &str, tunnel_port: Option<u16>) -> Interface {
+        Interface {
+            index: 3,
+            name: name.into(),
+            kind: kind.into(),
+            state: "up".into(),
+            mtu: 1450,
+            mac: None,
+            master: None,
+            tunnel_port,
+            addresses: vec![],
+            netns: None,
+        }
+    }
+
+    fn tcp(port: u16, c: &'static str, pid: u32) -> Socket {
+        listener(Proto::Tcp, "0.0.0.0", port, c, pid, Some(c))
+    }
+
+    #[test]
+    fn control_plane_even_with_the_api_server_stopped() {
+        let s = [
+            tcp(10250, "kubelet", 1),
+            tcp(2379, "etcd", 2),
+            tcp(10259, "kube-scheduler", 3),
+        ];
+        let d = detect_role(&s);
+        assert_eq!(d.value, Some(Role::ControlPlane));
+        assert_eq!(d.evidence, ["kube-scheduler (pid 3) holds tcp/10259"]);
+    }
+
+    #[test]
+    fn a_component_that_only_connects_still_counts() {
+        let mut c = tcp(46230, "kube-apiserver", 7);
+        c.state = crate::SockState::Established;
+        c.remote_address = "127.0.0.1".parse().unwrap();
+        c.remote_port = 2379;
+        let d = detect_role(&[c, tcp(2379, "etcd", 2)]);
+        assert_eq!(d.value, Some(Role::ControlPlane));
+        assert_eq!(
+            d.evidence,
+            ["kube-apiserver (pid 7) is connected to 127.0.0.1:2379"]
+        );
+    }
+
+    #[test]
+    fn worker_etcd_only_and_unknown() {
+        assert_eq!(
+            detect_role(&[tcp(10250, "kubelet", 1), tcp(10256, "kube-proxy", 2)]).value,
+            Some(Role::Worker)
+        );
+        // A worker whose kubelet is down still has kube-proxy.
+        assert_eq!(
+            detect_role(&[tcp(10256, "kube-proxy", 2)]).value,
+            Some(Role::Worker)
+        );
+        let etcd = detect_role(&[tcp(2379, "etcd", 2), tcp(10250, "kubelet", 1)]);
+        assert_eq!(etcd.value, Some(Role::Etcd));
+        let sshd = listener(Proto::Tcp, "0.0.0.0", 22, "sshd", 9, None);
+        let none = detect_role(&[sshd]);
+        assert_eq!(none.value, None);
+        assert_eq!(
+            none.evidence,
+            ["no Kubernetes component holds a socket here"]
+        );
+    }
+
+    #[test]
+    fn cni_from_devices_when_the_agent_is_down() {
+        let ifs = [
+            iface("eth0", "veth", None),
+            iface("cni0", "bridge", None),
+            iface("flannel.1", "vxlan", Some(8472)),
+        ];
+        let d = detect_cni(&[], &ifs);
+        assert_eq!(d.value, ["flannel"]);
+        assert_eq!(d.evidence, ["device flannel.1 (vxlan, UDP port 8472)"]);
+    }
+
+    #[test]
+    fn cni_from_agents_and_canal() {
+        let s = [
+            tcp(9099, "calico-node", 4),
+            listener(
+                Proto::Udp,
+                "0.0.0.0",
+                8472,
+                "kernel",
+                0,
+                Some("vxlan (kernel)"),
+            ),
+        ];
+        let ifs = [
+            iface("cali12345", "veth", None),
+            iface("cali67890", "veth", None),
+            iface("flannel.1", "vxlan", Some(8472)),
+        ];
+        let d = detect_cni(&s, &ifs);
+        assert_eq!(d.value, ["calico", "flannel"]);
+        assert_eq!(d.evidence.len(), 3, "{:?}", d.evidence);
+        let none = detect_cni(
+            &[],
+            &[iface("cni0", "bridge", None), iface("tunl0", "ipip", None)],
+        );
+        assert!(none.value.is_empty());
+    }
+}

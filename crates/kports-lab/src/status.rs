@@ -1,0 +1,343 @@
+//! `kports lab status`: the nodes, their addresses, the components with their pids and
+//! listeners, and the faults in force, as a table or as JSON.
+//!
+//! The JSON document is its own small schema (`LabStatus`), separate from the state file, so
+//! the state file can change without breaking scripts.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::component;
+use crate::fault::Rule;
+use crate::plan::Plan;
+use crate::state::{EtcdMode, Paths, State, is_alive};
+use crate::supervise;
+use crate::sys;
+
+/// Version of the `kports lab status -o json` document.
+pub const STATUS_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct LabStatus {
+    pub version: u32,
+    /// Whether a lab is up (a state file exists).
+    pub up: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdMode>,
+    pub nodes: Vec<NodeStatus>,
+    /// Lab namespaces that exist without a lab (left over by a killed kports).
+    pub leftover_namespaces: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub role: &'static str,
+    pub netns: String,
+    pub netns_present: bool,
+    pub ipv4: String,
+    pub ipv6: String,
+    pub pod_subnet: String,
+    pub pod_ip: String,
+    pub link_down: bool,
+    pub firewall_rules: Vec<String>,
+    pub components: Vec<ComponentStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ComponentStatus {
+    pub name: &'static str,
+    /// `running`, `stopped` (by a fault) or `exited` (it died).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Where its flags say it listens (`0.0.0.0` is every address, IPv4 and IPv6).
+    pub listens: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<String>,
+}
+
+impl LabStatus {
+    /// True when something that should run does not: a component exited or a namespace is
+    /// missing, or leftovers of a lab exist without one.
+    pub fn unhealthy(&self) -> bool {
+        !self.leftover_namespaces.is_empty()
+            || self
+                .nodes
+                .iter()
+                .any(|n| !n.netns_present || n.components.iter().any(|c| c.state == "exited"))
+    }
+}
+
+/// Collects the status from the state file and the system.
+pub fn collect(paths: &Paths) -> anyhow::Result<LabStatus> {
+    let present = sys::lab_namespaces();
+    let Some(state) = State::load(paths)? else {
+        return Ok(LabStatus {
+            version: STATUS_VERSION,
+            up: false,
+            etcd: None,
+            nodes: Vec::new(),
+            leftover_namespaces: present,
+        });
+    };
+    let plan: Plan = state.plan();
+    let nodes = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            let faults = state.faults.get(&n.name).cloned().unwrap_or_default();
+            let components = state
+                .procs
+                .iter()
+                .filter(|p| p.node == n.name)
+                .map(|p| {
+                    let args = supervise::args_for(paths, &plan, n, p.component, p.bind);
+                    let listens = component::listeners(p.component, &args)
+                        .map(|v| v.iter().map(SocketAddr::to_string).collect())
+                        .unwrap_or_default();
+                    let st = match p.pid {
+                        None => "stopped",
+                        Some(pid) if is_alive(pid, p.start_time) => "running",
+                        Some(_) => "exited",
+                    };
+                    ComponentStatus {
+                        name: p.component.name(),
+                        state: st,
+                        pid: p.pid.filter(|_| st == "running"),
+                        listens,
+                        bound_to: p.bind.map(|b| b.to_string()),
+                    }
+                })
+                .collect();
+            NodeStatus {
+                name: n.name.clone(),
+                role: n.role.as_str(),
+                netns: n.netns(),
+                netns_present: present.contains(&n.netns()),
+                ipv4: n.ipv4.to_string(),
+                ipv6: n.ipv6.to_string(),
+                pod_subnet: format!("{}/24", n.pod_subnet()),
+                pod_ip: n.pod_ip().to_string(),
+                link_down: faults.link_down,
+                firewall_rules: faults.rules.iter().map(Rule::to_string).collect(),
+                components,
+            }
+        })
+        .collect();
+    Ok(LabStatus {
+        version: STATUS_VERSION,
+        up: true,
+        etcd: Some(state.etcd),
+        nodes,
+        leftover_namespaces: Vec::new(),
+    })
+}
+
+fn pad(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// The status as text for a person.
+pub fn render(s: &LabStatus) -> String {
+    if !s.up {
+        return if s.leftover_namespaces.is_empty() {
+            "No lab is up. Start one with `kports lab up`.\n".to_string()
+        } else {
+            format!(
+                "No lab is up, but these namespaces are left over: {}\nRemove them with `kports lab down`.\n",
+                s.leftover_namespaces.join(", ")
+            )
+        };
+    }
+    let mut out = String::new();
+    let etcd = match s.etcd {
+        Some(EtcdMode::StandIn) => "etcd stand-in",
+        _ => "real etcd",
+    };
+    let n = s.nodes.len();
+    let _ = writeln!(
+        out,
+        "kports lab: {n} node{}, {etcd}\n",
+        if n == 1 { "" } else { "s" }
+    );
+    let mut rows = vec![
+        [
+            "NODE",
+            "ROLE",
+            "NETNS",
+            "ETH0 IPV4",
+            "ETH0 IPV6",
+            "POD SUBNET",
+            "FAULTS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for n in &s.nodes {
+        let mut faults: Vec<String> = n.firewall_rules.clone();
+        if n.link_down {
+            faults.push("link down".into());
+        }
+        if !n.netns_present {
+            faults.push("NAMESPACE MISSING".into());
+        }
+        rows.push(vec![
+            n.name.clone(),
+            n.role.into(),
+            n.netns.clone(),
+            n.ipv4.clone(),
+            n.ipv6.clone(),
+            n.pod_subnet.clone(),
+            if faults.is_empty() {
+                "-".into()
+            } else {
+                faults.join(", ")
+            },
+        ]);
+    }
+    out.push_str(&pad(&rows));
+    out.push('\n');
+    let mut rows = vec![
+        ["NODE", "COMPONENT", "STATE", "PID", "LISTENS ON"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for n in &s.nodes {
+        for c in &n.components {
+            let state = match &c.bound_to {
+                Some(b) => format!("{} (bound to {b})", c.state),
+                None => c.state.to_string(),
+            };
+            rows.push(vec![
+                n.name.clone(),
+                c.name.into(),
+                state,
+                c.pid.map_or("-".into(), |p| p.to_string()),
+                c.listens.join(" "),
+            ]);
+        }
+    }
+    out.push_str(&pad(&rows));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LabStatus {
+        LabStatus {
+            version: STATUS_VERSION,
+            up: true,
+            etcd: Some(EtcdMode::Real),
+            nodes: vec![NodeStatus {
+                name: "w1".into(),
+                role: "worker",
+                netns: "kports-w1".into(),
+                netns_present: true,
+                ipv4: "192.0.2.21".into(),
+                ipv6: "2001:db8::21".into(),
+                pod_subnet: "10.244.1.0/24".into(),
+                pod_ip: "10.244.1.2".into(),
+                link_down: true,
+                firewall_rules: vec!["drop tcp/10250".into()],
+                components: vec![
+                    ComponentStatus {
+                        name: "kubelet",
+                        state: "running",
+                        pid: Some(42),
+                        listens: vec!["0.0.0.0:10250".into(), "127.0.0.1:10248".into()],
+                        bound_to: None,
+                    },
+                    ComponentStatus {
+                        name: "kube-proxy",
+                        state: "stopped",
+                        pid: None,
+                        listens: vec!["127.0.0.1:10256".into(), "127.0.0.1:10249".into()],
+                        bound_to: Some("127.0.0.1".into()),
+                    },
+                ],
+            }],
+            leftover_namespaces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn table() {
+        let expected = "\
+kports lab: 1 node, real etcd
+
+NODE  ROLE    NETNS      ETH0 IPV4   ETH0 IPV6     POD SUBNET     FAULTS
+w1    worker  kports-w1  192.0.2.21  2001:db8::21  10.244.1.0/24  drop tcp/10250, link down
+
+NODE  COMPONENT   STATE                         PID  LISTENS ON
+w1    kubelet     running                       42   0.0.0.0:10250 127.0.0.1:10248
+w1    kube-proxy  stopped (bound to 127.0.0.1)  -    127.0.0.1:10256 127.0.0.1:10249
+";
+        assert_eq!(render(&sample()), expected);
+        assert!(!sample().unhealthy());
+    }
+
+    #[test]
+    fn exited_component_is_unhealthy() {
+        let mut s = sample();
+        s.nodes[0].components[0].state = "exited";
+        assert!(s.unhealthy());
+    }
+
+    #[test]
+    fn no_lab_and_leftovers() {
+        let mut s = LabStatus {
+            version: 1,
+            up: false,
+            etcd: None,
+            nodes: vec![],
+            leftover_namespaces: vec![],
+        };
+        assert_eq!(
+            render(&s),
+            "No lab is up. Start one with `kports lab up`.\n"
+        );
+        assert!(!s.unhealthy());
+        s.leftover_namespaces.push("kports-w1".into());
+        assert!(render(&s).contains("left over: kports-w1"));
+        assert!(s.unhealthy());
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["up"], false);
+        assert!(j.get("etcd").is_none());
+    }
+
+    #[test]
+    fn json_fields() {
+        let j = serde_json::to_value(sample()).unwrap();
+        assert_eq!(j["etcd"], "real");
+        assert_eq!(
+            j["nodes"][0]["components"][0]["listens"][0],
+            "0.0.0.0:10250"
+        );
+        assert_eq!(j["nodes"][0]["components"][1]["bound_to"], "127.0.0.1");
+        assert!(j["nodes"][0]["components"][1].get("pid").is_none());
+    }
+}

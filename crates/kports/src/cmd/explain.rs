@@ -1,0 +1,260 @@
+//! `kports explain PORT|COMPONENT`: the catalog's facts about a port, and what this node has
+//! there right now.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use kports_core::Warning;
+use kports_core::catalog::Role;
+use kports_core::check;
+use kports_core::explain::{self, Explanation, PeerCount, Query};
+
+use super::check::{RoleArg, census, load_catalog, role_and_cni};
+use crate::cli::SourceArg;
+use crate::output::{Document, Format, Out, endpoint};
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A port (2379, tcp/2379, 8472/udp), a component (etcd, kube-apiserver, apiserver) or a CNI
+    /// (flannel).
+    #[arg(value_name = "PORT|COMPONENT", value_parser = Query::parse)]
+    pub query: Query,
+    /// The node's role, for "needed here" and the check's findings. Detected when not given.
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArg>,
+    /// The CNI plugin(s), comma-separated. Detected when not given.
+    #[arg(long, value_delimiter = ',', value_name = "CNI")]
+    pub cni: Option<Vec<String>>,
+    /// A catalog file that extends or overrides the built-in one.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// Output format (wide is the same as table).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    /// Where socket lists come from.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source: SourceArg,
+}
+
+pub fn run(args: &ExplainArgs, out: &mut Out) -> Result<Vec<Warning>> {
+    let catalog = load_catalog(args.catalog.as_deref())?;
+    let node = census(args.source)?;
+    let (role, cni) = role_and_cni(args.role, args.cni.as_deref(), &catalog, &node)?;
+    let input = check::Input {
+        sockets: &node.sockets,
+        interfaces: &node.interfaces,
+        catalog: &catalog,
+        role: role.value,
+        cnis: &cni.value,
+        version: None,
+        pre_install: false,
+    };
+    let (items, mut warnings) = explain::explain(&args.query, &input);
+    warnings.extend(node.warnings);
+    if items.is_empty() {
+        if let Query::Name(n) = &args.query {
+            anyhow::bail!(
+                "the catalog has no component or CNI `{n}`; it knows {}",
+                explain::known_names(&catalog).join(", ")
+            );
+        }
+    }
+    let hostname = kports_linux::hostname();
+    if args.output == Format::Json {
+        out.json(&Document::new("explain", &hostname, &items, &warnings))?;
+        return Ok(warnings);
+    }
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.line("")?;
+        }
+        print(out, x, role.value)?;
+    }
+    Ok(warnings)
+}
+
+fn print(out: &mut Out, x: &Explanation, role: Option<Role>) -> std::io::Result<()> {
+    let label = format!("{}/{}", x.protocol.as_str(), x.port);
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    match &x.entry {
+        Some(e) => {
+            out.heading(&format!("{label}  {}: {}", e.component, e.purpose))?;
+            let peers: Vec<&str> = e.reached_by.iter().map(|p| p.as_str()).collect();
+            rows.push(("direction", e.direction.as_str().to_string()));
+            rows.push(("reached by", peers.join(", ")));
+            let mut bind = e.bind.describe().to_string();
+            if let Some(d) = &e.bind_detail {
+                let _ = write!(bind, ": {d}");
+            }
+            rows.push(("default bind", bind));
+            let roles: Vec<&str> = e.roles.iter().map(|r| r.as_str()).collect();
+            let mut belongs = roles.join(", ");
+            if let Some(c) = &e.cni {
+                let _ = write!(belongs, " with CNI {c}");
+            }
+            if e.addon {
+                belongs.push_str(" (add-on)");
+            }
+            let here = match (role, x.needed_here) {
+                (None, _) => " (this node's role is unknown)",
+                (Some(_), true) => " (needed on this node)",
+                (Some(_), false) => " (not needed on this node)",
+            };
+            belongs.push_str(here);
+            rows.push(("roles", belongs));
+            rows.push(("expected", e.expect.as_str().to_string()));
+            rows.push(("versions", e.versions.to_string()));
+            if let Some(c) = &e.clients {
+                rows.push(("who connects", c.clone()));
+            }
+            if let Some(n) = &e.notes {
+                rows.push(("notes", n.clone()));
+            }
+            if let Some(d) = &e.disagreement {
+                rows.push(("sources disagree", d.clone()));
+            }
+            rows.push(("source", e.source.clone()));
+        }
+        None => {
+            out.heading(&format!("{label}  not in the catalog"))?;
+            rows.push((
+                "catalog",
+                "no entry: nothing a Kubernetes node's role or CNI is known to use".to_string(),
+            ));
+        }
+    }
+    for s in &x.configured_by {
+        rows.push(("configured by", format!("{} ({})", s.value, s.source)));
+    }
+    rows.push(("listening now", listeners(x)));
+    if x.protocol == kports_core::catalog::Protocol::Tcp && x.port.is_single() {
+        rows.push(("established in", peers(&x.now.inbound, "from")));
+        rows.push(("established out", peers(&x.now.outbound, "to")));
+    }
+    if x.now.findings.is_empty() {
+        rows.push(("check", "no findings".to_string()));
+    }
+    for f in &x.now.findings {
+        rows.push((
+            "check",
+            format!("{} {}: {}", f.severity.as_str(), f.id, f.message),
+        ));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in &rows {
+        let mut first = true;
+        for line in wrap(v, WRAP_AT.saturating_sub(width + 4)) {
+            let key = if first { *k } else { "" };
+            out.line(&format!("  {key:<width$}  {line}"))?;
+            first = false;
+        }
+    }
+    Ok(())
+}
+
+/// Lines are wrapped to fit this many columns.
+const WRAP_AT: usize = 100;
+
+/// Splits `s` into lines of at most `width` characters at spaces (a longer word stays whole).
+fn wrap(s: &str, width: usize) -> Vec<String> {
+    let width = width.max(20);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in s.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+fn listeners(x: &Explanation) -> String {
+    if x.now.listeners.is_empty() {
+        return "nothing".to_string();
+    }
+    let mut b = String::new();
+    for (i, l) in x.now.listeners.iter().enumerate() {
+        if i > 0 {
+            b.push_str("; ");
+        }
+        endpoint(&mut b, &l.local_address, l.local_port);
+        let who: Vec<String> = l
+            .processes
+            .iter()
+            .map(|p| format!("{} (pid {})", p.name, p.pid))
+            .collect();
+        let _ = match (who.is_empty(), l.component) {
+            (false, Some(c)) if l.processes.iter().all(|p| p.name == c) => {
+                write!(b, " {}", who.join(", "))
+            }
+            (false, Some(c)) => write!(b, " {} [{c}]", who.join(", ")),
+            (false, None) => write!(b, " {}", who.join(", ")),
+            (true, Some(c)) => write!(b, " {c}"),
+            (true, None) => write!(b, " {}", owner_name(l.owner)),
+        };
+    }
+    b
+}
+
+fn owner_name(o: kports_core::Owner) -> &'static str {
+    match o {
+        kports_core::Owner::Process => "a process",
+        kports_core::Owner::Kernel => "the kernel",
+        kports_core::Owner::Unknown => "an unknown owner",
+        kports_core::Owner::None => "no owner",
+    }
+}
+
+fn peers(list: &[PeerCount], dir: &str) -> String {
+    let total: usize = list.iter().map(|p| p.connections).sum();
+    if total == 0 {
+        return "none".to_string();
+    }
+    let mut b = format!(
+        "{total} connection{} {dir} {} peer{}:",
+        if total == 1 { "" } else { "s" },
+        list.len(),
+        if list.len() == 1 { "" } else { "s" }
+    );
+    for (i, p) in list.iter().take(8).enumerate() {
+        let _ = write!(
+            b,
+            "{} {} x{}",
+            if i > 0 { "," } else { "" },
+            p.address,
+            p.connections
+        );
+        if let (Some(n), Some(pid)) = (&p.process, p.pid) {
+            let _ = write!(b, " ({n} pid {pid})");
+        }
+    }
+    if list.len() > 8 {
+        let _ = write!(b, ", ... {} more", list.len() - 8);
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wrapping() {
+        assert_eq!(wrap("a bb ccc dddd", 20), ["a bb ccc dddd"]);
+        let long = "word ".repeat(10);
+        assert_eq!(
+            wrap(&long, 20),
+            ["word word word word", "word word word word", "word word"]
+        );
+        assert_eq!(wrap("", 20), [""]);
+    }
+}

@@ -1,0 +1,549 @@
+//! System tests: as root, in network namespaces made here, kports's census is compared with
+//! `ss` and `ip` on the same namespace. Traffic stays on loopback and on addresses that exist only
+//! inside these namespaces.
+
+use serde_json::Value;
+
+use crate::support::{KPORTS, Ns, SsLine, kp_endpoint, parse_ss};
+
+/// The namespace of a small control-plane node: etcd (with a forked helper sharing its
+/// sockets), an API server with clients to etcd, a controller manager under its full 23-byte
+/// name, a UDP listener, and a kubelet with a secret on its command line.
+fn control_plane() -> (Ns, Pids) {
+    let mut ns = Ns::new();
+    node_address(&ns);
+    let (etcd, etcd_child) = ns.spawn(
+        "etcd",
+        &[
+            "--listen",
+            "tcp:127.0.0.1:2379",
+            "--listen",
+            "tcp:192.0.2.10:2379",
+            "--listen",
+            "tcp:192.0.2.10:2380",
+            "--listen",
+            "tcp:127.0.0.1:2381",
+            "--fork",
+            "--name=cp1",
+        ],
+    );
+    let (apiserver, _) = ns.spawn(
+        "kube-apiserver",
+        &[
+            "--listen",
+            "tcp:[::]:6443",
+            "--connect",
+            "127.0.0.1:2379:12",
+            "--connect",
+            "192.0.2.10:2380:1",
+            "--etcd-servers=https://127.0.0.1:2379",
+        ],
+    );
+    let (kcm, _) = ns.spawn(
+        "kube-controller-manager",
+        &[
+            "--listen",
+            "tcp:127.0.0.1:10257",
+            "--bind-address=127.0.0.1",
+        ],
+    );
+    let (kubelet, _) = ns.spawn(
+        "kubelet",
+        &[
+            "--listen",
+            "tcp:0.0.0.0:10250",
+            "--listen",
+            "tcp:127.0.0.1:10248",
+            "--listen",
+            "udp:0.0.0.0:30053",
+            "--token=s3cr3t-value",
+        ],
+    );
+    (
+        ns,
+        Pids {
+            etcd,
+            etcd_child: etcd_child.unwrap(),
+            apiserver,
+            kcm,
+            kubelet,
+        },
+    )
+}
+
+/// `eth0` with the node's addresses: one end of a veth pair whose other end stays in the
+/// namespace too, so nothing leaves it.
+fn node_address(ns: &Ns) {
+    ns.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0-peer",
+    ]);
+    ns.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    ns.ip(&["addr", "add", "2001:db8::10/64", "dev", "eth0", "nodad"]);
+    ns.ip(&["link", "set", "eth0-peer", "up"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+}
+
+struct Pids {
+    etcd: u32,
+    etcd_child: u32,
+    apiserver: u32,
+    kcm: u32,
+    kubelet: u32,
+}
+
+/// kports's sockets in the notation of `parse_ss`.
+fn as_ss(items: &Value) -> Vec<SsLine> {
+    let mut v: Vec<SsLine> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let state = match s["state"].as_str().unwrap() {
+                "listen" => "LISTEN",
+                "unconn" => "UNCONN",
+                "established" => "ESTAB",
+                other => panic!("unexpected state {other}"),
+            };
+            let mut pids: Vec<u32> = s["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["pid"].as_u64().unwrap() as u32)
+                .collect();
+            pids.sort_unstable();
+            SsLine {
+                netid: s["proto"].as_str().unwrap().into(),
+                state: state.into(),
+                local: kp_endpoint(&s["local_address"], &s["local_port"]),
+                peer: if state == "ESTAB" {
+                    kp_endpoint(&s["remote_address"], &s["remote_port"])
+                } else {
+                    String::new()
+                },
+                pids,
+            }
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `ss ARGS` in the namespace; `netid` names the protocol when only one is asked for.
+fn ss(ns: &Ns, netid: &str, args: &[&str]) -> Vec<SsLine> {
+    let out = ns.exec("ss", args);
+    assert!(out.status.success());
+    let mut v = parse_ss(&String::from_utf8_lossy(&out.stdout), netid);
+    for l in &mut v {
+        if l.state != "ESTAB" {
+            l.peer.clear();
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn listen_sees_every_listener_ss_sees_with_the_same_owners() {
+    let (ns, p) = control_plane();
+    let doc = ns.kports_json(&["listen", "--all-owners"]);
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["kind"], "listen");
+    let ours = as_ss(&doc["items"]);
+    let theirs = ss(&ns, "", &["-tulnpH"]);
+    assert_eq!(ours, theirs);
+    // The forked child shares etcd's listeners, and both are named.
+    let l2379 = ours.iter().find(|l| l.local == "127.0.0.1:2379").unwrap();
+    assert_eq!(l2379.pids, {
+        let mut v = vec![p.etcd, p.etcd_child];
+        v.sort_unstable();
+        v
+    });
+    // The default (early-stopping) scan finds the same owners here: the child is found through
+    // its parent.
+    assert_eq!(as_ss(&ns.kports_json(&["listen"])["items"]), theirs);
+}
+
+#[test]
+fn listen_names_processes_in_full_and_recognises_components() {
+    let (ns, p) = control_plane();
+    let doc = ns.kports_json(&["listen", "--port", "10257"]);
+    let items = doc["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{doc}");
+    let s = &items[0];
+    assert_eq!(s["component"], "kube-controller-manager");
+    assert_eq!(s["processes"][0]["pid"], p.kcm);
+    assert_eq!(s["processes"][0]["name"], "kube-controller-manager");
+    // `ss` shows the kernel's 15-byte comm.
+    let ss =
+        String::from_utf8_lossy(&ns.exec("ss", &["-tlnpH", "sport = :10257"]).stdout).into_owned();
+    assert!(ss.contains("\"kube-controller\""), "{ss}");
+
+    let table = ns.kports(&["listen", "--component", "kubelet"]);
+    assert!(table.contains("kubelet"), "{table}");
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "header + 10250 + 10248 + udp 30053:\n{table}"
+    );
+    let by_pid = ns.kports_json(&["listen", "--process", &p.apiserver.to_string()]);
+    assert_eq!(by_pid["items"].as_array().unwrap().len(), 1);
+    assert_eq!(by_pid["items"][0]["local_port"], 6443);
+}
+
+#[test]
+fn secrets_on_command_lines_are_redacted() {
+    let (ns, p) = control_plane();
+    for args in [
+        &["listen", "-o", "wide"][..],
+        &["listen", "-o", "json"],
+        &["conns", "-o", "json"],
+    ] {
+        let out = ns.kports(args);
+        assert!(
+            !out.contains("s3cr3t-value"),
+            "secret leaked by kports {args:?}"
+        );
+    }
+    let doc = ns.kports_json(&["listen", "--process", &p.kubelet.to_string()]);
+    let cmdline = doc["items"][0]["processes"][0]["cmdline"].as_str().unwrap();
+    assert!(cmdline.ends_with("--token=REDACTED"), "{cmdline}");
+}
+
+#[test]
+fn proc_fallback_agrees_with_netlink() {
+    let (ns, _) = control_plane();
+    for args in [&["listen", "--all-owners"][..], &["listen", "--all-states"]] {
+        let mut a = args.to_vec();
+        let netlink = as_ss(&ns.kports_json(&a)["items"]);
+        a.extend(["--source", "proc"]);
+        let proc = as_ss(&ns.kports_json(&a)["items"]);
+        assert_eq!(netlink, proc, "{args:?}");
+        assert!(netlink.len() >= 9, "{netlink:?}");
+    }
+}
+
+#[test]
+fn all_states_matches_ss_including_established_owners() {
+    let (ns, _) = control_plane();
+    let ours = as_ss(&ns.kports_json(&["listen", "--all-states", "--proto", "tcp"])["items"]);
+    let theirs = ss(&ns, "tcp", &["-tanpH"]);
+    assert_eq!(ours, theirs);
+    assert!(ours.iter().filter(|l| l.state == "ESTAB").count() >= 26);
+}
+
+#[test]
+fn conns_counts_per_listener_and_add_up_to_ss() {
+    let (ns, p) = control_plane();
+    let doc = ns.kports_json(&["conns"]);
+    assert_eq!(doc["kind"], "conns");
+    let rows = doc["items"].as_array().unwrap();
+    let find = |dir: &str, addr: &str, port: u64| -> &Value {
+        rows.iter()
+            .find(|r| {
+                r["direction"] == dir
+                    && r[if dir == "in" {
+                        "local_address"
+                    } else {
+                        "remote_address"
+                    }] == addr
+                    && r[if dir == "in" {
+                        "local_port"
+                    } else {
+                        "remote_port"
+                    }] == port
+            })
+            .unwrap_or_else(|| panic!("no {dir} row for {addr}:{port} in {doc}"))
+    };
+    let c2379 = find("in", "127.0.0.1", 2379);
+    assert_eq!(c2379["established"], 12);
+    assert_eq!(c2379["process"], "etcd");
+    assert_eq!(c2379["component"], "etcd");
+    assert_eq!(find("in", "192.0.2.10", 2380)["established"], 1);
+    assert_eq!(find("in", "127.0.0.1", 2381)["established"], 0);
+    let out = find("out", "127.0.0.1", 2379);
+    assert_eq!(
+        (out["established"].as_u64(), out["pids"][0].as_u64()),
+        (Some(12), Some(u64::from(p.apiserver)))
+    );
+
+    let total: u64 = rows
+        .iter()
+        .map(|r| r["established"].as_u64().unwrap())
+        .sum();
+    let ss = String::from_utf8_lossy(&ns.exec("ss", &["-tanH", "state", "established"]).stdout)
+        .lines()
+        .count() as u64;
+    assert_eq!(total, ss);
+
+    // One line per etcd port: 2379 (both addresses), 2380, 2381.
+    let by_port = ns.kports_json(&["conns", "--process", "etcd", "--by-port", "--inbound"]);
+    let counts: Vec<(u64, u64)> = by_port["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["local_port"].as_u64().unwrap(),
+                r["established"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [(2379, 12), (2380, 1), (2381, 0)]);
+}
+
+#[test]
+fn conns_by_peer_breaks_down_by_remote_address() {
+    let (mut ns, _) = control_plane();
+    ns.spawn("kube-scheduler", &["--connect", "192.0.2.10:2379:3"]);
+    let doc = ns.kports_json(&["conns", "--by-peer", "--port", "2379", "--inbound"]);
+    let row = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["local_address"] == "192.0.2.10")
+        .unwrap()
+        .clone();
+    assert_eq!(row["established"], 3);
+    assert_eq!(
+        row["peers"],
+        serde_json::json!([{"remote_address": "192.0.2.10", "established": 3}])
+    );
+}
+
+#[test]
+fn node_matches_ip_addr() {
+    let ns = Ns::new();
+    ns.ip(&["link", "add", "cni0", "type", "bridge"]);
+    ns.ip(&["addr", "add", "10.244.0.1/24", "dev", "cni0"]);
+    ns.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+    ]);
+    ns.ip(&["link", "set", "veth0", "master", "cni0"]);
+    ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "nolearning",
+    ]);
+    ns.ip(&["addr", "add", "10.244.0.0/32", "dev", "flannel.1"]);
+    node_address(&ns);
+    for l in ["cni0", "veth0", "veth1", "flannel.1"] {
+        ns.ip(&["link", "set", l, "up"]);
+    }
+    let doc = ns.kports_json(&["node"]);
+    let ip: Value = serde_json::from_str(&ns.ip(&["-j", "-d", "addr"])).unwrap();
+    let ours = doc["items"].as_array().unwrap();
+    let theirs = ip.as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (o, t) in ours.iter().zip(theirs) {
+        assert_eq!(o["name"], t["ifname"]);
+        assert_eq!(o["mtu"], t["mtu"]);
+        let kind = t["linkinfo"]["info_kind"]
+            .as_str()
+            .unwrap_or(if t["link_type"] == "loopback" {
+                "loopback"
+            } else {
+                "device"
+            });
+        assert_eq!(o["kind"], kind, "{}", t["ifname"]);
+        assert_eq!(
+            o["state"].as_str().unwrap(),
+            t["operstate"].as_str().unwrap().to_lowercase()
+        );
+        assert_eq!(o["master"].as_str(), t["master"].as_str());
+        if t["link_type"] != "loopback" {
+            assert_eq!(o["mac"], t["address"]);
+        }
+        let mut oa: Vec<String> = o["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{} {}",
+                    a["address"].as_str().unwrap(),
+                    a["prefix_len"],
+                    a["scope"].as_str().unwrap()
+                )
+            })
+            .collect();
+        let mut ta: Vec<String> = t["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{} {}",
+                    a["local"].as_str().unwrap(),
+                    a["prefixlen"],
+                    a["scope"].as_str().unwrap()
+                )
+            })
+            .collect();
+        oa.sort();
+        ta.sort();
+        assert_eq!(oa, ta, "{}", t["ifname"]);
+    }
+    let vx = ours.iter().find(|i| i["name"] == "flannel.1").unwrap();
+    assert_eq!(vx["tunnel_port"], 8472);
+    // `--kind bridge` is `ip addr show type bridge`.
+    let bridges = ns.kports_json(&["node", "--kind", "bridge"]);
+    let names: Vec<&str> = bridges["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cni0"]);
+}
+
+#[test]
+fn kernel_vxlan_socket_is_owned_by_the_kernel() {
+    let ns = Ns::new();
+    ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "nolearning",
+    ]);
+    ns.ip(&["link", "set", "flannel.1", "up"]);
+    let doc = ns.kports_json(&["listen", "--proto", "udp"]);
+    let items = doc["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    for s in items {
+        assert_eq!(s["local_port"], 8472);
+        assert_eq!(s["owner"], "kernel");
+        assert_eq!(s["processes"], serde_json::json!([]));
+        assert_eq!(s["component"], "vxlan (kernel)");
+    }
+    // ss sees the same sockets, with no process.
+    assert_eq!(as_ss(&doc["items"]), ss(&ns, "udp", &["-ulnpH"]));
+}
+
+#[test]
+fn all_netns_finds_sockets_of_other_namespaces() {
+    let (ns, p) = control_plane();
+    let out = std::process::Command::new(KPORTS)
+        .args(["listen", "--all-netns", "--all-owners", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mine: Vec<&Value> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["netns"]["name"] == ns.name.as_str())
+        .collect();
+    let theirs = ss(&ns, "", &["-tulnpH"]);
+    assert_eq!(mine.len(), theirs.len());
+    let kcm = mine.iter().find(|s| s["local_port"] == 10257).unwrap();
+    assert_eq!(kcm["processes"][0]["pid"], p.kcm);
+    // The table names the namespace.
+    let table = String::from_utf8_lossy(
+        &std::process::Command::new(KPORTS)
+            .args(["listen", "--all-netns"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&ns.name) && l.contains("kube-controller-manager")),
+        "{table}"
+    );
+}
+
+#[test]
+fn unix_listeners_with_owners() {
+    let mut ns = Ns::new();
+    let path = ns.dir().join("kubelet.sock");
+    let spec = format!("unix:{}", path.display());
+    let (pid, _) = ns.spawn("kubelet", &["--listen", &spec]);
+    let doc = ns.kports_json(&["listen", "--unix", "--process", "kubelet"]);
+    let u = doc["unix"].as_array().unwrap();
+    assert_eq!(u.len(), 1, "{doc}");
+    assert_eq!(u[0]["path"], path.display().to_string());
+    assert_eq!(u[0]["state"], "listen");
+    assert_eq!(u[0]["processes"][0]["pid"], pid);
+    assert_eq!(u[0]["component"], "kubelet");
+}
+
+#[test]
+fn unprivileged_run_says_unknown_and_names_the_capability() {
+    let (ns, _) = control_plane();
+    // setpriv drops to nobody with no capabilities, in the same namespace.
+    let out = ns.exec(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            KPORTS,
+            "listen",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = doc["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| w["code"] == "owners-incomplete"
+            && w["message"].as_str().unwrap().contains("CAP_SYS_PTRACE")),
+        "{doc}"
+    );
+    for s in doc["items"].as_array().unwrap() {
+        assert_eq!(s["owner"], "unknown", "{s}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CAP_SYS_PTRACE"), "{stderr}");
+}
+
+#[test]
+fn pipe_closed_early_is_quiet() {
+    let (mut ns, _) = control_plane();
+    // Enough sockets that the table overflows the pipe and kports meets a closed pipe.
+    ns.spawn("kube-scheduler", &["--connect", "127.0.0.1:2379:1500"]);
+    let script = format!("{KPORTS} listen --all-states | head -1; exit ${{PIPESTATUS[0]}}");
+    let out = ns.exec("bash", &["-c", &script]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert!(
+        !stderr.contains("Broken pipe")
+            && !stderr.contains("panicked")
+            && !stderr.contains("kports:"),
+        "{stderr}"
+    );
+}
