@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use kports_core::{
 
 use crate::netlink::Netlink;
 use crate::netns::{self, NsHandle};
-use crate::procfs::{self, Want};
+use crate::procfs::{self, InodeHasher, Want};
 use crate::{Error, link, procnet, sockdiag};
 
 /// Where socket lists come from.
@@ -476,7 +477,9 @@ pub type Shown = (Arc<ProcessRef>, Option<&'static str>);
 struct ProcTable<'a> {
     root: &'a Path,
     by_pid: HashMap<u32, Option<Shown>>,
-    sets: HashMap<Vec<u32>, (Processes, Option<&'static str>)>,
+    /// Looked up once per socket: a cheap hasher instead of SipHash (about 3% of the CPU time
+    /// of a census of 200k sockets).
+    sets: HashMap<Vec<u32>, (Processes, Option<&'static str>), BuildHasherDefault<InodeHasher>>,
     key: Vec<u32>,
 }
 
@@ -485,7 +488,7 @@ impl<'a> ProcTable<'a> {
         ProcTable {
             root,
             by_pid: HashMap::new(),
-            sets: HashMap::new(),
+            sets: HashMap::default(),
             key: Vec::new(),
         }
     }
