@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use kports_core::{
 
 use crate::netlink::Netlink;
 use crate::netns::{self, NsHandle};
-use crate::procfs::{self, Want};
+use crate::procfs::{self, InodeHasher, Want};
 use crate::{Error, link, procnet, sockdiag};
 
 /// Where socket lists come from.
@@ -121,7 +122,9 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
             (dumps, Some(owners))
         }
         OwnerScope::Every => {
-            // The walk and the dumps are independent: run them side by side.
+            // The walk and the dumps are independent: run them side by side. The walk gets
+            // every core: it is the longer of the two (about 4/5 of the CPU time at 200k
+            // sockets), and once the dump is done its thread would otherwise leave a core idle.
             std::thread::scope(|s| {
                 let walker = s.spawn(|| procfs::walk(&q.proc_root, &Want::All, q.threads));
                 let dumps = dump_all(q, &namespaces, here);
@@ -170,7 +173,13 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
                 );
             }
         }
-        for s in &mut d.sockets {
+        // Visit the sockets in inode order: each lookup in the walk's sorted owner list then
+        // lands next to the previous one instead of on cold cache lines (the dump comes in
+        // kernel hash order). The order changes nothing else: each socket gets the same answer.
+        let mut order: Vec<usize> = (0..d.sockets.len()).collect();
+        order.sort_unstable_by_key(|&i| d.sockets[i].inode);
+        for i in order {
+            let s = &mut d.sockets[i];
             s.netns = Some(ns.clone());
             (s.owner, s.processes, s.component) = procs.attribute(s.inode, owners.as_ref());
             // A VXLAN or Geneve device holds its UDP port exclusively: an ownerless socket on
@@ -474,7 +483,9 @@ pub type Shown = (Arc<ProcessRef>, Option<&'static str>);
 struct ProcTable<'a> {
     root: &'a Path,
     by_pid: HashMap<u32, Option<Shown>>,
-    sets: HashMap<Vec<u32>, (Processes, Option<&'static str>)>,
+    /// Looked up once per socket: a cheap hasher instead of SipHash (about 3% of the CPU time
+    /// of a census of 200k sockets).
+    sets: HashMap<Vec<u32>, (Processes, Option<&'static str>), BuildHasherDefault<InodeHasher>>,
     key: Vec<u32>,
 }
 
@@ -483,7 +494,7 @@ impl<'a> ProcTable<'a> {
         ProcTable {
             root,
             by_pid: HashMap::new(),
-            sets: HashMap::new(),
+            sets: HashMap::default(),
             key: Vec::new(),
         }
     }
