@@ -573,7 +573,7 @@ pub fn check(input: &Input<'_>) -> Report {
         warnings.push(Warning::new(
             "owners-unknown",
             format!(
-                "{unknown_owners} {} no known owner: kports cannot tell a conflict from the expected component there (run as root)",
+                "{unknown_owners} {} no known owner: kports cannot tell a conflict from the expected component there (see the warning on unreadable processes)",
                 if unknown_owners == 1 { "listener has" } else { "listeners have" }
             ),
         ));
