@@ -93,8 +93,12 @@ struct NsDump {
 
 /// Takes the census `q` asks for.
 pub fn sockets(q: &Query) -> Result<Census, Error> {
+    let mut warnings = Vec::new();
     let namespaces = if q.all_netns {
-        netns::all(&q.proc_root).map_err(|e| Error::io("the list of network namespaces", e))?
+        let (list, hidden) =
+            netns::all(&q.proc_root).map_err(|e| Error::io("the list of network namespaces", e))?;
+        warnings.extend(hidden_warning(hidden));
+        list
     } else {
         vec![
             netns::current(&q.proc_root)
@@ -103,7 +107,6 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
     };
     let here = netns::current(&q.proc_root).map(|h| h.netns.inode).ok();
 
-    let mut warnings = Vec::new();
     let (dumps, owners) = match q.owners {
         OwnerScope::Skip => (dump_all(q, &namespaces, here)?, None),
         OwnerScope::UntilFound => {
@@ -227,6 +230,20 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         census.warnings.push(denied_warning(&o.denied, unknown));
     }
     Ok(census)
+}
+
+/// Namespaces only reachable through processes kports may not inspect.
+fn hidden_warning(processes: usize) -> Option<Warning> {
+    (processes > 0).then(|| {
+        Warning::new(
+            "netns-hidden",
+            format!(
+                "cannot see the network namespace of {processes} process{}: namespaces only they \
+                 use are missing; run as root, or grant CAP_SYS_PTRACE",
+                if processes == 1 { "" } else { "es" }
+            ),
+        )
+    })
 }
 
 fn denied_warning(pids: &[u32], unknown: usize) -> Warning {
@@ -575,7 +592,10 @@ pub fn interfaces(
     let here =
         netns::current(proc_root).map_err(|e| Error::io("this thread's network namespace", e))?;
     let namespaces = if all_netns {
-        netns::all(proc_root).map_err(|e| Error::io("the list of network namespaces", e))?
+        let (list, hidden) =
+            netns::all(proc_root).map_err(|e| Error::io("the list of network namespaces", e))?;
+        warnings.extend(hidden_warning(hidden));
+        list
     } else {
         vec![here.clone()]
     };

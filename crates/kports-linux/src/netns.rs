@@ -37,15 +37,23 @@ pub fn current(proc_root: &Path) -> io::Result<NsHandle> {
     })
 }
 
-/// Every namespace on the host, sorted by inode, the host's first.
-pub fn all(proc_root: &Path) -> io::Result<Vec<NsHandle>> {
+/// Every namespace on the host, sorted by inode, the host's first. Also returns how many processes' namespaces could not be seen for lack of permission.
+pub fn all(proc_root: &Path) -> io::Result<(Vec<NsHandle>, usize)> {
     let names = named();
     let host = host_inode(proc_root);
     let mut found: BTreeMap<u64, NsHandle> = BTreeMap::new();
+    let mut hidden = 0;
     for pid in crate::procfs::list_pids(proc_root)? {
         let path = proc_root.join(pid.to_string()).join("ns/net");
-        // A process that exited, or whose namespace we may not see: skip quietly.
-        let Ok(m) = fs::metadata(&path) else { continue };
+        let m = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                hidden += 1;
+                continue;
+            }
+            // A process that exited: skip quietly.
+            Err(_) => continue,
+        };
         found.entry(m.ino()).or_insert_with(|| NsHandle {
             netns: Netns {
                 inode: m.ino(),
@@ -69,7 +77,7 @@ pub fn all(proc_root: &Path) -> io::Result<Vec<NsHandle>> {
     }
     let mut v: Vec<NsHandle> = found.into_values().collect();
     v.sort_by_key(|h| (!h.netns.host, h.netns.inode));
-    Ok(v)
+    Ok((v, hidden))
 }
 
 /// Names a namespace inode from `/run/netns` and whether it is the host's.

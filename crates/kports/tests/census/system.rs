@@ -528,6 +528,36 @@ fn unprivileged_run_says_unknown_and_names_the_capability() {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("CAP_SYS_PTRACE"), "{stderr}");
+
+    // Across namespaces, the ones it cannot see are said to be missing.
+    let out = ns.exec(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            KPORTS,
+            "listen",
+            "--all-netns",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "netns-hidden"),
+        "{doc}"
+    );
 }
 
 #[test]
