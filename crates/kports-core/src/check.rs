@@ -37,6 +37,13 @@ pub mod ids {
     pub const READONLY_PORT_OPEN: &str = "readonly-port-open";
     pub const LEGACY_INSECURE_PORT: &str = "legacy-insecure-port";
     pub const FORBIDDEN_PORT_OPEN: &str = "forbidden-port-open";
+    // Raised by the firewall join (`kports_firewall::findings`).
+    /// A source that needs a required port gets drop or reject.
+    pub const FIREWALL_BLOCKS_REQUIRED_PORT: &str = "firewall-blocks-required-port";
+    /// A port only this node needs is bound beyond loopback and the firewall lets anyone in.
+    pub const FIREWALL_EXPOSES_PRIVATE_PORT: &str = "firewall-exposes-private-port";
+    /// The ruleset could not be read: whether required ports are open is unknown.
+    pub const FIREWALL_UNKNOWN: &str = "firewall-unknown";
 }
 
 /// The ports kubeadm preflight's PortOpenCheck tests (init and control-plane join).
@@ -76,6 +83,31 @@ impl Report {
     pub fn worst(&self) -> Option<Severity> {
         self.findings.iter().map(|f| f.severity).max()
     }
+
+    /// Adds findings made elsewhere (the firewall's), keeping the order (most severe first) and
+    /// marking the ports they concern as `finding` in `checked`.
+    pub fn merge(&mut self, findings: Vec<Finding>) {
+        for f in &findings {
+            for c in &mut self.checked {
+                if f.entry.as_ref() == Some(&c.entry) {
+                    c.result = "finding";
+                }
+            }
+        }
+        self.findings.extend(findings);
+        sort_findings(&mut self.findings);
+    }
+}
+
+/// Most severe first, then by port, protocol and id.
+pub fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.port.cmp(&b.port))
+            .then(a.protocol.cmp(&b.protocol))
+            .then(a.id.cmp(b.id))
+    });
 }
 
 /// One catalog port as checked on this node.
@@ -117,6 +149,24 @@ pub struct Finding {
 pub struct Evidence {
     pub sockets: Vec<SocketEvidence>,
     pub flags: Vec<Setting>,
+    /// Firewall verdicts behind a `firewall-*` finding (absent from the others).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub firewall: Vec<FirewallEvidence>,
+}
+
+/// One firewall verdict, as shown in evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirewallEvidence {
+    /// Who the source stands for: `control-plane`, `nodes`, `all`, `load-balancers`.
+    pub source_kind: String,
+    /// The address or prefix judged from, and where it came from (`10.0.0.11 (connected to
+    /// the API server)`).
+    pub source: String,
+    /// `accept`, `drop`, `reject`, `depends` or `unknown`.
+    pub verdict: String,
+    /// The rule (or policy) that decided, as kports names it; absent when none did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// A listening socket as shown in evidence.
@@ -484,6 +534,7 @@ impl Checker {
             evidence: Evidence {
                 sockets: sockets.iter().map(|s| SocketEvidence::of(s)).collect(),
                 flags,
+                firewall: Vec::new(),
             },
             command: ss_command(at.protocol, at.port),
         });
@@ -522,7 +573,7 @@ pub fn check(input: &Input<'_>) -> Report {
         warnings.push(Warning::new(
             "owners-unknown",
             format!(
-                "{unknown_owners} {} no known owner: kports cannot tell a conflict from the expected component there (run as root)",
+                "{unknown_owners} {} no known owner: kports cannot tell a conflict from the expected component there (see the warning on unreadable processes)",
                 if unknown_owners == 1 { "listener has" } else { "listeners have" }
             ),
         ));
@@ -582,13 +633,7 @@ pub fn check(input: &Input<'_>) -> Report {
         unexplained(&mut ck, &listeners, &resolved);
     }
     let mut findings = ck.findings;
-    findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.port.cmp(&b.port))
-            .then(a.protocol.cmp(&b.protocol))
-            .then(a.id.cmp(b.id))
-    });
+    sort_findings(&mut findings);
     Report {
         checked,
         findings,

@@ -3,17 +3,21 @@
 //! - [`census`]: sockets (netlink sock_diag, or `/proc/net`) joined with their owners;
 //! - [`census::interfaces`]: interfaces and addresses through rtnetlink;
 //! - [`procfs`]: the `/proc/*/fd` walk that finds which process holds which socket;
-//! - [`netns`]: finding and entering network namespaces.
+//! - [`netns`]: finding and entering network namespaces;
+//! - [`firewall`]: the node's nftables and iptables rulesets, read through [`runner`], the one
+//!   way kports runs an external command.
 //!
 //! Parsers are separate from IO (`parse_*` functions over bytes or text) so that captured kernel
 //! output is replayed in tests without root.
 
 pub mod census;
+pub mod firewall;
 pub mod link;
 pub mod netlink;
 pub mod netns;
 pub mod procfs;
 pub mod procnet;
+pub mod runner;
 pub mod sockdiag;
 
 use std::io;

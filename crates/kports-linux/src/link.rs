@@ -28,12 +28,7 @@ const ARPHRD_LOOPBACK: u16 = 772;
 
 /// Every interface of the calling thread's network namespace, with its addresses.
 pub fn interfaces(nl: &mut Netlink) -> io::Result<Vec<Interface>> {
-    let mut links = Vec::new();
-    nl.dump(RTM_GETLINK, &[0u8; 16], |kind, payload| {
-        if kind == RTM_NEWLINK {
-            links.extend(parse_link(payload));
-        }
-    })?;
+    let links = raw_links(nl)?;
     let mut addrs = Vec::new();
     nl.dump(RTM_GETADDR, &[0u8; 8], |kind, payload| {
         if kind == RTM_NEWADDR {
@@ -41,6 +36,21 @@ pub fn interfaces(nl: &mut Netlink) -> io::Result<Vec<Interface>> {
         }
     })?;
     Ok(join(links, addrs))
+}
+
+/// Links only, without addresses (for naming bound interfaces and finding tunnel ports).
+pub fn links(nl: &mut Netlink) -> io::Result<Vec<Interface>> {
+    Ok(join(raw_links(nl)?, Vec::new()))
+}
+
+fn raw_links(nl: &mut Netlink) -> io::Result<Vec<RawLink>> {
+    let mut links = Vec::new();
+    nl.dump(RTM_GETLINK, &[0u8; 16], |kind, payload| {
+        if kind == RTM_NEWLINK {
+            links.extend(parse_link(payload));
+        }
+    })?;
+    Ok(links)
 }
 
 /// A link before masters are resolved to names: (interface, master index).
@@ -210,28 +220,10 @@ fn hex_colon(v: &[u8]) -> String {
     s
 }
 
-/// Links only, without addresses (for naming bound interfaces and finding tunnel ports).
-pub fn links(nl: &mut Netlink) -> io::Result<Vec<Interface>> {
-    let mut links = Vec::new();
-    nl.dump(RTM_GETLINK, &[0u8; 16], |kind, payload| {
-        if kind == RTM_NEWLINK {
-            links.extend(parse_link(payload));
-        }
-    })?;
-    Ok(join(links, Vec::new()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
-        let mut v = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(value);
-        v.resize(crate::netlink::align4(v.len()), 0);
-        v
-    }
+    use crate::netlink::tests::attr;
 
     fn link_msg(index: u32, name: &str, kind: Option<&str>, master: u32, data: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; 16];

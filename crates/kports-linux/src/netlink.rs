@@ -246,10 +246,11 @@ pub fn c_str(b: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+    /// One route attribute, padded, as the kernel writes it.
+    pub(crate) fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut v = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
         v.extend_from_slice(&kind.to_ne_bytes());
         v.extend_from_slice(value);

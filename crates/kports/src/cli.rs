@@ -78,8 +78,104 @@ pub enum Command {
   kports explain udp/8472     the VXLAN port, and why sources disagree about it
   kports explain 10255        the kubelet's read-only port and why it should be closed")]
     Explain(crate::cmd::explain::ExplainArgs),
+    /// The node's firewall: is each required port open to the sources that need it, and which
+    /// rule decides; and the rules that would open exactly that.
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
     /// A practice cluster network on this machine, made of network namespaces (needs root).
     Lab(kports_lab::LabArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FirewallCommand {
+    /// Judge every required port of the node's role from each kind of source that needs it.
+    ///
+    /// The required ports are the port catalog's entries for the node's role and CNI (see
+    /// `kports explain`), at the ports the running components' flags set. Reads nftables (`nft -j list ruleset`) and iptables in both variants (legacy and nf_tables,
+    /// IPv4 and IPv6), walks every base chain of the input path for a new connection, and names
+    /// the rule that decides. A ruleset kports cannot read is reported as unknown, never open.
+    #[command(after_long_help = "Examples:
+  kports firewall check --sources 10.0.0.0/24 --control-plane 10.0.0.10   role and CNI detected
+  kports firewall check --role worker --sources 10.0.0.0/24 --control-plane 10.0.0.10
+  kports firewall check --role control-plane --cni calico --sources 10.0.0.0/24 -o json")]
+    Check(FirewallCheckArgs),
+    /// Print rules that open exactly what each source needs, and what they would change.
+    ///
+    /// The rules live in kports's own nft table (`inet kports`) or iptables chain
+    /// (`KPORTS-INPUT`) and are safe to apply twice. A drop in another table's base chain cannot
+    /// be overridden from there: such rules are listed with the rule to add in their chain.
+    #[command(after_long_help = "Examples:
+  kports firewall plan --backend nft --role worker --sources 10.0.0.0/24 --control-plane 10.0.0.10
+  kports firewall plan --backend iptables --role control-plane --cni flannel \\
+      --sources 10.0.0.0/24 --control-plane 10.0.0.10 --control-plane 10.0.0.11
+  kports firewall plan --backend nft ... --script | sh    apply it")]
+    Plan(FirewallPlanArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanBackendArg {
+    Nft,
+    Iptables,
+    Firewalld,
+    Ufw,
+}
+
+/// What both firewall commands need to know about the cluster.
+#[derive(Debug, Args)]
+pub struct FirewallCommon {
+    /// The node's role. Detected from the running components when not given (as `kports
+    /// check` does).
+    #[arg(long, value_enum)]
+    pub role: Option<crate::cmd::check::RoleArg>,
+    /// The CNI plugin(s), comma-separated, for their overlay and control ports: calico,
+    /// flannel, cilium, weave, antrea, kube-router, or none. Detected when not given.
+    #[arg(long, value_delimiter = ',', value_name = "CNI")]
+    pub cni: Option<Vec<String>>,
+    /// A catalog file that extends or overrides the built-in one (format: docs/catalog.md).
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<std::path::PathBuf>,
+    /// Addresses that use the cluster, the nodes among them (CIDR or address; repeatable).
+    #[arg(long, value_name = "CIDR", required = true, value_parser = parse_cidr_arg)]
+    pub sources: Vec<String>,
+    /// A control-plane node's address (repeatable): etcd and the kubelet are opened to these only.
+    #[arg(long = "control-plane", value_name = "ADDR", value_parser = parse_cidr_arg)]
+    pub control_plane: Vec<String>,
+    /// A load balancer's address or CIDR (repeatable), for kube-proxy's health check port.
+    #[arg(long = "load-balancers", value_name = "CIDR", value_parser = parse_cidr_arg)]
+    pub load_balancers: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct FirewallCheckArgs {
+    #[command(flatten)]
+    pub common: FirewallCommon,
+    /// The interface packets from the sources arrive on (default: the route back to each source).
+    #[arg(long)]
+    pub iif: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FirewallPlanArgs {
+    #[command(flatten)]
+    pub common: FirewallCommon,
+    /// Which tool's rules to write.
+    #[arg(long, value_enum)]
+    pub backend: PlanBackendArg,
+    /// firewalld zone to add the rules to (default: the zone firewalld binds by default, else public).
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Print only the script that applies the plan.
+    #[arg(long)]
+    pub script: bool,
+}
+
+pub fn parse_cidr_arg(s: &str) -> Result<String, String> {
+    kports_firewall::model::parse_cidr(s)
+        .map(|_| s.to_string())
+        .ok_or_else(|| format!("`{s}` is not an address or CIDR (10.0.0.0/24, fd00::1)"))
 }
 
 /// Options every census command shares.

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Conns(a) => cmd::conns::run(a, &mut out),
         Command::Check(a) => cmd::check::run(a, &mut out),
         Command::Explain(a) => cmd::explain::run(a, &mut out),
+        Command::Firewall(c) => cmd::firewall::run(c, &mut out),
         Command::Lab(a) => return lab(a),
     }
     .and_then(|warnings| {

@@ -257,6 +257,8 @@ fn worker_faults_give_exactly_the_expected_findings() {
         [
             f("bound-loopback-only", "error", "tcp/10250"),
             f("bound-too-wide", "warning", "tcp/10249"),
+            // The namespace has no firewall: kube-proxy's metrics on 0.0.0.0 are open to all.
+            f("firewall-exposes-private-port", "warning", "tcp/10249"),
             f("port-conflict", "warning", "tcp/31000"),
             f("port-not-listening", "warning", "tcp/10256"),
             f("readonly-port-open", "warning", "tcp/10255"),
@@ -340,6 +342,7 @@ fn control_plane_conflict_and_flags() {
         findings(&doc),
         [
             f("bound-too-wide", "warning", "tcp/10257"),
+            f("firewall-exposes-private-port", "warning", "tcp/10257"),
             f("port-conflict", "error", "tcp/6443")
         ],
         "{doc:#}"

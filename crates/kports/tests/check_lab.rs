@@ -1,5 +1,6 @@
 //! `kports check` on `kports lab`: a clean lab node reports no error, and each injected fault
-//! gives exactly the expected finding.
+//! (a stopped or re-bound component, a port taken, a firewall drop) gives exactly the expected
+//! finding.
 //!
 //! These tests bring up real labs (root; one lab per machine, so they run one at a time and fail
 //! rather than touch a lab someone else left up). A guard runs `kports lab down` when a test
@@ -232,12 +233,19 @@ fn each_component_fault_gives_exactly_the_expected_finding() {
         (
             "cp1",
             &["bind", "kube-controller-manager", "0.0.0.0"],
-            vec![f("bound-too-wide", "warning", "tcp/10257")],
+            // Wider than kubeadm binds it, and the node's (empty) firewall lets anyone in.
+            vec![
+                f("bound-too-wide", "warning", "tcp/10257"),
+                f("firewall-exposes-private-port", "warning", "tcp/10257"),
+            ],
         ),
         (
             "cp1",
             &["bind", "kube-scheduler", "0.0.0.0"],
-            vec![f("bound-too-wide", "warning", "tcp/10259")],
+            vec![
+                f("bound-too-wide", "warning", "tcp/10259"),
+                f("firewall-exposes-private-port", "warning", "tcp/10259"),
+            ],
         ),
         (
             "cp1",
@@ -368,4 +376,47 @@ fn pre_install_on_a_joined_worker_names_every_holder() {
         "{}",
         msg(10256)
     );
+}
+
+#[test]
+fn a_firewall_drop_of_the_kubelet_port_is_a_finding_until_cleared() {
+    let _lab = Lab::up();
+    kports_ok(&["lab", "fault", "w1", "drop", "tcp/10250"]);
+    let expected = [f("firewall-blocks-required-port", "error", "tcp/10250")];
+    let doc = settles_to("w1", &expected);
+    let item = &doc["items"][0];
+    // Judged from the control plane, whose address the kubelet's connection to the API
+    // server shows; decided by the lab's fault rule, which the command lists.
+    assert_eq!(
+        item["command"], "nft -a list chain inet kports_lab_fault input",
+        "{item:#}"
+    );
+    let message = item["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "the firewall drops tcp/10250 from 192.0.2.11 (the API server this node connects to), but the control plane must reach kubelet there"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("tcp dport 10250 drop"), "{message}");
+    let verdict = &item["evidence"]["firewall"][0];
+    assert_eq!(verdict["verdict"], "drop", "{item:#}");
+    assert_eq!(verdict["source_kind"], "control-plane", "{item:#}");
+    assert!(
+        verdict["rule"]
+            .as_str()
+            .unwrap()
+            .contains("inet kports_lab_fault input"),
+        "{item:#}"
+    );
+    assert_eq!(check("w1", &[]).0, 1, "an error reaches --fail-on error");
+    // The fault is on w1 only.
+    assert_eq!(findings(&check("w2", &[]).1), []);
+    // --no-firewall leaves the firewall out.
+    let (code, doc) = check("w1", &["--no-firewall"]);
+    assert_eq!(findings(&doc), [], "{doc:#}");
+    assert_eq!(code, 0);
+
+    kports_ok(&["lab", "fault", "w1", "clear"]);
+    settles_to("w1", &[]);
 }

@@ -15,7 +15,10 @@ use kports_core::catalog::{Catalog, Role, Severity, Version};
 use kports_core::check::{self, Finding, Report};
 use kports_core::role::{self, Detected};
 use kports_core::{Interface, Socket, Warning};
+use kports_firewall::findings as fwfind;
+use kports_firewall::model::{AddrRange, parse_cidr};
 use kports_linux::census::{self, OwnerScope, Query, Source};
+use kports_linux::runner::DEFAULT_TIMEOUT;
 use kports_linux::sockdiag::{ESTABLISHED, LISTEN, UNCONN};
 use serde::Serialize;
 
@@ -50,6 +53,14 @@ pub struct CheckArgs {
     /// Where socket lists come from.
     #[arg(long, value_enum, default_value = "auto")]
     pub source: SourceArg,
+    /// Addresses that use the cluster, the nodes among them (CIDR or address; repeatable), for
+    /// the firewall's verdicts when the census shows no peer. Default: one address standing for
+    /// any other host. Verdicts are evaluations of the rules; no traffic is sent.
+    #[arg(long, value_name = "CIDR", value_parser = crate::cli::parse_cidr_arg)]
+    pub sources: Vec<String>,
+    /// Do not read the firewall (no `firewall-*` findings).
+    #[arg(long)]
+    pub no_firewall: bool,
 }
 
 /// `--role` values.
@@ -136,6 +147,7 @@ pub fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
 }
 
 /// What the node is: sockets, interfaces, and the warnings of collecting them.
+#[derive(Debug)]
 pub struct Node {
     pub sockets: Vec<Socket>,
     pub interfaces: Vec<Interface>,
@@ -214,6 +226,60 @@ pub fn role_and_cni(
     Ok((role, cni))
 }
 
+/// The firewall's findings: reads the ruleset and the routes back to each source, then joins
+/// them with the catalog and the census (`kports_firewall::findings`, pure).
+fn firewall_findings(
+    args: &CheckArgs,
+    catalog: &Catalog,
+    role: Option<Role>,
+    cnis: &[String],
+    node: &Node,
+    warnings: &mut Vec<Warning>,
+) -> Vec<Finding> {
+    let read = crate::cmd::firewall::read();
+    // An unreadable source is a `firewall-unknown` finding; the other notes stay warnings.
+    warnings.extend(
+        read.warnings
+            .into_iter()
+            .filter(|w| w.code != "firewall-unread"),
+    );
+    let peers = fwfind::peers(catalog, &node.sockets, &node.interfaces);
+    let given: Vec<AddrRange> = args.sources.iter().filter_map(|s| parse_cidr(s)).collect();
+    let representative = fwfind::representative(&node.interfaces);
+    let mut sources = fwfind::choose_sources(&peers, &given, representative, role, warnings);
+    for ks in &mut sources {
+        let s = &mut ks.source;
+        match kports_linux::firewall::route_to(s.range.first(), DEFAULT_TIMEOUT) {
+            Some((dev, src)) => {
+                s.iif = Some(dev);
+                s.dst = src;
+            }
+            None => {
+                if let Some((dev, addr)) = fwfind::primary_interface(&node.interfaces, s.range.v6) {
+                    s.iif = Some(dev);
+                    s.dst = Some(addr);
+                }
+            }
+        }
+    }
+    let out = fwfind::findings(&fwfind::Input {
+        catalog,
+        role,
+        cnis,
+        sockets: &node.sockets,
+        interfaces: &node.interfaces,
+        ruleset: &read.rs,
+        sources: &sources,
+        pre_install: args.pre_install,
+    });
+    warnings.extend(
+        out.warnings
+            .into_iter()
+            .filter(|w| w.code != "flag-unreadable"),
+    );
+    out.findings
+}
+
 /// The `context` of the JSON document.
 #[derive(Debug, Serialize)]
 struct JsonContext<'a> {
@@ -238,9 +304,13 @@ pub fn run(args: &CheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
         version: args.kubernetes_version,
         pre_install: args.pre_install,
     };
-    let report = check::check(&input);
-    let mut warnings = node.warnings;
+    let mut report = check::check(&input);
+    let mut warnings = node.warnings.clone();
     warnings.extend(report.warnings.iter().cloned());
+    if !args.no_firewall {
+        let fw = firewall_findings(args, &catalog, role.value, &cni.value, &node, &mut warnings);
+        report.merge(fw);
+    }
     let hostname = kports_linux::hostname();
     let threshold = args.fail_on.threshold();
 

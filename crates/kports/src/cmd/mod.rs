@@ -3,6 +3,7 @@
 pub mod check;
 pub mod conns;
 pub mod explain;
+pub mod firewall;
 pub mod listen;
 pub mod node;
 

@@ -1,6 +1,7 @@
 //! JUnit XML for CI pipelines: one test case per catalog port checked, a failure for each port
 //! with a finding at or above `--fail-on`; findings below it are kept as `system-out`.
-//! Listeners no entry explains get a test case each, under the class `kports.check.unexplained`.
+//! Listeners no entry explains get a test case each, under the class `kports.check.unexplained`;
+//! an unreadable firewall gets one under `kports.check.firewall`.
 
 use std::fmt::Write as _;
 
@@ -36,11 +37,18 @@ pub fn render(
         })
         .collect();
     for f in report.findings.iter().filter(|f| f.entry.is_none()) {
-        cases.push((
-            "kports.check.unexplained".into(),
-            format!("{}/{} listener", f.protocol.as_str(), f.port),
-            vec![f],
-        ));
+        let (class, name) = if f.id == kports_core::check::ids::FIREWALL_UNKNOWN {
+            (
+                "kports.check.firewall",
+                "firewall ruleset readable".to_string(),
+            )
+        } else {
+            (
+                "kports.check.unexplained",
+                format!("{}/{} listener", f.protocol.as_str(), f.port),
+            )
+        };
+        cases.push((class.into(), name, vec![f]));
     }
     let failures = cases
         .iter()

@@ -1,0 +1,1008 @@
+//! The firewall's part of `kports check`: verdicts turned into findings.
+//!
+//! A pure join of the catalog (after the running components' flags), the census and a ruleset:
+//! - `firewall-blocks-required-port` (error): a source that needs a port the node serves gets
+//!   drop or reject; the finding names the deciding rule and the command that lists it;
+//! - `firewall-exposes-private-port` (warning): a port only this node needs (catalog entry
+//!   reached by `self`, bound to loopback by kubeadm) listens beyond loopback and the firewall
+//!   accepts it from any other host;
+//! - `firewall-unknown` (info): some ruleset could not be read, so nothing is called open.
+//!
+//! Sources are chosen by [`choose_sources`]: the peers the census shows (the API server this
+//! node connects to, etcd peers, clients of a local API server), else the user's `--sources`,
+//! else one representative address standing for any other host. These are evaluations of the
+//! rules for a packet from such a source; no traffic is sent.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use kports_core::catalog::{BindScope, Catalog, Entry, Expect, Peer, PortRange, Protocol, Role};
+use kports_core::check::{
+    self, Evidence, Finding, FirewallEvidence, Resolved, Setting, SocketEvidence, ids, is_listener,
+};
+use kports_core::flags::scope_of;
+use kports_core::{Interface, Proto, SockState, Socket, Warning};
+
+use crate::check::Source;
+use crate::eval::{Evaluator, Judgement, Packet, RuleRef};
+use crate::model::{AddrRange, Backend, Ruleset};
+use crate::required::{SourceKind, needed};
+
+/// At most this many addresses of each kind are judged.
+const MAX_PER_KIND: usize = 8;
+/// At most this many verdicts are kept as a finding's evidence.
+const MAX_EVIDENCE: usize = 8;
+
+/// A source to judge from, the kind of peer it stands for, and how kports knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindSource {
+    pub kind: SourceKind,
+    pub source: Source,
+    /// `connected to the API server`, `--sources`, `any other host`.
+    pub origin: String,
+}
+
+/// What the join works on.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub catalog: &'a Catalog,
+    /// `None`: only an unreadable ruleset is reported.
+    pub role: Option<Role>,
+    pub cnis: &'a [String],
+    pub sockets: &'a [Socket],
+    pub interfaces: &'a [Interface],
+    pub ruleset: &'a Ruleset,
+    pub sources: &'a [KindSource],
+    /// Before kubeadm: nothing listens yet, so only blocked ports are reported.
+    pub pre_install: bool,
+}
+
+/// Findings, and what limited them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub findings: Vec<Finding>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Addresses of the cluster's other hosts that the census shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peers {
+    /// Control-plane hosts: the API server this node connects to, etcd peers.
+    pub control_plane: Vec<(IpAddr, &'static str)>,
+    /// Other nodes: the control plane, and clients of a local API server.
+    pub nodes: Vec<(IpAddr, &'static str)>,
+}
+
+/// The ports of `catalog`'s entries for `component` whose peers include `peer` (any peer when
+/// `None`), after the running components' flags.
+fn ports_of(
+    catalog: &Catalog,
+    sockets: &[Socket],
+    interfaces: &[Interface],
+    component: &str,
+    peer: Option<Peer>,
+) -> Vec<u16> {
+    let procs = check::component_processes(sockets);
+    let mut out = Vec::new();
+    for e in &catalog.entries {
+        if e.component != component
+            || e.protocol != Protocol::Tcp
+            || peer.is_some_and(|p| !e.reached_by.contains(&p))
+        {
+            continue;
+        }
+        let mut ignored = Vec::new();
+        for p in [
+            e.port,
+            check::resolve(e, &procs, interfaces, &mut ignored).port,
+        ] {
+            if p.is_single() && !out.contains(&p.first) {
+                out.push(p.first);
+            }
+        }
+    }
+    out
+}
+
+/// The peers the census shows: established TCP connections to an API server port (the control
+/// plane, or a load balancer in front of it), to or from etcd's peer port (other members), and
+/// into a local API server (nodes and users). Loopback and the node's own addresses are left out.
+pub fn peers(catalog: &Catalog, sockets: &[Socket], interfaces: &[Interface]) -> Peers {
+    let apiserver = ports_of(catalog, sockets, interfaces, "kube-apiserver", None);
+    let etcd_peer = ports_of(catalog, sockets, interfaces, "etcd", Some(Peer::Etcd));
+    let own: Vec<IpAddr> = interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter().map(|a| a.address))
+        .collect();
+    let mut p = Peers::default();
+    let add = |v: &mut Vec<(IpAddr, &'static str)>, a: IpAddr, why: &'static str| {
+        if v.len() < MAX_PER_KIND && !v.iter().any(|x| x.0 == a) {
+            v.push((a, why));
+        }
+    };
+    for s in sockets {
+        if s.proto != Proto::Tcp || s.state != SockState::Established {
+            continue;
+        }
+        let remote = s.remote_address.to_canonical();
+        if remote.is_loopback() || remote.is_unspecified() || own.contains(&remote) {
+            continue;
+        }
+        if apiserver.contains(&s.remote_port) {
+            add(
+                &mut p.control_plane,
+                remote,
+                "the API server this node connects to",
+            );
+        } else if etcd_peer.contains(&s.remote_port) || etcd_peer.contains(&s.local_port) {
+            add(&mut p.control_plane, remote, "an etcd peer");
+        } else if apiserver.contains(&s.local_port) {
+            add(&mut p.nodes, remote, "a client of this API server");
+        }
+    }
+    let mut nodes = p.control_plane.clone();
+    for (a, why) in std::mem::take(&mut p.nodes) {
+        add(&mut nodes, a, why);
+    }
+    p.nodes = nodes;
+    p
+}
+
+/// An address that stands for "any other host": from the documentation range of the family the
+/// node has a global address of (IPv4 first).
+pub fn representative(interfaces: &[Interface]) -> AddrRange {
+    let global = |v6: bool| {
+        interfaces.iter().any(|i| {
+            i.addresses
+                .iter()
+                .any(|a| a.address.is_ipv6() == v6 && a.scope == "global")
+        })
+    };
+    if !global(false) && global(true) {
+        AddrRange::single(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)))
+    } else {
+        AddrRange::single(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)))
+    }
+}
+
+/// The interface and address packets from other hosts most likely arrive on when no route says:
+/// the first interface that is up, not loopback, not a tunnel or bridge, with a global address of
+/// the family.
+pub fn primary_interface(interfaces: &[Interface], v6: bool) -> Option<(String, IpAddr)> {
+    let mut candidates: Vec<&Interface> = interfaces
+        .iter()
+        .filter(|i| i.kind != "loopback" && i.state != "down")
+        .collect();
+    // Physical and virtual Ethernet first; tunnels and bridges of CNIs last.
+    candidates.sort_by_key(|i| {
+        (
+            matches!(
+                i.kind.as_str(),
+                "vxlan" | "geneve" | "wireguard" | "bridge" | "ipip" | "dummy"
+            ),
+            i.index,
+        )
+    });
+    candidates.iter().find_map(|i| {
+        i.addresses
+            .iter()
+            .find(|a| a.address.is_ipv6() == v6 && a.scope == "global")
+            .map(|a| (i.name.clone(), a.address))
+    })
+}
+
+/// The sources to judge from, by kind (their `dst` and `iif` are for the caller to fill in from
+/// routes): all from `given` (`--sources`) else `representative`; nodes and the control plane
+/// from the census's peers, else `given`. The control plane is not judged when neither is known
+/// (a warning says so, except on a control-plane node, which is its own control plane); load
+/// balancers are not known from a node and are not judged.
+pub fn choose_sources(
+    peers: &Peers,
+    given: &[AddrRange],
+    representative: AddrRange,
+    role: Option<Role>,
+    warnings: &mut Vec<Warning>,
+) -> Vec<KindSource> {
+    let mut out = Vec::new();
+    let from = |kind: SourceKind, range: AddrRange, origin: &str| KindSource {
+        kind,
+        source: Source::new(range),
+        origin: origin.to_string(),
+    };
+    let given_of = |kind: SourceKind| -> Vec<KindSource> {
+        given
+            .iter()
+            .take(MAX_PER_KIND)
+            .map(|&r| from(kind, r, "--sources"))
+            .collect()
+    };
+    let known = |kind: SourceKind, v: &[(IpAddr, &'static str)]| -> Vec<KindSource> {
+        v.iter()
+            .map(|&(a, why)| from(kind, AddrRange::single(a), why))
+            .collect()
+    };
+    if given.is_empty() {
+        out.push(from(SourceKind::All, representative, "any other host"));
+    } else {
+        out.extend(given_of(SourceKind::All));
+    }
+    for (kind, found) in [
+        (SourceKind::Nodes, &peers.nodes),
+        (SourceKind::ControlPlane, &peers.control_plane),
+    ] {
+        if !found.is_empty() {
+            out.extend(known(kind, found));
+        } else if !given.is_empty() {
+            out.extend(given_of(kind));
+        } else if kind == SourceKind::Nodes {
+            out.push(from(kind, representative, "any other host"));
+        } else if role != Some(Role::ControlPlane) {
+            warnings.push(Warning::new(
+                "firewall-sources-unknown",
+                "no connection shows the control plane's address: ports only the control plane needs (the kubelet's 10250, etcd) are not judged; pass --sources",
+            ));
+        }
+    }
+    out
+}
+
+/// The command that lists the rule `by` with its position or handle.
+pub fn rule_command(by: &RuleRef) -> String {
+    let (family, table) = by.table.split_once(' ').unwrap_or(("", by.table.as_str()));
+    match by.backend {
+        Backend::Nft => format!("nft -a list chain {} {}", by.table, by.chain),
+        Backend::IptablesNft | Backend::IptablesLegacy => {
+            let tool = if family == "ip6" {
+                "ip6tables"
+            } else {
+                "iptables"
+            };
+            let variant = if by.backend == Backend::IptablesNft {
+                "nft"
+            } else {
+                "legacy"
+            };
+            format!(
+                "{tool}-{variant} -t {table} -L {} -n -v --line-numbers",
+                by.chain
+            )
+        }
+    }
+}
+
+/// The command that reads the ruleset source named `source` (as in [`Ruleset::unread`]).
+fn read_command(source: &str) -> String {
+    if source == "nft" {
+        "nft list ruleset".to_string()
+    } else {
+        source.to_string()
+    }
+}
+
+fn packet(s: &Source, proto: Proto, port: u16) -> Packet {
+    Packet {
+        v6: s.range.v6,
+        proto: match proto {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        },
+        dport: port,
+        src: s.range,
+        dst: s.dst,
+        iif: s.iif.clone(),
+    }
+}
+
+fn verdict_evidence(ks: &KindSource, j: &Judgement) -> FirewallEvidence {
+    let rule = match j {
+        Judgement::Drop { by } | Judgement::Reject { by, .. } => Some(by.to_string()),
+        Judgement::Accept { .. } => Some(j.summary()),
+        Judgement::Depends { at, .. } => Some(at.to_string()),
+        Judgement::Unknown { .. } => None,
+    };
+    FirewallEvidence {
+        source_kind: ks.kind.as_str().to_string(),
+        source: format!("{} ({})", ks.source.range, ks.origin),
+        verdict: j.word().to_string(),
+        rule,
+    }
+}
+
+fn kind_words(k: SourceKind) -> &'static str {
+    match k {
+        SourceKind::All => "clients",
+        SourceKind::Nodes => "other nodes",
+        SourceKind::ControlPlane => "the control plane",
+        SourceKind::LoadBalancers => "load balancers",
+        SourceKind::SelfOnly => "this node",
+    }
+}
+
+/// Listeners on the port(s) of `r`.
+fn listeners<'s>(sockets: &'s [Socket], r: &Resolved<'_>, proto: Proto) -> Vec<&'s Socket> {
+    sockets
+        .iter()
+        .filter(|s| is_listener(s) && s.proto == proto && r.port.contains(s.local_port))
+        .collect()
+}
+
+/// Runs the join.
+pub fn findings(input: &Input<'_>) -> Outcome {
+    let mut out = Outcome::default();
+    let Some(role) = input.role else {
+        return out;
+    };
+    let ev = Evaluator::new(input.ruleset);
+    let procs = check::component_processes(input.sockets);
+    let mut judged: Vec<(Protocol, PortRange, &Entry)> = Vec::new();
+    for e in &input.catalog.entries {
+        if !needed(e, role, input.cnis) {
+            continue;
+        }
+        let Some(proto) = e.protocol.proto() else {
+            continue;
+        };
+        let r = check::resolve(e, &procs, input.interfaces, &mut out.warnings);
+        if r.off {
+            continue;
+        }
+        let kind = SourceKind::widest(&e.reached_by);
+        let here = listeners(input.sockets, &r, proto);
+        if kind == SourceKind::SelfOnly {
+            if e.bind == BindScope::Loopback && !input.pre_install {
+                exposed(&mut out, &ev, input, &r, proto, &here);
+            }
+            continue;
+        }
+        judged.push((e.protocol, r.port, e));
+        // An optional port (a feature, a mode) matters only where something serves it.
+        if e.expect == Expect::Optional && here.is_empty() {
+            continue;
+        }
+        blocked(&mut out, &ev, input, &r, proto, kind, &here);
+    }
+    if !input.ruleset.unread.is_empty()
+        && let Some(&(protocol, port, e)) = judged.first()
+    {
+        let unread: Vec<String> = input
+            .ruleset
+            .unread
+            .iter()
+            // One line: tools' errors span several.
+            .map(|u| {
+                let reason: Vec<&str> = u.reason.split_whitespace().collect();
+                format!("{}: {}", u.source, reason.join(" "))
+            })
+            .collect();
+        let message = format!(
+            "the firewall could not be read ({}): whether {} and the other {} required ports are open to those who need them is unknown; nothing is assumed open",
+            unread.join("; "),
+            format_args!("{}/{port}", e.protocol.as_str()),
+            judged.len() - 1
+        );
+        out.findings.push(Finding {
+            id: ids::FIREWALL_UNKNOWN,
+            severity: kports_core::catalog::Severity::Info,
+            message,
+            entry: None,
+            protocol,
+            port,
+            evidence: Evidence::default(),
+            command: read_command(&input.ruleset.unread[0].source),
+        });
+    }
+    check::sort_findings(&mut out.findings);
+    out
+}
+
+/// A source that needs `r`'s port gets drop or reject: one finding per port.
+fn blocked(
+    out: &mut Outcome,
+    ev: &Evaluator<'_>,
+    input: &Input<'_>,
+    r: &Resolved<'_>,
+    proto: Proto,
+    kind: SourceKind,
+    here: &[&Socket],
+) {
+    let e = r.entry;
+    // (source, first blocked port, last, verdict)
+    let mut hits: Vec<(&KindSource, u16, u16, Judgement)> = Vec::new();
+    for ks in input.sources.iter().filter(|s| s.kind == kind) {
+        for (lo, hi, j) in ev.judge_ports(
+            &packet(&ks.source, proto, r.port.first),
+            r.port.first,
+            r.port.last,
+        ) {
+            if j.blocker().is_some() {
+                hits.push((ks, lo, hi, j));
+            }
+        }
+    }
+    let Some((ks, lo, hi, j)) = hits.first() else {
+        return;
+    };
+    let Some(by) = j.blocker() else {
+        return;
+    };
+    let port = PortRange {
+        first: *lo,
+        last: *hi,
+    };
+    let what = match j {
+        Judgement::Reject { with, .. } => format!("rejects ({with})"),
+        _ => "drops".to_string(),
+    };
+    let more = match hits.len() - 1 {
+        0 => String::new(),
+        n => format!(" (and {n} more source or port stretches)"),
+    };
+    let message = format!(
+        "the firewall {what} {}/{port} from {} ({}), but {} must reach {} there ({}): {by}{more}",
+        e.protocol.as_str(),
+        ks.source.range,
+        ks.origin,
+        kind_words(kind),
+        e.component,
+        e.purpose
+    );
+    out.findings.push(Finding {
+        id: ids::FIREWALL_BLOCKS_REQUIRED_PORT,
+        severity: kports_core::catalog::Severity::Error,
+        message,
+        entry: Some(e.key()),
+        protocol: e.protocol,
+        port,
+        evidence: Evidence {
+            sockets: here.iter().map(|s| SocketEvidence::of(s)).collect(),
+            flags: r.settings.clone(),
+            firewall: hits
+                .iter()
+                .take(MAX_EVIDENCE)
+                .map(|(ks, _, _, j)| verdict_evidence(ks, j))
+                .collect(),
+        },
+        command: rule_command(by),
+    });
+}
+
+/// A port only this node needs listens beyond loopback and the firewall accepts it from any
+/// other host.
+fn exposed(
+    out: &mut Outcome,
+    ev: &Evaluator<'_>,
+    input: &Input<'_>,
+    r: &Resolved<'_>,
+    proto: Proto,
+    here: &[&Socket],
+) {
+    let e = r.entry;
+    let wide: Vec<&Socket> = here
+        .iter()
+        .copied()
+        .filter(|s| scope_of(&s.local_address) > BindScope::Loopback)
+        .collect();
+    let Some(first) = wide.first() else {
+        return;
+    };
+    let port = first.local_port;
+    for ks in input.sources.iter().filter(|s| s.kind == SourceKind::All) {
+        let mut s = ks.source.clone();
+        let local = first.local_address.to_canonical();
+        // An IPv4 socket takes no IPv6 packet; an IPv6 one takes IPv4 only on `::`.
+        let reachable = match local {
+            IpAddr::V4(_) => !s.range.v6,
+            IpAddr::V6(_) => s.range.v6 || local.is_unspecified(),
+        };
+        if !reachable {
+            continue;
+        }
+        if !local.is_unspecified() && local.is_ipv6() == s.range.v6 {
+            s.dst = Some(local);
+        }
+        let j = ev.judge(&packet(&s, proto, port));
+        if j.is_open() != Some(true) {
+            continue;
+        }
+        let mut addrs: Vec<String> = wide.iter().map(|s| s.local_address.to_string()).collect();
+        addrs.dedup();
+        let message = format!(
+            "{} listens on {}/{port} on {} and the firewall accepts it from {} ({}): only this node needs it ({}); kubeadm binds it to {}. {}",
+            e.component,
+            e.protocol.as_str(),
+            addrs.join(", "),
+            s.range,
+            ks.origin,
+            e.purpose,
+            e.bind.describe(),
+            j.summary()
+        );
+        let settings: Vec<Setting> = r.settings.clone();
+        out.findings.push(Finding {
+            id: ids::FIREWALL_EXPOSES_PRIVATE_PORT,
+            severity: kports_core::catalog::Severity::Warning,
+            message,
+            entry: Some(e.key()),
+            protocol: e.protocol,
+            port: PortRange::single(port),
+            evidence: Evidence {
+                sockets: wide.iter().map(|s| SocketEvidence::of(s)).collect(),
+                flags: settings,
+                firewall: vec![verdict_evidence(ks, &j)],
+            },
+            command: check::ss_command(e.protocol, PortRange::single(port)),
+        });
+        return;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use kports_core::catalog::Severity;
+    use kports_core::{Address, Family, Owner, ProcessRef};
+
+    use super::*;
+    use crate::iptables::parse_save;
+    use crate::model::{Unread, parse_cidr};
+
+    /// A socket of `process` (pid) with command line `cmdline`, recognised as `component`.
+    pub(crate) fn socket(
+        state: SockState,
+        local: &str,
+        remote: &str,
+        process: &str,
+        pid: u32,
+        cmdline: &str,
+    ) -> Socket {
+        let (la, lp) = split(local);
+        let (ra, rp) = split(remote);
+        Socket {
+            proto: Proto::Tcp,
+            family: if la.is_ipv4() {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            },
+            state,
+            local_address: la,
+            local_port: lp,
+            remote_address: ra,
+            remote_port: rp,
+            inode: u64::from(pid) * 100_000 + u64::from(lp),
+            uid: 0,
+            interface: None,
+            cgroup_id: None,
+            processes: Arc::new(vec![Arc::new(ProcessRef {
+                pid,
+                name: process.to_string(),
+                cmdline: cmdline.to_string(),
+                container_id: None,
+                pod_uid: None,
+            })]),
+            owner: Owner::Process,
+            component: [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kubelet",
+                "kube-proxy",
+                "etcd",
+            ]
+            .into_iter()
+            .find(|c| *c == process),
+            netns: None,
+            cgroup: None,
+        }
+    }
+
+    /// `ADDR:PORT`, `[V6]:PORT`.
+    fn split(s: &str) -> (IpAddr, u16) {
+        let (a, p) = s.rsplit_once(':').unwrap();
+        (
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .unwrap(),
+            p.parse().unwrap(),
+        )
+    }
+
+    pub(crate) fn listen(local: &str, process: &str, pid: u32) -> Socket {
+        socket(SockState::Listen, local, "0.0.0.0:0", process, pid, process)
+    }
+
+    pub(crate) fn eth0(addr: &str) -> Interface {
+        Interface {
+            index: 2,
+            name: "eth0".into(),
+            kind: "veth".into(),
+            state: "up".into(),
+            mtu: 1500,
+            mac: None,
+            master: None,
+            tunnel_port: None,
+            addresses: vec![Address {
+                address: addr.parse().unwrap(),
+                prefix_len: 24,
+                family: Family::Ipv4,
+                scope: "global".into(),
+            }],
+            netns: None,
+        }
+    }
+
+    const NODE: &str = "192.0.2.21";
+    const CP: &str = "192.0.2.11";
+
+    /// A worker as kubeadm leaves it, connected to the API server at `CP`.
+    fn worker() -> Vec<Socket> {
+        vec![
+            listen("0.0.0.0:10250", "kubelet", 500),
+            listen("127.0.0.1:10248", "kubelet", 500),
+            listen("0.0.0.0:10256", "kube-proxy", 600),
+            listen("127.0.0.1:10249", "kube-proxy", 600),
+            socket(
+                SockState::Established,
+                &format!("{NODE}:40000"),
+                &format!("{CP}:6443"),
+                "kubelet",
+                500,
+                "kubelet",
+            ),
+        ]
+    }
+
+    /// A control-plane node (single member); `cm_bind` is the controller-manager's address.
+    fn control_plane(cm_bind: &str) -> Vec<Socket> {
+        vec![
+            listen("0.0.0.0:6443", "kube-apiserver", 100),
+            listen("127.0.0.1:2379", "etcd", 200),
+            listen(&format!("{CP}:2379"), "etcd", 200),
+            listen(&format!("{CP}:2380"), "etcd", 200),
+            listen("127.0.0.1:2381", "etcd", 200),
+            socket(
+                SockState::Listen,
+                &format!("{cm_bind}:10257"),
+                "0.0.0.0:0",
+                "kube-controller-manager",
+                300,
+                &format!("kube-controller-manager --bind-address={cm_bind}"),
+            ),
+            listen("127.0.0.1:10259", "kube-scheduler", 400),
+            listen("0.0.0.0:10250", "kubelet", 500),
+            listen("127.0.0.1:10248", "kubelet", 500),
+            listen("0.0.0.0:10256", "kube-proxy", 600),
+            listen("127.0.0.1:10249", "kube-proxy", 600),
+        ]
+    }
+
+    fn ruleset(save: &str) -> Ruleset {
+        let (tables, warnings) = parse_save(save, Backend::IptablesNft, false);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        Ruleset {
+            tables,
+            unread: Vec::new(),
+        }
+    }
+
+    /// An INPUT chain that lets loopback through and drops `rule`.
+    fn dropping(rule: &str) -> Ruleset {
+        ruleset(&format!(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT {rule}\nCOMMIT\n"
+        ))
+    }
+
+    fn run(
+        sockets: &[Socket],
+        addr: &str,
+        role: Role,
+        rs: &Ruleset,
+        given: &[&str],
+    ) -> (Outcome, Vec<KindSource>) {
+        let catalog = Catalog::builtin().unwrap();
+        let ifs = [eth0(addr)];
+        let mut warnings = Vec::new();
+        let peers = peers(&catalog, sockets, &ifs);
+        let given: Vec<AddrRange> = given.iter().map(|g| parse_cidr(g).unwrap()).collect();
+        let mut sources = choose_sources(
+            &peers,
+            &given,
+            representative(&ifs),
+            Some(role),
+            &mut warnings,
+        );
+        // What the binary does with `ip route get`: every peer is on eth0.
+        for ks in &mut sources {
+            ks.source.iif = Some("eth0".into());
+            ks.source.dst = Some(addr.parse().unwrap());
+        }
+        let cnis = ["flannel".to_string()];
+        let mut out = findings(&Input {
+            catalog: &catalog,
+            role: Some(role),
+            cnis: &cnis,
+            sockets,
+            interfaces: &ifs,
+            ruleset: rs,
+            sources: &sources,
+            pre_install: false,
+        });
+        out.warnings.extend(warnings);
+        (out, sources)
+    }
+
+    fn ids(o: &Outcome) -> Vec<(&'static str, Severity, String)> {
+        o.findings
+            .iter()
+            .map(|f| {
+                (
+                    f.id,
+                    f.severity,
+                    format!("{}/{}", f.protocol.as_str(), f.port),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_worker_knows_its_control_plane_from_the_api_server_connection() {
+        let catalog = Catalog::builtin().unwrap();
+        let p = peers(&catalog, &worker(), &[eth0(NODE)]);
+        let cp: IpAddr = CP.parse().unwrap();
+        assert_eq!(
+            p.control_plane,
+            [(cp, "the API server this node connects to")]
+        );
+        assert_eq!(p.nodes, p.control_plane);
+        let mut w = Vec::new();
+        let s = choose_sources(
+            &p,
+            &[],
+            representative(&[eth0(NODE)]),
+            Some(Role::Worker),
+            &mut w,
+        );
+        let text: Vec<(SourceKind, String, &str)> = s
+            .iter()
+            .map(|k| (k.kind, k.source.range.to_string(), k.origin.as_str()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                (SourceKind::All, "203.0.113.1".into(), "any other host"),
+                (
+                    SourceKind::Nodes,
+                    CP.into(),
+                    "the API server this node connects to"
+                ),
+                (
+                    SourceKind::ControlPlane,
+                    CP.into(),
+                    "the API server this node connects to"
+                ),
+            ]
+        );
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn sources_fall_back_to_the_given_ones_then_say_what_is_not_judged() {
+        let p = Peers::default();
+        let given = [parse_cidr("10.0.0.0/24").unwrap()];
+        let mut w = Vec::new();
+        let s = choose_sources(&p, &given, representative(&[]), Some(Role::Worker), &mut w);
+        assert!(s.iter().all(|k| k.origin == "--sources"));
+        assert_eq!(s.len(), 3);
+        assert!(w.is_empty());
+        let s = choose_sources(&p, &[], representative(&[]), Some(Role::Worker), &mut w);
+        assert_eq!(
+            s.iter().map(|k| k.kind).collect::<Vec<_>>(),
+            [SourceKind::All, SourceKind::Nodes]
+        );
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].code, "firewall-sources-unknown");
+        // A control-plane node is its own control plane: nothing to warn about.
+        let mut w = Vec::new();
+        choose_sources(
+            &p,
+            &[],
+            representative(&[]),
+            Some(Role::ControlPlane),
+            &mut w,
+        );
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_drop_on_10250_for_the_control_plane_is_one_finding_naming_the_rule() {
+        let rs = dropping("-p tcp -m tcp --dport 10250 -j DROP");
+        let (out, _) = run(&worker(), NODE, Role::Worker, &rs, &[]);
+        assert_eq!(
+            ids(&out),
+            [(
+                ids::FIREWALL_BLOCKS_REQUIRED_PORT,
+                Severity::Error,
+                "tcp/10250".to_string()
+            )]
+        );
+        let f = &out.findings[0];
+        assert_eq!(
+            f.message,
+            "the firewall drops tcp/10250 from 192.0.2.11 (the API server this node connects to), but the control plane must reach kubelet there (Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics): iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP"
+        );
+        assert_eq!(
+            f.command,
+            "iptables-nft -t filter -L INPUT -n -v --line-numbers"
+        );
+        assert_eq!(f.evidence.firewall.len(), 1);
+        assert_eq!(f.evidence.firewall[0].verdict, "drop");
+        assert_eq!(f.evidence.sockets[0].local_port, 10250);
+    }
+
+    #[test]
+    fn a_reject_of_the_nodeport_range_from_anyone_is_one_finding_for_the_blocked_stretch() {
+        let rs = dropping(
+            "-p udp -m udp --dport 30000:31000 -j REJECT --reject-with icmp-port-unreachable",
+        );
+        let (out, _) = run(&worker(), NODE, Role::Worker, &rs, &[]);
+        assert_eq!(
+            ids(&out),
+            [(
+                ids::FIREWALL_BLOCKS_REQUIRED_PORT,
+                Severity::Error,
+                "udp/30000-31000".to_string()
+            )]
+        );
+        assert!(
+            out.findings[0].message.starts_with(
+                "the firewall rejects (icmp port-unreachable) udp/30000-31000 from 203.0.113.1 (any other host), but clients must reach kube-proxy"
+            ),
+            "{}",
+            out.findings[0].message
+        );
+    }
+
+    #[test]
+    fn a_drop_for_others_only_is_no_finding() {
+        // 10250 open to the control plane, dropped for everyone else: as it should be.
+        let rs = dropping("! -s 192.0.2.11/32 -p tcp -m tcp --dport 10250 -j DROP");
+        let (out, _) = run(&worker(), NODE, Role::Worker, &rs, &[]);
+        assert_eq!(ids(&out), []);
+    }
+
+    #[test]
+    fn an_optional_port_nothing_serves_is_not_reported_blocked() {
+        // flannel's legacy udp backend (8285) is optional: a drop there breaks nothing here.
+        let rs = dropping("-p udp -m udp --dport 8285 -j DROP");
+        let (out, _) = run(&worker(), NODE, Role::Worker, &rs, &[]);
+        assert_eq!(ids(&out), []);
+    }
+
+    #[test]
+    fn accept_all_with_10257_on_a_wildcard_exposes_it() {
+        let rs = Ruleset::default();
+        let (out, _) = run(&control_plane("0.0.0.0"), CP, Role::ControlPlane, &rs, &[]);
+        assert_eq!(
+            ids(&out),
+            [(
+                ids::FIREWALL_EXPOSES_PRIVATE_PORT,
+                Severity::Warning,
+                "tcp/10257".to_string()
+            )]
+        );
+        let f = &out.findings[0];
+        assert!(
+            f.message.starts_with(
+                "kube-controller-manager listens on tcp/10257 on 0.0.0.0 and the firewall accepts it from 203.0.113.1 (any other host): only this node needs it"
+            ),
+            "{}",
+            f.message
+        );
+        assert_eq!(f.evidence.flags[0].value, "--bind-address=0.0.0.0");
+        assert_eq!(f.command, "ss -tlnp 'sport = :10257'");
+        // The same bind behind a firewall that drops it: nothing exposed.
+        let rs = dropping("-p tcp -m tcp --dport 10257 -j DROP");
+        let (out, _) = run(&control_plane("0.0.0.0"), CP, Role::ControlPlane, &rs, &[]);
+        assert_eq!(ids(&out), []);
+        // On loopback, as kubeadm binds it: nothing exposed whatever the firewall.
+        let (out, _) = run(
+            &control_plane("127.0.0.1"),
+            CP,
+            Role::ControlPlane,
+            &Ruleset::default(),
+            &[],
+        );
+        assert_eq!(ids(&out), []);
+    }
+
+    #[test]
+    fn an_unreadable_ruleset_is_unknown_and_never_open() {
+        let rs = Ruleset {
+            tables: Vec::new(),
+            unread: vec![Unread {
+                source: "nft".into(),
+                reason: "`nft` is not installed\n(install nftables)".into(),
+            }],
+        };
+        let (out, _) = run(&control_plane("0.0.0.0"), CP, Role::ControlPlane, &rs, &[]);
+        // No exposure claimed (that needs an accept), one unknown.
+        assert_eq!(
+            ids(&out),
+            [(
+                ids::FIREWALL_UNKNOWN,
+                Severity::Info,
+                "tcp/6443".to_string()
+            )]
+        );
+        assert!(out.findings[0].message.contains("nothing is assumed open"));
+        assert!(
+            out.findings[0]
+                .message
+                .contains("(nft: `nft` is not installed (install nftables))"),
+            "{}",
+            out.findings[0].message
+        );
+        assert!(!out.findings[0].message.contains(" is open"));
+        assert_eq!(out.findings[0].command, "nft list ruleset");
+        // A drop read from another source is still final.
+        let mut rs = dropping("-p tcp -m tcp --dport 10250 -j DROP");
+        rs.unread.push(Unread {
+            source: "nft".into(),
+            reason: "permission denied".into(),
+        });
+        let (out, _) = run(&worker(), NODE, Role::Worker, &rs, &[]);
+        assert_eq!(
+            ids(&out),
+            [
+                (
+                    ids::FIREWALL_BLOCKS_REQUIRED_PORT,
+                    Severity::Error,
+                    "tcp/10250".to_string()
+                ),
+                (
+                    ids::FIREWALL_UNKNOWN,
+                    Severity::Info,
+                    "tcp/10250".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_role_judges_nothing() {
+        let catalog = Catalog::builtin().unwrap();
+        let rs = dropping("-p tcp -m tcp --dport 10250 -j DROP");
+        let out = findings(&Input {
+            catalog: &catalog,
+            role: None,
+            cnis: &[],
+            sockets: &worker(),
+            interfaces: &[],
+            ruleset: &rs,
+            sources: &[],
+            pre_install: false,
+        });
+        assert_eq!(out, Outcome::default());
+    }
+
+    #[test]
+    fn rule_commands_name_the_tool_table_and_chain() {
+        let r = |backend, table: &str, chain: &str| RuleRef {
+            backend,
+            table: table.into(),
+            chain: chain.into(),
+            position: Some(1),
+            handle: None,
+            text: String::new(),
+        };
+        assert_eq!(
+            rule_command(&r(Backend::Nft, "inet kports_lab_fault", "input")),
+            "nft -a list chain inet kports_lab_fault input"
+        );
+        assert_eq!(
+            rule_command(&r(Backend::IptablesLegacy, "ip6 filter", "INPUT")),
+            "ip6tables-legacy -t filter -L INPUT -n -v --line-numbers"
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! `kports firewall` run as a user runs it, inside a network namespace the test makes (root):
+//! `check -o json` names the deciding rule, `plan --script` applies cleanly twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+
+struct Ns(String);
+
+impl Ns {
+    fn new() -> Ns {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "this test creates a network namespace and must run as root (CI does)"
+        );
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "kpfw-cli-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap()
+                .success()
+        );
+        Ns(name)
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+const CLUSTER: [&str; 6] = [
+    "--role",
+    "worker",
+    "--sources",
+    "198.51.100.0/24",
+    "--control-plane",
+    "198.51.100.10",
+];
+
+#[test]
+fn check_names_the_deciding_rule_in_json() {
+    let ns = Ns::new();
+    let (ok, _, err) = ns.run(&["nft", "add table inet t; add chain inet t input { type filter hook input priority 0; policy accept; }; add rule inet t input tcp dport 10250 reject"]);
+    assert!(ok, "{err}");
+    let mut args = vec![KPORTS, "firewall", "check", "-o", "json"];
+    args.extend(CLUSTER);
+    let (ok, out, err) = ns.run(&args);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["kind"], "firewall-check");
+    let rows = doc["items"]["rows"].as_array().unwrap();
+    let kubelet = rows
+        .iter()
+        .find(|r| r["port"]["lo"] == 10250 && r["expect_open"] == true)
+        .unwrap();
+    assert_eq!(kubelet["ok"], false);
+    let j = &kubelet["segments"][0]["judgement"];
+    assert_eq!(j["verdict"], "reject");
+    assert_eq!(j["by"]["table"], "inet t");
+    assert_eq!(j["by"]["text"], "tcp dport 10250 reject");
+    let nodeport = rows.iter().find(|r| r["port"]["lo"] == 30000).unwrap();
+    assert_eq!(nodeport["ok"], true);
+}
+
+#[test]
+fn plan_script_applies_twice_and_the_table_says_what_changes() {
+    let ns = Ns::new();
+    let mut args = vec![KPORTS, "firewall", "plan", "--backend", "nft", "--script"];
+    args.extend(CLUSTER);
+    let (ok, script, err) = ns.run(&args);
+    assert!(ok, "{err}");
+    assert!(script.contains("flush chain inet kports input"), "{script}");
+    for _ in 0..2 {
+        let (ok, _, err) = ns.run(&["sh", "-c", &script]);
+        assert!(ok, "{err}");
+    }
+    let (_, listing, _) = ns.run(&["nft", "list", "table", "inet", "kports"]);
+    assert_eq!(
+        listing
+            .matches("ip saddr 198.51.100.10 tcp dport 10250 accept")
+            .count(),
+        1,
+        "{listing}"
+    );
+    let mut args = vec![KPORTS, "firewall", "plan", "--backend", "nft"];
+    args.extend(CLUSTER);
+    let (ok, out, err) = ns.run(&args);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("= ip saddr 198.51.100.10 tcp dport 10250 accept"),
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.starts_with("+ ")), "{out}");
+}
+
+#[test]
+fn role_is_detected_or_asked_for_and_ip_protocols_are_noted() {
+    let ns = Ns::new();
+    // Nothing runs in the namespace: the role cannot be detected.
+    let (ok, _, err) = ns.run(&[KPORTS, "firewall", "check", "--sources", "198.51.100.0/24"]);
+    assert!(!ok);
+    assert!(err.contains("the node's role is unknown"), "{err}");
+    assert!(err.contains("pass --role"), "{err}");
+    let (ok, out, err) = ns.run(&[
+        KPORTS,
+        "firewall",
+        "check",
+        "--role",
+        "worker",
+        "--cni",
+        "calico",
+        "--sources",
+        "198.51.100.0/24",
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let notes = doc["items"]["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0]
+            .as_str()
+            .unwrap()
+            .starts_with("IP protocol 4 for calico-node"),
+        "{notes:?}"
+    );
+    // Calico's BGP port comes from the catalog, opened to the nodes.
+    let rows = doc["items"]["rows"].as_array().unwrap();
+    let bgp = rows.iter().find(|r| r["port"]["lo"] == 179).unwrap();
+    assert_eq!(bgp["port"]["from"], "nodes");
+    assert_eq!(bgp["port"]["component"], "calico-node");
+}
