@@ -1,8 +1,9 @@
 //! Process attribution: which processes hold which sockets, from one walk of `/proc/*/fd`.
 //!
 //! The walk is what `ss -p` does, without its cost: each process's fd directory is opened once
-//! and its links read with `readlinkat` relative to it; found sockets go into a real hash map
-//! (ss uses 256 chained buckets); the pids are spread over worker threads; and when only some
+//! with `getdents64` into a reused buffer, and its links read with `readlinkat` relative to it;
+//! found sockets go into one sorted list searched by binary search (ss chains them in 256 hash
+//! buckets); the pids are spread over worker threads; and when only some
 //! sockets are wanted (listeners), the walk stops once each has an owner and then visits only
 //! the children of those owners, which share sockets inherited across fork.
 
