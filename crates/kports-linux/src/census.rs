@@ -111,11 +111,17 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
         OwnerScope::Skip => (dump_all(q, &namespaces, here)?, None),
         OwnerScope::UntilFound => {
             let dumps = dump_all(q, &namespaces, here)?;
+            // A tunnel device's UDP socket is the kernel's: no process will be found for it,
+            // and waiting for one would keep the walk from ever stopping early.
             let wanted: HashSet<u64> = dumps
                 .iter()
                 .flat_map(|(_, d)| {
                     d.sockets
                         .iter()
+                        .filter(|s| {
+                            !(s.proto == Proto::Udp
+                                && kernel_tunnel(&d.links, s.local_port).is_some())
+                        })
                         .map(|s| s.inode)
                         .chain(d.unix.iter().map(|u| u.inode))
                 })
