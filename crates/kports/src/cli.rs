@@ -135,9 +135,11 @@ pub struct FirewallCommon {
     #[arg(long, value_name = "FILE")]
     pub catalog: Option<std::path::PathBuf>,
     /// Addresses that use the cluster, the nodes among them (CIDR or address; repeatable).
-    #[arg(long, value_name = "CIDR", required = true, value_parser = parse_cidr_arg)]
+    /// `plan` needs it; `check` judges from the peers this node is connected to when not given.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr_arg)]
     pub sources: Vec<String>,
-    /// A control-plane node's address (repeatable): etcd and the kubelet are opened to these only.
+    /// A control-plane node's address (repeatable): etcd and the kubelet are opened to these only;
+    /// `check` takes the API server and etcd peers this node is connected to when not given.
     #[arg(long = "control-plane", value_name = "ADDR", value_parser = parse_cidr_arg)]
     pub control_plane: Vec<String>,
     /// A load balancer's address or CIDR (repeatable), for kube-proxy's health check port.

@@ -143,7 +143,15 @@ fn role_is_detected_or_asked_for_and_ip_protocols_are_noted() {
     assert!(ok, "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     let notes = doc["items"]["notes"].as_array().unwrap();
-    assert_eq!(notes.len(), 1, "{notes:?}");
+    // The IP-in-IP note, and that --sources stands in for the unknown control plane.
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[1]
+            .as_str()
+            .unwrap()
+            .starts_with("control plane: not known"),
+        "{notes:?}"
+    );
     assert!(
         notes[0]
             .as_str()
@@ -156,4 +164,47 @@ fn role_is_detected_or_asked_for_and_ip_protocols_are_noted() {
     let bgp = rows.iter().find(|r| r["port"]["lo"] == 179).unwrap();
     assert_eq!(bgp["port"]["from"], "nodes");
     assert_eq!(bgp["port"]["component"], "calico-node");
+}
+
+#[test]
+fn check_without_sources_says_whom_it_judged_from_and_plan_asks_for_them() {
+    let ns = Ns::new();
+    // No peer connections in a fresh namespace: one address stands for any other host.
+    let (ok, out, err) = ns.run(&[
+        KPORTS, "firewall", "check", "--role", "worker", "-o", "json",
+    ]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let notes: Vec<&str> = doc["items"]["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with(
+            "sources: no --sources and no peer connections seen; judged from 203.0.113.1"
+        )),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("control plane: not known")),
+        "{notes:?}"
+    );
+    let rows = doc["items"]["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+
+    let (ok, _, err) = ns.run(&[
+        KPORTS,
+        "firewall",
+        "plan",
+        "--backend",
+        "nft",
+        "--role",
+        "worker",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("a plan needs --sources"), "{err}");
 }

@@ -7,6 +7,7 @@ use kports_core::catalog::Role;
 use kports_firewall::capture::assemble;
 use kports_firewall::check::{self, CheckRow, Source, Sources};
 use kports_firewall::detect::{self, Managers};
+use kports_firewall::findings;
 use kports_firewall::model::{AddrRange, Unread, parse_cidr};
 use kports_firewall::plan::{self, PlanBackend, PlanRequest};
 use kports_firewall::required::{self, Live, RequiredPort};
@@ -59,6 +60,15 @@ pub fn read() -> Read {
     }
 }
 
+/// `192.0.2.11 (the API server this node connects to), ...`
+fn describe(peers: &[(std::net::IpAddr, &str)]) -> String {
+    peers
+        .iter()
+        .map(|(ip, why)| format!("{ip} ({why})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn ranges(v: &[String]) -> Vec<AddrRange> {
     // clap validated every value already.
     v.iter().filter_map(|s| parse_cidr(s)).collect()
@@ -69,6 +79,10 @@ struct Needs {
     role: Role,
     ports: Vec<RequiredPort>,
     notes: Vec<String>,
+    /// Control-plane hosts and nodes this node is connected to, from the census.
+    peers: findings::Peers,
+    /// An address that stands for "any other host" when no source is known.
+    anyone: AddrRange,
 }
 
 /// The catalog's ports for the node's role and CNI (given, or detected as `kports check`
@@ -124,6 +138,8 @@ fn required(common: &FirewallCommon, warnings: &mut Vec<Warning>) -> Result<Need
         role: r,
         ports: req.ports,
         notes,
+        peers: findings::peers(&catalog, &node.sockets, &node.interfaces),
+        anyone: findings::representative(&node.interfaces),
     })
 }
 
@@ -144,7 +160,7 @@ fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
         managers,
         mut warnings,
     } = read();
-    let needs = required(&a.common, &mut warnings)?;
+    let mut needs = required(&a.common, &mut warnings)?;
     let ports = &needs.ports;
     let source = |r: AddrRange| {
         let route = kports_linux::firewall::route_to(r.first(), DEFAULT_TIMEOUT);
@@ -154,12 +170,42 @@ fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
             iif: a.iif.clone().or(route.map(|x| x.0)),
         }
     };
+    // Without --sources and --control-plane, the peers the census shows stand in; without any,
+    // one address stands for "any other host", and the output says so.
+    let peer_ranges = |v: &[(std::net::IpAddr, &str)]| -> Vec<AddrRange> {
+        v.iter().map(|&(ip, _)| AddrRange::single(ip)).collect()
+    };
+    let mut network = ranges(&a.common.sources);
+    if network.is_empty() {
+        network = peer_ranges(&needs.peers.nodes);
+        if network.is_empty() {
+            network.push(needs.anyone);
+            needs.notes.push(format!(
+                "sources: no --sources and no peer connections seen; judged from {}, standing for any other host",
+                needs.anyone
+            ));
+        } else {
+            needs.notes.push(format!(
+                "sources: the peers this node is connected to ({}); pass --sources to judge others",
+                describe(&needs.peers.nodes)
+            ));
+        }
+    }
+    let mut control_plane = ranges(&a.common.control_plane);
+    if control_plane.is_empty() && !needs.peers.control_plane.is_empty() {
+        control_plane = peer_ranges(&needs.peers.control_plane);
+        needs.notes.push(format!(
+            "control plane: {} (from this node's connections)",
+            describe(&needs.peers.control_plane)
+        ));
+    } else if control_plane.is_empty() {
+        needs.notes.push(
+            "control plane: not known; the sources stand in for it (pass --control-plane)".into(),
+        );
+    }
     let sources = Sources {
-        network: ranges(&a.common.sources).into_iter().map(source).collect(),
-        control_plane: ranges(&a.common.control_plane)
-            .into_iter()
-            .map(source)
-            .collect(),
+        network: network.into_iter().map(source).collect(),
+        control_plane: control_plane.into_iter().map(source).collect(),
         load_balancers: ranges(&a.common.load_balancers)
             .into_iter()
             .map(source)
@@ -293,6 +339,9 @@ struct PlanReport<'a> {
 }
 
 fn plan(a: &FirewallPlanArgs, out: &mut Out) -> Result<Vec<Warning>> {
+    if a.common.sources.is_empty() {
+        bail!("a plan needs --sources CIDR: the addresses its rules open the ports to");
+    }
     let Read {
         rs,
         managers,
