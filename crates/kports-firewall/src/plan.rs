@@ -660,14 +660,10 @@ fn iptables_plan(
     let mut script = String::new();
     let mut diff_lines = Vec::new();
     let mut sim = rs.clone();
-    let families: Vec<bool> = {
-        let mut f = vec![false];
-        if allows.iter().any(|a| a.sources.iter().any(|s| s.v6)) {
-            f.push(true);
-        }
-        f
-    };
-    for v6 in families {
+    // Both families, even when every source is IPv4: a required port is closed to every other
+    // source, IPv6 ones too (as the nft plan's `inet` table and the firewalld and ufw rules
+    // close it), not left open to all of them.
+    for v6 in [false, true] {
         let lines = ipt_lines(allows, v6);
         let pre = if v6 { "ip6tables" } else { "iptables" };
         let wait = if backend == Backend::IptablesLegacy {
@@ -838,6 +834,58 @@ mod tests {
             merge(vec![(30000, 32767), (31000, 31000)]),
             vec![(30000, 32767)]
         );
+    }
+
+    #[test]
+    fn iptables_closes_required_ports_over_ipv6_when_every_source_is_ipv4() {
+        let kubelet = RequiredPort::new(
+            Proto::Tcp,
+            10250,
+            10250,
+            SourceKind::ControlPlane,
+            "kubelet",
+        );
+        let req = PlanRequest {
+            backend: PlanBackend::Iptables,
+            ports: vec![kubelet],
+            sources: vec![parse_cidr("192.0.2.0/24").unwrap()],
+            control_plane: vec![parse_cidr("192.0.2.11").unwrap()],
+            load_balancers: Vec::new(),
+            zone: None,
+        };
+        let p = plan(&Ruleset::default(), &req, None);
+        assert!(
+            p.script.contains("ip6tables-nft-restore --noflush"),
+            "{}",
+            p.script
+        );
+        assert!(
+            p.script.contains("-A KPORTS-INPUT -p tcp -m multiport --dports 10250 -m comment --comment \"kports: required ports, closed to other sources\" -j REJECT --reject-with tcp-reset\nCOMMIT\nEOF\nip6tables-nft -w -C INPUT"),
+            "{}",
+            p.script
+        );
+        // The ruleset after applying refuses an IPv6 source, as the nft plan's does.
+        let rs = Ruleset::default();
+        let allowed = allows(&req, &mut Vec::new());
+        let packet = Packet {
+            v6: true,
+            proto: 6,
+            dport: 10250,
+            src: parse_cidr("2001:db8::22").unwrap(),
+            dst: None,
+            iif: Some("eth0".into()),
+        };
+        for (backend, (_, _, sim)) in [
+            ("iptables", iptables_plan(&rs, &allowed, &mut Vec::new())),
+            ("nft", nft_plan(&rs, &allowed)),
+        ] {
+            let sim = sim.unwrap();
+            assert_eq!(
+                Evaluator::new(&sim).judge(&packet).word(),
+                "reject",
+                "{backend}"
+            );
+        }
     }
 
     #[test]
