@@ -419,6 +419,37 @@ fn a_firewall_drop_of_the_kubelet_port_is_a_finding_until_cleared() {
         "{item:#}"
     );
     assert_eq!(check("w1", &[]).0, 1, "an error reaches --fail-on error");
+    // `kports firewall check` without --sources judges from the same peer, and says so.
+    let kubelet_from_cp = |doc: &Value| -> Value {
+        let rows = doc["items"]["rows"].as_array().unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r["port"]["lo"] == 10250 && r["source_kind"] == "control-plane")
+            .unwrap_or_else(|| panic!("no 10250 row for the control plane: {doc:#}"));
+        assert_eq!(row["source"], "192.0.2.11", "{row:#}");
+        assert_eq!(row["expect_open"], true, "{row:#}");
+        row["ok"].clone()
+    };
+    let fw = |node: &str| -> Value {
+        let kports = env!("CARGO_BIN_EXE_kports");
+        serde_json::from_str(&lab_exec_ok(
+            node,
+            &[kports, "firewall", "check", "-o", "json"],
+        ))
+        .unwrap()
+    };
+    let doc = fw("w1");
+    let notes = doc["items"]["notes"].to_string();
+    assert!(
+        notes.contains("control plane: 192.0.2.11 (the API server this node connects to)"),
+        "{notes}"
+    );
+    assert_eq!(
+        kubelet_from_cp(&doc),
+        false,
+        "the drop is seen without --sources"
+    );
+    assert_eq!(kubelet_from_cp(&fw("w2")), true, "w2 has no fault");
     // The fault is on w1 only.
     assert_eq!(findings(&check("w2", &[]).1), []);
     // --no-firewall leaves the firewall out.
