@@ -577,3 +577,48 @@ fn pipe_closed_early_is_quiet() {
         "{stderr}"
     );
 }
+
+#[test]
+fn processes_exiting_mid_scan_are_skipped_without_error() {
+    let ns = Ns::new();
+    // A churn of short-lived processes, each holding a listener for a moment, bounded to 8 s
+    // and 2,000 processes; the census runs meanwhile and must never fail or panic.
+    let churn = "import os, socket, time\n\
+                 end = time.time() + 8\n\
+                 n = 0\n\
+                 while time.time() < end and n < 2000:\n\
+                 \x20   n += 1\n\
+                 \x20   pid = os.fork()\n\
+                 \x20   if pid == 0:\n\
+                 \x20       s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); os._exit(0)\n\
+                 \x20   os.waitpid(pid, 0)\n";
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", churn])
+        .spawn()
+        .unwrap();
+    let commands = [
+        &["listen", "--all-owners"][..],
+        &["listen", "--all-states"],
+        &["conns"],
+        &["listen"],
+    ];
+    let mut runs = 0;
+    // Census after census while the churn lasts (at most 300 runs).
+    while runs < 300 && child.try_wait().unwrap().is_none() {
+        let args = commands[runs % commands.len()];
+        runs += 1;
+        let out = ns.exec(KPORTS, &[args, &["-o", "json"][..]].concat());
+        assert!(
+            out.status.success(),
+            "kports {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(doc["items"].is_array());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(runs >= 10, "only {runs} censuses ran during the churn");
+    let _ = child.kill();
+    let _ = child.wait();
+}
