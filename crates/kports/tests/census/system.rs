@@ -581,17 +581,18 @@ fn pipe_closed_early_is_quiet() {
 #[test]
 fn processes_exiting_mid_scan_are_skipped_without_error() {
     let ns = Ns::new();
-    // A churn of short-lived processes, each holding a listener for a moment, bounded to 8 s
-    // and 2,000 processes; the census runs meanwhile and must never fail or panic.
+    // A churn of short-lived processes, each holding a listener for a moment, bounded to 6 s
+    // and 3,000 processes; the census runs meanwhile and must never fail or panic.
     let churn = "import os, socket, time\n\
-                 end = time.time() + 8\n\
+                 end = time.time() + 6\n\
                  n = 0\n\
-                 while time.time() < end and n < 2000:\n\
+                 while time.time() < end and n < 3000:\n\
                  \x20   n += 1\n\
                  \x20   pid = os.fork()\n\
                  \x20   if pid == 0:\n\
                  \x20       s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); os._exit(0)\n\
-                 \x20   os.waitpid(pid, 0)\n";
+                 \x20   os.waitpid(pid, 0)\n\
+                 \x20   time.sleep(0.001)\n";
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", &ns.name, "python3", "-c", churn])
         .spawn()
