@@ -543,20 +543,8 @@ fn module_option(
                 rhs: Rhs::Vals(Vec::new()),
             }))
         }
-        ("conntrack", "--ctstate") | ("state", "--state") => cond(
-            Key::CtState,
-            arg(0)?
-                .split(',')
-                .map(|s| Val::Str(s.to_ascii_lowercase()))
-                .collect(),
-        ),
-        ("conntrack", "--ctstatus") => cond(
-            Key::CtStatus,
-            arg(0)?
-                .split(',')
-                .map(|s| Val::Str(s.to_ascii_lowercase()))
-                .collect(),
-        ),
+        ("conntrack", "--ctstate") | ("state", "--state") => cond(Key::CtState, words(arg(0)?)),
+        ("conntrack", "--ctstatus") => cond(Key::CtStatus, words(arg(0)?)),
         ("conntrack", "--ctdir") => cond(
             Key::CtDirection,
             vec![Val::Str(arg(0)?.to_ascii_lowercase())],
@@ -678,4 +666,11 @@ fn reject_with(w: &str) -> String {
             },
         },
     }
+}
+
+/// `NEW,ESTABLISHED` -> the lower-case words, as nft spells conntrack states.
+fn words(list: &str) -> Vec<Val> {
+    list.split(',')
+        .map(|s| Val::Str(s.to_ascii_lowercase()))
+        .collect()
 }

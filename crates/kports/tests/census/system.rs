@@ -367,34 +367,26 @@ fn node_matches_ip_addr() {
         if t["link_type"] != "loopback" {
             assert_eq!(o["mac"], t["address"]);
         }
-        let mut oa: Vec<String> = o["addresses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                format!(
-                    "{}/{} {}",
-                    a["address"].as_str().unwrap(),
-                    a["prefix_len"],
-                    a["scope"].as_str().unwrap()
-                )
-            })
-            .collect();
-        let mut ta: Vec<String> = t["addr_info"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                format!(
-                    "{}/{} {}",
-                    a["local"].as_str().unwrap(),
-                    a["prefixlen"],
-                    a["scope"].as_str().unwrap()
-                )
-            })
-            .collect();
-        oa.sort();
-        ta.sort();
+        // "address/prefix scope" lines, from fields named differently on each side.
+        let addrs = |list: &Value, addr: &str, prefix: &str| -> Vec<String> {
+            let mut v: Vec<String> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{}/{} {}",
+                        a[addr].as_str().unwrap(),
+                        a[prefix],
+                        a["scope"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let oa = addrs(&o["addresses"], "address", "prefix_len");
+        let ta = addrs(&t["addr_info"], "local", "prefixlen");
         assert_eq!(oa, ta, "{}", t["ifname"]);
     }
     let vx = ours.iter().find(|i| i["name"] == "flannel.1").unwrap();
