@@ -13,17 +13,17 @@
 //! the flag is then part of the evidence. Every finding carries the `ss` command that shows the
 //! same thing, so an administrator can see it without kports.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::catalog::{
     BindScope, Catalog, Entry, Expect, Key, Network, PortRange, Protocol, Role, Severity, Version,
 };
-use crate::flags::{self, Host};
-use crate::{Interface, Owner, ProcessRef, Proto, SockState, Socket, Warning};
+use crate::flags;
+use crate::resolve::Resolved;
+use crate::{Interface, Owner, Proto, SockState, Socket, Warning};
 
 /// Finding ids: stable, for scripts and CI to match on.
 pub mod ids {
@@ -57,6 +57,8 @@ pub struct Input<'a> {
     pub sockets: &'a [Socket],
     pub interfaces: &'a [Interface],
     pub catalog: &'a Catalog,
+    /// The catalog's entries after the running components' flags ([`crate::resolve`]).
+    pub resolved: &'a [Resolved],
     /// `None` when the role is unknown: then only ports no node should serve and unexplained
     /// listeners are checked.
     pub role: Option<Role>,
@@ -228,138 +230,6 @@ pub fn is_listener(s: &Socket) -> bool {
     }
 }
 
-/// An entry with the port and addresses the node's flags and devices give it.
-#[derive(Debug, Clone)]
-pub struct Resolved<'a> {
-    pub entry: &'a Entry,
-    pub port: PortRange,
-    /// Where the flags say it binds, when they say.
-    pub addresses: Option<Vec<Host>>,
-    pub settings: Vec<Setting>,
-    /// A flag turned the port off (`--read-only-port=0`).
-    pub off: bool,
-}
-
-/// The first process of each component in the census, for its command line.
-pub fn component_processes(sockets: &[Socket]) -> HashMap<&'static str, Arc<ProcessRef>> {
-    let mut m = HashMap::new();
-    for s in sockets {
-        if let (Some(c), Some(p)) = (s.component, s.processes.first()) {
-            m.entry(c).or_insert_with(|| p.clone());
-        }
-    }
-    m
-}
-
-/// Applies the running component's flags and the tunnel devices to `e`.
-pub fn resolve<'a>(
-    e: &'a Entry,
-    procs: &HashMap<&'static str, Arc<ProcessRef>>,
-    interfaces: &[Interface],
-    warnings: &mut Vec<Warning>,
-) -> Resolved<'a> {
-    let mut r = Resolved {
-        entry: e,
-        port: e.port,
-        addresses: None,
-        settings: Vec::new(),
-        off: false,
-    };
-    let of = e.flags.of.as_deref().unwrap_or(&e.component);
-    if let Some(p) = procs.get(of) {
-        let mut bad = |err: flags::FlagError| {
-            warnings.push(Warning::new(
-                "flag-unreadable",
-                format!(
-                    "cannot read {err} of {} (pid {}); {} is checked at its catalog default",
-                    p.name,
-                    p.pid,
-                    e.label()
-                ),
-            ));
-        };
-        let setting = |flag: &str, v: &str, r: &mut Resolved<'a>| {
-            r.settings.push(Setting {
-                pid: Some(p.pid),
-                source: p.name.clone(),
-                value: format!("{flag}={v}"),
-            });
-        };
-        if let Some(f) = &e.flags.port {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_port(f, v) {
-                    Ok(Some(port)) => r.port = PortRange::single(port),
-                    Ok(None) => r.off = true,
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-        if let Some(f) = &e.flags.address {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_address(f, v) {
-                    Ok(h) => r.addresses = Some(vec![h]),
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-        if let Some(f) = &e.flags.endpoint {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_endpoint(f, v) {
-                    Ok((h, port)) => {
-                        r.addresses = Some(vec![h]);
-                        if let Some(port) = port {
-                            r.port = PortRange::single(port);
-                        }
-                    }
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-        if let Some(f) = &e.flags.urls {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_urls(f, v) {
-                    Ok(urls) => {
-                        if let Some((_, port)) = urls.first() {
-                            r.port = PortRange::single(*port);
-                        }
-                        r.addresses = Some(urls.into_iter().map(|(h, _)| h).collect());
-                    }
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-        if let Some(f) = &e.flags.range {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_range(f, v) {
-                    Ok(range) => r.port = range,
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-    }
-    for dev in &e.tunnel_devices {
-        if let Some((i, port)) = interfaces
-            .iter()
-            .find(|i| &i.name == dev)
-            .and_then(|i| i.tunnel_port.map(|p| (i, p)))
-        {
-            r.port = PortRange::single(port);
-            r.settings.push(Setting {
-                pid: None,
-                source: format!("device {}", i.name),
-                value: format!("{} dstport {port}", i.kind),
-            });
-            break;
-        }
-    }
-    r
-}
-
 /// How a socket relates to an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {
@@ -465,7 +335,7 @@ pub fn ss_command(proto: Protocol, port: PortRange) -> String {
 }
 
 /// Settings whose flag is an address flag, for evidence about binds.
-fn bind_settings(r: &Resolved<'_>) -> Vec<Setting> {
+fn bind_settings(r: &Resolved) -> Vec<Setting> {
     let f = &r.entry.flags;
     let names: Vec<&str> = [&f.address, &f.endpoint, &f.urls]
         .into_iter()
@@ -494,7 +364,7 @@ struct At {
 }
 
 impl At {
-    fn entry(r: &Resolved<'_>, port: PortRange) -> At {
+    fn entry(r: &Resolved, port: PortRange) -> At {
         At {
             entry: Some(r.entry.key()),
             protocol: r.entry.protocol,
@@ -544,13 +414,7 @@ impl Checker {
 /// Runs the check.
 pub fn check(input: &Input<'_>) -> Report {
     let mut warnings = Vec::new();
-    let procs = component_processes(input.sockets);
-    let resolved: Vec<Resolved<'_>> = input
-        .catalog
-        .entries
-        .iter()
-        .map(|e| resolve(e, &procs, input.interfaces, &mut warnings))
-        .collect();
+    let resolved = input.resolved;
     let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| is_listener(s)).collect();
     let mut ck = Checker {
         findings: Vec::new(),
@@ -579,8 +443,8 @@ pub fn check(input: &Input<'_>) -> Report {
         ));
     }
 
-    for r in &resolved {
-        let e = r.entry;
+    for r in resolved {
+        let e = &r.entry;
         let Some(proto) = e.protocol.proto() else {
             continue;
         };
@@ -630,7 +494,7 @@ pub fn check(input: &Input<'_>) -> Report {
     }
 
     if !input.pre_install {
-        unexplained(&mut ck, &listeners, &resolved);
+        unexplained(&mut ck, &listeners, resolved);
     }
     let mut findings = ck.findings;
     sort_findings(&mut findings);
@@ -669,8 +533,8 @@ fn version_ok(input: &Input<'_>, e: &Entry) -> bool {
     input.version.is_none_or(|v| e.versions.contains(v))
 }
 
-fn evaluate(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
-    let e = r.entry;
+fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
+    let e = &r.entry;
     let expected: Vec<&Socket> = on_port
         .iter()
         .copied()
@@ -822,8 +686,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
 }
 
 /// Loopback only where others must connect; wider than kubeadm binds it.
-fn check_scope(ck: &mut Checker, r: &Resolved<'_>, port: u16, expected: &[&Socket]) {
-    let e = r.entry;
+fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) {
+    let e = &r.entry;
     let actual = scope(expected);
     let label = e.label_at(port);
     let flags = bind_settings(r);
@@ -873,8 +737,8 @@ fn check_scope(ck: &mut Checker, r: &Resolved<'_>, port: u16, expected: &[&Socke
     }
 }
 
-fn pre_install(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
-    let e = r.entry;
+fn pre_install(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
+    let e = &r.entry;
     let mut by_port: BTreeMap<u16, Vec<&Socket>> = BTreeMap::new();
     for s in on_port {
         by_port.entry(s.local_port).or_default().push(s);
@@ -924,7 +788,7 @@ fn pre_install(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
 /// Listeners that no catalog entry explains. A port the catalog gives to another component is
 /// reported on its own; the rest are grouped per holder and protocol, so a process with a
 /// hundred listeners is one finding, not a hundred.
-fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved<'_>]) {
+fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved]) {
     type Group<'s> = BTreeMap<(Proto, Option<u16>, Vec<u32>, bool), Vec<&'s Socket>>;
     let known_port = |proto: Proto, port: u16| -> Option<&Entry> {
         resolved
@@ -934,7 +798,7 @@ fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved<'_>
                     && r.port.is_single()
                     && r.port.first == port
             })
-            .map(|r| r.entry)
+            .map(|r| &r.entry)
     };
     let mut groups: Group<'_> = BTreeMap::new();
     for s in listeners {
@@ -1033,11 +897,12 @@ impl Entry {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
+    use crate::ProcessRef;
     use crate::catalog::Catalog;
     use crate::role::tests::{iface, listener};
+    use std::sync::Arc;
 
     fn tcp(addr: &str, port: u16, c: &'static str, pid: u32) -> Socket {
         listener(Proto::Tcp, addr, port, c, pid, Some(c))
@@ -1098,10 +963,12 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let cnis = ["flannel".to_string()];
         let ifs = [iface("flannel.1", "vxlan", Some(8472))];
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, sockets, &ifs);
         check(&Input {
             sockets,
             interfaces: &ifs,
             catalog: &catalog,
+            resolved: &resolved,
             role,
             cnis: &cnis,
             version: None,
@@ -1392,10 +1259,12 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let cnis = ["flannel".to_string()];
         let ifs = [iface("flannel.1", "vxlan", Some(4789))];
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, &s, &ifs);
         let r = check(&Input {
             sockets: &s,
             interfaces: &ifs,
             catalog: &catalog,
+            resolved: &resolved,
             role: Some(Role::Worker),
             cnis: &cnis,
             version: None,

@@ -12,10 +12,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Entry, Expect, PortRange, Protocol, Role};
-use crate::check::{
-    self, Finding, Input, Resolved, Setting, SocketEvidence, component_processes, is_listener,
-    resolve,
-};
+use crate::check::{self, Finding, Input, Setting, SocketEvidence, is_listener};
 use crate::{Proto, SockState, Socket, Warning};
 
 /// What the user asked about.
@@ -121,14 +118,8 @@ impl Now {
 
 /// The explanations for `query`; empty when a name matches nothing.
 pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warning>) {
-    let mut warnings = Vec::new();
-    let procs = component_processes(input.sockets);
-    let resolved: Vec<Resolved<'_>> = input
-        .catalog
-        .entries
-        .iter()
-        .map(|e| resolve(e, &procs, input.interfaces, &mut warnings))
-        .collect();
+    let warnings = Vec::new();
+    let resolved = input.resolved;
     let report = check::check(input);
     let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| is_listener(s)).collect();
     let needed = |e: &Entry| {
@@ -147,8 +138,8 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
             for protocol in protocols {
                 let port = PortRange::single(*port);
                 let mut any = false;
-                for r in &resolved {
-                    let e = r.entry;
+                for r in resolved {
+                    let e = &r.entry;
                     if e.protocol != protocol || !r.port.contains(port.first) {
                         continue;
                     }
@@ -192,8 +183,8 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
             }
         }
         Query::Name(name) => {
-            for r in &resolved {
-                let e = r.entry;
+            for r in resolved {
+                let e = &r.entry;
                 if matches_name(e, name) {
                     out.push(build(
                         Some(e),
@@ -437,10 +428,12 @@ mod tests {
 
     fn run(q: &str, sockets: &[Socket]) -> Vec<Explanation> {
         let catalog = Catalog::builtin().unwrap();
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, sockets, &[]);
         let input = Input {
             sockets,
             interfaces: &[],
             catalog: &catalog,
+            resolved: &resolved,
             role: Some(Role::ControlPlane),
             cnis: &[],
             version: None,

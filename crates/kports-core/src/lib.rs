@@ -15,6 +15,7 @@ pub mod flags;
 pub mod model;
 pub mod names;
 pub mod redact;
+pub mod resolve;
 pub mod role;
 
 pub use model::*;

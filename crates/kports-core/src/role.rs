@@ -16,12 +16,31 @@ use crate::catalog::Role;
 use crate::check::is_listener;
 use crate::{Interface, Socket};
 
+/// Where a role or CNI came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectionSource {
+    /// The user said so (`--role`, `--cni`).
+    Flag,
+    /// Guessed from the census.
+    Detected,
+}
+
+impl DetectionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectionSource::Flag => "flag",
+            DetectionSource::Detected => "detected",
+        }
+    }
+}
+
 /// A role or CNI, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Detected<T> {
     pub value: T,
     /// `flag` when the user said so, `detected` otherwise.
-    pub source: &'static str,
+    pub source: DetectionSource,
     /// What the guess rests on, one fact per line (`kube-apiserver (pid 812) holds tcp/6443`).
     pub evidence: Vec<String>,
 }
@@ -30,7 +49,7 @@ impl<T> Detected<T> {
     pub fn given(value: T, flag: &str) -> Detected<T> {
         Detected {
             value,
-            source: "flag",
+            source: DetectionSource::Flag,
             evidence: vec![format!("given with {flag}")],
         }
     }
@@ -140,7 +159,7 @@ pub fn detect_role(sockets: &[Socket]) -> Detected<Option<Role>> {
     };
     Detected {
         value,
-        source: "detected",
+        source: DetectionSource::Detected,
         evidence,
     }
 }
@@ -188,7 +207,7 @@ pub fn detect_cni(sockets: &[Socket], interfaces: &[Interface]) -> Detected<Vec<
     }
     Detected {
         value: found,
-        source: "detected",
+        source: DetectionSource::Detected,
         evidence,
     }
 }

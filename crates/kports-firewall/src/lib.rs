@@ -21,6 +21,7 @@ pub mod model;
 pub mod nft;
 pub mod plan;
 pub mod required;
+pub mod sources;
 
 pub use eval::{Evaluator, Judgement, Packet, RuleRef};
 pub use model::Ruleset;

@@ -82,12 +82,13 @@ impl<'a, T: Serialize> Document<'a, T> {
     }
 }
 
-pub struct Out {
-    w: BufWriter<Stdout>,
+/// Where a command writes: standard output, or any writer (a test's buffer).
+pub struct Out<W: Write = BufWriter<Stdout>> {
+    w: W,
     colour: bool,
 }
 
-impl std::fmt::Debug for Out {
+impl<W: Write> std::fmt::Debug for Out<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Out").field("colour", &self.colour).finish()
     }
@@ -98,10 +99,23 @@ impl Out {
         // SAFETY: isatty only inspects the descriptor.
         let tty = unsafe { libc::isatty(1) } == 1;
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Out {
-            w: BufWriter::with_capacity(1 << 16, io::stdout()),
-            colour: tty && !no_colour,
-        }
+        Out::new(
+            BufWriter::with_capacity(1 << 16, io::stdout()),
+            tty && !no_colour,
+        )
+    }
+}
+
+impl<W: Write> Out<W> {
+    /// Output to `w`, in colour when `colour`.
+    pub fn new(w: W, colour: bool) -> Out<W> {
+        Out { w, colour }
+    }
+
+    /// The writer, for a test to read what was written.
+    #[cfg(test)]
+    pub fn into_inner(self) -> W {
+        self.w
     }
 
     pub fn json<T: Serialize>(&mut self, doc: &T) -> io::Result<()> {

@@ -2,17 +2,19 @@
 
 use std::fmt::Write as _;
 
+use std::io::Write;
+
 use anyhow::Result;
-use kports_core::Warning;
 use kports_core::conns::{self, ConnRow, Direction, Grouping};
 use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ESTABLISHED, LISTEN};
 
 use super::query;
 use crate::cli::ConnsArgs;
+use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
 
-pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
+pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let mut q = query(&args.filters, args.common.all_netns, OwnerScope::Every);
     q.udp = false;
     q.tcp_states = ESTABLISHED | LISTEN;
@@ -30,7 +32,7 @@ pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
     let hostname = kports_linux::hostname();
     if args.common.output == Format::Json {
         out.json(&Document::new("conns", &hostname, &rows, &c.warnings))?;
-        return Ok(c.warnings);
+        return Ok(Outcome::done(c.warnings));
     }
     let wide = args.common.output == Format::Wide;
     let ns = args.common.all_netns || wide;
@@ -109,7 +111,7 @@ pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
             }
         }
     })?;
-    Ok(c.warnings)
+    Ok(Outcome::done(c.warnings))
 }
 
 fn keep(args: &ConnsArgs, r: &ConnRow) -> bool {

@@ -85,9 +85,9 @@ pub fn render(
     for (k, v) in [
         ("hostname", hostname),
         ("role", role_name),
-        ("role-source", role.source),
+        ("role-source", role.source.as_str()),
         ("cni", &cni_name),
-        ("cni-source", cni.source),
+        ("cni-source", cni.source.as_str()),
     ] {
         let _ = writeln!(x, "      <property name=\"{k}\" value=\"{}\"/>", esc(v));
     }
