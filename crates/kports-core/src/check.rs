@@ -92,7 +92,7 @@ impl Report {
         for f in &findings {
             for c in &mut self.checked {
                 if f.entry.as_ref() == Some(&c.entry) {
-                    c.result = "finding";
+                    c.result = PortResult::Finding;
                 }
             }
         }
@@ -121,11 +121,33 @@ pub struct Checked {
     pub purpose: String,
     pub expect: Expect,
     /// `ok`, `finding`, or `off` (a flag turned the port off).
-    pub result: &'static str,
+    pub result: PortResult,
     /// Listeners on the port now.
     pub listeners: Vec<SocketEvidence>,
     /// Flags and devices that set the port or address.
     pub configured_by: Vec<Setting>,
+}
+
+/// What the check concluded about one catalog port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortResult {
+    /// As the catalog expects.
+    Ok,
+    /// At least one finding concerns it.
+    Finding,
+    /// A flag turned the port off (`--read-only-port=0`).
+    Off,
+}
+
+impl PortResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortResult::Ok => "ok",
+            PortResult::Finding => "finding",
+            PortResult::Off => "off",
+        }
+    }
 }
 
 /// A problem, with what shows it and how to see it without kports.
@@ -468,11 +490,11 @@ pub fn check(input: &Input<'_>) -> Report {
             evaluate(&mut ck, r, &on_port);
         }
         let result = if ck.findings.len() > before {
-            "finding"
+            PortResult::Finding
         } else if r.off {
-            "off"
+            PortResult::Off
         } else {
-            "ok"
+            PortResult::Ok
         };
         checked.push(Checked {
             entry: e.key(),
@@ -994,7 +1016,7 @@ mod tests {
         let r = run(&control_plane(), Some(Role::ControlPlane), false);
         assert_eq!(ids_of(&r), [], "{:#?}", r.findings);
         assert!(
-            r.checked.iter().all(|c| c.result == "ok"),
+            r.checked.iter().all(|c| c.result == PortResult::Ok),
             "{:#?}",
             r.checked
         );
@@ -1128,7 +1150,7 @@ mod tests {
             .iter()
             .find(|c| c.entry.port.first == 10255)
             .unwrap();
-        assert_eq!(ro.result, "off");
+        assert_eq!(ro.result, PortResult::Off);
         assert_eq!(ro.configured_by[0].value, "--read-only-port=0");
     }
 
@@ -1224,7 +1246,7 @@ mod tests {
             .iter()
             .find(|c| c.entry.component == "kube-apiserver")
             .unwrap();
-        assert_eq!((api.port.first, api.result), (8443, "ok"));
+        assert_eq!((api.port.first, api.result), (8443, PortResult::Ok));
     }
 
     #[test]
@@ -1366,12 +1388,12 @@ mod tests {
         assert!(
             r.checked
                 .iter()
-                .any(|c| c.entry.port.first == 2380 && c.result == "ok")
+                .any(|c| c.entry.port.first == 2380 && c.result == PortResult::Ok)
         );
         assert!(
             r.checked
                 .iter()
-                .any(|c| c.entry.port.first == 6443 && c.result == "finding")
+                .any(|c| c.entry.port.first == 6443 && c.result == PortResult::Finding)
         );
         // A free node passes.
         let r = run(

@@ -149,7 +149,7 @@ fn print(
                     }
                     1 => b.push_str(&k.entry.component),
                     2 => b.push_str(k.expect.as_str()),
-                    3 => b.push_str(k.result),
+                    3 => b.push_str(k.result.as_str()),
                     4 => {
                         if k.listeners.is_empty() {
                             b.push('-');

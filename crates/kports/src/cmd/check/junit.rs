@@ -198,7 +198,7 @@ mod tests {
             port: PortRange::single(port),
             purpose: format!("{c} <port>"),
             expect: Expect::Listening,
-            result: "ok",
+            result: kports_core::check::PortResult::Ok,
             listeners: vec![],
             configured_by: vec![],
         }
