@@ -16,17 +16,17 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+use crate::finding::FindingId;
+
 /// The built-in catalog's text.
 pub const BUILTIN: &str = include_str!("../catalog/ports.toml");
 /// How the built-in catalog is named in errors and in `source` of user entries.
 pub const BUILTIN_NAME: &str = "builtin catalog";
 
-/// Finding ids an `expect = "absent"` entry may raise.
-pub const ABSENT_FINDINGS: &[&str] = &[
-    "readonly-port-open",
-    "legacy-insecure-port",
-    "forbidden-port-open",
-];
+/// `readonly-port-open, legacy-insecure-port, forbidden-port-open`.
+fn absent_findings() -> String {
+    FindingId::ABSENT.map(FindingId::as_str).join(", ")
+}
 
 /// A catalog file that kports refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -510,7 +510,7 @@ pub struct Entry {
     pub too_wide: Severity,
     /// Finding id raised when an `absent` port listens.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub finding: Option<&'static str>,
+    pub finding: Option<FindingId>,
     /// Severity of that finding.
     pub severity: Severity,
     /// Components or process names that may hold the socket (`kernel` for a socket no process
@@ -981,9 +981,9 @@ fn apply(text: &str, file: &str, r: &RawEntry, e: &mut Entry) -> Result<(), Cata
         })?;
     }
     if let Some(v) = &r.finding {
-        let id = ABSENT_FINDINGS
-            .iter()
-            .find(|f| **f == v.get_ref().as_str())
+        let id = FindingId::ABSENT
+            .into_iter()
+            .find(|f| f.as_str() == v.get_ref().as_str())
             .ok_or_else(|| {
                 err_at(
                     text,
@@ -992,7 +992,7 @@ fn apply(text: &str, file: &str, r: &RawEntry, e: &mut Entry) -> Result<(), Cata
                     format!(
                         "unknown finding `{}`: expected one of {}",
                         v.get_ref(),
-                        ABSENT_FINDINGS.join(", ")
+                        absent_findings()
                     ),
                 )
             })?;
@@ -1091,7 +1091,7 @@ fn validate(text: &str, file: &str, r: &RawEntry, e: &Entry) -> Result<(), Catal
             expect_span,
             format!(
                 "expect = \"absent\" needs `finding`, one of {}",
-                ABSENT_FINDINGS.join(", ")
+                absent_findings()
             ),
         ));
     }
@@ -1258,15 +1258,21 @@ mod tests {
             find(&c, comp, Protocol::Tcp, port);
         }
         assert_eq!(
-            find(&c, "kube-scheduler", Protocol::Tcp, "10251").finding,
+            find(&c, "kube-scheduler", Protocol::Tcp, "10251")
+                .finding
+                .map(FindingId::as_str),
             Some("legacy-insecure-port")
         );
         assert_eq!(
-            find(&c, "kube-controller-manager", Protocol::Tcp, "10252").finding,
+            find(&c, "kube-controller-manager", Protocol::Tcp, "10252")
+                .finding
+                .map(FindingId::as_str),
             Some("legacy-insecure-port")
         );
         assert_eq!(
-            find(&c, "kubelet", Protocol::Tcp, "10255").finding,
+            find(&c, "kubelet", Protocol::Tcp, "10255")
+                .finding
+                .map(FindingId::as_str),
             Some("readonly-port-open")
         );
     }

@@ -14,37 +14,18 @@
 //! same thing, so an administrator can see it without kports.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::catalog::{
     BindScope, Catalog, Entry, Expect, Key, Network, PortRange, Protocol, Role, Severity, Version,
 };
+use crate::finding::{
+    Evidence, Finding, FindingId, Setting, SocketEvidence, sort_findings, ss_command,
+};
 use crate::flags;
 use crate::resolve::Resolved;
-use crate::{Interface, Owner, Proto, SockState, Socket, Warning};
-
-/// Finding ids: stable, for scripts and CI to match on.
-pub mod ids {
-    pub const PORT_NOT_LISTENING: &str = "port-not-listening";
-    pub const PORT_CONFLICT: &str = "port-conflict";
-    pub const BOUND_LOOPBACK_ONLY: &str = "bound-loopback-only";
-    pub const BOUND_TOO_WIDE: &str = "bound-too-wide";
-    pub const UNEXPLAINED_LISTENER: &str = "unexplained-listener";
-    pub const PORT_IN_USE: &str = "port-in-use";
-    // Raised by `expect = "absent"` entries (see `catalog::ABSENT_FINDINGS`).
-    pub const READONLY_PORT_OPEN: &str = "readonly-port-open";
-    pub const LEGACY_INSECURE_PORT: &str = "legacy-insecure-port";
-    pub const FORBIDDEN_PORT_OPEN: &str = "forbidden-port-open";
-    // Raised by the firewall join (`kports_firewall::findings`).
-    /// A source that needs a required port gets drop or reject.
-    pub const FIREWALL_BLOCKS_REQUIRED_PORT: &str = "firewall-blocks-required-port";
-    /// A port only this node needs is bound beyond loopback and the firewall lets anyone in.
-    pub const FIREWALL_EXPOSES_PRIVATE_PORT: &str = "firewall-exposes-private-port";
-    /// The ruleset could not be read: whether required ports are open is unknown.
-    pub const FIREWALL_UNKNOWN: &str = "firewall-unknown";
-}
+use crate::{Interface, Owner, Proto, Socket, Warning};
 
 /// The ports kubeadm preflight's PortOpenCheck tests (init and control-plane join).
 const KUBEADM_PREFLIGHT_PORTS: &[u16] = &[6443, 10259, 10257, 10250, 2379, 2380];
@@ -101,17 +82,6 @@ impl Report {
     }
 }
 
-/// Most severe first, then by port, protocol and id.
-pub fn sort_findings(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.port.cmp(&b.port))
-            .then(a.protocol.cmp(&b.protocol))
-            .then(a.id.cmp(b.id))
-    });
-}
-
 /// One catalog port as checked on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Checked {
@@ -147,108 +117,6 @@ impl PortResult {
             PortResult::Finding => "finding",
             PortResult::Off => "off",
         }
-    }
-}
-
-/// A problem, with what shows it and how to see it without kports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// Stable identifier (see [`ids`]).
-    pub id: &'static str,
-    pub severity: Severity,
-    /// One line, in words an administrator or a learner understands.
-    pub message: String,
-    /// The catalog entry the finding is about; none for an unexplained listener.
-    pub entry: Option<Key>,
-    pub protocol: Protocol,
-    /// The port concerned (a single port, or the range for a missing range).
-    pub port: PortRange,
-    pub evidence: Evidence,
-    /// The command that shows it: `ss -tlnp 'sport = :10250'`.
-    pub command: String,
-}
-
-/// The facts behind a finding.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Evidence {
-    pub sockets: Vec<SocketEvidence>,
-    pub flags: Vec<Setting>,
-    /// Firewall verdicts behind a `firewall-*` finding (absent from the others).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub firewall: Vec<FirewallEvidence>,
-}
-
-/// One firewall verdict, as shown in evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FirewallEvidence {
-    /// Who the source stands for: `control-plane`, `nodes`, `all`, `load-balancers`.
-    pub source_kind: String,
-    /// The address or prefix judged from, and where it came from (`10.0.0.11 (connected to
-    /// the API server)`).
-    pub source: String,
-    /// `accept`, `drop`, `reject`, `depends` or `unknown`.
-    pub verdict: String,
-    /// The rule (or policy) that decided, as kports names it; absent when none did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-}
-
-/// A listening socket as shown in evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SocketEvidence {
-    pub proto: Proto,
-    pub state: SockState,
-    pub local_address: IpAddr,
-    pub local_port: u16,
-    pub owner: Owner,
-    pub processes: Vec<ProcessEvidence>,
-    pub component: Option<&'static str>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProcessEvidence {
-    pub pid: u32,
-    pub name: String,
-}
-
-/// A flag (or device) that set where a port is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Setting {
-    /// The process whose command line has the flag; none for a device.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// `kube-apiserver` or `device flannel.1`.
-    pub source: String,
-    /// `--bind-address=127.0.0.1` or `vxlan dstport 8472`.
-    pub value: String,
-}
-
-impl SocketEvidence {
-    pub fn of(s: &Socket) -> SocketEvidence {
-        SocketEvidence {
-            proto: s.proto,
-            state: s.state,
-            local_address: s.local_address,
-            local_port: s.local_port,
-            owner: s.owner,
-            processes: s
-                .processes
-                .iter()
-                .map(|p| ProcessEvidence {
-                    pid: p.pid,
-                    name: p.name.clone(),
-                })
-                .collect(),
-            component: s.component,
-        }
-    }
-}
-
-/// Whether a socket is a listener: a listening TCP socket or a bound, unconnected UDP one.
-pub fn is_listener(s: &Socket) -> bool {
-    match s.proto {
-        Proto::Tcp => s.state == SockState::Listen,
-        Proto::Udp => s.state == SockState::Close && s.local_port != 0,
     }
 }
 
@@ -339,23 +207,6 @@ fn peers(e: &Entry) -> String {
     }
 }
 
-/// The `ss` command that shows listeners on `port`.
-pub fn ss_command(proto: Protocol, port: PortRange) -> String {
-    let flag = if proto == Protocol::Udp {
-        "-ulnp"
-    } else {
-        "-tlnp"
-    };
-    if port.is_single() {
-        format!("ss {flag} 'sport = :{}'", port.first)
-    } else {
-        format!(
-            "ss {flag} 'sport >= :{} and sport <= :{}'",
-            port.first, port.last
-        )
-    }
-}
-
 /// Settings whose flag is an address flag, for evidence about binds.
 fn bind_settings(r: &Resolved) -> Vec<Setting> {
     let f = &r.entry.flags;
@@ -406,7 +257,7 @@ struct Checker {
 impl Checker {
     fn add(
         &mut self,
-        id: &'static str,
+        id: FindingId,
         severity: Severity,
         message: String,
         at: At,
@@ -437,7 +288,7 @@ impl Checker {
 pub fn check(input: &Input<'_>) -> Report {
     let mut warnings = Vec::new();
     let resolved = input.resolved;
-    let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| is_listener(s)).collect();
+    let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| s.is_listener()).collect();
     let mut ck = Checker {
         findings: Vec::new(),
         reported: HashSet::new(),
@@ -601,7 +452,7 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     e.component
                 );
                 ck.add(
-                    ids::PORT_CONFLICT,
+                    FindingId::PortConflict,
                     severity,
                     message,
                     At::entry(r, r.port),
@@ -616,7 +467,7 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     e.purpose
                 );
                 ck.add(
-                    ids::PORT_NOT_LISTENING,
+                    FindingId::PortNotListening,
                     e.missing,
                     message,
                     At::entry(r, r.port),
@@ -647,15 +498,15 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
             if hits.is_empty() {
                 return;
             }
-            let id = e.finding.unwrap_or(ids::FORBIDDEN_PORT_OPEN);
+            let id = e.finding.unwrap_or(FindingId::ForbiddenPortOpen);
             let port = hits[0].local_port;
             let label = e.label_at(port);
             let at = addresses(&hits);
             let message = match id {
-                ids::READONLY_PORT_OPEN => format!(
+                FindingId::ReadonlyPortOpen => format!(
                     "the kubelet's read-only port {label} is open on {at}: whoever reaches it reads every pod's spec without credentials; set readOnlyPort: 0"
                 ),
-                ids::LEGACY_INSECURE_PORT => format!(
+                FindingId::LegacyInsecurePort => format!(
                     "{} still serves its insecure port {label} on {at} (gone since Kubernetes 1.23): health and metrics without authentication",
                     e.component
                 ),
@@ -694,7 +545,7 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     },
                 );
                 ck.add(
-                    ids::PORT_CONFLICT,
+                    FindingId::PortConflict,
                     Severity::Warning,
                     message,
                     At::entry(r, PortRange::single(port)),
@@ -727,7 +578,7 @@ fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) 
             peers(e)
         );
         ck.add(
-            ids::BOUND_LOOPBACK_ONLY,
+            FindingId::BoundLoopbackOnly,
             severity,
             message,
             At::entry(r, PortRange::single(port)),
@@ -749,7 +600,7 @@ fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) 
             e.bind.describe()
         );
         ck.add(
-            ids::BOUND_TOO_WIDE,
+            FindingId::BoundTooWide,
             e.too_wide,
             message,
             At::entry(r, PortRange::single(port)),
@@ -797,7 +648,7 @@ fn pre_install(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
             )
         };
         ck.add(
-            ids::PORT_IN_USE,
+            FindingId::PortInUse,
             severity,
             message,
             At::entry(r, PortRange::single(port)),
@@ -889,7 +740,7 @@ fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved]) {
         };
         let pid = pids.first().copied();
         ck.add(
-            ids::UNEXPLAINED_LISTENER,
+            FindingId::UnexplainedListener,
             Severity::Info,
             message,
             at,
@@ -1003,7 +854,7 @@ mod tests {
             .iter()
             .map(|f| {
                 (
-                    f.id,
+                    f.id.as_str(),
                     f.severity,
                     format!("{}/{}", f.protocol.as_str(), f.port),
                 )

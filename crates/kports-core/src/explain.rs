@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Entry, Expect, PortRange, Protocol, Role};
-use crate::check::{self, Finding, Input, Setting, SocketEvidence, is_listener};
+use crate::check::{self, Input};
+use crate::finding::{Finding, Setting, SocketEvidence};
 use crate::{Proto, SockState, Socket, Warning};
 
 /// What the user asked about.
@@ -121,7 +122,7 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
     let warnings = Vec::new();
     let resolved = input.resolved;
     let report = check::check(input);
-    let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| is_listener(s)).collect();
+    let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| s.is_listener()).collect();
     let needed = |e: &Entry| {
         input
             .role
@@ -245,7 +246,7 @@ fn build(
     let proto = protocol.proto();
     let listeners = sockets
         .iter()
-        .filter(|s| is_listener(s) && Some(s.proto) == proto && port.contains(s.local_port))
+        .filter(|s| s.is_listener() && Some(s.proto) == proto && port.contains(s.local_port))
         .filter(|s| match entry {
             // In a range, only the entry's own holders (a NodePort range shows everything).
             Some(e) if !port.is_single() && e.expect != Expect::Reserved => {
@@ -544,7 +545,7 @@ mod tests {
         assert_eq!(x.len(), 1);
         assert_eq!(x[0].entry, None);
         assert_eq!(x[0].now.listeners[0].processes[0].name, "python3");
-        assert_eq!(x[0].now.findings[0].id, "unexplained-listener");
+        assert_eq!(x[0].now.findings[0].id.as_str(), "unexplained-listener");
     }
 
     #[test]
@@ -585,7 +586,11 @@ mod tests {
         )];
         let x = run("6443", &s);
         assert_eq!(
-            x[0].now.findings.iter().map(|f| f.id).collect::<Vec<_>>(),
+            x[0].now
+                .findings
+                .iter()
+                .map(|f| f.id.as_str())
+                .collect::<Vec<_>>(),
             ["bound-loopback-only"]
         );
     }

@@ -11,6 +11,7 @@ pub mod check;
 pub mod component;
 pub mod conns;
 pub mod explain;
+pub mod finding;
 pub mod flags;
 pub mod model;
 pub mod names;

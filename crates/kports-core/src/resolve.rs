@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, Entry, PortRange};
-use crate::check::Setting;
+use crate::finding::Setting;
 use crate::flags::{self, Host};
 use crate::{Interface, ProcessRef, Socket, Warning};
 

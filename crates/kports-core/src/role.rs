@@ -13,7 +13,6 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::catalog::Role;
-use crate::check::is_listener;
 use crate::{Interface, Socket};
 
 /// Where a role or CNI came from.
@@ -102,13 +101,13 @@ const CNI_DEVICES: &[(&str, &str)] = &[
 fn components(sockets: &[Socket]) -> Vec<(&'static str, u32, String)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    let listening = sockets.iter().filter(|s| is_listener(s));
-    let others = sockets.iter().filter(|s| !is_listener(s));
+    let listening = sockets.iter().filter(|s| s.is_listener());
+    let others = sockets.iter().filter(|s| !s.is_listener());
     for s in listening.chain(others) {
         let Some(c) = s.component else { continue };
         let pid = s.processes.first().map_or(0, |p| p.pid);
         if seen.insert(c) {
-            let what = if is_listener(s) {
+            let what = if s.is_listener() {
                 format!("holds {}/{}", s.proto.as_str(), s.local_port)
             } else {
                 match s.remote_address {

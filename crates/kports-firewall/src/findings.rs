@@ -14,8 +14,9 @@
 use std::net::IpAddr;
 
 use kports_core::catalog::{BindScope, Entry, Expect, PortRange, Protocol, Role};
-use kports_core::check::{
-    self, Evidence, Finding, FirewallEvidence, Setting, SocketEvidence, ids, is_listener,
+use kports_core::finding::{
+    Evidence, Finding, FindingId, FirewallEvidence, Setting, SocketEvidence, sort_findings,
+    ss_command,
 };
 use kports_core::flags::scope_of;
 use kports_core::resolve::Resolved;
@@ -128,7 +129,7 @@ fn kind_words(k: SourceKind) -> &'static str {
 fn listeners<'s>(sockets: &'s [Socket], r: &Resolved, proto: Proto) -> Vec<&'s Socket> {
     sockets
         .iter()
-        .filter(|s| is_listener(s) && s.proto == proto && r.port.contains(s.local_port))
+        .filter(|s| s.is_listener() && s.proto == proto && r.port.contains(s.local_port))
         .collect()
 }
 
@@ -186,7 +187,7 @@ pub fn findings(input: &Input<'_>) -> Outcome {
             judged.len() - 1
         );
         out.findings.push(Finding {
-            id: ids::FIREWALL_UNKNOWN,
+            id: FindingId::FirewallUnknown,
             severity: kports_core::catalog::Severity::Info,
             message,
             entry: None,
@@ -196,7 +197,7 @@ pub fn findings(input: &Input<'_>) -> Outcome {
             command: read_command(&input.ruleset.unread[0].source),
         });
     }
-    check::sort_findings(&mut out.findings);
+    sort_findings(&mut out.findings);
     out
 }
 
@@ -252,7 +253,7 @@ fn blocked(
         e.purpose
     );
     out.findings.push(Finding {
-        id: ids::FIREWALL_BLOCKS_REQUIRED_PORT,
+        id: FindingId::FirewallBlocksRequiredPort,
         severity: kports_core::catalog::Severity::Error,
         message,
         entry: Some(e.key()),
@@ -324,7 +325,7 @@ fn exposed(
         );
         let settings: Vec<Setting> = r.settings.clone();
         out.findings.push(Finding {
-            id: ids::FIREWALL_EXPOSES_PRIVATE_PORT,
+            id: FindingId::FirewallExposesPrivatePort,
             severity: kports_core::catalog::Severity::Warning,
             message,
             entry: Some(e.key()),
@@ -335,7 +336,7 @@ fn exposed(
                 flags: settings,
                 firewall: vec![verdict_evidence(ks, &j)],
             },
-            command: check::ss_command(e.protocol, PortRange::single(port)),
+            command: ss_command(e.protocol, PortRange::single(port)),
         });
         return;
     }
@@ -543,7 +544,7 @@ pub(crate) mod tests {
         (out, sources)
     }
 
-    fn ids(o: &Outcome) -> Vec<(&'static str, Severity, String)> {
+    fn ids(o: &Outcome) -> Vec<(FindingId, Severity, String)> {
         o.findings
             .iter()
             .map(|f| {
@@ -563,7 +564,7 @@ pub(crate) mod tests {
         assert_eq!(
             ids(&out),
             [(
-                ids::FIREWALL_BLOCKS_REQUIRED_PORT,
+                FindingId::FirewallBlocksRequiredPort,
                 Severity::Error,
                 "tcp/10250".to_string()
             )]
@@ -591,7 +592,7 @@ pub(crate) mod tests {
         assert_eq!(
             ids(&out),
             [(
-                ids::FIREWALL_BLOCKS_REQUIRED_PORT,
+                FindingId::FirewallBlocksRequiredPort,
                 Severity::Error,
                 "udp/30000-31000".to_string()
             )]
@@ -628,7 +629,7 @@ pub(crate) mod tests {
         assert_eq!(
             ids(&out),
             [(
-                ids::FIREWALL_EXPOSES_PRIVATE_PORT,
+                FindingId::FirewallExposesPrivatePort,
                 Severity::Warning,
                 "tcp/10257".to_string()
             )]
@@ -672,7 +673,7 @@ pub(crate) mod tests {
         assert_eq!(
             ids(&out),
             [(
-                ids::FIREWALL_UNKNOWN,
+                FindingId::FirewallUnknown,
                 Severity::Info,
                 "tcp/6443".to_string()
             )]
@@ -698,12 +699,12 @@ pub(crate) mod tests {
             ids(&out),
             [
                 (
-                    ids::FIREWALL_BLOCKS_REQUIRED_PORT,
+                    FindingId::FirewallBlocksRequiredPort,
                     Severity::Error,
                     "tcp/10250".to_string()
                 ),
                 (
-                    ids::FIREWALL_UNKNOWN,
+                    FindingId::FirewallUnknown,
                     Severity::Info,
                     "tcp/10250".to_string()
                 ),

@@ -135,7 +135,7 @@ fn a_worker_is_detected_and_its_blocked_kubelet_found_from_the_control_plane() {
         .report
         .findings
         .iter()
-        .map(|f| (f.id, format!("{}/{}", f.protocol.as_str(), f.port)))
+        .map(|f| (f.id.as_str(), format!("{}/{}", f.protocol.as_str(), f.port)))
         .collect();
     assert_eq!(
         ids,

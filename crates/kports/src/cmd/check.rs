@@ -11,7 +11,8 @@ use std::io::Write;
 
 use anyhow::Result;
 use kports_core::catalog::{Role, Severity};
-use kports_core::check::{self, Finding, Report};
+use kports_core::check::{self, Report};
+use kports_core::finding::Finding;
 use kports_core::role::{Detected, DetectionSource};
 use kports_node::{NodeIo, NodeReport, Options};
 use serde::Serialize;
@@ -182,7 +183,7 @@ fn print_findings(out: &mut Out<impl Write>, findings: &[Finding]) -> std::io::R
             let f = &findings[r / 2];
             match (r % 2, c) {
                 (0, 0) => b.push_str(f.severity.as_str()),
-                (0, 1) => b.push_str(f.id),
+                (0, 1) => b.push_str(f.id.as_str()),
                 (0, 2) => {
                     let _ = write!(b, "{}/{}", f.protocol.as_str(), f.port);
                 }
