@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod check;
 pub mod component;
 pub mod conns;
+pub mod document;
 pub mod explain;
 pub mod finding;
 pub mod flags;

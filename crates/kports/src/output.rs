@@ -8,7 +8,8 @@
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Stdout, Write};
 
-use kports_core::{SCHEMA_VERSION, Warning};
+use kports_core::Warning;
+pub use kports_core::document::Document;
 use serde::Serialize;
 
 /// `-o` values.
@@ -20,66 +21,6 @@ pub enum Format {
     Wide,
     /// One JSON document (see docs/schema.md).
     Json,
-}
-
-/// The JSON document every command prints.
-#[derive(Debug, Serialize)]
-pub struct Document<'a, T: Serialize, U: Serialize = ()> {
-    pub schema: u32,
-    /// Which command produced it: `node`, `listen`, `conns`, ...
-    pub kind: &'static str,
-    pub hostname: &'a str,
-    pub items: T,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unix: Option<U>,
-    pub warnings: &'a [Warning],
-    /// What a command adds about the whole document (`check`: role, CNI, ports checked).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub context: Option<serde_json::Value>,
-}
-
-impl<'a, T: Serialize> Document<'a, T> {
-    pub fn new(kind: &'static str, hostname: &'a str, items: T, warnings: &'a [Warning]) -> Self {
-        Document {
-            schema: SCHEMA_VERSION,
-            kind,
-            hostname,
-            items,
-            unix: None,
-            warnings,
-            context: None,
-        }
-    }
-
-    /// Adds the `unix` list (`kports listen --unix`).
-    pub fn with_unix<U: Serialize>(self, unix: Option<U>) -> Document<'a, T, U> {
-        let Document {
-            schema,
-            kind,
-            hostname,
-            items,
-            warnings,
-            context,
-            ..
-        } = self;
-        Document {
-            schema,
-            kind,
-            hostname,
-            items,
-            unix,
-            warnings,
-            context,
-        }
-    }
-
-    /// Adds the `context` object.
-    pub fn with_context(self, context: serde_json::Value) -> Self {
-        Document {
-            context: Some(context),
-            ..self
-        }
-    }
 }
 
 /// Where a command writes: standard output, or any writer (a test's buffer).

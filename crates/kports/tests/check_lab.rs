@@ -491,7 +491,7 @@ impl LabNode {
 
 fn lab_nodes() -> Vec<LabNode> {
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    status["nodes"]
+    status["items"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
