@@ -1,5 +1,6 @@
-//! Test support: a network namespace of the test's own, processes in it that look like
-//! Kubernetes components, and helpers to run kports, `ss` and `ip` inside it.
+//! Test support shared by every topic: the binary's path, the root check, one lab at a time,
+//! a network namespace of the test's own with processes in it that look like Kubernetes
+//! components, and helpers to run kports, `ss` and `ip` inside it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,8 +10,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
-const SOCKD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/sockd.py");
+const SOCKD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/sockd.py");
 
+/// Fails the test unless it runs as root: the system tests create network namespaces (CI runs
+/// them as root).
 pub fn require_root() {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -18,6 +21,15 @@ pub fn require_root() {
         euid, 0,
         "the system tests create network namespaces and must run as root (CI does)"
     );
+}
+
+/// One lab per machine: a test holds this while its lab is up.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for this test's turn to bring up a lab (after root is checked).
+pub fn lab_turn() -> std::sync::MutexGuard<'static, ()> {
+    require_root();
+    LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs a command to completion, panicking with its stderr if it fails.

@@ -1,23 +1,16 @@
 //! `kports firewall` run as a user runs it, inside a network namespace the test makes (root):
 //! `check -o json` names the deciding rule, `plan --script` applies cleanly twice.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
-
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::{KPORTS, require_root};
 
 struct Ns(String);
 
 impl Ns {
     fn new() -> Ns {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "this test creates a network namespace and must run as root (CI does)"
-        );
+        require_root();
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "kpfw-cli-{}-{}",

@@ -6,8 +6,6 @@
 //! Network probes go only to lab addresses, from inside lab namespaces, with a 2 s connect
 //! timeout and a bounded number of attempts.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
-
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,27 +13,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::{KPORTS, lab_turn, require_root};
 const RUN_DIR: &str = "/run/kports-lab";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One lab at a time: every test holds this while its lab is up.
-static LAB: Mutex<()> = Mutex::new(());
-
-fn require_root() {
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the kports lab tests create network namespaces and must run as root (CI does)"
-    );
-}
 
 fn kports(args: &[&str]) -> Output {
     Command::new(KPORTS)
@@ -81,8 +67,7 @@ struct Lab {
 
 impl Lab {
     fn up(args: &[&str]) -> Lab {
-        require_root();
-        let turn = LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = lab_turn();
         assert!(
             !Path::new(RUN_DIR).exists() && lab_namespaces().is_empty(),
             "a kports lab is already up on this machine; run `kports lab down` before the tests"
@@ -323,8 +308,7 @@ fn up_and_down_twice_leave_nothing_behind() {
 
 #[test]
 fn down_cleans_up_after_a_killed_up() {
-    require_root();
-    let _turn = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = lab_turn();
     assert_nothing_left("before the test");
     // Kill `up` at a few points of its work; `down` must find whatever it had made.
     let mut rounds_with_leftovers = 0;
@@ -792,8 +776,7 @@ fn mistakes_are_usage_errors() {
 
 #[test]
 fn commands_fail_clearly_without_a_lab_or_without_root() {
-    require_root();
-    let _turn = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = lab_turn();
     let out = kports(&["lab", "fault", "w1", "down"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
