@@ -18,7 +18,7 @@ use crate::{Proto, SockState, Socket, Warning};
 
 /// What the user asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Query {
+pub enum Subject {
     /// `2379`, `tcp/2379`, `2379/udp`.
     Port {
         protocol: Option<Protocol>,
@@ -28,8 +28,8 @@ pub enum Query {
     Name(String),
 }
 
-impl Query {
-    pub fn parse(s: &str) -> Result<Query, String> {
+impl Subject {
+    pub fn parse(s: &str) -> Result<Subject, String> {
         let s = s.trim();
         let proto = |p: &str| match p.to_ascii_lowercase().as_str() {
             "tcp" => Ok(Protocol::Tcp),
@@ -42,19 +42,19 @@ impl Query {
         };
         if let Some((a, b)) = s.split_once('/') {
             return if a.chars().all(|c| c.is_ascii_digit()) {
-                Ok(Query::Port {
+                Ok(Subject::Port {
                     protocol: Some(proto(b)?),
                     port: port(a)?,
                 })
             } else {
-                Ok(Query::Port {
+                Ok(Subject::Port {
                     protocol: Some(proto(a)?),
                     port: port(b)?,
                 })
             };
         }
         if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-            return Ok(Query::Port {
+            return Ok(Subject::Port {
                 protocol: None,
                 port: port(s)?,
             });
@@ -64,7 +64,7 @@ impl Query {
                 "`{s}` is neither a port (2379, tcp/2379) nor a component name (etcd)"
             ));
         }
-        Ok(Query::Name(s.to_ascii_lowercase()))
+        Ok(Subject::Name(s.to_ascii_lowercase()))
     }
 }
 
@@ -118,7 +118,7 @@ impl Now {
 }
 
 /// The explanations for `query`; empty when a name matches nothing.
-pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warning>) {
+pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warning>) {
     let warnings = Vec::new();
     let resolved = input.resolved;
     let report = check::check(input);
@@ -131,7 +131,7 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
 
     let mut out = Vec::new();
     match query {
-        Query::Port { protocol, port } => {
+        Subject::Port { protocol, port } => {
             let protocols: Vec<Protocol> = match protocol {
                 Some(p) => vec![*p],
                 None => vec![Protocol::Tcp, Protocol::Udp],
@@ -183,7 +183,7 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
                 }
             }
         }
-        Query::Name(name) => {
+        Subject::Name(name) => {
             for r in resolved {
                 let e = &r.entry;
                 if matches_name(e, name) {
@@ -205,9 +205,9 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
     (out, warnings)
 }
 
-fn protocols_len(q: &Query) -> usize {
+fn protocols_len(q: &Subject) -> usize {
     match q {
-        Query::Port {
+        Subject::Port {
             protocol: Some(_), ..
         } => 1,
         _ => 2,
@@ -440,37 +440,37 @@ mod tests {
             version: None,
             pre_install: false,
         };
-        explain(&Query::parse(q).unwrap(), &input).0
+        explain(&Subject::parse(q).unwrap(), &input).0
     }
 
     #[test]
     fn queries() {
         assert_eq!(
-            Query::parse("2379"),
-            Ok(Query::Port {
+            Subject::parse("2379"),
+            Ok(Subject::Port {
                 protocol: None,
                 port: 2379
             })
         );
         assert_eq!(
-            Query::parse("udp/8472"),
-            Ok(Query::Port {
+            Subject::parse("udp/8472"),
+            Ok(Subject::Port {
                 protocol: Some(Protocol::Udp),
                 port: 8472
             })
         );
         assert_eq!(
-            Query::parse("8472/UDP"),
-            Ok(Query::Port {
+            Subject::parse("8472/UDP"),
+            Ok(Subject::Port {
                 protocol: Some(Protocol::Udp),
                 port: 8472
             })
         );
-        assert_eq!(Query::parse("Etcd"), Ok(Query::Name("etcd".into())));
-        assert!(Query::parse("0").is_err());
-        assert!(Query::parse("sctp/1").is_err());
-        assert!(Query::parse("99999").is_err());
-        assert!(Query::parse("").is_err());
+        assert_eq!(Subject::parse("Etcd"), Ok(Subject::Name("etcd".into())));
+        assert!(Subject::parse("0").is_err());
+        assert!(Subject::parse("sctp/1").is_err());
+        assert!(Subject::parse("99999").is_err());
+        assert!(Subject::parse("").is_err());
     }
 
     #[test]

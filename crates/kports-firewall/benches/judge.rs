@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use kports_core::catalog::Catalog;
 use kports_firewall::Evaluator;
 use kports_firewall::capture::{Capture, SaveSource, assemble};
-use kports_firewall::check::{Source, check};
 use kports_firewall::model::{Backend, parse_cidr};
 use kports_firewall::required::{PortCatalog, Role, SourceKind};
 use kports_firewall::sources::{KindSource, Origin};
+use kports_firewall::verdicts::{SourceAddr, check};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -39,7 +39,7 @@ fn main() {
         .ports;
     let source = |kind: SourceKind, range: &str, origin: Origin| KindSource {
         kind,
-        source: Source {
+        source: SourceAddr {
             range: parse_cidr(range).unwrap(),
             dst: "198.51.100.1".parse().ok(),
             iif: Some("eth0".into()),

@@ -22,11 +22,11 @@ use kports_core::flags::scope_of;
 use kports_core::resolve::Resolved;
 use kports_core::{Proto, Socket, Warning};
 
-use crate::check::Source;
 use crate::eval::{Evaluator, Judgement, Packet, RuleRef};
 use crate::model::{Backend, Ruleset};
 use crate::required::{SourceKind, needed};
 use crate::sources::KindSource;
+use crate::verdicts::SourceAddr;
 
 /// At most this many verdicts are kept as a finding's evidence.
 const MAX_EVIDENCE: usize = 8;
@@ -86,7 +86,7 @@ fn read_command(source: &str) -> String {
     }
 }
 
-fn packet(s: &Source, proto: Proto, port: u16) -> Packet {
+fn packet(s: &SourceAddr, proto: Proto, port: u16) -> Packet {
     Packet {
         v6: s.range.v6,
         proto: match proto {

@@ -18,10 +18,10 @@ use std::fmt::Write as _;
 use kports_core::Proto;
 use serde::Serialize;
 
-use crate::check::subtract;
 use crate::eval::{Evaluator, Judgement, Packet, RuleRef};
 use crate::iptables;
 use crate::model::*;
+use crate::ranges::subtract;
 use crate::required::{RequiredPort, SourceKind};
 
 /// The nft table and chain kports owns.

@@ -18,9 +18,9 @@ use kports_core::catalog::{Peer, Protocol, Role};
 use kports_core::resolve::Resolved;
 use kports_core::{Interface, Proto, SockState, Socket, Warning};
 
-use crate::check::Source;
 use crate::model::AddrRange;
 use crate::required::SourceKind;
+use crate::verdicts::SourceAddr;
 
 /// At most this many addresses of each kind are taken from the census.
 pub const MAX_PER_KIND: usize = 8;
@@ -66,7 +66,7 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindSource {
     pub kind: SourceKind,
-    pub source: Source,
+    pub source: SourceAddr,
     pub origin: Origin,
 }
 
@@ -252,7 +252,7 @@ pub fn choose(
     let mut add = |kind: SourceKind, range: AddrRange, origin: Origin| {
         out.sources.push(KindSource {
             kind,
-            source: Source::new(range),
+            source: SourceAddr::new(range),
             origin,
         })
     };

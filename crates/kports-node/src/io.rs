@@ -13,7 +13,7 @@ use kports_linux::census::{self, OwnerScope, Query};
 use kports_linux::runner::DEFAULT_TIMEOUT;
 use kports_linux::sockdiag::{ESTABLISHED, LISTEN, UNCONN};
 
-pub use kports_linux::census::Source as CensusSource;
+pub use kports_linux::census::SocketSource;
 
 /// What a node report needs of a census: listeners, established connections (for the command
 /// lines of components that only connect out, and the peers) and interfaces (tunnel ports, CNI
@@ -28,7 +28,7 @@ pub struct Census {
 /// The system a node report reads.
 pub trait NodeIo {
     /// The census of the caller's network namespace.
-    fn census(&self, source: CensusSource) -> Result<Census, kports_linux::Error>;
+    fn census(&self, source: SocketSource) -> Result<Census, kports_linux::Error>;
     /// The raw firewall sources (`nft -j list ruleset`, every `*-save`, the managers' files).
     fn firewall(&self) -> Capture;
     /// The interface and local address packets from `addr` arrive on (`ip route get`).
@@ -56,7 +56,7 @@ impl Default for Linux {
 }
 
 impl NodeIo for Linux {
-    fn census(&self, source: CensusSource) -> Result<Census, kports_linux::Error> {
+    fn census(&self, source: SocketSource) -> Result<Census, kports_linux::Error> {
         let q = Query {
             source,
             tcp_states: LISTEN | ESTABLISHED,

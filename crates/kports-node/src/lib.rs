@@ -23,16 +23,16 @@ use kports_core::resolve::{self, Resolved};
 use kports_core::role::{self, Detected, DetectionSource};
 use kports_core::{Interface, Socket, Warning};
 use kports_firewall::capture::assemble;
-use kports_firewall::check::CheckRow;
 use kports_firewall::detect::{self, Managers};
 use kports_firewall::findings;
 use kports_firewall::model::{AddrRange, Ruleset};
 use kports_firewall::plan::{self, Plan, PlanBackend, PlanRequest};
 use kports_firewall::required::{self, RequiredPort, SourceKind};
 use kports_firewall::sources::{self, Chosen, Given};
-use kports_firewall::{Evaluator, check as fwcheck};
+use kports_firewall::verdicts::CheckRow;
+use kports_firewall::{Evaluator, verdicts};
 
-pub use io::{Census, CensusSource, Linux, NodeIo};
+pub use io::{Census, Linux, NodeIo, SocketSource};
 pub use replay::Replay;
 
 /// Why a node report (or a view of it) cannot be made.
@@ -68,7 +68,7 @@ pub struct Options {
     /// `--catalog`: a file that extends or overrides the built-in catalog.
     pub catalog: Option<PathBuf>,
     /// Where socket lists come from.
-    pub census: CensusSource,
+    pub census: SocketSource,
     /// When the census fails: an error (`false` turns it into a warning, and ports are judged at
     /// the catalog's defaults).
     pub census_required: bool,
@@ -89,7 +89,7 @@ impl Default for Options {
             role: None,
             cni: None,
             catalog: None,
-            census: CensusSource::Auto,
+            census: SocketSource::Auto,
             census_required: true,
             firewall: true,
             sources: Vec::new(),
@@ -270,7 +270,7 @@ impl NodeReport {
     }
 
     /// `kports explain`: the catalog's facts about `query`, and what this node has there now.
-    pub fn explain(&self, query: &explain::Query) -> (Vec<Explanation>, Vec<Warning>) {
+    pub fn explain(&self, query: &explain::Subject) -> (Vec<Explanation>, Vec<Warning>) {
         let (items, mut warnings) = explain::explain(query, &self.core_input(None, false));
         warnings.extend(self.flag_warnings.iter().cloned());
         warnings.extend(self.census_warnings.iter().cloned());
@@ -330,7 +330,7 @@ impl NodeReport {
         let (ports, mut notes) = self.required()?;
         let fw = self.firewall_or_empty();
         notes.extend(fw.sources.notes.iter().cloned());
-        let rows = fwcheck::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
+        let rows = verdicts::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
         Ok(FirewallCheck {
             role,
             firewall: fw,

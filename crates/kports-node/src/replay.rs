@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use kports_core::{Interface, Socket, Warning};
 use kports_firewall::capture::Capture;
 
-use crate::io::{Census, CensusSource, NodeIo};
+use crate::io::{Census, NodeIo, SocketSource};
 
 /// Captured data of one node.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +28,7 @@ pub struct Replay {
 }
 
 impl NodeIo for Replay {
-    fn census(&self, _: CensusSource) -> Result<Census, kports_linux::Error> {
+    fn census(&self, _: SocketSource) -> Result<Census, kports_linux::Error> {
         if let Some(e) = &self.census_error {
             return Err(kports_linux::Error::io(
                 "/proc",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kports_core::catalog::{Role, Severity, Version};
-use kports_core::explain::Query;
+use kports_core::explain::Subject;
 use kports_firewall::model::AddrRange;
 use kports_firewall::plan::PlanBackend;
 
@@ -248,8 +248,8 @@ fn parse_version(s: &str) -> Result<Version, String> {
 pub struct ExplainArgs {
     /// A port (2379, tcp/2379, 8472/udp), a component (etcd, kube-apiserver, apiserver) or a CNI
     /// (flannel).
-    #[arg(value_name = "PORT|COMPONENT", value_parser = Query::parse)]
-    pub query: Query,
+    #[arg(value_name = "PORT|COMPONENT", value_parser = Subject::parse)]
+    pub query: Subject,
     #[command(flatten)]
     pub node: NodeContext,
     /// Output format (wide is the same as table).
@@ -332,13 +332,13 @@ pub enum SourceArg {
     Proc,
 }
 
-impl From<SourceArg> for kports_linux::census::Source {
-    fn from(s: SourceArg) -> kports_linux::census::Source {
-        use kports_linux::census::Source;
+impl From<SourceArg> for kports_linux::census::SocketSource {
+    fn from(s: SourceArg) -> kports_linux::census::SocketSource {
+        use kports_linux::census::SocketSource;
         match s {
-            SourceArg::Auto => Source::Auto,
-            SourceArg::Netlink => Source::Netlink,
-            SourceArg::Proc => Source::Proc,
+            SourceArg::Auto => SocketSource::Auto,
+            SourceArg::Netlink => SocketSource::Netlink,
+            SourceArg::Proc => SocketSource::Proc,
         }
     }
 }

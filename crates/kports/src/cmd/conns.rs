@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use anyhow::Result;
-use kports_core::conns::{self, ConnRow, Direction, Grouping};
+use kports_core::conns::{self, ConnDirection, ConnRow, Grouping};
 use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ESTABLISHED, LISTEN};
 
@@ -76,8 +76,8 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         match c {
             0 => b.push_str(&r.netns.as_ref().map_or_else(|| "-".into(), |n| n.label())),
             1 => b.push_str(match r.direction {
-                Direction::In => "in",
-                Direction::Out => "out",
+                ConnDirection::In => "in",
+                ConnDirection::Out => "out",
             }),
             2 => match (
                 r.direction,
@@ -86,11 +86,13 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
                 r.remote_address,
                 r.remote_port,
             ) {
-                (Direction::In, Some(a), Some(p), _, _) if args.by_port && a.is_unspecified() => {
+                (ConnDirection::In, Some(a), Some(p), _, _)
+                    if args.by_port && a.is_unspecified() =>
+                {
                     let _ = write!(b, "*:{p}");
                 }
-                (Direction::In, Some(a), Some(p), _, _) => endpoint(b, &a, p),
-                (Direction::Out, _, _, Some(a), Some(p)) => {
+                (ConnDirection::In, Some(a), Some(p), _, _) => endpoint(b, &a, p),
+                (ConnDirection::Out, _, _, Some(a), Some(p)) => {
                     b.push_str("-> ");
                     endpoint(b, &a, p);
                 }
@@ -117,11 +119,11 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
 fn keep(args: &ConnsArgs, r: &ConnRow) -> bool {
     let f = &args.filters;
     let port = match r.direction {
-        Direction::In => r.local_port,
-        Direction::Out => r.remote_port,
+        ConnDirection::In => r.local_port,
+        ConnDirection::Out => r.remote_port,
     };
-    (!args.inbound || r.direction == Direction::In)
-        && (!args.outbound || r.direction == Direction::Out)
+    (!args.inbound || r.direction == ConnDirection::In)
+        && (!args.outbound || r.direction == ConnDirection::Out)
         && f.port
             .is_none_or(|(lo, hi)| port.is_some_and(|p| (lo..=hi).contains(&p)))
         && f.component

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use kports_core::catalog::Role;
-use kports_core::explain::{self, Explanation, PeerCount, Query};
+use kports_core::explain::{self, Explanation, PeerCount, Subject};
 use kports_node::{NodeIo, NodeReport, Options};
 
 use crate::cli::ExplainArgs;
@@ -27,7 +27,7 @@ pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Re
     )?;
     let (items, warnings) = node.explain(&args.query);
     if items.is_empty() {
-        if let Query::Name(n) = &args.query {
+        if let Subject::Name(n) = &args.query {
             anyhow::bail!(
                 "the catalog has no component or CNI `{n}`; it knows {}",
                 explain::known_names(&node.catalog).join(", ")

@@ -6,11 +6,11 @@ use std::io::Write;
 use anyhow::Result;
 use kports_core::catalog::Role;
 use kports_firewall::Judgement;
-use kports_firewall::check::CheckRow;
 use kports_firewall::detect::Managers;
 use kports_firewall::model::Unread;
 use kports_firewall::plan;
 use kports_firewall::required::RequiredPort;
+use kports_firewall::verdicts::CheckRow;
 use kports_node::{NodeIo, NodeReport, Options};
 use serde::Serialize;
 

@@ -11,12 +11,13 @@ use serde::Serialize;
 
 use crate::eval::{Evaluator, Judgement, Packet};
 use crate::model::AddrRange;
+use crate::ranges::subtract;
 use crate::required::{RequiredPort, SourceKind};
 use crate::sources::{KindSource, Origin};
 
 /// A source address or range, with what is known about how its packets arrive.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub struct SourceAddr {
     pub range: AddrRange,
     /// The node address its packets are sent to.
     pub dst: Option<IpAddr>,
@@ -24,9 +25,9 @@ pub struct Source {
     pub iif: Option<String>,
 }
 
-impl Source {
-    pub fn new(range: AddrRange) -> Source {
-        Source {
+impl SourceAddr {
+    pub fn new(range: AddrRange) -> SourceAddr {
+        SourceAddr {
             range,
             dst: None,
             iif: None,
@@ -34,13 +35,13 @@ impl Source {
     }
 
     /// The node itself, over loopback.
-    pub fn loopback(v6: bool) -> Source {
+    pub fn loopback(v6: bool) -> SourceAddr {
         let a: IpAddr = if v6 {
             Ipv6Addr::LOCALHOST.into()
         } else {
             Ipv4Addr::LOCALHOST.into()
         };
-        Source {
+        SourceAddr {
             range: AddrRange::single(a),
             dst: Some(a),
             iif: Some("lo".into()),
@@ -98,7 +99,7 @@ pub struct CheckRow {
 /// the rest of the nodes' sources.
 pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &[KindSource]) -> Vec<CheckRow> {
     let mut rows = Vec::new();
-    let of = |kind: SourceKind| -> Vec<Source> {
+    let of = |kind: SourceKind| -> Vec<SourceAddr> {
         sources
             .iter()
             .filter(|s| s.kind == kind)
@@ -106,7 +107,7 @@ pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &[KindSource])
             .collect()
     };
     let network = of(SourceKind::Nodes);
-    let control_plane: Vec<Source> = sources
+    let control_plane: Vec<SourceAddr> = sources
         .iter()
         .filter(|s| s.kind == SourceKind::ControlPlane && s.origin != Origin::Sources)
         .map(|s| s.source.clone())
@@ -122,13 +123,13 @@ pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &[KindSource])
         if v.is_empty() { vec![false] } else { v }
     };
     for port in ports {
-        let needing: Vec<Source> = match port.from {
+        let needing: Vec<SourceAddr> = match port.from {
             SourceKind::All => of(SourceKind::All),
             SourceKind::Nodes => network.clone(),
             SourceKind::ControlPlane if control_plane.is_empty() => network.clone(),
             SourceKind::ControlPlane => control_plane.clone(),
             SourceKind::LoadBalancers => of(SourceKind::LoadBalancers),
-            SourceKind::SelfOnly => v6s.iter().map(|&v6| Source::loopback(v6)).collect(),
+            SourceKind::SelfOnly => v6s.iter().map(|&v6| SourceAddr::loopback(v6)).collect(),
         };
         for s in &needing {
             rows.push(row(ev, port, RowKind::Needs(port.from), s, true));
@@ -140,7 +141,7 @@ pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &[KindSource])
         for net in &network {
             let holes: Vec<AddrRange> = needing.iter().map(|s| s.range).collect();
             for piece in subtract(net.range, &holes).into_iter().take(16) {
-                let s = Source {
+                let s = SourceAddr {
                     range: piece,
                     dst: net.dst,
                     iif: net.iif.clone(),
@@ -156,7 +157,7 @@ fn row(
     ev: &Evaluator<'_>,
     port: &RequiredPort,
     kind: RowKind,
-    s: &Source,
+    s: &SourceAddr,
     expect_open: bool,
 ) -> CheckRow {
     let p = Packet {
@@ -190,64 +191,5 @@ fn row(
         expect_open,
         segments,
         ok,
-    }
-}
-
-/// `range` without the addresses of `holes`, as disjoint ranges in order.
-pub fn subtract(range: AddrRange, holes: &[AddrRange]) -> Vec<AddrRange> {
-    let mut out = vec![range];
-    for h in holes {
-        let mut next = Vec::new();
-        for r in out {
-            if !r.overlaps(h) {
-                next.push(r);
-                continue;
-            }
-            if h.lo > r.lo {
-                next.push(AddrRange {
-                    v6: r.v6,
-                    lo: r.lo,
-                    hi: h.lo - 1,
-                });
-            }
-            if h.hi < r.hi {
-                next.push(AddrRange {
-                    v6: r.v6,
-                    lo: h.hi + 1,
-                    hi: r.hi,
-                });
-            }
-        }
-        out = next;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::parse_cidr;
-
-    #[test]
-    fn subtracting_addresses() {
-        let net = parse_cidr("198.51.100.0/24").unwrap();
-        let pieces = subtract(
-            net,
-            &[
-                parse_cidr("198.51.100.1").unwrap(),
-                parse_cidr("198.51.100.3").unwrap(),
-            ],
-        );
-        let text: Vec<String> = pieces.iter().map(|p| p.to_string()).collect();
-        assert_eq!(
-            text,
-            [
-                "198.51.100.0",
-                "198.51.100.2",
-                "198.51.100.4-198.51.100.255"
-            ]
-        );
-        assert!(subtract(net, &[net]).is_empty());
-        assert_eq!(subtract(net, &[parse_cidr("10.0.0.1").unwrap()]), vec![net]);
     }
 }
