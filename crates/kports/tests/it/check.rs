@@ -11,11 +11,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::RwLockReadGuard;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-use crate::support::{KPORTS, require_root};
+use crate::support::{KPORTS, ns_turn};
 
 /// Binds and connects what its arguments say, prints `ready`, then waits (at most 120 s).
 /// Arguments: `tcp:HOST:PORT`, `udp:HOST:PORT`, `connect:HOST:PORT`; anything starting with
@@ -41,12 +42,13 @@ struct Node {
     ns: String,
     dir: PathBuf,
     children: Vec<Child>,
+    _turn: RwLockReadGuard<'static, ()>,
 }
 
 impl Node {
     /// A fresh namespace with lo up and an `eth0` holding 192.0.2.10/24 and 2001:db8::10/64.
     fn new() -> Node {
-        require_root();
+        let turn = ns_turn();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let ns = format!("kpc-{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(&ns);
@@ -58,6 +60,7 @@ impl Node {
             ns,
             dir,
             children: Vec::new(),
+            _turn: turn,
         };
         node.ip(&["link", "set", "lo", "up"]);
         // A veth pair with both ends inside: the kernel here has no dummy links.

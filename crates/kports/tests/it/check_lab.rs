@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::MutexGuard;
+use std::sync::RwLockWriteGuard;
 use std::thread;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ fn kports_ok(args: &[&str]) -> String {
 
 /// A lab that goes down when the guard is dropped.
 struct Lab {
-    _turn: MutexGuard<'static, ()>,
+    _turn: RwLockWriteGuard<'static, ()>,
 }
 
 impl Lab {

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::MutexGuard;
+use std::sync::RwLockWriteGuard;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,7 @@ fn exec_json(node: &str, cmd: &[&str]) -> Value {
 
 /// A lab that goes down when the guard is dropped, whatever happened in between.
 struct Lab {
-    _turn: MutexGuard<'static, ()>,
+    _turn: RwLockWriteGuard<'static, ()>,
 }
 
 impl Lab {

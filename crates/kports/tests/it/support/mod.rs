@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::Duration;
 
 pub const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
@@ -23,13 +23,26 @@ pub fn require_root() {
     );
 }
 
-/// One lab per machine: a test holds this while its lab is up.
-static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The system tests' turns: a lab test has the machine to itself (one lab per machine, and no
+/// other test's namespaces or processes beside it, as when each ran in its own binary); tests
+/// with their own namespaces run side by side.
+static SYSTEM: RwLock<()> = RwLock::new(());
 
 /// Waits for this test's turn to bring up a lab (after root is checked).
-pub fn lab_turn() -> std::sync::MutexGuard<'static, ()> {
+pub fn lab_turn() -> RwLockWriteGuard<'static, ()> {
     require_root();
-    LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SYSTEM
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Waits until no lab test runs, for a test that makes its own namespaces (after root is
+/// checked); hold it until the namespace is gone.
+pub fn ns_turn() -> RwLockReadGuard<'static, ()> {
+    require_root();
+    SYSTEM
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs a command to completion, panicking with its stderr if it fails.
@@ -76,11 +89,12 @@ pub struct Ns {
     dir: PathBuf,
     children: Vec<Child>,
     pids: Vec<u32>,
+    _turn: RwLockReadGuard<'static, ()>,
 }
 
 impl Ns {
     pub fn new() -> Ns {
-        require_root();
+        let turn = ns_turn();
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "kpt-{}-{}",
@@ -95,6 +109,7 @@ impl Ns {
             dir,
             children: Vec::new(),
             pids: Vec::new(),
+            _turn: turn,
         };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
