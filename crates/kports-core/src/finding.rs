@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::catalog::{Key, PortRange, Protocol, Severity};
+use crate::catalog::{Key, PortRange, Protocol, Severity, SourceKind};
 use crate::{Owner, Proto, SockState, Socket};
 
 /// What a finding is about: stable ids, for scripts and CI to match on (the JSON `id`).
@@ -105,7 +105,8 @@ pub struct Evidence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FirewallEvidence {
     /// Who the source stands for: `control-plane`, `nodes`, `all`, `load-balancers`.
-    pub source_kind: String,
+    #[serde(serialize_with = "kind_name")]
+    pub source_kind: SourceKind,
     /// The address or prefix judged from, and where it came from (`10.0.0.11 (connected to
     /// the API server)`).
     pub source: String,
@@ -193,4 +194,9 @@ pub fn ss_command(proto: Protocol, port: PortRange) -> String {
             port.first, port.last
         )
     }
+}
+
+/// A source kind as the firewall's rows name it (`self` for the node itself).
+fn kind_name<S: serde::Serializer>(k: &SourceKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.as_str())
 }

@@ -108,7 +108,7 @@ fn verdict_evidence(ks: &KindSource, j: &Judgement) -> FirewallEvidence {
         Judgement::Unknown { .. } => None,
     };
     FirewallEvidence {
-        source_kind: ks.kind.as_str().to_string(),
+        source_kind: ks.kind,
         source: format!("{} ({})", ks.source.range, ks.origin),
         verdict: j.word().to_string(),
         rule,

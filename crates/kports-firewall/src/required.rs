@@ -15,35 +15,7 @@ use kports_core::resolve::{self, Resolved};
 use serde::Serialize;
 
 /// A node's role (the catalog's).
-pub use kports_core::catalog::Role;
-
-/// Who needs to reach a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceKind {
-    /// Control-plane nodes only (etcd peers, the API server calling the kubelet).
-    ControlPlane,
-    /// Every node of the cluster (overlay networks, BGP).
-    Nodes,
-    /// Anyone who uses the cluster (API clients, NodePort clients).
-    All,
-    /// External load balancers' health checks.
-    LoadBalancers,
-    /// The node itself only (over loopback): open to no other source.
-    SelfOnly,
-}
-
-impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::ControlPlane => "control-plane",
-            SourceKind::Nodes => "nodes",
-            SourceKind::All => "all",
-            SourceKind::LoadBalancers => "load-balancers",
-            SourceKind::SelfOnly => "self",
-        }
-    }
-}
+pub use kports_core::catalog::{Role, SourceKind};
 
 /// One port (or range) a node needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,41 +54,6 @@ impl RequiredPort {
             Proto::Tcp => 6,
             Proto::Udp => 17,
         }
-    }
-}
-
-impl SourceKind {
-    /// How many hosts the kind lets in, widest highest: All > Nodes > ControlPlane >
-    /// LoadBalancers > SelfOnly.
-    fn width(self) -> u8 {
-        match self {
-            SourceKind::All => 4,
-            SourceKind::Nodes => 3,
-            SourceKind::ControlPlane => 2,
-            SourceKind::LoadBalancers => 1,
-            SourceKind::SelfOnly => 0,
-        }
-    }
-
-    /// The kind of source a catalog peer is.
-    pub fn of_peer(p: Peer) -> SourceKind {
-        match p {
-            Peer::Clients => SourceKind::All,
-            Peer::Nodes => SourceKind::Nodes,
-            Peer::ControlPlane | Peer::Apiserver | Peer::Etcd => SourceKind::ControlPlane,
-            Peer::LoadBalancers => SourceKind::LoadBalancers,
-            Peer::SelfNode | Peer::Pods => SourceKind::SelfOnly,
-        }
-    }
-
-    /// The widest kind among `peers` (6443, reached by everyone, is `All`; etcd is
-    /// `ControlPlane`); `SelfOnly` when only the node itself or its pods connect.
-    pub fn widest(peers: &[Peer]) -> SourceKind {
-        peers
-            .iter()
-            .map(|&p| SourceKind::of_peer(p))
-            .max_by_key(|k| k.width())
-            .unwrap_or(SourceKind::SelfOnly)
     }
 }
 
