@@ -33,7 +33,7 @@ use kports_firewall::verdicts::CheckRow;
 use kports_firewall::{Evaluator, verdicts};
 
 pub use io::{Census, Linux, NodeIo, SocketSource};
-pub use replay::Replay;
+pub use replay::{EXAMPLE_CONTROL_PLANE, EXAMPLE_NODE, Replay};
 
 /// Why a node report (or a view of it) cannot be made.
 #[derive(Debug, thiserror::Error)]

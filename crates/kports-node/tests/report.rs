@@ -2,116 +2,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use kports_core::catalog::Role;
 use kports_core::role::DetectionSource;
-use kports_core::{Address, Family, Interface, Owner, ProcessRef, Proto, SockState, Socket};
-use kports_firewall::capture::{Capture, SaveSource};
-use kports_firewall::model::{Backend, parse_cidr};
+use kports_firewall::model::parse_cidr;
 use kports_firewall::plan::PlanBackend;
 use kports_firewall::required::SourceKind;
 use kports_firewall::sources::Origin;
 use kports_node::{Error, NodeReport, Options, Replay};
 
-const NODE: &str = "192.0.2.21";
 const CP: &str = "192.0.2.11";
 
-fn socket(
-    state: SockState,
-    local: (&str, u16),
-    remote: (&str, u16),
-    name: &str,
-    pid: u32,
-) -> Socket {
-    let la: IpAddr = local.0.parse().unwrap();
-    Socket {
-        proto: Proto::Tcp,
-        family: if la.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        },
-        state,
-        local_address: la,
-        local_port: local.1,
-        remote_address: remote.0.parse().unwrap(),
-        remote_port: remote.1,
-        inode: u64::from(pid) * 100_000 + u64::from(local.1),
-        uid: 0,
-        interface: None,
-        cgroup_id: None,
-        processes: Arc::new(vec![Arc::new(ProcessRef {
-            pid,
-            name: name.to_string(),
-            cmdline: name.to_string(),
-            container_id: None,
-            pod_uid: None,
-        })]),
-        owner: Owner::Process,
-        component: ["kubelet", "kube-proxy"].into_iter().find(|c| *c == name),
-        netns: None,
-        cgroup: None,
-    }
-}
-
-fn listen(addr: &str, port: u16, name: &str, pid: u32) -> Socket {
-    socket(SockState::Listen, (addr, port), ("0.0.0.0", 0), name, pid)
-}
-
-/// A kubeadm worker connected to the API server at `CP`, whose firewall (iptables-nft) drops
-/// tcp/10250.
 fn worker() -> Replay {
-    let save = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 10250 -j DROP\nCOMMIT\n";
-    let mut r = Replay {
-        hostname: "w1".into(),
-        sockets: vec![
-            listen("0.0.0.0", 10250, "kubelet", 500),
-            listen("127.0.0.1", 10248, "kubelet", 500),
-            listen("0.0.0.0", 10256, "kube-proxy", 600),
-            listen("127.0.0.1", 10249, "kube-proxy", 600),
-            socket(
-                SockState::Established,
-                (NODE, 40000),
-                (CP, 6443),
-                "kubelet",
-                500,
-            ),
-        ],
-        interfaces: vec![Interface {
-            index: 2,
-            name: "eth0".into(),
-            kind: "veth".into(),
-            state: "up".into(),
-            mtu: 1500,
-            mac: None,
-            master: None,
-            tunnel_port: None,
-            addresses: vec![Address {
-                address: NODE.parse().unwrap(),
-                prefix_len: 24,
-                family: Family::Ipv4,
-                scope: "global".into(),
-            }],
-            netns: None,
-        }],
-        firewall: Capture {
-            saves: vec![(
-                SaveSource {
-                    backend: Backend::IptablesNft,
-                    v6: false,
-                },
-                Ok(save.into()),
-            )],
-            ..Capture::default()
-        },
-        ..Replay::default()
-    };
-    r.routes
-        .insert(CP.parse().unwrap(), ("eth0".into(), NODE.parse().ok()));
-    r
+    Replay::example_worker()
 }
 
 #[test]

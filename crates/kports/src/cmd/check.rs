@@ -234,6 +234,18 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_kubelet_is_an_error_that_fails_the_check() {
+        let (text, outcome) = render(&["check", "--cni", "none"], &Replay::example_worker());
+        assert_eq!(text, BLOCKED);
+        assert!(outcome.failed);
+        let (_, never) = render(
+            &["check", "--cni", "none", "--fail-on", "never"],
+            &Replay::example_worker(),
+        );
+        assert!(!never.failed);
+    }
+
+    #[test]
     fn a_pre_install_check_of_an_empty_worker_renders_its_table() {
         let io = Replay {
             hostname: "w9".into(),
@@ -288,5 +300,16 @@ udp/30000-32767  kube-proxy  reserved   ok      -          NodePort Services ove
 udp/8472         flannel     listening  ok      -          Flannel VXLAN overlay (kernel flannel.1 device)
 
 7 ports checked: no findings
+";
+
+    /// `kports check --cni none` on the example worker.
+    const BLOCKED: &str = "\
+check of w1: role worker (detected: kubelet (pid 500) holds tcp/10250), CNI none (--cni)
+
+SEVERITY  FINDING                        PORT       MESSAGE
+error     firewall-blocks-required-port  tcp/10250  the firewall drops tcp/10250 from 192.0.2.11 (the API server this node connects to), but the control plane must reach kubelet there (Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics): iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
+                                                      $ iptables-nft -t filter -L INPUT -n -v --line-numbers
+
+12 ports checked: 1 error, 0 warnings, 0 info
 ";
 }

@@ -264,3 +264,82 @@ fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
     }
     Ok(Outcome::done(fp.warnings))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use kports_node::Replay;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// `kports ARGS` on the example worker: (stdout, outcome).
+    fn render(args: &[&str]) -> (String, Outcome) {
+        let cli =
+            Cli::try_parse_from(std::iter::once("kports").chain(args.iter().copied())).unwrap();
+        let Command::Firewall(c) = &cli.command else {
+            panic!("not a firewall command: {args:?}");
+        };
+        let mut out = Out::new(Vec::new(), false);
+        let outcome = run(c, &Replay::example_worker(), &mut out).unwrap();
+        (String::from_utf8(out.into_inner()).unwrap(), outcome)
+    }
+
+    #[test]
+    fn firewall_check_names_the_drop_of_the_kubelet_for_the_control_plane() {
+        let (text, outcome) = render(&["firewall", "check", "--cni", "none"]);
+        assert_eq!(text, CHECK);
+        assert!(!outcome.failed);
+        assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    }
+
+    #[test]
+    fn firewall_plan_script_opens_the_kubelet_to_the_control_plane_only() {
+        let (text, _) = render(&[
+            "firewall",
+            "plan",
+            "--backend",
+            "nft",
+            "--cni",
+            "none",
+            "--sources",
+            "192.0.2.0/24",
+            "--script",
+        ]);
+        assert_eq!(text, SCRIPT);
+    }
+
+    /// `kports firewall check --cni none` on the example worker.
+    const CHECK: &str = "\
+note: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256; no control-plane component or etcd)
+note: sources: the peers this node is connected to (192.0.2.11 (the API server this node connects to)); pass --sources to judge others
+note: control plane: 192.0.2.11 (the API server this node connects to) (from this node's connections)
+PORT             COMPONENT   FROM           SOURCE       WANT    OK   VERDICT
+tcp/10250        kubelet     control-plane  192.0.2.11   open    NO   drop by iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
+tcp/10248        kubelet     self           127.0.0.1    open    yes  accept by iptables-nft ip filter INPUT #1: -A INPUT -i lo -j ACCEPT
+tcp/10248        kubelet     others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
+tcp/10256        kube-proxy  others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
+tcp/10249        kube-proxy  self           127.0.0.1    open    yes  accept by iptables-nft ip filter INPUT #1: -A INPUT -i lo -j ACCEPT
+tcp/10249        kube-proxy  others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
+tcp/30000-32767  kube-proxy  all            203.0.113.1  open    yes  accept (iptables-nft ip filter INPUT policy)
+udp/30000-32767  kube-proxy  all            203.0.113.1  open    yes  accept (iptables-nft ip filter INPUT policy)
+";
+    /// `kports firewall plan --backend nft --cni none --sources 192.0.2.0/24 --script` there:
+    /// the kubelet opened to the control plane the census shows.
+    const SCRIPT: &str = r#"#!/bin/sh
+# kports firewall plan (nft): safe to run twice
+set -e
+nft -f - <<'EOF'
+add table inet kports
+add chain inet kports input { type filter hook input priority filter - 10; policy accept; }
+flush chain inet kports input
+add rule inet kports input ct state established,related accept
+add rule inet kports input iifname "lo" accept
+add rule inet kports input ip saddr 192.0.2.11 tcp dport 10250 accept comment "kubelet from control-plane"
+add rule inet kports input ip saddr 192.0.2.0/24 tcp dport 30000-32767 accept comment "kube-proxy from all"
+add rule inet kports input ip saddr 192.0.2.0/24 udp dport 30000-32767 accept comment "kube-proxy from all"
+add rule inet kports input tcp dport { 10248-10250, 10256, 30000-32767 } reject with tcp reset comment "kports: required ports, closed to other sources"
+add rule inet kports input udp dport 30000-32767 reject comment "kports: required ports, closed to other sources"
+EOF
+"#;
+}
