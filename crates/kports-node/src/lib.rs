@@ -56,6 +56,8 @@ pub enum Error {
     RoleUnknown { evidence: String },
     #[error("a plan needs --sources CIDR: the addresses its rules open the ports to")]
     PlanNeedsSources,
+    #[error("the node report was made without reading the firewall (a bug in kports)")]
+    FirewallNotRead,
 }
 
 /// What the user said about the node, and what to read.
@@ -328,7 +330,7 @@ impl NodeReport {
     pub fn firewall_check(&self) -> Result<FirewallCheck<'_>, Error> {
         let role = self.known_role()?;
         let (ports, mut notes) = self.required()?;
-        let fw = self.firewall_or_empty();
+        let fw = self.read_firewall()?;
         notes.extend(fw.sources.notes.iter().cloned());
         let rows = verdicts::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
         Ok(FirewallCheck {
@@ -346,7 +348,7 @@ impl NodeReport {
         backend: PlanBackend,
         zone: Option<String>,
     ) -> Result<FirewallPlan<'_>, Error> {
-        let fw = self.firewall_or_empty();
+        let fw = self.read_firewall()?;
         let all = fw.sources.ranges(SourceKind::All);
         if !fw.sources.of(SourceKind::All).any(|s| s.origin.is_given()) {
             return Err(Error::PlanNeedsSources);
@@ -377,16 +379,10 @@ impl NodeReport {
         })
     }
 
-    fn firewall_or_empty(&self) -> &Firewall {
-        static EMPTY: std::sync::OnceLock<Firewall> = std::sync::OnceLock::new();
-        self.firewall.as_ref().unwrap_or_else(|| {
-            EMPTY.get_or_init(|| Firewall {
-                ruleset: Ruleset::default(),
-                managers: Managers::default(),
-                warnings: Vec::new(),
-                sources: Chosen::default(),
-            })
-        })
+    /// The firewall as read; asking for a firewall view of a report made without reading it
+    /// is refused (an empty ruleset would call everything open).
+    fn read_firewall(&self) -> Result<&Firewall, Error> {
+        self.firewall.as_ref().ok_or(Error::FirewallNotRead)
     }
 }
 

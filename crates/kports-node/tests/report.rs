@@ -194,3 +194,18 @@ fn catalog_files_are_read_through_the_io_and_refused_with_line_and_reason() {
         "cannot read the catalog file /nonexistent.toml"
     );
 }
+
+#[test]
+fn a_report_without_the_firewall_refuses_firewall_views() {
+    let node = NodeReport::build(
+        &worker(),
+        &Options {
+            firewall: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(node.firewall_check(), Err(Error::FirewallNotRead)));
+    // The check still runs, without firewall findings.
+    assert!(node.check(None, false).report.findings.is_empty());
+}
