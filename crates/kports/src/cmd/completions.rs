@@ -28,3 +28,67 @@ pub fn script(shell: Shell) -> Vec<u8> {
     clap_complete::generate(shell, &mut Cli::command(), "kports", &mut buf);
     buf
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::man::tests::command_paths;
+
+    fn text(shell: Shell) -> String {
+        String::from_utf8(script(shell)).unwrap()
+    }
+
+    /// Each generator names a command in its own way; these are the places where it offers
+    /// the command after the words before it.
+    #[test]
+    fn every_shell_offers_every_command() {
+        let (bash, zsh, fish) = (text(Shell::Bash), text(Shell::Zsh), text(Shell::Fish));
+        let paths = command_paths();
+        assert!(paths.iter().any(|p| p == &["lab", "fault", "drop"]));
+        for path in paths {
+            let joined = path.join("__subcmd__");
+            assert!(
+                bash.contains(&format!("cmd=\"kports__subcmd__{joined}\"")),
+                "bash: {path:?}"
+            );
+            assert!(
+                zsh.contains(&format!("\n_kports__subcmd__{joined}_commands() {{")),
+                "zsh: {path:?}"
+            );
+            let leaf = format!("-a \"{}\"", path[path.len() - 1]);
+            let under = |first: &str| {
+                format!("complete -c kports -n \"__fish_kports_using_subcommand {first};")
+            };
+            let offered = fish.lines().any(|l| {
+                l.contains(&leaf)
+                    && match path.as_slice() {
+                        [_] => {
+                            l.starts_with("complete -c kports -n \"__fish_kports_needs_command\"")
+                        }
+                        [first, _] => l.starts_with(&under(first)),
+                        [first, .., parent, _] => {
+                            l.starts_with(&under(first))
+                                && l.contains(&format!("__fish_seen_subcommand_from {parent}\""))
+                        }
+                        [] => false,
+                    }
+            });
+            assert!(offered, "fish: {path:?}");
+        }
+    }
+
+    #[test]
+    fn every_shell_gets_a_script() {
+        for shell in [
+            Shell::Bash,
+            Shell::Zsh,
+            Shell::Fish,
+            Shell::Elvish,
+            Shell::PowerShell,
+        ] {
+            let t = text(shell);
+            assert!(t.contains("kports"), "{shell}");
+            assert!(t.contains("all-netns"), "{shell}: no flags");
+        }
+    }
+}

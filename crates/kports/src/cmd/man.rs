@@ -87,3 +87,98 @@ fn examples(text: &str) -> Roff {
     roff.control("fi", []);
     roff
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every command a user can type, as the words after `kports` (`["firewall", "check"]`),
+    /// read from the definitions as they are declared (before clap adds its `help`).
+    pub(crate) fn command_paths() -> Vec<Vec<String>> {
+        fn walk(cmd: &clap::Command, prefix: &[String], out: &mut Vec<Vec<String>>) {
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let mut path = prefix.to_vec();
+                path.push(sub.get_name().to_string());
+                out.push(path.clone());
+                walk(sub, &path, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&Cli::command(), &[], &mut out);
+        out
+    }
+
+    fn page_text(file: &str) -> String {
+        let pages = pages().unwrap();
+        let page = pages.iter().find(|p| p.file == file).unwrap();
+        String::from_utf8(page.roff.clone()).unwrap()
+    }
+
+    #[test]
+    fn every_command_has_a_page_and_no_other() {
+        let files: BTreeSet<String> = pages().unwrap().into_iter().map(|p| p.file).collect();
+        let expected: BTreeSet<String> = std::iter::once("kports.1".to_string())
+            .chain(
+                command_paths()
+                    .iter()
+                    .map(|p| format!("kports-{}.1", p.join("-"))),
+            )
+            .collect();
+        assert_eq!(files, expected);
+        // Nested commands too, so that a walk stopping at the first level cannot pass.
+        for f in [
+            "kports-listen.1",
+            "kports-firewall-check.1",
+            "kports-lab-up.1",
+            "kports-lab-fault-drop.1",
+            "kports-completions.1",
+        ] {
+            assert!(files.contains(f), "no {f}");
+        }
+        assert!(!files.contains("kports-help.1"));
+    }
+
+    #[test]
+    fn every_page_names_its_command_and_documents_its_flags() {
+        let root = Cli::command();
+        for path in command_paths() {
+            let mut cmd = &root;
+            for word in &path {
+                cmd = cmd.find_subcommand(word).unwrap();
+            }
+            let name = format!("kports-{}", path.join("-"));
+            let text = page_text(&format!("{name}.1"));
+            assert!(
+                text.contains(&format!("\n.TH {name} 1 ")),
+                "{name}: no title"
+            );
+            assert!(
+                text.contains(&format!("\\fBkports {}\\fR", path.join(" "))),
+                "{name}: the synopsis does not show `kports {}`",
+                path.join(" ")
+            );
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                if let Some(long) = arg.get_long() {
+                    let flag = format!("\\-\\-{}", long.replace('-', "\\-"));
+                    assert!(text.contains(&flag), "{name}: --{long} is not documented");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn examples_keep_their_lines() {
+        let text = page_text("kports-listen.1");
+        let examples = text.split_once(".SH EXAMPLES\n.nf\n").unwrap().1;
+        assert!(
+            examples.starts_with(
+                "  kports listen                          every listener, its owner and component\n"
+            ),
+            "{examples}"
+        );
+        assert!(examples.trim_end().ends_with("\n.fi"), "{examples}");
+        assert!(!text.contains(".SH EXTRA"));
+    }
+}
