@@ -84,7 +84,7 @@ pub enum Command {
     Firewall(FirewallCommand),
     /// A practice cluster network on this machine, made of network namespaces (needs root).
     Lab(kports_lab::LabArgs),
-    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    /// Print the shell completion script for bash, zsh or fish.
     ///
     /// The Debian package installs the bash, zsh and fish scripts already.
     #[command(after_long_help = "Examples:
