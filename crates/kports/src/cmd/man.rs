@@ -55,7 +55,13 @@ fn add(cmd: &clap::Command, pages: &mut Vec<Page>) -> Result<()> {
     // The examples get a section of their own, set line by line as `--help` shows them
     // (clap_mangen would fill them into one paragraph under "EXTRA").
     let after = cmd.get_after_long_help().map(|s| s.to_string());
-    let man = clap_mangen::Man::new(cmd.clone().after_long_help(None::<&str>))
+    let mut page = cmd.clone().after_long_help(None::<&str>);
+    // `kports --help` opens with "kports: ..."; the NAME line names the command already.
+    let about = cmd.get_about().map(|s| s.to_string()).unwrap_or_default();
+    if let Some(rest) = about.strip_prefix(&format!("{}: ", cmd.get_name())) {
+        page = page.about(rest.to_string());
+    }
+    let man = clap_mangen::Man::new(page)
         .source(format!("kports {}", env!("CARGO_PKG_VERSION")))
         .manual("kports manual");
     let mut roff = Vec::new();
@@ -166,6 +172,13 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_name_line_says_the_name_once() {
+        let text = page_text("kports.1");
+        let name = text.split_once(".SH NAME\n").unwrap().1;
+        assert!(name.starts_with("kports \\- every port "), "{name}");
     }
 
     #[test]
