@@ -91,6 +91,21 @@ pub enum Command {
     Firewall(FirewallCommand),
     /// A practice cluster network on this machine, made of network namespaces (needs root).
     Lab(kports_lab::LabArgs),
+    /// Print the shell completion script for bash, zsh or fish.
+    ///
+    /// The Debian package installs the bash, zsh and fish scripts already.
+    #[command(after_long_help = "Examples:
+  source <(kports completions bash)                                this bash session
+  kports completions bash > /etc/bash_completion.d/kports          every bash session
+  kports completions zsh > /usr/local/share/zsh/site-functions/_kports
+  kports completions fish > ~/.config/fish/completions/kports.fish")]
+    Completions(CompletionsArgs),
+    /// Write the man pages of kports and of every subcommand into a directory.
+    ///
+    /// The Debian package has them already; this is for a copied static binary.
+    #[command(after_long_help = "Examples:
+  kports man /usr/local/share/man/man1 && man kports-check")]
+    Man(ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,6 +323,28 @@ pub struct FirewallPlanArgs {
 pub fn parse_cidr_arg(s: &str) -> Result<AddrRange, String> {
     kports_firewall::model::parse_cidr(s)
         .ok_or_else(|| format!("`{s}` is not an address or CIDR (10.0.0.0/24, fd00::1)"))
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write the completion script for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells kports writes completions for. (clap_complete knows elvish and PowerShell too;
+/// leaving them out keeps their generators out of the binary.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created when missing).
+    pub dir: PathBuf,
 }
 
 /// Options every census command shares.

@@ -2,10 +2,12 @@
 //! node report of `kports-node`) and renders the answer. No command module uses another's.
 
 pub mod check;
+pub mod completions;
 pub mod conns;
 pub mod explain;
 pub mod firewall;
 pub mod listen;
+pub mod man;
 pub mod node;
 
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! kports's integration tests, one binary: the command line (`cli`, no root), and the system
+//! kports's integration tests, one binary: the command line (`cli`, no root), what an installed
+//! kports brings (`install`: man pages and completions, no root), and the system
 //! tests (root; each makes its own network namespaces, or a `kports lab`, and removes them again
 //! even when a test fails): the census against `ss` and `ip` (`census`), `check` and `explain`
 //! (`check`), the firewall commands (`firewall`), the lab (`lab`) and the checks on a lab
@@ -15,5 +16,6 @@ mod check;
 mod check_lab;
 mod cli;
 mod firewall;
+mod install;
 mod lab;
 mod support;
