@@ -962,12 +962,9 @@ mod tests {
                 ("bound-too-wide", Severity::Info, "tcp/2379".into())
             ]
         );
-        assert!(
-            r.findings[0].message.contains(
-                "only the other etcd members need it; kubeadm binds it to the node's address"
-            ),
-            "{}",
-            r.findings[0].message
+        assert_eq!(
+            r.findings[0].message,
+            "etcd listens on tcp/2380 on every address (0.0.0.0): only the other etcd members need it; kubeadm binds it to the node's address"
         );
     }
 
@@ -980,10 +977,9 @@ mod tests {
             ids_of(&r),
             [("readonly-port-open", Severity::Warning, "tcp/10255".into())]
         );
-        assert!(
-            r.findings[0]
-                .message
-                .starts_with("the kubelet's read-only port tcp/10255 is open on ::")
+        assert_eq!(
+            r.findings[0].message,
+            "the kubelet's read-only port tcp/10255 is open on ::: whoever reaches it reads every pod's spec without credentials; set readOnlyPort: 0"
         );
     }
 
@@ -1172,7 +1168,10 @@ mod tests {
             "python3 (pid 77) listens on tcp/8000 (0.0.0.0, ::), which no catalog entry explains"
         );
         assert_eq!(r.findings[1].evidence.sockets.len(), 2);
-        assert!(r.findings[0].message.ends_with("(0.0.0.0); the catalog has that port as etcd's (etcd client API (gRPC over TLS)), but this is not etcd"), "{}", r.findings[0].message);
+        assert_eq!(
+            r.findings[0].message,
+            "python3 (pid 78) listens on tcp/2379 (0.0.0.0); the catalog has that port as etcd's (etcd client API (gRPC over TLS)), but this is not etcd"
+        );
     }
 
     #[test]
@@ -1263,10 +1262,9 @@ mod tests {
             ids_of(&r),
             [("port-in-use", Severity::Error, "tcp/10250".into())]
         );
-        assert!(
-            r.findings[0]
-                .message
-                .contains("in use by kubelet (pid 500)")
+        assert_eq!(
+            r.findings[0].message,
+            "[ERROR Port-10250]: Port 10250 is in use by kubelet (pid 500) (kubelet needs it: Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics)"
         );
     }
 
