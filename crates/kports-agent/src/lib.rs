@@ -11,10 +11,12 @@
 //!   with the size of the cluster;
 //! - [`refresh`]: the jittered refresh loop;
 //! - [`serve`]: the listener with graceful shutdown on SIGTERM;
+//! - [`peers`]: which peers to probe (rendezvous hashing above a node count);
 //! - [`redact`]: secret values in served documents' command lines.
 
 pub mod api;
 pub mod metrics;
+pub mod peers;
 pub mod redact;
 pub mod refresh;
 pub mod serve;
