@@ -12,9 +12,11 @@
 //! - [`refresh`]: the jittered refresh loop;
 //! - [`serve`]: the listener with graceful shutdown on SIGTERM;
 //! - [`peers`]: which peers to probe (rendezvous hashing above a node count);
+//! - [`discovery`]: peers from the Kubernetes API (watches on Nodes and the agent's pods);
 //! - [`redact`]: secret values in served documents' command lines.
 
 pub mod api;
+pub mod discovery;
 pub mod metrics;
 pub mod peers;
 pub mod redact;
