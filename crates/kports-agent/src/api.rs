@@ -3,7 +3,7 @@
 //! | route | auth | answer |
 //! |---|---|---|
 //! | `GET /api/v1/report` | bearer token | this node's report (`kports report -o json`) |
-//! | `GET /api/v1/probes[?peer=NAME&status=STATUS]` | bearer token | the last probes of its peers |
+//! | `GET /api/v1/probes[?peer=NAME&status=STATUS]` | bearer token | the last probes of its peers (501 when it does not probe) |
 //! | `GET /healthz` | none | 200 while the process serves |
 //! | `GET /readyz` | none | 200 once the first report exists, 503 before |
 //! | `GET /metrics` | none | OpenMetrics text (see [`crate::metrics`]) |
@@ -32,7 +32,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
-use crate::state::{AgentState, ProbeRow, ProbeStatus};
+use crate::state::{AgentState, LatestProbes, ProbeRow, ProbeStatus};
 
 /// Who may read the API routes.
 #[derive(Clone)]
@@ -212,11 +212,20 @@ async fn probes(
             );
         }
     };
-    let Some(served) = state.probes() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no probes yet: the first round has not finished",
-        );
+    let served = match state.probes() {
+        LatestProbes::Served(s) => s,
+        LatestProbes::NotYet => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no probes yet: the first round has not finished",
+            );
+        }
+        LatestProbes::NoProber => {
+            return error(
+                StatusCode::NOT_IMPLEMENTED,
+                "this agent does not probe its peers",
+            );
+        }
     };
     if query.peer.is_none() && query.status.is_none() {
         return json_bytes(served.bytes.clone());

@@ -97,7 +97,7 @@ pub async fn run<C: Collector>(
             let why = format!("the round took longer than {:?}", schedule.round_timeout);
             Round {
                 report: Err(why.clone()),
-                probes: Err(why),
+                probes: Some(Err(why)),
             }
         });
         state.update(round);
@@ -154,10 +154,10 @@ mod tests {
                 findings: vec![],
                 took: Duration::ZERO,
             }),
-            probes: Ok(ProbeRun {
+            probes: Some(Ok(ProbeRun {
                 rows: vec![],
                 took: Duration::ZERO,
-            }),
+            })),
         }
     }
 

@@ -107,11 +107,12 @@ pub struct ProbeRun {
 }
 
 /// What one round of the collector gives. A failed part keeps the previous document served
-/// (its age says how old it is) and counts as an error in the metrics.
+/// and counts as a failure in the metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Round {
     pub report: Result<Report, String>,
-    pub probes: Result<ProbeRun, String>,
+    /// `None` when this agent does not probe its peers at all (no prober is built in).
+    pub probes: Option<Result<ProbeRun, String>>,
 }
 
 /// The served form of a document: bytes serialized once, and what filters need.
@@ -125,6 +126,16 @@ pub(crate) struct Served<T> {
 struct Latest {
     report: Option<Arc<Served<()>>>,
     probes: Option<Arc<Served<Vec<ProbeRow>>>>,
+    /// The last round said this agent does not probe.
+    no_prober: bool,
+}
+
+/// The probes as the API serves them.
+#[derive(Debug)]
+pub(crate) enum LatestProbes {
+    Served(Arc<Served<Vec<ProbeRow>>>),
+    NotYet,
+    NoProber,
 }
 
 /// The agent's shared state: cheap to clone, one per process.
@@ -177,8 +188,10 @@ impl AgentState {
                 None
             }
         };
+        let no_prober = round.probes.is_none();
         let probes = match round.probes {
-            Ok(run) => {
+            None => None,
+            Some(Ok(run)) => {
                 self.metrics.observe_probes(&run);
                 let rows: Vec<&ProbeRow> = run.rows.iter().collect();
                 let bytes = self.probes_bytes(&rows);
@@ -187,7 +200,7 @@ impl AgentState {
                     data: run.rows,
                 }))
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 self.metrics.observe_failure(crate::metrics::Phase::Probe);
                 None
             }
@@ -199,6 +212,7 @@ impl AgentState {
         if probes.is_some() {
             latest.probes = probes;
         }
+        latest.no_prober = no_prober;
     }
 
     pub(crate) fn probes_bytes(&self, rows: &[&ProbeRow]) -> Bytes {
@@ -221,12 +235,13 @@ impl AgentState {
             .clone()
     }
 
-    pub(crate) fn probes(&self) -> Option<Arc<Served<Vec<ProbeRow>>>> {
-        self.latest
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .probes
-            .clone()
+    pub(crate) fn probes(&self) -> LatestProbes {
+        let latest = self.latest.read().unwrap_or_else(|e| e.into_inner());
+        match (&latest.probes, latest.no_prober) {
+            (_, true) => LatestProbes::NoProber,
+            (Some(p), false) => LatestProbes::Served(p.clone()),
+            (None, false) => LatestProbes::NotYet,
+        }
     }
 
     /// Ready once a report has been taken.

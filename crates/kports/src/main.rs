@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => cmd::explain::run(a, &mut out),
         Command::Firewall(c) => cmd::firewall::run(c, &mut out),
         Command::Lab(a) => return lab(a),
+        Command::Agent(a) => cmd::agent::run(a),
     }
     .and_then(|warnings| {
         out.flush()?;

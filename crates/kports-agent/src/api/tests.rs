@@ -44,13 +44,13 @@ fn round() -> Round {
             }],
             took: Duration::from_millis(120),
         }),
-        probes: Ok(ProbeRun {
+        probes: Some(Ok(ProbeRun {
             rows: vec![
                 row("w1", 10250, ProbeStatus::Open),
                 row("w2", 10250, ProbeStatus::Filtered),
             ],
             took: Duration::from_millis(900),
-        }),
+        })),
     }
 }
 
@@ -261,13 +261,35 @@ async fn a_failed_round_keeps_the_last_documents() {
     let state = ready_state();
     state.update(Round {
         report: Err("x".into()),
-        probes: Err("y".into()),
+        probes: Some(Err("y".into())),
     });
     let a = get(&state, "/api/v1/report", BEARER).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json()["hostname"], "cp1");
     let a = get(&state, "/api/v1/probes", BEARER).await;
     assert_eq!(a.json()["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_agent_without_a_prober_says_so() {
+    let state = AgentState::new("cp1");
+    let mut r = round();
+    r.probes = None;
+    state.update(r);
+    assert_eq!(get(&state, "/readyz", None).await.status, StatusCode::OK);
+    let a = get(&state, "/api/v1/probes", BEARER).await;
+    assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not probe")
+    );
+    let m = get(&state, "/metrics", None).await.body;
+    assert!(
+        !m.contains("kports_refresh_failures_total{phase=\"probe\"}"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
