@@ -10,7 +10,8 @@
 //!
 //! Health and metrics stay open so kubelet probes and Prometheus need no secret; they carry no
 //! command lines. Every request is bounded: its body in bytes, its time (queueing included)
-//! and how many are served at once. Errors are JSON `{"error": "..."}`.
+//! and how many are served at once; connections are bounded in [`crate::serve`]. Errors are
+//! JSON `{"error": "..."}`.
 
 use std::fs;
 use std::path::Path;

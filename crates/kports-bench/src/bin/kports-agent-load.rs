@@ -36,7 +36,13 @@ impl Drop for Agent {
 
 fn start(kports: &str, interval: u64) -> Result<Agent> {
     let mut child = Command::new(kports)
-        .args(["agent", "--listen", "127.0.0.1:0", "--no-auth", "--interval"])
+        .args([
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-auth",
+            "--interval",
+        ])
         .arg(interval.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -162,7 +168,8 @@ fn load(agent: &Agent, path: &'static str, seconds: u64, connections: usize) -> 
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
     }
     let n = done.load(Ordering::Relaxed);
     let first = rss.first().copied().unwrap_or(0);
@@ -196,8 +203,12 @@ fn main() -> Result<()> {
         }
     }
     let agent = start(&kports, 5)?;
-    println!("Load: {connections} keep-alive connections per route for {seconds} s each; the agent checks the node every 5 s meanwhile.\n");
-    println!("| route | connections | requests/s | non-200 | KiB per answer | RSS at 1 s (MiB) | RSS at end (MiB) | RSS max (MiB) |");
+    println!(
+        "Load: {connections} keep-alive connections per route for {seconds} s each; the agent checks the node every 5 s meanwhile.\n"
+    );
+    println!(
+        "| route | connections | requests/s | non-200 | KiB per answer | RSS at 1 s (MiB) | RSS at end (MiB) | RSS max (MiB) |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for path in ["/metrics", "/api/v1/report", "/healthz"] {
         println!("{}", load(&agent, path, seconds, connections)?);

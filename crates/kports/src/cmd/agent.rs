@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use kports_agent::refresh::{self, Schedule};
-use kports_agent::serve::{serve, terminate_signal};
+use kports_agent::serve::{ConnLimits, serve, terminate_signal};
 use kports_agent::{AgentState, Auth, Finding, Limits, Report, Round, app};
 use kports_core::Warning;
 use kports_core::catalog::Severity;
@@ -83,6 +83,7 @@ pub fn run(args: &AgentArgs) -> Result<Vec<Warning>> {
         let served = serve(
             listener,
             router,
+            ConnLimits::default(),
             async {
                 if let Err(e) = terminate_signal().await {
                     eprintln!("kports agent: cannot wait for SIGTERM ({e}); serving until killed");
