@@ -2,10 +2,12 @@
 
 pub mod agent;
 pub mod check;
+pub mod completions;
 pub mod conns;
 pub mod explain;
 pub mod firewall;
 pub mod listen;
+pub mod man;
 pub mod node;
 
 use std::path::PathBuf;
