@@ -3,14 +3,14 @@
 //!
 //! The agent does not take a census or probe by itself: the binary hands it a [`Collector`]
 //! (one round of "report this node, probe its peers"), so everything here is tested with fakes,
-//! without root and without a network. The pieces:
+//! without root and with no traffic beyond loopback. The pieces:
 //!
 //! - [`state`]: the latest documents and what the metrics need from them;
 //! - [`api`]: the HTTP router (`app(state)`), its bearer token and its request bounds;
 //! - [`metrics`]: OpenMetrics families whose series grow with the number of peers probed, not
 //!   with the size of the cluster;
 //! - [`refresh`]: the jittered refresh loop;
-//! - [`serve`]: the listener with graceful shutdown on SIGTERM;
+//! - [`serve`]: the accept loop (bounded connections) with graceful shutdown on SIGTERM;
 //! - [`peers`]: which peers to probe (rendezvous hashing above a node count);
 //! - [`discovery`]: peers from the Kubernetes API (watches on Nodes and the agent's pods);
 //! - [`redact`]: secret values in served documents' command lines.
