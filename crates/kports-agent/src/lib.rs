@@ -13,12 +13,14 @@
 //! - [`serve`]: the accept loop (bounded connections) with graceful shutdown on SIGTERM;
 //! - [`peers`]: which peers to probe (rendezvous hashing above a node count);
 //! - [`discovery`]: peers from the Kubernetes API (watches on Nodes and the agent's pods);
+//! - [`plan`]: the peers to probe this round, each with the ports this node needs of it;
 //! - [`redact`]: secret values in served documents' command lines.
 
 pub mod api;
 pub mod discovery;
 pub mod metrics;
 pub mod peers;
+pub mod plan;
 pub mod redact;
 pub mod refresh;
 pub mod serve;
