@@ -1,6 +1,7 @@
 //! One module per subcommand: each takes parsed arguments, asks a library (the census, or the
 //! node report of `kports-node`) and renders the answer. No command module uses another's.
 
+pub mod agent;
 pub mod check;
 pub mod completions;
 pub mod conns;

@@ -1,5 +1,6 @@
 //! kports's integration tests, one binary: the command line (`cli`, no root), what an installed
-//! kports brings (`install`: man pages and completions, no root), and the system
+//! kports brings (`install`: man pages and completions, no root), the agent on loopback
+//! (`agent`, no root), and the system
 //! tests (root; each makes its own network namespaces, or a `kports lab`, and removes them again
 //! even when a test fails): the census against `ss` and `ip` (`census`), `check` and `explain`
 //! (`check`), the firewall commands (`firewall`), the lab (`lab`) and the checks on a lab
@@ -11,6 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
+mod agent;
 mod census;
 mod check;
 mod check_lab;
