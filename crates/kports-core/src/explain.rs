@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Entry, Expect, PortRange, Protocol, Role};
+use crate::catalog::{Catalog, Entry, Expect, PortRange, Protocol};
 use crate::check::{self, Input};
 use crate::finding::{Finding, Setting, SocketEvidence};
 use crate::{Proto, SockState, Socket, Warning};
@@ -123,11 +123,7 @@ pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<War
     let resolved = input.resolved;
     let report = check::check(input);
     let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| s.is_listener()).collect();
-    let needed = |e: &Entry| {
-        input
-            .role
-            .is_some_and(|r: Role| e.applies_to(r, input.cnis))
-    };
+    let needed = |e: &Entry| e.applies_to(input.roles, input.cnis);
 
     let mut out = Vec::new();
     match query {
@@ -360,6 +356,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::catalog::Role;
     use crate::role::tests::listener;
     use crate::{Family, Owner, ProcessRef};
 
@@ -435,7 +432,7 @@ mod tests {
             interfaces: &[],
             catalog: &catalog,
             resolved: &resolved,
-            role: Some(Role::ControlPlane),
+            roles: Role::ControlPlane.into(),
             cnis: &[],
             version: None,
             pre_install: false,

@@ -23,4 +23,4 @@ pub mod role;
 pub use model::*;
 
 /// Version of the JSON document every command prints with `-o json`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;

@@ -15,7 +15,7 @@ use kports_core::resolve::{self, Resolved};
 use serde::Serialize;
 
 /// A node's role (the catalog's).
-pub use kports_core::catalog::{Role, SourceKind};
+pub use kports_core::catalog::{Role, Roles, SourceKind};
 
 /// One port (or range) a node needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,7 +80,7 @@ pub trait PortCatalog {
 impl PortCatalog for Catalog {
     fn required(&self, role: Role, cni: Option<&str>) -> Required {
         let cnis: Vec<String> = cni.map(str::to_string).into_iter().collect();
-        from_resolved(&resolve::defaults(self), role, &cnis)
+        from_resolved(&resolve::defaults(self), role.into(), &cnis)
     }
 
     fn cnis(&self) -> Vec<&str> {
@@ -88,13 +88,13 @@ impl PortCatalog for Catalog {
     }
 }
 
-/// Whether the firewall should let traffic in to `e` on a node of `role` with `cnis`: the role
-/// and CNI need it, it is on the node's own network, it is not an add-on, nothing should listen
+/// Whether the firewall should let traffic in to `e` on a node with `roles` and `cnis`: one of
+/// the roles and the CNI need it, it is on the node's own network, it is not an add-on, nothing should listen
 /// there (`expect = "absent"`) or it is only connected out from here, and it is not a range of
 /// loopback ports a runtime picks from at random (that range is the catalog's way of explaining
 /// such listeners, not a range to close).
-pub fn needed(e: &Entry, role: Role, cnis: &[String]) -> bool {
-    e.applies_to(role, cnis)
+pub fn needed(e: &Entry, roles: Roles, cnis: &[String]) -> bool {
+    e.applies_to(roles, cnis)
         && e.network == Network::Host
         && !e.addon
         && e.expect != Expect::Absent
@@ -115,14 +115,14 @@ pub fn required_port(e: &Entry, port: PortRange) -> Option<RequiredPort> {
     ))
 }
 
-/// Every port a node of `role` with `cnis` needs, from the resolved catalog: the running
+/// Every port a node with `roles` (their union) and `cnis` needs, from the resolved catalog: the running
 /// components' flags and the tunnel devices move ports (`--secure-port=7443`, `flannel.1`'s
 /// `dstport 4789`) and a port a flag turned off is left out.
-pub fn from_resolved(resolved: &[Resolved], role: Role, cnis: &[String]) -> Required {
+pub fn from_resolved(resolved: &[Resolved], roles: Roles, cnis: &[String]) -> Required {
     let mut out = Required::default();
     for r in resolved {
         let e = &r.entry;
-        if !needed(e, role, cnis) {
+        if !needed(e, roles, cnis) {
             continue;
         }
         if e.protocol == Protocol::Ip {
@@ -337,7 +337,7 @@ mod tests {
         ];
         let c = catalog();
         let (resolved, warnings) = resolve::resolve_all(&c, &sockets, &[]);
-        let r = from_resolved(&resolved, Role::ControlPlane, &[]);
+        let r = from_resolved(&resolved, Role::ControlPlane.into(), &[]);
         assert_eq!(from_of(&r, "tcp/6443"), []);
         assert_eq!(from_of(&r, "tcp/7443"), [SourceKind::All]);
         assert_eq!(from_of(&r, "tcp/31000-31999"), [SourceKind::All]);
@@ -353,7 +353,7 @@ mod tests {
             "kube-controller-manager --secure-port=0",
         )];
         let (resolved, _) = resolve::resolve_all(&c, &sockets, &[]);
-        let r = from_resolved(&resolved, Role::ControlPlane, &[]);
+        let r = from_resolved(&resolved, Role::ControlPlane.into(), &[]);
         assert_eq!(from_of(&r, "tcp/10257"), []);
         assert_eq!(
             r.notes,

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use kports_core::catalog::{Peer, Protocol, Role};
+use kports_core::catalog::{Peer, Protocol, Role, Roles};
 use kports_core::resolve::Resolved;
 use kports_core::{Interface, Proto, SockState, Socket, Warning};
 
@@ -242,12 +242,7 @@ fn describe(peers: &[(IpAddr, &str)]) -> String {
 /// the census's peers, else `--sources` standing in for it, else not at all (a warning says so,
 /// except on a control-plane node, which is its own control plane); load balancers only from
 /// `--load-balancers`.
-pub fn choose(
-    peers: &Peers,
-    given: &Given<'_>,
-    representative: AddrRange,
-    role: Option<Role>,
-) -> Chosen {
+pub fn choose(peers: &Peers, given: &Given<'_>, representative: AddrRange, roles: Roles) -> Chosen {
     let mut out = Chosen::default();
     let mut add = |kind: SourceKind, range: AddrRange, origin: Origin| {
         out.sources.push(KindSource {
@@ -297,7 +292,7 @@ pub fn choose(
         out.notes.push(
             "control plane: not known; the sources stand in for it (pass --control-plane)".into(),
         );
-        if given.sources.is_empty() && role != Some(Role::ControlPlane) {
+        if given.sources.is_empty() && !roles.contains(Role::ControlPlane) {
             out.warnings.push(Warning::new(
                 "firewall-sources-unknown",
                 "no connection shows the control plane's address: ports only the control plane needs (the kubelet's 10250, etcd) are not judged; pass --sources",
@@ -343,7 +338,7 @@ mod tests {
             &p,
             &Given::default(),
             representative(&[eth0(NODE)]),
-            Some(Role::Worker),
+            Role::Worker.into(),
         );
         let text: Vec<(SourceKind, String, String)> = c
             .sources
@@ -381,7 +376,7 @@ mod tests {
             sources: &given,
             ..Given::default()
         };
-        let c = choose(&p, &flags, representative(&[]), Some(Role::Worker));
+        let c = choose(&p, &flags, representative(&[]), Role::Worker.into());
         assert!(c.sources.iter().all(|k| k.origin == Origin::Sources));
         assert_eq!(c.sources.len(), 3);
         assert!(c.warnings.is_empty());
@@ -391,7 +386,7 @@ mod tests {
             &p,
             &Given::default(),
             representative(&[]),
-            Some(Role::Worker),
+            Role::Worker.into(),
         );
         assert_eq!(
             c.sources.iter().map(|k| k.kind).collect::<Vec<_>>(),
@@ -404,7 +399,7 @@ mod tests {
             &p,
             &Given::default(),
             representative(&[]),
-            Some(Role::ControlPlane),
+            Role::ControlPlane.into(),
         );
         assert!(c.warnings.is_empty());
     }
@@ -425,7 +420,7 @@ mod tests {
                 load_balancers: &lb,
             },
             representative(&[eth0(NODE)]),
-            Some(Role::Worker),
+            Role::Worker.into(),
         );
         assert_eq!(c.ranges(SourceKind::All), net);
         assert_eq!(c.ranges(SourceKind::Nodes), net);
@@ -439,7 +434,7 @@ mod tests {
                 ..Given::default()
             },
             representative(&[eth0(NODE)]),
-            Some(Role::Worker),
+            Role::Worker.into(),
         );
         assert_eq!(c.control_plane(), [parse_cidr(CP).unwrap()]);
         assert_eq!(

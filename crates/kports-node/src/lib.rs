@@ -1,7 +1,7 @@
 //! Everything a node knows about its ports, in one [`NodeReport`].
 //!
 //! [`NodeReport::build`] takes the census, loads the catalog (the built-in one and the user's
-//! `--catalog` file), resolves the running components' flags once, detects the role and the CNI
+//! `--catalog` file), resolves the running components' flags once, detects the roles and the CNI
 //! (or takes them from the user), reads the firewall and chooses the sources to judge it from,
 //! once, with one chooser ([`kports_firewall::sources::choose`]). `kports check`, `kports
 //! explain`, `kports firewall check` and `kports firewall plan` are views of that report
@@ -16,7 +16,7 @@ mod replay;
 
 use std::path::PathBuf;
 
-use kports_core::catalog::{Catalog, Role, Version};
+use kports_core::catalog::{Catalog, Roles, Version};
 use kports_core::check::{self, Report};
 use kports_core::explain::{self, Explanation};
 use kports_core::resolve::{self, Resolved};
@@ -63,8 +63,8 @@ pub enum Error {
 /// What the user said about the node, and what to read.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `--role`; detected when `None`.
-    pub role: Option<Role>,
+    /// `--role` (a set: `worker,etcd`); detected when `None`.
+    pub roles: Option<Roles>,
     /// `--cni`; detected when `None`. `none` and empty names are dropped.
     pub cni: Option<Vec<String>>,
     /// `--catalog`: a file that extends or overrides the built-in catalog.
@@ -88,7 +88,7 @@ impl Default for Options {
     /// Detect everything, require the census, read the firewall.
     fn default() -> Options {
         Options {
-            role: None,
+            roles: None,
             cni: None,
             catalog: None,
             census: SocketSource::Auto,
@@ -123,7 +123,8 @@ pub struct NodeReport {
     pub interfaces: Vec<Interface>,
     /// Collecting the census (or its failure, when it was not required).
     pub census_warnings: Vec<Warning>,
-    pub role: Detected<Option<Role>>,
+    /// The node's roles (empty when unknown); their ports are judged together.
+    pub roles: Detected<Roles>,
     pub cni: Detected<Vec<String>>,
     /// Every catalog entry after the running components' flags and tunnel devices.
     pub resolved: Vec<Resolved>,
@@ -194,9 +195,9 @@ impl NodeReport {
                 ..Census::default()
             },
         };
-        let role = match o.role {
-            Some(r) => Detected::given(Some(r), "--role"),
-            None => role::detect_role(&census.sockets),
+        let roles = match o.roles {
+            Some(r) => Detected::given(r, "--role"),
+            None => role::detect_roles(&census.sockets),
         };
         let cni = match &o.cni {
             Some(list) => Detected::given(given_cnis(list, &catalog)?, "--cni"),
@@ -208,7 +209,7 @@ impl NodeReport {
             read_firewall(
                 io,
                 o,
-                role.value,
+                roles.value,
                 &resolved,
                 &census.sockets,
                 &census.interfaces,
@@ -220,7 +221,7 @@ impl NodeReport {
             sockets: census.sockets,
             interfaces: census.interfaces,
             census_warnings: census.warnings,
-            role,
+            roles,
             cni,
             resolved,
             flag_warnings,
@@ -234,7 +235,7 @@ impl NodeReport {
             interfaces: &self.interfaces,
             catalog: &self.catalog,
             resolved: &self.resolved,
-            role: self.role.value,
+            roles: self.roles.value,
             cnis: &self.cni.value,
             version,
             pre_install,
@@ -258,7 +259,7 @@ impl NodeReport {
             warnings.extend(fw.sources.warnings.iter().cloned());
             let out = findings::findings(&findings::Input {
                 resolved: &self.resolved,
-                role: self.role.value,
+                roles: self.roles.value,
                 cnis: &self.cni.value,
                 sockets: &self.sockets,
                 ruleset: &fw.ruleset,
@@ -279,24 +280,26 @@ impl NodeReport {
         (items, warnings)
     }
 
-    /// The role, which the firewall's commands need.
-    pub fn known_role(&self) -> Result<Role, Error> {
-        self.role.value.ok_or_else(|| Error::RoleUnknown {
-            evidence: self.role.evidence.join("; "),
-        })
+    /// The roles, which the firewall's commands need: at least one.
+    pub fn known_roles(&self) -> Result<Roles, Error> {
+        if self.roles.value.is_empty() {
+            return Err(Error::RoleUnknown {
+                evidence: self.roles.evidence.join("; "),
+            });
+        }
+        Ok(self.roles.value)
     }
 
-    /// The ports this node needs open, and notes on how its role and CNI were found and what
-    /// is not judged.
+    /// The ports this node needs open (the union of its roles'), and notes on how its roles and
+    /// CNI were found and what is not judged.
     pub fn required(&self) -> Result<(Vec<RequiredPort>, Vec<String>), Error> {
-        let r = self.known_role()?;
+        let r = self.known_roles()?;
         let req = required::from_resolved(&self.resolved, r, &self.cni.value);
         let mut notes = Vec::new();
-        if self.role.source != DetectionSource::Flag {
+        if self.roles.source != DetectionSource::Flag {
             notes.push(format!(
-                "role {} (detected: {})",
-                r.as_str(),
-                self.role.evidence.join("; ")
+                "role {r} (detected: {})",
+                self.roles.evidence.join("; ")
             ));
         }
         if self.cni.source != DetectionSource::Flag {
@@ -328,13 +331,13 @@ impl NodeReport {
 
     /// `kports firewall check`: every required port judged from each kind of source.
     pub fn firewall_check(&self) -> Result<FirewallCheck<'_>, Error> {
-        let role = self.known_role()?;
+        let roles = self.known_roles()?;
         let (ports, mut notes) = self.required()?;
         let fw = self.read_firewall()?;
         notes.extend(fw.sources.notes.iter().cloned());
         let rows = verdicts::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
         Ok(FirewallCheck {
-            role,
+            roles,
             firewall: fw,
             rows,
             notes,
@@ -390,7 +393,7 @@ impl NodeReport {
 fn read_firewall(
     io: &dyn NodeIo,
     o: &Options,
-    role: Option<Role>,
+    roles: Roles,
     resolved: &[Resolved],
     sockets: &[Socket],
     interfaces: &[Interface],
@@ -417,7 +420,7 @@ fn read_firewall(
         control_plane: &o.control_plane,
         load_balancers: &o.load_balancers,
     };
-    let mut chosen = sources::choose(&peers, &given, sources::representative(interfaces), role);
+    let mut chosen = sources::choose(&peers, &given, sources::representative(interfaces), roles);
     for ks in &mut chosen.sources {
         let s = &mut ks.source;
         match io.route_to(s.range.first()) {
@@ -454,7 +457,7 @@ pub struct Checked {
 /// `kports firewall check`'s result.
 #[derive(Debug)]
 pub struct FirewallCheck<'a> {
-    pub role: Role,
+    pub roles: Roles,
     pub firewall: &'a Firewall,
     pub rows: Vec<CheckRow>,
     /// How the role, the CNI and the sources were found, and what is not judged.

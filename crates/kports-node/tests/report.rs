@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use kports_core::catalog::Role;
+use kports_core::catalog::{Role, Roles};
 use kports_core::role::DetectionSource;
 use kports_firewall::model::parse_cidr;
 use kports_firewall::plan::PlanBackend;
@@ -22,8 +22,8 @@ fn worker() -> Replay {
 fn a_worker_is_detected_and_its_blocked_kubelet_found_from_the_control_plane() {
     let node = NodeReport::build(&worker(), &Options::default()).unwrap();
     assert_eq!(node.hostname, "w1");
-    assert_eq!(node.role.value, Some(Role::Worker));
-    assert_eq!(node.role.source, DetectionSource::Detected);
+    assert_eq!(node.roles.value, Roles::from(Role::Worker));
+    assert_eq!(node.roles.source, DetectionSource::Detected);
     let fw = node.firewall.as_ref().unwrap();
     // The one chooser: the API server this node connects to is the control plane, routed on eth0.
     let cp: Vec<_> = fw.sources.of(SourceKind::ControlPlane).collect();
@@ -114,14 +114,14 @@ fn given_role_and_cni_win_and_a_bad_cni_is_refused() {
     let node = NodeReport::build(
         &worker(),
         &Options {
-            role: Some(Role::ControlPlane),
+            roles: Some(Role::ControlPlane.into()),
             cni: Some(vec!["Flannel".into(), "none".into()]),
             ..Options::default()
         },
     )
     .unwrap();
-    assert_eq!(node.role.value, Some(Role::ControlPlane));
-    assert_eq!(node.role.source, DetectionSource::Flag);
+    assert_eq!(node.roles.value, Roles::from(Role::ControlPlane));
+    assert_eq!(node.roles.source, DetectionSource::Flag);
     assert_eq!(node.cni.value, ["flannel"]);
     let e = NodeReport::build(
         &worker(),
@@ -151,7 +151,7 @@ fn a_failed_census_is_an_error_or_a_warning_as_asked() {
         &broken,
         &Options {
             census_required: false,
-            role: Some(Role::Worker),
+            roles: Some(Role::Worker.into()),
             ..Options::default()
         },
     )

@@ -302,6 +302,84 @@ impl Role {
     }
 }
 
+/// The roles a node has: any combination of control plane, etcd member and worker. Empty when
+/// nothing tells (an unknown role). Serialized as an array in the order of [`Role::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Roles(u8);
+
+impl Roles {
+    /// No role: unknown.
+    pub const NONE: Roles = Roles(0);
+
+    fn bit(r: Role) -> u8 {
+        match r {
+            Role::ControlPlane => 1,
+            Role::Worker => 2,
+            Role::Etcd => 4,
+        }
+    }
+
+    pub fn contains(self, r: Role) -> bool {
+        self.0 & Roles::bit(r) != 0
+    }
+
+    pub fn insert(&mut self, r: Role) {
+        self.0 |= Roles::bit(r);
+    }
+
+    /// Unknown: no role.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether any role of `self` is in `list`.
+    pub fn any_in(self, list: &[Role]) -> bool {
+        list.iter().any(|r| self.contains(*r))
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Role> {
+        Role::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
+}
+
+impl From<Role> for Roles {
+    fn from(r: Role) -> Roles {
+        Roles(Roles::bit(r))
+    }
+}
+
+impl FromIterator<Role> for Roles {
+    fn from_iter<I: IntoIterator<Item = Role>>(it: I) -> Roles {
+        let mut s = Roles::NONE;
+        for r in it {
+            s.insert(r);
+        }
+        s
+    }
+}
+
+impl fmt::Display for Roles {
+    /// `control-plane,etcd`, or `unknown`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("unknown");
+        }
+        for (i, r) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(r.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Roles {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
 /// Which network namespace the port is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -568,9 +646,9 @@ impl Entry {
         format!("{}/{}", self.protocol.as_str(), self.port)
     }
 
-    /// Whether a node of `role` with CNIs `cnis` needs this entry.
-    pub fn applies_to(&self, role: Role, cnis: &[String]) -> bool {
-        self.roles.contains(&role)
+    /// Whether a node with `roles` (any of them) and CNIs `cnis` needs this entry.
+    pub fn applies_to(&self, roles: Roles, cnis: &[String]) -> bool {
+        roles.any_in(&self.roles)
             && self
                 .cni
                 .as_ref()
@@ -755,7 +833,7 @@ mod tests {
             c.entries
                 .iter()
                 .filter(|e| {
-                    e.applies_to(role, &[])
+                    e.applies_to(role.into(), &[])
                         && matches!(e.expect, Expect::Listening | Expect::Reserved)
                 })
                 .map(Entry::label)

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use anyhow::Result;
-use kports_core::catalog::Role;
+use kports_core::catalog::Roles;
 use kports_core::explain::{self, Explanation, PeerCount, Subject};
 use kports_node::{NodeIo, NodeReport, Options};
 
@@ -17,7 +17,7 @@ pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Re
     let node = NodeReport::build(
         io,
         &Options {
-            role: args.node.role.map(Role::from),
+            roles: args.node.roles(),
             cni: args.node.cni.clone(),
             catalog: args.node.catalog.clone(),
             census: args.source.into(),
@@ -42,12 +42,12 @@ pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Re
         if i > 0 {
             out.line("")?;
         }
-        print(out, x, node.role.value)?;
+        print(out, x, node.roles.value)?;
     }
     Ok(Outcome::done(warnings))
 }
 
-fn print(out: &mut Out<impl Write>, x: &Explanation, role: Option<Role>) -> std::io::Result<()> {
+fn print(out: &mut Out<impl Write>, x: &Explanation, here_roles: Roles) -> std::io::Result<()> {
     let label = format!("{}/{}", x.protocol.as_str(), x.port);
     let mut rows: Vec<(&str, String)> = Vec::new();
     match &x.entry {
@@ -69,10 +69,10 @@ fn print(out: &mut Out<impl Write>, x: &Explanation, role: Option<Role>) -> std:
             if e.addon {
                 belongs.push_str(" (add-on)");
             }
-            let here = match (role, x.needed_here) {
-                (None, _) => " (this node's role is unknown)",
-                (Some(_), true) => " (needed on this node)",
-                (Some(_), false) => " (not needed on this node)",
+            let here = match (here_roles.is_empty(), x.needed_here) {
+                (true, _) => " (this node's role is unknown)",
+                (false, true) => " (needed on this node)",
+                (false, false) => " (not needed on this node)",
             };
             belongs.push_str(here);
             rows.push(("roles", belongs));

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use kports_core::catalog::Role;
+use kports_core::catalog::Roles;
 use kports_firewall::Judgement;
 use kports_firewall::detect::Managers;
 use kports_firewall::model::Unread;
@@ -31,7 +31,7 @@ fn report(common: &FirewallCommon, iif: Option<String>, io: &dyn NodeIo) -> Resu
     Ok(NodeReport::build(
         io,
         &Options {
-            role: common.node.role.map(Role::from),
+            roles: common.node.roles(),
             cni: common.node.cni.clone(),
             catalog: common.node.catalog.clone(),
             census_required: false,
@@ -46,7 +46,7 @@ fn report(common: &FirewallCommon, iif: Option<String>, io: &dyn NodeIo) -> Resu
 
 #[derive(Debug, Serialize)]
 struct CheckReport<'a> {
-    role: Role,
+    roles: Roles,
     managers: &'a Managers,
     unread: &'a [Unread],
     rows: &'a [CheckRow],
@@ -62,7 +62,7 @@ fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
     match a.common.output {
         Format::Json => {
             let report = CheckReport {
-                role: fc.role,
+                roles: fc.roles,
                 managers,
                 unread: &fc.firewall.ruleset.unread,
                 rows,
@@ -311,7 +311,7 @@ mod tests {
 
     /// `kports firewall check --cni none` on the example worker.
     const CHECK: &str = "\
-note: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256; no control-plane component or etcd)
+note: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256)
 note: sources: the peers this node is connected to (192.0.2.11 (the API server this node connects to)); pass --sources to judge others
 note: control plane: 192.0.2.11 (the API server this node connects to) (from this node's connections)
 PORT             COMPONENT   FROM           SOURCE       WANT    OK   VERDICT

@@ -189,11 +189,16 @@ impl Drop for Squatter {
 #[test]
 fn clean_lab_nodes_report_no_error() {
     let _lab = Lab::up();
-    for (node, role) in [("cp1", "control-plane"), ("w1", "worker"), ("w2", "worker")] {
+    // The lab's control plane runs a stacked etcd member, as kubeadm's does.
+    for (node, roles) in [
+        ("cp1", serde_json::json!(["control-plane", "etcd"])),
+        ("w1", serde_json::json!(["worker"])),
+        ("w2", serde_json::json!(["worker"])),
+    ] {
         let (code, doc) = check(node, &[]);
         assert_eq!(findings(&doc), [], "{node}: {doc:#}");
         assert_eq!(code, 0, "{node}");
-        assert_eq!(doc["context"]["role"]["value"], role, "{node}");
+        assert_eq!(doc["context"]["roles"]["value"], roles, "{node}");
         assert_eq!(
             doc["context"]["cni"]["value"],
             serde_json::json!(["flannel"]),
@@ -984,7 +989,12 @@ fn firewall_plans_open_exactly_what_each_lab_node_needs() {
     let mut targets = BTreeMap::new();
     for n in &nodes {
         let doc = firewall_check(&n.name, cp, &[]);
-        assert_eq!(doc["items"]["role"], n.role.as_str(), "{}: {doc:#}", n.name);
+        let roles = if n.role == "control-plane" {
+            serde_json::json!(["control-plane", "etcd"])
+        } else {
+            serde_json::json!([n.role])
+        };
+        assert_eq!(doc["items"]["roles"], roles, "{}: {doc:#}", n.name);
         targets.insert(n.name.clone(), targets_of(n, &doc));
     }
     let ports = |name: &str| -> Vec<u16> { targets[name].ports.iter().copied().collect() };
