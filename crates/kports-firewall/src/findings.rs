@@ -120,6 +120,7 @@ fn kind_words(k: SourceKind) -> &'static str {
         SourceKind::All => "clients",
         SourceKind::Nodes => "other nodes",
         SourceKind::ControlPlane => "the control plane",
+        SourceKind::EtcdPeers => "the other etcd members",
         SourceKind::LoadBalancers => "load balancers",
         SourceKind::SelfOnly => "this node",
     }

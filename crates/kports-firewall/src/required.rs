@@ -204,7 +204,11 @@ mod tests {
             SourceKind::widest(&[SelfNode, ControlPlane]),
             SourceKind::ControlPlane
         );
-        assert_eq!(SourceKind::widest(&[Etcd]), SourceKind::ControlPlane);
+        assert_eq!(SourceKind::widest(&[Etcd]), SourceKind::EtcdPeers);
+        assert_eq!(
+            SourceKind::widest(&[Etcd, Apiserver]),
+            SourceKind::ControlPlane
+        );
         assert_eq!(SourceKind::widest(&[Apiserver]), SourceKind::ControlPlane);
         assert_eq!(
             SourceKind::widest(&[SelfNode, LoadBalancers]),
@@ -224,7 +228,7 @@ mod tests {
         let r = catalog().required(Role::ControlPlane, Some("flannel"));
         assert_eq!(from_of(&r, "tcp/6443"), [SourceKind::All]);
         assert_eq!(from_of(&r, "tcp/2379"), [SourceKind::ControlPlane]);
-        assert_eq!(from_of(&r, "tcp/2380"), [SourceKind::ControlPlane]);
+        assert_eq!(from_of(&r, "tcp/2380"), [SourceKind::EtcdPeers]);
         assert_eq!(from_of(&r, "tcp/10250"), [SourceKind::ControlPlane]);
         assert_eq!(from_of(&r, "tcp/10257"), [SourceKind::SelfOnly]);
         assert_eq!(from_of(&r, "tcp/10259"), [SourceKind::SelfOnly]);

@@ -362,6 +362,7 @@ impl NodeReport {
             ports,
             sources: all,
             control_plane: fw.sources.control_plane(),
+            etcd: fw.sources.ranges(SourceKind::EtcdPeers),
             load_balancers: fw.sources.ranges(SourceKind::LoadBalancers),
             zone,
         };
@@ -389,6 +390,36 @@ impl NodeReport {
     }
 }
 
+/// The kubelet's default kubeconfig (kubeadm's).
+const KUBELET_KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+
+/// The kubeconfig files that say where the API server is: the kubelet's and kube-proxy's
+/// `--kubeconfig` (the kubelet's default is kubeadm's `/etc/kubernetes/kubelet.conf`), each with
+/// the words that say where its address came from.
+fn kubeconfigs(sockets: &[Socket]) -> Vec<(PathBuf, &'static str)> {
+    let cmdline = |component: &str| {
+        sockets
+            .iter()
+            .filter(|s| s.component == Some(component))
+            .find_map(|s| s.processes.first().map(|p| p.cmdline.clone()))
+    };
+    let flag = |c: &Option<String>| {
+        c.as_deref()
+            .and_then(|c| kports_core::flags::value(c, "--kubeconfig"))
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let kubelet = cmdline("kubelet");
+    let mut out = vec![(
+        flag(&kubelet).unwrap_or_else(|| PathBuf::from(KUBELET_KUBECONFIG)),
+        "the API server in the kubelet's kubeconfig",
+    )];
+    if let Some(p) = flag(&cmdline("kube-proxy")) {
+        out.push((p, "the API server in kube-proxy's kubeconfig"));
+    }
+    out
+}
+
 /// Reads the ruleset and chooses the sources, with the route back to each.
 fn read_firewall(
     io: &dyn NodeIo,
@@ -414,7 +445,17 @@ fn read_firewall(
             ),
         ));
     }
-    let peers = sources::peers(resolved, sockets, interfaces);
+    let mut peers = sources::peers(resolved, sockets, interfaces);
+    let own = sources::own_addresses(interfaces);
+    for (path, why) in kubeconfigs(sockets) {
+        if let Some(a) = io
+            .read_file(&path)
+            .ok()
+            .and_then(|t| sources::kubeconfig_server(&t))
+        {
+            peers.add_api_server(a, why, &own);
+        }
+    }
     let given = Given {
         sources: &o.sources,
         control_plane: &o.control_plane,

@@ -81,7 +81,7 @@ fn firewall_check_and_plan_use_the_same_sources_as_the_check() {
     assert!(
         fc.notes
             .iter()
-            .any(|n| n == "control plane: 192.0.2.11 (the API server this node connects to) (from this node's connections)"),
+            .any(|n| n == "control plane: 192.0.2.11 (the API server this node connects to)"),
         "{:?}",
         fc.notes
     );
@@ -208,4 +208,113 @@ fn a_report_without_the_firewall_refuses_firewall_views() {
     assert!(matches!(node.firewall_check(), Err(Error::FirewallNotRead)));
     // The check still runs, without firewall findings.
     assert!(node.check(None, false).report.findings.is_empty());
+}
+
+/// The example worker as an etcd member too, told where its API server is by the kubelet's
+/// kubeconfig only (no connection to it), with two other etcd members in `--initial-cluster`:
+/// the control plane (192.0.2.11) and another worker (192.0.2.22).
+fn worker_and_etcd() -> Replay {
+    let mut r = worker();
+    r.sockets
+        .retain(|s| s.state != kports_core::SockState::Established);
+    let mut etcd = r.sockets[0].clone();
+    etcd.local_address = "192.0.2.21".parse().unwrap();
+    etcd.local_port = 2380;
+    etcd.inode = 77;
+    etcd.component = Some("etcd");
+    etcd.processes = std::sync::Arc::new(vec![std::sync::Arc::new(kports_core::ProcessRef {
+        pid: 700,
+        name: "etcd".into(),
+        cmdline: "etcd --name w1 --initial-cluster=cp1=https://192.0.2.11:2380,w1=https://192.0.2.21:2380,w2=https://192.0.2.22:2380,w3=https://etcd-3.example:2380".into(),
+        container_id: None,
+        pod_uid: None,
+    })]);
+    let mut client = etcd.clone();
+    client.local_port = 2379;
+    client.inode = 78;
+    r.sockets.push(etcd);
+    r.sockets.push(client);
+    r.files.insert(
+        PathBuf::from("/etc/kubernetes/kubelet.conf"),
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: AAAA\n    server: https://192.0.2.11:6443\n  name: kubernetes\n".into(),
+    );
+    for a in ["192.0.2.22", "203.0.113.1"] {
+        r.routes.insert(
+            a.parse().unwrap(),
+            ("eth0".into(), Some("192.0.2.21".parse().unwrap())),
+        );
+    }
+    r
+}
+
+#[test]
+fn etcd_peers_come_from_the_initial_cluster_and_the_control_plane_from_the_kubeconfig() {
+    let node = NodeReport::build(&worker_and_etcd(), &Options::default()).unwrap();
+    assert_eq!(
+        node.roles.value,
+        [Role::Worker, Role::Etcd].into_iter().collect::<Roles>()
+    );
+    let fw = node.firewall.as_ref().unwrap();
+    let of = |k: SourceKind| -> Vec<(String, String)> {
+        fw.sources
+            .of(k)
+            .map(|s| (s.source.range.to_string(), s.origin.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        of(SourceKind::ControlPlane),
+        [(
+            CP.to_string(),
+            "the API server in the kubelet's kubeconfig".to_string()
+        )]
+    );
+    // The other members, not this node and not a name kports cannot resolve.
+    let member = "a member in etcd's --initial-cluster".to_string();
+    assert_eq!(
+        of(SourceKind::EtcdPeers),
+        [
+            (CP.to_string(), member.clone()),
+            ("192.0.2.22".to_string(), member)
+        ]
+    );
+    // An etcd peer that is a worker needs etcd's peer port here, not the kubelet.
+    let fc = node.firewall_check().unwrap();
+    let needs = |port: &str| -> Vec<String> {
+        let mut v: Vec<String> = fc
+            .rows
+            .iter()
+            .filter(|r| r.port.label() == port && r.expect_open)
+            .map(|r| format!("{} {}", r.source_kind.as_str(), r.source))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        needs("tcp/2380"),
+        ["etcd-peers 192.0.2.11", "etcd-peers 192.0.2.22"]
+    );
+    assert_eq!(needs("tcp/10250"), ["control-plane 192.0.2.11"]);
+    // The plan opens 2380 to both members without being told, 10250 to the control plane only.
+    let net = [parse_cidr("192.0.2.0/24").unwrap()];
+    let node = NodeReport::build(
+        &worker_and_etcd(),
+        &Options {
+            sources: net.to_vec(),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let script = &fp.plan.script;
+    for rule in [
+        "ip saddr { 192.0.2.11, 192.0.2.22 } tcp dport 2380 accept",
+        "ip saddr 192.0.2.11 tcp dport 10250 accept",
+    ] {
+        assert!(script.contains(rule), "{rule} in {script}");
+    }
+    assert!(
+        !script.contains("192.0.2.22 tcp dport 10250")
+            && !script.contains("192.0.2.22 } tcp dport 10250"),
+        "{script}"
+    );
 }

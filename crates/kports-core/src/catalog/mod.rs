@@ -117,8 +117,11 @@ impl Serialize for PortRange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
-    /// Control-plane nodes only (etcd peers, the API server calling the kubelet).
+    /// Control-plane nodes only (the API server calling the kubelet or etcd's client port).
     ControlPlane,
+    /// The other members of the etcd cluster (raft on 2380), wherever they run: on control-plane
+    /// nodes (stacked), dedicated hosts, or workers that are etcd members too.
+    EtcdPeers,
     /// Every node of the cluster (overlay networks, BGP).
     Nodes,
     /// Anyone who uses the cluster (API clients, NodePort clients).
@@ -133,6 +136,7 @@ impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::ControlPlane => "control-plane",
+            SourceKind::EtcdPeers => "etcd-peers",
             SourceKind::Nodes => "nodes",
             SourceKind::All => "all",
             SourceKind::LoadBalancers => "load-balancers",
@@ -143,12 +147,13 @@ impl SourceKind {
 
 impl SourceKind {
     /// How many hosts the kind lets in, widest highest: All > Nodes > ControlPlane >
-    /// LoadBalancers > SelfOnly.
+    /// EtcdPeers > LoadBalancers > SelfOnly.
     fn width(self) -> u8 {
         match self {
-            SourceKind::All => 4,
-            SourceKind::Nodes => 3,
-            SourceKind::ControlPlane => 2,
+            SourceKind::All => 5,
+            SourceKind::Nodes => 4,
+            SourceKind::ControlPlane => 3,
+            SourceKind::EtcdPeers => 2,
             SourceKind::LoadBalancers => 1,
             SourceKind::SelfOnly => 0,
         }
@@ -159,14 +164,15 @@ impl SourceKind {
         match p {
             Peer::Clients => SourceKind::All,
             Peer::Nodes => SourceKind::Nodes,
-            Peer::ControlPlane | Peer::Apiserver | Peer::Etcd => SourceKind::ControlPlane,
+            Peer::ControlPlane | Peer::Apiserver => SourceKind::ControlPlane,
+            Peer::Etcd => SourceKind::EtcdPeers,
             Peer::LoadBalancers => SourceKind::LoadBalancers,
             Peer::SelfNode | Peer::Pods => SourceKind::SelfOnly,
         }
     }
 
-    /// The widest kind among `peers` (6443, reached by everyone, is `All`; etcd is
-    /// `ControlPlane`); `SelfOnly` when only the node itself or its pods connect.
+    /// The widest kind among `peers` (6443, reached by everyone, is `All`; etcd's client port
+    /// `ControlPlane`, its peer port `EtcdPeers`); `SelfOnly` when only the node itself or its pods connect.
     pub fn widest(peers: &[Peer]) -> SourceKind {
         peers
             .iter()

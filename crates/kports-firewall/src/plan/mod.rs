@@ -60,6 +60,8 @@ pub struct PlanRequest {
     /// Everyone who may use the cluster, the nodes among them (`--sources`).
     pub sources: Vec<AddrRange>,
     pub control_plane: Vec<AddrRange>,
+    /// The other etcd members (etcd's `--initial-cluster`, its peer connections).
+    pub etcd: Vec<AddrRange>,
     pub load_balancers: Vec<AddrRange>,
     /// firewalld zone to add rules to (default: the zone firewalld reports, else `public`).
     pub zone: Option<String>,
@@ -121,6 +123,7 @@ fn allows(req: &PlanRequest, notes: &mut Vec<String>) -> Vec<Allow> {
         let sources = match p.from {
             SourceKind::All | SourceKind::Nodes => req.sources.clone(),
             SourceKind::ControlPlane => req.control_plane.clone(),
+            SourceKind::EtcdPeers => req.etcd.clone(),
             SourceKind::LoadBalancers => req.load_balancers.clone(),
             SourceKind::SelfOnly => Vec::new(),
         };
@@ -472,6 +475,7 @@ mod tests {
             ports: vec![kubelet],
             sources: vec![parse_cidr("192.0.2.0/24").unwrap()],
             control_plane: vec![parse_cidr("192.0.2.11").unwrap()],
+            etcd: Vec::new(),
             load_balancers: Vec::new(),
             zone: None,
         };

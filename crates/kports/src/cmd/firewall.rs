@@ -313,7 +313,7 @@ mod tests {
     const CHECK: &str = "\
 note: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256)
 note: sources: the peers this node is connected to (192.0.2.11 (the API server this node connects to)); pass --sources to judge others
-note: control plane: 192.0.2.11 (the API server this node connects to) (from this node's connections)
+note: control plane: 192.0.2.11 (the API server this node connects to)
 PORT             COMPONENT   FROM           SOURCE       WANT    OK   VERDICT
 tcp/10250        kubelet     control-plane  192.0.2.11   open    NO   drop by iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
 tcp/10248        kubelet     self           127.0.0.1    open    yes  accept by iptables-nft ip filter INPUT #1: -A INPUT -i lo -j ACCEPT
