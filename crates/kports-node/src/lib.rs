@@ -16,7 +16,7 @@ mod replay;
 
 use std::path::PathBuf;
 
-use kports_core::catalog::{Catalog, Roles, Version};
+use kports_core::catalog::{Catalog, Roles, Severity, Version};
 use kports_core::check::{self, Report};
 use kports_core::explain::{self, Explanation};
 use kports_core::resolve::{self, Resolved};
@@ -29,7 +29,7 @@ use kports_firewall::model::{AddrRange, Ruleset};
 use kports_firewall::plan::{self, Plan, PlanBackend, PlanRequest};
 use kports_firewall::required::{self, RequiredPort, SourceKind};
 use kports_firewall::sources::{self, Chosen, Given};
-use kports_firewall::verdicts::CheckRow;
+use kports_firewall::verdicts::{CheckRow, RowKind};
 use kports_firewall::{Evaluator, verdicts};
 
 pub use io::{Census, Linux, NodeIo, SocketSource};
@@ -335,14 +335,48 @@ impl NodeReport {
         let (ports, mut notes) = self.required()?;
         let fw = self.read_firewall()?;
         notes.extend(fw.sources.notes.iter().cloned());
-        let rows = verdicts::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
+        let mut rows = verdicts::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
+        // A port bound to loopback only that the firewall also accepts from others: the bind
+        // keeps it private (`check` judges binds), so it is a note here, not a `NO`.
+        rows.retain(|r| {
+            let private = r.source_kind == RowKind::Others
+                && r.ok == Some(false)
+                && self.bound_to_loopback_only(&r.port);
+            if private {
+                let note = format!(
+                    "{} ({}) is accepted from {} but bound to loopback only: nothing outside reaches it",
+                    r.port.label(),
+                    r.port.component,
+                    r.source
+                );
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
+            !private
+        });
+        let summary = Summary::of(&rows);
         Ok(FirewallCheck {
             roles,
             firewall: fw,
             rows,
+            summary,
             notes,
             warnings: self.firewall_warnings(),
         })
+    }
+
+    /// Whether something listens on `port` and every listener is bound to a loopback address.
+    fn bound_to_loopback_only(&self, port: &RequiredPort) -> bool {
+        let mut on_port = self.sockets.iter().filter(|s| {
+            s.is_listener() && s.proto == port.proto && (port.lo..=port.hi).contains(&s.local_port)
+        });
+        let mut any = false;
+        let all_loopback = on_port.all(|s| {
+            any = true;
+            s.local_address.to_canonical().is_loopback()
+        });
+        any && all_loopback
     }
 
     /// `kports firewall plan`: the rules that open what each source needs, for `backend`.
@@ -495,12 +529,57 @@ pub struct Checked {
     pub warnings: Vec<Warning>,
 }
 
+/// How many of `firewall check`'s rows are wrong, and how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Rows judged.
+    pub rows: usize,
+    /// A required port dropped or rejected for a source that needs it (an error).
+    pub blocked: usize,
+    /// A port accepted from sources that do not need it (a warning).
+    pub exposed: usize,
+    /// Verdicts that depend on a condition kports cannot evaluate, or unknown (info).
+    pub undecided: usize,
+}
+
+impl Summary {
+    fn of(rows: &[CheckRow]) -> Summary {
+        let mut s = Summary {
+            rows: rows.len(),
+            ..Summary::default()
+        };
+        for r in rows {
+            match (r.ok, r.expect_open) {
+                (Some(false), true) => s.blocked += 1,
+                (Some(false), false) => s.exposed += 1,
+                (None, _) => s.undecided += 1,
+                (Some(true), _) => {}
+            }
+        }
+        s
+    }
+
+    /// The severity of the worst row, as `kports check` would rate it.
+    pub fn worst(&self) -> Option<Severity> {
+        if self.blocked > 0 {
+            Some(Severity::Error)
+        } else if self.exposed > 0 {
+            Some(Severity::Warning)
+        } else if self.undecided > 0 {
+            Some(Severity::Info)
+        } else {
+            None
+        }
+    }
+}
+
 /// `kports firewall check`'s result.
 #[derive(Debug)]
 pub struct FirewallCheck<'a> {
     pub roles: Roles,
     pub firewall: &'a Firewall,
     pub rows: Vec<CheckRow>,
+    pub summary: Summary,
     /// How the role, the CNI and the sources were found, and what is not judged.
     pub notes: Vec<String>,
     pub warnings: Vec<Warning>,

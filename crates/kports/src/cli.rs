@@ -342,6 +342,11 @@ pub struct FirewallCommon {
 pub struct FirewallCheckArgs {
     #[command(flatten)]
     pub common: FirewallCommon,
+    /// Exit with status 1 when a row is at least this bad: error (a required port blocked for a
+    /// source that needs it), warning (a port open to sources that do not need it), info (a
+    /// verdict that depends on a condition kports cannot evaluate).
+    #[arg(long, value_enum, default_value = "error")]
+    pub fail_on: FailOn,
     /// The interface packets from the sources arrive on (default: the route back to each source).
     #[arg(long)]
     pub iif: Option<String>,

@@ -11,7 +11,7 @@ use kports_firewall::model::Unread;
 use kports_firewall::plan;
 use kports_firewall::required::RequiredPort;
 use kports_firewall::verdicts::CheckRow;
-use kports_node::{NodeIo, NodeReport, Options};
+use kports_node::{NodeIo, NodeReport, Options, Summary};
 use serde::Serialize;
 
 use crate::cli::{FirewallCheckArgs, FirewallCommand, FirewallCommon, FirewallPlanArgs};
@@ -50,6 +50,7 @@ struct CheckReport<'a> {
     managers: &'a Managers,
     unread: &'a [Unread],
     rows: &'a [CheckRow],
+    summary: Summary,
     /// How the role and CNI were found, and required entries that are not judged (IP
     /// protocols, ports a flag turned off).
     notes: &'a [String],
@@ -66,6 +67,7 @@ fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
                 managers,
                 unread: &fc.firewall.ruleset.unread,
                 rows,
+                summary: fc.summary,
                 notes: &fc.notes,
             };
             out.json(&Document::new(
@@ -122,9 +124,23 @@ fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
                     }
                 },
             )?;
+            out.line("")?;
+            out.line(&summary_line(&fc.summary))?;
         }
     }
-    Ok(Outcome::done(fc.warnings))
+    let threshold = a.fail_on.threshold();
+    Ok(Outcome {
+        failed: threshold.is_some_and(|t| fc.summary.worst().is_some_and(|w| w >= t)),
+        warnings: fc.warnings,
+    })
+}
+
+/// `21 verdicts: 1 blocked for a source that needs it, 0 open to sources that do not, 2 undecided`.
+fn summary_line(s: &Summary) -> String {
+    format!(
+        "{} verdicts: {} blocked for a source that needs it, {} open to sources that do not, {} undecided",
+        s.rows, s.blocked, s.exposed, s.undecided
+    )
 }
 
 fn verdict_text(j: &Judgement, wide: bool) -> String {
@@ -289,8 +305,11 @@ mod tests {
     fn firewall_check_names_the_drop_of_the_kubelet_for_the_control_plane() {
         let (text, outcome) = render(&["firewall", "check", "--cni", "none"]);
         assert_eq!(text, CHECK);
-        assert!(!outcome.failed);
+        // The kubelet's port is blocked for the control plane: an error, as in `kports check`.
+        assert!(outcome.failed);
         assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+        let (_, never) = render(&["firewall", "check", "--cni", "none", "--fail-on", "never"]);
+        assert!(!never.failed);
     }
 
     #[test]
@@ -314,15 +333,17 @@ mod tests {
 note: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256)
 note: sources: the peers this node is connected to (192.0.2.11 (the API server this node connects to)); pass --sources to judge others
 note: control plane: 192.0.2.11 (the API server this node connects to)
+note: tcp/10248 (kubelet) is accepted from 192.0.2.11 but bound to loopback only: nothing outside reaches it
+note: tcp/10249 (kube-proxy) is accepted from 192.0.2.11 but bound to loopback only: nothing outside reaches it
 PORT             COMPONENT   FROM           SOURCE       WANT    OK   VERDICT
 tcp/10250        kubelet     control-plane  192.0.2.11   open    NO   drop by iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
 tcp/10248        kubelet     self           127.0.0.1    open    yes  accept by iptables-nft ip filter INPUT #1: -A INPUT -i lo -j ACCEPT
-tcp/10248        kubelet     others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
 tcp/10256        kube-proxy  others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
 tcp/10249        kube-proxy  self           127.0.0.1    open    yes  accept by iptables-nft ip filter INPUT #1: -A INPUT -i lo -j ACCEPT
-tcp/10249        kube-proxy  others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
 tcp/30000-32767  kube-proxy  all            203.0.113.1  open    yes  accept (iptables-nft ip filter INPUT policy)
 udp/30000-32767  kube-proxy  all            203.0.113.1  open    yes  accept (iptables-nft ip filter INPUT policy)
+
+6 verdicts: 1 blocked for a source that needs it, 1 open to sources that do not, 0 undecided
 ";
     /// `kports firewall plan --backend nft --cni none --sources 192.0.2.0/24 --script` there:
     /// the kubelet opened to the control plane the census shows.
