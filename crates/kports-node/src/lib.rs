@@ -16,7 +16,7 @@ mod replay;
 
 use std::path::PathBuf;
 
-use kports_core::catalog::{Catalog, Roles, Severity, Version};
+use kports_core::catalog::{Catalog, Role, Roles, Severity, Version};
 use kports_core::check::{self, Report};
 use kports_core::explain::{self, Explanation};
 use kports_core::resolve::{self, Resolved};
@@ -56,6 +56,10 @@ pub enum Error {
     RoleUnknown { evidence: String },
     #[error("a plan needs --sources CIDR: the addresses its rules open the ports to")]
     PlanNeedsSources,
+    #[error(
+        "the plan opens {ports} to the control plane, whose address kports cannot find (no connection to an API server, no readable kubeconfig): pass --control-plane ADDR"
+    )]
+    PlanNeedsControlPlane { ports: String },
     #[error("the node report was made without reading the firewall (a bug in kports)")]
     FirewallNotRead,
 }
@@ -390,12 +394,38 @@ impl NodeReport {
         if !fw.sources.of(SourceKind::All).any(|s| s.origin.is_given()) {
             return Err(Error::PlanNeedsSources);
         }
-        let (ports, notes) = self.required()?;
+        let (ports, mut notes) = self.required()?;
+        let mut control_plane = fw.sources.control_plane();
+        let for_cp: Vec<String> = ports
+            .iter()
+            .filter(|p| p.from == SourceKind::ControlPlane)
+            .map(RequiredPort::label)
+            .collect();
+        if control_plane.is_empty() && !for_cp.is_empty() {
+            // A control-plane node is its own control plane: its API server reaches its
+            // kubelet and etcd from its own address.
+            let own: Vec<AddrRange> = [false, true]
+                .into_iter()
+                .filter_map(|v6| sources::primary_interface(&self.interfaces, v6))
+                .map(|(_, a)| AddrRange::single(a))
+                .collect();
+            if !self.roles.value.contains(Role::ControlPlane) || own.is_empty() {
+                return Err(Error::PlanNeedsControlPlane {
+                    ports: for_cp.join(", "),
+                });
+            }
+            let list: Vec<String> = own.iter().map(ToString::to_string).collect();
+            notes.push(format!(
+                "control plane: this node ({}), which is one; pass --control-plane for the others",
+                list.join(", ")
+            ));
+            control_plane = own;
+        }
         let req = PlanRequest {
             backend,
             ports,
             sources: all,
-            control_plane: fw.sources.control_plane(),
+            control_plane,
             etcd: fw.sources.ranges(SourceKind::EtcdPeers),
             load_balancers: fw.sources.ranges(SourceKind::LoadBalancers),
             zone,

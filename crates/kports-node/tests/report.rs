@@ -318,3 +318,58 @@ fn etcd_peers_come_from_the_initial_cluster_and_the_control_plane_from_the_kubec
         "{script}"
     );
 }
+
+#[test]
+fn a_plan_that_cannot_find_the_control_plane_is_refused_and_a_control_plane_is_its_own() {
+    let net = [parse_cidr("192.0.2.0/24").unwrap()];
+    let options = |roles: Option<Roles>| Options {
+        roles,
+        sources: net.to_vec(),
+        ..Options::default()
+    };
+    // The worker without its connection to the API server and without a kubeconfig.
+    let mut lost = worker();
+    lost.sockets
+        .retain(|s| s.state != kports_core::SockState::Established);
+    let node = NodeReport::build(&lost, &options(None)).unwrap();
+    let e = node.firewall_plan(PlanBackend::Nft, None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the plan opens tcp/10250 to the control plane, whose address kports cannot find (no connection to an API server, no readable kubeconfig): pass --control-plane ADDR"
+    );
+    // --control-plane gives it.
+    let node = NodeReport::build(
+        &lost,
+        &Options {
+            control_plane: vec![parse_cidr(CP).unwrap()],
+            ..options(None)
+        },
+    )
+    .unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    assert!(
+        fp.plan
+            .script
+            .contains("ip saddr 192.0.2.11 tcp dport 10250 accept"),
+        "{}",
+        fp.plan.script
+    );
+    // A control-plane node is its own control-plane source.
+    let node = NodeReport::build(&lost, &options(Some(Role::ControlPlane.into()))).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    assert!(
+        fp.plan
+            .script
+            .contains("ip saddr 192.0.2.21 tcp dport 10250 accept"),
+        "{}",
+        fp.plan.script
+    );
+    assert!(
+        fp.plan
+            .notes
+            .iter()
+            .any(|n| n.starts_with("control plane: this node (192.0.2.21)")),
+        "{:?}",
+        fp.plan.notes
+    );
+}
