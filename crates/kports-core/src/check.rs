@@ -331,7 +331,7 @@ pub fn check(input: &Input<'_>) -> Report {
                 ck.explained.insert(*s as *const Socket);
             }
         }
-        if !selected(input, e) {
+        if !selected(input, e) || r.not_in_use.is_some() {
             continue;
         }
         let before = ck.findings.len();

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, Entry, Expect, PortRange, Protocol};
 use crate::check::{self, Input};
 use crate::finding::{Finding, Setting, SocketEvidence};
+use crate::resolve::Resolved;
 use crate::{Proto, SockState, Socket, Warning};
 
 /// What the user asked about.
@@ -123,7 +124,9 @@ pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<War
     let resolved = input.resolved;
     let report = check::check(input);
     let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| s.is_listener()).collect();
-    let needed = |e: &Entry| e.applies_to(input.roles, input.cnis);
+    // An entry of a CNI backend the node does not use is an alternative, not needed here.
+    let needed =
+        |r: &Resolved| r.entry.applies_to(input.roles, input.cnis) && r.not_in_use.is_none();
 
     let mut out = Vec::new();
     match query {
@@ -141,7 +144,7 @@ pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<War
                         continue;
                     }
                     // Another component's connections out to the port matter only where it runs.
-                    if e.direction == crate::catalog::Direction::Out && !needed(e) {
+                    if e.direction == crate::catalog::Direction::Out && !needed(r) {
                         continue;
                     }
                     // A wide optional range (a runtime's random port) explains a port only when
@@ -155,7 +158,7 @@ pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<War
                     any = true;
                     out.push(build(
                         Some(e),
-                        needed(e),
+                        needed(r),
                         protocol,
                         port,
                         r.settings.clone(),
@@ -185,7 +188,7 @@ pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<War
                 if matches_name(e, name) {
                     out.push(build(
                         Some(e),
-                        needed(e),
+                        needed(r),
                         e.protocol,
                         r.port,
                         r.settings.clone(),
@@ -438,6 +441,38 @@ mod tests {
             pre_install: false,
         };
         explain(&Subject::parse(q).unwrap(), &input).0
+    }
+
+    #[test]
+    fn other_flannel_backends_are_alternatives() {
+        let catalog = Catalog::builtin().unwrap();
+        let ifs = [crate::role::tests::iface("flannel.1", "vxlan", Some(8472))];
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, &[], &ifs);
+        let cnis = ["flannel".to_string()];
+        let input = Input {
+            sockets: &[],
+            interfaces: &ifs,
+            catalog: &catalog,
+            resolved: &resolved,
+            roles: Role::Worker.into(),
+            cnis: &cnis,
+            version: None,
+            pre_install: false,
+        };
+        let x = explain(&Subject::parse("flannel").unwrap(), &input).0;
+        let needed: Vec<(String, bool)> = x
+            .iter()
+            .map(|e| (format!("{}/{}", e.protocol.as_str(), e.port), e.needed_here))
+            .collect();
+        assert_eq!(
+            needed,
+            [
+                ("udp/8472".to_string(), true),
+                ("udp/8285".to_string(), false),
+                ("udp/51820".to_string(), false),
+                ("udp/51821".to_string(), false),
+            ]
+        );
     }
 
     #[test]

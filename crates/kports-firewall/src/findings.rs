@@ -145,7 +145,7 @@ pub fn findings(input: &Input<'_>) -> Outcome {
     let mut judged: Vec<(Protocol, PortRange, &Entry)> = Vec::new();
     for r in input.resolved {
         let e = &r.entry;
-        if !needed(e, roles, input.cnis) {
+        if !needed(e, roles, input.cnis) || r.not_in_use.is_some() {
             continue;
         }
         let Some(proto) = e.protocol.proto() else {

@@ -122,7 +122,7 @@ pub fn from_resolved(resolved: &[Resolved], roles: Roles, cnis: &[String]) -> Re
     let mut out = Required::default();
     for r in resolved {
         let e = &r.entry;
-        if !needed(e, roles, cnis) {
+        if !needed(e, roles, cnis) || r.not_in_use.is_some() {
             continue;
         }
         if e.protocol == Protocol::Ip {
@@ -191,6 +191,54 @@ mod tests {
             .filter(|p| p.label() == label)
             .map(|p| p.from)
             .collect()
+    }
+
+    #[test]
+    fn flannel_ports_follow_the_backend_in_use() {
+        let c = catalog();
+        let dev = |name: &str, kind: &str, port: Option<u16>| kports_core::Interface {
+            index: 3,
+            name: name.into(),
+            kind: kind.into(),
+            state: "up".into(),
+            mtu: 1450,
+            mac: None,
+            master: None,
+            tunnel_port: port,
+            addresses: vec![],
+            netns: None,
+        };
+        let flannel = |ifs: &[kports_core::Interface]| -> Vec<String> {
+            let (resolved, _) = kports_core::resolve::resolve_all(&c, &[], ifs);
+            from_resolved(&resolved, Role::Worker.into(), &["flannel".to_string()])
+                .ports
+                .iter()
+                .filter(|p| p.component == "flannel")
+                .map(RequiredPort::label)
+                .collect()
+        };
+        assert_eq!(
+            flannel(&[dev("flannel.1", "vxlan", Some(8472))]),
+            ["udp/8472"]
+        );
+        // The VXLAN device's own port wins over the catalog's.
+        assert_eq!(
+            flannel(&[dev("flannel.1", "vxlan", Some(4789))]),
+            ["udp/4789"]
+        );
+        assert_eq!(
+            flannel(&[
+                dev("flannel-wg", "wireguard", None),
+                dev("flannel-wg-v6", "wireguard", None)
+            ]),
+            ["udp/51820", "udp/51821"]
+        );
+        assert_eq!(flannel(&[dev("flannel0", "tun", None)]), ["udp/8285"]);
+        // Nothing shows the backend: every backend's ports, as before.
+        assert_eq!(
+            flannel(&[]),
+            ["udp/8472", "udp/8285", "udp/51820", "udp/51821"]
+        );
     }
 
     #[test]

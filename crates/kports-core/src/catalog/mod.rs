@@ -624,6 +624,11 @@ pub struct Entry {
     /// Tunnel devices whose UDP port is this entry's port (`flannel.1`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tunnel_devices: Vec<String>,
+    /// Devices that show the CNI backend this entry belongs to (`flannel-wg` for flannel's
+    /// WireGuard); a name ending in `*` is a prefix. Where another backend's device of the same
+    /// CNI is found and none of these, the entry is not in use on the node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backend_devices: Vec<String>,
     pub versions: Versions,
     /// Who connects and why, for `kports explain`.
     #[serde(skip_serializing_if = "Option::is_none")]
