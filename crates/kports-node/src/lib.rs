@@ -284,6 +284,11 @@ impl NodeReport {
         (items, warnings)
     }
 
+    /// etcd's client and peer ports side by side, when `query` is about etcd.
+    pub fn etcd_contrast(&self, query: &explain::Subject) -> Option<explain::EtcdContrast> {
+        explain::etcd_contrast(query, &self.core_input(None, false))
+    }
+
     /// The roles, which the firewall's commands need: at least one.
     pub fn known_roles(&self) -> Result<Roles, Error> {
         if self.roles.value.is_empty() {

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use kports_core::catalog::Roles;
-use kports_core::explain::{self, Explanation, PeerCount, Subject};
+use kports_core::explain::{self, EtcdContrast, Explanation, PeerCount, Subject};
 use kports_node::{NodeIo, NodeReport, Options};
 
 use crate::cli::ExplainArgs;
@@ -44,7 +44,32 @@ pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Re
         }
         print(out, x, node.roles.value)?;
     }
+    if let Some(c) = node.etcd_contrast(&args.query) {
+        out.line("")?;
+        contrast(out, &c)?;
+    }
     Ok(Outcome::done(warnings))
+}
+
+/// etcd's two ports side by side, with this node's counts.
+fn contrast(out: &mut Out<impl Write>, c: &EtcdContrast) -> std::io::Result<()> {
+    let n = |conns: usize, addrs: usize, word: &str| {
+        format!(
+            "{conns} established {word} {addrs} address{}",
+            if addrs == 1 { "" } else { "es" }
+        )
+    };
+    out.heading("etcd's two ports on this node now")?;
+    out.line(&format!(
+        "  tcp/{:<5}  clients: every API server keeps a pool of long-lived connections, so many: {}",
+        c.client_port,
+        n(c.client_connections, c.client_peers, "from")
+    ))?;
+    out.line(&format!(
+        "  tcp/{:<5}  the other etcd members only: a few connections per member, none on a single member: {}",
+        c.peer_port,
+        n(c.peer_connections, c.peer_peers, "with")
+    ))
 }
 
 fn print(out: &mut Out<impl Write>, x: &Explanation, here_roles: Roles) -> std::io::Result<()> {

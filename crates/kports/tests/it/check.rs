@@ -580,6 +580,30 @@ fn explain_counts_connections_per_client() {
         text.contains("3 connections from 1 peer: 127.0.0.1 x3 (kube-apiserver pid"),
         "{text}"
     );
+    // The two ports side by side: the API server's pool on 2379, no peer on a single member.
+    for q in ["etcd", "2379", "2380"] {
+        let out = node.kports(&["explain", q]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let contrast = text
+            .split_once("etcd's two ports on this node now\n")
+            .unwrap_or_else(|| panic!("no contrast for {q}: {text}"))
+            .1;
+        let lines: Vec<&str> = contrast.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("  tcp/2379   clients: "), "{text}");
+        assert!(
+            lines[0].ends_with(": 3 established from 1 address"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("  tcp/2380   the other etcd members only"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with(": 0 established with 0 addresses"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
