@@ -391,9 +391,24 @@ fn closed_ports(allows: &[Allow], proto: Proto) -> Vec<(u16, u16)> {
     )
 }
 
+/// What the rule does, in at most [`COMMENT_MAX`] bytes (nft's limit is 128):
+/// `kube-proxy tcp/30000-32767 from 192.0.2.0/24`.
 fn comment(a: &Allow) -> String {
-    format!("{} from {}", a.port.component, a.port.from.as_str())
+    let mut from: Vec<String> = a.sources.iter().map(ToString::to_string).collect();
+    let head = format!("{} {} from ", a.port.component, a.port.label());
+    let mut text = format!("{head}{}", from.join(", "));
+    while text.len() > COMMENT_MAX && from.len() > 1 {
+        from.pop();
+        text = format!("{head}{} and others", from.join(", "));
+    }
+    if text.len() > COMMENT_MAX {
+        text = format!("{head}{}", a.port.from.as_str());
+    }
+    text
 }
+
+/// The longest comment a plan writes.
+const COMMENT_MAX: usize = 120;
 
 /// Normalises a rule text for comparison: no counters, single spaces.
 fn norm(s: &str) -> String {
@@ -458,6 +473,32 @@ mod tests {
         assert_eq!(
             merge(vec![(30000, 32767), (31000, 31000)]),
             vec![(30000, 32767)]
+        );
+    }
+
+    #[test]
+    fn comments_say_what_the_rule_opens_and_to_whom() {
+        let port = RequiredPort::new(Proto::Tcp, 2380, 2380, SourceKind::EtcdPeers, "etcd");
+        let few = Allow {
+            port: port.clone(),
+            sources: vec![
+                parse_cidr("192.0.2.11").unwrap(),
+                parse_cidr("192.0.2.12").unwrap(),
+            ],
+        };
+        assert_eq!(comment(&few), "etcd tcp/2380 from 192.0.2.11, 192.0.2.12");
+        let many = Allow {
+            port,
+            sources: (1..=40)
+                .map(|i| parse_cidr(&format!("198.51.100.{i}")).unwrap())
+                .collect(),
+        };
+        let c = comment(&many);
+        assert!(c.len() <= COMMENT_MAX, "{c}");
+        assert!(
+            c.starts_with("etcd tcp/2380 from 198.51.100.1, 198.51.100.2, ")
+                && c.ends_with(" and others"),
+            "{c}"
         );
     }
 

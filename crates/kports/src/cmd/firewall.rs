@@ -356,9 +356,9 @@ add chain inet kports input { type filter hook input priority filter - 10; polic
 flush chain inet kports input
 add rule inet kports input ct state established,related accept
 add rule inet kports input iifname "lo" accept
-add rule inet kports input ip saddr 192.0.2.11 tcp dport 10250 accept comment "kubelet from control-plane"
-add rule inet kports input ip saddr 192.0.2.0/24 tcp dport 30000-32767 accept comment "kube-proxy from all"
-add rule inet kports input ip saddr 192.0.2.0/24 udp dport 30000-32767 accept comment "kube-proxy from all"
+add rule inet kports input ip saddr 192.0.2.11 tcp dport 10250 accept comment "kubelet tcp/10250 from 192.0.2.11"
+add rule inet kports input ip saddr 192.0.2.0/24 tcp dport 30000-32767 accept comment "kube-proxy tcp/30000-32767 from 192.0.2.0/24"
+add rule inet kports input ip saddr 192.0.2.0/24 udp dport 30000-32767 accept comment "kube-proxy udp/30000-32767 from 192.0.2.0/24"
 add rule inet kports input tcp dport { 10248-10250, 10256, 30000-32767 } reject with tcp reset comment "kports: required ports, closed to other sources"
 add rule inet kports input udp dport 30000-32767 reject comment "kports: required ports, closed to other sources"
 EOF
