@@ -78,6 +78,10 @@ pub struct Intent {
     pub now: Judgement,
     /// Whether the current ruleset already does what the plan wants.
     pub already: Option<bool>,
+    /// A wanted opening that a drop in another table or chain still blocks after the plan is
+    /// applied (kports writes only its own table or chain): that rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub still_blocked_by: Option<String>,
 }
 
 /// A rule outside kports's table or chain that would still block a wanted connection.
@@ -163,7 +167,7 @@ pub fn plan(rs: &Ruleset, req: &PlanRequest, firewalld_zone: Option<&str>) -> Pl
         }
         PlanBackend::Ufw => (ufw_script(&allows), Vec::new(), None),
     };
-    let conflicts = match &simulated {
+    let found = match &simulated {
         Some(sim) => conflicts(&Evaluator::new(sim), &allows, |_| false),
         None => {
             let backend = req.backend;
@@ -172,6 +176,14 @@ pub fn plan(rs: &Ruleset, req: &PlanRequest, firewalld_zone: Option<&str>) -> Pl
             })
         }
     };
+    let mut intents = intents;
+    for x in intents.iter_mut().filter(|x| x.open) {
+        x.still_blocked_by = found
+            .iter()
+            .find(|(wanted, c)| *wanted == x.port && c.source == x.source)
+            .map(|(_, c)| c.blocked_by.to_string());
+    }
+    let conflicts: Vec<Conflict> = found.into_iter().map(|(_, c)| c).collect();
     if rs.unread.iter().any(|_| true) {
         let unread: Vec<String> = rs
             .unread
@@ -247,14 +259,16 @@ fn intent(ev: &Evaluator<'_>, port: &RequiredPort, src: AddrRange, open: bool) -
         open,
         now,
         already,
+        still_blocked_by: None,
     }
 }
 
+/// The conflicts, each with the label of the wanted port it blocks (a part of it, perhaps).
 fn conflicts(
     ev: &Evaluator<'_>,
     allows: &[Allow],
     owned: impl Fn(&RuleRef) -> bool,
-) -> Vec<Conflict> {
+) -> Vec<(String, Conflict)> {
     let mut out = Vec::new();
     for a in allows {
         for s in &a.sources {
@@ -276,12 +290,15 @@ fn conflicts(
                     hi,
                     ..a.port.clone()
                 };
-                out.push(Conflict {
-                    port: port.label(),
-                    source: s.to_string(),
-                    fix: fix_command(by, &port, *s),
-                    blocked_by: by.clone(),
-                });
+                out.push((
+                    a.port.label(),
+                    Conflict {
+                        port: port.label(),
+                        source: s.to_string(),
+                        fix: fix_command(by, &port, *s),
+                        blocked_by: by.clone(),
+                    },
+                ));
             }
         }
     }
@@ -500,6 +517,53 @@ mod tests {
                 && c.ends_with(" and others"),
             "{c}"
         );
+    }
+
+    #[test]
+    fn an_opening_another_tables_drop_still_blocks_says_so() {
+        let kubelet = RequiredPort::new(
+            Proto::Tcp,
+            10250,
+            10250,
+            SourceKind::ControlPlane,
+            "kubelet",
+        );
+        let req = PlanRequest {
+            backend: PlanBackend::Nft,
+            ports: vec![kubelet],
+            sources: vec![parse_cidr("192.0.2.0/24").unwrap()],
+            control_plane: vec![parse_cidr("192.0.2.11").unwrap()],
+            etcd: Vec::new(),
+            load_balancers: Vec::new(),
+            zone: None,
+        };
+        // A host firewall of its own: iptables-nft's INPUT drops everything but loopback.
+        let (tables, warnings) = crate::iptables::parse_save(
+            "*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\nCOMMIT\n",
+            crate::model::Backend::IptablesNft,
+            false,
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let rs = Ruleset {
+            tables,
+            unread: Vec::new(),
+        };
+        let p = plan(&rs, &req, None);
+        let opening = p
+            .intents
+            .iter()
+            .find(|x| x.open && x.source == "192.0.2.11")
+            .unwrap();
+        assert_eq!(
+            opening.still_blocked_by.as_deref(),
+            Some("iptables-nft ip filter INPUT: policy drop"),
+            "{:#?}",
+            p.intents
+        );
+        assert_eq!(p.conflicts.len(), 1, "{:#?}", p.conflicts);
+        // Without the host's drop nothing is still blocked.
+        let open = plan(&Ruleset::default(), &req, None);
+        assert!(open.intents.iter().all(|x| x.still_blocked_by.is_none()));
     }
 
     #[test]

@@ -241,11 +241,16 @@ fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
                         1 => b.push_str(&x.component),
                         2 => b.push_str(&x.source),
                         3 => b.push_str(if x.open { "open" } else { "closed" }),
-                        4 => b.push_str(match (x.already, x.open) {
-                            (Some(true), _) => "none (already so)",
-                            (_, true) => "opens",
-                            (_, false) => "closes",
-                        }),
+                        4 => match (&x.still_blocked_by, x.already, x.open) {
+                            (Some(by), _, _) if wide => {
+                                b.push_str("still blocked by ");
+                                b.push_str(by);
+                            }
+                            (Some(_), _, _) => b.push_str("still blocked (see below)"),
+                            (None, Some(true), _) => b.push_str("none (already so)"),
+                            (None, _, true) => b.push_str("opens"),
+                            (None, _, false) => b.push_str("closes"),
+                        },
                         _ => b.push_str(&verdict_text(&x.now, wide)),
                     }
                 },
