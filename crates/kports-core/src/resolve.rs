@@ -218,6 +218,36 @@ pub fn resolve_all(
     (resolved, warnings)
 }
 
+/// Applies the CNI backends the user named (`--cni flannel:wireguard`, as (`flannel`,
+/// `wireguard`)): the entries of the CNI's other backends are not in use, whatever the devices
+/// show. Returns the first backend the catalog does not know for its CNI, with the ones it knows.
+pub fn apply_backends(
+    resolved: &mut [Resolved],
+    given: &[(String, String)],
+) -> Result<(), (String, String, Vec<String>)> {
+    for (cni, backend) in given {
+        let mut known: Vec<String> = resolved
+            .iter()
+            .filter(|r| r.entry.cni.as_deref() == Some(cni.as_str()))
+            .filter_map(|r| r.entry.backend.clone())
+            .collect();
+        known.dedup();
+        if !known.contains(backend) {
+            return Err((cni.clone(), backend.clone(), known));
+        }
+        for r in resolved.iter_mut() {
+            if r.entry.cni.as_deref() != Some(cni.as_str()) {
+                continue;
+            }
+            if let Some(b) = &r.entry.backend {
+                r.not_in_use =
+                    (b != backend).then(|| format!("{cni} uses its {backend} backend (--cni)"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every catalog entry at its catalog default (no census: before kubeadm, or where the census
 /// failed).
 pub fn defaults(catalog: &Catalog) -> Vec<Resolved> {

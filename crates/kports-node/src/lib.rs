@@ -52,6 +52,12 @@ pub enum Error {
     CatalogRefused(#[source] kports_core::catalog::CatalogError),
     #[error("--cni {name}: the catalog knows {known} (or none)")]
     UnknownCni { name: String, known: String },
+    #[error("--cni {cni}:{backend}: the catalog knows {cni}'s backends {known}")]
+    UnknownBackend {
+        cni: String,
+        backend: String,
+        known: String,
+    },
     #[error("the node's role is unknown ({evidence}): pass --role")]
     RoleUnknown { evidence: String },
     #[error("a plan needs --sources CIDR: the addresses its rules open the ports to")]
@@ -164,11 +170,27 @@ pub fn load_catalog(io: &dyn NodeIo, path: Option<&std::path::Path>) -> Result<C
     Ok(c)
 }
 
-/// The CNIs the user named, checked against the catalog.
+/// The `CNI:BACKEND` pairs the user named (`flannel:wireguard`).
+fn given_backends(list: &[String]) -> Vec<(String, String)> {
+    list.iter()
+        .filter_map(|c| {
+            c.trim()
+                .to_ascii_lowercase()
+                .split_once(':')
+                .map(|(c, b)| (c.to_string(), b.to_string()))
+        })
+        .collect()
+}
+
+/// The CNIs the user named (a backend after `:` left out), checked against the catalog.
 fn given_cnis(list: &[String], catalog: &Catalog) -> Result<Vec<String>, Error> {
     let list: Vec<String> = list
         .iter()
-        .map(|c| c.trim().to_ascii_lowercase())
+        .map(|c| {
+            let c = c.trim().to_ascii_lowercase();
+            c.split_once(':')
+                .map_or(c.clone(), |(name, _)| name.to_string())
+        })
         .filter(|c| !c.is_empty() && c != "none")
         .collect();
     let known = catalog.cnis();
@@ -207,8 +229,17 @@ impl NodeReport {
             Some(list) => Detected::given(given_cnis(list, &catalog)?, "--cni"),
             None => role::detect_cni(&census.sockets, &census.interfaces),
         };
-        let (resolved, flag_warnings) =
+        let (mut resolved, flag_warnings) =
             resolve::resolve_all(&catalog, &census.sockets, &census.interfaces);
+        if let Some(list) = &o.cni {
+            resolve::apply_backends(&mut resolved, &given_backends(list)).map_err(
+                |(cni, backend, known)| Error::UnknownBackend {
+                    cni,
+                    backend,
+                    known: known.join(", "),
+                },
+            )?;
+        }
         let firewall = o.firewall.then(|| {
             read_firewall(
                 io,

@@ -373,3 +373,37 @@ fn a_plan_that_cannot_find_the_control_plane_is_refused_and_a_control_plane_is_i
         fp.plan.notes
     );
 }
+
+#[test]
+fn a_cni_backend_given_by_hand_requires_its_ports_only() {
+    let flannel = |cni: &str| -> Result<Vec<String>, Error> {
+        let node = NodeReport::build(
+            &worker(),
+            &Options {
+                cni: Some(vec![cni.to_string()]),
+                ..Options::default()
+            },
+        )?;
+        Ok(node
+            .required()?
+            .0
+            .iter()
+            .filter(|p| p.component == "flannel")
+            .map(|p| p.label())
+            .collect())
+    };
+    assert_eq!(
+        flannel("flannel:wireguard").unwrap(),
+        ["udp/51820", "udp/51821"]
+    );
+    assert_eq!(flannel("Flannel:VXLAN").unwrap(), ["udp/8472"]);
+    // No device shows the backend on the example worker: every backend's ports.
+    assert_eq!(
+        flannel("flannel").unwrap(),
+        ["udp/8472", "udp/8285", "udp/51820", "udp/51821"]
+    );
+    assert_eq!(
+        flannel("flannel:ipsec").unwrap_err().to_string(),
+        "--cni flannel:ipsec: the catalog knows flannel's backends vxlan, udp, wireguard"
+    );
+}

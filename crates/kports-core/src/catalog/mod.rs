@@ -629,6 +629,9 @@ pub struct Entry {
     /// CNI is found and none of these, the entry is not in use on the node.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backend_devices: Vec<String>,
+    /// The name of that backend (`vxlan`, `wireguard`), as `--cni flannel:wireguard` gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     pub versions: Versions,
     /// Who connects and why, for `kports explain`.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -87,6 +87,7 @@ pub(super) struct RawEntry {
     pub(super) flags_of: Option<String>,
     pub(super) tunnel_devices: Option<Vec<String>>,
     pub(super) backend_devices: Option<Vec<String>>,
+    pub(super) backend: Option<String>,
     pub(super) versions: Option<Spanned<String>>,
     pub(super) clients: Option<String>,
     pub(super) notes: Option<String>,
@@ -267,6 +268,7 @@ pub(super) fn new_entry(
         flags: Flags::default(),
         tunnel_devices: Vec::new(),
         backend_devices: Vec::new(),
+        backend: None,
         versions: Versions::default(),
         clients: None,
         notes: None,
@@ -316,7 +318,7 @@ pub(super) fn apply(
     macro_rules! set_opt {
         ($($f:ident),*) => { $( if let Some(v) = &r.$f { e.$f = Some(v.clone()); } )* };
     }
-    set_opt!(bind_detail, clients, notes, disagreement);
+    set_opt!(bind_detail, clients, notes, disagreement, backend);
     if let Some(v) = &r.roles {
         e.roles = v.get_ref().clone();
     }
