@@ -12,8 +12,14 @@
 //! only partly inside a prefix) forks the walk: both outcomes are followed, and if they differ
 //! the answer is [`Judgement::Depends`] naming the condition. Forks are bounded, so a ruleset of
 //! any size and shape gives an answer.
+//!
+//! The outcome of walking a chain depends only on the chain and the packet, so for one packet each
+//! chain is walked once and its outcome reused by every later jump or goto to it. Every walk, a
+//! reused one included, counts against a budget that grows with the ruleset's size; a ruleset
+//! whose shape would still need more walks (jump loops, which the kernel refuses anyway) is
+//! answered "unknown: ruleset too complex to judge", never by a hang.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
@@ -222,6 +228,18 @@ fn fork(why: String, id: Id, yes: Flow, no: Flow) -> Flow {
     }
 }
 
+/// A chain's outcome for one packet, kept for reuse.
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    /// The packet it belongs to ([`Evaluator::judge`] call).
+    generation: u64,
+    flow: Option<Flow>,
+    /// How many jumps deep its walk went.
+    height: usize,
+    /// Nodes of the outcome tree.
+    size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Truth {
     Yes,
@@ -246,6 +264,8 @@ enum PVal<'p> {
 }
 
 const MAX_DEPTH: usize = 64;
+/// Chain walks allowed for one packet beyond one per rule, chain and verdict map entry.
+const WALK_SLACK: u64 = 10_000;
 const MAX_FORKS: u32 = 256;
 /// Bound on the outcomes combined across base chains for one packet.
 const MAX_FOLD: u32 = 4096;
@@ -260,6 +280,22 @@ pub struct Evaluator<'r> {
     bases: Vec<(usize, usize)>,
     forks: Cell<u32>,
     nodes: Cell<u64>,
+    /// Chain walks for the current packet, reused ones included.
+    walks: Cell<u64>,
+    /// Rules looked at for the current packet.
+    visits: Cell<u64>,
+    /// Chain walks allowed for one packet (linear in the ruleset's size).
+    walk_budget: u64,
+    /// Index of each table's first chain in `memo`.
+    chain_base: Vec<usize>,
+    /// The packet being judged: `memo` entries of other generations are stale.
+    generation: Cell<u64>,
+    /// Outcome of walking each chain from its first rule, for the current packet.
+    memo: RefCell<Vec<Memo>>,
+    /// Set when a walk was cut short by [`MAX_DEPTH`]: its outcome depends on where it started.
+    cut: Cell<bool>,
+    /// The deepest walk started since the current chain walk began.
+    reach: Cell<usize>,
     /// Sorted, distinct integers where a stretch of equal verdicts may begin (`a` and `b + 1`
     /// of every integer range in the tables that are walked).
     cuts: Vec<u64>,
@@ -295,25 +331,71 @@ impl<'r> Evaluator<'r> {
         }
         cuts.sort_unstable();
         cuts.dedup();
+        let mut chain_base = Vec::with_capacity(rs.tables.len());
+        let mut size: u64 = 0;
+        let mut chains = 0usize;
+        for table in &rs.tables {
+            chain_base.push(chains);
+            chains += table.chains.len();
+            size += table.chains.len() as u64;
+            for chain in &table.chains {
+                for rule in &chain.rules {
+                    size += 1;
+                    if let Action::Vmap {
+                        map: VmapRef::Inline(es),
+                        ..
+                    } = &rule.action
+                    {
+                        size += es.len() as u64;
+                    }
+                }
+            }
+            size += table.sets.iter().map(|s| s.elems.len() as u64).sum::<u64>();
+        }
         Evaluator {
             cuts,
             rs,
             bases: bases.into_iter().map(|(_, _, _, t, c)| (t, c)).collect(),
             forks: Cell::new(0),
             nodes: Cell::new(0),
+            walks: Cell::new(0),
+            visits: Cell::new(0),
+            walk_budget: WALK_SLACK.saturating_add(size.saturating_mul(2)),
+            chain_base,
+            generation: Cell::new(0),
+            memo: RefCell::new(vec![Memo::default(); chains]),
+            cut: Cell::new(false),
+            reach: Cell::new(0),
         }
+    }
+
+    /// The work the last [`Evaluator::judge`] did: chain walks (reused ones included) plus
+    /// rules looked at. It grows with the ruleset's size, whatever its shape.
+    pub fn work(&self) -> u64 {
+        self.walks.get() + self.visits.get()
     }
 
     /// The verdict for one packet.
     pub fn judge(&self, p: &Packet) -> Judgement {
         self.forks.set(0);
         self.nodes.set(0);
+        self.walks.set(0);
+        self.visits.set(0);
+        self.generation.set(self.generation.get() + 1);
         let flows: Vec<Flow> = self
             .bases
             .iter()
             .filter(|&&(t, _)| self.rs.tables[t].family.sees(p.v6))
             .map(|&(t, c)| self.base_flow(t, c, p))
             .collect();
+        if self.walks.get() > self.walk_budget {
+            return Judgement::Unknown {
+                reason: format!(
+                    "ruleset too complex to judge ({} chain walks)",
+                    self.walks.get()
+                ),
+            };
+        }
         let mut nodes = 0u32;
         let j = self.fold_all(&flows, 0, Vec::new(), &mut nodes);
         if self.rs.unread.is_empty() || j.blocker().is_some() {
@@ -372,7 +454,7 @@ impl<'r> Evaluator<'r> {
             Policy::Accept => Flow::Accept(id),
             Policy::Drop => Flow::Drop(id, None),
         };
-        let f = self.walk(t, c, 0, 0, p);
+        let f = self.walk_chain(t, c, 0, p);
         f.replace(&Flow::Return, &policy)
             .replace(&Flow::Next, &policy)
     }
@@ -477,12 +559,68 @@ impl<'r> Evaluator<'r> {
         n <= MAX_FORKS
     }
 
+    /// Walks chain `c` of table `t` from its first rule, or reuses the outcome of an earlier
+    /// walk of it for this packet. Every call counts against the walk budget.
+    fn walk_chain(&self, t: usize, c: usize, depth: usize, p: &Packet) -> Flow {
+        let walks = self.walks.get() + 1;
+        self.walks.set(walks);
+        if walks > self.walk_budget {
+            return Flow::Unknown(format!(
+                "ruleset too complex to judge ({walks} chain walks)"
+            ));
+        }
+        let k = self.chain_base[t] + c;
+        let generation = self.generation.get();
+        {
+            let memo = self.memo.borrow();
+            let m = &memo[k];
+            // An outcome is reused only where its deepest walk stays within the depth bound,
+            // so reusing it gives exactly what walking again would.
+            if m.generation == generation
+                && let Some(f) = &m.flow
+                && depth + m.height <= MAX_DEPTH
+            {
+                self.reach.set(self.reach.get().max(depth + m.height));
+                // Copying an outcome tree is work too: it counts as building one would.
+                if m.size > 1 {
+                    let n = self.nodes.get().saturating_add(m.size);
+                    self.nodes.set(n);
+                    if n > MAX_NODES {
+                        return Flow::Unknown("too many undecidable conditions on the way".into());
+                    }
+                }
+                return f.clone();
+            }
+        }
+        let (outer_cut, outer_reach) = (self.cut.replace(false), self.reach.replace(depth));
+        let f = self.walk(t, c, 0, depth, p);
+        let (cut, reach) = (self.cut.get(), self.reach.get());
+        if !cut {
+            self.memo.borrow_mut()[k] = Memo {
+                generation,
+                size: f.count(&Flow::Next).0,
+                flow: Some(f.clone()),
+                height: reach - depth,
+            };
+        }
+        self.cut.set(outer_cut || cut);
+        self.reach.set(outer_reach.max(reach));
+        f
+    }
+
     /// Walks chain `c` of table `t` from rule `from`. Leaves: verdicts, or `Return`.
     fn walk(&self, t: usize, c: usize, from: usize, depth: usize, p: &Packet) -> Flow {
         let table = &self.rs.tables[t];
         let rules = &table.chains[c].rules;
         let mut i = from;
         while i < rules.len() {
+            if self.walks.get() > self.walk_budget {
+                return Flow::Unknown(format!(
+                    "ruleset too complex to judge ({} chain walks)",
+                    self.walks.get()
+                ));
+            }
+            self.visits.set(self.visits.get() + 1);
             let rule = &rules[i];
             let id = Id { t, c, r: Some(i) };
             let why = match self.rule_truth(table, rule, p) {
@@ -545,11 +683,12 @@ impl<'r> Evaluator<'r> {
                     ));
                 };
                 if depth >= MAX_DEPTH {
+                    self.cut.set(true);
                     return Flow::Unknown(format!(
                         "jumps nest deeper than {MAX_DEPTH} at chain {name}"
                     ));
                 }
-                let sub = self.walk(t, target, 0, depth + 1, p);
+                let sub = self.walk_chain(t, target, depth + 1, p);
                 if matches!(action, Action::Jump(_)) {
                     sub.replace(&Flow::Return, &Flow::Next)
                 } else {
