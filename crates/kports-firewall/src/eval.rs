@@ -20,11 +20,13 @@
 //! answered "unknown: ruleset too complex to judge", never by a hang.
 
 use std::cell::{Cell, RefCell};
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
+pub use crate::display::show_cond;
+use crate::display::show_val;
 use crate::model::*;
 
 /// An inbound packet opening a new connection to a local port.
@@ -942,89 +944,4 @@ fn for_each_int(t: &Table, f: &mut dyn FnMut(u64, u64)) {
             }
         }
     }
-}
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Key::L4Proto => f.write_str("meta l4proto"),
-            Key::Port { dir, proto } => {
-                let h = proto.map_or_else(|| "th".to_string(), proto_name);
-                write!(
-                    f,
-                    "{h} {}",
-                    if *dir == Dir::Src { "sport" } else { "dport" }
-                )
-            }
-            Key::Addr { dir, v6 } => {
-                let h = match v6 {
-                    Some(true) => "ip6",
-                    Some(false) => "ip",
-                    None => "address",
-                };
-                write!(
-                    f,
-                    "{h} {}",
-                    if *dir == Dir::Src { "saddr" } else { "daddr" }
-                )
-            }
-            Key::Iifname => f.write_str("iifname"),
-            Key::Oifname => f.write_str("oifname"),
-            Key::NfProto => f.write_str("meta nfproto"),
-            Key::CtState => f.write_str("ct state"),
-            Key::CtStatus => f.write_str("ct status"),
-            Key::CtDirection => f.write_str("ct direction"),
-            Key::PktType => f.write_str("meta pkttype"),
-            Key::TcpSyn => f.write_str("tcp flags syn"),
-            Key::AddrType { dir } => write!(
-                f,
-                "addrtype {}",
-                if *dir == Dir::Src { "src" } else { "dst" }
-            ),
-            Key::Concat(ks) => {
-                for (i, k) in ks.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(" . ")?;
-                    }
-                    write!(f, "{k}")?;
-                }
-                Ok(())
-            }
-            Key::Unknown(w) => f.write_str(w),
-        }
-    }
-}
-
-fn show_val(v: &Val) -> String {
-    match v {
-        Val::Int(a, b) if a == b => a.to_string(),
-        Val::Int(a, b) => format!("{a}-{b}"),
-        Val::Addr(a) => a.to_string(),
-        Val::Str(s) => format!("\"{s}\""),
-        Val::Concat(vs) => vs.iter().map(show_val).collect::<Vec<_>>().join(" . "),
-    }
-}
-
-/// A condition as text, for "depends on ...".
-pub fn show_cond(c: &Cond) -> String {
-    if let Key::Unknown(w) = &c.key {
-        return if c.neg { format!("not {w}") } else { w.clone() };
-    }
-    let mut s = c.key.to_string();
-    s.push(' ');
-    if c.neg {
-        s.push_str("!= ");
-    }
-    match &c.rhs {
-        Rhs::Set(n) => {
-            let _ = write!(s, "@{n}");
-        }
-        Rhs::Vals(vs) if vs.len() == 1 => s.push_str(&show_val(&vs[0])),
-        Rhs::Vals(vs) => {
-            s.push_str("{ ");
-            s.push_str(&vs.iter().map(show_val).collect::<Vec<_>>().join(", "));
-            s.push_str(" }");
-        }
-    }
-    s
 }

@@ -5,6 +5,7 @@
 //! ruleset` and `iptables-save` printed (see [`capture::Capture`]), and everything else is pure:
 //! - [`nft`] and [`iptables`] parse them into one [`model`];
 //! - [`eval`] walks a packet through every base chain and names the deciding rule;
+//! - [`display`] writes rules and conditions as text;
 //! - [`detect`] recognises firewalld and ufw from their tables and files;
 //! - [`required`] says which ports a role needs and from where, from kports-core's catalog;
 //! - [`check`] joins the two into the rows of `kports firewall check`;
@@ -14,6 +15,7 @@
 pub mod capture;
 pub mod check;
 pub mod detect;
+pub mod display;
 pub mod eval;
 pub mod findings;
 pub mod iptables;

@@ -16,7 +16,8 @@ use nftables::stmt::{Match, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde_json::Value;
 
-use crate::eval::show_cond;
+pub use crate::display::action_text;
+use crate::display::render;
 use crate::model::*;
 use crate::{Error, Result};
 
@@ -749,32 +750,5 @@ fn string_val(s: &str, key: &Key) -> Result<Val, String> {
             Ok(Val::Str(s.to_ascii_lowercase()))
         }
         _ => Ok(Val::Str(s.to_string())),
-    }
-}
-
-/// A rule written from its parsed form, when `nft -a list ruleset` was not available.
-fn render(conds: &[Cond], action: &Action) -> String {
-    let mut parts: Vec<String> = conds.iter().map(show_cond).collect();
-    parts.push(action_text(action));
-    parts.retain(|p| !p.is_empty());
-    parts.join(" ")
-}
-
-pub fn action_text(a: &Action) -> String {
-    match a {
-        Action::Continue => String::new(),
-        Action::Accept => "accept".into(),
-        Action::Drop => "drop".into(),
-        Action::Reject(None) => "reject".into(),
-        Action::Reject(Some(w)) => format!("reject with {w}"),
-        Action::Jump(c) => format!("jump {c}"),
-        Action::Goto(c) => format!("goto {c}"),
-        Action::Return => "return".into(),
-        Action::Vmap {
-            key,
-            map: VmapRef::Named(n),
-        } => format!("{key} vmap @{n}"),
-        Action::Vmap { key, .. } => format!("{key} vmap {{ ... }}"),
-        Action::Unknown(w) => w.clone(),
     }
 }
