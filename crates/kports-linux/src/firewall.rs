@@ -1,12 +1,16 @@
 //! Reads a node's firewall: `nft` listings, every `*-save` variant, the legacy table list, and
 //! firewalld's and ufw's configuration files, each through [`crate::runner`].
 //!
+//! Each rule is read once: `nft -j list tables` first, then the `*-save` dumps, then
+//! `nft -j list table` for only the tables no iptables-nft dump holds (see
+//! [`kports_firewall::capture::nft_tables_to_list`]).
+//!
 //! Nothing here interprets what was read; `kports_firewall::capture::assemble` does. A source that
 //! fails keeps its reason, so the verdicts that depend on it come out unknown.
 
 use std::time::Duration;
 
-use kports_firewall::capture::{Capture, SaveSource};
+use kports_firewall::capture::{Capture, SaveSource, nft_tables_to_list};
 use kports_firewall::detect::{FIREWALLD_CONF, UFW_CONF, UFW_DEFAULTS};
 
 use crate::runner::run;
@@ -15,8 +19,7 @@ use crate::runner::run;
 pub fn capture(timeout: Duration) -> Capture {
     let text = |r: Result<String, crate::runner::RunError>| r.map_err(|e| e.to_string());
     let mut c = Capture {
-        nft_json: Some(text(run("nft", &["-j", "list", "ruleset"], timeout))),
-        nft_text: Some(text(run("nft", &["-a", "list", "ruleset"], timeout))),
+        nft_list: Some(text(run("nft", &["-j", "list", "tables"], timeout))),
         ..Capture::default()
     };
     for v6 in [false, true] {
@@ -44,6 +47,22 @@ pub fn capture(timeout: Duration) -> Capture {
             continue;
         }
         c.saves.push((src, text(run(src.command(), &[], timeout))));
+    }
+    if let Some(Ok(list)) = &c.nft_list {
+        match nft_tables_to_list(list, &c.saves) {
+            Ok(tables) => {
+                for (family, name) in tables {
+                    let listing = run(
+                        "nft",
+                        &["-j", "list", "table", family.as_str(), &name],
+                        timeout,
+                    );
+                    c.nft_tables
+                        .push((format!("{} {name}", family.as_str()), text(listing)));
+                }
+            }
+            Err(e) => c.nft_list = Some(Err(format!("`nft -j list tables`: {e}"))),
+        }
     }
     for path in [FIREWALLD_CONF, UFW_DEFAULTS, UFW_CONF] {
         if let Ok(s) = std::fs::read_to_string(path) {

@@ -286,3 +286,41 @@ fn check_answers_on_chains_that_jump_to_the_next_six_times() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// iptables-nft rules come from `iptables-nft-save`; a table it cannot show (native nft chains
+/// in `ip mangle`) is read from nft instead, and its rule decides.
+#[test]
+fn check_reads_a_table_iptables_nft_save_calls_incompatible_from_nft() {
+    let ns = Ns::new();
+    let (ok, _, err) = ns.run(&[
+        "iptables-nft",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "22",
+        "-j",
+        "ACCEPT",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ns.run(&["nft", "add table ip mangle; add chain ip mangle x { type filter hook input priority 0; policy accept; }; add rule ip mangle x tcp dport 10250 drop"]);
+    assert!(ok, "{err}");
+    let (_, save, _) = ns.run(&["iptables-nft-save"]);
+    assert!(save.contains("incompatible"), "{save}");
+    let mut args = vec![KPORTS, "firewall", "check", "-o", "json"];
+    args.extend(CLUSTER);
+    let (ok, out, err) = ns.run(&args);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = doc["items"]["rows"].as_array().unwrap();
+    let kubelet = rows
+        .iter()
+        .find(|r| r["port"]["lo"] == 10250 && r["expect_open"] == true)
+        .unwrap();
+    let j = &kubelet["segments"][0]["judgement"];
+    assert_eq!(j["verdict"], "drop", "{j}");
+    assert_eq!(j["by"]["table"], "ip mangle", "{j}");
+    assert_eq!(j["by"]["backend"], "nft", "{j}");
+    assert_eq!(j["by"]["text"], "tcp dport 10250 drop", "{j}");
+}
