@@ -204,7 +204,10 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
         let rule = match serde_json::from_str::<schema::Rule<'_>>(raw.get()) {
             Ok(rule) => {
                 let (conds, action) = statements(&rule.expr);
-                let text = text.unwrap_or_else(|| render(&conds, &action));
+                let fam = tables[ti].family;
+                let text = text
+                    .or_else(|| rule_text(&rule.expr, fam, rule.comment.as_deref()))
+                    .unwrap_or_else(|| render(&conds, &action));
                 Rule {
                     handle,
                     text,
@@ -828,4 +831,182 @@ fn string_val(s: &str, key: &Key) -> Result<Val, String> {
         }
         _ => Ok(Val::Str(s.to_string())),
     }
+}
+
+/// A rule as `nft list` prints it, written from its statements; `None` for a statement this
+/// writer does not know (the caller then writes it from the parsed rule).
+pub fn rule_text(
+    stmts: &[Statement<'_>],
+    fam: TableFamily,
+    comment: Option<&str>,
+) -> Option<String> {
+    let mut parts: Vec<String> = Vec::with_capacity(stmts.len() + 1);
+    for st in stmts {
+        parts.push(stmt_text(st, fam)?);
+    }
+    if let Some(c) = comment {
+        parts.push(format!("comment \"{c}\""));
+    }
+    Some(parts.join(" "))
+}
+
+fn stmt_text(st: &Statement<'_>, fam: TableFamily) -> Option<String> {
+    Some(match st {
+        Statement::Match(m) => {
+            let left = expr_text(&m.left, None)?;
+            let right = expr_text(&m.right, Some(&m.left))?;
+            match op_symbol(m) {
+                "==" | "in" => format!("{left} {right}"),
+                "?" => return None,
+                op => format!("{left} {op} {right}"),
+            }
+        }
+        Statement::Accept(_) => "accept".into(),
+        Statement::Drop(_) => "drop".into(),
+        Statement::Return(_) => "return".into(),
+        Statement::Continue(_) => "continue".into(),
+        Statement::Jump(j) => format!("jump {}", j.target),
+        Statement::Goto(j) => format!("goto {}", j.target),
+        Statement::Reject(_) => {
+            let (_, action) = statements(std::slice::from_ref(st));
+            let Action::Reject(with) = action else {
+                return None;
+            };
+            // nft leaves out the family's default answer.
+            let default = match fam {
+                TableFamily::Inet => "icmpx port-unreachable",
+                TableFamily::Ip => "icmp port-unreachable",
+                TableFamily::Ip6 => "icmpv6 port-unreachable",
+            };
+            match with {
+                Some(w) if w != default => format!("reject with {w}"),
+                _ => "reject".into(),
+            }
+        }
+        Statement::Counter(nftables::stmt::Counter::Anonymous(c)) => {
+            let c = c.clone().unwrap_or_default();
+            format!(
+                "counter packets {} bytes {}",
+                c.packets.unwrap_or(0),
+                c.bytes.unwrap_or(0)
+            )
+        }
+        Statement::Counter(nftables::stmt::Counter::Named(n)) => format!("counter name {n}"),
+        Statement::VerdictMap(vm) => format!(
+            "{} vmap {}",
+            expr_text(&vm.key, None)?,
+            expr_text(&vm.data, Some(&vm.key))?
+        ),
+        _ => return None,
+    })
+}
+
+/// An expression as nft prints it; `left` is the field a value is compared with, which decides
+/// how a value looks (interface names quoted, marks in hex).
+fn expr_text(e: &Expression<'_>, left: Option<&Expression<'_>>) -> Option<String> {
+    let field = left.map(|l| key_of(l));
+    Some(match e {
+        Expression::String(s) if s.starts_with('@') => s.to_string(),
+        Expression::String(s) => match field {
+            Some(Key::Iifname | Key::Oifname) => format!("\"{s}\""),
+            _ => s.to_string(),
+        },
+        Expression::Number(n) => match left {
+            Some(Expression::Named(NamedExpression::Meta(_) | NamedExpression::CT(_))) if matches!(&field, Some(Key::Unknown(w)) if w.ends_with(" mark")) =>
+            {
+                format!("0x{n:08x}")
+            }
+            _ => n.to_string(),
+        },
+        // `fib ... oif missing`: a lookup that found nothing.
+        Expression::Boolean(b)
+            if matches!(left, Some(Expression::Named(NamedExpression::Fib(_)))) =>
+        {
+            if *b { "exists" } else { "missing" }.to_string()
+        }
+        Expression::Boolean(b) => b.to_string(),
+        Expression::List(items) => items
+            .iter()
+            .map(|i| expr_text(i, left))
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
+        Expression::Range(r) => format!(
+            "{}-{}",
+            expr_text(&r.range[0], left)?,
+            expr_text(&r.range[1], left)?
+        ),
+        Expression::Verdict(v) => match v {
+            Verdict::Accept => "accept".into(),
+            Verdict::Drop => "drop".into(),
+            Verdict::Continue => "continue".into(),
+            Verdict::Return => "return".into(),
+            Verdict::Jump(j) => format!("jump {}", j.target),
+            Verdict::Goto(j) => format!("goto {}", j.target),
+        },
+        Expression::Named(n) => match n {
+            NamedExpression::Set(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for it in items {
+                    out.push(match it {
+                        // A verdict map's `[key, verdict]` pair.
+                        SetItem::Element(Expression::List(pair))
+                            if pair.len() == 2 && matches!(pair[1], Expression::Verdict(_)) =>
+                        {
+                            format!(
+                                "{} : {}",
+                                expr_text(&pair[0], left)?,
+                                expr_text(&pair[1], None)?
+                            )
+                        }
+                        SetItem::Element(x) => expr_text(x, left)?,
+                        SetItem::Mapping(k, v) => {
+                            format!("{} : {}", expr_text(k, left)?, expr_text(v, None)?)
+                        }
+                        SetItem::MappingStatement(k, st) => format!(
+                            "{} : {}",
+                            expr_text(k, left)?,
+                            stmt_text(st, TableFamily::Inet)?
+                        ),
+                    });
+                }
+                format!("{{ {} }}", out.join(", "))
+            }
+            NamedExpression::Prefix(p) => format!("{}/{}", expr_text(&p.addr, left)?, p.len),
+            NamedExpression::Concat(parts) => parts
+                .iter()
+                .map(|x| expr_text(x, None))
+                .collect::<Option<Vec<_>>>()?
+                .join(" . "),
+            NamedExpression::Payload(Payload::PayloadField(p)) => {
+                format!("{} {}", p.protocol, p.field)
+            }
+            NamedExpression::Meta(m) => {
+                let name = serde_json::to_value(m.key).ok()?.as_str()?.to_string();
+                match name.as_str() {
+                    // nft prints these without `meta`.
+                    "iif" | "oif" | "iifname" | "oifname" | "iifgroup" | "oifgroup" => name,
+                    _ => format!("meta {name}"),
+                }
+            }
+            NamedExpression::Fib(f) => {
+                let v = serde_json::to_value(f).ok()?;
+                let result = v.get("result")?.as_str()?;
+                let mut flags: Vec<&str> = v
+                    .get("flags")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                // The order nft prints them in (its flag bits).
+                let order = ["saddr", "daddr", "mark", "iif", "oif"];
+                flags.sort_by_key(|f| order.iter().position(|o| o == f));
+                format!("fib {} {result}", flags.join(" . "))
+            }
+            NamedExpression::CT(ct) => match &ct.dir {
+                None => format!("ct {}", ct.key),
+                Some(_) => return None,
+            },
+            _ => return None,
+        },
+        Expression::BinaryOperation(_) => return None,
+    })
 }
