@@ -77,8 +77,9 @@ pub struct Capture {
     /// `nft -a list ruleset`, for rule texts as nft prints them; without it they are written
     /// from the parsed rules.
     pub nft_text: Option<Read>,
-    /// `nft -j list tables`: which tables exist.
-    pub nft_list: Option<Read>,
+    /// Which nftables tables exist (of the ip, ip6 and inet families), as `nft list tables`
+    /// names them, or why they could not be listed.
+    pub nft_list: Option<Result<Vec<(TableFamily, String)>, String>>,
     /// `nft -j list table FAMILY NAME` of each table not read from a `*-save` dump, with its
     /// label (`inet filter`).
     pub nft_tables: Vec<(String, Read)>,
@@ -133,13 +134,13 @@ fn incompatible_tables(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The tables of `nft -j list tables` (`list`) to read with `nft -j list table`: every table of
-/// the ip, ip6 and inet families that no iptables-nft dump of `saves` holds whole.
+/// The tables of `list` (see [`Capture::nft_list`]) to read with `nft -j list table`: every
+/// one that no iptables-nft dump of `saves` holds whole.
 pub fn nft_tables_to_list(
-    list: &str,
+    list: &[(TableFamily, String)],
     saves: &[(SaveSource, Read)],
-) -> crate::Result<Vec<(TableFamily, String)>> {
-    let mut tables = nft::parse_table_list(list)?;
+) -> Vec<(TableFamily, String)> {
+    let mut tables = list.to_vec();
     for (src, read) in saves {
         let (Backend::IptablesNft, Ok(text)) = (src.backend, read) else {
             continue;
@@ -152,7 +153,7 @@ pub fn nft_tables_to_list(
         let held = save_tables(text);
         tables.retain(|(f, n)| !(*f == family && held.contains(&n.as_str())));
     }
-    Ok(tables)
+    tables
 }
 
 /// Joins a capture into one ruleset, with warnings about lines or objects that were skipped.
@@ -273,7 +274,8 @@ COMMIT
             v6: true,
         };
         let saves = [(v4, Ok(SAVE.to_string())), (v6, Err("not found".into()))];
-        let list = nft_tables_to_list(LIST, &saves).unwrap();
+        let all = nft::parse_table_list(LIST).unwrap();
+        let list = nft_tables_to_list(&all, &saves);
         assert_eq!(
             list,
             [
@@ -282,13 +284,13 @@ COMMIT
                 (TableFamily::Ip6, "filter".to_string()),
             ]
         );
-        assert!(nft_tables_to_list("{}", &saves).is_err());
+        assert!(nft::parse_table_list("{}").is_err());
     }
 
     #[test]
     fn a_table_the_dump_calls_incompatible_comes_from_nft_only() {
         let c = Capture {
-            nft_list: Some(Ok(LIST.into())),
+            nft_list: Some(Ok(nft::parse_table_list(LIST).unwrap())),
             nft_tables: vec![(
                 "ip mangle".into(),
                 Ok(r#"{"nftables": [{"table": {"family": "ip", "name": "mangle", "handle": 2}}, {"chain": {"family": "ip", "table": "mangle", "name": "x", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}, {"rule": {"family": "ip", "table": "mangle", "chain": "x", "handle": 3, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 9}}, {"drop": null}]}}]}"#.into()),
