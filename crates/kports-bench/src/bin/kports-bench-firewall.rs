@@ -188,7 +188,7 @@ fn run(args: &Args) -> Result<bool> {
     );
     let _ = writeln!(
         o,
-        "Medians of {} runs, interleaved, after {} warm-up round(s). Each cell: wall seconds (CPU seconds, peak MiB). CPU time is the command's and its children's; peak is the largest resident set of the command or any process it ran (`ru_maxrss` from `wait4`). kports runs `nft -j list tables`, the `*-save` tools and `nft -j list table` one after another.\n",
+        "Medians of {} runs, interleaved, after {} warm-up round(s). Each cell: wall seconds (CPU seconds, peak MiB). CPU time is the command's and its children's; peak is the largest resident set of the command or any process it ran (`ru_maxrss` from `wait4`). kports lists the nf_tables tables over netlink, then runs the `*-save` tools and `nft -j list table` (for tables no dump holds) one after another.\n",
         args.runs, args.warmup
     );
     for shape in Shape::ALL {
