@@ -18,8 +18,13 @@
 //! reused one included, counts against a budget that grows with the ruleset's size; a ruleset
 //! whose shape would still need more walks (jump loops, which the kernel refuses anyway) is
 //! answered "unknown: ruleset too complex to judge", never by a hang.
+//!
+//! A long chain is indexed by the destination ports its rules require: a packet looks only at
+//! the rules that require its port, and those that require none, so judging every port from
+//! every source stays near linear in the number of rules.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -266,6 +271,79 @@ enum PVal<'p> {
 }
 
 const MAX_DEPTH: usize = 64;
+/// Chains with at least this many rules are indexed by destination port.
+const INDEX_MIN: usize = 32;
+/// A rule is keyed by its ports when it requires at most this many.
+const INDEX_PORTS: u64 = 64;
+
+/// Rules of a long chain keyed by the destination ports they require. A rule that requires
+/// ports (a `dport` condition, not negated, of a few ports) cannot match a packet to another
+/// port, or one without ports: its condition is false for it, whatever else the rule says.
+#[derive(Debug, Default)]
+struct PortIndex {
+    /// Rules that require no particular port, ascending.
+    always: Vec<usize>,
+    /// For each port, the rules that require it, ascending.
+    by_port: HashMap<u16, Vec<usize>>,
+}
+
+impl PortIndex {
+    fn new(rules: &[Rule]) -> PortIndex {
+        let mut ix = PortIndex::default();
+        for (i, rule) in rules.iter().enumerate() {
+            match required_ports(rule) {
+                Some(ranges) => {
+                    for (a, b) in ranges {
+                        for port in a..=b {
+                            let v = ix.by_port.entry(port).or_default();
+                            if v.last() != Some(&i) {
+                                v.push(i);
+                            }
+                        }
+                    }
+                }
+                None => ix.always.push(i),
+            }
+        }
+        ix
+    }
+
+    /// The first rule at or after `from` that a packet to `port` may match.
+    fn next(&self, from: usize, port: u16) -> Option<usize> {
+        let first = |v: &[usize]| v.get(v.partition_point(|&x| x < from)).copied();
+        let a = first(&self.always);
+        let b = self.by_port.get(&port).and_then(|v| first(v));
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The destination ports a rule requires, as ranges, if it requires a few.
+fn required_ports(rule: &Rule) -> Option<Vec<(u16, u16)>> {
+    rule.conds.iter().find_map(|c| {
+        let (Key::Port { dir: Dir::Dst, .. }, false, Rhs::Vals(vs)) = (&c.key, c.neg, &c.rhs)
+        else {
+            return None;
+        };
+        let mut out = Vec::with_capacity(vs.len());
+        let mut n: u64 = 0;
+        for v in vs {
+            let Val::Int(a, b) = v else { return None };
+            if *a > *b || *b > u64::from(u16::MAX) {
+                return None;
+            }
+            n += b - a + 1;
+            if n > INDEX_PORTS {
+                return None;
+            }
+            out.push((*a as u16, *b as u16));
+        }
+        Some(out)
+    })
+}
+
 /// Chain walks allowed for one packet beyond one per rule, chain and verdict map entry.
 const WALK_SLACK: u64 = 10_000;
 const MAX_FORKS: u32 = 256;
@@ -288,8 +366,10 @@ pub struct Evaluator<'r> {
     visits: Cell<u64>,
     /// Chain walks allowed for one packet (linear in the ruleset's size).
     walk_budget: u64,
-    /// Index of each table's first chain in `memo`.
+    /// Index of each table's first chain in `memo` and `index`.
     chain_base: Vec<usize>,
+    /// Port index of each long chain.
+    index: Vec<Option<PortIndex>>,
     /// The packet being judged: `memo` entries of other generations are stale.
     generation: Cell<u64>,
     /// Outcome of walking each chain from its first rule, for the current packet.
@@ -366,6 +446,12 @@ impl<'r> Evaluator<'r> {
             chain_base,
             generation: Cell::new(0),
             memo: RefCell::new(vec![Memo::default(); chains]),
+            index: rs
+                .tables
+                .iter()
+                .flat_map(|t| &t.chains)
+                .map(|c| (c.rules.len() >= INDEX_MIN).then(|| PortIndex::new(&c.rules)))
+                .collect(),
             cut: Cell::new(false),
             reach: Cell::new(0),
         }
@@ -614,8 +700,15 @@ impl<'r> Evaluator<'r> {
     fn walk(&self, t: usize, c: usize, from: usize, depth: usize, p: &Packet) -> Flow {
         let table = &self.rs.tables[t];
         let rules = &table.chains[c].rules;
+        let index = self.index[self.chain_base[t] + c].as_ref();
         let mut i = from;
         while i < rules.len() {
+            if let Some(ix) = index {
+                match ix.next(i, p.dport) {
+                    Some(next) => i = next,
+                    None => break,
+                }
+            }
             if self.walks.get() > self.walk_budget {
                 return Flow::Unknown(format!(
                     "ruleset too complex to judge ({} chain walks)",
@@ -943,5 +1036,180 @@ fn for_each_int(t: &Table, f: &mut dyn FnMut(u64, u64)) {
                 es.iter().for_each(|(v, _)| val(v, f));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn port_cond() -> impl Strategy<Value = Cond> {
+        (
+            any::<bool>(),
+            prop::option::of(prop_oneof![Just(6u8), Just(17u8)]),
+            prop::collection::vec((20u64..40, 0u64..3), 1..3),
+            any::<bool>(),
+        )
+            .prop_map(|(neg, proto, vs, wide)| Cond {
+                key: Key::Port {
+                    dir: Dir::Dst,
+                    proto,
+                },
+                neg,
+                rhs: Rhs::Vals(if wide {
+                    vec![Val::Int(0, 1000)]
+                } else {
+                    vs.into_iter().map(|(a, w)| Val::Int(a, a + w)).collect()
+                }),
+            })
+    }
+
+    fn rule() -> impl Strategy<Value = Rule> {
+        let other = prop_oneof![
+            Just(Cond {
+                key: Key::Unknown("meta mark 0x1".into()),
+                neg: false,
+                rhs: Rhs::Vals(Vec::new()),
+            }),
+            Just(Cond {
+                key: Key::Addr {
+                    dir: Dir::Src,
+                    v6: Some(false),
+                },
+                neg: false,
+                rhs: Rhs::Vals(vec![Val::Addr(parse_cidr("10.0.0.0/8").unwrap())]),
+            }),
+        ];
+        let action = prop_oneof![
+            Just(Action::Accept),
+            Just(Action::Drop),
+            Just(Action::Continue),
+            Just(Action::Return),
+            Just(Action::Jump("side".into())),
+        ];
+        (
+            prop::collection::vec(port_cond(), 0..3),
+            prop::collection::vec(other, 0..2),
+            action,
+        )
+            .prop_map(|(mut conds, other, action)| {
+                conds.extend(other);
+                Rule {
+                    handle: None,
+                    text: String::new(),
+                    conds,
+                    action,
+                }
+            })
+    }
+
+    fn ruleset() -> impl Strategy<Value = Ruleset> {
+        (
+            prop::collection::vec(rule(), INDEX_MIN..INDEX_MIN * 3),
+            prop::collection::vec(rule(), 0..INDEX_MIN * 2),
+        )
+            .prop_map(|(input, side)| {
+                let side: Vec<Rule> = side
+                    .into_iter()
+                    .filter(|r| r.action != Action::Jump("side".into()))
+                    .collect();
+                let mut t = Table::new(Backend::Nft, TableFamily::Inet, "t");
+                let c = t.chain_mut("input");
+                c.rules = input;
+                c.base = Some(BaseChain {
+                    hook: Hook::Input,
+                    priority: 0,
+                    kind: ChainType::Filter,
+                    policy: Policy::Drop,
+                });
+                t.chain_mut("side").rules = side;
+                Ruleset {
+                    tables: vec![t],
+                    unread: Vec::new(),
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The port index changes how many rules are looked at, never the answer.
+        #[test]
+        fn port_index_gives_the_same_verdicts(
+            rs in ruleset(),
+            port in 15u16..45,
+            udp in any::<bool>(),
+            icmp in any::<bool>(),
+            src in prop_oneof![Just("10.1.2.3"), Just("192.0.2.1"), Just("0.0.0.0/0")],
+        ) {
+            let indexed = Evaluator::new(&rs);
+            prop_assert!(indexed.index.iter().any(Option::is_some));
+            let mut plain = Evaluator::new(&rs);
+            plain.index = plain.index.iter().map(|_| None).collect();
+            let p = Packet {
+                v6: false,
+                proto: if icmp { 1 } else if udp { 17 } else { 6 },
+                dport: port,
+                src: parse_cidr(src).unwrap(),
+                dst: None,
+                iif: None,
+            };
+            prop_assert_eq!(indexed.judge(&p), plain.judge(&p));
+            prop_assert!(indexed.work() <= plain.work());
+            prop_assert_eq!(indexed.judge_ports(&p, 10, 50), plain.judge_ports(&p, 10, 50));
+        }
+    }
+
+    #[test]
+    fn a_long_chain_of_port_rules_is_looked_at_by_port() {
+        let mut t = Table::new(Backend::Nft, TableFamily::Inet, "t");
+        let c = t.chain_mut("input");
+        c.base = Some(BaseChain {
+            hook: Hook::Input,
+            priority: 0,
+            kind: ChainType::Filter,
+            policy: Policy::Accept,
+        });
+        c.rules = (0..1000u64)
+            .map(|i| Rule {
+                handle: None,
+                text: String::new(),
+                conds: vec![Cond {
+                    key: Key::Port {
+                        dir: Dir::Dst,
+                        proto: Some(6),
+                    },
+                    neg: false,
+                    rhs: Rhs::Vals(vec![Val::Int(20000 + i, 20000 + i)]),
+                }],
+                action: Action::Drop,
+            })
+            .collect();
+        let rs = Ruleset {
+            tables: vec![t],
+            unread: Vec::new(),
+        };
+        let ev = Evaluator::new(&rs);
+        let p = Packet {
+            v6: false,
+            proto: 6,
+            dport: 20500,
+            src: parse_cidr("192.0.2.1").unwrap(),
+            dst: None,
+            iif: None,
+        };
+        match ev.judge(&p) {
+            Judgement::Drop { by } => assert_eq!(by.position, Some(501)),
+            j => panic!("{j:?}"),
+        }
+        // One base chain walk and one rule.
+        assert_eq!(ev.work(), 2);
+        // Every port its own rule: one stretch each, each judged by looking at one rule.
+        let segs = ev.judge_ports(&p, 20000, 20999);
+        assert_eq!(segs.len(), 1000);
+        assert!(segs.iter().all(|s| s.2.word() == "drop"));
+        assert_eq!(ev.work(), 2);
     }
 }
