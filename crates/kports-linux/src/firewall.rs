@@ -19,9 +19,16 @@ use kports_firewall::detect::{FIREWALLD_CONF, UFW_CONF, UFW_DEFAULTS};
 
 use crate::runner::run;
 
-/// Reads everything [`Capture`] holds from the calling process's network namespace.
+/// How many times a command's timeout a ruleset listing may take: a dump takes about a second
+/// per 10,000 rules, several on a busy machine (nft needs 5 to 10 s for 100,000), and a listing
+/// cut short makes every verdict unknown.
+const LISTING_TIMEOUT_FACTOR: u32 = 6;
+
+/// Reads everything [`Capture`] holds from the calling process's network namespace; `timeout`
+/// bounds each command, and each ruleset listing gets [`LISTING_TIMEOUT_FACTOR`] times it.
 pub fn capture(timeout: Duration) -> Capture {
     let text = |r: Result<String, crate::runner::RunError>| r.map_err(|e| e.to_string());
+    let timeout = timeout.saturating_mul(LISTING_TIMEOUT_FACTOR);
     // Where netlink cannot answer, `nft` says why (or lists them the slow way).
     let list = tables().or_else(|_| {
         text(run("nft", &["-j", "list", "tables"], timeout)).and_then(|json| {
