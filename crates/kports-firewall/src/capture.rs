@@ -190,7 +190,7 @@ pub fn assemble(c: &Capture) -> (Ruleset, Vec<String>) {
         });
     }
     for (label, read) in &c.nft_tables {
-        nft_read(format!("nft (table {label})"), read, &mut rs);
+        nft_read(format!("nft list table {label}"), read, &mut rs);
     }
     let nft_readable = matches!(c.nft_json, Some(Ok(_))) || matches!(c.nft_list, Some(Ok(_)));
     for (src, read) in &c.saves {
@@ -319,7 +319,7 @@ COMMIT
         assert_eq!(
             rs.unread,
             [Unread {
-                source: "nft (table inet t)".into(),
+                source: "nft list table inet t".into(),
                 reason: "nft: permission denied".into()
             }]
         );

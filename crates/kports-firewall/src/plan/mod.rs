@@ -1,0 +1,521 @@
+//! `kports firewall plan`: rules that open exactly what each source needs, for nft, iptables,
+//! firewalld or ufw, checked against the current ruleset.
+//!
+//! What the rules do, whatever the backend: a required port is accepted from the sources that
+//! need it (etcd from control-plane nodes, NodePorts from everyone, ...) and rejected from every
+//! other source; loopback and established connections are accepted; nothing else is touched.
+//! The rules live in kports's own table (`inet kports`) or chain (`KPORTS-INPUT`) and are safe to
+//! apply twice: the table and chain are added if missing and only kports's own chain is flushed.
+//!
+//! An `accept` in kports's own nftables table does not override a `drop` in another table's base
+//! chain (drops are final, accepts only end their own base chain). So the plan judges the
+//! ruleset as it would be after applying, and names every rule elsewhere that would still block a
+//! wanted connection, with the rule to add in that chain.
+//!
+//! One writer per backend: `nft.rs`, `iptables.rs`, `firewalld.rs`, `ufw.rs`; what they share
+//! (the allows, intents, conflicts, comments and the diff) is here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use kports_core::Proto;
+use serde::Serialize;
+
+use crate::eval::{Evaluator, Judgement, Packet, RuleRef};
+
+use crate::model::*;
+use crate::ranges::subtract;
+use crate::required::{RequiredPort, SourceKind};
+
+mod firewalld;
+mod iptables;
+mod nft;
+mod ufw;
+
+use firewalld::firewalld_script;
+use iptables::iptables_plan;
+use nft::nft_plan;
+use ufw::ufw_script;
+
+/// The nft table and chain kports owns.
+pub const NFT_TABLE: &str = "kports";
+pub const NFT_CHAIN: &str = "input";
+/// The iptables chain kports owns (in the filter table, jumped to from INPUT).
+pub const IPT_CHAIN: &str = "KPORTS-INPUT";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanBackend {
+    Nft,
+    Iptables,
+    Firewalld,
+    Ufw,
+}
+
+/// What to plan for.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub backend: PlanBackend,
+    pub ports: Vec<RequiredPort>,
+    /// Everyone who may use the cluster, the nodes among them (`--sources`).
+    pub sources: Vec<AddrRange>,
+    pub control_plane: Vec<AddrRange>,
+    pub load_balancers: Vec<AddrRange>,
+    /// firewalld zone to add rules to (default: the zone firewalld reports, else `public`).
+    pub zone: Option<String>,
+}
+
+/// A (port, source) the plan opens or closes, and how it is judged now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Intent {
+    pub port: String,
+    pub component: String,
+    pub source: String,
+    pub open: bool,
+    /// The verdict for the current ruleset.
+    pub now: Judgement,
+    /// Whether the current ruleset already does what the plan wants.
+    pub already: Option<bool>,
+}
+
+/// A rule outside kports's table or chain that would still block a wanted connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub port: String,
+    pub source: String,
+    pub blocked_by: RuleRef,
+    /// The command that opens it in that chain.
+    pub fix: String,
+}
+
+/// One line of kports's own chain, compared with what is there now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiffLine {
+    /// `+` added, `-` removed by the flush, `=` already there.
+    pub op: char,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub backend: PlanBackend,
+    /// A shell script that applies the plan (safe to run twice).
+    pub script: String,
+    pub intents: Vec<Intent>,
+    /// kports's own chain: what would be added, kept, and removed.
+    pub chain_diff: Vec<DiffLine>,
+    pub conflicts: Vec<Conflict>,
+    pub notes: Vec<String>,
+}
+
+/// A port opened to some sources.
+#[derive(Debug, Clone)]
+struct Allow {
+    port: RequiredPort,
+    sources: Vec<AddrRange>,
+}
+
+fn allows(req: &PlanRequest, notes: &mut Vec<String>) -> Vec<Allow> {
+    let mut out = Vec::new();
+    for p in &req.ports {
+        let sources = match p.from {
+            SourceKind::All | SourceKind::Nodes => req.sources.clone(),
+            SourceKind::ControlPlane => req.control_plane.clone(),
+            SourceKind::LoadBalancers => req.load_balancers.clone(),
+            SourceKind::SelfOnly => Vec::new(),
+        };
+        if sources.is_empty() && p.from != SourceKind::SelfOnly {
+            let flag = match p.from {
+                SourceKind::ControlPlane => "--control-plane",
+                SourceKind::LoadBalancers => "--load-balancers",
+                _ => "--sources",
+            };
+            notes.push(format!(
+                "{} ({}) is needed by {} sources but none were given ({flag}): it stays closed",
+                p.label(),
+                p.component,
+                p.from.as_str()
+            ));
+        }
+        out.push(Allow {
+            port: p.clone(),
+            sources,
+        });
+    }
+    out
+}
+
+/// Plans rules for `req` against the current ruleset `rs`.
+pub fn plan(rs: &Ruleset, req: &PlanRequest, firewalld_zone: Option<&str>) -> Plan {
+    let mut notes = Vec::new();
+    let allows = allows(req, &mut notes);
+    let ev = Evaluator::new(rs);
+    let intents = intents(&ev, req, &allows);
+    let (script, chain_diff, simulated) = match req.backend {
+        PlanBackend::Nft => nft_plan(rs, &allows),
+        PlanBackend::Iptables => iptables_plan(rs, &allows, &mut notes),
+        PlanBackend::Firewalld => {
+            let zone = req.zone.as_deref().or(firewalld_zone).unwrap_or("public");
+            (firewalld_script(&allows, zone), Vec::new(), None)
+        }
+        PlanBackend::Ufw => (ufw_script(&allows), Vec::new(), None),
+    };
+    let conflicts = match &simulated {
+        Some(sim) => conflicts(&Evaluator::new(sim), &allows, |_| false),
+        None => {
+            let backend = req.backend;
+            conflicts(&ev, &allows, move |r: &RuleRef| {
+                owned_by_manager(backend, r)
+            })
+        }
+    };
+    if rs.unread.iter().any(|_| true) {
+        let unread: Vec<String> = rs
+            .unread
+            .iter()
+            .map(|u| format!("{} ({})", u.source, u.reason))
+            .collect();
+        notes.push(format!(
+            "not readable: {}; conflicts with those rules cannot be shown",
+            unread.join(", ")
+        ));
+    }
+    if req.backend == PlanBackend::Firewalld {
+        notes.push("rules are added to the running configuration and to the permanent one, without `firewall-cmd --reload` (a reload flushes kube-proxy's and the CNI's rules on the iptables backend)".into());
+    }
+    Plan {
+        backend: req.backend,
+        script,
+        intents,
+        chain_diff,
+        conflicts,
+        notes,
+    }
+}
+
+fn intents(ev: &Evaluator<'_>, req: &PlanRequest, allows: &[Allow]) -> Vec<Intent> {
+    let mut out = Vec::new();
+    for a in allows {
+        for s in &a.sources {
+            out.push(intent(ev, &a.port, *s, true));
+        }
+        if matches!(a.port.from, SourceKind::All | SourceKind::Nodes) {
+            continue;
+        }
+        for net in &req.sources {
+            for piece in subtract(*net, &a.sources).into_iter().take(4) {
+                out.push(intent(ev, &a.port, piece, false));
+            }
+        }
+    }
+    out
+}
+
+fn intent(ev: &Evaluator<'_>, port: &RequiredPort, src: AddrRange, open: bool) -> Intent {
+    let p = Packet {
+        v6: src.v6,
+        proto: port.proto_number(),
+        dport: port.lo,
+        src,
+        dst: None,
+        iif: None,
+    };
+    let segs = ev.judge_ports(&p, port.lo, port.hi);
+    // The first stretch that differs from the wish speaks for the range.
+    let now = segs
+        .iter()
+        .find(|s| s.2.is_open() != Some(open))
+        .or(segs.first())
+        .map(|s| s.2.clone())
+        .unwrap_or(Judgement::Unknown {
+            reason: "no ports".into(),
+        });
+    let already = if segs.iter().all(|s| s.2.is_open() == Some(open)) {
+        Some(true)
+    } else if segs.iter().any(|s| s.2.is_open() == Some(!open)) {
+        Some(false)
+    } else {
+        None
+    };
+    Intent {
+        port: port.label(),
+        component: port.component.clone(),
+        source: src.to_string(),
+        open,
+        now,
+        already,
+    }
+}
+
+fn conflicts(
+    ev: &Evaluator<'_>,
+    allows: &[Allow],
+    owned: impl Fn(&RuleRef) -> bool,
+) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    for a in allows {
+        for s in &a.sources {
+            let p = Packet {
+                v6: s.v6,
+                proto: a.port.proto_number(),
+                dport: a.port.lo,
+                src: *s,
+                dst: None,
+                iif: None,
+            };
+            for (lo, hi, j) in ev.judge_ports(&p, a.port.lo, a.port.hi) {
+                let Some(by) = j.blocker() else { continue };
+                if owned(by) {
+                    continue;
+                }
+                let port = RequiredPort {
+                    lo,
+                    hi,
+                    ..a.port.clone()
+                };
+                out.push(Conflict {
+                    port: port.label(),
+                    source: s.to_string(),
+                    fix: fix_command(by, &port, *s),
+                    blocked_by: by.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Rules that firewalld or ufw own: the plan for that manager changes their outcome.
+fn owned_by_manager(b: PlanBackend, r: &RuleRef) -> bool {
+    match b {
+        PlanBackend::Firewalld => {
+            r.table == "inet firewalld"
+                || r.chain.starts_with("IN_")
+                || r.chain.ends_with("_ZONES")
+                || r.chain.starts_with("filter_IN")
+        }
+        PlanBackend::Ufw => {
+            r.chain.starts_with("ufw") || (r.chain == "INPUT" && r.position.is_none())
+        }
+        _ => false,
+    }
+}
+
+fn port_nft(lo: u16, hi: u16) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
+}
+
+fn port_ipt(lo: u16, hi: u16) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}:{hi}")
+    }
+}
+
+/// The command that accepts `port` from `src` in the chain of rule `by`, before it.
+fn fix_command(by: &RuleRef, port: &RequiredPort, src: AddrRange) -> String {
+    let (_, table) = by.table.split_once(' ').unwrap_or(("", by.table.as_str()));
+    match by.backend {
+        Backend::Nft => {
+            let fam = if src.v6 { "ip6" } else { "ip" };
+            let m = format!(
+                "{fam} saddr {src} {} dport {} accept",
+                port.proto.as_str(),
+                port_nft(port.lo, port.hi)
+            );
+            match (by.handle, by.position) {
+                (Some(h), _) => {
+                    format!("nft insert rule {} {} position {h} {m}", by.table, by.chain)
+                }
+                (None, Some(pos)) => format!(
+                    "nft insert rule {} {} index {} {m}",
+                    by.table,
+                    by.chain,
+                    pos - 1
+                ),
+                (None, None) => format!("nft add rule {} {} {m}", by.table, by.chain),
+            }
+        }
+        Backend::IptablesNft | Backend::IptablesLegacy => {
+            let v = if by.backend == Backend::IptablesNft {
+                "nft"
+            } else {
+                "legacy"
+            };
+            let cmd = if src.v6 {
+                format!("ip6tables-{v}")
+            } else {
+                format!("iptables-{v}")
+            };
+            let m = format!(
+                "-s {src} -p {} --dport {} -j ACCEPT",
+                port.proto.as_str(),
+                port_ipt(port.lo, port.hi)
+            );
+            match by.position {
+                Some(pos) => format!("{cmd} -w -t {table} -I {} {pos} {m}", by.chain),
+                None => format!("{cmd} -w -t {table} -A {} {m}", by.chain),
+            }
+        }
+    }
+}
+
+/// Merges ports into sorted, non-adjacent ranges.
+fn merge(mut v: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+    v.sort_unstable();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for (lo, hi) in v {
+        match out.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+fn closed_ports(allows: &[Allow], proto: Proto) -> Vec<(u16, u16)> {
+    merge(
+        allows
+            .iter()
+            .filter(|a| a.port.proto == proto)
+            .map(|a| (a.port.lo, a.port.hi))
+            .collect(),
+    )
+}
+
+fn comment(a: &Allow) -> String {
+    format!("{} from {}", a.port.component, a.port.from.as_str())
+}
+
+/// Normalises a rule text for comparison: no counters, single spaces.
+fn norm(s: &str) -> String {
+    let mut words: Vec<&str> = Vec::new();
+    let mut it = s.split_whitespace().peekable();
+    while let Some(w) = it.next() {
+        if w == "counter" && it.peek() == Some(&"packets") {
+            // counter packets N bytes M
+            for _ in 0..4 {
+                it.next();
+            }
+            continue;
+        }
+        words.push(w);
+    }
+    words.join(" ")
+}
+
+fn diff(current: &[String], planned: &[String]) -> Vec<DiffLine> {
+    let cur: Vec<String> = current.iter().map(|s| norm(s)).collect();
+    let mut out: Vec<DiffLine> = planned
+        .iter()
+        .map(|p| DiffLine {
+            op: if cur.contains(&norm(p)) { '=' } else { '+' },
+            text: p.clone(),
+        })
+        .collect();
+    let planned_n: Vec<String> = planned.iter().map(|s| norm(s)).collect();
+    for (c, raw) in cur.iter().zip(current) {
+        if !planned_n.contains(c) {
+            out.push(DiffLine {
+                op: '-',
+                text: raw.clone(),
+            });
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- nft
+
+// ---------------------------------------------------------------- iptables
+
+// ---------------------------------------------------------------- firewalld and ufw
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_port_ranges() {
+        assert_eq!(
+            merge(vec![
+                (10257, 10257),
+                (10250, 10250),
+                (10256, 10256),
+                (2379, 2380),
+                (6443, 6443)
+            ]),
+            vec![(2379, 2380), (6443, 6443), (10250, 10250), (10256, 10257)]
+        );
+        assert_eq!(
+            merge(vec![(30000, 32767), (31000, 31000)]),
+            vec![(30000, 32767)]
+        );
+    }
+
+    #[test]
+    fn iptables_closes_required_ports_over_ipv6_when_every_source_is_ipv4() {
+        let kubelet = RequiredPort::new(
+            Proto::Tcp,
+            10250,
+            10250,
+            SourceKind::ControlPlane,
+            "kubelet",
+        );
+        let req = PlanRequest {
+            backend: PlanBackend::Iptables,
+            ports: vec![kubelet],
+            sources: vec![parse_cidr("192.0.2.0/24").unwrap()],
+            control_plane: vec![parse_cidr("192.0.2.11").unwrap()],
+            load_balancers: Vec::new(),
+            zone: None,
+        };
+        let p = plan(&Ruleset::default(), &req, None);
+        assert!(
+            p.script.contains("ip6tables-nft-restore --noflush"),
+            "{}",
+            p.script
+        );
+        assert!(
+            p.script.contains("-A KPORTS-INPUT -p tcp -m multiport --dports 10250 -m comment --comment \"kports: required ports, closed to other sources\" -j REJECT --reject-with tcp-reset\nCOMMIT\nEOF\nip6tables-nft -w -C INPUT"),
+            "{}",
+            p.script
+        );
+        // The ruleset after applying refuses an IPv6 source, as the nft plan's does.
+        let rs = Ruleset::default();
+        let allowed = allows(&req, &mut Vec::new());
+        let packet = Packet {
+            v6: true,
+            proto: 6,
+            dport: 10250,
+            src: parse_cidr("2001:db8::22").unwrap(),
+            dst: None,
+            iif: Some("eth0".into()),
+        };
+        for (backend, (_, _, sim)) in [
+            ("iptables", iptables_plan(&rs, &allowed, &mut Vec::new())),
+            ("nft", nft_plan(&rs, &allowed)),
+        ] {
+            let sim = sim.unwrap();
+            assert_eq!(
+                Evaluator::new(&sim).judge(&packet).word(),
+                "reject",
+                "{backend}"
+            );
+        }
+    }
+
+    #[test]
+    fn normalising_counters() {
+        assert_eq!(
+            norm("tcp dport 22  counter packets 5 bytes 300 accept"),
+            "tcp dport 22 accept"
+        );
+        assert_eq!(norm("iifname \"lo\" accept"), "iifname \"lo\" accept");
+    }
+}

@@ -1,0 +1,557 @@
+//! `kports check` and `kports explain` run as a user runs them.
+//!
+//! CLI tests need nothing; system tests need root: each makes its own network namespace
+//! (`kpc-PID-N`, never the lab's `kports-` prefix), gives it a node address from the
+//! documentation range on a veth interface, and starts stand-in processes named like the
+//! Kubernetes components (symlinks to python3 running a small listener script), so that the census
+//! recognises them exactly as it recognises the real ones. A guard kills the stand-ins by pid and
+//! deletes the namespace when the test ends, passed or failed. No traffic leaves the namespace;
+//! every stand-in exits by itself after two minutes.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::RwLockReadGuard;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+use crate::support::{KPORTS, ns_turn};
+
+/// Binds and connects what its arguments say, prints `ready`, then waits (at most 120 s).
+/// Arguments: `tcp:HOST:PORT`, `udp:HOST:PORT`, `connect:HOST:PORT`; anything starting with
+/// `-` is a flag for kports to read and is ignored here.
+const STANDIN: &str = include_str!("support/standin.py");
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace with stand-in processes; everything is removed on drop.
+struct Node {
+    ns: String,
+    dir: PathBuf,
+    children: Vec<Child>,
+    _turn: RwLockReadGuard<'static, ()>,
+}
+
+impl Node {
+    /// A fresh namespace with lo up and an `eth0` holding 192.0.2.10/24 and 2001:db8::10/64.
+    fn new() -> Node {
+        let turn = ns_turn();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let ns = format!("kpc-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&ns);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("standin.py"), STANDIN).unwrap();
+        run(Command::new("ip").args(["netns", "add", &ns]));
+        // From here on the guard cleans up, whatever fails.
+        let node = Node {
+            ns,
+            dir,
+            children: Vec::new(),
+            _turn: turn,
+        };
+        node.ip(&["link", "set", "lo", "up"]);
+        // A veth pair with both ends inside: the kernel here has no dummy links.
+        node.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+        ]);
+        node.ip(&["link", "set", "eth0p", "up"]);
+        node.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+        node.ip(&["addr", "add", "2001:db8::10/64", "dev", "eth0", "nodad"]);
+        node.ip(&["link", "set", "eth0", "up"]);
+        node
+    }
+
+    fn ip(&self, args: &[&str]) {
+        run(Command::new("ip").arg("-n").arg(&self.ns).args(args));
+    }
+
+    /// A flannel-style VXLAN device: the kernel then holds UDP `port`.
+    fn vxlan(&self, name: &str, port: u16) {
+        let port = port.to_string();
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "local",
+            "192.0.2.10",
+            "dev",
+            "eth0",
+            "dstport",
+            &port,
+            "nolearning",
+        ]);
+        self.ip(&["link", "set", name, "up"]);
+    }
+
+    /// Starts a process called `name` in the namespace that holds `specs`; returns its pid once
+    /// every socket is in place.
+    fn start(&mut self, name: &str, specs: &[&str]) -> u32 {
+        let exe = self.dir.join(name);
+        if !exe.exists() {
+            std::os::unix::fs::symlink("/usr/bin/python3", &exe).unwrap();
+        }
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&exe)
+            .arg(self.dir.join("standin.py"))
+            .args(specs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        self.children.push(child);
+        // `ip netns exec` execs the program, so the pid is the stand-in's. EOF (the stand-in
+        // died) ends the read as surely as `ready` does.
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "{name} {specs:?} did not start");
+        pid
+    }
+
+    /// Runs kports in the namespace.
+    fn kports(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, KPORTS])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `kports ARGS -o json`: (exit code, document).
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.kports(&a);
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{a:?}: not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), doc)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            drop(c.stdin.take());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// (id, severity, protocol/port) of every finding, sorted.
+fn findings(doc: &Value) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let port = match &f["port"] {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (
+                f["id"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+                format!("{}/{port}", f["protocol"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn f(id: &str, severity: &str, port: &str) -> (String, String, String) {
+    (id.to_string(), severity.to_string(), port.to_string())
+}
+
+/// A worker as kubeadm and flannel leave it.
+fn clean_worker(node: &mut Node) {
+    node.start(
+        "kubelet",
+        &[
+            "tcp:[::]:10250",
+            "tcp:127.0.0.1:10248",
+            "--config=/var/lib/kubelet/config.yaml",
+        ],
+    );
+    node.start("kube-proxy", &["tcp:[::]:10256", "tcp:127.0.0.1:10249"]);
+    node.vxlan("flannel.1", 8472);
+}
+
+#[test]
+fn clean_worker_has_no_finding_and_exits_0() {
+    let mut node = Node::new();
+    clean_worker(&mut node);
+    let (code, doc) = node.json(&["check"]);
+    assert_eq!(findings(&doc), [], "{doc:#}");
+    assert_eq!(code, 0);
+    assert_eq!(doc["kind"], "check");
+    assert_eq!(doc["schema"], 1);
+    let ctx = &doc["context"];
+    assert_eq!(ctx["role"]["value"], "worker", "{ctx:#}");
+    assert_eq!(ctx["role"]["source"], "detected");
+    assert_eq!(ctx["cni"]["value"], serde_json::json!(["flannel"]));
+    let flannel = ctx["checked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["entry"]["component"] == "flannel" && c["entry"]["port"] == 8472)
+        .unwrap();
+    assert_eq!(flannel["result"], "ok");
+    assert_eq!(flannel["listeners"][0]["local_port"], 8472);
+    // `kernel` where every process's descriptors are readable; where one is not (a sandbox's
+    // pid 1), the census says `unknown` rather than guess, and the check accepts either.
+    assert!(
+        ["kernel", "unknown"].contains(&flannel["listeners"][0]["owner"].as_str().unwrap()),
+        "{flannel:#}"
+    );
+}
+
+#[test]
+fn worker_faults_give_exactly_the_expected_findings() {
+    let mut node = Node::new();
+    node.start(
+        "kubelet",
+        &[
+            "tcp:127.0.0.1:10250",
+            "tcp:127.0.0.1:10248",
+            "tcp:0.0.0.0:10255",
+        ],
+    );
+    node.start("kube-proxy", &["tcp:0.0.0.0:10249"]);
+    let squatter = node.start("nc", &["tcp:0.0.0.0:31000"]);
+    node.start("python3", &["tcp:0.0.0.0:8000", "tcp:[::1]:8001"]);
+    let (code, doc) = node.json(&["check", "--role", "worker", "--cni", "none"]);
+    assert_eq!(
+        findings(&doc),
+        [
+            f("bound-loopback-only", "error", "tcp/10250"),
+            f("bound-too-wide", "warning", "tcp/10249"),
+            // The namespace has no firewall: kube-proxy's metrics on 0.0.0.0 are open to all.
+            f("firewall-exposes-private-port", "warning", "tcp/10249"),
+            f("port-conflict", "warning", "tcp/31000"),
+            f("port-not-listening", "warning", "tcp/10256"),
+            f("readonly-port-open", "warning", "tcp/10255"),
+            f("unexplained-listener", "info", "tcp/8000"),
+        ],
+        "{doc:#}"
+    );
+    assert_eq!(code, 1, "an error reaches the default --fail-on error");
+    let items = doc["items"].as_array().unwrap();
+    let conflict = items.iter().find(|f| f["id"] == "port-conflict").unwrap();
+    assert_eq!(
+        conflict["evidence"]["sockets"][0]["processes"][0]["pid"],
+        squatter
+    );
+    assert_eq!(
+        conflict["evidence"]["sockets"][0]["processes"][0]["name"],
+        "nc"
+    );
+    let lo = items
+        .iter()
+        .find(|f| f["id"] == "bound-loopback-only")
+        .unwrap();
+    assert_eq!(lo["command"], "ss -tlnp 'sport = :10250'");
+    assert!(
+        lo["message"]
+            .as_str()
+            .unwrap()
+            .contains("loopback only (127.0.0.1)"),
+        "{lo:#}"
+    );
+    // One finding for python3's two ports.
+    let unexplained = items
+        .iter()
+        .find(|f| f["id"] == "unexplained-listener")
+        .unwrap();
+    assert_eq!(
+        unexplained["evidence"]["sockets"].as_array().unwrap().len(),
+        2
+    );
+
+    // --fail-on never: the same findings, exit 0.
+    let (code, _) = node.json(&[
+        "check",
+        "--role",
+        "worker",
+        "--cni",
+        "none",
+        "--fail-on",
+        "never",
+    ]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn control_plane_conflict_and_flags() {
+    let mut node = Node::new();
+    let nc = node.start("nc", &["tcp:0.0.0.0:6443"]);
+    node.start(
+        "etcd",
+        &[
+            "tcp:127.0.0.1:2379",
+            "tcp:192.0.2.10:2379",
+            "tcp:192.0.2.10:2380",
+            "tcp:127.0.0.1:2381",
+            "--listen-client-urls=https://127.0.0.1:2379,https://192.0.2.10:2379",
+            "--listen-peer-urls=https://192.0.2.10:2380",
+        ],
+    );
+    node.start(
+        "kube-scheduler",
+        &["tcp:127.0.0.1:10259", "--bind-address=127.0.0.1"],
+    );
+    node.start(
+        "kube-controller-manager",
+        &["tcp:0.0.0.0:10257", "--bind-address=0.0.0.0"],
+    );
+    clean_worker(&mut node);
+    let (code, doc) = node.json(&["check"]);
+    assert_eq!(doc["context"]["role"]["value"], "control-plane", "{doc:#}");
+    assert_eq!(
+        findings(&doc),
+        [
+            f("bound-too-wide", "warning", "tcp/10257"),
+            f("firewall-exposes-private-port", "warning", "tcp/10257"),
+            f("port-conflict", "error", "tcp/6443")
+        ],
+        "{doc:#}"
+    );
+    assert_eq!(code, 1);
+    let items = doc["items"].as_array().unwrap();
+    assert_eq!(
+        items[0]["message"],
+        format!(
+            "tcp/6443 is held by nc (pid {nc}), not kube-apiserver; kubeadm preflight reports `[ERROR Port-6443]: Port 6443 is in use`"
+        )
+    );
+    let wide = &items[1];
+    assert_eq!(
+        wide["evidence"]["flags"][0]["value"],
+        "--bind-address=0.0.0.0"
+    );
+    assert_eq!(
+        wide["evidence"]["flags"][0]["source"],
+        "kube-controller-manager"
+    );
+
+    // JUnit: one test case per port checked, a failure for the conflict only (warnings are
+    // below --fail-on error).
+    let out = node.kports(&["check", "-o", "junit"]);
+    assert_eq!(out.status.code(), Some(1));
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
+    assert!(xml.contains("<failure type=\"port-conflict\""), "{xml}");
+    let cases = xml.matches("<testcase ").count();
+    let checked = doc["context"]["checked"].as_array().unwrap().len();
+    assert_eq!(cases, checked, "{xml}");
+    let out = node.kports(&["check", "-o", "junit", "--fail-on", "warning"]);
+    assert_eq!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .matches("<failure ")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn stopped_component_and_loopback_apiserver() {
+    let mut node = Node::new();
+    node.start(
+        "kube-apiserver",
+        &["tcp:127.0.0.1:6443", "--bind-address=127.0.0.1"],
+    );
+    node.start(
+        "etcd",
+        &[
+            "tcp:127.0.0.1:2379",
+            "tcp:192.0.2.10:2379",
+            "tcp:192.0.2.10:2380",
+            "tcp:127.0.0.1:2381",
+        ],
+    );
+    node.start("kube-controller-manager", &["tcp:127.0.0.1:10257"]);
+    clean_worker(&mut node);
+    // No kube-scheduler: stopped.
+    let (code, doc) = node.json(&["check"]);
+    assert_eq!(
+        findings(&doc),
+        [
+            f("bound-loopback-only", "error", "tcp/6443"),
+            f("port-not-listening", "error", "tcp/10259")
+        ],
+        "{doc:#}"
+    );
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn pre_install_names_the_holder() {
+    let mut node = Node::new();
+    let holder = node.start("nc", &["tcp:0.0.0.0:10250", "udp:0.0.0.0:30053"]);
+    let (code, doc) = node.json(&["check", "--pre-install", "--role", "worker"]);
+    assert_eq!(
+        findings(&doc),
+        [
+            f("port-in-use", "error", "tcp/10250"),
+            f("port-in-use", "warning", "udp/30053")
+        ],
+        "{doc:#}"
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        doc["items"][0]["message"],
+        format!(
+            "[ERROR Port-10250]: Port 10250 is in use by nc (pid {holder}) (kubelet needs it: Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics)"
+        )
+    );
+    // A free node passes, in table form too.
+    let free = Node::new();
+    let out = free.kports(&["check", "--pre-install", "--role", "control-plane"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("pre-install check of") && text.contains("no findings"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_counts_connections_per_client() {
+    let mut node = Node::new();
+    node.start("etcd", &["tcp:127.0.0.1:2379", "tcp:192.0.2.10:2380"]);
+    let api = node.start(
+        "kube-apiserver",
+        &[
+            "tcp:[::]:6443",
+            "connect:127.0.0.1:2379",
+            "connect:127.0.0.1:2379",
+            "connect:127.0.0.1:2379",
+        ],
+    );
+    let (code, doc) = node.json(&["explain", "2379"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["kind"], "explain");
+    let x = &doc["items"][0];
+    assert_eq!(x["entry"]["component"], "etcd");
+    assert_eq!(x["entry"]["bind"], "node");
+    assert_eq!(x["now"]["inbound"][0]["connections"], 3, "{x:#}");
+    assert_eq!(x["now"]["inbound"][0]["process"], "kube-apiserver");
+    assert_eq!(x["now"]["inbound"][0]["pid"], api);
+    let out = node.kports(&["explain", "etcd"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("tcp/2380  etcd: etcd peer traffic"), "{text}");
+    assert!(
+        text.contains("3 connections from 1 peer: 127.0.0.1 x3 (kube-apiserver pid"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_catalog_file_is_refused_with_line_and_reason() {
+    let dir = std::env::temp_dir().join(format!("kpc-catalog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("mine.toml");
+    let cases: [(&str, &str); 3] = [
+        (
+            "[[port]]\ncomponent = \"kube-proxy\"\nprotocol = \"tcp\"\nport = \"32767-30000\"\n",
+            "mine.toml:4:8: range 32767-30000 is backwards: write 30000-32767",
+        ),
+        (
+            "[[port]]\ncomponent = \"etcd\"\nprotocol = \"tcp\"\nport = 2379\nroles = [\"master\"]\n",
+            "mine.toml:5:",
+        ),
+        (
+            "[[port]]\ncomponent = \"a\"\nprotocol = \"tcp\"\nport = 1\n\n[[port]]\ncomponent = \"a\"\nprotocol = \"tcp\"\nport = 1\n",
+            "mine.toml:6:1: duplicate entry a tcp/1: already defined at line 1",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(KPORTS)
+            .args(["check", "--catalog"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    // A good file is accepted and used.
+    std::fs::write(
+        &p,
+        "[[port]]\ncomponent = \"kube-proxy\"\nprotocol = \"tcp\"\nport = 10256\nenabled = false\n",
+    )
+    .unwrap();
+    let out = Command::new(KPORTS)
+        .args(["explain", "tcp/10256", "--catalog"])
+        .arg(&p)
+        .arg("-o")
+        .arg("json")
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["items"][0]["entry"], Value::Null, "{doc:#}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(KPORTS)
+        .args(["check", "--pre-install"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
+    let out = Command::new(KPORTS)
+        .args(["explain", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(KPORTS)
+        .args(["check", "--cni", "nosuch"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the catalog knows antrea, calico"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

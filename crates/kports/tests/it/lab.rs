@@ -1,0 +1,809 @@
+//! System tests of `kports lab`: they bring up real labs (network namespaces, etcd, the
+//! component stand-ins), so they need root, and they run one at a time (one lab per machine).
+//! Every test holds a [`Lab`] guard that runs `kports lab down` when the test ends, also when
+//! an assertion fails. A lab left up by someone else makes the tests fail rather than remove it.
+//!
+//! Network probes go only to lab addresses, from inside lab namespaces, with a 2 s connect
+//! timeout and a bounded number of attempts.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::RwLockWriteGuard;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{KPORTS, lab_turn, require_root};
+const RUN_DIR: &str = "/run/kports-lab";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn kports(args: &[&str]) -> Output {
+    Command::new(KPORTS)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kports {args:?}: {e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs kports and insists on success; returns its standard output.
+fn kports_ok(args: &[&str]) -> String {
+    let out = kports(args);
+    assert!(
+        out.status.success(),
+        "kports {args:?} failed ({}):\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs a command inside a lab node through `kports lab exec`.
+fn exec(node: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["lab", "exec", node, "--"];
+    args.extend_from_slice(cmd);
+    kports_ok(&args)
+}
+
+fn exec_json(node: &str, cmd: &[&str]) -> Value {
+    let out = exec(node, cmd);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{cmd:?} in {node}: not JSON ({e}):\n{out}"))
+}
+
+/// A lab that goes down when the guard is dropped, whatever happened in between.
+struct Lab {
+    _turn: RwLockWriteGuard<'static, ()>,
+}
+
+impl Lab {
+    fn up(args: &[&str]) -> Lab {
+        let turn = lab_turn();
+        assert!(
+            !Path::new(RUN_DIR).exists() && lab_namespaces().is_empty(),
+            "a kports lab is already up on this machine; run `kports lab down` before the tests"
+        );
+        let lab = Lab { _turn: turn };
+        let mut a = vec!["lab", "up"];
+        a.extend_from_slice(args);
+        kports_ok(&a);
+        lab
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = kports(&["lab", "down"]);
+        if !out.status.success() {
+            eprintln!("kports lab down failed: {}", text(&out.stderr));
+            if !thread::panicking() {
+                panic!("kports lab down failed: {}", text(&out.stderr));
+            }
+        }
+    }
+}
+
+fn lab_namespaces() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("kports-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Mount points that belong to a lab (its UTS namespaces, its network namespaces).
+fn lab_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(RUN_DIR) || m.starts_with("/run/netns/kports-"))
+        .map(String::from)
+        .collect()
+}
+
+/// Pids of live (not zombie) processes that run a program from the lab's directory or
+/// name it on their command line: what a lab starts.
+fn lab_processes() -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let dir = e.path();
+        let exe = std::fs::read_link(dir.join("exe")).unwrap_or_default();
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        let ours = exe.starts_with(RUN_DIR) || text(&cmdline).contains(RUN_DIR);
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        if ours && !zombie && pid != std::process::id() {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// The pids and start times the state file records.
+fn recorded_pids() -> Vec<(u32, u64)> {
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{RUN_DIR}/state.json")).unwrap())
+            .unwrap();
+    state["procs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((p["pid"].as_u64()? as u32, p["start_time"].as_u64()?)))
+        .collect()
+}
+
+/// Whether `pid` still runs with that start time (a zombie does not count).
+fn runs(pid: u32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.first() != Some(&"Z") && f.get(19).and_then(|s| s.parse::<u64>().ok()) == Some(start)
+}
+
+fn assert_nothing_left(context: &str) {
+    assert_eq!(
+        lab_namespaces(),
+        Vec::<String>::new(),
+        "{context}: namespaces left"
+    );
+    assert!(!Path::new(RUN_DIR).exists(), "{context}: {RUN_DIR} left");
+    assert_eq!(lab_mounts(), Vec::<String>::new(), "{context}: mounts left");
+    assert_eq!(
+        lab_processes(),
+        Vec::<u32>::new(),
+        "{context}: processes left"
+    );
+}
+
+/// Runs `f` on a thread inside the lab namespace `short` (`cp1`, `w1-pod`, ...).
+fn in_netns<T: Send + 'static>(short: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/kports-{short}");
+    thread::spawn(move || {
+        let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on an open namespace descriptor; it moves only this thread, which ends here.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// A TCP connect from inside `from` to `to`, with the short timeout.
+fn connect_from(from: &str, to: &str) -> io::Result<()> {
+    let to: SocketAddr = to.parse().unwrap();
+    in_netns(from, move || {
+        TcpStream::connect_timeout(&to, CONNECT_TIMEOUT).map(drop)
+    })
+}
+
+/// Connects until it succeeds (at most `tries` attempts): for states that settle.
+fn connect_eventually(from: &str, to: &str, tries: usize) -> io::Result<()> {
+    let mut last = Ok(());
+    for _ in 0..tries {
+        last = connect_from(from, to);
+        if last.is_ok() {
+            return last;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    last
+}
+
+/// (address:port, component) of every TCP listener `kports listen` sees in `node`.
+fn listeners(node: &str) -> BTreeSet<(String, String)> {
+    let doc = exec_json(node, &[KPORTS, "listen", "-o", "json"]);
+    assert_eq!(doc["hostname"], node);
+    doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["proto"] == "tcp")
+        .map(|s| {
+            let a: std::net::IpAddr = s["local_address"].as_str().unwrap().parse().unwrap();
+            let port = s["local_port"].as_u64().unwrap() as u16;
+            (
+                SocketAddr::new(a, port).to_string(),
+                s["component"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    items
+        .iter()
+        .map(|(a, c)| (a.to_string(), c.to_string()))
+        .collect()
+}
+
+const NODE_LISTENERS: [(&str, &str); 4] = [
+    ("[::]:10250", "kubelet"),
+    ("127.0.0.1:10248", "kubelet"),
+    ("[::]:10256", "kube-proxy"),
+    ("127.0.0.1:10249", "kube-proxy"),
+];
+
+/// Established connections into the local port `port` that `kports conns` counts in `node`.
+fn established_in(node: &str, port: u64) -> u64 {
+    let doc = exec_json(node, &[KPORTS, "conns", "--process", "etcd", "-o", "json"]);
+    doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["direction"] == "in" && r["local_port"] == port)
+        .map(|r| r["established"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn up_and_down_twice_leave_nothing_behind() {
+    require_root();
+    for round in 1..=2 {
+        let pids;
+        {
+            let _lab = Lab::up(&["--nodes", "1,1"]);
+            pids = recorded_pids();
+            assert_eq!(pids.len(), 8, "round {round}: 6 components on cp1, 2 on w1");
+            assert!(
+                pids.iter().all(|&(p, s)| runs(p, s)),
+                "round {round}: every recorded process runs"
+            );
+            let mut ns = lab_namespaces();
+            ns.sort();
+            assert_eq!(
+                ns,
+                [
+                    "kports-cp1",
+                    "kports-cp1-pod",
+                    "kports-fabric",
+                    "kports-w1",
+                    "kports-w1-pod"
+                ]
+            );
+            assert_eq!(
+                lab_mounts().len(),
+                10,
+                "5 network and 5 UTS namespace mounts"
+            );
+
+            let again = kports(&["lab", "up"]);
+            assert_eq!(again.status.code(), Some(1));
+            assert!(
+                text(&again.stderr).contains("a lab is already up: run `kports lab down` first"),
+                "{}",
+                text(&again.stderr)
+            );
+        }
+        assert!(
+            pids.iter().all(|&(p, s)| !runs(p, s)),
+            "round {round}: a recorded process survived down"
+        );
+        assert_nothing_left(&format!("after round {round}"));
+    }
+    let out = kports_ok(&["lab", "down"]);
+    assert_eq!(out, "No lab was up; nothing to remove.\n");
+}
+
+#[test]
+fn down_cleans_up_after_a_killed_up() {
+    let _turn = lab_turn();
+    assert_nothing_left("before the test");
+    // Kill `up` at a few points of its work; `down` must find whatever it had made.
+    let mut rounds_with_leftovers = 0;
+    for delay_ms in [30, 80, 150, 250, 400] {
+        let mut child = Command::new(KPORTS).args(["lab", "up"]).spawn().unwrap();
+        thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if !lab_namespaces().is_empty() || !lab_processes().is_empty() {
+            rounds_with_leftovers += 1;
+        }
+        let out = kports(&["lab", "down"]);
+        assert!(
+            out.status.success(),
+            "down after up killed at {delay_ms} ms: {}",
+            text(&out.stderr)
+        );
+        assert_nothing_left(&format!("down after up killed at {delay_ms} ms"));
+    }
+    assert!(
+        rounds_with_leftovers > 0,
+        "no killed `up` left anything: the test proved nothing"
+    );
+}
+
+#[test]
+fn nodes_are_built_as_the_lab_says() {
+    let _lab = Lab::up(&[]);
+    let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
+    assert_eq!(status["items"]["up"], true);
+    let nodes = status["items"]["nodes"].as_array().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cp1", "w1", "w2"]);
+
+    for (k, n) in nodes.iter().enumerate() {
+        let name = n["name"].as_str().unwrap();
+        let v4 = n["ipv4"].as_str().unwrap();
+        let v6 = n["ipv6"].as_str().unwrap();
+        assert_eq!(
+            exec(name, &["hostname"]).trim(),
+            name,
+            "host name of {name}"
+        );
+        assert_eq!(
+            exec(&format!("{name}-pod"), &["hostname"]).trim(),
+            format!("{name}-pod")
+        );
+
+        let doc = exec_json(name, &[KPORTS, "node", "-o", "json"]);
+        let items = doc["items"].as_array().unwrap();
+        let iface = |ifname: &str| {
+            items
+                .iter()
+                .find(|i| i["name"] == ifname)
+                .unwrap_or_else(|| panic!("{name} has no {ifname}: {doc}"))
+        };
+        let globals = |i: &Value| -> Vec<String> {
+            i["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["scope"] == "global")
+                .map(|a| format!("{}/{}", a["address"].as_str().unwrap(), a["prefix_len"]))
+                .collect()
+        };
+        let eth0 = iface("eth0");
+        assert_eq!(eth0["kind"], "veth");
+        assert_eq!(globals(eth0), [format!("{v4}/24"), format!("{v6}/64")]);
+        let cni0 = iface("cni0");
+        assert_eq!(cni0["kind"], "bridge");
+        assert_eq!(globals(cni0), [format!("10.244.{k}.1/24")]);
+        let flannel = iface("flannel.1");
+        assert_eq!(flannel["kind"], "vxlan");
+        assert_eq!(flannel["tunnel_port"], 8472);
+        assert_eq!(globals(flannel), [format!("10.244.{k}.0/32")]);
+        assert_eq!(iface(&format!("veth-{name}-pod"))["master"], "cni0");
+        // `kports node --kind bridge` names the bridge, as `ip addr show type bridge` does.
+        let bridges = exec_json(name, &[KPORTS, "node", "--kind", "bridge", "-o", "json"]);
+        let bridge_names: Vec<&str> = bridges["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(bridge_names, ["cni0"]);
+
+        // No way out: no default route, v4 or v6, in the node or its pod.
+        for ns in [name.to_string(), format!("{name}-pod")] {
+            for fam in ["-4", "-6"] {
+                assert_eq!(
+                    exec(&ns, &["ip", fam, "route", "show", "default"]).trim(),
+                    "",
+                    "default route in {ns}"
+                );
+            }
+        }
+
+        let mut want = set(&NODE_LISTENERS);
+        if n["role"] == "control-plane" {
+            want.extend(set(&[
+                ("127.0.0.1:2379", "etcd"),
+                (&format!("{v4}:2379"), "etcd"),
+                (&format!("{v4}:2380"), "etcd"),
+                ("127.0.0.1:2381", "etcd"),
+                ("[::]:6443", "kube-apiserver"),
+                ("127.0.0.1:10257", "kube-controller-manager"),
+                ("127.0.0.1:10259", "kube-scheduler"),
+            ]));
+        }
+        assert_eq!(listeners(name), want, "listeners of {name}");
+    }
+
+    // The fabric bridge has no address and no link to the host.
+    let fabric = exec_json("fabric", &["ip", "-j", "addr"]);
+    for i in fabric.as_array().unwrap() {
+        let global: Vec<&Value> = i["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["scope"] == "global")
+            .collect();
+        assert!(global.is_empty(), "the fabric has an address: {i}");
+    }
+    let host: Value = serde_json::from_slice(
+        &Command::new("ip")
+            .args(["-j", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let host_links: Vec<&str> = host
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap())
+        .collect();
+    for lab_link in [
+        "fabric0",
+        "veth-cp1",
+        "veth-w1",
+        "veth-w2",
+        "cni0",
+        "flannel.1",
+    ] {
+        assert!(
+            !host_links.contains(&lab_link),
+            "{lab_link} leaked into the host's namespace"
+        );
+    }
+
+    // Owners look like kubeadm's: full names and kubeadm's flags.
+    let doc = exec_json("cp1", &[KPORTS, "listen", "-o", "json"]);
+    let cmdline_of = |port: u64| -> String {
+        let s = doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["local_port"] == port)
+            .unwrap();
+        s["processes"][0]["cmdline"].as_str().unwrap().to_string()
+    };
+    assert!(cmdline_of(10257).starts_with(
+        "kube-controller-manager --allocate-node-cidrs=true --bind-address=127.0.0.1"
+    ));
+    assert!(cmdline_of(6443).starts_with("kube-apiserver --advertise-address=192.0.2.11"));
+    assert!(cmdline_of(6443).contains("--etcd-servers=http://127.0.0.1:2379"));
+    assert!(cmdline_of(2380).starts_with("etcd "));
+    assert!(
+        cmdline_of(2380)
+            .contains("--listen-client-urls=http://127.0.0.1:2379,http://192.0.2.11:2379")
+    );
+}
+
+#[test]
+fn etcd_client_port_is_busier_than_its_peer_port() {
+    let _lab = Lab::up(&["--nodes", "1,0"]);
+    // The API server opens its connections in the background: wait a bounded time for them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut client = established_in("cp1", 2379);
+    while client < 40 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(300));
+        client = established_in("cp1", 2379);
+    }
+    let peer = established_in("cp1", 2380);
+    assert!(
+        client >= 40,
+        "etcd's client port has {client} connections, the API server keeps 40"
+    );
+    assert!(client > peer, "2379 has {client}, 2380 has {peer}");
+    assert_eq!(peer, 0, "a single member has no peer connections");
+    // ss agrees that the API server holds them.
+    let ss = exec(
+        "cp1",
+        &["ss", "-tnpH", "state", "established", "( dport = :2379 )"],
+    );
+    let from_apiserver = ss
+        .lines()
+        .filter(|l| l.contains("\"kube-apiserver\""))
+        .count();
+    assert!(
+        from_apiserver >= 40,
+        "{from_apiserver} connections from kube-apiserver:\n{ss}"
+    );
+}
+
+#[test]
+fn etcd_members_talk_to_their_peers() {
+    let _lab = Lab::up(&["--nodes", "3,0", "--etcd", "stand-in"]);
+    let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
+    assert_eq!(status["items"]["etcd"], "stand-in");
+    // Each member keeps 2 connections to each of the 2 others: 4 come in on each 2380.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut peer = established_in("cp1", 2380);
+    while peer < 4 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(300));
+        peer = established_in("cp1", 2380);
+    }
+    assert_eq!(peer, 4, "peer connections into cp1's 2380");
+    assert!(established_in("cp1", 2379) > peer);
+}
+
+/// Serves one connection inside `ns` at `addr`: reads "ping", answers "pong".
+fn pong_server(ns: &str, addr: &'static str) -> thread::JoinHandle<io::Result<()>> {
+    let ns = ns.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = thread::spawn(move || {
+        in_netns(&ns, move || -> io::Result<()> {
+            let l = TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            let _ = tx.send(());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut s = loop {
+                match l.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                    {
+                        thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf)?;
+            if &buf == b"ping" {
+                s.write_all(b"pong")
+            } else {
+                Err(io::Error::other("not a ping"))
+            }
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("the pod's server did not start");
+    h
+}
+
+fn ping_pong(from: &str, to: &'static str) -> io::Result<()> {
+    let to: SocketAddr = to.parse().unwrap();
+    in_netns(from, move || {
+        let mut s = TcpStream::connect_timeout(&to, CONNECT_TIMEOUT)?;
+        s.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        s.write_all(b"ping")?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf)?;
+        if &buf == b"pong" {
+            Ok(())
+        } else {
+            Err(io::Error::other("no pong"))
+        }
+    })
+}
+
+/// Packets sent and received by `flannel.1` in `node`.
+fn vxlan_packets(node: &str) -> (u64, u64) {
+    let v = exec_json(node, &["ip", "-j", "-s", "link", "show", "flannel.1"]);
+    let s = &v[0]["stats64"];
+    (
+        s["tx"]["packets"].as_u64().unwrap(),
+        s["rx"]["packets"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn pod_traffic_crosses_the_vxlan() {
+    let _lab = Lab::up(&[]);
+    let (cp_tx, _) = vxlan_packets("cp1");
+    let (_, w1_rx) = vxlan_packets("w1");
+    let server = pong_server("w1-pod", "10.244.1.2:8080");
+    ping_pong("cp1-pod", "10.244.1.2:8080").expect("cp1's pod reaches w1's pod");
+    server.join().unwrap().expect("w1's pod answered");
+    let (cp_tx2, _) = vxlan_packets("cp1");
+    let (_, w1_rx2) = vxlan_packets("w1");
+    assert!(
+        cp_tx2 > cp_tx,
+        "cp1's flannel.1 sent nothing ({cp_tx} -> {cp_tx2})"
+    );
+    assert!(
+        w1_rx2 > w1_rx,
+        "w1's flannel.1 received nothing ({w1_rx} -> {w1_rx2})"
+    );
+
+    // Worker to worker too.
+    let server = pong_server("w1-pod", "10.244.1.2:8081");
+    ping_pong("w2-pod", "10.244.1.2:8081").expect("w2's pod reaches w1's pod");
+    server.join().unwrap().expect("w1's pod answered w2's");
+
+    // Blocking VXLAN's UDP port on w1 cuts w1's pod off: the traffic really rides on 8472.
+    kports_ok(&["lab", "fault", "w1", "drop", "udp/8472"]);
+    let _server = pong_server("w1-pod", "10.244.1.2:8082");
+    let e = ping_pong("cp1-pod", "10.244.1.2:8082").expect_err("VXLAN is blocked");
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    kports_ok(&["lab", "fault", "w1", "clear"]);
+    let server = pong_server("w1-pod", "10.244.1.2:8083");
+    ping_pong("cp1-pod", "10.244.1.2:8083").expect("cleared: cp1's pod reaches w1's pod again");
+    server
+        .join()
+        .unwrap()
+        .expect("w1's pod answered after the clear");
+}
+
+fn component_state(node: &str, component: &str) -> String {
+    let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
+    let n = status["items"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == node)
+        .unwrap();
+    let c = n["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == component)
+        .unwrap();
+    c["state"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn faults_show_up_and_clear() {
+    let _lab = Lab::up(&["--nodes", "1,1"]);
+    let kubelet = "192.0.2.21:10250";
+    connect_from("cp1", kubelet).expect("the kubelet answers before any fault");
+
+    // drop: the connect times out; the rule sits in the lab's own table.
+    kports_ok(&["lab", "fault", "w1", "drop", "tcp/10250"]);
+    let e = connect_from("cp1", kubelet).expect_err("dropped");
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    let table = exec("w1", &["nft", "list", "table", "inet", "kports_lab_fault"]);
+    assert!(table.contains("tcp dport 10250 drop"), "{table}");
+    // Loopback is let through, as host firewalls do.
+    connect_from("w1", "127.0.0.1:10250").expect("loopback is not firewalled");
+
+    // reject: refused at once (an ICMP port unreachable looks like a closed port).
+    kports_ok(&["lab", "fault", "w1", "reject", "tcp/10250"]);
+    let e = connect_from("cp1", kubelet).expect_err("rejected");
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    let status = kports_ok(&["lab", "status"]);
+    assert!(
+        status.contains("reject tcp/10250") && !status.contains("drop tcp/10250"),
+        "{status}"
+    );
+
+    kports_ok(&["lab", "fault", "w1", "clear"]);
+    connect_from("cp1", kubelet).expect("cleared");
+    let nft = exec("w1", &["nft", "list", "ruleset"]);
+    assert!(
+        !nft.contains("kports_lab_fault"),
+        "the fault table is gone after clear:\n{nft}"
+    );
+
+    // stop: the listeners disappear; start brings them back.
+    kports_ok(&["lab", "fault", "w1", "stop", "kubelet"]);
+    assert_eq!(component_state("w1", "kubelet"), "stopped");
+    let l = listeners("w1");
+    assert!(!l.iter().any(|(_, c)| c == "kubelet"), "{l:?}");
+    let e = connect_from("cp1", kubelet).expect_err("stopped");
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    kports_ok(&["lab", "fault", "w1", "start", "kubelet"]);
+    assert_eq!(component_state("w1", "kubelet"), "running");
+    assert_eq!(listeners("w1"), set(&NODE_LISTENERS));
+
+    // bind: the kubelet listens on loopback only; other nodes are refused, the node itself is not.
+    kports_ok(&["lab", "fault", "w1", "bind", "kubelet", "127.0.0.1"]);
+    let l = listeners("w1");
+    assert!(
+        l.contains(&("127.0.0.1:10250".to_string(), "kubelet".to_string())),
+        "{l:?}"
+    );
+    assert!(
+        !l.contains(&("[::]:10250".to_string(), "kubelet".to_string())),
+        "{l:?}"
+    );
+    let e = connect_from("cp1", kubelet).expect_err("bound to loopback");
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    connect_from("w1", "127.0.0.1:10250").expect("the node still reaches its kubelet on loopback");
+
+    // down: the node stops answering; up brings it back.
+    kports_ok(&["lab", "fault", "w1", "clear"]);
+    assert_eq!(listeners("w1"), set(&NODE_LISTENERS));
+    kports_ok(&["lab", "fault", "w1", "down"]);
+    let e = connect_from("cp1", kubelet).expect_err("node down");
+    assert!(
+        matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::HostUnreachable
+        ),
+        "{e}"
+    );
+    let link = exec_json("w1", &["ip", "-j", "link", "show", "eth0"]);
+    assert_ne!(link[0]["operstate"], "UP", "{link}");
+    kports_ok(&["lab", "fault", "w1", "up"]);
+    connect_eventually("cp1", kubelet, 5).expect("node up again");
+}
+
+#[test]
+fn mistakes_are_usage_errors() {
+    let _lab = Lab::up(&["--nodes", "1,1", "--etcd", "stand-in"]);
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["lab", "fault", "w9", "down"],
+            "the lab has no node `w9`; its nodes are cp1, w1",
+        ),
+        (
+            &["lab", "fault", "w1", "stop", "etcd"],
+            "etcd does not run on w1",
+        ),
+        (
+            &["lab", "fault", "w1", "drop", "tcp/0"],
+            "`0` is not a port number",
+        ),
+        (
+            &["lab", "fault", "w1", "bind", "kubelet", "192.0.2.11"],
+            "192.0.2.11 is not an address of w1",
+        ),
+        (
+            &["lab", "exec", "w3", "--", "true"],
+            "the lab has no node or pod `w3`",
+        ),
+    ];
+    for (args, why) in cases {
+        let out = kports(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(why),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A failing command inside a node passes its exit code through.
+    assert_eq!(
+        kports(&["lab", "exec", "w1", "--", "sh", "-c", "exit 7"])
+            .status
+            .code(),
+        Some(7)
+    );
+}
+
+#[test]
+fn commands_fail_clearly_without_a_lab_or_without_root() {
+    let _turn = lab_turn();
+    let out = kports(&["lab", "fault", "w1", "down"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no lab is up: run `kports lab up` first"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        kports_ok(&["lab", "status"]),
+        "No lab is up. Start one with `kports lab up`.\n"
+    );
+
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            KPORTS,
+            "lab",
+            "status",
+        ])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("kports lab needs root: it creates network namespaces"),
+        "{}",
+        text(&out.stderr)
+    );
+}
