@@ -579,10 +579,12 @@ fn owner_of(procs: &Processes) -> Owner {
 /// What kports shows of a process: full name, redacted command line, container and pod.
 pub fn process_ref(i: &ProcessInfo) -> Shown {
     let (container_id, pod_uid) = cgroup::container_of(&i.cgroup);
+    let shown = redact::redact(&i.argv);
     let p = ProcessRef {
         pid: i.pid,
         name: names::process_name(i),
-        cmdline: redact::redact_argv(&i.argv),
+        cmdline: shown.text,
+        secrets: shown.hidden,
         container_id,
         pod_uid,
     };
