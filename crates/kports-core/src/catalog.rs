@@ -586,8 +586,18 @@ impl Catalog {
     }
 
     /// Applies a user's catalog file `text` (named `file` in errors) on top of this one.
+    ///
+    /// Entries are found through an index by key and removed ones left as holes until the end,
+    /// so the time grows with the number of entries, not with its square.
     pub fn apply_user(&mut self, text: &str, file: &str) -> Result<(), CatalogError> {
         let raws = parse_file(text, file)?;
+        let mut entries: Vec<Option<Entry>> = self.entries.iter().cloned().map(Some).collect();
+        let mut index: HashMap<Key, usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key(), i))
+            .collect();
         for r in raws {
             let component = r.component.get_ref().clone();
             let protocol = *r.protocol.get_ref();
@@ -604,8 +614,8 @@ impl Catalog {
                         protocol,
                         port,
                     };
-                    match self.position(&old) {
-                        Some(i) => Some(i),
+                    match index.get(&old) {
+                        Some(&i) => Some(i),
                         None => {
                             return Err(err_at(
                                 text,
@@ -616,12 +626,12 @@ impl Catalog {
                         }
                     }
                 }
-                None => self.position(&key),
+                None => index.get(&key).copied(),
             };
             if r.enabled.as_ref().is_some_and(|e| !*e.get_ref()) {
-                match replaced {
-                    Some(i) => {
-                        self.entries.remove(i);
+                match replaced.and_then(|i| Some((i, entries[i].take()?))) {
+                    Some((_, old)) => {
+                        index.remove(&old.key());
                     }
                     None => {
                         return Err(err_at(
@@ -634,17 +644,17 @@ impl Catalog {
                 }
                 continue;
             }
-            match replaced {
-                Some(i) => {
-                    let mut e = self.entries[i].clone();
+            match replaced.and_then(|i| Some((i, entries[i].clone()?))) {
+                Some((i, mut e)) => {
+                    let old_key = e.key();
                     e.port = key.port;
                     e.origin = Origin {
                         file: file.to_string(),
-                        line: line_col(text, r.span.start).0,
+                        line: r.line,
                     };
                     apply(text, file, &r, &mut e)?;
                     validate(text, file, &r, &e)?;
-                    if r.replaces.is_some() && self.position(&key).is_some_and(|j| j != i) {
+                    if r.replaces.is_some() && index.get(&key).is_some_and(|&j| j != i) {
                         return Err(err_at(
                             text,
                             file,
@@ -652,21 +662,19 @@ impl Catalog {
                             format!("{key} is already in the catalog"),
                         ));
                     }
-                    self.entries[i] = e;
+                    index.remove(&old_key);
+                    index.insert(e.key(), i);
+                    entries[i] = Some(e);
                 }
                 None => {
                     let e = new_entry(text, file, &r, false)?;
-                    self.entries.push(e);
+                    index.insert(e.key(), entries.len());
+                    entries.push(Some(e));
                 }
             }
         }
+        self.entries = entries.into_iter().flatten().collect();
         Ok(())
-    }
-
-    fn position(&self, key: &Key) -> Option<usize> {
-        self.entries.iter().position(|e| {
-            e.component == key.component && e.protocol == key.protocol && e.port == key.port
-        })
     }
 
     /// Names of every CNI the catalog knows.
@@ -721,6 +729,9 @@ struct RawEntry {
     /// Span of the `[[port]]` header.
     #[serde(skip)]
     span: Range<usize>,
+    /// 1-based line of the span's start.
+    #[serde(skip)]
+    line: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -741,9 +752,11 @@ fn parse_file(text: &str, file: &str) -> Result<Vec<RawEntry>, CatalogError> {
     }
     let mut seen: HashMap<(String, Protocol, PortRange), usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.port.len());
+    let mut lines = Lines::new(text);
     for sp in raw.port {
         let span = sp.span();
         let mut r = sp.into_inner();
+        r.line = lines.line_of(span.start);
         r.span = span;
         let protocol = *r.protocol.get_ref();
         let port = ports(text, file, &r.port, protocol)?;
@@ -769,7 +782,7 @@ fn parse_file(text: &str, file: &str) -> Result<Vec<RawEntry>, CatalogError> {
                 format!("duplicate entry {key}: already defined at line {first}"),
             ));
         }
-        seen.insert(k, line_col(text, r.span.start).0);
+        seen.insert(k, r.line);
         out.push(r);
     }
     Ok(out)
@@ -861,7 +874,7 @@ fn new_entry(text: &str, file: &str, r: &RawEntry, builtin: bool) -> Result<Entr
     }
     let protocol = *r.protocol.get_ref();
     let direction = r.direction.unwrap_or(Direction::In);
-    let line = line_col(text, r.span.start).0;
+    let line = r.line;
     let mut e = Entry {
         component: r.component.get_ref().clone(),
         protocol,
@@ -1121,6 +1134,38 @@ fn err_at(text: &str, file: &str, span: Range<usize>, message: String) -> Catalo
         line,
         column,
         message,
+    }
+}
+
+/// Lines of byte offsets met in increasing order, counted from the last one: linear in the
+/// text over a whole file, where counting from the start for every entry was quadratic.
+struct Lines<'a> {
+    text: &'a str,
+    at: usize,
+    line: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Lines<'a> {
+        Lines {
+            text,
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// 1-based line of byte offset `at`.
+    fn line_of(&mut self, at: usize) -> usize {
+        let at = at.min(self.text.len());
+        if at < self.at {
+            // Out of order (not seen in practice): count again from the start.
+            self.at = 0;
+            self.line = 1;
+        }
+        let between = &self.text.as_bytes()[self.at..at];
+        self.line += between.iter().filter(|&&b| b == b'\n').count();
+        self.at = at;
+        self.line
     }
 }
 
@@ -1392,6 +1437,37 @@ bind = "any"
         assert_eq!(mine.source, "my.toml:14");
         assert_eq!(mine.held_by, ["my-agent"]);
         assert_eq!(mine.expect, Expect::Listening);
+    }
+
+    #[test]
+    fn every_entry_of_a_long_file_has_its_own_line() {
+        let mut text = String::new();
+        for k in 0..2000u32 {
+            text.push_str(&format!(
+                "[[port]]\ncomponent = \"agent-{k}\"\nprotocol = \"tcp\"\nport = {}\npurpose = \"p\"\nroles = [\"worker\"]\nreached_by = [\"nodes\"]\nbind = \"any\"\n\n",
+                20000 + k
+            ));
+        }
+        // Disabling a built-in entry leaves the others in order.
+        text.push_str("[[port]]\ncomponent = \"kube-proxy\"\nprotocol = \"tcp\"\nport = 10256\nenabled = false\n");
+        let c = user(&text).unwrap();
+        assert!(!c.entries.iter().any(|e| e.label() == "tcp/10256"));
+        let mine: Vec<&Entry> = c
+            .entries
+            .iter()
+            .filter(|e| e.component.starts_with("agent-"))
+            .collect();
+        assert_eq!(mine.len(), 2000);
+        for (k, e) in mine.iter().enumerate() {
+            assert_eq!(e.component, format!("agent-{k}"));
+            assert_eq!(e.origin.line, 9 * k + 1, "{}", e.component);
+        }
+        let e = user(&format!(
+            "{text}[[port]]\ncomponent = \"agent-5\"\nprotocol = \"tcp\"\nport = 20005\n"
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (9 * 2000 + 6, 1), "{e}");
+        assert!(e.message.ends_with("already defined at line 46"), "{e}");
     }
 
     #[test]

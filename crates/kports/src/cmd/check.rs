@@ -138,7 +138,8 @@ impl std::error::Error for Failed {}
 pub fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
     let mut c = Catalog::builtin().context("the built-in catalog is broken (a bug in kports)")?;
     if let Some(p) = path {
-        let text = std::fs::read_to_string(p)
+        // Read up to the limit only: `--catalog /dev/zero` is refused, not loaded.
+        let text = kports_linux::limits::read_text(p, &kports_linux::limits::CATALOG)
             .with_context(|| format!("cannot read the catalog file {}", p.display()))?;
         c.apply_user(&text, &p.display().to_string())
             .context("refusing the catalog file")?;
