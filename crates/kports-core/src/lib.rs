@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod check;
 pub mod component;
 pub mod conns;
+pub mod escape;
 pub mod explain;
 pub mod flags;
 pub mod model;

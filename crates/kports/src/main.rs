@@ -11,6 +11,7 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
+use kports_core::escape::untrusted;
 
 use crate::cli::{Cli, Command};
 use crate::output::Out;
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
         // The check printed its findings; they reached --fail-on.
         Err(e) if e.downcast_ref::<cmd::check::Failed>().is_some() => ExitCode::from(1),
         Err(e) => {
-            eprintln!("kports: {e:#}");
+            eprintln!("kports: {}", untrusted(&format!("{e:#}")));
             if let Some(kports_linux::Error::Io { .. } | kports_linux::Error::NoSockDiag(_)) =
                 e.downcast_ref::<kports_linux::Error>()
             {
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
 /// `kports lab` prints its own output; its usage errors exit 2, its failures 1.
 fn lab(args: &kports_lab::LabArgs) -> ExitCode {
     kports_lab::run(args).unwrap_or_else(|e| {
-        eprintln!("kports: {e:#}");
+        eprintln!("kports: {}", untrusted(&format!("{e:#}")));
         ExitCode::FAILURE
     })
 }

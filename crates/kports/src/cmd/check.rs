@@ -330,7 +330,7 @@ pub fn run(args: &CheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
                     .with_context(context),
             )?;
         }
-        CheckFormat::Junit => out.line(&junit::render(
+        CheckFormat::Junit => out.lines(&junit::render(
             &hostname,
             &role,
             &cni,

@@ -372,7 +372,7 @@ fn plan(a: &FirewallPlanArgs, out: &mut Out) -> Result<Vec<Warning>> {
     let mut p = plan::plan(&rs, &req, default_zone.as_deref());
     p.notes.extend(needs.notes);
     if a.script {
-        out.line(
+        out.lines(
             &format!(
                 "#!/bin/sh\n# kports firewall plan ({:?}): safe to run twice\nset -e",
                 req.backend

@@ -669,3 +669,42 @@ fn processes_exiting_mid_scan_are_skipped_without_error() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn terminal_escapes_in_names_and_command_lines_are_shown_escaped() {
+    let mut ns = Ns::new();
+    let (pid, _) = ns.spawn(
+        "evil\u{1b}[2Jd",
+        &[
+            "--listen",
+            "tcp:127.0.0.1:18443",
+            "--title=\u{1b}]0;pwned\u{07}",
+            "--note=line\nforged row",
+        ],
+    );
+    for args in [&["listen"][..], &["listen", "-o", "wide"], &["check"]] {
+        let out = ns.exec(KPORTS, args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{07}'),
+            "kports {args:?} printed a raw escape: {text:?}"
+        );
+        assert!(text.contains("evil\\x1b[2Jd"), "kports {args:?}: {text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("forged row")),
+            "kports {args:?}: {text}"
+        );
+    }
+    let wide = ns.kports(&["listen", "-o", "wide"]);
+    assert!(
+        wide.contains("--title=\\x1b]0;pwned\\x07 --note=line\\nforged row"),
+        "{wide}"
+    );
+    // JSON keeps the text as it is, escaped the JSON way.
+    let doc = ns.kports_json(&["listen", "--process", &pid.to_string()]);
+    assert_eq!(doc["items"][0]["processes"][0]["name"], "evil\u{1b}[2Jd");
+}
