@@ -235,8 +235,25 @@ fn normalise(name: &str) -> String {
         .replace(['_', '.'], "-")
 }
 
+/// Stems one of which every secret name contains: a name with none of them is not looked at
+/// further (most arguments), without allocating.
+const SECRET_STEMS: &[&[u8]] = &[
+    b"tok", b"pass", b"pw", b"secret", b"cred", b"key", b"auth", b"bearer", b"cookie", b"psk",
+];
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// Whether a flag or key name (with or without leading dashes) holds a secret value.
 pub fn is_secret_flag(name: &str) -> bool {
+    if !SECRET_STEMS
+        .iter()
+        .any(|s| contains_ignore_case(name.as_bytes(), s))
+    {
+        return false;
+    }
     let n = normalise(name);
     if n.is_empty() || NOT_SECRETS.contains(&n.as_str()) {
         return false;
@@ -683,7 +700,8 @@ fn is_bootstrap_token(w: &str) -> bool {
         s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     };
-    matches!(w.split_once('.'), Some((id, secret))
+    w.len() == 23
+        && matches!(w.split_once('.'), Some((id, secret))
         if id.len() == 6 && secret.len() == 16 && lower_alnum(id) && lower_alnum(secret))
 }
 
