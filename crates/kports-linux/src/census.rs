@@ -2,7 +2,6 @@
 //! owners, and join the two. This is the one entry point the binary calls for sockets.
 
 use std::collections::{HashMap, HashSet};
-
 use std::hash::BuildHasherDefault;
 use std::io;
 use std::path::{Path, PathBuf};
