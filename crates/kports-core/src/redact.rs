@@ -342,12 +342,28 @@ enum Next {
 
 /// Redacts `argv`: the one function every command line kports shows goes through.
 pub fn redact(argv: &[String]) -> Redacted {
+    let (shown, hidden) = redact_list(argv);
+    Redacted {
+        text: shown.join(" "),
+        hidden,
+    }
+}
+
+/// Redacts `argv` element by element, keeping it a list (for documents that carry `argv`):
+/// the same policy as [`redact`].
+pub fn redact_args(argv: &[String]) -> Vec<String> {
+    redact_list(argv).0
+}
+
+/// The redacted arguments, and those that held a secret as shown.
+fn redact_list(argv: &[String]) -> (Vec<String>, Vec<String>) {
     // A process that rewrote its title into one string (`setproctitle`) has one argument with
-    // spaces in it: redact its words as arguments.
+    // spaces in it: redact its words as arguments, and keep it one.
     if let [only] = argv {
         if only.contains(' ') {
             let words: Vec<String> = only.split(' ').map(str::to_string).collect();
-            return redact(&words);
+            let (shown, hidden) = redact_list(&words);
+            return (vec![shown.join(" ")], hidden);
         }
     }
     let base = |a: &str| a.rsplit('/').next().unwrap_or(a).to_string();
@@ -415,10 +431,7 @@ pub fn redact(argv: &[String]) -> Redacted {
         }
         shown.push(redact_arg(arg, &mut next, &mut hidden));
     }
-    Redacted {
-        text: shown.join(" "),
-        hidden,
-    }
+    (shown, hidden)
 }
 
 /// Redacts `argv` and joins it with spaces, as a command line is shown.
@@ -849,6 +862,18 @@ mod tests {
             }
             assert_eq!(redact_line(expected), *expected, "{args:?}");
         }
+    }
+
+    #[test]
+    fn args_stay_a_list() {
+        assert_eq!(
+            redact_args(&argv(&["kubeadm", "join", "--token", "abc.def", "--v=5"])),
+            ["kubeadm", "join", "--token", "REDACTED", "--v=5"]
+        );
+        assert_eq!(
+            redact_args(&argv(&["nginx: worker --token=abc"])),
+            ["nginx: worker --token=REDACTED"]
+        );
     }
 
     #[test]
