@@ -1,7 +1,8 @@
 //! The `kports` binary: parse the command line, run one subcommand, map errors to exit codes.
 //!
 //! Exit codes: 0 success (also when the reader of a pipe went away), 1 a check found what
-//! `--fail-on` asks to fail on, 2 an error of kports itself or a usage error.
+//! `--fail-on` asks to fail on or a probe found a port it could not reach, 2 an error of kports
+//! itself or a usage error.
 
 mod cli;
 mod cmd;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd::check::run(a, &mut out),
         Command::Explain(a) => cmd::explain::run(a, &mut out),
         Command::Firewall(c) => cmd::firewall::run(c, &mut out),
+        Command::Probe(a) => cmd::probe::run(a, &mut out),
         Command::Lab(a) => return lab(a),
     }
     .and_then(|warnings| {
@@ -40,6 +42,8 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         // The check printed its findings; they reached --fail-on.
         Err(e) if e.downcast_ref::<cmd::check::Failed>().is_some() => ExitCode::from(1),
+        // The probe printed its rows; some ports were not reachable.
+        Err(e) if e.downcast_ref::<cmd::probe::Unreachable>().is_some() => ExitCode::from(1),
         Err(e) => {
             eprintln!("kports: {e:#}");
             if let Some(kports_linux::Error::Io { .. } | kports_linux::Error::NoSockDiag(_)) =

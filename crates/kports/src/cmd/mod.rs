@@ -6,6 +6,7 @@ pub mod explain;
 pub mod firewall;
 pub mod listen;
 pub mod node;
+pub mod probe;
 
 use std::path::PathBuf;
 
