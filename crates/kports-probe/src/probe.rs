@@ -194,6 +194,9 @@ async fn udp(addr: SocketAddr, timeout: Duration, token: u64) -> (Status, Option
         Ok(s) => s,
         Err(e) => return from_error(&e, |_| Status::Unknown),
     };
+    if let Err(e) = recv_errors(&socket, addr.is_ipv6()) {
+        return from_error(&e, |_| Status::Unknown);
+    }
     if let Err(e) = socket.connect(addr).await {
         return from_error(&e, udp_error);
     }
@@ -223,6 +226,34 @@ async fn udp(addr: SocketAddr, timeout: Duration, token: u64) -> (Status, Option
             }
         }
     }
+}
+
+/// Asks for every ICMP error on the socket. Without `IP_RECVERR` the kernel reports only the
+/// "hard" ones to a UDP socket (port unreachable, prohibited) and drops host and network
+/// unreachable, which would then look like silence (`open|filtered`).
+fn recv_errors(socket: &UdpSocket, v6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let (level, name) = if v6 {
+        (libc::SOL_IPV6, libc::IPV6_RECVERR)
+    } else {
+        (libc::SOL_IP, libc::IP_RECVERR)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd, and a pointer to an int that lives through the call, with its
+    // size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
