@@ -386,3 +386,89 @@ fn a_clean_path_exits_zero_and_names_the_inventory_node() {
     );
     drop(listener);
 }
+
+/// Runs kports on this machine (no namespace): only loopback is probed.
+fn kports(args: &[&str]) -> Output {
+    Command::new(KPORTS).args(args).output().unwrap()
+}
+
+#[test]
+fn loopback_rows_have_exactly_the_fixed_fields() {
+    let open = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = open.local_addr().unwrap().port();
+    // A port just freed: nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let ports = format!("{port},{closed_port}");
+    let out = kports(&["probe", "127.0.0.1", "--ports", &ports, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    // Piped: no progress bar, no other noise.
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let rows = rows(&out.stdout);
+    let keys: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| r.as_object().unwrap().keys().map(String::as_str).collect())
+        .collect();
+    let mut want = vec![
+        "source",
+        "target",
+        "target_address",
+        "proto",
+        "port",
+        "status",
+        "errno",
+        "latency_ms",
+        "component",
+    ];
+    want.sort_unstable();
+    for mut k in keys {
+        k.sort_unstable();
+        assert_eq!(k, want);
+    }
+    assert_eq!(rows[0]["status"], "open");
+    assert_eq!(rows[0]["errno"], Value::Null);
+    assert_eq!(rows[1]["status"], "refused");
+    assert_eq!(rows[1]["errno"], "ECONNREFUSED");
+    assert!(rows[0]["latency_ms"].is_f64());
+
+    let only_open = port.to_string();
+    let out = kports(&["probe", "127.0.0.1", "--ports", &only_open]);
+    assert_eq!(out.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("TARGET"), "{table}");
+    assert!(table.ends_with("1 probes: 1 open\n"), "{table}");
+    drop(open);
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    let dir = std::env::temp_dir().join(format!("kp11-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv = dir.join("hosts.yaml");
+    std::fs::write(&inv, "nodes:\n  - name: a\n    address: a.example\n").unwrap();
+    let inv = inv.to_str().unwrap().to_string();
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["probe", "127.0.0.0/8", "--ports", "1"],
+            "a CIDR may hold at most 4096",
+        ),
+        (&["probe", "127.0.0.1"], "no ports to probe on 127.0.0.1"),
+        (&["probe", "127.0.0.1", "--ports", "0"], "from 1 to 65535"),
+        (
+            &["probe", "127.0.0.1", "--ports", "1", "--timeout", "forever"],
+            "not a duration",
+        ),
+        (&["probe", "--inventory", &inv], "hosts.yaml:3: `a.example` is not an IP address"),
+        (&["probe", "--inventory", "/nonexistent/hosts.yaml"], "No such file"),
+        (&["probe", "224.0.0.1", "--ports", "1"], "multicast"),
+    ];
+    for (args, want) in cases {
+        let out = kports(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
