@@ -459,8 +459,14 @@ fn bad_input_exits_2_with_a_clear_message() {
             &["probe", "127.0.0.1", "--ports", "1", "--timeout", "forever"],
             "not a duration",
         ),
-        (&["probe", "--inventory", &inv], "hosts.yaml:3: `a.example` is not an IP address"),
-        (&["probe", "--inventory", "/nonexistent/hosts.yaml"], "No such file"),
+        (
+            &["probe", "--inventory", &inv],
+            "hosts.yaml:3: `a.example` is not an IP address",
+        ),
+        (
+            &["probe", "--inventory", "/nonexistent/hosts.yaml"],
+            "No such file",
+        ),
         (&["probe", "224.0.0.1", "--ports", "1"], "multicast"),
     ];
     for (args, want) in cases {

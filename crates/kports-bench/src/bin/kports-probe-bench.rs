@@ -90,12 +90,17 @@ fn setup() -> Result<Namespaces> {
     let (c, s) = (ns.client.as_str(), ns.server.as_str());
     sh(
         "ip",
-        &["-n", c, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", s],
+        &[
+            "-n", c, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", s,
+        ],
     )?;
     sh("ip", &["-n", c, "addr", "add", "192.0.2.1/24", "dev", "va"])?;
     let mut batch = String::new();
     for h in 0..HOSTS {
-        batch.push_str(&format!("addr add 192.0.2.{}/24 dev vb\n", 101 + u16::from(h)));
+        batch.push_str(&format!(
+            "addr add 192.0.2.{}/24 dev vb\n",
+            101 + u16::from(h)
+        ));
     }
     batch.push_str("link set vb up\nlink set lo up\n");
     let mut child = Command::new("ip")
@@ -303,7 +308,12 @@ fn run() -> Result<bool> {
             v.push(format!("192.0.2.{}", 101 + u16::from(h)));
         }
         v.extend(["--ports".into(), format!("tcp/{ports}")]);
-        v.extend(["--timeout".into(), timeout.clone(), "-o".into(), "json".into()]);
+        v.extend([
+            "--timeout".into(),
+            timeout.clone(),
+            "-o".into(),
+            "json".into(),
+        ]);
         v
     };
     let argv = |program: &PathBuf, v: Vec<String>| Argv {
@@ -321,8 +331,19 @@ fn run() -> Result<bool> {
     ];
     limited.extend(all.iter().skip(3).cloned());
     let nmap_args: Vec<String> = [
-        "netns", "exec", &ns.client, &nmap.display().to_string(), "-sT", "-T4", "-Pn", "-n",
-        "-p", &all_ports, "-oX", "-", hosts,
+        "netns",
+        "exec",
+        &ns.client,
+        &nmap.display().to_string(),
+        "-sT",
+        "-T4",
+        "-Pn",
+        "-n",
+        "-p",
+        &all_ports,
+        "-oX",
+        "-",
+        hosts,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -372,13 +393,22 @@ fn run() -> Result<bool> {
             let r = measure::run(&t.argv, Duration::from_secs(600), Stdout::Capture)?;
             let ok = matches!(r.end, measure::End::Exit(c) if t.ok_codes.contains(&c));
             if !ok {
-                bail!("`{}` failed ({}): {}", measure::shown(&t.argv), r.end, r.stderr_text());
+                bail!(
+                    "`{}` failed ({}): {}",
+                    measure::shown(&t.argv),
+                    r.end,
+                    r.stderr_text()
+                );
             }
             let wrong = check(t, &r.stdout)?;
             if wrong > 0 {
                 let path = std::env::temp_dir().join(format!("kports-probe-bench-{i}.out"));
                 std::fs::write(&path, &r.stdout)?;
-                eprintln!("{} wrong statuses; its output is in {}", wrong, path.display());
+                eprintln!(
+                    "{} wrong statuses; its output is in {}",
+                    wrong,
+                    path.display()
+                );
             }
             t.mismatches += wrong;
             eprintln!("round {round}: {} {:.2} s", t.label, r.wall.as_secs_f64());
@@ -388,7 +418,14 @@ fn run() -> Result<bool> {
             });
         }
     }
-    let med = |t: &Tool| median(&t.runs.iter().map(|r| r.wall.as_secs_f64()).collect::<Vec<_>>());
+    let med = |t: &Tool| {
+        median(
+            &t.runs
+                .iter()
+                .map(|r| r.wall.as_secs_f64())
+                .collect::<Vec<_>>(),
+        )
+    };
     let peak = |t: &Tool| t.runs.iter().map(|r| r.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
     let timeout_s = args.timeout_ms as f64 / 1000.0;
     let full = med(&tools[0]).unwrap_or(f64::NAN);
