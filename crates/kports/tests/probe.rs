@@ -254,7 +254,7 @@ fn every_kind_of_block_gets_its_status_and_tcp_agrees_with_nmap() {
                 assert_eq!(r["status"], *status, "{addr} {proto}/{port}: {r}");
                 assert_eq!(
                     r["errno"],
-                    errno.map_or(Value::Null, |e| Value::from(e)),
+                    errno.map_or(Value::Null, Value::from),
                     "{addr} {proto}/{port}: {r}"
                 );
                 seen += 1;

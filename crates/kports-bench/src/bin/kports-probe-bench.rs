@@ -175,20 +175,23 @@ fn serve(server: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a tool said of each (address, port), in nmap's words.
+type Statuses = BTreeMap<(Ipv4Addr, u16), String>;
+
 /// One measured command and what it must report.
 struct Tool {
     label: &'static str,
     argv: Argv,
     /// The exit statuses of a successful run.
     ok_codes: &'static [i32],
-    parse: fn(&[u8]) -> Result<BTreeMap<(Ipv4Addr, u16), String>>,
+    parse: fn(&[u8]) -> Result<Statuses>,
     /// Ports it probes.
     ports: u16,
     runs: Vec<Run>,
     mismatches: usize,
 }
 
-fn parse_kports(out: &[u8]) -> Result<BTreeMap<(Ipv4Addr, u16), String>> {
+fn parse_kports(out: &[u8]) -> Result<Statuses> {
     let doc: serde_json::Value = serde_json::from_slice(out).context("kports JSON")?;
     let mut m = BTreeMap::new();
     for r in doc["items"].as_array().context("items")? {
@@ -206,7 +209,7 @@ fn parse_kports(out: &[u8]) -> Result<BTreeMap<(Ipv4Addr, u16), String>> {
 
 /// nmap's XML output (`-oX -`): listed `<port>`s, and the ports folded into `<extraports>`
 /// (grepable output names only one folded state, and none when two states are folded).
-fn parse_nmap(out: &[u8]) -> Result<BTreeMap<(Ipv4Addr, u16), String>> {
+fn parse_nmap(out: &[u8]) -> Result<Statuses> {
     let text = String::from_utf8_lossy(out);
     let mut m = BTreeMap::new();
     for host in text.split("<host ").skip(1) {
@@ -418,6 +421,12 @@ fn run() -> Result<bool> {
             });
         }
     }
+    // What ru_maxrss reports for a command that does nothing: the floor under every peak.
+    let floor = measure::run(
+        &Argv::new(&ip, &["netns", "exec", &ns.client, "/bin/true"]),
+        Duration::from_secs(30),
+        Stdout::Null,
+    )?;
     let med = |t: &Tool| {
         median(
             &t.runs
@@ -449,6 +458,11 @@ fn run() -> Result<bool> {
             t.mismatches
         );
     }
+    println!(
+        "| `ip netns exec ... /bin/true` (the memory floor) | {} | | | {:.1} | |",
+        secs(floor.wall.as_secs_f64()),
+        floor.max_rss_kib as f64 / 1024.0
+    );
     println!();
     println!(
         "kports, all targets: {} s; bound 1.3 x {timeout_s} s timeout + {} s (open and refused) = {} s: {}.",

@@ -28,7 +28,7 @@ pub fn run(args: &ProbeArgs, out: &mut Out) -> Result<Vec<Warning>> {
     let mut warnings = Vec::new();
     if let Some(inv) = inventory.as_ref().filter(|i| !i.skipped.is_empty()) {
         warnings.push(Warning {
-            code: "inventory-hosts-skipped".into(),
+            code: "inventory-hosts-skipped",
             message: format!(
                 "hosts in no Kubernetes group are not probed: {}",
                 inv.skipped.join(", ")
