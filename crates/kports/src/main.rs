@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         Command::Firewall(c) => cmd::firewall::run(c, &mut out),
         Command::Probe(a) => cmd::probe::run(a, &mut out),
         Command::Lab(a) => return lab(a),
+        Command::Completions(a) => cmd::completions::run(a, &mut out),
+        Command::Man(a) => cmd::man::run(a, &mut out),
     }
     .and_then(|warnings| {
         out.flush()?;
