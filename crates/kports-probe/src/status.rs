@@ -216,6 +216,14 @@ mod tests {
     }
 
     #[test]
+    fn nmap_names() {
+        assert_eq!(Status::Refused.nmap_name(), Some("closed"));
+        assert_eq!(Status::Unreachable.nmap_name(), Some("filtered"));
+        assert_eq!(Status::Closed.nmap_name(), Some("closed"));
+        assert_eq!(Status::Unknown.nmap_name(), None);
+    }
+
+    #[test]
     fn failures() {
         assert!(!Status::Open.is_failure());
         assert!(!Status::OpenFiltered.is_failure());

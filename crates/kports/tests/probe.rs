@@ -448,7 +448,11 @@ fn bad_input_exits_2_with_a_clear_message() {
     let inv = dir.join("hosts.yaml");
     std::fs::write(&inv, "nodes:\n  - name: a\n    address: a.example\n").unwrap();
     let inv = inv.to_str().unwrap().to_string();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["probe", "127.0.0.1", "--roles", "worker", "--cni", "flanel"],
+            "`flanel` is not a CNI kports knows",
+        ),
         (
             &["probe", "127.0.0.0/8", "--ports", "1"],
             "a CIDR may hold at most 4096",

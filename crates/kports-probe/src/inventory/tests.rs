@@ -249,6 +249,18 @@ fn unknown_and_oversized() {
 }
 
 #[test]
+fn too_many_nodes() {
+    let mut text = String::from("nodes:\n");
+    for i in 0..=MAX_NODES {
+        text.push_str(&format!(
+            "  - {{name: n{i}, address: 192.0.2.{}}}\n",
+            i % 250 + 1
+        ));
+    }
+    assert!(err(&text).contains("more than 10000 nodes"));
+}
+
+#[test]
 fn read_refuses_big_files() -> std::io::Result<()> {
     let dir = std::env::temp_dir().join(format!("kports-inv-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

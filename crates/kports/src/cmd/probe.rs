@@ -36,6 +36,10 @@ pub fn run(args: &ProbeArgs, out: &mut Out) -> Result<Vec<Warning>> {
         });
     }
     let catalog = Catalog::builtin().context("the built-in catalog is broken (a bug in kports)")?;
+    let known = catalog.cnis();
+    if let Some(c) = args.cni.iter().find(|c| !known.contains(&c.as_str())) {
+        anyhow::bail!("`{c}` is not a CNI kports knows: {}", known.join(", "));
+    }
     let planned = plan::plan(
         &Request {
             targets: &args.targets,
