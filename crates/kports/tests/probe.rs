@@ -67,6 +67,18 @@ impl Pair {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
+        // The targets' kernel answers with ICMP errors at most once a second per destination
+        // after a burst of 6; nmap runs right after kports, so without this some of its probes
+        // of a `reject` would get no answer and read `filtered`. Per namespace.
+        for knob in ["ipv4/icmp_ratelimit", "ipv6/icmp/ratelimit"] {
+            let path = format!("/proc/sys/net/{knob}");
+            let out = p.exec(s, &["sh", "-c", &format!("echo 0 > {path}")]);
+            assert!(
+                out.status.success(),
+                "{path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         p
     }
 
@@ -266,8 +278,27 @@ fn every_kind_of_block_gets_its_status_and_tcp_agrees_with_nmap() {
     // nmap on the same targets, port for port.
     let tcp: Vec<u16> = TCP.map(|t| t.0).to_vec();
     for (addr, family) in [("192.0.2.2", None), ("2001:db8::2", Some("-6"))] {
+        // nmap waits as long as kports does: the ICMPv6 answer to a connect()'s first SYN can be
+        // lost (it arrives while connect() still holds the socket), and only the SYN the kernel
+        // resends after 1 s gets its answer. With nmap's own short timeouts on this fast link,
+        // each of its attempts would give up before that and read a plain reject as filtered.
         let mut args = vec![
-            "nmap", "-sT", "-Pn", "-n", "-T4", "-p", &tcp_ports, "-oG", "-",
+            "nmap",
+            "-sT",
+            "-Pn",
+            "-n",
+            "--initial-rtt-timeout",
+            "2s",
+            "--min-rtt-timeout",
+            "2s",
+            "--max-rtt-timeout",
+            "3s",
+            "--max-retries",
+            "1",
+            "-p",
+            &tcp_ports,
+            "-oG",
+            "-",
         ];
         args.extend(family);
         args.push(addr);
