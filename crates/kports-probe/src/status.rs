@@ -163,7 +163,8 @@ pub fn udp_error(errno: i32) -> Status {
 }
 
 /// ICMP host/net unreachable, admin-prohibited (`EACCES` over IPv6), no route; `EPERM` is this
-/// node's own output firewall refusing the packet, also a blocked path.
+/// node's own output firewall refusing the packet, also a blocked path (a UDP send sees it; a
+/// TCP connect does not: the kernel keeps resending the SYN, so it times out as `filtered`).
 fn is_unreachable(errno: i32) -> bool {
     matches!(
         errno,

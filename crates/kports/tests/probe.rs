@@ -332,7 +332,7 @@ fn every_kind_of_block_gets_its_status_and_tcp_agrees_with_nmap() {
 }
 
 #[test]
-fn no_route_is_unreachable_with_enetunreach_and_nothing_is_sent() {
+fn no_route_and_the_own_firewall_are_unreachable_and_nothing_is_sent() {
     let pair = Pair::new();
     // Outside the namespaces' /25 and /64, and no default route: the kernel refuses at once.
     let out = pair.exec(
@@ -349,12 +349,65 @@ fn no_route_is_unreachable_with_enetunreach_and_nothing_is_sent() {
         ],
     );
     assert_eq!(out.status.code(), Some(1));
-    let rows = rows(&out.stdout);
-    assert_eq!(rows.len(), 4);
-    for r in &rows {
+    let no_route = rows(&out.stdout);
+    assert_eq!(no_route.len(), 4);
+    for r in &no_route {
         assert_eq!(r["status"], "unreachable", "{r}");
         assert_eq!(r["errno"], "ENETUNREACH", "{r}");
     }
+    // The prober's own output chain drops: a UDP send fails with EPERM at once; a TCP connect
+    // does not see the error (the kernel keeps resending the SYN) and times out.
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &pair.client, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        nft.stdin
+            .take()
+            .unwrap()
+            .write_all(
+                b"table inet kp11out { chain output { type filter hook output priority 0; meta l4proto { tcp, udp } th dport 1009 drop\n }\n }\n",
+            )
+            .unwrap();
+    }
+    assert!(nft.wait().unwrap().success(), "nft -f failed");
+    let out = pair.exec(
+        &pair.client,
+        &[
+            KPORTS,
+            "probe",
+            "192.0.2.2",
+            "2001:db8::2",
+            "--ports",
+            "1009,udp/1009",
+            "--timeout",
+            "1s",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let own = rows(&out.stdout);
+    let got: Vec<String> = own
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r["target_address"], r["proto"], r["status"], r["errno"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "\"192.0.2.2\" \"tcp\" \"filtered\" null",
+            "\"192.0.2.2\" \"udp\" \"unreachable\" \"EPERM\"",
+            "\"2001:db8::2\" \"tcp\" \"filtered\" null",
+            "\"2001:db8::2\" \"udp\" \"unreachable\" \"EPERM\"",
+        ]
+    );
 }
 
 #[test]
