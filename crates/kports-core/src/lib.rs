@@ -10,11 +10,14 @@ pub mod cgroup;
 pub mod check;
 pub mod component;
 pub mod conns;
+pub mod document;
 pub mod explain;
+pub mod finding;
 pub mod flags;
 pub mod model;
 pub mod names;
 pub mod redact;
+pub mod resolve;
 pub mod role;
 
 pub use model::*;

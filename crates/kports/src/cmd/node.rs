@@ -2,14 +2,16 @@
 
 use std::fmt::Write as _;
 
+use std::io::Write;
+
 use anyhow::Result;
-use kports_core::Warning;
 use kports_linux::census;
 
 use crate::cli::NodeArgs;
+use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out};
 
-pub fn run(args: &NodeArgs, out: &mut Out) -> Result<Vec<Warning>> {
+pub fn run(args: &NodeArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let hostname = kports_linux::hostname();
     let (mut ifs, warnings) =
         census::interfaces(std::path::Path::new("/proc"), args.common.all_netns)?;
@@ -69,5 +71,5 @@ pub fn run(args: &NodeArgs, out: &mut Out) -> Result<Vec<Warning>> {
             })?;
         }
     }
-    Ok(warnings)
+    Ok(Outcome::done(warnings))
 }

@@ -1,7 +1,7 @@
 //! `kports probe`: plan the probes (kports-probe's `plan`), run them, print the rows.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write};
 use std::net::{IpAddr, ToSocketAddrs as _};
 
 use anyhow::{Context as _, Result};
@@ -13,14 +13,11 @@ use kports_probe::row::{Row, rows};
 use kports_probe::{Status, inventory};
 
 use crate::cli::ProbeArgs;
+use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out};
 
-/// Some probed port was not reachable: the rows are printed, the exit status is 1.
-#[derive(Debug, thiserror::Error)]
-#[error("some ports are not reachable")]
-pub struct Unreachable;
-
-pub fn run(args: &ProbeArgs, out: &mut Out) -> Result<Vec<Warning>> {
+/// Prints the rows; the outcome fails (exit status 1) when some port was not reachable.
+pub fn run(args: &ProbeArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let inventory = match &args.inventory {
         Some(p) => Some(inventory::read(p)?),
         None => None,
@@ -70,12 +67,10 @@ pub fn run(args: &ProbeArgs, out: &mut Out) -> Result<Vec<Warning>> {
         Format::Json => out.json(&Document::new("probe", &hostname, &rows, &warnings))?,
         Format::Table | Format::Wide => table(out, &rows)?,
     }
-    if rows.iter().any(|r| r.status.is_failure()) {
-        out.flush()?;
-        crate::output::warn(&warnings);
-        return Err(Unreachable.into());
-    }
-    Ok(warnings)
+    Ok(Outcome {
+        warnings,
+        failed: rows.iter().any(|r| r.status.is_failure()),
+    })
 }
 
 /// A host name's addresses, from the system's resolver.
@@ -100,7 +95,7 @@ fn progress(len: usize) -> indicatif::ProgressBar {
     bar
 }
 
-fn table(out: &mut Out, rows: &[Row]) -> std::io::Result<()> {
+fn table(out: &mut Out<impl Write>, rows: &[Row]) -> std::io::Result<()> {
     let headers = [
         "TARGET",
         "ADDRESS",

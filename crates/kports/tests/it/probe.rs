@@ -6,8 +6,6 @@
 //! status and errno, and every TCP status must be what `nmap -sT -Pn` says of the same port, in
 //! the same run. Nothing outside the two namespaces is ever probed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
-
 use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -16,12 +14,14 @@ use std::process::{Command, Output};
 use kports_probe::responder::Responder;
 use serde_json::Value;
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::{KPORTS, ns_turn};
 
-/// The two namespaces; deleted on drop, also when an assertion fails.
+/// The two namespaces; deleted on drop, also when an assertion fails (while the test still
+/// holds its turn).
 struct Pair {
     client: String,
     server: String,
+    _turn: std::sync::RwLockReadGuard<'static, ()>,
 }
 
 fn ip(args: &[&str]) {
@@ -36,12 +36,7 @@ fn ip(args: &[&str]) {
 
 impl Pair {
     fn new() -> Pair {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "this test creates network namespaces and must run as root (CI does)"
-        );
+        let turn = ns_turn();
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let id = format!(
             "{}-{}",
@@ -51,6 +46,7 @@ impl Pair {
         let p = Pair {
             client: format!("kp11c-{id}"),
             server: format!("kp11s-{id}"),
+            _turn: turn,
         };
         ip(&["netns", "add", &p.client]);
         ip(&["netns", "add", &p.server]);

@@ -1,0 +1,202 @@
+//! Findings: what `kports check` (and the firewall's join) report, with the evidence behind
+//! each and the command that shows it without kports.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::catalog::{Key, PortRange, Protocol, Severity, SourceKind};
+use crate::{Owner, Proto, SockState, Socket};
+
+/// What a finding is about: stable ids, for scripts and CI to match on (the JSON `id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingId {
+    /// A port the node's role needs has no listener.
+    PortNotListening,
+    /// Another process holds a component's port.
+    PortConflict,
+    /// Bound to loopback where other hosts must connect.
+    BoundLoopbackOnly,
+    /// Bound wider than the component needs.
+    BoundTooWide,
+    /// A listener no catalog entry explains.
+    UnexplainedListener,
+    /// Before kubeadm: a port the role needs is taken.
+    PortInUse,
+    // Raised by `expect = "absent"` entries (see [`FindingId::ABSENT`]).
+    /// The kubelet's read-only port listens.
+    ReadonlyPortOpen,
+    /// A legacy insecure port listens.
+    LegacyInsecurePort,
+    /// A port no node should serve listens.
+    ForbiddenPortOpen,
+    // Raised by the firewall join (`kports_firewall::findings`).
+    /// A source that needs a required port gets drop or reject.
+    FirewallBlocksRequiredPort,
+    /// A port only this node needs is bound beyond loopback and the firewall lets anyone in.
+    FirewallExposesPrivatePort,
+    /// The ruleset could not be read: whether required ports are open is unknown.
+    FirewallUnknown,
+}
+
+impl FindingId {
+    /// The ids an `expect = "absent"` catalog entry may raise.
+    pub const ABSENT: [FindingId; 3] = [
+        FindingId::ReadonlyPortOpen,
+        FindingId::LegacyInsecurePort,
+        FindingId::ForbiddenPortOpen,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingId::PortNotListening => "port-not-listening",
+            FindingId::PortConflict => "port-conflict",
+            FindingId::BoundLoopbackOnly => "bound-loopback-only",
+            FindingId::BoundTooWide => "bound-too-wide",
+            FindingId::UnexplainedListener => "unexplained-listener",
+            FindingId::PortInUse => "port-in-use",
+            FindingId::ReadonlyPortOpen => "readonly-port-open",
+            FindingId::LegacyInsecurePort => "legacy-insecure-port",
+            FindingId::ForbiddenPortOpen => "forbidden-port-open",
+            FindingId::FirewallBlocksRequiredPort => "firewall-blocks-required-port",
+            FindingId::FirewallExposesPrivatePort => "firewall-exposes-private-port",
+            FindingId::FirewallUnknown => "firewall-unknown",
+        }
+    }
+}
+
+impl fmt::Display for FindingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A problem, with what shows it and how to see it without kports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Stable identifier.
+    pub id: FindingId,
+    pub severity: Severity,
+    /// One line, in words an administrator or a learner understands.
+    pub message: String,
+    /// The catalog entry the finding is about; none for an unexplained listener.
+    pub entry: Option<Key>,
+    pub protocol: Protocol,
+    /// The port concerned (a single port, or the range for a missing range).
+    pub port: PortRange,
+    pub evidence: Evidence,
+    /// The command that shows it: `ss -tlnp 'sport = :10250'`.
+    pub command: String,
+}
+
+/// The facts behind a finding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub sockets: Vec<SocketEvidence>,
+    pub flags: Vec<Setting>,
+    /// Firewall verdicts behind a `firewall-*` finding (absent from the others).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub firewall: Vec<FirewallEvidence>,
+}
+
+/// One firewall verdict, as shown in evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirewallEvidence {
+    /// Who the source stands for: `control-plane`, `nodes`, `all`, `load-balancers`.
+    #[serde(serialize_with = "kind_name")]
+    pub source_kind: SourceKind,
+    /// The address or prefix judged from, and where it came from (`10.0.0.11 (connected to
+    /// the API server)`).
+    pub source: String,
+    /// `accept`, `drop`, `reject`, `depends` or `unknown`.
+    pub verdict: String,
+    /// The rule (or policy) that decided, as kports names it; absent when none did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+/// A listening socket as shown in evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SocketEvidence {
+    pub proto: Proto,
+    pub state: SockState,
+    pub local_address: IpAddr,
+    pub local_port: u16,
+    pub owner: Owner,
+    pub processes: Vec<ProcessEvidence>,
+    pub component: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessEvidence {
+    pub pid: u32,
+    pub name: String,
+}
+
+/// A flag (or device) that set where a port is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    /// The process whose command line has the flag; none for a device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `kube-apiserver` or `device flannel.1`.
+    pub source: String,
+    /// `--bind-address=127.0.0.1` or `vxlan dstport 8472`.
+    pub value: String,
+}
+
+impl SocketEvidence {
+    pub fn of(s: &Socket) -> SocketEvidence {
+        SocketEvidence {
+            proto: s.proto,
+            state: s.state,
+            local_address: s.local_address,
+            local_port: s.local_port,
+            owner: s.owner,
+            processes: s
+                .processes
+                .iter()
+                .map(|p| ProcessEvidence {
+                    pid: p.pid,
+                    name: p.name.clone(),
+                })
+                .collect(),
+            component: s.component,
+        }
+    }
+}
+
+/// Most severe first, then by port, protocol and id.
+pub fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.port.cmp(&b.port))
+            .then(a.protocol.cmp(&b.protocol))
+            .then(a.id.as_str().cmp(b.id.as_str()))
+    });
+}
+
+/// The `ss` command that shows listeners on `port`.
+pub fn ss_command(proto: Protocol, port: PortRange) -> String {
+    let flag = if proto == Protocol::Udp {
+        "-ulnp"
+    } else {
+        "-tlnp"
+    };
+    if port.is_single() {
+        format!("ss {flag} 'sport = :{}'", port.first)
+    } else {
+        format!(
+            "ss {flag} 'sport >= :{} and sport <= :{}'",
+            port.first, port.last
+        )
+    }
+}
+
+/// A source kind as the firewall's rows name it (`self` for the node itself).
+fn kind_name<S: serde::Serializer>(k: &SourceKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.as_str())
+}
