@@ -25,13 +25,14 @@ pub fn capture(timeout: Duration) -> Capture {
             v6,
         }
         .legacy_names_file();
-        let names = std::fs::read_to_string(file).or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(String::new())
-            } else {
-                Err(e)
-            }
-        });
+        let names = crate::limits::read_text(std::path::Path::new(file), &crate::limits::CONFIG)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(String::new())
+                } else {
+                    Err(e)
+                }
+            });
         c.legacy_names
             .push((v6, names.map_err(|e| format!("{file}: {e}"))));
     }
@@ -46,7 +47,8 @@ pub fn capture(timeout: Duration) -> Capture {
         c.saves.push((src, text(run(src.command(), &[], timeout))));
     }
     for path in [FIREWALLD_CONF, UFW_DEFAULTS, UFW_CONF] {
-        if let Ok(s) = std::fs::read_to_string(path) {
+        if let Ok(s) = crate::limits::read_text(std::path::Path::new(path), &crate::limits::CONFIG)
+        {
             c.files.push((path.to_string(), Ok(s)));
         }
     }
