@@ -34,7 +34,7 @@ pub trait NodeIo {
     /// The interface and local address packets from `addr` arrive on (`ip route get`).
     fn route_to(&self, addr: IpAddr) -> Option<(String, Option<IpAddr>)>;
     fn hostname(&self) -> String;
-    /// A file the user named (`--catalog`).
+    /// A file the user named (`--catalog`), refused past the catalog's size limit.
     fn read_file(&self, path: &Path) -> io::Result<String>;
 }
 
@@ -100,6 +100,7 @@ impl NodeIo for Linux {
     }
 
     fn read_file(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
+        // Read up to the limit only: `--catalog /dev/zero` is refused, not loaded.
+        kports_linux::limits::read_text(path, &kports_linux::limits::CATALOG)
     }
 }

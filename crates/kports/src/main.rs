@@ -1,7 +1,8 @@
 //! The `kports` binary: parse the command line, run one subcommand, map errors to exit codes.
 //!
 //! Exit codes: 0 success (also when the reader of a pipe went away), 1 a check found what
-//! `--fail-on` asks to fail on, 2 an error of kports itself or a usage error.
+//! `--fail-on` asks to fail on or a probe found a port it could not reach, 2 an error of kports
+//! itself or a usage error.
 
 mod cli;
 mod cmd;
@@ -11,6 +12,7 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
+use kports_core::escape::untrusted;
 
 use crate::cli::{Cli, Command};
 use crate::output::Out;
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd::check::run(a, &io, &mut out),
         Command::Explain(a) => cmd::explain::run(a, &io, &mut out),
         Command::Firewall(c) => cmd::firewall::run(c, &io, &mut out),
+        Command::Probe(a) => cmd::probe::run(a, &mut out),
         Command::Lab(a) => return lab(a),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
         Command::Man(a) => cmd::man::run(a, &mut out),
@@ -45,7 +48,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kports: {e:#}");
+            eprintln!("kports: {}", untrusted(&format!("{e:#}")));
             if census_error(&e).is_some_and(kports_linux::Error::is_permission) {
                 eprintln!(
                     "hint: run as root, or grant CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN (for other namespaces)"
@@ -68,7 +71,7 @@ fn census_error(e: &anyhow::Error) -> Option<&kports_linux::Error> {
 /// `kports lab` prints its own output; its usage errors exit 2, its failures 1.
 fn lab(args: &kports_lab::LabArgs) -> ExitCode {
     kports_lab::run(args).unwrap_or_else(|e| {
-        eprintln!("kports: {e:#}");
+        eprintln!("kports: {}", untrusted(&format!("{e:#}")));
         ExitCode::FAILURE
     })
 }
