@@ -855,7 +855,7 @@ mod tests {
             local_port: 6444,
             ..again
         });
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         let found: Vec<&Finding> = r
             .findings
             .iter()
@@ -877,7 +877,7 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         assert!(!json.contains("hunter2") && !json.contains("pw2"), "{json}");
 
-        let clean = run(&control_plane(), Some(Role::ControlPlane), false);
+        let clean = run(&control_plane(), Role::ControlPlane.into(), false);
         assert!(
             clean
                 .findings

@@ -228,6 +228,7 @@ fn worker_and_etcd() -> Replay {
         cmdline: "etcd --name w1 --initial-cluster=cp1=https://192.0.2.11:2380,w1=https://192.0.2.21:2380,w2=https://192.0.2.22:2380,w3=https://etcd-3.example:2380".into(),
         container_id: None,
         pod_uid: None,
+        secrets: Vec::new(),
     })]);
     let mut client = etcd.clone();
     client.local_port = 2379;
