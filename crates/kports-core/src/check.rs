@@ -1359,6 +1359,24 @@ mod tests {
     }
 
     #[test]
+    fn the_api_servers_insecure_port_is_an_error() {
+        let mut s = control_plane();
+        s.push(tcp("127.0.0.1", 8080, "kube-apiserver", 100));
+        assert!(
+            ids_of(&run(&s, Role::ControlPlane.into(), false)).contains(&(
+                "legacy-insecure-port",
+                Severity::Error,
+                "tcp/8080".into()
+            ))
+        );
+        // Another program on 8080 is not the API server's insecure port.
+        let mut w = worker();
+        w.push(listener(Proto::Tcp, "0.0.0.0", 8080, "java", 900, None));
+        let ids = ids_of(&run(&w, Role::Worker.into(), false));
+        assert!(!ids.iter().any(|f| f.0 == "legacy-insecure-port"), "{ids:?}");
+    }
+
+    #[test]
     fn the_read_only_port_is_found_whatever_the_roles() {
         let mut s = worker_and_etcd();
         s.push(tcp("0.0.0.0", 10255, "kubelet", 500));

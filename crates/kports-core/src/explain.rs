@@ -684,7 +684,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(ports("etcd"), ["tcp/2379", "tcp/2380", "tcp/2381"]);
-        assert_eq!(ports("apiserver"), ["tcp/6443"]);
+        assert_eq!(ports("apiserver"), ["tcp/6443", "tcp/8080"]);
         assert!(ports("flannel").contains(&"udp/8472".to_string()));
         assert!(ports("nosuchthing").is_empty());
     }
