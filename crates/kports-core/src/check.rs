@@ -1373,7 +1373,10 @@ mod tests {
         let mut w = worker();
         w.push(listener(Proto::Tcp, "0.0.0.0", 8080, "java", 900, None));
         let ids = ids_of(&run(&w, Role::Worker.into(), false));
-        assert!(!ids.iter().any(|f| f.0 == "legacy-insecure-port"), "{ids:?}");
+        assert!(
+            !ids.iter().any(|f| f.0 == "legacy-insecure-port"),
+            "{ids:?}"
+        );
     }
 
     #[test]
