@@ -14,8 +14,18 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// The fd count is the whole process's: the tests of this file take turns, so that one's
+/// sockets are not counted against the other's bound.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn sockets_in_flight_never_exceed_the_concurrency() {
+    let _turn = turn();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // Many probes of one open port (and a closed neighbour), four at a time.
@@ -63,6 +73,7 @@ fn sockets_in_flight_never_exceed_the_concurrency() {
 
 #[test]
 fn no_answer_is_filtered_at_the_timeout() {
+    let _turn = turn();
     // A listener whose accept queue is full drops new SYNs: no answer, as behind a drop rule.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     // SAFETY: a valid listening socket; listen again only changes its backlog.
