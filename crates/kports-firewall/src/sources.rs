@@ -80,6 +80,9 @@ pub struct Peers {
     /// The other members of this node's etcd cluster: etcd's `--initial-cluster` and its peer
     /// connections. An etcd peer needs etcd's ports here, not the kubelet's.
     pub etcd: Vec<(IpAddr, &'static str)>,
+    /// This node's own address (its first global IPv4 one, else IPv6): a control-plane node's
+    /// control-plane source when no other is known.
+    pub this_node: Option<IpAddr>,
     /// Other nodes: the control plane, and clients of a local API server.
     pub nodes: Vec<(IpAddr, &'static str)>,
 }
@@ -170,7 +173,12 @@ pub fn peers(resolved: &[Resolved], sockets: &[Socket], interfaces: &[Interface]
     let apiserver = ports_of(resolved, "kube-apiserver", None);
     let etcd_peer = ports_of(resolved, "etcd", Some(Peer::Etcd));
     let own = own_addresses(interfaces);
-    let mut p = Peers::default();
+    let mut p = Peers {
+        this_node: primary_interface(interfaces, false)
+            .or_else(|| primary_interface(interfaces, true))
+            .map(|(_, a)| a),
+        ..Peers::default()
+    };
     let add = add_peer;
     let mut etcd_seen = false;
     for s in sockets {
@@ -363,6 +371,17 @@ pub fn choose(peers: &Peers, given: &Given<'_>, representative: AddrRange, roles
         out.notes
             .push(format!("control plane: {}", describe(&peers.control_plane)));
         seen(&peers.control_plane)
+    } else if let Some(me) = peers
+        .this_node
+        .filter(|_| roles.contains(Role::ControlPlane))
+    {
+        out.notes.push(format!(
+            "control plane: this node ({me}), which is one; pass --control-plane for the others"
+        ));
+        vec![(
+            AddrRange::single(me),
+            Origin::Peer("this node, a control-plane node"),
+        )]
     } else {
         out.notes.push(
             "control plane: not known; the sources stand in for it (pass --control-plane)".into(),
@@ -522,6 +541,26 @@ mod tests {
             Role::ControlPlane.into(),
         );
         assert!(c.warnings.is_empty());
+        // It is judged from its own address, not from the sources standing in.
+        let me = Peers {
+            this_node: Some("10.0.0.5".parse().unwrap()),
+            ..Peers::default()
+        };
+        let c = choose(&me, &flags, representative(&[]), Role::ControlPlane.into());
+        let cp: Vec<(String, String)> = c
+            .of(SourceKind::ControlPlane)
+            .map(|k| (k.source.range.to_string(), k.origin.to_string()))
+            .collect();
+        assert_eq!(
+            cp,
+            [(
+                "10.0.0.5".to_string(),
+                "this node, a control-plane node".to_string()
+            )]
+        );
+        // A worker's own address is never its control plane.
+        let c = choose(&me, &flags, representative(&[]), Role::Worker.into());
+        assert_eq!(c.control_plane(), []);
     }
 
     #[test]
