@@ -136,12 +136,28 @@ pub struct Finding {
     pub message: String,
     /// The catalog entry the finding is about; none for an unexplained listener.
     pub entry: Option<Key>,
-    pub protocol: Protocol,
+    /// Absent for a finding about the node rather than a port (`prereq`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
     /// The port concerned (a single port, or the range for a missing range).
-    pub port: PortRange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortRange>,
     pub evidence: Evidence,
     /// The command that shows it: `ss -tlnp 'sport = :10250'`.
     pub command: String,
+    /// The command that fixes it, when there is one to give (`sysctl -w net.ipv4.ip_forward=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    /// `tcp/6443`, or `-` for a finding about the node rather than a port.
+    pub fn place(&self) -> String {
+        match (self.protocol, self.port) {
+            (Some(proto), Some(port)) => format!("{}/{port}", proto.as_str()),
+            _ => "-".to_string(),
+        }
+    }
 }
 
 /// The facts behind a finding.
@@ -152,6 +168,10 @@ pub struct Evidence {
     /// Firewall verdicts behind a `firewall-*` finding (absent from the others).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub firewall: Vec<FirewallEvidence>,
+    /// Kernel settings and node facts behind a `prereq` finding (absent from the others):
+    /// `net.ipv4.ip_forward` = `0`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<Setting>,
 }
 
 /// One firewall verdict, as shown in evidence.
@@ -529,14 +549,15 @@ impl Checker {
             severity,
             message,
             entry: at.entry,
-            protocol: at.protocol,
-            port: at.port,
+            protocol: Some(at.protocol),
+            port: Some(at.port),
             evidence: Evidence {
                 sockets: sockets.iter().map(|s| SocketEvidence::of(s)).collect(),
                 flags,
-                firewall: Vec::new(),
+                ..Evidence::default()
             },
             command: ss_command(at.protocol, at.port),
+            fix: None,
         });
     }
 }
@@ -1113,11 +1134,7 @@ mod tests {
         r.findings
             .iter()
             .map(|f| {
-                (
-                    f.id,
-                    f.severity,
-                    format!("{}/{}", f.protocol.as_str(), f.port),
-                )
+                (f.id, f.severity, f.place())
             })
             .collect()
     }

@@ -14,8 +14,10 @@ pub mod explain;
 pub mod flags;
 pub mod model;
 pub mod names;
+pub mod prereq;
 pub mod redact;
 pub mod role;
+pub mod settings;
 
 pub use model::*;
 

@@ -453,9 +453,7 @@ fn print_findings(out: &mut Out, findings: &[Finding]) -> std::io::Result<()> {
             match (r % 2, c) {
                 (0, 0) => b.push_str(f.severity.as_str()),
                 (0, 1) => b.push_str(f.id),
-                (0, 2) => {
-                    let _ = write!(b, "{}/{}", f.protocol.as_str(), f.port);
-                }
+                (0, 2) => b.push_str(&f.place()),
                 (0, _) => b.push_str(&f.message),
                 (1, 3) => {
                     let _ = write!(b, "  $ {}", f.command);

@@ -1,0 +1,1088 @@
+//! The node's own network prerequisites as `kports check` findings: identity (host name,
+//! addresses, default route), forwarding and bridge netfilter, the kernel modules kube-proxy's
+//! mode needs, reverse-path filters the CNI needs loose, overlay MTUs, conntrack headroom, the
+//! ephemeral port range, and the links on the cluster's paths.
+//!
+//! A pure function of [`NodeSettings`] (read by `kports-linux`'s `settings`), the census and
+//! the node's role and CNIs. Each finding applies only where it applies: a node of unknown role
+//! gets none, an etcd-only member only identity, port-range and path findings, the forwarding,
+//! bridge, module, rp_filter, MTU and conntrack findings go to nodes that run pods. A setting
+//! that was needed but could not be read is a `setting-unknown` finding, never a pass.
+//!
+//! Duplicate host names across nodes need every node's name: [`duplicate_hostnames`] is the
+//! join a cluster view calls with them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::catalog::{Expect, PortRange, Protocol, Role, Severity};
+use crate::check::{self, Checked, Evidence, Finding, Setting};
+use crate::flags;
+use crate::settings::{Known, Link, NodeSettings};
+use crate::{Interface, Socket};
+
+/// Finding ids: stable, for scripts and CI to match on.
+pub mod ids {
+    pub const HOSTNAME_INVALID: &str = "hostname-invalid";
+    pub const HOSTNAME_UNRESOLVED: &str = "hostname-unresolved";
+    pub const HOSTNAME_NOT_LOCAL: &str = "hostname-not-local";
+    pub const HOSTNAME_DUPLICATE: &str = "hostname-duplicate";
+    pub const NO_DEFAULT_ROUTE: &str = "no-default-route";
+    pub const DEFAULT_ROUTE_NO_IPV4: &str = "default-route-no-ipv4";
+    pub const NO_GLOBAL_IPV6: &str = "no-global-ipv6";
+    pub const IP_FORWARD_OFF: &str = "ip-forward-off";
+    pub const IPV6_FORWARDING_OFF: &str = "ipv6-forwarding-off";
+    pub const BR_NETFILTER_MISSING: &str = "br-netfilter-missing";
+    pub const BRIDGE_NF_CALL_OFF: &str = "bridge-nf-call-off";
+    pub const KUBE_PROXY_MODULE_MISSING: &str = "kube-proxy-module-missing";
+    pub const RP_FILTER_STRICT: &str = "rp-filter-strict";
+    pub const OVERLAY_MTU_TOO_LARGE: &str = "overlay-mtu-too-large";
+    pub const POD_MTU_EXCEEDS_OVERLAY: &str = "pod-mtu-exceeds-overlay";
+    pub const CONNTRACK_NEARLY_FULL: &str = "conntrack-nearly-full";
+    pub const CONNTRACK_MAX_LOW: &str = "conntrack-max-low";
+    pub const EPHEMERAL_OVERLAPS_NODEPORT: &str = "ephemeral-overlaps-nodeport";
+    pub const EPHEMERAL_OVERLAPS_PORT: &str = "ephemeral-overlaps-port";
+    pub const PATH_NO_ROUTE: &str = "path-no-route";
+    pub const PATH_LINK_DOWN: &str = "path-link-down";
+    pub const SETTING_UNKNOWN: &str = "setting-unknown";
+
+    /// Every id this module raises.
+    pub const ALL: &[&str] = &[
+        HOSTNAME_INVALID,
+        HOSTNAME_UNRESOLVED,
+        HOSTNAME_NOT_LOCAL,
+        HOSTNAME_DUPLICATE,
+        NO_DEFAULT_ROUTE,
+        DEFAULT_ROUTE_NO_IPV4,
+        NO_GLOBAL_IPV6,
+        IP_FORWARD_OFF,
+        IPV6_FORWARDING_OFF,
+        BR_NETFILTER_MISSING,
+        BRIDGE_NF_CALL_OFF,
+        KUBE_PROXY_MODULE_MISSING,
+        RP_FILTER_STRICT,
+        OVERLAY_MTU_TOO_LARGE,
+        POD_MTU_EXCEEDS_OVERLAY,
+        CONNTRACK_NEARLY_FULL,
+        CONNTRACK_MAX_LOW,
+        EPHEMERAL_OVERLAPS_NODEPORT,
+        EPHEMERAL_OVERLAPS_PORT,
+        PATH_NO_ROUTE,
+        PATH_LINK_DOWN,
+        SETTING_UNKNOWN,
+    ];
+}
+
+/// kube-proxy's conntrack sizing: `maxPerCore` 32768, `min` 131072, capped at 1,048,576 by
+/// recent versions.
+const CONNTRACK_PER_CORE: u64 = 32_768;
+const CONNTRACK_MIN: u64 = 131_072;
+const CONNTRACK_CAP: u64 = 1_048_576;
+
+/// Devices whose reverse-path filter the CNI needs loose or off: (CNI, name or prefix with `*`).
+const RP_FILTER_DEVICES: &[(&str, &str)] = &[
+    ("calico", "cali*"),
+    ("calico", "vxlan.calico"),
+    ("calico", "vxlan-v6.calico"),
+    ("calico", "tunl0"),
+    ("calico", "wireguard.cali"),
+    ("cilium", "cilium_*"),
+    ("cilium", "lxc*"),
+];
+
+/// Bridges CNIs put pods on.
+const POD_BRIDGES: &[&str] = &["cni0", "cbr0", "kube-bridge"];
+
+/// What the judgement works on.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub settings: &'a NodeSettings,
+    /// The census's interfaces (their addresses).
+    pub interfaces: &'a [Interface],
+    /// The census's sockets (the components' command lines).
+    pub sockets: &'a [Socket],
+    /// `None`: no prerequisite is judged (the check already says the role is unknown).
+    pub role: Option<Role>,
+    pub cnis: &'a [String],
+    /// The catalog ports as checked, after the components' flags: the required ports and the
+    /// reserved ranges (NodePorts).
+    pub checked: &'a [Checked],
+}
+
+/// kube-proxy's mode, from its `--proxy-mode` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyMode {
+    Iptables,
+    Ipvs,
+    Nftables,
+    /// Set in its `--config` file, which kports does not read.
+    InConfig,
+    Other(String),
+}
+
+/// The node's prerequisite findings, most severe first.
+pub fn findings(input: &Input<'_>) -> Vec<Finding> {
+    let Some(role) = input.role else {
+        return Vec::new();
+    };
+    let mut j = Judge {
+        s: input.settings,
+        out: Vec::new(),
+    };
+    let args = component_args(input.sockets);
+    let dual = dual_stack(&args);
+    identity(&mut j, input, role, &args, dual);
+    ports(&mut j, input);
+    paths(&mut j);
+    if matches!(role, Role::Worker | Role::ControlPlane) {
+        let mode = args.get("kube-proxy").map(|a| proxy_mode(a));
+        forwarding(&mut j, dual);
+        bridge(&mut j, input, mode.as_ref(), dual);
+        modules(&mut j, mode.as_ref());
+        rp_filter(&mut j, input.cnis);
+        mtu(&mut j);
+        conntrack(&mut j);
+    }
+    check::sort_findings(&mut j.out);
+    j.out
+}
+
+/// Findings for host names shared by several nodes: `names` is (node, host name) for every
+/// node a cluster view reached. One finding per name held twice or more.
+pub fn duplicate_hostnames(names: &[(String, String)]) -> Vec<Finding> {
+    let mut by: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (node, name) in names {
+        by.entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(node.as_str());
+    }
+    by.into_iter()
+        .filter(|(_, nodes)| nodes.len() > 1)
+        .map(|(name, nodes)| {
+            finding(
+                ids::HOSTNAME_DUPLICATE,
+                Severity::Error,
+                format!(
+                    "nodes {} all have the host name {name}: the kubelet registers each under its host name, so they take turns being one Node object",
+                    nodes.join(", ")
+                ),
+                nodes
+                    .iter()
+                    .map(|n| setting(&format!("hostname of {n}"), &name))
+                    .collect(),
+                "hostname".into(),
+                Some("hostnamectl set-hostname NAME (a different name on each node)".into()),
+            )
+        })
+        .collect()
+}
+
+struct Judge<'a> {
+    s: &'a NodeSettings,
+    out: Vec<Finding>,
+}
+
+impl Judge<'_> {
+    fn add(&mut self, f: Finding) {
+        self.out.push(f);
+    }
+
+    /// A needed setting that could not be read: one finding per setting.
+    fn unknown(&mut self, what: &str, reason: &str, needed_for: &str, command: &str) {
+        if self
+            .out
+            .iter()
+            .any(|f| f.id == ids::SETTING_UNKNOWN && f.evidence.settings[0].source == what)
+        {
+            return;
+        }
+        self.add(finding(
+            ids::SETTING_UNKNOWN,
+            Severity::Info,
+            format!("{what} could not be read ({reason}): whether {needed_for} is unknown"),
+            vec![setting(what, "unknown")],
+            command.into(),
+            None,
+        ));
+    }
+}
+
+fn setting(source: &str, value: &str) -> Setting {
+    Setting {
+        pid: None,
+        source: source.to_string(),
+        value: value.to_string(),
+    }
+}
+
+fn finding(
+    id: &'static str,
+    severity: Severity,
+    message: String,
+    settings: Vec<Setting>,
+    command: String,
+    fix: Option<String>,
+) -> Finding {
+    Finding {
+        id,
+        severity,
+        message,
+        entry: None,
+        protocol: None,
+        port: None,
+        evidence: Evidence {
+            settings,
+            ..Evidence::default()
+        },
+        command,
+        fix,
+    }
+}
+
+/// `sysctl -w KEY=VALUE`, and where to keep it across reboots.
+fn sysctl_fix(key: &str, value: &str) -> String {
+    format!("sysctl -w {key}={value} (to keep it: `{key} = {value}` in /etc/sysctl.d/k8s.conf)")
+}
+
+/// Each running component's argument list, split from its command line.
+fn component_args(sockets: &[Socket]) -> BTreeMap<&'static str, String> {
+    check::component_processes(sockets)
+        .into_iter()
+        .map(|(c, p)| (c, p.cmdline.clone()))
+        .collect()
+}
+
+/// A dual-stack cluster: a pod or service range, or the kubelet's node IPs, of both families.
+fn dual_stack(args: &BTreeMap<&'static str, String>) -> bool {
+    args.values().any(|cmdline| {
+        ["--cluster-cidr", "--service-cluster-ip-range", "--node-ip"]
+            .iter()
+            .filter_map(|f| flags::value(cmdline, f))
+            .any(|v| {
+                let fams: Vec<bool> = v.split(',').map(|x| x.contains(':')).collect();
+                fams.contains(&true) && fams.contains(&false)
+            })
+    })
+}
+
+/// kube-proxy's mode from its command line: the flag, else its config file, else the default.
+pub fn proxy_mode(cmdline: &str) -> ProxyMode {
+    match flags::value(cmdline, "--proxy-mode") {
+        Some("iptables") => ProxyMode::Iptables,
+        Some("ipvs") => ProxyMode::Ipvs,
+        Some("nftables") => ProxyMode::Nftables,
+        Some("") | None if flags::value(cmdline, "--config").is_some() => ProxyMode::InConfig,
+        Some("") | None => ProxyMode::Iptables,
+        Some(other) => ProxyMode::Other(other.to_string()),
+    }
+}
+
+/// A valid Kubernetes node name: an RFC 1123 subdomain, lowercase.
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn own_addresses(interfaces: &[Interface]) -> Vec<IpAddr> {
+    interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter().map(|a| a.address))
+        .collect()
+}
+
+fn global_of(interfaces: &[Interface], dev: &str, v6: bool) -> Vec<IpAddr> {
+    interfaces
+        .iter()
+        .filter(|i| i.name == dev)
+        .flat_map(|i| &i.addresses)
+        .filter(|a| a.address.is_ipv6() == v6 && a.scope == "global")
+        .map(|a| a.address)
+        .collect()
+}
+
+fn identity(
+    j: &mut Judge<'_>,
+    input: &Input<'_>,
+    role: Role,
+    args: &BTreeMap<&'static str, String>,
+    dual: bool,
+) {
+    let s = j.s;
+    let name = match &s.hostname {
+        Known::Known(n) => n.clone(),
+        Known::Unknown(r) => {
+            j.unknown(
+                "kernel.hostname",
+                r,
+                "the node's name is valid and resolves",
+                "hostname",
+            );
+            return;
+        }
+    };
+    if !valid_node_name(&name) {
+        let lower = name.to_ascii_lowercase();
+        let suggestion = if valid_node_name(&lower) {
+            lower
+        } else {
+            "NAME".into()
+        };
+        j.add(finding(
+            ids::HOSTNAME_INVALID,
+            Severity::Error,
+            format!(
+                "the host name `{name}` is not a valid node name (lowercase letters, digits, '-' and '.', at most 63 characters between dots): the kubelet registers the node under it"
+            ),
+            vec![setting("kernel.hostname", &name)],
+            "hostname".into(),
+            Some(format!("hostnamectl set-hostname {suggestion}")),
+        ));
+    }
+    // How the name resolves: /etc/hosts first, as the resolver does, then the resolver.
+    let from_hosts: Option<Vec<IpAddr>> = s.hosts.get().map(|h| {
+        h.iter()
+            .filter(|e| e.names.iter().any(|n| n.eq_ignore_ascii_case(&name)))
+            .map(|e| e.address)
+            .collect()
+    });
+    let (addrs, source) = match (from_hosts, &s.resolved) {
+        (Some(a), _) if !a.is_empty() => (a, "/etc/hosts"),
+        (_, Some(Known::Known(a))) => (a.clone(), "DNS"),
+        (_, Some(Known::Unknown(r))) => {
+            j.unknown(
+                &format!("the address of {name}"),
+                r,
+                "the host name resolves to this node",
+                &format!("getent hosts {name}"),
+            );
+            (Vec::new(), "")
+        }
+        (None, None) => {
+            j.unknown(
+                "/etc/hosts",
+                s.hosts.reason().unwrap_or("not read"),
+                "the host name resolves to this node",
+                &format!("getent hosts {name}"),
+            );
+            (Vec::new(), "")
+        }
+        (Some(_), None) => (Vec::new(), "DNS"),
+    };
+    let own = own_addresses(input.interfaces);
+    if addrs.is_empty() && !source.is_empty() {
+        let primary = primary_ipv4(s, input.interfaces);
+        j.add(finding(
+            ids::HOSTNAME_UNRESOLVED,
+            Severity::Warning,
+            format!("the host name {name} does not resolve (neither /etc/hosts nor DNS knows it): kubeadm warns, and components that look the node up by name fail"),
+            vec![setting("kernel.hostname", &name)],
+            format!("getent hosts {name}"),
+            Some(format!(
+                "echo '{} {name}' >> /etc/hosts",
+                primary.map_or_else(|| "ADDRESS".to_string(), |a| a.to_string())
+            )),
+        ));
+    } else if !addrs.is_empty()
+        && !addrs
+            .iter()
+            .any(|a| a.to_canonical().is_loopback() || own.contains(a))
+    {
+        let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        j.add(finding(
+            ids::HOSTNAME_NOT_LOCAL,
+            Severity::Warning,
+            format!(
+                "the host name {name} resolves ({source}) to {}, none of which is this node's: the kubelet takes its node IP from this name when --node-ip is not set",
+                list.join(", ")
+            ),
+            vec![setting(&format!("{name} ({source})"), &list.join(", "))],
+            format!("getent hosts {name}; ip -br addr"),
+            Some(format!("correct the {name} line of /etc/hosts (or its DNS record)")),
+        ));
+    }
+
+    // kubeadm and the kubelet take the node's address from the default route's interface
+    // unless the address is given: --node-ip, and the API server's --advertise-address.
+    let kubelet_given = args
+        .get("kubelet")
+        .is_some_and(|a| flags::value(a, "--node-ip").is_some());
+    let apiserver_given = role != Role::ControlPlane
+        || args
+            .get("kube-apiserver")
+            .is_some_and(|a| flags::value(a, "--advertise-address").is_some());
+    let relies = role != Role::Etcd && !(kubelet_given && apiserver_given);
+    if relies {
+        match &s.routes {
+            Known::Unknown(r) => j.unknown(
+                "the routing table",
+                r,
+                "the node has a default route",
+                "ip route show default",
+            ),
+            Known::Known(_) => {
+                let v4 = s.default_routes(false);
+                let v6 = s.default_routes(true);
+                if v4.is_empty() && v6.is_empty() {
+                    j.add(finding(
+                        ids::NO_DEFAULT_ROUTE,
+                        Severity::Warning,
+                        "the node has no default route: kubeadm and the kubelet pick the node's address from the default route's interface (unless --apiserver-advertise-address and --node-ip give it)".into(),
+                        vec![setting("default route", "none")],
+                        "ip route show default".into(),
+                        Some("ip route add default via GATEWAY dev DEVICE (or give --node-ip to the kubelet)".into()),
+                    ));
+                } else if let Some(dev) = v4.first().and_then(|r| r.dev.as_deref()) {
+                    if global_of(input.interfaces, dev, false).is_empty() {
+                        j.add(finding(
+                            ids::DEFAULT_ROUTE_NO_IPV4,
+                            Severity::Warning,
+                            format!("{dev}, the interface of the default route, has no global IPv4 address: kubeadm advertises the API server there and the kubelet takes its node IP from it"),
+                            vec![setting("default route", &format!("dev {dev}")), setting(&format!("global IPv4 on {dev}"), "none")],
+                            format!("ip -4 addr show dev {dev}"),
+                            Some(format!("ip addr add ADDRESS/PREFIX dev {dev} (or give --node-ip to the kubelet)")),
+                        ));
+                    }
+                } else if v4.is_empty() {
+                    j.add(finding(
+                        ids::DEFAULT_ROUTE_NO_IPV4,
+                        Severity::Warning,
+                        "the node has an IPv6 default route only: kubeadm and the kubelet look for an IPv4 address on the default route's interface".into(),
+                        vec![setting("IPv4 default route", "none")],
+                        "ip -4 route show default".into(),
+                        Some("ip route add default via GATEWAY dev DEVICE".into()),
+                    ));
+                }
+            }
+        }
+    }
+    if dual {
+        let any_v6 = input.interfaces.iter().any(|i| {
+            i.addresses
+                .iter()
+                .any(|a| a.address.is_ipv6() && a.scope == "global")
+        });
+        if !any_v6 {
+            j.add(finding(
+                ids::NO_GLOBAL_IPV6,
+                Severity::Warning,
+                "the cluster is dual-stack (its ranges or node IPs have both families) but this node has no global IPv6 address".into(),
+                vec![setting("global IPv6 addresses", "none")],
+                "ip -6 addr show scope global".into(),
+                Some("ip -6 addr add ADDRESS/PREFIX dev DEVICE".into()),
+            ));
+        }
+    }
+}
+
+/// The node's main IPv4 address: on the default route's interface, else the first global one.
+fn primary_ipv4(s: &NodeSettings, interfaces: &[Interface]) -> Option<IpAddr> {
+    s.default_routes(false)
+        .iter()
+        .filter_map(|r| r.dev.as_deref())
+        .flat_map(|d| global_of(interfaces, d, false))
+        .chain(
+            interfaces
+                .iter()
+                .flat_map(|i| &i.addresses)
+                .filter(|a| a.address.is_ipv4() && a.scope == "global")
+                .map(|a| a.address),
+        )
+        .next()
+}
+
+fn forwarding(j: &mut Judge<'_>, dual: bool) {
+    let checks = [
+        (
+            "net.ipv4.ip_forward",
+            &j.s.ip_forward,
+            ids::IP_FORWARD_OFF,
+            "IPv4",
+        ),
+        (
+            "net.ipv6.conf.all.forwarding",
+            &j.s.ipv6_forwarding,
+            ids::IPV6_FORWARDING_OFF,
+            "IPv6",
+        ),
+    ];
+    for (key, value, id, fam) in checks {
+        if fam == "IPv6" && !dual {
+            continue;
+        }
+        match value {
+            Known::Known(1) => {}
+            Known::Known(v) => {
+                let v = v.to_string();
+                j.add(finding(
+                    id,
+                    Severity::Error,
+                    format!("{key} is {v}: the node does not forward {fam} packets, so pod traffic to and from other nodes goes nowhere (kubeadm preflight refuses it)"),
+                    vec![setting(key, &v)],
+                    format!("sysctl {key}"),
+                    Some(sysctl_fix(key, "1")),
+                ));
+            }
+            Known::Unknown(r) => {
+                let r = r.clone();
+                j.unknown(key, &r, "the node forwards pod traffic", &format!("sysctl {key}"));
+            }
+        }
+    }
+}
+
+/// br_netfilter and bridge-nf-call-*: needed where kube-proxy's iptables or ipvs rules must see
+/// bridged pod traffic, or the CNI puts pods on a bridge.
+fn bridge(j: &mut Judge<'_>, input: &Input<'_>, mode: Option<&ProxyMode>, dual: bool) {
+    let bridged = input
+        .cnis
+        .iter()
+        .any(|c| c == "flannel" || c == "kube-router")
+        || input
+            .interfaces
+            .iter()
+            .any(|i| POD_BRIDGES.contains(&i.name.as_str()));
+    let proxy = mode.is_some_and(|m| *m != ProxyMode::Nftables);
+    if !bridged && !proxy {
+        return;
+    }
+    let why = match (proxy, bridged) {
+        (true, true) => "kube-proxy's rules and the CNI's bridge",
+        (true, false) => "kube-proxy's rules",
+        _ => "the CNI's bridge",
+    };
+    let mut keys = vec![(
+        "net.bridge.bridge-nf-call-iptables",
+        &j.s.bridge_nf_call_iptables,
+    )];
+    if dual {
+        keys.push((
+            "net.bridge.bridge-nf-call-ip6tables",
+            &j.s.bridge_nf_call_ip6tables,
+        ));
+    }
+    for (key, value) in keys {
+        match value {
+            Known::Known(Some(1)) => {}
+            Known::Known(None) => {
+                if !j.out.iter().any(|f| f.id == ids::BR_NETFILTER_MISSING) {
+                    j.add(finding(
+                        ids::BR_NETFILTER_MISSING,
+                        Severity::Error,
+                        format!("the br_netfilter module is not loaded ({key} does not exist): traffic between pods on one bridge bypasses iptables, which {why} need (kubeadm preflight refuses it)"),
+                        vec![setting(key, "absent")],
+                        "lsmod | grep br_netfilter".into(),
+                        Some("modprobe br_netfilter (to keep it: br_netfilter in /etc/modules-load.d/k8s.conf)".into()),
+                    ));
+                }
+            }
+            Known::Known(Some(v)) => {
+                let v = v.to_string();
+                j.add(finding(
+                    ids::BRIDGE_NF_CALL_OFF,
+                    Severity::Error,
+                    format!("{key} is {v}: bridged pod traffic bypasses iptables, which {why} need (kubeadm preflight refuses it)"),
+                    vec![setting(key, &v)],
+                    format!("sysctl {key}"),
+                    Some(sysctl_fix(key, "1")),
+                ));
+            }
+            Known::Unknown(r) => {
+                let r = r.clone();
+                j.unknown(key, &r, "bridged pod traffic passes iptables", &format!("sysctl {key}"));
+            }
+        }
+    }
+}
+
+fn modules(j: &mut Judge<'_>, mode: Option<&ProxyMode>) {
+    let (mode_name, needed): (&str, &[&str]) = match mode {
+        Some(ProxyMode::Ipvs) => (
+            "ipvs",
+            &["ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack"],
+        ),
+        Some(ProxyMode::Nftables) => ("nftables", &["nf_tables"]),
+        _ => return,
+    };
+    let mut missing = Vec::new();
+    for m in needed {
+        match j.s.modules.has(m) {
+            Known::Known(true) => {}
+            Known::Known(false) => missing.push(*m),
+            Known::Unknown(r) => j.unknown(
+                &format!("module {m}"),
+                &r,
+                &format!("kube-proxy's {mode_name} mode has its modules"),
+                "cat /proc/modules",
+            ),
+        }
+    }
+    if !missing.is_empty() {
+        j.add(finding(
+            ids::KUBE_PROXY_MODULE_MISSING,
+            Severity::Error,
+            format!(
+                "kube-proxy runs in {mode_name} mode but the kernel module(s) {} are not loaded",
+                missing.join(", ")
+            ),
+            missing.iter().map(|m| setting(&format!("module {m}"), "not loaded")).collect(),
+            format!("grep -wE '{}' /proc/modules", missing.join("|")),
+            Some(format!(
+                "modprobe -a {} (to keep them: one per line in /etc/modules-load.d/k8s.conf)",
+                missing.join(" ")
+            )),
+        ));
+    }
+}
+
+fn matches_pattern(name: &str, pat: &str) -> bool {
+    match pat.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pat,
+    }
+}
+
+fn rp_filter(j: &mut Judge<'_>, cnis: &[String]) {
+    let Some(links) = j.s.links.get() else {
+        if let Some(r) = j.s.links.reason() {
+            let r = r.to_string();
+            if cnis.iter().any(|c| c == "calico" || c == "cilium") {
+                j.unknown("the links", &r, "the CNI's devices filter reverse paths loosely", "ip link");
+            }
+        }
+        return;
+    };
+    let mut strict: Vec<(String, Vec<Setting>)> = Vec::new();
+    for l in links {
+        let Some((cni, _)) = RP_FILTER_DEVICES
+            .iter()
+            .find(|(c, p)| cnis.iter().any(|x| x == c) && matches_pattern(&l.name, p))
+        else {
+            continue;
+        };
+        match j.s.rp_filter_of(&l.name) {
+            Known::Known(1) => {
+                let ev = ["all", l.name.as_str()]
+                    .iter()
+                    .filter_map(|d| j.s.rp_filter.iter().find(|r| r.device == *d))
+                    .filter_map(|r| {
+                        r.value.get().map(|v| {
+                            setting(&format!("net.ipv4.conf.{}.rp_filter", r.device), &v.to_string())
+                        })
+                    })
+                    .collect();
+                strict.push((format!("{} ({cni})", l.name), ev));
+            }
+            Known::Known(_) => {}
+            Known::Unknown(r) => j.unknown(
+                &format!("net.ipv4.conf.{}.rp_filter", l.name),
+                &r,
+                "the CNI's devices filter reverse paths loosely",
+                &format!("sysctl net.ipv4.conf.{}.rp_filter", l.name),
+            ),
+        }
+    }
+    if strict.is_empty() {
+        return;
+    }
+    let all_strict = j
+        .s
+        .rp_filter
+        .iter()
+        .any(|r| r.device == "all" && r.value == Known::Known(1));
+    let names: Vec<&str> = strict.iter().map(|(n, _)| n.as_str()).collect();
+    let shown = if names.len() > 4 {
+        format!("{} and {} more", names[..4].join(", "), names.len() - 4)
+    } else {
+        names.join(", ")
+    };
+    let fix = if all_strict {
+        sysctl_fix("net.ipv4.conf.all.rp_filter", "2")
+    } else {
+        let dev = strict[0].0.split(' ').next().unwrap_or("DEVICE");
+        sysctl_fix(&format!("net.ipv4.conf.{dev}.rp_filter"), "2")
+    };
+    let mut ev: Vec<Setting> = Vec::new();
+    for (_, e) in strict.iter().take(4) {
+        for s in e {
+            if !ev.contains(s) {
+                ev.push(s.clone());
+            }
+        }
+    }
+    j.add(finding(
+        ids::RP_FILTER_STRICT,
+        Severity::Warning,
+        format!("strict reverse-path filtering (rp_filter 1) on {shown}: the CNI routes pod traffic asymmetrically and needs it loose (2) or off (0), or the kernel drops those packets"),
+        ev,
+        "sysctl -a --pattern 'rp_filter'".into(),
+        Some(fix),
+    ));
+}
+
+/// Bytes an overlay device's encapsulation adds: (overhead, encapsulation name).
+fn overhead(l: &Link) -> Option<(u32, &'static str)> {
+    let v6 = l.underlay_v6 == Some(true);
+    Some(match (l.kind.as_str(), v6) {
+        ("vxlan", false) => (50, "VXLAN over IPv4"),
+        ("vxlan", true) => (70, "VXLAN over IPv6"),
+        ("geneve", false) => (50, "Geneve over IPv4 (without options)"),
+        ("geneve", true) => (70, "Geneve over IPv6 (without options)"),
+        ("wireguard", false) => (60, "WireGuard over IPv4"),
+        ("wireguard", true) => (80, "WireGuard over IPv6"),
+        ("ipip", _) => (20, "IP-in-IP"),
+        _ => return None,
+    })
+}
+
+fn mtu(j: &mut Judge<'_>) {
+    let Some(links) = j.s.links.get() else {
+        return;
+    };
+    let fallback = j
+        .s
+        .default_routes(false)
+        .first()
+        .and_then(|r| r.dev.clone())
+        .or_else(|| j.s.paths.iter().find_map(|p| p.dev.get().cloned()));
+    let mut overlay_mtu: Option<(u32, &str)> = None;
+    let mut found = Vec::new();
+    for l in links {
+        let Some((bytes, what)) = overhead(l) else {
+            continue;
+        };
+        if overlay_mtu.is_none_or(|(m, _)| l.mtu < m) {
+            overlay_mtu = Some((l.mtu, l.name.as_str()));
+        }
+        let under = l.underlay.clone().or_else(|| fallback.clone());
+        let Some(under) = under.as_deref().and_then(|u| j.s.link(u)) else {
+            continue;
+        };
+        if l.mtu + bytes > under.mtu {
+            let max = under.mtu.saturating_sub(bytes);
+            found.push(finding(
+                ids::OVERLAY_MTU_TOO_LARGE,
+                Severity::Error,
+                format!(
+                    "{} ({}) has MTU {}, but {what} adds {bytes} bytes and {} has MTU {}: packets larger than {max} bytes are dropped (small ones pass, so it shows only on big transfers)",
+                    l.name, l.kind, l.mtu, under.name, under.mtu
+                ),
+                vec![
+                    setting(&format!("mtu of {}", l.name), &l.mtu.to_string()),
+                    setting(&format!("mtu of {}", under.name), &under.mtu.to_string()),
+                ],
+                format!("ip -d link show {}; ip link show {}", l.name, under.name),
+                Some(format!("ip link set {} mtu {max} (and set the CNI's MTU so it stays)", l.name)),
+            ));
+        }
+    }
+    j.out.extend(found);
+    let Some((omtu, oname)) = overlay_mtu else {
+        return;
+    };
+    let pod_facing = |l: &Link| {
+        POD_BRIDGES.contains(&l.name.as_str())
+            || l.master
+                .as_deref()
+                .is_some_and(|m| POD_BRIDGES.contains(&m))
+            || ["cali", "lxc"].iter().any(|p| l.name.starts_with(p)) && l.kind == "veth"
+    };
+    let over: Vec<&Link> = links
+        .iter()
+        .filter(|l| pod_facing(l) && l.mtu > omtu)
+        .collect();
+    if over.is_empty() {
+        return;
+    }
+    let names: Vec<String> = over.iter().map(|l| format!("{} ({})", l.name, l.mtu)).collect();
+    let shown = if names.len() > 4 {
+        format!("{} and {} more", names[..4].join(", "), names.len() - 4)
+    } else {
+        names.join(", ")
+    };
+    let mut ev = vec![setting(&format!("mtu of {oname}"), &omtu.to_string())];
+    ev.extend(
+        over.iter()
+            .take(4)
+            .map(|l| setting(&format!("mtu of {}", l.name), &l.mtu.to_string())),
+    );
+    j.add(finding(
+        ids::POD_MTU_EXCEEDS_OVERLAY,
+        Severity::Error,
+        format!("pod interfaces {shown} have a larger MTU than the overlay {oname} ({omtu}): pods send packets the tunnel cannot carry"),
+        ev,
+        format!("ip link show {}", over[0].name),
+        Some(format!("set the CNI's MTU to {omtu} or less (pod interfaces take it when they are created); now: ip link set {} mtu {omtu}", over[0].name)),
+    ));
+}
+
+fn conntrack(j: &mut Judge<'_>) {
+    let s = j.s;
+    let max = match &s.conntrack_max {
+        Known::Known(m) => *m,
+        Known::Unknown(r) => {
+            j.unknown(
+                "net.netfilter.nf_conntrack_max",
+                r,
+                "the connection tracking table has room",
+                "sysctl net.netfilter.nf_conntrack_max",
+            );
+            return;
+        }
+    };
+    match &s.conntrack_count {
+        Known::Known(c) if max > 0 && c * 5 > max * 4 => {
+            let pct = c * 100 / max;
+            j.add(finding(
+                ids::CONNTRACK_NEARLY_FULL,
+                Severity::Warning,
+                format!("the connection tracking table is {pct}% full ({c} of {max}): when it is full the kernel drops new connections at random"),
+                vec![
+                    setting("net.netfilter.nf_conntrack_count", &c.to_string()),
+                    setting("net.netfilter.nf_conntrack_max", &max.to_string()),
+                ],
+                "sysctl net.netfilter.nf_conntrack_count net.netfilter.nf_conntrack_max".into(),
+                Some(sysctl_fix("net.netfilter.nf_conntrack_max", &(max * 2).to_string())),
+            ));
+        }
+        Known::Known(_) => {}
+        Known::Unknown(r) => j.unknown(
+            "net.netfilter.nf_conntrack_count",
+            r,
+            "the connection tracking table has room",
+            "sysctl net.netfilter.nf_conntrack_count",
+        ),
+    }
+    let want = (CONNTRACK_PER_CORE * u64::from(s.cpus.max(1)))
+        .max(CONNTRACK_MIN)
+        .min(CONNTRACK_CAP);
+    if max < want {
+        j.add(finding(
+            ids::CONNTRACK_MAX_LOW,
+            Severity::Warning,
+            format!("nf_conntrack_max is {max}, below the {want} kube-proxy sets for {} CPU(s) (32768 per core, at least 131072): a busy node runs out of connection tracking entries", s.cpus),
+            vec![
+                setting("net.netfilter.nf_conntrack_max", &max.to_string()),
+                setting("online CPUs", &s.cpus.to_string()),
+            ],
+            "sysctl net.netfilter.nf_conntrack_max".into(),
+            Some(sysctl_fix("net.netfilter.nf_conntrack_max", &want.to_string())),
+        ));
+    }
+}
+
+/// Ports of `r` outside every reserved range: the parts an outgoing connection may take.
+fn unreserved(r: PortRange, reserved: &[PortRange]) -> Vec<PortRange> {
+    let mut out = Vec::new();
+    let mut start = u32::from(r.first);
+    let end = u32::from(r.last);
+    let mut res: Vec<PortRange> = reserved.to_vec();
+    res.sort();
+    for x in res {
+        let (a, b) = (u32::from(x.first), u32::from(x.last));
+        if b < start || a > end {
+            continue;
+        }
+        if a > start {
+            out.push((start, a - 1));
+        }
+        start = start.max(b + 1);
+        if start > end {
+            break;
+        }
+    }
+    if start <= end {
+        out.push((start, end));
+    }
+    out.into_iter()
+        .filter_map(|(a, b)| {
+            Some(PortRange {
+                first: u16::try_from(a).ok()?,
+                last: u16::try_from(b).ok()?,
+            })
+        })
+        .collect()
+}
+
+fn intersect(a: PortRange, b: PortRange) -> Option<PortRange> {
+    let first = a.first.max(b.first);
+    let last = a.last.min(b.last);
+    (first <= last).then_some(PortRange { first, last })
+}
+
+fn ports(j: &mut Judge<'_>, input: &Input<'_>) {
+    let s = j.s;
+    let wanted: Vec<&Checked> = input
+        .checked
+        .iter()
+        .filter(|c| c.result != "off")
+        .filter(|c| matches!(c.entry.protocol, Protocol::Tcp | Protocol::Udp))
+        .filter(|c| matches!(c.expect, Expect::Listening | Expect::Reserved))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let eph = match &s.local_port_range {
+        Known::Known(r) => *r,
+        Known::Unknown(r) => {
+            j.unknown(
+                "net.ipv4.ip_local_port_range",
+                r,
+                "outgoing connections can take the cluster's ports",
+                "sysctl net.ipv4.ip_local_port_range",
+            );
+            return;
+        }
+    };
+    let reserved = match &s.reserved_ports {
+        Known::Known(r) => r.clone(),
+        Known::Unknown(r) => {
+            j.unknown(
+                "net.ipv4.ip_local_reserved_ports",
+                r,
+                "outgoing connections can take the cluster's ports",
+                "sysctl net.ipv4.ip_local_reserved_ports",
+            );
+            return;
+        }
+    };
+    let range_ev = setting("net.ipv4.ip_local_port_range", &eph.to_string());
+    let reserved_text = if reserved.is_empty() {
+        "none".to_string()
+    } else {
+        reserved
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut seen: Vec<(Protocol, PortRange)> = Vec::new();
+    for c in wanted {
+        let Some(overlap) = intersect(c.port, eph) else {
+            continue;
+        };
+        let open = unreserved(overlap, &reserved);
+        if open.is_empty() || seen.contains(&(c.entry.protocol, c.port)) {
+            continue;
+        }
+        seen.push((c.entry.protocol, c.port));
+        let open_text: Vec<String> = open.iter().map(ToString::to_string).collect();
+        let to_reserve = if reserved.is_empty() {
+            overlap.to_string()
+        } else {
+            format!("{reserved_text},{overlap}")
+        };
+        let (id, what) = if c.expect == Expect::Reserved {
+            (
+                ids::EPHEMERAL_OVERLAPS_NODEPORT,
+                format!("the {} range {}", c.entry.component, c.port),
+            )
+        } else {
+            (
+                ids::EPHEMERAL_OVERLAPS_PORT,
+                format!("{}'s port {}", c.entry.component, c.port),
+            )
+        };
+        let mut f = finding(
+            id,
+            Severity::Warning,
+            format!(
+                "the ephemeral port range {eph} overlaps {what}, and {} not reserved: an outgoing connection can take a port before the component binds it",
+                if open.len() == 1 && open[0] == overlap { "it is".to_string() } else { format!("{} is", open_text.join(", ")) }
+            ),
+            vec![
+                range_ev.clone(),
+                setting("net.ipv4.ip_local_reserved_ports", &reserved_text),
+            ],
+            "sysctl net.ipv4.ip_local_port_range net.ipv4.ip_local_reserved_ports".into(),
+            Some(sysctl_fix("net.ipv4.ip_local_reserved_ports", &to_reserve)),
+        );
+        f.entry = Some(c.entry.clone());
+        f.protocol = Some(c.entry.protocol);
+        f.port = Some(overlap);
+        j.add(f);
+    }
+}
+
+/// The links on the cluster's paths: the route to every peer, and to its device being up, with
+/// carrier, and its routes not `linkdown`. With no peer known, the default routes' devices.
+fn paths(j: &mut Judge<'_>) {
+    let s = j.s;
+    let mut by_dev: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in &s.paths {
+        match &p.dev {
+            Known::Known(d) => by_dev
+                .entry(d.clone())
+                .or_default()
+                .push(format!("{} ({})", p.peer, p.why)),
+            Known::Unknown(r) => j.add(finding(
+                ids::PATH_NO_ROUTE,
+                Severity::Error,
+                format!("no route to {}, {}: {r}", p.peer, p.why),
+                vec![setting(&format!("route to {}", p.peer), "none")],
+                format!("ip route get {}", p.peer),
+                Some("add the route (or the address on the interface that should reach it)".into()),
+            )),
+        }
+    }
+    if s.paths.is_empty() {
+        for r in s.default_routes(false).into_iter().chain(s.default_routes(true)) {
+            if let Some(d) = &r.dev {
+                by_dev
+                    .entry(d.clone())
+                    .or_default()
+                    .push("the default route".into());
+            }
+        }
+    }
+    if by_dev.is_empty() {
+        return;
+    }
+    let Some(_) = s.links.get() else {
+        if let Some(r) = s.links.reason() {
+            let r = r.to_string();
+            j.unknown("the links", &r, "the links towards the cluster's peers are up", "ip link");
+        }
+        return;
+    };
+    for (dev, peers) in by_dev {
+        let Some(l) = s.link(&dev) else { continue };
+        let linkdown = s
+            .routes
+            .get()
+            .is_some_and(|rs| rs.iter().any(|r| r.linkdown && r.dev.as_deref() == Some(&dev)));
+        let problem = if !l.up {
+            "is down"
+        } else if !l.carrier {
+            "has no carrier (cable, peer or switch port down)"
+        } else if linkdown {
+            "has routes the kernel marks linkdown"
+        } else {
+            continue;
+        };
+        let shown = if peers.len() > 3 {
+            format!("{} and {} more", peers[..3].join(", "), peers.len() - 3)
+        } else {
+            peers.join(", ")
+        };
+        j.add(finding(
+            ids::PATH_LINK_DOWN,
+            Severity::Error,
+            format!("{dev} {problem}, and it carries the route to {shown}"),
+            vec![
+                setting(&format!("{dev} admin state"), if l.up { "up" } else { "down" }),
+                setting(&format!("{dev} carrier"), if l.carrier { "yes" } else { "no" }),
+                setting(&format!("{dev} routes linkdown"), if linkdown { "yes" } else { "no" }),
+            ],
+            format!("ip link show {dev}; ip route show dev {dev}"),
+            Some(format!("ip link set {dev} up, and check its cable or peer")),
+        ));
+    }
+}
