@@ -280,6 +280,16 @@ fn firewall_findings(
     out.findings
 }
 
+/// The node's own settings, following the routes to the peers the census shows.
+pub fn node_settings(catalog: &Catalog, node: &Node) -> kports_core::settings::NodeSettings {
+    let peers: Vec<_> = fwfind::peers(catalog, &node.sockets, &node.interfaces)
+        .control_plane
+        .into_iter()
+        .map(|(a, why)| (a, why.to_string()))
+        .collect();
+    kports_linux::settings::read(&peers, DEFAULT_TIMEOUT)
+}
+
 /// The `context` of the JSON document.
 #[derive(Debug, Serialize)]
 struct JsonContext<'a> {
@@ -311,6 +321,15 @@ pub fn run(args: &CheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
         let fw = firewall_findings(args, &catalog, role.value, &cni.value, &node, &mut warnings);
         report.merge(fw);
     }
+    let settings = node_settings(&catalog, &node);
+    report.merge(kports_core::prereq::findings(&kports_core::prereq::Input {
+        settings: &settings,
+        interfaces: &node.interfaces,
+        sockets: &node.sockets,
+        role: role.value,
+        cnis: &cni.value,
+        checked: &report.checked,
+    }));
     let hostname = kports_linux::hostname();
     let threshold = args.fail_on.threshold();
 
@@ -444,19 +463,32 @@ fn print(
 }
 
 fn print_findings(out: &mut Out, findings: &[Finding]) -> std::io::Result<()> {
-    // Each finding is a row, then its command on a row of its own under MESSAGE.
+    // Each finding is a row, then its command on a row of its own under MESSAGE, then the
+    // command that fixes it when there is one.
+    let rows: Vec<(usize, u8)> = findings
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| {
+            let fix = f.fix.is_some().then_some((i, 2));
+            [(i, 0), (i, 1)].into_iter().chain(fix)
+        })
+        .collect();
     out.table(
         &["SEVERITY", "FINDING", "PORT", "MESSAGE"],
-        findings.len() * 2,
+        rows.len(),
         |r, c, b| {
-            let f = &findings[r / 2];
-            match (r % 2, c) {
+            let (i, kind) = rows[r];
+            let f = &findings[i];
+            match (kind, c) {
                 (0, 0) => b.push_str(f.severity.as_str()),
                 (0, 1) => b.push_str(f.id),
                 (0, 2) => b.push_str(&f.place()),
                 (0, _) => b.push_str(&f.message),
                 (1, 3) => {
                     let _ = write!(b, "  $ {}", f.command);
+                }
+                (2, 3) => {
+                    let _ = write!(b, "  fix: {}", f.fix.as_deref().unwrap_or_default());
                 }
                 _ => {}
             }
