@@ -1133,9 +1133,7 @@ mod tests {
     fn ids_of(r: &Report) -> Vec<(&'static str, Severity, String)> {
         r.findings
             .iter()
-            .map(|f| {
-                (f.id, f.severity, f.place())
-            })
+            .map(|f| (f.id, f.severity, f.place()))
             .collect()
     }
 

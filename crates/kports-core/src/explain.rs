@@ -275,7 +275,8 @@ fn build(
         .iter()
         .filter(|f| {
             f.protocol == Some(protocol)
-                && f.port.is_some_and(|p| p.first <= port.last && port.first <= p.last)
+                && f.port
+                    .is_some_and(|p| p.first <= port.last && port.first <= p.last)
         })
         .cloned()
         .collect();

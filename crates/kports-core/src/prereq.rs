@@ -532,7 +532,12 @@ fn forwarding(j: &mut Judge<'_>, dual: bool) {
             }
             Known::Unknown(r) => {
                 let r = r.clone();
-                j.unknown(key, &r, "the node forwards pod traffic", &format!("sysctl {key}"));
+                j.unknown(
+                    key,
+                    &r,
+                    "the node forwards pod traffic",
+                    &format!("sysctl {key}"),
+                );
             }
         }
     }
@@ -596,7 +601,12 @@ fn bridge(j: &mut Judge<'_>, input: &Input<'_>, mode: Option<&ProxyMode>, dual: 
             }
             Known::Unknown(r) => {
                 let r = r.clone();
-                j.unknown(key, &r, "bridged pod traffic passes iptables", &format!("sysctl {key}"));
+                j.unknown(
+                    key,
+                    &r,
+                    "bridged pod traffic passes iptables",
+                    &format!("sysctl {key}"),
+                );
             }
         }
     }
@@ -632,7 +642,10 @@ fn modules(j: &mut Judge<'_>, mode: Option<&ProxyMode>) {
                 "kube-proxy runs in {mode_name} mode but the kernel module(s) {} are not loaded",
                 missing.join(", ")
             ),
-            missing.iter().map(|m| setting(&format!("module {m}"), "not loaded")).collect(),
+            missing
+                .iter()
+                .map(|m| setting(&format!("module {m}"), "not loaded"))
+                .collect(),
             format!("grep -wE '{}' /proc/modules", missing.join("|")),
             Some(format!(
                 "modprobe -a {} (to keep them: one per line in /etc/modules-load.d/k8s.conf)",
@@ -654,7 +667,12 @@ fn rp_filter(j: &mut Judge<'_>, cnis: &[String]) {
         if let Some(r) = j.s.links.reason() {
             let r = r.to_string();
             if cnis.iter().any(|c| c == "calico" || c == "cilium") {
-                j.unknown("the links", &r, "the CNI's devices filter reverse paths loosely", "ip link");
+                j.unknown(
+                    "the links",
+                    &r,
+                    "the CNI's devices filter reverse paths loosely",
+                    "ip link",
+                );
             }
         }
         return;
@@ -674,7 +692,10 @@ fn rp_filter(j: &mut Judge<'_>, cnis: &[String]) {
                     .filter_map(|d| j.s.rp_filter.iter().find(|r| r.device == *d))
                     .filter_map(|r| {
                         r.value.get().map(|v| {
-                            setting(&format!("net.ipv4.conf.{}.rp_filter", r.device), &v.to_string())
+                            setting(
+                                &format!("net.ipv4.conf.{}.rp_filter", r.device),
+                                &v.to_string(),
+                            )
                         })
                     })
                     .collect();
@@ -692,11 +713,10 @@ fn rp_filter(j: &mut Judge<'_>, cnis: &[String]) {
     if strict.is_empty() {
         return;
     }
-    let all_strict = j
-        .s
-        .rp_filter
-        .iter()
-        .any(|r| r.device == "all" && r.value == Known::Known(1));
+    let all_strict =
+        j.s.rp_filter
+            .iter()
+            .any(|r| r.device == "all" && r.value == Known::Known(1));
     let names: Vec<&str> = strict.iter().map(|(n, _)| n.as_str()).collect();
     let shown = if names.len() > 4 {
         format!("{} and {} more", names[..4].join(", "), names.len() - 4)
@@ -746,12 +766,11 @@ fn mtu(j: &mut Judge<'_>) {
     let Some(links) = j.s.links.get() else {
         return;
     };
-    let fallback = j
-        .s
-        .default_routes(false)
-        .first()
-        .and_then(|r| r.dev.clone())
-        .or_else(|| j.s.paths.iter().find_map(|p| p.dev.get().cloned()));
+    let fallback =
+        j.s.default_routes(false)
+            .first()
+            .and_then(|r| r.dev.clone())
+            .or_else(|| j.s.paths.iter().find_map(|p| p.dev.get().cloned()));
     let mut overlay_mtu: Option<(u32, &str)> = None;
     let mut found = Vec::new();
     for l in links {
@@ -801,7 +820,10 @@ fn mtu(j: &mut Judge<'_>) {
     if over.is_empty() {
         return;
     }
-    let names: Vec<String> = over.iter().map(|l| format!("{} ({})", l.name, l.mtu)).collect();
+    let names: Vec<String> = over
+        .iter()
+        .map(|l| format!("{} ({})", l.name, l.mtu))
+        .collect();
     let shown = if names.len() > 4 {
         format!("{} and {} more", names[..4].join(", "), names.len() - 4)
     } else {
@@ -860,9 +882,7 @@ fn conntrack(j: &mut Judge<'_>) {
             "sysctl net.netfilter.nf_conntrack_count",
         ),
     }
-    let want = (CONNTRACK_PER_CORE * u64::from(s.cpus.max(1)))
-        .max(CONNTRACK_MIN)
-        .min(CONNTRACK_CAP);
+    let want = (CONNTRACK_PER_CORE * u64::from(s.cpus.max(1))).clamp(CONNTRACK_MIN, CONNTRACK_CAP);
     if max < want {
         j.add(finding(
             ids::CONNTRACK_MAX_LOW,
@@ -995,7 +1015,11 @@ fn ports(j: &mut Judge<'_>, input: &Input<'_>) {
             Severity::Warning,
             format!(
                 "the ephemeral port range {eph} overlaps {what}, and {} not reserved: an outgoing connection can take a port before the component binds it",
-                if open.len() == 1 && open[0] == overlap { "it is".to_string() } else { format!("{} is", open_text.join(", ")) }
+                if open.len() == 1 && open[0] == overlap {
+                    "it is".to_string()
+                } else {
+                    format!("{} is", open_text.join(", "))
+                }
             ),
             vec![
                 range_ev.clone(),
@@ -1033,7 +1057,11 @@ fn paths(j: &mut Judge<'_>) {
         }
     }
     if s.paths.is_empty() {
-        for r in s.default_routes(false).into_iter().chain(s.default_routes(true)) {
+        for r in s
+            .default_routes(false)
+            .into_iter()
+            .chain(s.default_routes(true))
+        {
             if let Some(d) = &r.dev {
                 by_dev
                     .entry(d.clone())
@@ -1048,16 +1076,21 @@ fn paths(j: &mut Judge<'_>) {
     let Some(_) = s.links.get() else {
         if let Some(r) = s.links.reason() {
             let r = r.to_string();
-            j.unknown("the links", &r, "the links towards the cluster's peers are up", "ip link");
+            j.unknown(
+                "the links",
+                &r,
+                "the links towards the cluster's peers are up",
+                "ip link",
+            );
         }
         return;
     };
     for (dev, peers) in by_dev {
         let Some(l) = s.link(&dev) else { continue };
-        let linkdown = s
-            .routes
-            .get()
-            .is_some_and(|rs| rs.iter().any(|r| r.linkdown && r.dev.as_deref() == Some(&dev)));
+        let linkdown = s.routes.get().is_some_and(|rs| {
+            rs.iter()
+                .any(|r| r.linkdown && r.dev.as_deref() == Some(&dev))
+        });
         let problem = if !l.up {
             "is down"
         } else if !l.carrier {
@@ -1077,12 +1110,614 @@ fn paths(j: &mut Judge<'_>) {
             Severity::Error,
             format!("{dev} {problem}, and it carries the route to {shown}"),
             vec![
-                setting(&format!("{dev} admin state"), if l.up { "up" } else { "down" }),
-                setting(&format!("{dev} carrier"), if l.carrier { "yes" } else { "no" }),
-                setting(&format!("{dev} routes linkdown"), if linkdown { "yes" } else { "no" }),
+                setting(
+                    &format!("{dev} admin state"),
+                    if l.up { "up" } else { "down" },
+                ),
+                setting(
+                    &format!("{dev} carrier"),
+                    if l.carrier { "yes" } else { "no" },
+                ),
+                setting(
+                    &format!("{dev} routes linkdown"),
+                    if linkdown { "yes" } else { "no" },
+                ),
             ],
             format!("ip link show {dev}; ip route show dev {dev}"),
             Some(format!("ip link set {dev} up, and check its cable or peer")),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Key;
+    use crate::role::tests::{iface, listener};
+    use crate::settings::{HostsEntry, Modules, PathRoute, Route, RpFilter};
+    use crate::{Address, Family, Proto};
+
+    fn link(name: &str, kind: &str, mtu: u32) -> Link {
+        Link {
+            name: name.into(),
+            kind: kind.into(),
+            up: true,
+            carrier: true,
+            mtu,
+            master: None,
+            underlay: None,
+            underlay_v6: None,
+        }
+    }
+
+    /// A worker with flannel as `kports lab` builds one, every setting right.
+    fn good() -> NodeSettings {
+        let mut vx = link("flannel.1", "vxlan", 1450);
+        vx.underlay = Some("eth0".into());
+        vx.underlay_v6 = Some(false);
+        let mut veth = link("veth-pod", "veth", 1450);
+        veth.master = Some("cni0".into());
+        NodeSettings {
+            hostname: Known::Known("w1".into()),
+            hosts: Known::Known(vec![HostsEntry {
+                address: "192.0.2.21".parse().unwrap(),
+                names: vec!["w1".into()],
+            }]),
+            resolved: None,
+            ip_forward: Known::Known(1),
+            ipv6_forwarding: Known::Known(1),
+            bridge_nf_call_iptables: Known::Known(Some(1)),
+            bridge_nf_call_ip6tables: Known::Known(Some(1)),
+            rp_filter: ["all", "default", "eth0", "cali1234"]
+                .iter()
+                .map(|d| RpFilter {
+                    device: d.to_string(),
+                    value: Known::Known(2),
+                })
+                .collect(),
+            local_port_range: Known::Known(PortRange {
+                first: 32768,
+                last: 60999,
+            }),
+            reserved_ports: Known::Known(vec![]),
+            conntrack_count: Known::Known(100),
+            conntrack_max: Known::Known(262_144),
+            modules: Modules {
+                loaded: Known::Known(vec!["br_netfilter".into()]),
+                builtin: vec![],
+            },
+            cpus: 2,
+            routes: Known::Known(vec![Route {
+                dst: "default".into(),
+                v6: false,
+                dev: Some("eth0".into()),
+                gateway: Some("192.0.2.1".parse().unwrap()),
+                linkdown: false,
+            }]),
+            links: Known::Known(vec![
+                link("eth0", "device", 1500),
+                link("cni0", "bridge", 1450),
+                veth,
+                vx,
+            ]),
+            paths: vec![PathRoute {
+                peer: "192.0.2.11".parse().unwrap(),
+                why: "the API server this node connects to".into(),
+                dev: Known::Known("eth0".into()),
+            }],
+        }
+    }
+
+    fn interfaces() -> Vec<Interface> {
+        let mut eth0 = iface("eth0", "device", None);
+        eth0.addresses = vec![Address {
+            address: "192.0.2.21".parse().unwrap(),
+            prefix_len: 24,
+            family: Family::Ipv4,
+            scope: "global".into(),
+        }];
+        vec![eth0, iface("cni0", "bridge", None)]
+    }
+
+    fn checked(component: &str, port: PortRange, expect: Expect) -> Checked {
+        Checked {
+            entry: Key {
+                component: component.into(),
+                protocol: Protocol::Tcp,
+                port,
+            },
+            port,
+            purpose: String::new(),
+            expect,
+            result: "ok",
+            listeners: vec![],
+            configured_by: vec![],
+        }
+    }
+
+    fn node_ports() -> Vec<Checked> {
+        vec![
+            checked("kubelet", PortRange::single(10250), Expect::Listening),
+            checked(
+                "kube-proxy",
+                PortRange {
+                    first: 30000,
+                    last: 32767,
+                },
+                Expect::Reserved,
+            ),
+        ]
+    }
+
+    fn kube_proxy(args: &str) -> Socket {
+        let mut s = listener(
+            Proto::Tcp,
+            "0.0.0.0",
+            10256,
+            "kube-proxy",
+            7,
+            Some("kube-proxy"),
+        );
+        let p = Arc::make_mut(&mut s.processes);
+        Arc::make_mut(&mut p[0]).cmdline = format!("kube-proxy {args}");
+        s
+    }
+
+    use std::sync::Arc;
+
+    fn run_with(s: &NodeSettings, sockets: &[Socket], cnis: &[&str], role: Role) -> Vec<Finding> {
+        let cnis: Vec<String> = cnis.iter().map(|c| c.to_string()).collect();
+        findings(&Input {
+            settings: s,
+            interfaces: &interfaces(),
+            sockets,
+            role: Some(role),
+            cnis: &cnis,
+            checked: &node_ports(),
+        })
+    }
+
+    fn ids(f: &[Finding]) -> Vec<&'static str> {
+        f.iter().map(|f| f.id).collect()
+    }
+
+    /// One wrong setting gives exactly its finding.
+    fn only(s: &NodeSettings, cnis: &[&str]) -> Finding {
+        let f = run_with(s, &[kube_proxy("--v=2")], cnis, Role::Worker);
+        assert_eq!(f.len(), 1, "{:#?}", f);
+        f.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_good_node_has_no_finding_and_an_unknown_role_none_at_all() {
+        let s = good();
+        assert_eq!(
+            ids(&run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker)),
+            [] as [&str; 0]
+        );
+        let mut bad = good();
+        bad.ip_forward = Known::Known(0);
+        let none = findings(&Input {
+            settings: &bad,
+            interfaces: &interfaces(),
+            sockets: &[],
+            role: None,
+            cnis: &[],
+            checked: &[],
+        });
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn forwarding_and_bridge_netfilter() {
+        let mut s = good();
+        s.ip_forward = Known::Known(0);
+        let f = only(&s, &["flannel"]);
+        assert_eq!((f.id, f.severity), (ids::IP_FORWARD_OFF, Severity::Error));
+        assert_eq!(f.evidence.settings[0].value, "0");
+        assert_eq!(f.command, "sysctl net.ipv4.ip_forward");
+        assert!(
+            f.fix
+                .as_deref()
+                .unwrap()
+                .starts_with("sysctl -w net.ipv4.ip_forward=1")
+        );
+        assert_eq!((f.protocol, f.port), (None, None));
+
+        let mut s = good();
+        s.bridge_nf_call_iptables = Known::Known(None);
+        assert_eq!(only(&s, &["flannel"]).id, ids::BR_NETFILTER_MISSING);
+        s.bridge_nf_call_iptables = Known::Known(Some(0));
+        assert_eq!(only(&s, &["flannel"]).id, ids::BRIDGE_NF_CALL_OFF);
+        // nftables mode and no bridge: bridge netfilter is not needed.
+        let mut no_bridge = interfaces();
+        no_bridge.retain(|i| i.name != "cni0");
+        let f = findings(&Input {
+            settings: &s,
+            interfaces: &no_bridge,
+            sockets: &[kube_proxy("--proxy-mode=nftables")],
+            role: Some(Role::Worker),
+            cnis: &["cilium".to_string()],
+            checked: &node_ports(),
+        });
+        assert_eq!(ids(&f), [ids::KUBE_PROXY_MODULE_MISSING]);
+        // IPv6 forwarding off counts only on a dual-stack cluster.
+        let mut s = good();
+        s.ipv6_forwarding = Known::Known(0);
+        assert!(run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker).is_empty());
+        let dual = kube_proxy("--cluster-cidr=10.244.0.0/16,fd00:10:244::/56");
+        let f = run_with(&s, &[dual], &["flannel"], Role::Worker);
+        assert_eq!(ids(&f), [ids::IPV6_FORWARDING_OFF, ids::NO_GLOBAL_IPV6]);
+    }
+
+    #[test]
+    fn an_unreadable_setting_is_unknown_not_fine() {
+        let mut s = good();
+        s.ip_forward =
+            Known::Unknown("permission denied reading /proc/sys/net/ipv4/ip_forward".into());
+        let f = only(&s, &["flannel"]);
+        assert_eq!((f.id, f.severity), (ids::SETTING_UNKNOWN, Severity::Info));
+        assert!(f.message.contains("permission denied"), "{}", f.message);
+        let mut s = good();
+        s.conntrack_max =
+            Known::Unknown("/proc/sys/net/netfilter/nf_conntrack_max does not exist".into());
+        assert_eq!(only(&s, &["flannel"]).id, ids::SETTING_UNKNOWN);
+        // ipvs modules when /proc/modules cannot be read and nothing else shows them.
+        let mut s = good();
+        s.modules.loaded = Known::Unknown("/proc/modules does not exist".into());
+        s.modules.builtin = vec!["ip_vs".into(), "nf_conntrack".into()];
+        let f = run_with(
+            &s,
+            &[kube_proxy("--proxy-mode=ipvs")],
+            &["flannel"],
+            Role::Worker,
+        );
+        assert_eq!(
+            ids(&f),
+            [
+                ids::SETTING_UNKNOWN,
+                ids::SETTING_UNKNOWN,
+                ids::SETTING_UNKNOWN
+            ]
+        );
+    }
+
+    #[test]
+    fn ipvs_modules() {
+        let mut s = good();
+        s.modules.loaded = Known::Known(vec![
+            "ip_vs".into(),
+            "ip_vs_rr".into(),
+            "nf_conntrack".into(),
+        ]);
+        let f = run_with(
+            &s,
+            &[kube_proxy("--proxy-mode=ipvs")],
+            &["flannel"],
+            Role::Worker,
+        );
+        assert_eq!(ids(&f), [ids::KUBE_PROXY_MODULE_MISSING]);
+        assert!(
+            f[0].message.contains("ip_vs_wrr, ip_vs_sh"),
+            "{}",
+            f[0].message
+        );
+        assert_eq!(
+            f[0].fix.as_deref().unwrap().split(" (").next(),
+            Some("modprobe -a ip_vs_wrr ip_vs_sh")
+        );
+        // Mode in the config file: modules not judged.
+        assert!(
+            run_with(
+                &s,
+                &[kube_proxy("--config=/var/lib/kube-proxy/config.conf")],
+                &["flannel"],
+                Role::Worker
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn strict_rp_filter_only_where_the_cni_needs_it_loose() {
+        let mut s = good();
+        s.rp_filter[0].value = Known::Known(0);
+        s.rp_filter[3].value = Known::Known(1);
+        if let Known::Known(l) = &mut s.links {
+            l.push(link("cali1234", "veth", 1450));
+        }
+        // Flannel does not care about cali* devices.
+        assert!(run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker).is_empty());
+        let f = only(&s, &["calico", "flannel"]);
+        assert_eq!(f.id, ids::RP_FILTER_STRICT);
+        assert!(f.message.contains("cali1234 (calico)"), "{}", f.message);
+        assert!(
+            f.fix
+                .as_deref()
+                .unwrap()
+                .starts_with("sysctl -w net.ipv4.conf.cali1234.rp_filter=2")
+        );
+        // `all` strict makes every device strict: the kernel takes the larger value.
+        let mut s2 = s.clone();
+        s2.rp_filter[3].value = Known::Known(0);
+        s2.rp_filter[0].value = Known::Known(1);
+        let f = only(&s2, &["calico", "flannel"]);
+        assert!(
+            f.fix
+                .as_deref()
+                .unwrap()
+                .starts_with("sysctl -w net.ipv4.conf.all.rp_filter=2")
+        );
+    }
+
+    #[test]
+    fn overlay_and_pod_mtu() {
+        let set = |s: &mut NodeSettings, name: &str, mtu: u32| {
+            if let Known::Known(l) = &mut s.links {
+                l.iter_mut().find(|l| l.name == name).unwrap().mtu = mtu;
+            }
+        };
+        let mut s = good();
+        set(&mut s, "flannel.1", 1500);
+        let f = only(&s, &["flannel"]);
+        assert_eq!(f.id, ids::OVERLAY_MTU_TOO_LARGE);
+        assert!(
+            f.message
+                .contains("VXLAN over IPv4 adds 50 bytes and eth0 has MTU 1500"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.fix
+                .as_deref()
+                .unwrap()
+                .starts_with("ip link set flannel.1 mtu 1450")
+        );
+        // Over IPv6, 70 bytes.
+        let mut s = good();
+        if let Known::Known(l) = &mut s.links {
+            l.iter_mut()
+                .find(|l| l.name == "flannel.1")
+                .unwrap()
+                .underlay_v6 = Some(true);
+        }
+        let f = only(&s, &["flannel"]);
+        assert_eq!(f.id, ids::OVERLAY_MTU_TOO_LARGE);
+        assert!(
+            f.message.contains("larger than 1430 bytes"),
+            "{}",
+            f.message
+        );
+        let mut s = good();
+        set(&mut s, "veth-pod", 1500);
+        let f = only(&s, &["flannel"]);
+        assert_eq!(f.id, ids::POD_MTU_EXCEEDS_OVERLAY);
+        assert!(f.message.contains("veth-pod (1500)"), "{}", f.message);
+    }
+
+    #[test]
+    fn conntrack_headroom() {
+        let mut s = good();
+        s.conntrack_count = Known::Known(220_000);
+        let f = only(&s, &["flannel"]);
+        assert_eq!(f.id, ids::CONNTRACK_NEARLY_FULL);
+        assert!(f.message.contains("83% full"), "{}", f.message);
+        let mut s = good();
+        s.conntrack_max = Known::Known(65_536);
+        let f = only(&s, &["flannel"]);
+        assert_eq!(f.id, ids::CONNTRACK_MAX_LOW);
+        assert!(f.message.contains("below the 131072"), "{}", f.message);
+        s.cpus = 8;
+        s.conntrack_max = Known::Known(200_000);
+        assert!(only(&s, &["flannel"]).message.contains("below the 262144"));
+    }
+
+    #[test]
+    fn ephemeral_range_against_nodeports_and_required_ports() {
+        let mut s = good();
+        s.local_port_range = Known::Known(PortRange {
+            first: 10000,
+            last: 60999,
+        });
+        let f = run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker);
+        assert_eq!(
+            ids(&f),
+            [
+                ids::EPHEMERAL_OVERLAPS_PORT,
+                ids::EPHEMERAL_OVERLAPS_NODEPORT
+            ]
+        );
+        assert_eq!(f[0].place(), "tcp/10250");
+        assert_eq!(f[1].place(), "tcp/30000-32767");
+        // Reserving them clears both.
+        s.reserved_ports = Known::Known(vec![
+            PortRange::single(10250),
+            PortRange {
+                first: 30000,
+                last: 32767,
+            },
+        ]);
+        assert!(run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker).is_empty());
+        // Partly reserved: the rest is named.
+        s.reserved_ports = Known::Known(vec![
+            PortRange::single(10250),
+            PortRange {
+                first: 30000,
+                last: 31000,
+            },
+        ]);
+        let f = only(&s, &["flannel"]);
+        assert!(
+            f.message.contains("31001-32767 is not reserved"),
+            "{}",
+            f.message
+        );
+        assert_eq!(
+            unreserved(
+                PortRange { first: 1, last: 10 },
+                &[PortRange { first: 3, last: 4 }, PortRange::single(10)]
+            ),
+            [
+                PortRange { first: 1, last: 2 },
+                PortRange { first: 5, last: 9 }
+            ]
+        );
+    }
+
+    #[test]
+    fn identity() {
+        let mut s = good();
+        s.hostname = Known::Known("Worker_1".into());
+        s.hosts = Known::Known(vec![HostsEntry {
+            address: "192.0.2.21".parse().unwrap(),
+            names: vec!["Worker_1".into()],
+        }]);
+        let f = only(&s, &["flannel"]);
+        assert_eq!(f.id, ids::HOSTNAME_INVALID);
+        assert_eq!(f.fix.as_deref(), Some("hostnamectl set-hostname NAME"));
+        s.hostname = Known::Known("Worker1".into());
+        s.hosts = Known::Known(vec![HostsEntry {
+            address: "192.0.2.21".parse().unwrap(),
+            names: vec!["Worker1".into()],
+        }]);
+        assert_eq!(
+            only(&s, &["flannel"]).fix.as_deref(),
+            Some("hostnamectl set-hostname worker1")
+        );
+        assert!(
+            valid_node_name("w1.example-2.org")
+                && !valid_node_name("-w1")
+                && !valid_node_name("a..b")
+        );
+        // Not in /etc/hosts and the resolver does not know it.
+        let mut s = good();
+        s.hosts = Known::Known(vec![]);
+        s.resolved = Some(Known::Known(vec![]));
+        let f = only(&s, &["flannel"]);
+        assert_eq!(f.id, ids::HOSTNAME_UNRESOLVED);
+        assert_eq!(f.fix.as_deref(), Some("echo '192.0.2.21 w1' >> /etc/hosts"));
+        s.resolved = Some(Known::Known(vec!["127.0.1.1".parse().unwrap()]));
+        assert!(run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker).is_empty());
+        s.resolved = Some(Known::Known(vec!["192.0.2.99".parse().unwrap()]));
+        assert_eq!(only(&s, &["flannel"]).id, ids::HOSTNAME_NOT_LOCAL);
+        s.resolved = Some(Known::Unknown(
+            "the resolver did not answer within 3 s".into(),
+        ));
+        assert_eq!(only(&s, &["flannel"]).id, ids::SETTING_UNKNOWN);
+    }
+
+    #[test]
+    fn default_route_matters_only_when_the_address_is_not_given() {
+        let mut s = good();
+        s.routes = Known::Known(vec![]);
+        // The link check then has only the API server's path, which is fine.
+        assert_eq!(only(&s, &["flannel"]).id, ids::NO_DEFAULT_ROUTE);
+        let mut kubelet = listener(Proto::Tcp, "0.0.0.0", 10250, "kubelet", 8, Some("kubelet"));
+        Arc::make_mut(&mut Arc::make_mut(&mut kubelet.processes)[0]).cmdline =
+            "kubelet --node-ip=192.0.2.21".into();
+        assert!(
+            run_with(
+                &s,
+                &[kube_proxy(""), kubelet.clone()],
+                &["flannel"],
+                Role::Worker
+            )
+            .is_empty()
+        );
+        // A control-plane node also needs the API server's --advertise-address.
+        let f = run_with(
+            &s,
+            &[kube_proxy(""), kubelet.clone()],
+            &["flannel"],
+            Role::ControlPlane,
+        );
+        assert_eq!(ids(&f), [ids::NO_DEFAULT_ROUTE]);
+        let mut api = listener(
+            Proto::Tcp,
+            "0.0.0.0",
+            6443,
+            "kube-apiserver",
+            9,
+            Some("kube-apiserver"),
+        );
+        Arc::make_mut(&mut Arc::make_mut(&mut api.processes)[0]).cmdline =
+            "kube-apiserver --advertise-address=192.0.2.21".into();
+        assert!(
+            run_with(
+                &s,
+                &[kube_proxy(""), kubelet, api],
+                &["flannel"],
+                Role::ControlPlane
+            )
+            .is_empty()
+        );
+        // A default route through an interface without a global IPv4 address.
+        let mut s = good();
+        if let Known::Known(r) = &mut s.routes {
+            r[0].dev = Some("cni0".into());
+        }
+        assert_eq!(only(&s, &["flannel"]).id, ids::DEFAULT_ROUTE_NO_IPV4);
+    }
+
+    #[test]
+    fn links_on_the_cluster_paths() {
+        let down = |f: &dyn Fn(&mut Link)| {
+            let mut s = good();
+            if let Known::Known(l) = &mut s.links {
+                f(l.iter_mut().find(|l| l.name == "eth0").unwrap());
+            }
+            s
+        };
+        let f = only(&down(&|l| l.carrier = false), &["flannel"]);
+        assert_eq!((f.id, f.severity), (ids::PATH_LINK_DOWN, Severity::Error));
+        assert!(
+            f.message.starts_with("eth0 has no carrier"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message
+                .contains("192.0.2.11 (the API server this node connects to)")
+        );
+        assert!(
+            only(&down(&|l| l.up = false), &["flannel"])
+                .message
+                .starts_with("eth0 is down")
+        );
+        let mut s = good();
+        if let Known::Known(r) = &mut s.routes {
+            r[0].linkdown = true;
+        }
+        assert!(only(&s, &["flannel"]).message.contains("linkdown"));
+        let mut s = good();
+        s.paths[0].dev = Known::Unknown(
+            "ip failed (exit status: 2): RTNETLINK answers: Network is unreachable".into(),
+        );
+        let f = only(&s, &["flannel"]);
+        assert_eq!(f.id, ids::PATH_NO_ROUTE);
+        assert!(f.message.contains("Network is unreachable"));
+    }
+
+    #[test]
+    fn etcd_members_get_identity_ports_and_paths_only() {
+        let mut s = good();
+        s.ip_forward = Known::Known(0);
+        s.conntrack_max = Known::Known(1);
+        s.routes = Known::Known(vec![]);
+        assert!(run_with(&s, &[], &["flannel"], Role::Etcd).is_empty());
+    }
+
+    #[test]
+    fn duplicate_host_names_across_nodes() {
+        let f = duplicate_hostnames(&[
+            ("10.0.0.1".into(), "node-a".into()),
+            ("10.0.0.2".into(), "node-b".into()),
+            ("10.0.0.3".into(), "Node-A".into()),
+        ]);
+        assert_eq!(ids(&f), [ids::HOSTNAME_DUPLICATE]);
+        assert!(
+            f[0].message
+                .starts_with("nodes 10.0.0.1, 10.0.0.3 all have the host name node-a")
+        );
     }
 }

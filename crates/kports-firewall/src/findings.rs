@@ -740,9 +740,7 @@ pub(crate) mod tests {
     fn ids(o: &Outcome) -> Vec<(&'static str, Severity, String)> {
         o.findings
             .iter()
-            .map(|f| {
-                (f.id, f.severity, f.place())
-            })
+            .map(|f| (f.id, f.severity, f.place()))
             .collect()
     }
 

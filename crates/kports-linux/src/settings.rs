@@ -48,7 +48,9 @@ pub fn read(peers: &[(IpAddr, String)], timeout: Duration) -> NodeSettings {
     };
     let links = run("ip", &["-j", "-d", "link", "show"], timeout)
         .map_err(|e| e.to_string())
-        .and_then(|t| parse_ip_links(&t).ok_or_else(|| "`ip -j -d link show`: unexpected output".into()));
+        .and_then(|t| {
+            parse_ip_links(&t).ok_or_else(|| "`ip -j -d link show`: unexpected output".into())
+        });
     let links = match links {
         Ok(l) => Known::Known(l),
         Err(e) => Known::Unknown(e),
@@ -164,7 +166,10 @@ fn parsed<T>(path: &str, parse: impl FnOnce(&str) -> Option<T>) -> Known<T> {
     match read_text(path) {
         Known::Known(t) => match parse(&t) {
             Some(v) => Known::Known(v),
-            None => Known::Unknown(format!("{path} holds `{}`, not a value kports knows", t.trim())),
+            None => Known::Unknown(format!(
+                "{path} holds `{}`, not a value kports knows",
+                t.trim()
+            )),
         },
         Known::Unknown(r) => Known::Unknown(r),
     }
@@ -206,7 +211,10 @@ fn modules() -> Modules {
         }
     }
     if let Ok(rd) = std::fs::read_dir("/sys/module") {
-        builtin.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+        builtin.extend(
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned()),
+        );
     }
     // A module's own sysctls show it is there, built in or loaded.
     for (dir, module) in [("net/bridge", "br_netfilter"), ("net/ipv4/vs", "ip_vs")] {
@@ -331,7 +339,10 @@ pub fn parse_ip_links(json: &str) -> Option<Vec<Link>> {
                 .any(|k| field(k).is_some())
             {
                 Some(true)
-            } else if ["local", "remote", "group"].iter().any(|k| field(k).is_some()) {
+            } else if ["local", "remote", "group"]
+                .iter()
+                .any(|k| field(k).is_some())
+            {
                 Some(false)
             } else {
                 None
@@ -475,10 +486,7 @@ mod tests {
         // A veth's `link` is its peer, not an underlay.
         assert_eq!(by("v1").underlay, None);
         let fl = by("fl.1");
-        assert_eq!(
-            (fl.kind.as_str(), fl.up, fl.mtu),
-            ("vxlan", false, 1450)
-        );
+        assert_eq!((fl.kind.as_str(), fl.up, fl.mtu), ("vxlan", false, 1450));
         assert_eq!(fl.underlay.as_deref(), Some("v0"));
         assert_eq!(fl.underlay_v6, Some(false));
         assert_eq!(by("v6x").underlay_v6, Some(true));

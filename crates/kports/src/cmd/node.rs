@@ -108,7 +108,11 @@ fn print_settings(out: &mut Out, s: &NodeSettings) -> std::io::Result<()> {
         .map_or_else(|| "unknown".into(), |r| shown(&r.value));
     let reserved = match &s.reserved_ports {
         Known::Known(v) if v.is_empty() => "none".to_string(),
-        Known::Known(v) => v.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        Known::Known(v) => v
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         Known::Unknown(r) => format!("unknown ({r})"),
     };
     let conntrack = match (&s.conntrack_count, &s.conntrack_max) {
@@ -127,7 +131,11 @@ fn print_settings(out: &mut Out, s: &NodeSettings) -> std::io::Result<()> {
                     format!("{via}dev {}{down}", r.dev.as_deref().unwrap_or("?"))
                 })
                 .collect();
-            if d.is_empty() { "none".into() } else { d.join("; ") }
+            if d.is_empty() {
+                "none".into()
+            } else {
+                d.join("; ")
+            }
         }
         Known::Unknown(r) => format!("unknown ({r})"),
     };
@@ -145,7 +153,10 @@ fn print_settings(out: &mut Out, s: &NodeSettings) -> std::io::Result<()> {
         }
         (Known::Known(h), _, Some(Known::Known(a))) => format!(
             "{h} -> {} (DNS)",
-            a.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            a.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         (h, _, r) => format!(
             "{} -> {}",
@@ -175,7 +186,11 @@ fn print_settings(out: &mut Out, s: &NodeSettings) -> std::io::Result<()> {
             "rp_filter",
             format!(
                 "all {all}; strict on {}",
-                if strict.is_empty() { "none".into() } else { strict.join(", ") }
+                if strict.is_empty() {
+                    "none".into()
+                } else {
+                    strict.join(", ")
+                }
             ),
         ),
         (

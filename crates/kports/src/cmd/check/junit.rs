@@ -45,7 +45,10 @@ pub fn render(
         } else if f.port.is_none() {
             ("kports.check.node", f.id.to_string())
         } else {
-            ("kports.check.unexplained", format!("{} listener", f.place()))
+            (
+                "kports.check.unexplained",
+                format!("{} listener", f.place()),
+            )
         };
         cases.push((class.into(), name, vec![f]));
     }
