@@ -806,11 +806,11 @@ fn mtu(j: &mut Judge<'_>) {
     let Some((omtu, oname)) = overlay_mtu else {
         return;
     };
+    // The pods' host-side veths: a bridge takes the smallest MTU of its ports.
     let pod_facing = |l: &Link| {
-        POD_BRIDGES.contains(&l.name.as_str())
-            || l.master
-                .as_deref()
-                .is_some_and(|m| POD_BRIDGES.contains(&m))
+        l.master
+            .as_deref()
+            .is_some_and(|m| POD_BRIDGES.contains(&m))
             || ["cali", "lxc"].iter().any(|p| l.name.starts_with(p)) && l.kind == "veth"
     };
     let over: Vec<&Link> = links

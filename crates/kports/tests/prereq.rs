@@ -1,0 +1,274 @@
+//! `kports check`'s node prerequisites on a real kernel: each test makes its own network
+//! namespace (`kpq-PID-N`) set up as a flannel worker needs (forwarding on, a default route, a
+//! VXLAN device with room for its encapsulation, a host name in /etc/hosts), and runs
+//! `kports check` there in a UTS namespace of its own (`unshare --uts`) with a hosts file
+//! bind-mounted in `ip netns exec`'s private mount namespace. Then it breaks one setting at a
+//! time: each wrong setting gives exactly its finding, and the fixed one none.
+//!
+//! Root only. A guard deletes the namespace when the test ends, passed or failed. No traffic is
+//! sent: the check reads settings and asks the kernel for routes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kports_core::prereq::ids;
+use serde_json::Value;
+
+const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+const HOST: &str = "kpq-node";
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A namespace set up as a flannel worker; removed on drop.
+struct Node {
+    ns: String,
+    dir: PathBuf,
+}
+
+impl Node {
+    fn new() -> Node {
+        // SAFETY: geteuid cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "the system tests need root (network namespaces)");
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let ns = format!("kpq-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&ns);
+        std::fs::create_dir_all(&dir).unwrap();
+        run(Command::new("ip").args(["netns", "add", &ns]));
+        let node = Node { ns, dir };
+        node.hosts(&format!("127.0.0.1 localhost\n192.0.2.10 {HOST}\n"));
+        for batch in [
+            "link set lo up",
+            // Both ends inside: eth0p stands for the switch port.
+            "link add eth0 type veth peer name eth0p",
+            "link set eth0p up",
+            "addr add 192.0.2.10/24 dev eth0",
+            "link set eth0 up",
+            "route add default via 192.0.2.1 dev eth0",
+            "link add flannel.1 type vxlan id 1 local 192.0.2.10 dev eth0 dstport 8472 nolearning",
+            "link set flannel.1 up",
+            "link add cni0 type bridge",
+            "link set cni0 up",
+            // A pod's host-side veth, with the overlay's MTU as flannel sets it.
+            "link add vethpod mtu 1450 type veth peer name podeth0 mtu 1450",
+            "link set vethpod master cni0",
+            "link set vethpod up",
+        ] {
+            node.ip(batch);
+        }
+        // An overlay peer whose route the check follows.
+        run(Command::new("bridge").args([
+            "-n",
+            &node.ns,
+            "fdb",
+            "append",
+            "02:6b:70:00:00:01",
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.1",
+        ]));
+        node.sysctl("net.ipv4.ip_forward", "1");
+        node.sysctl("net.bridge.bridge-nf-call-iptables", "1");
+        node
+    }
+
+    fn ip(&self, line: &str) {
+        run(Command::new("ip")
+            .args(["-n", &self.ns])
+            .args(line.split_whitespace()));
+    }
+
+    fn sysctl(&self, key: &str, value: &str) {
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.ns,
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ]));
+    }
+
+    /// The /etc/hosts the check sees.
+    fn hosts(&self, text: &str) {
+        std::fs::write(self.dir.join("hosts"), text).unwrap();
+    }
+
+    /// The node's prerequisite findings from `kports check -o json` run as host `hostname`:
+    /// (id, the message) sorted, and the exit code.
+    fn check(&self, hostname: &str, cni: &str) -> (Vec<(String, String)>, i32) {
+        let script = format!(
+            "mount --bind {} /etc/hosts && hostname {hostname} && exec {KPORTS} check --role worker --cni {cni} --no-firewall --fail-on error -o json",
+            self.dir.join("hosts").display()
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "unshare", "--uts", "sh", "-c"])
+            .arg(&script)
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let mut v: Vec<(String, String)> = doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| ids::ALL.contains(&f["id"].as_str().unwrap()))
+            .map(|f| {
+                assert!(
+                    f["fix"].is_string() || f["id"] == ids::SETTING_UNKNOWN,
+                    "{f}"
+                );
+                (
+                    f["id"].as_str().unwrap().to_string(),
+                    f["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        (v, out.status.code().unwrap_or(-1))
+    }
+
+    fn ids(&self, hostname: &str, cni: &str) -> BTreeSet<String> {
+        self.check(hostname, cni)
+            .0
+            .into_iter()
+            .map(|f| f.0)
+            .collect()
+    }
+
+    /// Only `id` (however many times), then none once `fix` ran.
+    fn breaks(&self, id: &str, hostname: &str, cni: &str) {
+        let got = self.ids(hostname, cni);
+        assert_eq!(
+            got,
+            BTreeSet::from([id.to_string()]),
+            "{:#?}",
+            self.check(hostname, cni)
+        );
+    }
+
+    fn clean(&self, hostname: &str, cni: &str) {
+        let (got, _) = self.check(hostname, cni);
+        assert_eq!(got, [], "{}", self.ns);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_worker_set_up_right_has_no_prerequisite_finding() {
+    let node = Node::new();
+    node.clean(HOST, "flannel");
+}
+
+#[test]
+fn forwarding_and_bridge_netfilter_off_each_give_their_finding() {
+    let node = Node::new();
+    node.sysctl("net.ipv4.ip_forward", "0");
+    node.breaks(ids::IP_FORWARD_OFF, HOST, "flannel");
+    // An error: --fail-on error fails the check.
+    assert_eq!(node.check(HOST, "flannel").1, 1);
+    node.sysctl("net.ipv4.ip_forward", "1");
+    node.clean(HOST, "flannel");
+    node.sysctl("net.bridge.bridge-nf-call-iptables", "0");
+    node.breaks(ids::BRIDGE_NF_CALL_OFF, HOST, "flannel");
+    node.sysctl("net.bridge.bridge-nf-call-iptables", "1");
+    node.clean(HOST, "flannel");
+}
+
+#[test]
+fn host_name_invalid_or_resolving_elsewhere() {
+    let node = Node::new();
+    node.hosts("192.0.2.10 Node1\n");
+    node.breaks(ids::HOSTNAME_INVALID, "Node1", "flannel");
+    node.hosts(&format!("192.0.2.99 {HOST}\n"));
+    node.breaks(ids::HOSTNAME_NOT_LOCAL, HOST, "flannel");
+    node.hosts(&format!("192.0.2.10 {HOST}\n"));
+    node.clean(HOST, "flannel");
+}
+
+#[test]
+fn overlay_mtu_without_room_for_vxlan() {
+    let node = Node::new();
+    // The kernel refuses a VXLAN MTU above its device's less 50; a smaller NIC MTU set later
+    // leaves the overlay too large, as on a node whose NIC MTU changed.
+    node.ip("link set eth0 mtu 1480");
+    node.breaks(ids::OVERLAY_MTU_TOO_LARGE, HOST, "flannel");
+    node.ip("link set eth0 mtu 1500");
+    node.clean(HOST, "flannel");
+    node.ip("link set vethpod mtu 1500");
+    node.breaks(ids::POD_MTU_EXCEEDS_OVERLAY, HOST, "flannel");
+    node.ip("link set vethpod mtu 1450");
+    node.clean(HOST, "flannel");
+}
+
+#[test]
+fn ephemeral_range_over_the_cluster_ports() {
+    let node = Node::new();
+    node.sysctl("net.ipv4.ip_local_port_range", "10000 60999");
+    let got = node.ids(HOST, "flannel");
+    assert_eq!(
+        got,
+        BTreeSet::from([
+            ids::EPHEMERAL_OVERLAPS_NODEPORT.to_string(),
+            ids::EPHEMERAL_OVERLAPS_PORT.to_string()
+        ])
+    );
+    node.sysctl("net.ipv4.ip_local_port_range", "32768 60999");
+    node.clean(HOST, "flannel");
+}
+
+#[test]
+fn strict_rp_filter_on_a_calico_device() {
+    let node = Node::new();
+    node.ip("link add cali0a1b mtu 1450 type veth peer name pod0a1b mtu 1450");
+    node.sysctl("net.ipv4.conf.all.rp_filter", "0");
+    node.sysctl("net.ipv4.conf.cali0a1b.rp_filter", "1");
+    // Flannel alone does not need it loose.
+    node.clean(HOST, "flannel");
+    node.breaks(ids::RP_FILTER_STRICT, HOST, "flannel,calico");
+    node.sysctl("net.ipv4.conf.cali0a1b.rp_filter", "2");
+    node.clean(HOST, "flannel,calico");
+}
+
+#[test]
+fn no_default_route_and_a_link_without_carrier() {
+    let node = Node::new();
+    node.ip("route del default");
+    node.breaks(ids::NO_DEFAULT_ROUTE, HOST, "flannel");
+    node.ip("route add default via 192.0.2.1 dev eth0");
+    node.clean(HOST, "flannel");
+    node.ip("link set eth0p down");
+    node.breaks(ids::PATH_LINK_DOWN, HOST, "flannel");
+    let (found, _) = node.check(HOST, "flannel");
+    assert!(found[0].1.starts_with("eth0 has no carrier"), "{found:?}");
+    node.ip("link set eth0p up");
+    node.clean(HOST, "flannel");
+}
