@@ -73,6 +73,18 @@ impl Node {
         node.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"]);
         node.ip(&["addr", "add", "2001:db8::10/64", "dev", "eth0", "nodad"]);
         node.ip(&["link", "set", "eth0", "up"]);
+        // A node that forwards and has a default route, as kubeadm requires (the node's
+        // prerequisites are tested in tests/prereq.rs; these tests are about its ports). The
+        // gateway is the documentation range's, inside the namespace's own veth: nothing answers.
+        node.ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "eth0"]);
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &node.ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]));
         node
     }
 
