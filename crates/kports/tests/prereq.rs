@@ -272,3 +272,40 @@ fn no_default_route_and_a_link_without_carrier() {
     node.ip("link set eth0p up");
     node.clean(HOST, "flannel");
 }
+
+#[test]
+fn settings_are_read_per_network_namespace() {
+    use kports_core::settings::Known;
+    let node = Node::new();
+    node.sysctl("net.ipv4.ip_local_port_range", "40000 50000");
+    node.sysctl("net.ipv4.conf.eth0.rp_filter", "2");
+    let path = PathBuf::from("/run/netns").join(&node.ns);
+    let s = kports_linux::settings::read_in(
+        &path,
+        vec![("192.0.2.1".parse().unwrap(), "a test peer".into())],
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(s.ip_forward, Known::Known(1));
+    assert_eq!(
+        s.local_port_range,
+        Known::Known(kports_core::catalog::PortRange {
+            first: 40000,
+            last: 50000
+        })
+    );
+    assert_eq!(s.rp_filter_of("eth0").get().copied(), Some(2));
+    let fl = s.link("flannel.1").unwrap();
+    assert_eq!((fl.kind.as_str(), fl.mtu), ("vxlan", 1450));
+    assert_eq!(fl.underlay.as_deref(), Some("eth0"));
+    assert_eq!(s.default_routes(false).len(), 1);
+    assert_eq!(
+        s.paths.len(),
+        1,
+        "the test peer and the fdb peer are one address"
+    );
+    assert_eq!(s.paths[0].dev, Known::Known("eth0".to_string()));
+    // The caller's own namespace is another one.
+    let here = kports_linux::settings::read(&[], std::time::Duration::from_secs(10));
+    assert!(here.link("flannel.1").is_none() || here.local_port_range != s.local_port_range);
+}
