@@ -107,6 +107,9 @@ pub struct Input<'a> {
     /// The catalog ports as checked, after the components' flags: the required ports and the
     /// reserved ranges (NodePorts).
     pub checked: &'a [Checked],
+    /// Before kubeadm runs: the node's address will be picked from its default route unless
+    /// kubeadm is told otherwise.
+    pub pre_install: bool,
 }
 
 /// kube-proxy's mode, from its `--proxy-mode` flag.
@@ -410,15 +413,14 @@ fn identity(
     }
 
     // kubeadm and the kubelet take the node's address from the default route's interface
-    // unless the address is given: --node-ip, and the API server's --advertise-address.
-    let kubelet_given = args
-        .get("kubelet")
-        .is_some_and(|a| flags::value(a, "--node-ip").is_some());
-    let apiserver_given = role != Role::ControlPlane
-        || args
-            .get("kube-apiserver")
-            .is_some_and(|a| flags::value(a, "--advertise-address").is_some());
-    let relies = role != Role::Etcd && !(kubelet_given && apiserver_given);
+    // unless it is given: the kubelet's --node-ip, the API server's --advertise-address. A
+    // running component shows whether it is; a stopped one does not (it is a finding of its
+    // own), so then only a pre-install check, where kubeadm will pick, counts on the route.
+    let lacks = |c: &str, flag: &str| args.get(c).is_some_and(|a| flags::value(a, flag).is_none());
+    let relies = role != Role::Etcd
+        && (input.pre_install
+            || lacks("kubelet", "--node-ip")
+            || (role == Role::ControlPlane && lacks("kube-apiserver", "--advertise-address")));
     if relies {
         match &s.routes {
             Known::Unknown(r) => j.unknown(
@@ -1274,6 +1276,7 @@ mod tests {
             role: Some(role),
             cnis: &cnis,
             checked: &node_ports(),
+            pre_install: false,
         })
     }
 
@@ -1304,6 +1307,7 @@ mod tests {
             role: None,
             cnis: &[],
             checked: &[],
+            pre_install: false,
         });
         assert!(none.is_empty());
     }
@@ -1339,6 +1343,7 @@ mod tests {
             role: Some(Role::Worker),
             cnis: &["cilium".to_string()],
             checked: &node_ports(),
+            pre_install: false,
         });
         assert_eq!(ids(&f), [ids::KUBE_PROXY_MODULE_MISSING]);
         // IPv6 forwarding off counts only on a dual-stack cluster.
@@ -1610,42 +1615,50 @@ mod tests {
     fn default_route_matters_only_when_the_address_is_not_given() {
         let mut s = good();
         s.routes = Known::Known(vec![]);
-        // The link check then has only the API server's path, which is fine.
-        assert_eq!(only(&s, &["flannel"]).id, ids::NO_DEFAULT_ROUTE);
-        let mut kubelet = listener(Proto::Tcp, "0.0.0.0", 10250, "kubelet", 8, Some("kubelet"));
-        Arc::make_mut(&mut Arc::make_mut(&mut kubelet.processes)[0]).cmdline =
-            "kubelet --node-ip=192.0.2.21".into();
-        assert!(
-            run_with(
-                &s,
-                &[kube_proxy(""), kubelet.clone()],
-                &["flannel"],
-                Role::Worker
-            )
-            .is_empty()
-        );
+        let with = |cmdline: &str, c: &'static str, port: u16| {
+            let mut l = listener(Proto::Tcp, "0.0.0.0", port, c, u32::from(port), Some(c));
+            Arc::make_mut(&mut Arc::make_mut(&mut l.processes)[0]).cmdline = cmdline.into();
+            l
+        };
+        let kubelet = with("kubelet --v=2", "kubelet", 10250);
+        let kubelet_ip = with("kubelet --node-ip=192.0.2.21", "kubelet", 10250);
+        // A kubelet without --node-ip takes its address from the default route.
+        let f = run_with(&s, &[kube_proxy(""), kubelet], &["flannel"], Role::Worker);
+        assert_eq!(ids(&f), [ids::NO_DEFAULT_ROUTE]);
+        // With it, or with no kubelet running to tell (its absence is a finding of its own),
+        // none.
+        let sockets = [kube_proxy(""), kubelet_ip.clone()];
+        assert!(run_with(&s, &sockets, &["flannel"], Role::Worker).is_empty());
+        assert!(run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker).is_empty());
+        // Before kubeadm runs, kubeadm will pick.
+        let f = findings(&Input {
+            settings: &s,
+            interfaces: &interfaces(),
+            sockets: &[],
+            role: Some(Role::Worker),
+            cnis: &[],
+            checked: &[],
+            pre_install: true,
+        });
+        assert_eq!(ids(&f), [ids::NO_DEFAULT_ROUTE]);
         // A control-plane node also needs the API server's --advertise-address.
+        let api = with("kube-apiserver --secure-port=6443", "kube-apiserver", 6443);
         let f = run_with(
             &s,
-            &[kube_proxy(""), kubelet.clone()],
+            &[kube_proxy(""), kubelet_ip.clone(), api],
             &["flannel"],
             Role::ControlPlane,
         );
         assert_eq!(ids(&f), [ids::NO_DEFAULT_ROUTE]);
-        let mut api = listener(
-            Proto::Tcp,
-            "0.0.0.0",
-            6443,
+        let api = with(
+            "kube-apiserver --advertise-address=192.0.2.21",
             "kube-apiserver",
-            9,
-            Some("kube-apiserver"),
+            6443,
         );
-        Arc::make_mut(&mut Arc::make_mut(&mut api.processes)[0]).cmdline =
-            "kube-apiserver --advertise-address=192.0.2.21".into();
         assert!(
             run_with(
                 &s,
-                &[kube_proxy(""), kubelet, api],
+                &[kube_proxy(""), kubelet_ip, api],
                 &["flannel"],
                 Role::ControlPlane
             )
@@ -1656,7 +1669,9 @@ mod tests {
         if let Known::Known(r) = &mut s.routes {
             r[0].dev = Some("cni0".into());
         }
-        assert_eq!(only(&s, &["flannel"]).id, ids::DEFAULT_ROUTE_NO_IPV4);
+        let kubelet = with("kubelet", "kubelet", 10250);
+        let f = run_with(&s, &[kube_proxy(""), kubelet], &["flannel"], Role::Worker);
+        assert_eq!(ids(&f), [ids::DEFAULT_ROUTE_NO_IPV4]);
     }
 
     #[test]

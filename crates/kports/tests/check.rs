@@ -194,7 +194,7 @@ fn findings(doc: &Value) -> Vec<(String, String, String)> {
             (
                 f["id"].as_str().unwrap().to_string(),
                 f["severity"].as_str().unwrap().to_string(),
-                format!("{}/{port}", f["protocol"].as_str().unwrap()),
+                format!("{}/{port}", f["protocol"].as_str().unwrap_or("-")),
             )
         })
         .collect();

@@ -120,7 +120,7 @@ fn findings(doc: &Value) -> Vec<Found> {
             (
                 f["id"].as_str().unwrap().to_string(),
                 f["severity"].as_str().unwrap().to_string(),
-                format!("{}/{port}", f["protocol"].as_str().unwrap()),
+                format!("{}/{port}", f["protocol"].as_str().unwrap_or("-")),
             )
         })
         .collect();

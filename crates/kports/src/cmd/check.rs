@@ -329,6 +329,7 @@ pub fn run(args: &CheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
         role: role.value,
         cnis: &cni.value,
         checked: &report.checked,
+        pre_install: args.pre_install,
     }));
     let hostname = kports_linux::hostname();
     let threshold = args.fail_on.threshold();
