@@ -414,13 +414,15 @@ fn identity(
 
     // kubeadm and the kubelet take the node's address from the default route's interface
     // unless it is given: the kubelet's --node-ip, the API server's --advertise-address. A
-    // running component shows whether it is; a stopped one does not (it is a finding of its
-    // own), so then only a pre-install check, where kubeadm will pick, counts on the route.
-    let lacks = |c: &str, flag: &str| args.get(c).is_some_and(|a| flags::value(a, flag).is_none());
+    // running component shows whether it is. A stopped one does not (it is a finding of its
+    // own), so then only a pre-install check, where kubeadm is about to pick, counts on it.
+    let picks = |c: &str, flag: &str| match args.get(c) {
+        Some(a) => flags::value(a, flag).is_none(),
+        None => input.pre_install,
+    };
     let relies = role != Role::Etcd
-        && (input.pre_install
-            || lacks("kubelet", "--node-ip")
-            || (role == Role::ControlPlane && lacks("kube-apiserver", "--advertise-address")));
+        && (picks("kubelet", "--node-ip")
+            || (role == Role::ControlPlane && picks("kube-apiserver", "--advertise-address")));
     if relies {
         match &s.routes {
             Known::Unknown(r) => j.unknown(
@@ -1641,6 +1643,17 @@ mod tests {
             pre_install: true,
         });
         assert_eq!(ids(&f), [ids::NO_DEFAULT_ROUTE]);
+        // Unless a kubelet already runs with its address given.
+        let f = findings(&Input {
+            settings: &s,
+            interfaces: &interfaces(),
+            sockets: &[kubelet_ip.clone()],
+            role: Some(Role::Worker),
+            cnis: &[],
+            checked: &[],
+            pre_install: true,
+        });
+        assert!(f.is_empty(), "{f:#?}");
         // A control-plane node also needs the API server's --advertise-address.
         let api = with("kube-apiserver --secure-port=6443", "kube-apiserver", 6443);
         let f = run_with(
