@@ -192,11 +192,13 @@ impl Judge<'_> {
 
     /// A needed setting that could not be read: one finding per setting.
     fn unknown(&mut self, what: &str, reason: &str, needed_for: &str, command: &str) {
-        if self
-            .out
-            .iter()
-            .any(|f| f.id == ids::SETTING_UNKNOWN && f.evidence.settings[0].source == what)
-        {
+        if self.out.iter().any(|f| {
+            f.id == ids::SETTING_UNKNOWN
+                && f.evidence
+                    .settings
+                    .first()
+                    .is_some_and(|s| s.source == what)
+        }) {
             return;
         }
         self.add(finding(
