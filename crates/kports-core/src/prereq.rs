@@ -1097,12 +1097,18 @@ fn paths(j: &mut Judge<'_>) {
             rs.iter()
                 .any(|r| r.linkdown && r.dev.as_deref() == Some(&dev))
         });
-        let problem = if !l.up {
-            "is down"
+        let (problem, fix) = if !l.up {
+            ("is down", format!("ip link set {dev} up"))
         } else if !l.carrier {
-            "has no carrier (cable, peer or switch port down)"
+            (
+                "has no carrier (cable, peer or switch port down)",
+                format!("bring back {dev}'s cable, its peer or its switch port"),
+            )
         } else if linkdown {
-            "has routes the kernel marks linkdown"
+            (
+                "has routes the kernel marks linkdown",
+                format!("bring back {dev}'s carrier (its cable, peer or switch port)"),
+            )
         } else {
             continue;
         };
@@ -1130,7 +1136,7 @@ fn paths(j: &mut Judge<'_>) {
                 ),
             ],
             format!("ip link show {dev}; ip route show dev {dev}"),
-            Some(format!("ip link set {dev} up, and check its cable or peer")),
+            Some(fix),
         ));
     }
 }

@@ -105,7 +105,7 @@ pub struct RpFilter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PathRoute {
     pub peer: IpAddr,
-    /// Why it is a peer (`the API server this node connects to`, `an overlay peer (flannel.1)`).
+    /// Why it is a peer (`the API server this node connects to`, `an overlay peer on flannel.1`).
     pub why: String,
     /// The device of the route (`ip route get`); unknown with the kernel's answer when there is
     /// no route.

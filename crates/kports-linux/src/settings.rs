@@ -76,7 +76,7 @@ pub fn read(peers: &[(IpAddr, String)], timeout: Duration) -> NodeSettings {
         for l in ls.iter().filter(|l| l.kind == "vxlan") {
             if let Ok(t) = run("bridge", &["-j", "fdb", "show", "dev", &l.name], timeout) {
                 for a in parse_fdb_dsts(&t) {
-                    all_peers.push((a, format!("an overlay peer ({})", l.name)));
+                    all_peers.push((a, format!("an overlay peer on {}", l.name)));
                 }
             }
         }

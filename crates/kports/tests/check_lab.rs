@@ -1137,6 +1137,17 @@ fn a_lab_node_whose_link_is_down_has_the_path_finding_until_it_is_up() {
     // No default route in the lab, by design: its components are given their addresses
     // (--node-ip, --advertise-address), so none is needed and none is reported.
     assert_eq!(prereq_findings(&check("w1", &[]).1), []);
+    // Inside the node as `kports lab exec` enters it (its own host name, the lab's hosts file),
+    // the name resolves to the node's address.
+    let doc: Value =
+        serde_json::from_str(&lab_exec_ok("w1", &[KPORTS, "check", "-o", "json"])).unwrap();
+    assert_eq!(doc["hostname"], "w1");
+    assert_eq!(prereq_findings(&doc), []);
+    let cp1 = lab_exec_ok("w1", &["getent", "hosts", "cp1"]);
+    assert!(
+        ["192.0.2.11", "2001:db8::11"].contains(&cp1.split_whitespace().next().unwrap_or("")),
+        "{cp1}"
+    );
     kports_ok(&["lab", "fault", "w1", "down"]);
     let (code, doc) = check("w1", &[]);
     let found = prereq_findings(&doc);
