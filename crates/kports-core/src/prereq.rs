@@ -1655,7 +1655,7 @@ mod tests {
         let f = findings(&Input {
             settings: &s,
             interfaces: &interfaces(),
-            sockets: &[kubelet_ip.clone()],
+            sockets: std::slice::from_ref(&kubelet_ip),
             role: Some(Role::Worker),
             cnis: &[],
             checked: &[],
