@@ -84,6 +84,21 @@ pub enum Command {
     Firewall(FirewallCommand),
     /// A practice cluster network on this machine, made of network namespaces (needs root).
     Lab(kports_lab::LabArgs),
+    /// Print the shell completion script for bash, zsh or fish.
+    ///
+    /// The Debian package installs the bash, zsh and fish scripts already.
+    #[command(after_long_help = "Examples:
+  source <(kports completions bash)                                this bash session
+  kports completions bash > /etc/bash_completion.d/kports          every bash session
+  kports completions zsh > /usr/local/share/zsh/site-functions/_kports
+  kports completions fish > ~/.config/fish/completions/kports.fish")]
+    Completions(crate::cmd::completions::CompletionsArgs),
+    /// Write the man pages of kports and of every subcommand into a directory.
+    ///
+    /// The Debian package has them already; this is for a copied static binary.
+    #[command(after_long_help = "Examples:
+  kports man /usr/local/share/man/man1 && man kports-check")]
+    Man(crate::cmd::man::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         Command::Explain(a) => cmd::explain::run(a, &mut out),
         Command::Firewall(c) => cmd::firewall::run(c, &mut out),
         Command::Lab(a) => return lab(a),
+        Command::Completions(a) => cmd::completions::run(a, &mut out),
+        Command::Man(a) => cmd::man::run(a, &mut out),
     }
     .and_then(|warnings| {
         out.flush()?;

@@ -1,10 +1,12 @@
 //! One module per subcommand; each turns validated arguments into a census and prints it.
 
 pub mod check;
+pub mod completions;
 pub mod conns;
 pub mod explain;
 pub mod firewall;
 pub mod listen;
+pub mod man;
 pub mod node;
 
 use std::path::PathBuf;
