@@ -35,25 +35,26 @@ pub fn is_secret_flag(name: &str) -> bool {
 
 /// Redacts `argv` and joins it with spaces, as a command line is shown.
 pub fn redact_argv(argv: &[String]) -> String {
-    let mut out = String::new();
+    redact_args(argv).join(" ")
+}
+
+/// Redacts `argv` element by element, keeping it a list (for documents that carry `argv`).
+pub fn redact_args(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
     let mut hide_next = false;
     for arg in argv {
-        if !out.is_empty() {
-            out.push(' ');
-        }
         if hide_next && !arg.starts_with('-') {
-            out.push_str(REDACTED);
+            out.push(REDACTED.to_string());
             hide_next = false;
             continue;
         }
         hide_next = false;
-        let redacted = redact_arg(arg);
         if let Some(name) = arg.strip_prefix('-').map(|a| a.trim_start_matches('-')) {
             if !name.contains('=') && is_secret_flag(name) {
                 hide_next = true;
             }
         }
-        out.push_str(&redacted);
+        out.push(redact_arg(arg));
     }
     out
 }
@@ -159,6 +160,18 @@ mod tests {
     #[test]
     fn flag_without_value_does_not_eat_next_flag() {
         check(&["x", "--token", "--v=2"], "x --token --v=2");
+    }
+
+    #[test]
+    fn args_stay_a_list() {
+        let argv: Vec<String> = ["kubeadm", "join", "--token", "abc.def", "--v=5"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            redact_args(&argv),
+            ["kubeadm", "join", "--token", "REDACTED", "--v=5"]
+        );
     }
 
     #[test]

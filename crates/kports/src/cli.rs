@@ -99,6 +99,37 @@ pub enum Command {
     #[command(after_long_help = "Examples:
   kports man /usr/local/share/man/man1 && man kports-check")]
     Man(crate::cmd::man::ManArgs),
+    /// Run as an agent: keep this node's check fresh and serve it over HTTP with metrics.
+    ///
+    /// Every interval (jittered) the agent checks the node as `kports check -o json` does and
+    /// serves the document at /api/v1/report (a bearer token from --token-file, or --no-auth),
+    /// with /healthz, /readyz (ready after the first check) and OpenMetrics at /metrics. It
+    /// stops on SIGTERM or Ctrl-C, letting requests in flight finish. deploy/ runs it as a
+    /// DaemonSet.
+    #[command(after_long_help = "Examples:
+  kports agent --listen 127.0.0.1:9640 --no-auth
+  kports agent --listen 192.0.2.10:9640 --token-file /etc/kports/token
+  curl -H \"Authorization: Bearer $(cat /etc/kports/token)\" http://192.0.2.10:9640/api/v1/report")]
+    Agent(AgentArgs),
+}
+
+/// `kports agent`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["token_file", "no_auth"])))]
+pub struct AgentArgs {
+    /// The address and port to serve on (`[::1]:9640` for IPv6).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// A file holding the bearer token the API routes require (health and metrics stay open).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Serve the API without a token (for a listener only trusted clients reach).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Seconds between two checks of the node, on average (each delay is jittered by 20%).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(5..=3600))]
+    pub interval: u64,
 }
 
 #[derive(Debug, Subcommand)]

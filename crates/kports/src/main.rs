@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Lab(a) => return lab(a),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
         Command::Man(a) => cmd::man::run(a, &mut out),
+        Command::Agent(a) => cmd::agent::run(a),
     }
     .and_then(|warnings| {
         out.flush()?;

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns validated arguments into a census and prints it.
 
+pub mod agent;
 pub mod check;
 pub mod completions;
 pub mod conns;
