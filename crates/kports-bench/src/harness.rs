@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::check;
+use crate::crosscheck;
 use crate::loadgen::{NET_PREFIX, Ready};
 use crate::measure::{self, Argv, End, Run, Stdout};
 use crate::report::thousands;
@@ -63,13 +63,13 @@ impl Tools {
             &Argv::new(&self.ss, &["-tanH", "state", "established"]),
             HELPER_TIMEOUT,
         )?;
-        Ok(check::count_lines(&out))
+        Ok(crosscheck::count_lines(&out))
     }
 
     /// `ss -tanH | wc -l`: TCP sockets in every state, everyone's.
     pub fn all_tcp(&self) -> Result<usize> {
         let out = measure::capture(&Argv::new(&self.ss, &["-tanH"]), HELPER_TIMEOUT)?;
-        Ok(check::count_lines(&out))
+        Ok(crosscheck::count_lines(&out))
     }
 
     /// TCP sockets in any state with a local address in the load generator's network.
@@ -78,7 +78,7 @@ impl Tools {
             &Argv::new(&self.ss, &["-tanH", "state", state, "src", &net()]),
             HELPER_TIMEOUT,
         )?;
-        Ok(check::count_lines(&out))
+        Ok(crosscheck::count_lines(&out))
     }
 }
 
@@ -260,7 +260,7 @@ pub fn cross_check(tools: &Tools, ready: &Ready) -> Result<CheckResult> {
     let (before, after, c) = between(
         || tools.established(),
         || {
-            check::conns_json(&measure::capture(
+            crosscheck::conns_json(&measure::capture(
                 &Argv::new(&tools.kports, &["conns", "-o", "json"]),
                 HELPER_TIMEOUT,
             )?)
@@ -317,16 +317,16 @@ pub fn cross_check(tools: &Tools, ready: &Ready) -> Result<CheckResult> {
 
     let ss_listeners = || -> Result<_> {
         let out = measure::capture(&Argv::new(&tools.ss, &["-tlnH"]), HELPER_TIMEOUT)?;
-        check::ss_listeners(&String::from_utf8_lossy(&out))
+        crosscheck::ss_listeners(&String::from_utf8_lossy(&out))
     };
     let (before, after, l) = between(ss_listeners, || {
-        check::listen_json(&measure::capture(
+        crosscheck::listen_json(&measure::capture(
             &Argv::new(&tools.kports, &["listen", "-o", "json"]),
             HELPER_TIMEOUT,
         )?)
     })?;
-    let missing = check::missing_listeners(&before, &l.tcp);
-    let missing_after = check::missing_listeners(&after, &l.tcp);
+    let missing = crosscheck::missing_listeners(&before, &l.tcp);
+    let missing_after = crosscheck::missing_listeners(&after, &l.tcp);
     if missing.is_empty() || missing_after.is_empty() {
         r.checks.push(format!(
             "`kports listen` listed every one of the {} TCP listeners `ss -tlnH` lists",

@@ -1,7 +1,7 @@
 //! The census benchmark: a loopback load generator and a harness that times kports against
 //! `ss`, `netstat` and `lsof` on the same load. Linux only; needs root for owner attribution.
 
-pub mod check;
+pub mod crosscheck;
 pub mod harness;
 pub mod loadgen;
 pub mod measure;

@@ -13,38 +13,19 @@
 //! the flag is then part of the evidence. Every finding carries the `ss` command that shows the
 //! same thing, so an administrator can see it without kports.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
 use crate::catalog::{
     BindScope, Catalog, Entry, Expect, Key, Network, PortRange, Protocol, Role, Severity, Version,
 };
-use crate::flags::{self, Host};
-use crate::{Interface, Owner, ProcessRef, Proto, SockState, Socket, Warning};
-
-/// Finding ids: stable, for scripts and CI to match on.
-pub mod ids {
-    pub const PORT_NOT_LISTENING: &str = "port-not-listening";
-    pub const PORT_CONFLICT: &str = "port-conflict";
-    pub const BOUND_LOOPBACK_ONLY: &str = "bound-loopback-only";
-    pub const BOUND_TOO_WIDE: &str = "bound-too-wide";
-    pub const UNEXPLAINED_LISTENER: &str = "unexplained-listener";
-    pub const PORT_IN_USE: &str = "port-in-use";
-    // Raised by `expect = "absent"` entries (see `catalog::ABSENT_FINDINGS`).
-    pub const READONLY_PORT_OPEN: &str = "readonly-port-open";
-    pub const LEGACY_INSECURE_PORT: &str = "legacy-insecure-port";
-    pub const FORBIDDEN_PORT_OPEN: &str = "forbidden-port-open";
-    // Raised by the firewall join (`kports_firewall::findings`).
-    /// A source that needs a required port gets drop or reject.
-    pub const FIREWALL_BLOCKS_REQUIRED_PORT: &str = "firewall-blocks-required-port";
-    /// A port only this node needs is bound beyond loopback and the firewall lets anyone in.
-    pub const FIREWALL_EXPOSES_PRIVATE_PORT: &str = "firewall-exposes-private-port";
-    /// The ruleset could not be read: whether required ports are open is unknown.
-    pub const FIREWALL_UNKNOWN: &str = "firewall-unknown";
-}
+use crate::finding::{
+    Evidence, Finding, FindingId, Setting, SocketEvidence, sort_findings, ss_command,
+};
+use crate::flags;
+use crate::resolve::Resolved;
+use crate::{Interface, Owner, Proto, Socket, Warning};
 
 /// The ports kubeadm preflight's PortOpenCheck tests (init and control-plane join).
 const KUBEADM_PREFLIGHT_PORTS: &[u16] = &[6443, 10259, 10257, 10250, 2379, 2380];
@@ -57,6 +38,8 @@ pub struct Input<'a> {
     pub sockets: &'a [Socket],
     pub interfaces: &'a [Interface],
     pub catalog: &'a Catalog,
+    /// The catalog's entries after the running components' flags ([`crate::resolve`]).
+    pub resolved: &'a [Resolved],
     /// `None` when the role is unknown: then only ports no node should serve and unexplained
     /// listeners are checked.
     pub role: Option<Role>,
@@ -90,24 +73,13 @@ impl Report {
         for f in &findings {
             for c in &mut self.checked {
                 if f.entry.as_ref() == Some(&c.entry) {
-                    c.result = "finding";
+                    c.result = PortResult::Finding;
                 }
             }
         }
         self.findings.extend(findings);
         sort_findings(&mut self.findings);
     }
-}
-
-/// Most severe first, then by port, protocol and id.
-pub fn sort_findings(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.port.cmp(&b.port))
-            .then(a.protocol.cmp(&b.protocol))
-            .then(a.id.cmp(b.id))
-    });
 }
 
 /// One catalog port as checked on this node.
@@ -119,265 +91,33 @@ pub struct Checked {
     pub purpose: String,
     pub expect: Expect,
     /// `ok`, `finding`, or `off` (a flag turned the port off).
-    pub result: &'static str,
+    pub result: PortResult,
     /// Listeners on the port now.
     pub listeners: Vec<SocketEvidence>,
     /// Flags and devices that set the port or address.
     pub configured_by: Vec<Setting>,
 }
 
-/// A problem, with what shows it and how to see it without kports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// Stable identifier (see [`ids`]).
-    pub id: &'static str,
-    pub severity: Severity,
-    /// One line, in words an administrator or a learner understands.
-    pub message: String,
-    /// The catalog entry the finding is about; none for an unexplained listener.
-    pub entry: Option<Key>,
-    /// Absent for a finding about the node rather than a port (`prereq`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<Protocol>,
-    /// The port concerned (a single port, or the range for a missing range).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<PortRange>,
-    pub evidence: Evidence,
-    /// The command that shows it: `ss -tlnp 'sport = :10250'`.
-    pub command: String,
-    /// The command that fixes it, when there is one to give (`sysctl -w net.ipv4.ip_forward=1`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-}
-
-impl Finding {
-    /// `tcp/6443`, or `-` for a finding about the node rather than a port.
-    pub fn place(&self) -> String {
-        match (self.protocol, self.port) {
-            (Some(proto), Some(port)) => format!("{}/{port}", proto.as_str()),
-            _ => "-".to_string(),
-        }
-    }
-}
-
-/// The facts behind a finding.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Evidence {
-    pub sockets: Vec<SocketEvidence>,
-    pub flags: Vec<Setting>,
-    /// Firewall verdicts behind a `firewall-*` finding (absent from the others).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub firewall: Vec<FirewallEvidence>,
-    /// Kernel settings and node facts behind a `prereq` finding (absent from the others):
-    /// `net.ipv4.ip_forward` = `0`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub settings: Vec<Setting>,
-}
-
-/// One firewall verdict, as shown in evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FirewallEvidence {
-    /// Who the source stands for: `control-plane`, `nodes`, `all`, `load-balancers`.
-    pub source_kind: String,
-    /// The address or prefix judged from, and where it came from (`10.0.0.11 (connected to
-    /// the API server)`).
-    pub source: String,
-    /// `accept`, `drop`, `reject`, `depends` or `unknown`.
-    pub verdict: String,
-    /// The rule (or policy) that decided, as kports names it; absent when none did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-}
-
-/// A listening socket as shown in evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SocketEvidence {
-    pub proto: Proto,
-    pub state: SockState,
-    pub local_address: IpAddr,
-    pub local_port: u16,
-    pub owner: Owner,
-    pub processes: Vec<ProcessEvidence>,
-    pub component: Option<&'static str>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProcessEvidence {
-    pub pid: u32,
-    pub name: String,
-}
-
-/// A flag (or device) that set where a port is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Setting {
-    /// The process whose command line has the flag; none for a device.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// `kube-apiserver` or `device flannel.1`.
-    pub source: String,
-    /// `--bind-address=127.0.0.1` or `vxlan dstport 8472`.
-    pub value: String,
-}
-
-impl SocketEvidence {
-    pub fn of(s: &Socket) -> SocketEvidence {
-        SocketEvidence {
-            proto: s.proto,
-            state: s.state,
-            local_address: s.local_address,
-            local_port: s.local_port,
-            owner: s.owner,
-            processes: s
-                .processes
-                .iter()
-                .map(|p| ProcessEvidence {
-                    pid: p.pid,
-                    name: p.name.clone(),
-                })
-                .collect(),
-            component: s.component,
-        }
-    }
-}
-
-/// Whether a socket is a listener: a listening TCP socket or a bound, unconnected UDP one.
-pub fn is_listener(s: &Socket) -> bool {
-    match s.proto {
-        Proto::Tcp => s.state == SockState::Listen,
-        Proto::Udp => s.state == SockState::Close && s.local_port != 0,
-    }
-}
-
-/// An entry with the port and addresses the node's flags and devices give it.
-#[derive(Debug, Clone)]
-pub struct Resolved<'a> {
-    pub entry: &'a Entry,
-    pub port: PortRange,
-    /// Where the flags say it binds, when they say.
-    pub addresses: Option<Vec<Host>>,
-    pub settings: Vec<Setting>,
+/// What the check concluded about one catalog port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortResult {
+    /// As the catalog expects.
+    Ok,
+    /// At least one finding concerns it.
+    Finding,
     /// A flag turned the port off (`--read-only-port=0`).
-    pub off: bool,
+    Off,
 }
 
-/// The first process of each component in the census, for its command line.
-pub fn component_processes(sockets: &[Socket]) -> HashMap<&'static str, Arc<ProcessRef>> {
-    let mut m = HashMap::new();
-    for s in sockets {
-        if let (Some(c), Some(p)) = (s.component, s.processes.first()) {
-            m.entry(c).or_insert_with(|| p.clone());
+impl PortResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortResult::Ok => "ok",
+            PortResult::Finding => "finding",
+            PortResult::Off => "off",
         }
     }
-    m
-}
-
-/// Applies the running component's flags and the tunnel devices to `e`.
-pub fn resolve<'a>(
-    e: &'a Entry,
-    procs: &HashMap<&'static str, Arc<ProcessRef>>,
-    interfaces: &[Interface],
-    warnings: &mut Vec<Warning>,
-) -> Resolved<'a> {
-    let mut r = Resolved {
-        entry: e,
-        port: e.port,
-        addresses: None,
-        settings: Vec::new(),
-        off: false,
-    };
-    let of = e.flags.of.as_deref().unwrap_or(&e.component);
-    if let Some(p) = procs.get(of) {
-        let mut bad = |err: flags::FlagError| {
-            warnings.push(Warning::new(
-                "flag-unreadable",
-                format!(
-                    "cannot read {err} of {} (pid {}); {} is checked at its catalog default",
-                    p.name,
-                    p.pid,
-                    e.label()
-                ),
-            ));
-        };
-        let setting = |flag: &str, v: &str, r: &mut Resolved<'a>| {
-            r.settings.push(Setting {
-                pid: Some(p.pid),
-                source: p.name.clone(),
-                value: format!("{flag}={v}"),
-            });
-        };
-        if let Some(f) = &e.flags.port {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_port(f, v) {
-                    Ok(Some(port)) => r.port = PortRange::single(port),
-                    Ok(None) => r.off = true,
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-        if let Some(f) = &e.flags.address {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_address(f, v) {
-                    Ok(h) => r.addresses = Some(vec![h]),
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-        if let Some(f) = &e.flags.endpoint {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_endpoint(f, v) {
-                    Ok((h, port)) => {
-                        r.addresses = Some(vec![h]);
-                        if let Some(port) = port {
-                            r.port = PortRange::single(port);
-                        }
-                    }
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-        if let Some(f) = &e.flags.urls {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_urls(f, v) {
-                    Ok(urls) => {
-                        if let Some((_, port)) = urls.first() {
-                            r.port = PortRange::single(*port);
-                        }
-                        r.addresses = Some(urls.into_iter().map(|(h, _)| h).collect());
-                    }
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-        if let Some(f) = &e.flags.range {
-            if let Some(v) = flags::value(&p.cmdline, f) {
-                match flags::parse_range(f, v) {
-                    Ok(range) => r.port = range,
-                    Err(err) => bad(err),
-                }
-                setting(f, v, &mut r);
-            }
-        }
-    }
-    for dev in &e.tunnel_devices {
-        if let Some((i, port)) = interfaces
-            .iter()
-            .find(|i| &i.name == dev)
-            .and_then(|i| i.tunnel_port.map(|p| (i, p)))
-        {
-            r.port = PortRange::single(port);
-            r.settings.push(Setting {
-                pid: None,
-                source: format!("device {}", i.name),
-                value: format!("{} dstport {port}", i.kind),
-            });
-            break;
-        }
-    }
-    r
 }
 
 /// How a socket relates to an entry.
@@ -467,25 +207,8 @@ fn peers(e: &Entry) -> String {
     }
 }
 
-/// The `ss` command that shows listeners on `port`.
-pub fn ss_command(proto: Protocol, port: PortRange) -> String {
-    let flag = if proto == Protocol::Udp {
-        "-ulnp"
-    } else {
-        "-tlnp"
-    };
-    if port.is_single() {
-        format!("ss {flag} 'sport = :{}'", port.first)
-    } else {
-        format!(
-            "ss {flag} 'sport >= :{} and sport <= :{}'",
-            port.first, port.last
-        )
-    }
-}
-
 /// Settings whose flag is an address flag, for evidence about binds.
-fn bind_settings(r: &Resolved<'_>) -> Vec<Setting> {
+fn bind_settings(r: &Resolved) -> Vec<Setting> {
     let f = &r.entry.flags;
     let names: Vec<&str> = [&f.address, &f.endpoint, &f.urls]
         .into_iter()
@@ -514,7 +237,7 @@ struct At {
 }
 
 impl At {
-    fn entry(r: &Resolved<'_>, port: PortRange) -> At {
+    fn entry(r: &Resolved, port: PortRange) -> At {
         At {
             entry: Some(r.entry.key()),
             protocol: r.entry.protocol,
@@ -534,7 +257,7 @@ struct Checker {
 impl Checker {
     fn add(
         &mut self,
-        id: &'static str,
+        id: FindingId,
         severity: Severity,
         message: String,
         at: At,
@@ -565,14 +288,8 @@ impl Checker {
 /// Runs the check.
 pub fn check(input: &Input<'_>) -> Report {
     let mut warnings = Vec::new();
-    let procs = component_processes(input.sockets);
-    let resolved: Vec<Resolved<'_>> = input
-        .catalog
-        .entries
-        .iter()
-        .map(|e| resolve(e, &procs, input.interfaces, &mut warnings))
-        .collect();
-    let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| is_listener(s)).collect();
+    let resolved = input.resolved;
+    let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| s.is_listener()).collect();
     let mut ck = Checker {
         findings: Vec::new(),
         reported: HashSet::new(),
@@ -600,8 +317,8 @@ pub fn check(input: &Input<'_>) -> Report {
         ));
     }
 
-    for r in &resolved {
-        let e = r.entry;
+    for r in resolved {
+        let e = &r.entry;
         let Some(proto) = e.protocol.proto() else {
             continue;
         };
@@ -625,11 +342,11 @@ pub fn check(input: &Input<'_>) -> Report {
             evaluate(&mut ck, r, &on_port);
         }
         let result = if ck.findings.len() > before {
-            "finding"
+            PortResult::Finding
         } else if r.off {
-            "off"
+            PortResult::Off
         } else {
-            "ok"
+            PortResult::Ok
         };
         checked.push(Checked {
             entry: e.key(),
@@ -651,7 +368,7 @@ pub fn check(input: &Input<'_>) -> Report {
     }
 
     if !input.pre_install {
-        unexplained(&mut ck, &listeners, &resolved);
+        unexplained(&mut ck, &listeners, resolved);
     }
     let mut findings = ck.findings;
     sort_findings(&mut findings);
@@ -690,8 +407,8 @@ fn version_ok(input: &Input<'_>, e: &Entry) -> bool {
     input.version.is_none_or(|v| e.versions.contains(v))
 }
 
-fn evaluate(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
-    let e = r.entry;
+fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
+    let e = &r.entry;
     let expected: Vec<&Socket> = on_port
         .iter()
         .copied()
@@ -736,7 +453,7 @@ fn evaluate(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
                     e.component
                 );
                 ck.add(
-                    ids::PORT_CONFLICT,
+                    FindingId::PortConflict,
                     severity,
                     message,
                     At::entry(r, r.port),
@@ -751,7 +468,7 @@ fn evaluate(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
                     e.purpose
                 );
                 ck.add(
-                    ids::PORT_NOT_LISTENING,
+                    FindingId::PortNotListening,
                     e.missing,
                     message,
                     At::entry(r, r.port),
@@ -782,15 +499,15 @@ fn evaluate(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
             if hits.is_empty() {
                 return;
             }
-            let id = e.finding.unwrap_or(ids::FORBIDDEN_PORT_OPEN);
+            let id = e.finding.unwrap_or(FindingId::ForbiddenPortOpen);
             let port = hits[0].local_port;
             let label = e.label_at(port);
             let at = addresses(&hits);
             let message = match id {
-                ids::READONLY_PORT_OPEN => format!(
+                FindingId::ReadonlyPortOpen => format!(
                     "the kubelet's read-only port {label} is open on {at}: whoever reaches it reads every pod's spec without credentials; set readOnlyPort: 0"
                 ),
-                ids::LEGACY_INSECURE_PORT => format!(
+                FindingId::LegacyInsecurePort => format!(
                     "{} still serves its insecure port {label} on {at} (gone since Kubernetes 1.23): health and metrics without authentication",
                     e.component
                 ),
@@ -829,7 +546,7 @@ fn evaluate(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
                     },
                 );
                 ck.add(
-                    ids::PORT_CONFLICT,
+                    FindingId::PortConflict,
                     Severity::Warning,
                     message,
                     At::entry(r, PortRange::single(port)),
@@ -843,8 +560,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
 }
 
 /// Loopback only where others must connect; wider than kubeadm binds it.
-fn check_scope(ck: &mut Checker, r: &Resolved<'_>, port: u16, expected: &[&Socket]) {
-    let e = r.entry;
+fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) {
+    let e = &r.entry;
     let actual = scope(expected);
     let label = e.label_at(port);
     let flags = bind_settings(r);
@@ -862,7 +579,7 @@ fn check_scope(ck: &mut Checker, r: &Resolved<'_>, port: u16, expected: &[&Socke
             peers(e)
         );
         ck.add(
-            ids::BOUND_LOOPBACK_ONLY,
+            FindingId::BoundLoopbackOnly,
             severity,
             message,
             At::entry(r, PortRange::single(port)),
@@ -884,7 +601,7 @@ fn check_scope(ck: &mut Checker, r: &Resolved<'_>, port: u16, expected: &[&Socke
             e.bind.describe()
         );
         ck.add(
-            ids::BOUND_TOO_WIDE,
+            FindingId::BoundTooWide,
             e.too_wide,
             message,
             At::entry(r, PortRange::single(port)),
@@ -894,8 +611,8 @@ fn check_scope(ck: &mut Checker, r: &Resolved<'_>, port: u16, expected: &[&Socke
     }
 }
 
-fn pre_install(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
-    let e = r.entry;
+fn pre_install(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
+    let e = &r.entry;
     let mut by_port: BTreeMap<u16, Vec<&Socket>> = BTreeMap::new();
     for s in on_port {
         by_port.entry(s.local_port).or_default().push(s);
@@ -932,7 +649,7 @@ fn pre_install(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
             )
         };
         ck.add(
-            ids::PORT_IN_USE,
+            FindingId::PortInUse,
             severity,
             message,
             At::entry(r, PortRange::single(port)),
@@ -945,7 +662,7 @@ fn pre_install(ck: &mut Checker, r: &Resolved<'_>, on_port: &[&Socket]) {
 /// Listeners that no catalog entry explains. A port the catalog gives to another component is
 /// reported on its own; the rest are grouped per holder and protocol, so a process with a
 /// hundred listeners is one finding, not a hundred.
-fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved<'_>]) {
+fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved]) {
     type Group<'s> = BTreeMap<(Proto, Option<u16>, Vec<u32>, bool), Vec<&'s Socket>>;
     let known_port = |proto: Proto, port: u16| -> Option<&Entry> {
         resolved
@@ -955,7 +672,7 @@ fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved<'_>
                     && r.port.is_single()
                     && r.port.first == port
             })
-            .map(|r| r.entry)
+            .map(|r| &r.entry)
     };
     let mut groups: Group<'_> = BTreeMap::new();
     for s in listeners {
@@ -1024,7 +741,7 @@ fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved<'_>
         };
         let pid = pids.first().copied();
         ck.add(
-            ids::UNEXPLAINED_LISTENER,
+            FindingId::UnexplainedListener,
             Severity::Info,
             message,
             at,
@@ -1054,11 +771,12 @@ impl Entry {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
+    use crate::ProcessRef;
     use crate::catalog::Catalog;
     use crate::role::tests::{iface, listener};
+    use std::sync::Arc;
 
     fn tcp(addr: &str, port: u16, c: &'static str, pid: u32) -> Socket {
         listener(Proto::Tcp, addr, port, c, pid, Some(c))
@@ -1119,10 +837,12 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let cnis = ["flannel".to_string()];
         let ifs = [iface("flannel.1", "vxlan", Some(8472))];
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, sockets, &ifs);
         check(&Input {
             sockets,
             interfaces: &ifs,
             catalog: &catalog,
+            resolved: &resolved,
             role,
             cnis: &cnis,
             version: None,
@@ -1133,7 +853,7 @@ mod tests {
     fn ids_of(r: &Report) -> Vec<(&'static str, Severity, String)> {
         r.findings
             .iter()
-            .map(|f| (f.id, f.severity, f.place()))
+            .map(|f| (f.id.as_str(), f.severity, f.place()))
             .collect()
     }
 
@@ -1142,7 +862,7 @@ mod tests {
         let r = run(&control_plane(), Some(Role::ControlPlane), false);
         assert_eq!(ids_of(&r), [], "{:#?}", r.findings);
         assert!(
-            r.checked.iter().all(|c| c.result == "ok"),
+            r.checked.iter().all(|c| c.result == PortResult::Ok),
             "{:#?}",
             r.checked
         );
@@ -1237,12 +957,9 @@ mod tests {
                 ("bound-too-wide", Severity::Info, "tcp/2379".into())
             ]
         );
-        assert!(
-            r.findings[0].message.contains(
-                "only the other etcd members need it; kubeadm binds it to the node's address"
-            ),
-            "{}",
-            r.findings[0].message
+        assert_eq!(
+            r.findings[0].message,
+            "etcd listens on tcp/2380 on every address (0.0.0.0): only the other etcd members need it; kubeadm binds it to the node's address"
         );
     }
 
@@ -1255,10 +972,9 @@ mod tests {
             ids_of(&r),
             [("readonly-port-open", Severity::Warning, "tcp/10255".into())]
         );
-        assert!(
-            r.findings[0]
-                .message
-                .starts_with("the kubelet's read-only port tcp/10255 is open on ::")
+        assert_eq!(
+            r.findings[0].message,
+            "the kubelet's read-only port tcp/10255 is open on ::: whoever reaches it reads every pod's spec without credentials; set readOnlyPort: 0"
         );
     }
 
@@ -1276,7 +992,7 @@ mod tests {
             .iter()
             .find(|c| c.entry.port.first == 10255)
             .unwrap();
-        assert_eq!(ro.result, "off");
+        assert_eq!(ro.result, PortResult::Off);
         assert_eq!(ro.configured_by[0].value, "--read-only-port=0");
     }
 
@@ -1372,7 +1088,7 @@ mod tests {
             .iter()
             .find(|c| c.entry.component == "kube-apiserver")
             .unwrap();
-        assert_eq!((api.port.first, api.result), (8443, "ok"));
+        assert_eq!((api.port.first, api.result), (8443, PortResult::Ok));
     }
 
     #[test]
@@ -1407,10 +1123,12 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let cnis = ["flannel".to_string()];
         let ifs = [iface("flannel.1", "vxlan", Some(4789))];
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, &s, &ifs);
         let r = check(&Input {
             sockets: &s,
             interfaces: &ifs,
             catalog: &catalog,
+            resolved: &resolved,
             role: Some(Role::Worker),
             cnis: &cnis,
             version: None,
@@ -1445,7 +1163,10 @@ mod tests {
             "python3 (pid 77) listens on tcp/8000 (0.0.0.0, ::), which no catalog entry explains"
         );
         assert_eq!(r.findings[1].evidence.sockets.len(), 2);
-        assert!(r.findings[0].message.ends_with("(0.0.0.0); the catalog has that port as etcd's (etcd client API (gRPC over TLS)), but this is not etcd"), "{}", r.findings[0].message);
+        assert_eq!(
+            r.findings[0].message,
+            "python3 (pid 78) listens on tcp/2379 (0.0.0.0); the catalog has that port as etcd's (etcd client API (gRPC over TLS)), but this is not etcd"
+        );
     }
 
     #[test]
@@ -1512,12 +1233,12 @@ mod tests {
         assert!(
             r.checked
                 .iter()
-                .any(|c| c.entry.port.first == 2380 && c.result == "ok")
+                .any(|c| c.entry.port.first == 2380 && c.result == PortResult::Ok)
         );
         assert!(
             r.checked
                 .iter()
-                .any(|c| c.entry.port.first == 6443 && c.result == "finding")
+                .any(|c| c.entry.port.first == 6443 && c.result == PortResult::Finding)
         );
         // A free node passes.
         let r = run(
@@ -1536,10 +1257,9 @@ mod tests {
             ids_of(&r),
             [("port-in-use", Severity::Error, "tcp/10250".into())]
         );
-        assert!(
-            r.findings[0]
-                .message
-                .contains("in use by kubelet (pid 500)")
+        assert_eq!(
+            r.findings[0].message,
+            "[ERROR Port-10250]: Port 10250 is in use by kubelet (pid 500) (kubelet needs it: Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics)"
         );
     }
 

@@ -17,7 +17,7 @@ use crate::{Family, Netns, Proto, SockState, Socket};
 /// Whether a row counts connections accepted by a local listener, or opened to a remote one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Direction {
+pub enum ConnDirection {
     In,
     Out,
 }
@@ -25,7 +25,7 @@ pub enum Direction {
 /// One line of `kports conns`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConnRow {
-    pub direction: Direction,
+    pub direction: ConnDirection,
     /// The listener's address and port (`in`); none for `out`.
     pub local_address: Option<IpAddr>,
     pub local_port: Option<u16>,
@@ -40,12 +40,12 @@ pub struct ConnRow {
     pub netns: Option<Arc<Netns>>,
     /// With `--by-peer`: the `in` connections broken down by remote address, busiest first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub peers: Option<Vec<PeerCount>>,
+    pub peers: Option<Vec<PeerEstablished>>,
 }
 
 /// Connections from one remote address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PeerCount {
+pub struct PeerEstablished {
     pub remote_address: IpAddr,
     pub established: u64,
 }
@@ -106,7 +106,7 @@ pub fn group(sockets: &[Socket], how: Grouping) -> Vec<ConnRow> {
             None => {
                 let key = RowKey {
                     netns: ns(s),
-                    direction: Direction::Out,
+                    direction: ConnDirection::Out,
                     addr: s.remote_address,
                     port: s.remote_port,
                     owner: s.processes.first().map_or(0, |p| p.pid),
@@ -115,7 +115,7 @@ pub fn group(sockets: &[Socket], how: Grouping) -> Vec<ConnRow> {
             }
         };
         acc.count += 1;
-        if how.by_peer && acc.direction == Direction::In {
+        if how.by_peer && acc.direction == ConnDirection::In {
             *acc.peers.entry(s.remote_address).or_default() += 1;
         }
     }
@@ -128,7 +128,7 @@ pub fn group(sockets: &[Socket], how: Grouping) -> Vec<ConnRow> {
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct RowKey {
     netns: NsKey,
-    direction: Direction,
+    direction: ConnDirection,
     addr: IpAddr,
     port: u16,
     owner: u32,
@@ -138,7 +138,7 @@ fn in_key(sockets: &[Socket], l: usize, how: Grouping) -> RowKey {
     let s = &sockets[l];
     RowKey {
         netns: s.netns.as_ref().map_or(0, |n| n.inode),
-        direction: Direction::In,
+        direction: ConnDirection::In,
         // Merging by port keys every listener of one owner on that port alike.
         addr: if how.by_port {
             IpAddr::from([0u8; 4])
@@ -160,7 +160,7 @@ type OutKey = (
 );
 
 struct Acc {
-    direction: Direction,
+    direction: ConnDirection,
     /// Index of the listener (`in`), or of the first socket seen (`out`).
     first: usize,
     out: Option<OutKey>,
@@ -171,7 +171,7 @@ struct Acc {
 impl Acc {
     fn new(listener: usize) -> Acc {
         Acc {
-            direction: Direction::In,
+            direction: ConnDirection::In,
             first: listener,
             out: None,
             count: 0,
@@ -182,7 +182,7 @@ impl Acc {
     fn out_of(s: &Socket) -> Acc {
         let (name, pids) = owner(s);
         Acc {
-            direction: Direction::Out,
+            direction: ConnDirection::Out,
             first: 0,
             out: Some((
                 s.remote_address,
@@ -198,11 +198,11 @@ impl Acc {
     }
 
     fn into_row(self, sockets: &[Socket], how: Grouping) -> ConnRow {
-        let peers = (how.by_peer && self.direction == Direction::In).then(|| {
-            let mut v: Vec<PeerCount> = self
+        let peers = (how.by_peer && self.direction == ConnDirection::In).then(|| {
+            let mut v: Vec<PeerEstablished> = self
                 .peers
                 .into_iter()
-                .map(|(remote_address, established)| PeerCount {
+                .map(|(remote_address, established)| PeerEstablished {
                     remote_address,
                     established,
                 })
@@ -216,7 +216,7 @@ impl Acc {
         });
         match self.out {
             Some((addr, port, pids, process, component, netns)) => ConnRow {
-                direction: Direction::Out,
+                direction: ConnDirection::Out,
                 local_address: None,
                 local_port: None,
                 remote_address: Some(addr),
@@ -232,7 +232,7 @@ impl Acc {
                 let l = &sockets[self.first];
                 let (process, pids) = owner(l);
                 ConnRow {
-                    direction: Direction::In,
+                    direction: ConnDirection::In,
                     local_address: Some(if how.by_port && l.local_address.is_unspecified() {
                         l.local_address
                     } else if how.by_port {
@@ -365,14 +365,14 @@ mod tests {
     fn summary(rows: &[ConnRow]) -> Vec<String> {
         rows.iter()
             .map(|r| match r.direction {
-                Direction::In => format!(
+                ConnDirection::In => format!(
                     "in {}:{} {} {}",
                     r.local_address.unwrap(),
                     r.local_port.unwrap(),
                     r.process.as_deref().unwrap_or("-"),
                     r.established
                 ),
-                Direction::Out => format!(
+                ConnDirection::Out => format!(
                     "out {}:{} {} {}",
                     r.remote_address.unwrap(),
                     r.remote_port.unwrap(),

@@ -12,15 +12,13 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Entry, Expect, PortRange, Protocol, Role};
-use crate::check::{
-    self, Finding, Input, Resolved, Setting, SocketEvidence, component_processes, is_listener,
-    resolve,
-};
+use crate::check::{self, Input};
+use crate::finding::{Finding, Setting, SocketEvidence};
 use crate::{Proto, SockState, Socket, Warning};
 
 /// What the user asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Query {
+pub enum Subject {
     /// `2379`, `tcp/2379`, `2379/udp`.
     Port {
         protocol: Option<Protocol>,
@@ -30,8 +28,8 @@ pub enum Query {
     Name(String),
 }
 
-impl Query {
-    pub fn parse(s: &str) -> Result<Query, String> {
+impl Subject {
+    pub fn parse(s: &str) -> Result<Subject, String> {
         let s = s.trim();
         let proto = |p: &str| match p.to_ascii_lowercase().as_str() {
             "tcp" => Ok(Protocol::Tcp),
@@ -44,19 +42,19 @@ impl Query {
         };
         if let Some((a, b)) = s.split_once('/') {
             return if a.chars().all(|c| c.is_ascii_digit()) {
-                Ok(Query::Port {
+                Ok(Subject::Port {
                     protocol: Some(proto(b)?),
                     port: port(a)?,
                 })
             } else {
-                Ok(Query::Port {
+                Ok(Subject::Port {
                     protocol: Some(proto(a)?),
                     port: port(b)?,
                 })
             };
         }
         if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-            return Ok(Query::Port {
+            return Ok(Subject::Port {
                 protocol: None,
                 port: port(s)?,
             });
@@ -66,7 +64,7 @@ impl Query {
                 "`{s}` is neither a port (2379, tcp/2379) nor a component name (etcd)"
             ));
         }
-        Ok(Query::Name(s.to_ascii_lowercase()))
+        Ok(Subject::Name(s.to_ascii_lowercase()))
     }
 }
 
@@ -120,17 +118,11 @@ impl Now {
 }
 
 /// The explanations for `query`; empty when a name matches nothing.
-pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warning>) {
-    let mut warnings = Vec::new();
-    let procs = component_processes(input.sockets);
-    let resolved: Vec<Resolved<'_>> = input
-        .catalog
-        .entries
-        .iter()
-        .map(|e| resolve(e, &procs, input.interfaces, &mut warnings))
-        .collect();
+pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warning>) {
+    let warnings = Vec::new();
+    let resolved = input.resolved;
     let report = check::check(input);
-    let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| is_listener(s)).collect();
+    let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| s.is_listener()).collect();
     let needed = |e: &Entry| {
         input
             .role
@@ -139,7 +131,7 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
 
     let mut out = Vec::new();
     match query {
-        Query::Port { protocol, port } => {
+        Subject::Port { protocol, port } => {
             let protocols: Vec<Protocol> = match protocol {
                 Some(p) => vec![*p],
                 None => vec![Protocol::Tcp, Protocol::Udp],
@@ -147,8 +139,8 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
             for protocol in protocols {
                 let port = PortRange::single(*port);
                 let mut any = false;
-                for r in &resolved {
-                    let e = r.entry;
+                for r in resolved {
+                    let e = &r.entry;
                     if e.protocol != protocol || !r.port.contains(port.first) {
                         continue;
                     }
@@ -191,9 +183,9 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
                 }
             }
         }
-        Query::Name(name) => {
-            for r in &resolved {
-                let e = r.entry;
+        Subject::Name(name) => {
+            for r in resolved {
+                let e = &r.entry;
                 if matches_name(e, name) {
                     out.push(build(
                         Some(e),
@@ -213,9 +205,9 @@ pub fn explain(query: &Query, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warni
     (out, warnings)
 }
 
-fn protocols_len(q: &Query) -> usize {
+fn protocols_len(q: &Subject) -> usize {
     match q {
-        Query::Port {
+        Subject::Port {
             protocol: Some(_), ..
         } => 1,
         _ => 2,
@@ -254,7 +246,7 @@ fn build(
     let proto = protocol.proto();
     let listeners = sockets
         .iter()
-        .filter(|s| is_listener(s) && Some(s.proto) == proto && port.contains(s.local_port))
+        .filter(|s| s.is_listener() && Some(s.proto) == proto && port.contains(s.local_port))
         .filter(|s| match entry {
             // In a range, only the entry's own holders (a NodePort range shows everything).
             Some(e) if !port.is_single() && e.expect != Expect::Reserved => {
@@ -439,46 +431,48 @@ mod tests {
 
     fn run(q: &str, sockets: &[Socket]) -> Vec<Explanation> {
         let catalog = Catalog::builtin().unwrap();
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, sockets, &[]);
         let input = Input {
             sockets,
             interfaces: &[],
             catalog: &catalog,
+            resolved: &resolved,
             role: Some(Role::ControlPlane),
             cnis: &[],
             version: None,
             pre_install: false,
         };
-        explain(&Query::parse(q).unwrap(), &input).0
+        explain(&Subject::parse(q).unwrap(), &input).0
     }
 
     #[test]
     fn queries() {
         assert_eq!(
-            Query::parse("2379"),
-            Ok(Query::Port {
+            Subject::parse("2379"),
+            Ok(Subject::Port {
                 protocol: None,
                 port: 2379
             })
         );
         assert_eq!(
-            Query::parse("udp/8472"),
-            Ok(Query::Port {
+            Subject::parse("udp/8472"),
+            Ok(Subject::Port {
                 protocol: Some(Protocol::Udp),
                 port: 8472
             })
         );
         assert_eq!(
-            Query::parse("8472/UDP"),
-            Ok(Query::Port {
+            Subject::parse("8472/UDP"),
+            Ok(Subject::Port {
                 protocol: Some(Protocol::Udp),
                 port: 8472
             })
         );
-        assert_eq!(Query::parse("Etcd"), Ok(Query::Name("etcd".into())));
-        assert!(Query::parse("0").is_err());
-        assert!(Query::parse("sctp/1").is_err());
-        assert!(Query::parse("99999").is_err());
-        assert!(Query::parse("").is_err());
+        assert_eq!(Subject::parse("Etcd"), Ok(Subject::Name("etcd".into())));
+        assert!(Subject::parse("0").is_err());
+        assert!(Subject::parse("sctp/1").is_err());
+        assert!(Subject::parse("99999").is_err());
+        assert!(Subject::parse("").is_err());
     }
 
     #[test]
@@ -553,7 +547,7 @@ mod tests {
         assert_eq!(x.len(), 1);
         assert_eq!(x[0].entry, None);
         assert_eq!(x[0].now.listeners[0].processes[0].name, "python3");
-        assert_eq!(x[0].now.findings[0].id, "unexplained-listener");
+        assert_eq!(x[0].now.findings[0].id.as_str(), "unexplained-listener");
     }
 
     #[test]
@@ -594,7 +588,11 @@ mod tests {
         )];
         let x = run("6443", &s);
         assert_eq!(
-            x[0].now.findings.iter().map(|f| f.id).collect::<Vec<_>>(),
+            x[0].now
+                .findings
+                .iter()
+                .map(|f| f.id.as_str())
+                .collect::<Vec<_>>(),
             ["bound-loopback-only"]
         );
     }

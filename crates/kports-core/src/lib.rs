@@ -10,12 +10,15 @@ pub mod cgroup;
 pub mod check;
 pub mod component;
 pub mod conns;
+pub mod document;
 pub mod explain;
+pub mod finding;
 pub mod flags;
 pub mod model;
 pub mod names;
 pub mod prereq;
 pub mod redact;
+pub mod resolve;
 pub mod role;
 pub mod settings;
 

@@ -162,6 +162,16 @@ pub struct Socket {
     pub cgroup: Option<Arc<CgroupRef>>,
 }
 
+impl Socket {
+    /// Whether it is a listener: a listening TCP socket or a bound, unconnected UDP one.
+    pub fn is_listener(&self) -> bool {
+        match self.proto {
+            Proto::Tcp => self.state == SockState::Listen,
+            Proto::Udp => self.state == SockState::Close && self.local_port != 0,
+        }
+    }
+}
+
 /// A cgroup and the container and pod it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CgroupRef {

@@ -16,62 +16,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::catalog::{Expect, PortRange, Protocol, Role, Severity};
-use crate::check::{self, Checked, Evidence, Finding, Setting};
+use crate::check::{Checked, PortResult};
+use crate::finding::{Evidence, Finding, FindingId, Setting, sort_findings};
 use crate::flags;
+use crate::resolve::component_processes;
 use crate::settings::{Known, Link, NodeSettings};
 use crate::{Interface, Socket};
-
-/// Finding ids: stable, for scripts and CI to match on.
-pub mod ids {
-    pub const HOSTNAME_INVALID: &str = "hostname-invalid";
-    pub const HOSTNAME_UNRESOLVED: &str = "hostname-unresolved";
-    pub const HOSTNAME_NOT_LOCAL: &str = "hostname-not-local";
-    pub const HOSTNAME_DUPLICATE: &str = "hostname-duplicate";
-    pub const NO_DEFAULT_ROUTE: &str = "no-default-route";
-    pub const DEFAULT_ROUTE_NO_IPV4: &str = "default-route-no-ipv4";
-    pub const NO_GLOBAL_IPV6: &str = "no-global-ipv6";
-    pub const IP_FORWARD_OFF: &str = "ip-forward-off";
-    pub const IPV6_FORWARDING_OFF: &str = "ipv6-forwarding-off";
-    pub const BR_NETFILTER_MISSING: &str = "br-netfilter-missing";
-    pub const BRIDGE_NF_CALL_OFF: &str = "bridge-nf-call-off";
-    pub const KUBE_PROXY_MODULE_MISSING: &str = "kube-proxy-module-missing";
-    pub const RP_FILTER_STRICT: &str = "rp-filter-strict";
-    pub const OVERLAY_MTU_TOO_LARGE: &str = "overlay-mtu-too-large";
-    pub const POD_MTU_EXCEEDS_OVERLAY: &str = "pod-mtu-exceeds-overlay";
-    pub const CONNTRACK_NEARLY_FULL: &str = "conntrack-nearly-full";
-    pub const CONNTRACK_MAX_LOW: &str = "conntrack-max-low";
-    pub const EPHEMERAL_OVERLAPS_NODEPORT: &str = "ephemeral-overlaps-nodeport";
-    pub const EPHEMERAL_OVERLAPS_PORT: &str = "ephemeral-overlaps-port";
-    pub const PATH_NO_ROUTE: &str = "path-no-route";
-    pub const PATH_LINK_DOWN: &str = "path-link-down";
-    pub const SETTING_UNKNOWN: &str = "setting-unknown";
-
-    /// Every id this module raises.
-    pub const ALL: &[&str] = &[
-        HOSTNAME_INVALID,
-        HOSTNAME_UNRESOLVED,
-        HOSTNAME_NOT_LOCAL,
-        HOSTNAME_DUPLICATE,
-        NO_DEFAULT_ROUTE,
-        DEFAULT_ROUTE_NO_IPV4,
-        NO_GLOBAL_IPV6,
-        IP_FORWARD_OFF,
-        IPV6_FORWARDING_OFF,
-        BR_NETFILTER_MISSING,
-        BRIDGE_NF_CALL_OFF,
-        KUBE_PROXY_MODULE_MISSING,
-        RP_FILTER_STRICT,
-        OVERLAY_MTU_TOO_LARGE,
-        POD_MTU_EXCEEDS_OVERLAY,
-        CONNTRACK_NEARLY_FULL,
-        CONNTRACK_MAX_LOW,
-        EPHEMERAL_OVERLAPS_NODEPORT,
-        EPHEMERAL_OVERLAPS_PORT,
-        PATH_NO_ROUTE,
-        PATH_LINK_DOWN,
-        SETTING_UNKNOWN,
-    ];
-}
 
 /// kube-proxy's conntrack sizing: `maxPerCore` 32768, `min` 131072, capped at 1,048,576 by
 /// recent versions.
@@ -146,7 +96,7 @@ pub fn findings(input: &Input<'_>) -> Vec<Finding> {
         mtu(&mut j);
         conntrack(&mut j);
     }
-    check::sort_findings(&mut j.out);
+    sort_findings(&mut j.out);
     j.out
 }
 
@@ -163,7 +113,7 @@ pub fn duplicate_hostnames(names: &[(String, String)]) -> Vec<Finding> {
         .filter(|(_, nodes)| nodes.len() > 1)
         .map(|(name, nodes)| {
             finding(
-                ids::HOSTNAME_DUPLICATE,
+                FindingId::HostnameDuplicate,
                 Severity::Error,
                 format!(
                     "nodes {} all have the host name {name}: the kubelet registers each under its host name, so they take turns being one Node object",
@@ -193,7 +143,7 @@ impl Judge<'_> {
     /// A needed setting that could not be read: one finding per setting.
     fn unknown(&mut self, what: &str, reason: &str, needed_for: &str, command: &str) {
         if self.out.iter().any(|f| {
-            f.id == ids::SETTING_UNKNOWN
+            f.id == FindingId::SettingUnknown
                 && f.evidence
                     .settings
                     .first()
@@ -202,7 +152,7 @@ impl Judge<'_> {
             return;
         }
         self.add(finding(
-            ids::SETTING_UNKNOWN,
+            FindingId::SettingUnknown,
             Severity::Info,
             format!("{what} could not be read ({reason}): whether {needed_for} is unknown"),
             vec![setting(what, "unknown")],
@@ -221,7 +171,7 @@ fn setting(source: &str, value: &str) -> Setting {
 }
 
 fn finding(
-    id: &'static str,
+    id: FindingId,
     severity: Severity,
     message: String,
     settings: Vec<Setting>,
@@ -251,7 +201,7 @@ fn sysctl_fix(key: &str, value: &str) -> String {
 
 /// Each running component's argument list, split from its command line.
 fn component_args(sockets: &[Socket]) -> BTreeMap<&'static str, String> {
-    check::component_processes(sockets)
+    component_processes(sockets)
         .into_iter()
         .map(|(c, p)| (c, p.cmdline.clone()))
         .collect()
@@ -341,7 +291,7 @@ fn identity(
             "NAME".into()
         };
         j.add(finding(
-            ids::HOSTNAME_INVALID,
+            FindingId::HostnameInvalid,
             Severity::Error,
             format!(
                 "the host name `{name}` is not a valid node name (lowercase letters, digits, '-' and '.', at most 63 characters between dots): the kubelet registers the node under it"
@@ -385,7 +335,7 @@ fn identity(
     if addrs.is_empty() && !source.is_empty() {
         let primary = primary_ipv4(s, input.interfaces);
         j.add(finding(
-            ids::HOSTNAME_UNRESOLVED,
+            FindingId::HostnameUnresolved,
             Severity::Warning,
             format!("the host name {name} does not resolve (neither /etc/hosts nor DNS knows it): kubeadm warns, and components that look the node up by name fail"),
             vec![setting("kernel.hostname", &name)],
@@ -402,7 +352,7 @@ fn identity(
     {
         let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         j.add(finding(
-            ids::HOSTNAME_NOT_LOCAL,
+            FindingId::HostnameNotLocal,
             Severity::Warning,
             format!(
                 "the host name {name} resolves ({source}) to {}, none of which is this node's: the kubelet takes its node IP from this name when --node-ip is not set",
@@ -438,7 +388,7 @@ fn identity(
                 let v6 = s.default_routes(true);
                 if v4.is_empty() && v6.is_empty() {
                     j.add(finding(
-                        ids::NO_DEFAULT_ROUTE,
+                        FindingId::NoDefaultRoute,
                         Severity::Warning,
                         "the node has no default route: kubeadm and the kubelet pick the node's address from the default route's interface (unless --apiserver-advertise-address and --node-ip give it)".into(),
                         vec![setting("default route", "none")],
@@ -448,7 +398,7 @@ fn identity(
                 } else if let Some(dev) = v4.first().and_then(|r| r.dev.as_deref()) {
                     if global_of(input.interfaces, dev, false).is_empty() {
                         j.add(finding(
-                            ids::DEFAULT_ROUTE_NO_IPV4,
+                            FindingId::DefaultRouteNoIpv4,
                             Severity::Warning,
                             format!("{dev}, the interface of the default route, has no global IPv4 address: kubeadm advertises the API server there and the kubelet takes its node IP from it"),
                             vec![setting("default route", &format!("dev {dev}")), setting(&format!("global IPv4 on {dev}"), "none")],
@@ -458,7 +408,7 @@ fn identity(
                     }
                 } else if v4.is_empty() {
                     j.add(finding(
-                        ids::DEFAULT_ROUTE_NO_IPV4,
+                        FindingId::DefaultRouteNoIpv4,
                         Severity::Warning,
                         "the node has an IPv6 default route only: kubeadm and the kubelet look for an IPv4 address on the default route's interface".into(),
                         vec![setting("IPv4 default route", "none")],
@@ -477,7 +427,7 @@ fn identity(
         });
         if !any_v6 {
             j.add(finding(
-                ids::NO_GLOBAL_IPV6,
+                FindingId::NoGlobalIpv6,
                 Severity::Warning,
                 "the cluster is dual-stack (its ranges or node IPs have both families) but this node has no global IPv6 address".into(),
                 vec![setting("global IPv6 addresses", "none")],
@@ -509,13 +459,13 @@ fn forwarding(j: &mut Judge<'_>, dual: bool) {
         (
             "net.ipv4.ip_forward",
             &j.s.ip_forward,
-            ids::IP_FORWARD_OFF,
+            FindingId::IpForwardOff,
             "IPv4",
         ),
         (
             "net.ipv6.conf.all.forwarding",
             &j.s.ipv6_forwarding,
-            ids::IPV6_FORWARDING_OFF,
+            FindingId::Ipv6ForwardingOff,
             "IPv6",
         ),
     ];
@@ -583,9 +533,9 @@ fn bridge(j: &mut Judge<'_>, input: &Input<'_>, mode: Option<&ProxyMode>, dual: 
         match value {
             Known::Known(Some(1)) => {}
             Known::Known(None) => {
-                if !j.out.iter().any(|f| f.id == ids::BR_NETFILTER_MISSING) {
+                if !j.out.iter().any(|f| f.id == FindingId::BrNetfilterMissing) {
                     j.add(finding(
-                        ids::BR_NETFILTER_MISSING,
+                        FindingId::BrNetfilterMissing,
                         Severity::Error,
                         format!("the br_netfilter module is not loaded ({key} does not exist): traffic between pods on one bridge bypasses iptables, which {why} need (kubeadm preflight refuses it)"),
                         vec![setting(key, "absent")],
@@ -597,7 +547,7 @@ fn bridge(j: &mut Judge<'_>, input: &Input<'_>, mode: Option<&ProxyMode>, dual: 
             Known::Known(Some(v)) => {
                 let v = v.to_string();
                 j.add(finding(
-                    ids::BRIDGE_NF_CALL_OFF,
+                    FindingId::BridgeNfCallOff,
                     Severity::Error,
                     format!("{key} is {v}: bridged pod traffic bypasses iptables, which {why} need (kubeadm preflight refuses it)"),
                     vec![setting(key, &v)],
@@ -642,7 +592,7 @@ fn modules(j: &mut Judge<'_>, mode: Option<&ProxyMode>) {
     }
     if !missing.is_empty() {
         j.add(finding(
-            ids::KUBE_PROXY_MODULE_MISSING,
+            FindingId::KubeProxyModuleMissing,
             Severity::Error,
             format!(
                 "kube-proxy runs in {mode_name} mode but the kernel module(s) {} are not loaded",
@@ -744,7 +694,7 @@ fn rp_filter(j: &mut Judge<'_>, cnis: &[String]) {
         }
     }
     j.add(finding(
-        ids::RP_FILTER_STRICT,
+        FindingId::RpFilterStrict,
         Severity::Warning,
         format!("strict reverse-path filtering (rp_filter 1) on {shown}: the CNI routes pod traffic asymmetrically and needs it loose (2) or off (0), or the kernel drops those packets"),
         ev,
@@ -793,7 +743,7 @@ fn mtu(j: &mut Judge<'_>) {
         if l.mtu + bytes > under.mtu {
             let max = under.mtu.saturating_sub(bytes);
             found.push(finding(
-                ids::OVERLAY_MTU_TOO_LARGE,
+                FindingId::OverlayMtuTooLarge,
                 Severity::Error,
                 format!(
                     "{} ({}) has MTU {}, but {what} adds {bytes} bytes and {} has MTU {}: packets larger than {max} bytes are dropped (small ones pass, so it shows only on big transfers)",
@@ -842,7 +792,7 @@ fn mtu(j: &mut Judge<'_>) {
             .map(|l| setting(&format!("mtu of {}", l.name), &l.mtu.to_string())),
     );
     j.add(finding(
-        ids::POD_MTU_EXCEEDS_OVERLAY,
+        FindingId::PodMtuExceedsOverlay,
         Severity::Error,
         format!("pod interfaces {shown} have a larger MTU than the overlay {oname} ({omtu}): pods send packets the tunnel cannot carry"),
         ev,
@@ -869,7 +819,7 @@ fn conntrack(j: &mut Judge<'_>) {
         Known::Known(c) if max > 0 && c * 5 > max * 4 => {
             let pct = c * 100 / max;
             j.add(finding(
-                ids::CONNTRACK_NEARLY_FULL,
+                FindingId::ConntrackNearlyFull,
                 Severity::Warning,
                 format!("the connection tracking table is {pct}% full ({c} of {max}): when it is full the kernel drops new connections at random"),
                 vec![
@@ -891,7 +841,7 @@ fn conntrack(j: &mut Judge<'_>) {
     let want = (CONNTRACK_PER_CORE * u64::from(s.cpus.max(1))).clamp(CONNTRACK_MIN, CONNTRACK_CAP);
     if max < want {
         j.add(finding(
-            ids::CONNTRACK_MAX_LOW,
+            FindingId::ConntrackMaxLow,
             Severity::Warning,
             format!("nf_conntrack_max is {max}, below the {want} kube-proxy sets for {} CPU(s) (32768 per core, at least 131072): a busy node runs out of connection tracking entries", s.cpus),
             vec![
@@ -948,7 +898,7 @@ fn ports(j: &mut Judge<'_>, input: &Input<'_>) {
     let wanted: Vec<&Checked> = input
         .checked
         .iter()
-        .filter(|c| c.result != "off")
+        .filter(|c| c.result != PortResult::Off)
         .filter(|c| matches!(c.entry.protocol, Protocol::Tcp | Protocol::Udp))
         .filter(|c| matches!(c.expect, Expect::Listening | Expect::Reserved))
         .collect();
@@ -1007,12 +957,12 @@ fn ports(j: &mut Judge<'_>, input: &Input<'_>) {
         };
         let (id, what) = if c.expect == Expect::Reserved {
             (
-                ids::EPHEMERAL_OVERLAPS_NODEPORT,
+                FindingId::EphemeralOverlapsNodeport,
                 format!("the {} range {}", c.entry.component, c.port),
             )
         } else {
             (
-                ids::EPHEMERAL_OVERLAPS_PORT,
+                FindingId::EphemeralOverlapsPort,
                 format!("{}'s port {}", c.entry.component, c.port),
             )
         };
@@ -1053,7 +1003,7 @@ fn paths(j: &mut Judge<'_>) {
                 .or_default()
                 .push(format!("{} ({})", p.peer, p.why)),
             Known::Unknown(r) => j.add(finding(
-                ids::PATH_NO_ROUTE,
+                FindingId::PathNoRoute,
                 Severity::Error,
                 format!("no route to {}, {}: {r}", p.peer, p.why),
                 vec![setting(&format!("route to {}", p.peer), "none")],
@@ -1118,7 +1068,7 @@ fn paths(j: &mut Judge<'_>) {
             peers.join(", ")
         };
         j.add(finding(
-            ids::PATH_LINK_DOWN,
+            FindingId::PathLinkDown,
             Severity::Error,
             format!("{dev} {problem}, and it carries the route to {shown}"),
             vec![
@@ -1241,7 +1191,7 @@ mod tests {
             port,
             purpose: String::new(),
             expect,
-            result: "ok",
+            result: PortResult::Ok,
             listeners: vec![],
             configured_by: vec![],
         }
@@ -1290,7 +1240,7 @@ mod tests {
         })
     }
 
-    fn ids(f: &[Finding]) -> Vec<&'static str> {
+    fn ids(f: &[Finding]) -> Vec<FindingId> {
         f.iter().map(|f| f.id).collect()
     }
 
@@ -1306,7 +1256,7 @@ mod tests {
         let s = good();
         assert_eq!(
             ids(&run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker)),
-            [] as [&str; 0]
+            [] as [FindingId; 0]
         );
         let mut bad = good();
         bad.ip_forward = Known::Known(0);
@@ -1327,7 +1277,10 @@ mod tests {
         let mut s = good();
         s.ip_forward = Known::Known(0);
         let f = only(&s, &["flannel"]);
-        assert_eq!((f.id, f.severity), (ids::IP_FORWARD_OFF, Severity::Error));
+        assert_eq!(
+            (f.id, f.severity),
+            (FindingId::IpForwardOff, Severity::Error)
+        );
         assert_eq!(f.evidence.settings[0].value, "0");
         assert_eq!(f.command, "sysctl net.ipv4.ip_forward");
         assert!(
@@ -1340,9 +1293,9 @@ mod tests {
 
         let mut s = good();
         s.bridge_nf_call_iptables = Known::Known(None);
-        assert_eq!(only(&s, &["flannel"]).id, ids::BR_NETFILTER_MISSING);
+        assert_eq!(only(&s, &["flannel"]).id, FindingId::BrNetfilterMissing);
         s.bridge_nf_call_iptables = Known::Known(Some(0));
-        assert_eq!(only(&s, &["flannel"]).id, ids::BRIDGE_NF_CALL_OFF);
+        assert_eq!(only(&s, &["flannel"]).id, FindingId::BridgeNfCallOff);
         // nftables mode and no bridge: bridge netfilter is not needed.
         let mut no_bridge = interfaces();
         no_bridge.retain(|i| i.name != "cni0");
@@ -1355,14 +1308,17 @@ mod tests {
             checked: &node_ports(),
             pre_install: false,
         });
-        assert_eq!(ids(&f), [ids::KUBE_PROXY_MODULE_MISSING]);
+        assert_eq!(ids(&f), [FindingId::KubeProxyModuleMissing]);
         // IPv6 forwarding off counts only on a dual-stack cluster.
         let mut s = good();
         s.ipv6_forwarding = Known::Known(0);
         assert!(run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker).is_empty());
         let dual = kube_proxy("--cluster-cidr=10.244.0.0/16,fd00:10:244::/56");
         let f = run_with(&s, &[dual], &["flannel"], Role::Worker);
-        assert_eq!(ids(&f), [ids::IPV6_FORWARDING_OFF, ids::NO_GLOBAL_IPV6]);
+        assert_eq!(
+            ids(&f),
+            [FindingId::Ipv6ForwardingOff, FindingId::NoGlobalIpv6]
+        );
     }
 
     #[test]
@@ -1371,12 +1327,15 @@ mod tests {
         s.ip_forward =
             Known::Unknown("permission denied reading /proc/sys/net/ipv4/ip_forward".into());
         let f = only(&s, &["flannel"]);
-        assert_eq!((f.id, f.severity), (ids::SETTING_UNKNOWN, Severity::Info));
+        assert_eq!(
+            (f.id, f.severity),
+            (FindingId::SettingUnknown, Severity::Info)
+        );
         assert!(f.message.contains("permission denied"), "{}", f.message);
         let mut s = good();
         s.conntrack_max =
             Known::Unknown("/proc/sys/net/netfilter/nf_conntrack_max does not exist".into());
-        assert_eq!(only(&s, &["flannel"]).id, ids::SETTING_UNKNOWN);
+        assert_eq!(only(&s, &["flannel"]).id, FindingId::SettingUnknown);
         // ipvs modules when /proc/modules cannot be read and nothing else shows them.
         let mut s = good();
         s.modules.loaded = Known::Unknown("/proc/modules does not exist".into());
@@ -1390,9 +1349,9 @@ mod tests {
         assert_eq!(
             ids(&f),
             [
-                ids::SETTING_UNKNOWN,
-                ids::SETTING_UNKNOWN,
-                ids::SETTING_UNKNOWN
+                FindingId::SettingUnknown,
+                FindingId::SettingUnknown,
+                FindingId::SettingUnknown
             ]
         );
     }
@@ -1411,7 +1370,7 @@ mod tests {
             &["flannel"],
             Role::Worker,
         );
-        assert_eq!(ids(&f), [ids::KUBE_PROXY_MODULE_MISSING]);
+        assert_eq!(ids(&f), [FindingId::KubeProxyModuleMissing]);
         assert!(
             f[0].message.contains("ip_vs_wrr, ip_vs_sh"),
             "{}",
@@ -1444,7 +1403,7 @@ mod tests {
         // Flannel does not care about cali* devices.
         assert!(run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker).is_empty());
         let f = only(&s, &["calico", "flannel"]);
-        assert_eq!(f.id, ids::RP_FILTER_STRICT);
+        assert_eq!(f.id, FindingId::RpFilterStrict);
         assert!(f.message.contains("cali1234 (calico)"), "{}", f.message);
         assert!(
             f.fix
@@ -1475,7 +1434,7 @@ mod tests {
         let mut s = good();
         set(&mut s, "flannel.1", 1500);
         let f = only(&s, &["flannel"]);
-        assert_eq!(f.id, ids::OVERLAY_MTU_TOO_LARGE);
+        assert_eq!(f.id, FindingId::OverlayMtuTooLarge);
         assert!(
             f.message
                 .contains("VXLAN over IPv4 adds 50 bytes and eth0 has MTU 1500"),
@@ -1497,7 +1456,7 @@ mod tests {
                 .underlay_v6 = Some(true);
         }
         let f = only(&s, &["flannel"]);
-        assert_eq!(f.id, ids::OVERLAY_MTU_TOO_LARGE);
+        assert_eq!(f.id, FindingId::OverlayMtuTooLarge);
         assert!(
             f.message.contains("larger than 1430 bytes"),
             "{}",
@@ -1506,7 +1465,7 @@ mod tests {
         let mut s = good();
         set(&mut s, "veth-pod", 1500);
         let f = only(&s, &["flannel"]);
-        assert_eq!(f.id, ids::POD_MTU_EXCEEDS_OVERLAY);
+        assert_eq!(f.id, FindingId::PodMtuExceedsOverlay);
         assert!(f.message.contains("veth-pod (1500)"), "{}", f.message);
     }
 
@@ -1515,12 +1474,12 @@ mod tests {
         let mut s = good();
         s.conntrack_count = Known::Known(220_000);
         let f = only(&s, &["flannel"]);
-        assert_eq!(f.id, ids::CONNTRACK_NEARLY_FULL);
+        assert_eq!(f.id, FindingId::ConntrackNearlyFull);
         assert!(f.message.contains("83% full"), "{}", f.message);
         let mut s = good();
         s.conntrack_max = Known::Known(65_536);
         let f = only(&s, &["flannel"]);
-        assert_eq!(f.id, ids::CONNTRACK_MAX_LOW);
+        assert_eq!(f.id, FindingId::ConntrackMaxLow);
         assert!(f.message.contains("below the 131072"), "{}", f.message);
         s.cpus = 8;
         s.conntrack_max = Known::Known(200_000);
@@ -1538,8 +1497,8 @@ mod tests {
         assert_eq!(
             ids(&f),
             [
-                ids::EPHEMERAL_OVERLAPS_PORT,
-                ids::EPHEMERAL_OVERLAPS_NODEPORT
+                FindingId::EphemeralOverlapsPort,
+                FindingId::EphemeralOverlapsNodeport
             ]
         );
         assert_eq!(f[0].place(), "tcp/10250");
@@ -1588,7 +1547,7 @@ mod tests {
             names: vec!["Worker_1".into()],
         }]);
         let f = only(&s, &["flannel"]);
-        assert_eq!(f.id, ids::HOSTNAME_INVALID);
+        assert_eq!(f.id, FindingId::HostnameInvalid);
         assert_eq!(f.fix.as_deref(), Some("hostnamectl set-hostname NAME"));
         s.hostname = Known::Known("Worker1".into());
         s.hosts = Known::Known(vec![HostsEntry {
@@ -1609,16 +1568,16 @@ mod tests {
         s.hosts = Known::Known(vec![]);
         s.resolved = Some(Known::Known(vec![]));
         let f = only(&s, &["flannel"]);
-        assert_eq!(f.id, ids::HOSTNAME_UNRESOLVED);
+        assert_eq!(f.id, FindingId::HostnameUnresolved);
         assert_eq!(f.fix.as_deref(), Some("echo '192.0.2.21 w1' >> /etc/hosts"));
         s.resolved = Some(Known::Known(vec!["127.0.1.1".parse().unwrap()]));
         assert!(run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker).is_empty());
         s.resolved = Some(Known::Known(vec!["192.0.2.99".parse().unwrap()]));
-        assert_eq!(only(&s, &["flannel"]).id, ids::HOSTNAME_NOT_LOCAL);
+        assert_eq!(only(&s, &["flannel"]).id, FindingId::HostnameNotLocal);
         s.resolved = Some(Known::Unknown(
             "the resolver did not answer within 3 s".into(),
         ));
-        assert_eq!(only(&s, &["flannel"]).id, ids::SETTING_UNKNOWN);
+        assert_eq!(only(&s, &["flannel"]).id, FindingId::SettingUnknown);
     }
 
     #[test]
@@ -1634,7 +1593,7 @@ mod tests {
         let kubelet_ip = with("kubelet --node-ip=192.0.2.21", "kubelet", 10250);
         // A kubelet without --node-ip takes its address from the default route.
         let f = run_with(&s, &[kube_proxy(""), kubelet], &["flannel"], Role::Worker);
-        assert_eq!(ids(&f), [ids::NO_DEFAULT_ROUTE]);
+        assert_eq!(ids(&f), [FindingId::NoDefaultRoute]);
         // With it, or with no kubelet running to tell (its absence is a finding of its own),
         // none.
         let sockets = [kube_proxy(""), kubelet_ip.clone()];
@@ -1650,7 +1609,7 @@ mod tests {
             checked: &[],
             pre_install: true,
         });
-        assert_eq!(ids(&f), [ids::NO_DEFAULT_ROUTE]);
+        assert_eq!(ids(&f), [FindingId::NoDefaultRoute]);
         // Unless a kubelet already runs with its address given.
         let f = findings(&Input {
             settings: &s,
@@ -1670,7 +1629,7 @@ mod tests {
             &["flannel"],
             Role::ControlPlane,
         );
-        assert_eq!(ids(&f), [ids::NO_DEFAULT_ROUTE]);
+        assert_eq!(ids(&f), [FindingId::NoDefaultRoute]);
         let api = with(
             "kube-apiserver --advertise-address=192.0.2.21",
             "kube-apiserver",
@@ -1692,7 +1651,7 @@ mod tests {
         }
         let kubelet = with("kubelet", "kubelet", 10250);
         let f = run_with(&s, &[kube_proxy(""), kubelet], &["flannel"], Role::Worker);
-        assert_eq!(ids(&f), [ids::DEFAULT_ROUTE_NO_IPV4]);
+        assert_eq!(ids(&f), [FindingId::DefaultRouteNoIpv4]);
     }
 
     #[test]
@@ -1705,7 +1664,10 @@ mod tests {
             s
         };
         let f = only(&down(&|l| l.carrier = false), &["flannel"]);
-        assert_eq!((f.id, f.severity), (ids::PATH_LINK_DOWN, Severity::Error));
+        assert_eq!(
+            (f.id, f.severity),
+            (FindingId::PathLinkDown, Severity::Error)
+        );
         assert!(
             f.message.starts_with("eth0 has no carrier"),
             "{}",
@@ -1730,7 +1692,7 @@ mod tests {
             "ip failed (exit status: 2): RTNETLINK answers: Network is unreachable".into(),
         );
         let f = only(&s, &["flannel"]);
-        assert_eq!(f.id, ids::PATH_NO_ROUTE);
+        assert_eq!(f.id, FindingId::PathNoRoute);
         assert!(f.message.contains("Network is unreachable"));
     }
 
@@ -1750,7 +1712,7 @@ mod tests {
             ("10.0.0.2".into(), "node-b".into()),
             ("10.0.0.3".into(), "Node-A".into()),
         ]);
-        assert_eq!(ids(&f), [ids::HOSTNAME_DUPLICATE]);
+        assert_eq!(ids(&f), [FindingId::HostnameDuplicate]);
         assert!(
             f[0].message
                 .starts_with("nodes 10.0.0.1, 10.0.0.3 all have the host name node-a")

@@ -13,15 +13,33 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::catalog::Role;
-use crate::check::is_listener;
 use crate::{Interface, Socket};
+
+/// Where a role or CNI came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectionSource {
+    /// The user said so (`--role`, `--cni`).
+    Flag,
+    /// Guessed from the census.
+    Detected,
+}
+
+impl DetectionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectionSource::Flag => "flag",
+            DetectionSource::Detected => "detected",
+        }
+    }
+}
 
 /// A role or CNI, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Detected<T> {
     pub value: T,
     /// `flag` when the user said so, `detected` otherwise.
-    pub source: &'static str,
+    pub source: DetectionSource,
     /// What the guess rests on, one fact per line (`kube-apiserver (pid 812) holds tcp/6443`).
     pub evidence: Vec<String>,
 }
@@ -30,7 +48,7 @@ impl<T> Detected<T> {
     pub fn given(value: T, flag: &str) -> Detected<T> {
         Detected {
             value,
-            source: "flag",
+            source: DetectionSource::Flag,
             evidence: vec![format!("given with {flag}")],
         }
     }
@@ -83,13 +101,13 @@ const CNI_DEVICES: &[(&str, &str)] = &[
 fn components(sockets: &[Socket]) -> Vec<(&'static str, u32, String)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    let listening = sockets.iter().filter(|s| is_listener(s));
-    let others = sockets.iter().filter(|s| !is_listener(s));
+    let listening = sockets.iter().filter(|s| s.is_listener());
+    let others = sockets.iter().filter(|s| !s.is_listener());
     for s in listening.chain(others) {
         let Some(c) = s.component else { continue };
         let pid = s.processes.first().map_or(0, |p| p.pid);
         if seen.insert(c) {
-            let what = if is_listener(s) {
+            let what = if s.is_listener() {
                 format!("holds {}/{}", s.proto.as_str(), s.local_port)
             } else {
                 match s.remote_address {
@@ -140,7 +158,7 @@ pub fn detect_role(sockets: &[Socket]) -> Detected<Option<Role>> {
     };
     Detected {
         value,
-        source: "detected",
+        source: DetectionSource::Detected,
         evidence,
     }
 }
@@ -188,7 +206,7 @@ pub fn detect_cni(sockets: &[Socket], interfaces: &[Interface]) -> Detected<Vec<
     }
     Detected {
         value: found,
-        source: "detected",
+        source: DetectionSource::Detected,
         evidence,
     }
 }

@@ -160,7 +160,7 @@ pub struct NodeSettings {
     pub conntrack_count: Known<u64>,
     pub conntrack_max: Known<u64>,
     pub modules: Modules,
-    /// Online CPUs (what kube-proxy sizes conntrack by).
+    /// Online CPUs (what kube-proxy sizes conntrack by); 0 when not read.
     pub cpus: u32,
     pub routes: Known<Vec<Route>>,
     pub links: Known<Vec<Link>>,
@@ -169,6 +169,41 @@ pub struct NodeSettings {
 }
 
 impl NodeSettings {
+    /// Settings none of which could be read, each for `reason` (a node replayed without them).
+    pub fn unread(reason: &str) -> NodeSettings {
+        fn u<T>(reason: &str) -> Known<T> {
+            Known::Unknown(reason.to_string())
+        }
+        NodeSettings {
+            hostname: u(reason),
+            hosts: u(reason),
+            resolved: None,
+            ip_forward: u(reason),
+            ipv6_forwarding: u(reason),
+            bridge_nf_call_iptables: u(reason),
+            bridge_nf_call_ip6tables: u(reason),
+            rp_filter: ["all", "default"]
+                .into_iter()
+                .map(|d| RpFilter {
+                    device: d.to_string(),
+                    value: u(reason),
+                })
+                .collect(),
+            local_port_range: u(reason),
+            reserved_ports: u(reason),
+            conntrack_count: u(reason),
+            conntrack_max: u(reason),
+            modules: Modules {
+                loaded: u(reason),
+                builtin: Vec::new(),
+            },
+            cpus: 0,
+            routes: u(reason),
+            links: u(reason),
+            paths: Vec::new(),
+        }
+    }
+
     pub fn link(&self, name: &str) -> Option<&Link> {
         self.links.get()?.iter().find(|l| l.name == name)
     }
@@ -192,5 +227,135 @@ impl NodeSettings {
             .get()
             .map(|r| r.iter().filter(|r| r.is_default() && r.v6 == v6).collect())
             .unwrap_or_default()
+    }
+}
+fn shown<T: std::fmt::Display>(k: &Known<T>) -> String {
+    match k {
+        Known::Known(v) => v.to_string(),
+        Known::Unknown(r) => format!("unknown ({r})"),
+    }
+}
+
+impl NodeSettings {
+    /// What `kports node` shows: (subject, one line), for the host name and how it resolves,
+    /// forwarding, bridge netfilter, rp_filter, the port ranges, conntrack and the default
+    /// routes.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let s = self;
+        let bridge = |k: &Known<Option<u8>>| match k {
+            Known::Known(Some(v)) => v.to_string(),
+            Known::Known(None) => "absent (no br_netfilter)".into(),
+            Known::Unknown(r) => format!("unknown ({r})"),
+        };
+        let strict: Vec<&str> = s
+            .rp_filter
+            .iter()
+            .filter(|r| r.value == Known::Known(1))
+            .map(|r| r.device.as_str())
+            .collect();
+        let all = s
+            .rp_filter
+            .iter()
+            .find(|r| r.device == "all")
+            .map_or_else(|| "unknown".into(), |r| shown(&r.value));
+        let reserved = match &s.reserved_ports {
+            Known::Known(v) if v.is_empty() => "none".to_string(),
+            Known::Known(v) => v
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            Known::Unknown(r) => format!("unknown ({r})"),
+        };
+        let conntrack = match (&s.conntrack_count, &s.conntrack_max) {
+            (Known::Known(c), Known::Known(m)) if *m > 0 => {
+                format!("{c} of {m} ({}%)", c * 100 / m)
+            }
+            (c, m) => format!("{} of {}", shown(c), shown(m)),
+        };
+        let defaults = match &s.routes {
+            Known::Known(_) => {
+                let d: Vec<String> = s
+                    .default_routes(false)
+                    .into_iter()
+                    .chain(s.default_routes(true))
+                    .map(|r| {
+                        let via = r.gateway.map(|g| format!("via {g} ")).unwrap_or_default();
+                        let down = if r.linkdown { " linkdown" } else { "" };
+                        format!("{via}dev {}{down}", r.dev.as_deref().unwrap_or("?"))
+                    })
+                    .collect();
+                if d.is_empty() {
+                    "none".into()
+                } else {
+                    d.join("; ")
+                }
+            }
+            Known::Unknown(r) => format!("unknown ({r})"),
+        };
+        let resolves = match (&s.hostname, &s.hosts, &s.resolved) {
+            (Known::Known(h), Known::Known(hosts), None) => {
+                let a: Vec<String> = hosts
+                    .iter()
+                    .filter(|e| e.names.iter().any(|n| n.eq_ignore_ascii_case(h)))
+                    .map(|e| e.address.to_string())
+                    .collect();
+                format!("{h} -> {} (/etc/hosts)", a.join(", "))
+            }
+            (Known::Known(h), _, Some(Known::Known(a))) if a.is_empty() => {
+                format!("{h} -> does not resolve")
+            }
+            (Known::Known(h), _, Some(Known::Known(a))) => format!(
+                "{h} -> {} (DNS)",
+                a.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (h, _, r) => format!(
+                "{} -> {}",
+                shown(h),
+                r.as_ref().and_then(|r| r.reason()).unwrap_or("unknown")
+            ),
+        };
+        vec![
+            ("hostname", resolves),
+            (
+                "forwarding",
+                format!(
+                    "net.ipv4.ip_forward {}, net.ipv6.conf.all.forwarding {}",
+                    shown(&s.ip_forward),
+                    shown(&s.ipv6_forwarding)
+                ),
+            ),
+            (
+                "bridge netfilter",
+                format!(
+                    "bridge-nf-call-iptables {}, bridge-nf-call-ip6tables {}",
+                    bridge(&s.bridge_nf_call_iptables),
+                    bridge(&s.bridge_nf_call_ip6tables)
+                ),
+            ),
+            (
+                "rp_filter",
+                format!(
+                    "all {all}; strict on {}",
+                    if strict.is_empty() {
+                        "none".into()
+                    } else {
+                        strict.join(", ")
+                    }
+                ),
+            ),
+            (
+                "ports",
+                format!(
+                    "ephemeral {}, reserved {reserved}",
+                    shown(&s.local_port_range)
+                ),
+            ),
+            ("conntrack", conntrack),
+            ("default route", defaults),
+        ]
     }
 }

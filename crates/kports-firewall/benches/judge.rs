@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use kports_core::catalog::Catalog;
 use kports_firewall::Evaluator;
 use kports_firewall::capture::{Capture, SaveSource, assemble};
-use kports_firewall::check::{Source, Sources, check};
 use kports_firewall::model::{Backend, parse_cidr};
-use kports_firewall::required::{PortCatalog, Role};
+use kports_firewall::required::{PortCatalog, Role, SourceKind};
+use kports_firewall::sources::{KindSource, Origin};
+use kports_firewall::verdicts::{SourceAddr, check};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -36,19 +37,24 @@ fn main() {
         .unwrap()
         .required(Role::ControlPlane, Some("calico"))
         .ports;
-    let sources = Sources {
-        network: vec![Source {
-            range: parse_cidr("198.51.100.0/24").unwrap(),
+    let source = |kind: SourceKind, range: &str, origin: Origin| KindSource {
+        kind,
+        source: SourceAddr {
+            range: parse_cidr(range).unwrap(),
             dst: "198.51.100.1".parse().ok(),
             iif: Some("eth0".into()),
-        }],
-        control_plane: vec![Source {
-            range: parse_cidr("198.51.100.10").unwrap(),
-            dst: "198.51.100.1".parse().ok(),
-            iif: Some("eth0".into()),
-        }],
-        load_balancers: Vec::new(),
+        },
+        origin,
     };
+    let sources = [
+        source(SourceKind::All, "198.51.100.0/24", Origin::Sources),
+        source(SourceKind::Nodes, "198.51.100.0/24", Origin::Sources),
+        source(
+            SourceKind::ControlPlane,
+            "198.51.100.10",
+            Origin::ControlPlane,
+        ),
+    ];
     let mut times: Vec<Duration> = Vec::new();
     let mut parse_times: Vec<Duration> = Vec::new();
     let mut verdicts = 0;

@@ -12,7 +12,6 @@
 //! - [`plan`] writes the rules for nft, iptables, firewalld or ufw.
 
 pub mod capture;
-pub mod check;
 pub mod detect;
 pub mod eval;
 pub mod findings;
@@ -20,7 +19,10 @@ pub mod iptables;
 pub mod model;
 pub mod nft;
 pub mod plan;
+pub mod ranges;
 pub mod required;
+pub mod sources;
+pub mod verdicts;
 
 pub use eval::{Evaluator, Judgement, Packet, RuleRef};
 pub use model::Ruleset;

@@ -5,44 +5,17 @@
 //! need it, it is a port on the node's own network (not a pod's, not an add-on's), and traffic
 //! comes in to it. Who needs it is the widest of its `reached_by` peers, as a [`SourceKind`].
 //! IP protocols (IP-in-IP, GRE, ESP) have no port: they are left out and a note says so.
-//! [`from_catalog`] also applies the running components' flags and tunnel devices (the same
-//! `resolve` that `kports check` uses), so a moved port is judged where it really is.
+//! [`from_resolved`] works on the catalog after the running components' flags and tunnel devices
+//! ([`kports_core::resolve`], the same resolution `kports check` uses), so a moved port is
+//! judged where it really is.
 
+use kports_core::Proto;
 use kports_core::catalog::{Catalog, Direction, Entry, Expect, Network, Peer, PortRange, Protocol};
-use kports_core::check::{component_processes, resolve};
-use kports_core::{Interface, Proto, Socket, Warning};
+use kports_core::resolve::{self, Resolved};
 use serde::Serialize;
 
 /// A node's role (the catalog's).
-pub use kports_core::catalog::Role;
-
-/// Who needs to reach a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceKind {
-    /// Control-plane nodes only (etcd peers, the API server calling the kubelet).
-    ControlPlane,
-    /// Every node of the cluster (overlay networks, BGP).
-    Nodes,
-    /// Anyone who uses the cluster (API clients, NodePort clients).
-    All,
-    /// External load balancers' health checks.
-    LoadBalancers,
-    /// The node itself only (over loopback): open to no other source.
-    SelfOnly,
-}
-
-impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::ControlPlane => "control-plane",
-            SourceKind::Nodes => "nodes",
-            SourceKind::All => "all",
-            SourceKind::LoadBalancers => "load-balancers",
-            SourceKind::SelfOnly => "self",
-        }
-    }
-}
+pub use kports_core::catalog::{Role, SourceKind};
 
 /// One port (or range) a node needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,41 +57,6 @@ impl RequiredPort {
     }
 }
 
-impl SourceKind {
-    /// How many hosts the kind lets in, widest highest: All > Nodes > ControlPlane >
-    /// LoadBalancers > SelfOnly.
-    fn width(self) -> u8 {
-        match self {
-            SourceKind::All => 4,
-            SourceKind::Nodes => 3,
-            SourceKind::ControlPlane => 2,
-            SourceKind::LoadBalancers => 1,
-            SourceKind::SelfOnly => 0,
-        }
-    }
-
-    /// The kind of source a catalog peer is.
-    pub fn of_peer(p: Peer) -> SourceKind {
-        match p {
-            Peer::Clients => SourceKind::All,
-            Peer::Nodes => SourceKind::Nodes,
-            Peer::ControlPlane | Peer::Apiserver | Peer::Etcd => SourceKind::ControlPlane,
-            Peer::LoadBalancers => SourceKind::LoadBalancers,
-            Peer::SelfNode | Peer::Pods => SourceKind::SelfOnly,
-        }
-    }
-
-    /// The widest kind among `peers` (6443, reached by everyone, is `All`; etcd is
-    /// `ControlPlane`); `SelfOnly` when only the node itself or its pods connect.
-    pub fn widest(peers: &[Peer]) -> SourceKind {
-        peers
-            .iter()
-            .map(|&p| SourceKind::of_peer(p))
-            .max_by_key(|k| k.width())
-            .unwrap_or(SourceKind::SelfOnly)
-    }
-}
-
 /// The required ports of a node, and what was left out and why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Required {
@@ -126,8 +64,6 @@ pub struct Required {
     /// One line per entry that needs something kports does not judge (an IP protocol) or that
     /// a flag turned off.
     pub notes: Vec<String>,
-    /// Flags that could not be read (the port is judged at its catalog default).
-    pub warnings: Vec<Warning>,
 }
 
 /// A source of required ports: kports-core's port catalog.
@@ -144,19 +80,12 @@ pub trait PortCatalog {
 impl PortCatalog for Catalog {
     fn required(&self, role: Role, cni: Option<&str>) -> Required {
         let cnis: Vec<String> = cni.map(str::to_string).into_iter().collect();
-        from_catalog(self, role, &cnis, None)
+        from_resolved(&resolve::defaults(self), role, &cnis)
     }
 
     fn cnis(&self) -> Vec<&str> {
         Catalog::cnis(self)
     }
-}
-
-/// What a live node says about where its ports are: its census.
-#[derive(Debug, Clone, Copy)]
-pub struct Live<'a> {
-    pub sockets: &'a [Socket],
-    pub interfaces: &'a [Interface],
 }
 
 /// Whether the firewall should let traffic in to `e` on a node of `role` with `cnis`: the role
@@ -186,21 +115,13 @@ pub fn required_port(e: &Entry, port: PortRange) -> Option<RequiredPort> {
     ))
 }
 
-/// Every port a node of `role` with `cnis` needs, from `catalog`. With `live`, the running
+/// Every port a node of `role` with `cnis` needs, from the resolved catalog: the running
 /// components' flags and the tunnel devices move ports (`--secure-port=7443`, `flannel.1`'s
 /// `dstport 4789`) and a port a flag turned off is left out.
-pub fn from_catalog(
-    catalog: &Catalog,
-    role: Role,
-    cnis: &[String],
-    live: Option<Live<'_>>,
-) -> Required {
+pub fn from_resolved(resolved: &[Resolved], role: Role, cnis: &[String]) -> Required {
     let mut out = Required::default();
-    let procs = live
-        .map(|l| component_processes(l.sockets))
-        .unwrap_or_default();
-    let interfaces = live.map_or(&[][..], |l| l.interfaces);
-    for e in &catalog.entries {
+    for r in resolved {
+        let e = &r.entry;
         if !needed(e, role, cnis) {
             continue;
         }
@@ -214,7 +135,6 @@ pub fn from_catalog(
             ));
             continue;
         }
-        let r = resolve(e, &procs, interfaces, &mut out.warnings);
         if r.off {
             let by = r.settings.first().map_or("a flag", |s| s.value.as_str());
             out.notes.push(format!(
@@ -416,16 +336,13 @@ mod tests {
             listen("127.0.0.1:10259", "kube-scheduler", 200),
         ];
         let c = catalog();
-        let live = Live {
-            sockets: &sockets,
-            interfaces: &[],
-        };
-        let r = from_catalog(&c, Role::ControlPlane, &[], Some(live));
+        let (resolved, warnings) = resolve::resolve_all(&c, &sockets, &[]);
+        let r = from_resolved(&resolved, Role::ControlPlane, &[]);
         assert_eq!(from_of(&r, "tcp/6443"), []);
         assert_eq!(from_of(&r, "tcp/7443"), [SourceKind::All]);
         assert_eq!(from_of(&r, "tcp/31000-31999"), [SourceKind::All]);
         assert_eq!(from_of(&r, "udp/31000-31999"), [SourceKind::All]);
-        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert!(warnings.is_empty(), "{warnings:?}");
         // A port a flag turns off is not judged, and a note says so.
         let sockets = [socket(
             SockState::Listen,
@@ -435,11 +352,8 @@ mod tests {
             300,
             "kube-controller-manager --secure-port=0",
         )];
-        let live = Live {
-            sockets: &sockets,
-            interfaces: &[],
-        };
-        let r = from_catalog(&c, Role::ControlPlane, &[], Some(live));
+        let (resolved, _) = resolve::resolve_all(&c, &sockets, &[]);
+        let r = from_resolved(&resolved, Role::ControlPlane, &[]);
         assert_eq!(from_of(&r, "tcp/10257"), []);
         assert_eq!(
             r.notes,

@@ -174,7 +174,10 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
             let s = status::collect(&paths)?;
             match output {
                 Output::Table => emit(&status::render(&s))?,
-                Output::Json => emit(&(serde_json::to_string_pretty(&s)? + "\n"))?,
+                Output::Json => {
+                    let host = kports_linux::hostname();
+                    emit(&(serde_json::to_string_pretty(&status::document(&host, &s))? + "\n"))?
+                }
             }
             Ok(if s.unhealthy() {
                 ExitCode::FAILURE

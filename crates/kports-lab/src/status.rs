@@ -1,8 +1,9 @@
 //! `kports lab status`: the nodes, their addresses, the components with their pids and
 //! listeners, and the faults in force, as a table or as JSON.
 //!
-//! The JSON document is its own small schema (`LabStatus`), separate from the state file, so
-//! the state file can change without breaking scripts.
+//! The JSON document is kports's envelope (`kind: "lab-status"`, docs/schema.md) around
+//! `LabStatus`, separate from the state file, so the state file can change without breaking
+//! scripts.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -15,13 +16,10 @@ use crate::plan::Plan;
 use crate::state::{EtcdMode, Paths, State, is_alive};
 use crate::supervise;
 use crate::sys;
-
-/// Version of the `kports lab status -o json` document.
-pub const STATUS_VERSION: u32 = 1;
+use kports_core::document::Document;
 
 #[derive(Debug, Serialize)]
 pub struct LabStatus {
-    pub version: u32,
     /// Whether a lab is up (a state file exists).
     pub up: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,12 +69,16 @@ impl LabStatus {
     }
 }
 
+/// The `-o json` document: kports's envelope with the status as `items`.
+pub fn document<'a>(hostname: &'a str, s: &'a LabStatus) -> Document<'a, &'a LabStatus> {
+    Document::new("lab-status", hostname, s, &[])
+}
+
 /// Collects the status from the state file and the system.
 pub fn collect(paths: &Paths) -> anyhow::Result<LabStatus> {
     let present = sys::lab_namespaces();
     let Some(state) = State::load(paths)? else {
         return Ok(LabStatus {
-            version: STATUS_VERSION,
             up: false,
             etcd: None,
             nodes: Vec::new(),
@@ -128,7 +130,6 @@ pub fn collect(paths: &Paths) -> anyhow::Result<LabStatus> {
         })
         .collect();
     Ok(LabStatus {
-        version: STATUS_VERSION,
         up: true,
         etcd: Some(state.etcd),
         nodes,
@@ -249,7 +250,6 @@ mod tests {
 
     fn sample() -> LabStatus {
         LabStatus {
-            version: STATUS_VERSION,
             up: true,
             etcd: Some(EtcdMode::Real),
             nodes: vec![NodeStatus {
@@ -285,6 +285,18 @@ mod tests {
     }
 
     #[test]
+    fn json_is_in_the_envelope() {
+        let s = sample();
+        let j = serde_json::to_value(document("lab-host", &s)).unwrap();
+        assert_eq!(j["schema"], kports_core::SCHEMA_VERSION);
+        assert_eq!(j["kind"], "lab-status");
+        assert_eq!(j["hostname"], "lab-host");
+        assert_eq!(j["items"]["up"], true);
+        assert_eq!(j["items"]["nodes"][0]["name"], "w1");
+        assert_eq!(j["warnings"], serde_json::json!([]));
+    }
+
+    #[test]
     fn table() {
         let expected = "\
 kports lab: 1 node, real etcd
@@ -310,7 +322,6 @@ w1    kube-proxy  stopped (bound to 127.0.0.1)  -    127.0.0.1:10256 127.0.0.1:1
     #[test]
     fn no_lab_and_leftovers() {
         let mut s = LabStatus {
-            version: 1,
             up: false,
             etcd: None,
             nodes: vec![],

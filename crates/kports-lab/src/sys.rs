@@ -1,14 +1,13 @@
-//! The lab's contact with the system: external commands (`ip`, `bridge`, `nft`) run with a
-//! timeout, entering namespaces, the UTS namespaces that give nodes their host names, mounts,
+//! The lab's contact with the system: external commands (`ip`, `bridge`, `nft`, through kports's
+//! one runner), entering namespaces, the UTS namespaces that give nodes their host names, mounts,
 //! and signalling recorded processes.
 
 use std::ffi::CString;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,74 +35,29 @@ fn package_of(program: &str) -> &'static str {
     }
 }
 
-/// Runs `program args`, feeding `stdin`; returns its standard output, or an error that shows
-/// the command and what it printed.
+/// Runs `program args`, feeding `stdin`, through kports's one command runner
+/// ([`kports_linux::runner`]); returns its standard output, or an error that shows the command
+/// and what it printed.
 pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    use kports_linux::runner::{RunError, run_with_input};
     let shown = format!("{program} {}", args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                anyhow::anyhow!(
-                    "`{program}` is not installed: install {}",
-                    package_of(program)
-                )
-            }
-            _ => anyhow::Error::new(e).context(format!("cannot run `{shown}`")),
-        })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .with_context(|| format!("cannot feed `{shown}`"))?;
-    }
-    let out = reader(child.stdout.take());
-    let err = reader(child.stderr.take());
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child
-            .try_wait()
-            .with_context(|| format!("cannot wait for `{shown}`"))?
-        {
-            break s;
+    run_with_input(program, args, stdin, COMMAND_TIMEOUT).map_err(|e| match e {
+        RunError::NotFound(_) => anyhow::anyhow!(
+            "`{program}` is not installed: install {}",
+            package_of(program)
+        ),
+        RunError::Timeout { secs, .. } => {
+            anyhow::anyhow!("`{shown}` did not finish within {secs} s")
         }
-        if Instant::now() > deadline {
-            // The child is ours: kill it by its handle, then reap it.
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "`{shown}` did not finish within {} s",
-                COMMAND_TIMEOUT.as_secs()
-            );
+        RunError::Failed { status, stderr, .. } => {
+            anyhow::anyhow!("`{shown}` failed ({status}): {stderr}")
         }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
-    if !status.success() {
-        let why = if err.trim().is_empty() {
-            out.trim()
-        } else {
-            err.trim()
-        };
-        bail!("`{shown}` failed ({status}): {why}");
-    }
-    Ok(out)
-}
-
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_string(&mut s);
+        RunError::PermissionDenied { detail, .. } => {
+            anyhow::anyhow!("`{shown}` failed: permission denied: {detail}")
         }
-        s
+        e @ RunError::Spawn { .. } => {
+            anyhow::Error::new(e).context(format!("cannot run `{shown}`"))
+        }
     })
 }
 

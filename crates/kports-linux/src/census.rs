@@ -20,7 +20,7 @@ use crate::{Error, link, procnet, sockdiag};
 
 /// Where socket lists come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub enum SocketSource {
     /// Netlink sock_diag, falling back to `/proc/net` where it is unavailable.
     Auto,
     Netlink,
@@ -41,7 +41,7 @@ pub enum OwnerScope {
 /// What to collect.
 #[derive(Debug, Clone)]
 pub struct Query {
-    pub source: Source,
+    pub source: SocketSource,
     pub tcp: bool,
     pub udp: bool,
     pub unix: bool,
@@ -58,7 +58,7 @@ pub struct Query {
 impl Default for Query {
     fn default() -> Query {
         Query {
-            source: Source::Auto,
+            source: SocketSource::Auto,
             tcp: true,
             udp: true,
             unix: false,
@@ -350,14 +350,14 @@ fn dump_ns_with(q: &Query, open_diag: impl Fn() -> io::Result<Netlink>) -> Resul
             Proto::Udp => q.udp,
         })
         .collect();
-    if q.source != Source::Proc {
+    if q.source != SocketSource::Proc {
         d.sockets.reserve(socket_estimate(&q.proc_root));
     }
     let mut nl = match q.source {
-        Source::Proc => None,
+        SocketSource::Proc => None,
         _ => match open_diag() {
             Ok(nl) => Some(nl),
-            Err(e) if q.source == Source::Netlink => return Err(Error::NoSockDiag(e)),
+            Err(e) if q.source == SocketSource::Netlink => return Err(Error::NoSockDiag(e)),
             Err(e) => {
                 d.warnings.push(fallback_warning("sockets", &e));
                 None
@@ -374,7 +374,9 @@ fn dump_ns_with(q: &Query, open_diag: impl Fn() -> io::Result<Netlink>) -> Resul
                 let before = d.sockets.len();
                 match sockdiag::dump_inet(n, family, proto, states, &mut d.sockets, &mut d.bound) {
                     Ok(()) => continue,
-                    Err(e) if q.source == Source::Netlink => return Err(Error::NoSockDiag(e)),
+                    Err(e) if q.source == SocketSource::Netlink => {
+                        return Err(Error::NoSockDiag(e));
+                    }
                     Err(e) => {
                         d.sockets.truncate(before);
                         d.bound.retain(|&(i, _)| i < before);
@@ -402,7 +404,7 @@ fn dump_ns_with(q: &Query, open_diag: impl Fn() -> io::Result<Netlink>) -> Resul
         let via_netlink = nl.as_mut().map(|n| sockdiag::dump_unix(n, &mut d.unix));
         if !matches!(via_netlink, Some(Ok(()))) {
             if let Some(Err(e)) = via_netlink {
-                if q.source == Source::Netlink {
+                if q.source == SocketSource::Netlink {
                     return Err(Error::NoSockDiag(e));
                 }
                 d.warnings.push(fallback_warning("unix", &e));
@@ -673,7 +675,7 @@ mod tests {
         assert!(auto.sockets.iter().any(|s| s.local_port == port));
         let proc = dump_ns_with(
             &Query {
-                source: Source::Proc,
+                source: SocketSource::Proc,
                 ..q.clone()
             },
             no_sock_diag,
@@ -686,7 +688,7 @@ mod tests {
     #[test]
     fn netlink_only_fails_clearly_without_sock_diag() {
         let q = Query {
-            source: Source::Netlink,
+            source: SocketSource::Netlink,
             ..Query::default()
         };
         let e = dump_ns_with(&q, no_sock_diag).unwrap_err();

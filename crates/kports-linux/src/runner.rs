@@ -1,10 +1,11 @@
-//! The one way kports runs an external command (`nft`, `iptables-save`, `ip`): with a timeout,
-//! and with errors that say whether the binary is missing, permission was denied, or it hung.
+//! The one way kports runs an external command (`nft`, `iptables-save`, `ip`, and the lab's
+//! `ip -batch` and `nft -f -`): with a timeout, optionally fed on standard input, and with errors
+//! that say whether the binary is missing, permission was denied, or it hung.
 //!
 //! The child's output is read on helper threads so a chatty command cannot block on a full pipe;
 //! a command still running at the deadline is killed (by its own pid) and reported as a timeout.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -37,9 +38,25 @@ pub enum RunError {
 
 /// Runs `cmd args...`, returning its standard output.
 pub fn run(cmd: &str, args: &[&str], timeout: Duration) -> Result<String, RunError> {
+    run_with_input(cmd, args, None, timeout)
+}
+
+/// Runs `cmd args...` with `stdin` on its standard input (none: `/dev/null`), returning its
+/// standard output. The input is written on a helper thread, so a command that answers before
+/// it has read everything cannot deadlock against kports.
+pub fn run_with_input(
+    cmd: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> Result<String, RunError> {
     let mut child = Command::new(cmd)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("LC_ALL", "C")
@@ -55,6 +72,16 @@ pub fn run(cmd: &str, args: &[&str], timeout: Duration) -> Result<String, RunErr
                 source: e,
             },
         })?;
+    let feeder = match (stdin, child.stdin.take()) {
+        (Some(text), Some(mut pipe)) => {
+            let text = text.to_string();
+            // A write error means the child stopped reading; its exit status tells why.
+            Some(thread::spawn(move || {
+                let _ = pipe.write_all(text.as_bytes());
+            }))
+        }
+        _ => None,
+    };
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
         thread::spawn(move || {
             let mut buf = Vec::new();
@@ -98,10 +125,17 @@ pub fn run(cmd: &str, args: &[&str], timeout: Duration) -> Result<String, RunErr
             }
         }
     };
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
     let stdout = out.join().unwrap_or_default();
-    let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default())
+    let mut stderr = String::from_utf8_lossy(&err.join().unwrap_or_default())
         .trim()
         .to_string();
+    if stderr.is_empty() && !status.success() {
+        // Some tools (`ip -batch`) report errors on standard output.
+        stderr = String::from_utf8_lossy(&stdout).trim().to_string();
+    }
     if !status.success() {
         let lower = stderr.to_ascii_lowercase();
         if lower.contains("permission denied")
@@ -135,6 +169,10 @@ mod tests {
         assert_eq!(
             run("sh", &["-c", "echo hi"], DEFAULT_TIMEOUT).unwrap(),
             "hi\n"
+        );
+        assert_eq!(
+            run_with_input("cat", &[], Some("fed"), DEFAULT_TIMEOUT).unwrap(),
+            "fed"
         );
         assert!(matches!(
             run("kports-no-such-binary", &[], DEFAULT_TIMEOUT),

@@ -1,6 +1,13 @@
-//! Command-line interface: what the user typed, validated, before anything touches the system.
+//! Command-line interface: every argument kports takes, parsed into the types the commands use
+//! (addresses as ranges, roles as the catalog's), before anything touches the system.
+
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kports_core::catalog::{Role, Severity, Version};
+use kports_core::explain::Subject;
+use kports_firewall::model::AddrRange;
+use kports_firewall::plan::PlanBackend;
 
 use crate::output::Format;
 
@@ -66,7 +73,7 @@ pub enum Command {
   kports check --fail-on warning -o junit      for a CI pipeline
   kports check --pre-install --role worker     before kubeadm join: are the ports free?
   kports check --catalog my-ports.toml         with a custom NodePort range or external etcd")]
-    Check(crate::cmd::check::CheckArgs),
+    Check(CheckArgs),
     /// Explain a port or a component: what normally listens there, who connects and why,
     /// kubeadm's bind address, and what this node has there now.
     ///
@@ -77,7 +84,7 @@ pub enum Command {
   kports explain etcd         every etcd port
   kports explain udp/8472     the VXLAN port, and why sources disagree about it
   kports explain 10255        the kubelet's read-only port and why it should be closed")]
-    Explain(crate::cmd::explain::ExplainArgs),
+    Explain(ExplainArgs),
     /// The node's firewall: is each required port open to the sources that need it, and which
     /// rule decides; and the rules that would open exactly that.
     #[command(subcommand)]
@@ -92,13 +99,13 @@ pub enum Command {
   kports completions bash > /etc/bash_completion.d/kports          every bash session
   kports completions zsh > /usr/local/share/zsh/site-functions/_kports
   kports completions fish > ~/.config/fish/completions/kports.fish")]
-    Completions(crate::cmd::completions::CompletionsArgs),
+    Completions(CompletionsArgs),
     /// Write the man pages of kports and of every subcommand into a directory.
     ///
     /// The Debian package has them already; this is for a copied static binary.
     #[command(after_long_help = "Examples:
   kports man /usr/local/share/man/man1 && man kports-check")]
-    Man(crate::cmd::man::ManArgs),
+    Man(ManArgs),
     /// Run as an agent: keep this node's check fresh and serve it over HTTP with metrics.
     ///
     /// Every interval (jittered) the agent checks the node as `kports check -o json` does and
@@ -166,31 +173,155 @@ pub enum PlanBackendArg {
     Ufw,
 }
 
-/// What both firewall commands need to know about the cluster.
+impl From<PlanBackendArg> for PlanBackend {
+    fn from(b: PlanBackendArg) -> PlanBackend {
+        match b {
+            PlanBackendArg::Nft => PlanBackend::Nft,
+            PlanBackendArg::Iptables => PlanBackend::Iptables,
+            PlanBackendArg::Firewalld => PlanBackend::Firewalld,
+            PlanBackendArg::Ufw => PlanBackend::Ufw,
+        }
+    }
+}
+
+/// What kports is told about the node instead of detecting it: shared by `check`, `explain`
+/// and the firewall commands.
 #[derive(Debug, Args)]
-pub struct FirewallCommon {
-    /// The node's role. Detected from the running components when not given (as `kports
-    /// check` does).
+pub struct NodeContext {
+    /// The node's role. Detected from the running components when not given.
     #[arg(long, value_enum)]
-    pub role: Option<crate::cmd::check::RoleArg>,
+    pub role: Option<RoleArg>,
     /// The CNI plugin(s), comma-separated, for their overlay and control ports: calico,
-    /// flannel, cilium, weave, antrea, kube-router, or none. Detected when not given.
+    /// flannel, cilium, weave, antrea, kube-router, or none. Detected from agents and devices
+    /// when not given.
     #[arg(long, value_delimiter = ',', value_name = "CNI")]
     pub cni: Option<Vec<String>>,
     /// A catalog file that extends or overrides the built-in one (format: docs/catalog.md).
     #[arg(long, value_name = "FILE")]
-    pub catalog: Option<std::path::PathBuf>,
+    pub catalog: Option<PathBuf>,
+}
+
+/// `--role` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// API server, etcd, scheduler, controller-manager, kubelet, kube-proxy.
+    ControlPlane,
+    /// kubelet and kube-proxy.
+    Worker,
+    /// A dedicated etcd member.
+    Etcd,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::ControlPlane => Role::ControlPlane,
+            RoleArg::Worker => Role::Worker,
+            RoleArg::Etcd => Role::Etcd,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub node: NodeContext,
+    /// Exit with status 1 when a finding is at least this severe.
+    #[arg(long, value_enum, default_value = "error")]
+    pub fail_on: FailOn,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: CheckFormat,
+    /// Before kubeadm runs: are the role's TCP and UDP ports free, and who holds those that
+    /// are not? Needs --role.
+    #[arg(long, requires = "role")]
+    pub pre_install: bool,
+    /// Check only the catalog entries of this Kubernetes version (for example 1.30).
+    #[arg(long, value_name = "X.Y", value_parser = parse_version)]
+    pub kubernetes_version: Option<Version>,
+    /// Where socket lists come from.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source: SourceArg,
+    /// Addresses that use the cluster, the nodes among them (CIDR or address; repeatable), for
+    /// the firewall's verdicts. Default: the peers this node is connected to, and one address
+    /// standing for any other host. Verdicts are evaluations of the rules; no traffic is sent.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr_arg)]
+    pub sources: Vec<AddrRange>,
+    /// Do not read the firewall (no `firewall-*` findings).
+    #[arg(long)]
+    pub no_firewall: bool,
+}
+
+/// `--fail-on` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Error,
+    Warning,
+    Info,
+    /// Always exit 0 (unless kports itself fails).
+    Never,
+}
+
+impl FailOn {
+    pub fn threshold(self) -> Option<Severity> {
+        match self {
+            FailOn::Error => Some(Severity::Error),
+            FailOn::Warning => Some(Severity::Warning),
+            FailOn::Info => Some(Severity::Info),
+            FailOn::Never => None,
+        }
+    }
+}
+
+/// `kports check -o` values (a superset of the census formats' table, wide and json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// Findings, most severe first, each with the command that shows it.
+    Table,
+    /// Findings, then every port checked.
+    Wide,
+    /// One JSON document (`kind: "check"`): items are the findings.
+    Json,
+    /// JUnit XML for CI: one test case per catalog port checked, failures for findings.
+    Junit,
+}
+
+fn parse_version(s: &str) -> Result<Version, String> {
+    Version::parse(s).ok_or_else(|| format!("`{s}` is not a Kubernetes version such as 1.30"))
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A port (2379, tcp/2379, 8472/udp), a component (etcd, kube-apiserver, apiserver) or a CNI
+    /// (flannel).
+    #[arg(value_name = "PORT|COMPONENT", value_parser = Subject::parse)]
+    pub query: Subject,
+    #[command(flatten)]
+    pub node: NodeContext,
+    /// Output format (wide is the same as table).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    /// Where socket lists come from.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source: SourceArg,
+}
+
+/// What both firewall commands need to know about the cluster.
+#[derive(Debug, Args)]
+pub struct FirewallCommon {
+    #[command(flatten)]
+    pub node: NodeContext,
     /// Addresses that use the cluster, the nodes among them (CIDR or address; repeatable).
     /// `plan` needs it; `check` judges from the peers this node is connected to when not given.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr_arg)]
-    pub sources: Vec<String>,
+    pub sources: Vec<AddrRange>,
     /// A control-plane node's address (repeatable): etcd and the kubelet are opened to these only;
-    /// `check` takes the API server and etcd peers this node is connected to when not given.
+    /// when not given, the API server and etcd peers this node is connected to.
     #[arg(long = "control-plane", value_name = "ADDR", value_parser = parse_cidr_arg)]
-    pub control_plane: Vec<String>,
+    pub control_plane: Vec<AddrRange>,
     /// A load balancer's address or CIDR (repeatable), for kube-proxy's health check port.
     #[arg(long = "load-balancers", value_name = "CIDR", value_parser = parse_cidr_arg)]
-    pub load_balancers: Vec<String>,
+    pub load_balancers: Vec<AddrRange>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: Format,
@@ -220,10 +351,31 @@ pub struct FirewallPlanArgs {
     pub script: bool,
 }
 
-pub fn parse_cidr_arg(s: &str) -> Result<String, String> {
+pub fn parse_cidr_arg(s: &str) -> Result<AddrRange, String> {
     kports_firewall::model::parse_cidr(s)
-        .map(|_| s.to_string())
         .ok_or_else(|| format!("`{s}` is not an address or CIDR (10.0.0.0/24, fd00::1)"))
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write the completion script for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells kports writes completions for. (clap_complete knows elvish and PowerShell too;
+/// leaving them out keeps their generators out of the binary.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created when missing).
+    pub dir: PathBuf,
 }
 
 /// Options every census command shares.
@@ -246,6 +398,17 @@ pub enum SourceArg {
     Netlink,
     /// /proc/net/{tcp,udp}{,6} and /proc/net/unix (what `netstat` uses).
     Proc,
+}
+
+impl From<SourceArg> for kports_linux::census::SocketSource {
+    fn from(s: SourceArg) -> kports_linux::census::SocketSource {
+        use kports_linux::census::SocketSource;
+        match s {
+            SourceArg::Auto => SocketSource::Auto,
+            SourceArg::Netlink => SocketSource::Netlink,
+            SourceArg::Proc => SocketSource::Proc,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -352,6 +515,23 @@ mod tests {
         assert!(parse_port_range("70000").is_err());
         assert!(parse_port_range("9-1").is_err());
         assert!(parse_port_range("http").is_err());
+    }
+
+    #[test]
+    fn thresholds_and_versions() {
+        assert_eq!(FailOn::Error.threshold(), Some(Severity::Error));
+        assert_eq!(FailOn::Never.threshold(), None);
+        assert!(parse_version("1.30").is_ok());
+        assert!(parse_version("latest").is_err());
+    }
+
+    #[test]
+    fn addresses_are_parsed_once() {
+        assert_eq!(
+            parse_cidr_arg("192.0.2.0/24").map(|r| r.to_string()),
+            Ok("192.0.2.0/24".to_string())
+        );
+        assert!(parse_cidr_arg("300.1.1.1").is_err());
     }
 
     #[test]

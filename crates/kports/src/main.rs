@@ -21,44 +21,48 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let mut out = Out::stdout();
+    let io = kports_node::Linux::default();
     let result = match &cli.command {
-        Command::Node(a) => cmd::node::run(a, &mut out),
+        Command::Node(a) => cmd::node::run(a, &io, &mut out),
         Command::Listen(a) => cmd::listen::run(a, &mut out),
         Command::Conns(a) => cmd::conns::run(a, &mut out),
-        Command::Check(a) => cmd::check::run(a, &mut out),
-        Command::Explain(a) => cmd::explain::run(a, &mut out),
-        Command::Firewall(c) => cmd::firewall::run(c, &mut out),
+        Command::Check(a) => cmd::check::run(a, &io, &mut out),
+        Command::Explain(a) => cmd::explain::run(a, &io, &mut out),
+        Command::Firewall(c) => cmd::firewall::run(c, &io, &mut out),
         Command::Lab(a) => return lab(a),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
         Command::Man(a) => cmd::man::run(a, &mut out),
         Command::Agent(a) => cmd::agent::run(a),
     }
-    .and_then(|warnings| {
+    .and_then(|outcome| {
         out.flush()?;
-        output::warn(&warnings);
-        Ok(())
+        output::warn(&outcome.warnings);
+        Ok(outcome.failed)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        // The findings are printed; they reached --fail-on.
+        Ok(true) => ExitCode::from(1),
+        Ok(false) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        // The check printed its findings; they reached --fail-on.
-        Err(e) if e.downcast_ref::<cmd::check::Failed>().is_some() => ExitCode::from(1),
         Err(e) => {
             eprintln!("kports: {e:#}");
-            if let Some(kports_linux::Error::Io { .. } | kports_linux::Error::NoSockDiag(_)) =
-                e.downcast_ref::<kports_linux::Error>()
-            {
-                if e.downcast_ref::<kports_linux::Error>()
-                    .is_some_and(|k| k.is_permission())
-                {
-                    eprintln!(
-                        "hint: run as root, or grant CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN (for other namespaces)"
-                    );
-                }
+            if census_error(&e).is_some_and(kports_linux::Error::is_permission) {
+                eprintln!(
+                    "hint: run as root, or grant CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN (for other namespaces)"
+                );
             }
             ExitCode::from(2)
         }
     }
+}
+
+/// The census's error behind `e`, if that is what failed.
+fn census_error(e: &anyhow::Error) -> Option<&kports_linux::Error> {
+    e.downcast_ref::<kports_linux::Error>()
+        .or(match e.downcast_ref::<kports_node::Error>() {
+            Some(kports_node::Error::Census(c)) => Some(c),
+            _ => None,
+        })
 }
 
 /// `kports lab` prints its own output; its usage errors exit 2, its failures 1.

@@ -8,7 +8,8 @@
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Stdout, Write};
 
-use kports_core::{SCHEMA_VERSION, Warning};
+use kports_core::Warning;
+pub use kports_core::document::Document;
 use serde::Serialize;
 
 /// `-o` values.
@@ -22,72 +23,13 @@ pub enum Format {
     Json,
 }
 
-/// The JSON document every command prints.
-#[derive(Debug, Serialize)]
-pub struct Document<'a, T: Serialize, U: Serialize = ()> {
-    pub schema: u32,
-    /// Which command produced it: `node`, `listen`, `conns`, ...
-    pub kind: &'static str,
-    pub hostname: &'a str,
-    pub items: T,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unix: Option<U>,
-    pub warnings: &'a [Warning],
-    /// What a command adds about the whole document (`check`: role, CNI, ports checked).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub context: Option<serde_json::Value>,
-}
-
-impl<'a, T: Serialize> Document<'a, T> {
-    pub fn new(kind: &'static str, hostname: &'a str, items: T, warnings: &'a [Warning]) -> Self {
-        Document {
-            schema: SCHEMA_VERSION,
-            kind,
-            hostname,
-            items,
-            unix: None,
-            warnings,
-            context: None,
-        }
-    }
-
-    /// Adds the `unix` list (`kports listen --unix`).
-    pub fn with_unix<U: Serialize>(self, unix: Option<U>) -> Document<'a, T, U> {
-        let Document {
-            schema,
-            kind,
-            hostname,
-            items,
-            warnings,
-            context,
-            ..
-        } = self;
-        Document {
-            schema,
-            kind,
-            hostname,
-            items,
-            unix,
-            warnings,
-            context,
-        }
-    }
-
-    /// Adds the `context` object.
-    pub fn with_context(self, context: serde_json::Value) -> Self {
-        Document {
-            context: Some(context),
-            ..self
-        }
-    }
-}
-
-pub struct Out {
-    w: BufWriter<Stdout>,
+/// Where a command writes: standard output, or any writer (a test's buffer).
+pub struct Out<W: Write = BufWriter<Stdout>> {
+    w: W,
     colour: bool,
 }
 
-impl std::fmt::Debug for Out {
+impl<W: Write> std::fmt::Debug for Out<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Out").field("colour", &self.colour).finish()
     }
@@ -98,10 +40,23 @@ impl Out {
         // SAFETY: isatty only inspects the descriptor.
         let tty = unsafe { libc::isatty(1) } == 1;
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Out {
-            w: BufWriter::with_capacity(1 << 16, io::stdout()),
-            colour: tty && !no_colour,
-        }
+        Out::new(
+            BufWriter::with_capacity(1 << 16, io::stdout()),
+            tty && !no_colour,
+        )
+    }
+}
+
+impl<W: Write> Out<W> {
+    /// Output to `w`, in colour when `colour`.
+    pub fn new(w: W, colour: bool) -> Out<W> {
+        Out { w, colour }
+    }
+
+    /// The writer, for a test to read what was written.
+    #[cfg(test)]
+    pub fn into_inner(self) -> W {
+        self.w
     }
 
     pub fn json<T: Serialize>(&mut self, doc: &T) -> io::Result<()> {

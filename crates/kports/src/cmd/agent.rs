@@ -12,19 +12,19 @@ use anyhow::{Context, Result};
 use kports_agent::refresh::{self, Schedule};
 use kports_agent::serve::{ConnLimits, serve, terminate_signal};
 use kports_agent::{AgentState, Auth, Finding, Limits, Report, Round, app};
-use kports_core::Warning;
 use kports_core::catalog::Severity;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cli::AgentArgs;
+use crate::cmd::Outcome;
 
 /// How long requests in flight may run after SIGTERM (the kubelet waits 30 s by default).
 const GRACE: Duration = Duration::from_secs(10);
 /// The longest a census and check may take before the round is abandoned.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(100);
 
-pub fn run(args: &AgentArgs) -> Result<Vec<Warning>> {
+pub fn run(args: &AgentArgs) -> Result<Outcome> {
     let auth = match &args.token_file {
         Some(f) => Auth::from_token_file(f)?,
         None => Auth::Disabled,
@@ -97,7 +97,7 @@ pub fn run(args: &AgentArgs) -> Result<Vec<Warning>> {
         let _ = refresher.await;
         served?;
         eprintln!("kports agent: stopped");
-        Ok(Vec::new())
+        Ok(Outcome::default())
     })
 }
 

@@ -1,294 +1,25 @@
-//! `kports check`: the node's listeners against the ports its role and CNI need.
+//! `kports check`: the node report's findings, rendered (table, wide, JSON, JUnit).
 //!
-//! The census and the catalog file are read here; everything else (role and CNI detection,
-//! the check, the findings) is `kports_core`. Exit status: 0 when no finding reaches
-//! `--fail-on`, 1 when one does (see [`Failed`]), 2 when kports itself fails.
+//! Everything is gathered by [`kports_node::NodeReport`]; this module only asks it and renders.
+//! Exit status: 0 when no finding reaches `--fail-on`, 1 when one does, 2 when kports itself
+//! fails.
 
 mod junit;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::io::Write;
 
-use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
-use kports_core::catalog::{Catalog, Role, Severity, Version};
-use kports_core::check::{self, Finding, Report};
-use kports_core::role::{self, Detected};
-use kports_core::{Interface, Socket, Warning};
-use kports_firewall::findings as fwfind;
-use kports_firewall::model::{AddrRange, parse_cidr};
-use kports_linux::census::{self, OwnerScope, Query, Source};
-use kports_linux::runner::DEFAULT_TIMEOUT;
-use kports_linux::sockdiag::{ESTABLISHED, LISTEN, UNCONN};
+use anyhow::Result;
+use kports_core::catalog::{Role, Severity};
+use kports_core::check::{self, Report};
+use kports_core::finding::Finding;
+use kports_core::role::{Detected, DetectionSource};
+use kports_node::{NodeIo, NodeReport, Options};
 use serde::Serialize;
 
-use crate::cli::SourceArg;
+use crate::cli::{CheckArgs, CheckFormat};
+use crate::cmd::Outcome;
 use crate::output::{self, Document, Out};
-
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// The node's role. Detected from the running components when not given.
-    #[arg(long, value_enum)]
-    pub role: Option<RoleArg>,
-    /// The CNI plugin(s), comma-separated: calico, flannel, cilium, weave, antrea, kube-router,
-    /// or none. Detected from agents and devices when not given.
-    #[arg(long, value_delimiter = ',', value_name = "CNI")]
-    pub cni: Option<Vec<String>>,
-    /// A catalog file that extends or overrides the built-in one (format: docs/catalog.md).
-    #[arg(long, value_name = "FILE")]
-    pub catalog: Option<PathBuf>,
-    /// Exit with status 1 when a finding is at least this severe.
-    #[arg(long, value_enum, default_value = "error")]
-    pub fail_on: FailOn,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-    pub output: CheckFormat,
-    /// Before kubeadm runs: are the role's TCP and UDP ports free, and who holds those that
-    /// are not? Needs --role.
-    #[arg(long, requires = "role")]
-    pub pre_install: bool,
-    /// Check only the catalog entries of this Kubernetes version (for example 1.30).
-    #[arg(long, value_name = "X.Y", value_parser = parse_version)]
-    pub kubernetes_version: Option<Version>,
-    /// Where socket lists come from.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub source: SourceArg,
-    /// Addresses that use the cluster, the nodes among them (CIDR or address; repeatable), for
-    /// the firewall's verdicts when the census shows no peer. Default: one address standing for
-    /// any other host. Verdicts are evaluations of the rules; no traffic is sent.
-    #[arg(long, value_name = "CIDR", value_parser = crate::cli::parse_cidr_arg)]
-    pub sources: Vec<String>,
-    /// Do not read the firewall (no `firewall-*` findings).
-    #[arg(long)]
-    pub no_firewall: bool,
-}
-
-/// `--role` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RoleArg {
-    /// API server, etcd, scheduler, controller-manager, kubelet, kube-proxy.
-    ControlPlane,
-    /// kubelet and kube-proxy.
-    Worker,
-    /// A dedicated etcd member.
-    Etcd,
-}
-
-impl From<RoleArg> for Role {
-    fn from(r: RoleArg) -> Role {
-        match r {
-            RoleArg::ControlPlane => Role::ControlPlane,
-            RoleArg::Worker => Role::Worker,
-            RoleArg::Etcd => Role::Etcd,
-        }
-    }
-}
-
-/// `--fail-on` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FailOn {
-    Error,
-    Warning,
-    Info,
-    /// Always exit 0 (unless kports itself fails).
-    Never,
-}
-
-impl FailOn {
-    pub fn threshold(self) -> Option<Severity> {
-        match self {
-            FailOn::Error => Some(Severity::Error),
-            FailOn::Warning => Some(Severity::Warning),
-            FailOn::Info => Some(Severity::Info),
-            FailOn::Never => None,
-        }
-    }
-}
-
-/// `kports check -o` values (a superset of the census formats' table, wide and json).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CheckFormat {
-    /// Findings, most severe first, each with the command that shows it.
-    Table,
-    /// Findings, then every port checked.
-    Wide,
-    /// One JSON document (`kind: "check"`): items are the findings.
-    Json,
-    /// JUnit XML for CI: one test case per catalog port checked, failures for findings.
-    Junit,
-}
-
-fn parse_version(s: &str) -> Result<Version, String> {
-    Version::parse(s).ok_or_else(|| format!("`{s}` is not a Kubernetes version such as 1.30"))
-}
-
-/// A check found what `--fail-on` asks to fail on: `main` exits with status 1.
-#[derive(Debug)]
-pub struct Failed;
-
-impl std::fmt::Display for Failed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("findings reached --fail-on")
-    }
-}
-
-impl std::error::Error for Failed {}
-
-/// The built-in catalog with the user's file, if any, applied.
-pub fn load_catalog(path: Option<&Path>) -> Result<Catalog> {
-    let mut c = Catalog::builtin().context("the built-in catalog is broken (a bug in kports)")?;
-    if let Some(p) = path {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read the catalog file {}", p.display()))?;
-        c.apply_user(&text, &p.display().to_string())
-            .context("refusing the catalog file")?;
-    }
-    Ok(c)
-}
-
-/// What the node is: sockets, interfaces, and the warnings of collecting them.
-#[derive(Debug)]
-pub struct Node {
-    pub sockets: Vec<Socket>,
-    pub interfaces: Vec<Interface>,
-    pub warnings: Vec<Warning>,
-}
-
-/// Takes the census a check needs: listeners, established connections (for the command lines
-/// of components that only connect out) and interfaces (tunnel ports, CNI devices).
-pub fn census(source: SourceArg) -> Result<Node> {
-    let q = Query {
-        source: match source {
-            SourceArg::Auto => Source::Auto,
-            SourceArg::Netlink => Source::Netlink,
-            SourceArg::Proc => Source::Proc,
-        },
-        tcp_states: LISTEN | ESTABLISHED,
-        udp_states: UNCONN,
-        owners: OwnerScope::UntilFound,
-        proc_root: PathBuf::from("/proc"),
-        ..Query::default()
-    };
-    let c = census::sockets(&q)?;
-    let mut warnings = c.warnings;
-    let interfaces = match census::interfaces(Path::new("/proc"), false) {
-        Ok((ifs, mut w)) => {
-            warnings.append(&mut w);
-            ifs
-        }
-        Err(e) => {
-            warnings.push(Warning::new(
-                "interfaces-unreadable",
-                format!("{e}: tunnel ports and CNI devices are unknown"),
-            ));
-            Vec::new()
-        }
-    };
-    Ok(Node {
-        sockets: c.sockets,
-        interfaces,
-        warnings,
-    })
-}
-
-/// A node's role (none when unknown) and CNIs, each with where it came from.
-pub type RoleAndCni = (Detected<Option<Role>>, Detected<Vec<String>>);
-
-/// The role and CNIs: the user's, or detected.
-pub fn role_and_cni(
-    role: Option<RoleArg>,
-    cni: Option<&[String]>,
-    catalog: &Catalog,
-    node: &Node,
-) -> Result<RoleAndCni> {
-    let role = match role {
-        Some(r) => Detected::given(Some(r.into()), "--role"),
-        None => role::detect_role(&node.sockets),
-    };
-    let cni = match cni {
-        Some(list) => {
-            let list: Vec<String> = list
-                .iter()
-                .map(|c| c.trim().to_ascii_lowercase())
-                .filter(|c| !c.is_empty() && c != "none")
-                .collect();
-            let known = catalog.cnis();
-            if let Some(bad) = list.iter().find(|c| !known.contains(&c.as_str())) {
-                anyhow::bail!(
-                    "--cni {bad}: the catalog knows {} (or none)",
-                    known.join(", ")
-                );
-            }
-            Detected::given(list, "--cni")
-        }
-        None => role::detect_cni(&node.sockets, &node.interfaces),
-    };
-    Ok((role, cni))
-}
-
-/// The firewall's findings: reads the ruleset and the routes back to each source, then joins
-/// them with the catalog and the census (`kports_firewall::findings`, pure).
-fn firewall_findings(
-    args: &CheckArgs,
-    catalog: &Catalog,
-    role: Option<Role>,
-    cnis: &[String],
-    node: &Node,
-    warnings: &mut Vec<Warning>,
-) -> Vec<Finding> {
-    let read = crate::cmd::firewall::read();
-    // An unreadable source is a `firewall-unknown` finding; the other notes stay warnings.
-    warnings.extend(
-        read.warnings
-            .into_iter()
-            .filter(|w| w.code != "firewall-unread"),
-    );
-    let peers = fwfind::peers(catalog, &node.sockets, &node.interfaces);
-    let given: Vec<AddrRange> = args.sources.iter().filter_map(|s| parse_cidr(s)).collect();
-    let representative = fwfind::representative(&node.interfaces);
-    let mut sources = fwfind::choose_sources(&peers, &given, representative, role, warnings);
-    for ks in &mut sources {
-        let s = &mut ks.source;
-        match kports_linux::firewall::route_to(s.range.first(), DEFAULT_TIMEOUT) {
-            Some((dev, src)) => {
-                s.iif = Some(dev);
-                s.dst = src;
-            }
-            None => {
-                if let Some((dev, addr)) = fwfind::primary_interface(&node.interfaces, s.range.v6) {
-                    s.iif = Some(dev);
-                    s.dst = Some(addr);
-                }
-            }
-        }
-    }
-    let out = fwfind::findings(&fwfind::Input {
-        catalog,
-        role,
-        cnis,
-        sockets: &node.sockets,
-        interfaces: &node.interfaces,
-        ruleset: &read.rs,
-        sources: &sources,
-        pre_install: args.pre_install,
-    });
-    warnings.extend(
-        out.warnings
-            .into_iter()
-            .filter(|w| w.code != "flag-unreadable"),
-    );
-    out.findings
-}
-
-/// The node's own settings, following the routes to the peers the census shows.
-pub fn node_settings(catalog: &Catalog, node: &Node) -> kports_core::settings::NodeSettings {
-    let peers: Vec<_> = fwfind::peers(catalog, &node.sockets, &node.interfaces)
-        .control_plane
-        .into_iter()
-        .map(|(a, why)| (a, why.to_string()))
-        .collect();
-    kports_linux::settings::read(&peers, DEFAULT_TIMEOUT)
-}
 
 /// The `context` of the JSON document.
 #[derive(Debug, Serialize)]
@@ -301,81 +32,61 @@ struct JsonContext<'a> {
     checked: &'a [check::Checked],
 }
 
-pub fn run(args: &CheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
-    let catalog = load_catalog(args.catalog.as_deref())?;
-    let node = census(args.source)?;
-    let (role, cni) = role_and_cni(args.role, args.cni.as_deref(), &catalog, &node)?;
-    let input = check::Input {
-        sockets: &node.sockets,
-        interfaces: &node.interfaces,
-        catalog: &catalog,
-        role: role.value,
-        cnis: &cni.value,
-        version: args.kubernetes_version,
-        pre_install: args.pre_install,
-    };
-    let mut report = check::check(&input);
-    let mut warnings = node.warnings.clone();
-    warnings.extend(report.warnings.iter().cloned());
-    if !args.no_firewall {
-        let fw = firewall_findings(args, &catalog, role.value, &cni.value, &node, &mut warnings);
-        report.merge(fw);
-    }
-    let settings = node_settings(&catalog, &node);
-    report.merge(kports_core::prereq::findings(&kports_core::prereq::Input {
-        settings: &settings,
-        interfaces: &node.interfaces,
-        sockets: &node.sockets,
-        role: role.value,
-        cnis: &cni.value,
-        checked: &report.checked,
-        pre_install: args.pre_install,
-    }));
-    let hostname = kports_linux::hostname();
+pub fn run(args: &CheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
+    let node = NodeReport::build(
+        io,
+        &Options {
+            role: args.node.role.map(Role::from),
+            cni: args.node.cni.clone(),
+            catalog: args.node.catalog.clone(),
+            census: args.source.into(),
+            firewall: !args.no_firewall,
+            sources: args.sources.clone(),
+            ..Options::default()
+        },
+    )?;
+    let checked = node.check(args.kubernetes_version, args.pre_install);
+    let (report, warnings) = (checked.report, checked.warnings);
+    let (hostname, role, cni) = (&node.hostname, &node.role, &node.cni);
     let threshold = args.fail_on.threshold();
 
     match args.output {
         CheckFormat::Json => {
             let context = JsonContext {
-                role: &role,
-                cni: &cni,
+                role,
+                cni,
                 pre_install: args.pre_install,
                 fail_on: threshold,
                 checked: &report.checked,
             };
             let context = serde_json::to_value(&context)?;
             out.json(
-                &Document::new("check", &hostname, &report.findings, &warnings)
+                &Document::new("check", hostname, &report.findings, &warnings)
                     .with_context(context),
             )?;
         }
         CheckFormat::Junit => out.line(&junit::render(
-            &hostname,
-            &role,
-            &cni,
+            hostname,
+            role,
+            cni,
             &report,
             threshold,
             args.pre_install,
         ))?,
-        CheckFormat::Table | CheckFormat::Wide => {
-            print(out, &hostname, &role, &cni, &report, args)?
-        }
+        CheckFormat::Table | CheckFormat::Wide => print(out, hostname, role, cni, &report, args)?,
     }
 
-    let failed = threshold.is_some_and(|t| report.worst().is_some_and(|w| w >= t));
-    if failed {
-        out.flush()?;
-        output::warn(&warnings);
-        return Err(Failed.into());
-    }
-    Ok(warnings)
+    Ok(Outcome {
+        failed: threshold.is_some_and(|t| report.worst().is_some_and(|w| w >= t)),
+        warnings,
+    })
 }
 
 fn describe_role(role: &Detected<Option<Role>>) -> String {
     let name = role.value.map_or("unknown", Role::as_str);
     match role.source {
-        "flag" => format!("{name} (--role)"),
-        _ => format!(
+        DetectionSource::Flag => format!("{name} (--role)"),
+        DetectionSource::Detected => format!(
             "{name} (detected: {})",
             role.evidence.first().map_or("", String::as_str)
         ),
@@ -389,8 +100,8 @@ fn describe_cni(cni: &Detected<Vec<String>>) -> String {
         cni.value.join(", ")
     };
     match cni.source {
-        "flag" => format!("{names} (--cni)"),
-        _ => format!(
+        DetectionSource::Flag => format!("{names} (--cni)"),
+        DetectionSource::Detected => format!(
             "{names} (detected: {})",
             cni.evidence.first().map_or("", String::as_str)
         ),
@@ -398,7 +109,7 @@ fn describe_cni(cni: &Detected<Vec<String>>) -> String {
 }
 
 fn print(
-    out: &mut Out,
+    out: &mut Out<impl Write>,
     hostname: &str,
     role: &Detected<Option<Role>>,
     cni: &Detected<Vec<String>>,
@@ -439,7 +150,7 @@ fn print(
                     }
                     1 => b.push_str(&k.entry.component),
                     2 => b.push_str(k.expect.as_str()),
-                    3 => b.push_str(k.result),
+                    3 => b.push_str(k.result.as_str()),
                     4 => {
                         if k.listeners.is_empty() {
                             b.push('-');
@@ -463,7 +174,7 @@ fn print(
     out.line(&summary(report))
 }
 
-fn print_findings(out: &mut Out, findings: &[Finding]) -> std::io::Result<()> {
+fn print_findings(out: &mut Out<impl Write>, findings: &[Finding]) -> std::io::Result<()> {
     // Each finding is a row, then its command on a row of its own under MESSAGE, then the
     // command that fixes it when there is one.
     let rows: Vec<(usize, u8)> = findings
@@ -482,7 +193,7 @@ fn print_findings(out: &mut Out, findings: &[Finding]) -> std::io::Result<()> {
             let f = &findings[i];
             match (kind, c) {
                 (0, 0) => b.push_str(f.severity.as_str()),
-                (0, 1) => b.push_str(f.id),
+                (0, 1) => b.push_str(f.id.as_str()),
                 (0, 2) => b.push_str(&f.place()),
                 (0, _) => b.push_str(&f.message),
                 (1, 3) => {
@@ -515,35 +226,145 @@ fn summary(report: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+    use kports_node::Replay;
+
     use super::*;
+    use crate::cli::{Cli, Command};
 
-    #[test]
-    fn thresholds() {
-        assert_eq!(FailOn::Error.threshold(), Some(Severity::Error));
-        assert_eq!(FailOn::Never.threshold(), None);
-        assert!(parse_version("1.30").is_ok());
-        assert!(parse_version("latest").is_err());
+    /// `kports ARGS` on a replayed node with nothing on it: (stdout, outcome).
+    fn render(args: &[&str], io: &Replay) -> (String, Outcome) {
+        let cli =
+            Cli::try_parse_from(std::iter::once("kports").chain(args.iter().copied())).unwrap();
+        let Command::Check(a) = &cli.command else {
+            panic!("not a check: {args:?}");
+        };
+        let mut out = Out::new(Vec::new(), false);
+        let outcome = run(a, io, &mut out).unwrap();
+        (String::from_utf8(out.into_inner()).unwrap(), outcome)
     }
 
     #[test]
-    fn user_catalog_errors_name_file_and_line() {
-        let dir = std::env::temp_dir().join(format!("kports-check-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("bad.toml");
-        std::fs::write(
-            &p,
-            "[[port]]\ncomponent = \"etcd\"\nprotocol = \"tcp\"\nport = 0\n",
-        )
-        .unwrap();
-        let e = load_catalog(Some(&p)).unwrap_err();
-        let msg = format!("{e:#}");
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(
-            msg,
-            format!(
-                "refusing the catalog file: {}:4:8: port 0 is not valid: use 1-65535",
-                p.display()
-            )
+    fn a_blocked_kubelet_is_an_error_that_fails_the_check() {
+        let (text, outcome) = render(&["check", "--cni", "none"], &Replay::example_worker());
+        assert_eq!(text, BLOCKED);
+        assert!(outcome.failed);
+        let (_, never) = render(
+            &["check", "--cni", "none", "--fail-on", "never"],
+            &Replay::example_worker(),
         );
+        assert!(!never.failed);
     }
+
+    /// A worker with nothing running yet, its settings as kubeadm wants them.
+    fn empty_worker() -> Replay {
+        let w = Replay::example_worker();
+        Replay {
+            hostname: "w9".into(),
+            interfaces: w.interfaces,
+            settings: Some(Replay::example_settings(
+                "w9",
+                kports_node::EXAMPLE_NODE.into(),
+            )),
+            ..Replay::default()
+        }
+    }
+
+    #[test]
+    fn a_prerequisite_shows_where_it_is_and_the_command_that_fixes_it() {
+        let mut io = empty_worker();
+        if let Some(s) = io.settings.as_mut() {
+            s.ip_forward = kports_core::settings::Known::Known(0);
+        }
+        let args = [
+            "check",
+            "--pre-install",
+            "--role",
+            "worker",
+            "--cni",
+            "flannel",
+            "--no-firewall",
+        ];
+        let (text, outcome) = render(&args, &io);
+        assert_eq!(text, FORWARDING_OFF);
+        assert!(outcome.failed);
+    }
+
+    #[test]
+    fn a_pre_install_check_of_an_empty_worker_renders_its_table() {
+        let io = empty_worker();
+        let (text, outcome) = render(
+            &[
+                "check",
+                "--pre-install",
+                "--role",
+                "worker",
+                "--cni",
+                "flannel",
+                "--no-firewall",
+            ],
+            &io,
+        );
+        assert_eq!(
+            text,
+            "pre-install check of w9: role worker (--role), CNI flannel (--cni)\n\n7 ports checked: no findings\n"
+        );
+        assert!(!outcome.failed);
+        let (wide, _) = render(
+            &[
+                "check",
+                "--pre-install",
+                "--role",
+                "worker",
+                "--cni",
+                "flannel",
+                "--no-firewall",
+                "-o",
+                "wide",
+            ],
+            &io,
+        );
+        assert_eq!(wide, WIDE);
+        assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    }
+
+    /// `kports check --pre-install --role worker --cni flannel -o wide` on an empty node.
+    const WIDE: &str = "\
+pre-install check of w9: role worker (--role), CNI flannel (--cni)
+
+PORT             COMPONENT   EXPECT     RESULT  LISTENERS  PURPOSE
+tcp/10250        kubelet     listening  ok      -          Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics
+tcp/10248        kubelet     listening  ok      -          Kubelet healthz (plain HTTP)
+tcp/10256        kube-proxy  listening  ok      -          kube-proxy health check (/healthz, /livez)
+tcp/10249        kube-proxy  listening  ok      -          kube-proxy metrics (plain HTTP)
+tcp/30000-32767  kube-proxy  reserved   ok      -          NodePort Services (default range)
+udp/30000-32767  kube-proxy  reserved   ok      -          NodePort Services over UDP (default range)
+udp/8472         flannel     listening  ok      -          Flannel VXLAN overlay (kernel flannel.1 device)
+
+7 ports checked: no findings
+";
+
+    /// `kports check --pre-install --role worker --cni flannel --no-firewall` on an empty node
+    /// that does not forward.
+    const FORWARDING_OFF: &str = "\
+pre-install check of w9: role worker (--role), CNI flannel (--cni)
+
+SEVERITY  FINDING         PORT  MESSAGE
+error     ip-forward-off  -     net.ipv4.ip_forward is 0: the node does not forward IPv4 packets, so pod traffic to and from other nodes goes nowhere (kubeadm preflight refuses it)
+                                  $ sysctl net.ipv4.ip_forward
+                                  fix: sysctl -w net.ipv4.ip_forward=1 (to keep it: `net.ipv4.ip_forward = 1` in /etc/sysctl.d/k8s.conf)
+
+7 ports checked: 1 error, 0 warnings, 0 info
+";
+
+    /// `kports check --cni none` on the example worker.
+    const BLOCKED: &str = "\
+check of w1: role worker (detected: kubelet (pid 500) holds tcp/10250), CNI none (--cni)
+
+SEVERITY  FINDING                        PORT       MESSAGE
+error     firewall-blocks-required-port  tcp/10250  the firewall drops tcp/10250 from 192.0.2.11 (the API server this node connects to), but the control plane must reach kubelet there (Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics): iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
+                                                      $ iptables-nft -t filter -L INPUT -n -v --line-numbers
+
+12 ports checked: 1 error, 0 warnings, 0 info
+";
 }

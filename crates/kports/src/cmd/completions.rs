@@ -4,31 +4,16 @@
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::shells;
-use kports_core::Warning;
+use std::io::Write;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, CompletionsArgs, Shell};
+use crate::cmd::Outcome;
 use crate::output::Out;
 
-#[derive(Debug, clap::Args)]
-pub struct CompletionsArgs {
-    /// The shell to write the completion script for.
-    #[arg(value_enum)]
-    pub shell: Shell,
-}
-
-/// The shells kports writes completions for. (clap_complete knows elvish and PowerShell too;
-/// leaving them out keeps their generators out of the binary.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-}
-
-pub fn run(args: &CompletionsArgs, out: &mut Out) -> Result<Vec<Warning>> {
+pub fn run(args: &CompletionsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let script = String::from_utf8(script(args.shell)).context("completion script is not UTF-8")?;
     out.line(script.trim_end())?;
-    Ok(Vec::new())
+    Ok(Outcome::default())
 }
 
 /// The completion script for `shell`.

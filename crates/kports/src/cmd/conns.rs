@@ -2,17 +2,19 @@
 
 use std::fmt::Write as _;
 
+use std::io::Write;
+
 use anyhow::Result;
-use kports_core::Warning;
-use kports_core::conns::{self, ConnRow, Direction, Grouping};
+use kports_core::conns::{self, ConnDirection, ConnRow, Grouping};
 use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ESTABLISHED, LISTEN};
 
 use super::query;
 use crate::cli::ConnsArgs;
+use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
 
-pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
+pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let mut q = query(&args.filters, args.common.all_netns, OwnerScope::Every);
     q.udp = false;
     q.tcp_states = ESTABLISHED | LISTEN;
@@ -30,7 +32,7 @@ pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
     let hostname = kports_linux::hostname();
     if args.common.output == Format::Json {
         out.json(&Document::new("conns", &hostname, &rows, &c.warnings))?;
-        return Ok(c.warnings);
+        return Ok(Outcome::done(c.warnings));
     }
     let wide = args.common.output == Format::Wide;
     let ns = args.common.all_netns || wide;
@@ -74,8 +76,8 @@ pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
         match c {
             0 => b.push_str(&r.netns.as_ref().map_or_else(|| "-".into(), |n| n.label())),
             1 => b.push_str(match r.direction {
-                Direction::In => "in",
-                Direction::Out => "out",
+                ConnDirection::In => "in",
+                ConnDirection::Out => "out",
             }),
             2 => match (
                 r.direction,
@@ -84,11 +86,13 @@ pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
                 r.remote_address,
                 r.remote_port,
             ) {
-                (Direction::In, Some(a), Some(p), _, _) if args.by_port && a.is_unspecified() => {
+                (ConnDirection::In, Some(a), Some(p), _, _)
+                    if args.by_port && a.is_unspecified() =>
+                {
                     let _ = write!(b, "*:{p}");
                 }
-                (Direction::In, Some(a), Some(p), _, _) => endpoint(b, &a, p),
-                (Direction::Out, _, _, Some(a), Some(p)) => {
+                (ConnDirection::In, Some(a), Some(p), _, _) => endpoint(b, &a, p),
+                (ConnDirection::Out, _, _, Some(a), Some(p)) => {
                     b.push_str("-> ");
                     endpoint(b, &a, p);
                 }
@@ -109,17 +113,17 @@ pub fn run(args: &ConnsArgs, out: &mut Out) -> Result<Vec<Warning>> {
             }
         }
     })?;
-    Ok(c.warnings)
+    Ok(Outcome::done(c.warnings))
 }
 
 fn keep(args: &ConnsArgs, r: &ConnRow) -> bool {
     let f = &args.filters;
     let port = match r.direction {
-        Direction::In => r.local_port,
-        Direction::Out => r.remote_port,
+        ConnDirection::In => r.local_port,
+        ConnDirection::Out => r.remote_port,
     };
-    (!args.inbound || r.direction == Direction::In)
-        && (!args.outbound || r.direction == Direction::Out)
+    (!args.inbound || r.direction == ConnDirection::In)
+        && (!args.outbound || r.direction == ConnDirection::Out)
         && f.port
             .is_none_or(|(lo, hi)| port.is_some_and(|p| (lo..=hi).contains(&p)))
         && f.component

@@ -2,80 +2,53 @@
 //! there right now.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::io::Write;
 
 use anyhow::Result;
-use clap::Args;
-use kports_core::Warning;
 use kports_core::catalog::Role;
-use kports_core::check;
-use kports_core::explain::{self, Explanation, PeerCount, Query};
+use kports_core::explain::{self, Explanation, PeerCount, Subject};
+use kports_node::{NodeIo, NodeReport, Options};
 
-use super::check::{RoleArg, census, load_catalog, role_and_cni};
-use crate::cli::SourceArg;
+use crate::cli::ExplainArgs;
+use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
 
-#[derive(Debug, Args)]
-pub struct ExplainArgs {
-    /// A port (2379, tcp/2379, 8472/udp), a component (etcd, kube-apiserver, apiserver) or a CNI
-    /// (flannel).
-    #[arg(value_name = "PORT|COMPONENT", value_parser = Query::parse)]
-    pub query: Query,
-    /// The node's role, for "needed here" and the check's findings. Detected when not given.
-    #[arg(long, value_enum)]
-    pub role: Option<RoleArg>,
-    /// The CNI plugin(s), comma-separated. Detected when not given.
-    #[arg(long, value_delimiter = ',', value_name = "CNI")]
-    pub cni: Option<Vec<String>>,
-    /// A catalog file that extends or overrides the built-in one.
-    #[arg(long, value_name = "FILE")]
-    pub catalog: Option<PathBuf>,
-    /// Output format (wide is the same as table).
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-    pub output: Format,
-    /// Where socket lists come from.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub source: SourceArg,
-}
-
-pub fn run(args: &ExplainArgs, out: &mut Out) -> Result<Vec<Warning>> {
-    let catalog = load_catalog(args.catalog.as_deref())?;
-    let node = census(args.source)?;
-    let (role, cni) = role_and_cni(args.role, args.cni.as_deref(), &catalog, &node)?;
-    let input = check::Input {
-        sockets: &node.sockets,
-        interfaces: &node.interfaces,
-        catalog: &catalog,
-        role: role.value,
-        cnis: &cni.value,
-        version: None,
-        pre_install: false,
-    };
-    let (items, mut warnings) = explain::explain(&args.query, &input);
-    warnings.extend(node.warnings);
+pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
+    let node = NodeReport::build(
+        io,
+        &Options {
+            role: args.node.role.map(Role::from),
+            cni: args.node.cni.clone(),
+            catalog: args.node.catalog.clone(),
+            census: args.source.into(),
+            firewall: false,
+            prerequisites: false,
+            ..Options::default()
+        },
+    )?;
+    let (items, warnings) = node.explain(&args.query);
     if items.is_empty() {
-        if let Query::Name(n) = &args.query {
+        if let Subject::Name(n) = &args.query {
             anyhow::bail!(
                 "the catalog has no component or CNI `{n}`; it knows {}",
-                explain::known_names(&catalog).join(", ")
+                explain::known_names(&node.catalog).join(", ")
             );
         }
     }
-    let hostname = kports_linux::hostname();
     if args.output == Format::Json {
-        out.json(&Document::new("explain", &hostname, &items, &warnings))?;
-        return Ok(warnings);
+        out.json(&Document::new("explain", &node.hostname, &items, &warnings))?;
+        return Ok(Outcome::done(warnings));
     }
     for (i, x) in items.iter().enumerate() {
         if i > 0 {
             out.line("")?;
         }
-        print(out, x, role.value)?;
+        print(out, x, node.role.value)?;
     }
-    Ok(warnings)
+    Ok(Outcome::done(warnings))
 }
 
-fn print(out: &mut Out, x: &Explanation, role: Option<Role>) -> std::io::Result<()> {
+fn print(out: &mut Out<impl Write>, x: &Explanation, role: Option<Role>) -> std::io::Result<()> {
     let label = format!("{}/{}", x.protocol.as_str(), x.port);
     let mut rows: Vec<(&str, String)> = Vec::new();
     match &x.entry {

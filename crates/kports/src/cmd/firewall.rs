@@ -1,146 +1,48 @@
 //! `kports firewall check` and `kports firewall plan`: read the node's rulesets, judge the
 //! required ports, and write the rules that open exactly what each source needs.
 
-use anyhow::{Result, bail};
-use kports_core::Warning;
+use std::io::Write;
+
+use anyhow::Result;
 use kports_core::catalog::Role;
-use kports_firewall::capture::assemble;
-use kports_firewall::check::{self, CheckRow, Source, Sources};
-use kports_firewall::detect::{self, Managers};
-use kports_firewall::findings;
-use kports_firewall::model::{AddrRange, Unread, parse_cidr};
-use kports_firewall::plan::{self, PlanBackend, PlanRequest};
-use kports_firewall::required::{self, Live, RequiredPort};
-use kports_firewall::{Evaluator, Judgement};
-use kports_linux::runner::DEFAULT_TIMEOUT;
+use kports_firewall::Judgement;
+use kports_firewall::detect::Managers;
+use kports_firewall::model::Unread;
+use kports_firewall::plan;
+use kports_firewall::required::RequiredPort;
+use kports_firewall::verdicts::CheckRow;
+use kports_node::{NodeIo, NodeReport, Options};
 use serde::Serialize;
 
-use crate::cli::{
-    FirewallCheckArgs, FirewallCommand, FirewallCommon, FirewallPlanArgs, PlanBackendArg, SourceArg,
-};
-use crate::cmd::check::{Node, census, load_catalog, role_and_cni};
+use crate::cli::{FirewallCheckArgs, FirewallCommand, FirewallCommon, FirewallPlanArgs};
+use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out};
 
-pub fn run(c: &FirewallCommand, out: &mut Out) -> Result<Vec<Warning>> {
+pub fn run(c: &FirewallCommand, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
     match c {
-        FirewallCommand::Check(a) => check(a, out),
-        FirewallCommand::Plan(a) => plan(a, out),
+        FirewallCommand::Check(a) => check(a, io, out),
+        FirewallCommand::Plan(a) => plan(a, io, out),
     }
 }
 
-/// The ruleset of this network namespace, what manages it, and warnings.
-pub struct Read {
-    pub rs: kports_firewall::Ruleset,
-    pub managers: Managers,
-    pub warnings: Vec<Warning>,
-}
-
-/// Reads this network namespace's rulesets through the runner (`nft`, every `*-save`).
-pub fn read() -> Read {
-    let capture = kports_linux::firewall::capture(DEFAULT_TIMEOUT);
-    let (rs, notes) = assemble(&capture);
-    let managers = detect::detect(&rs, &capture);
-    let mut warnings: Vec<Warning> = notes
-        .into_iter()
-        .map(|m| Warning::new("firewall-parse", m))
-        .collect();
-    for u in &rs.unread {
-        warnings.push(Warning::new(
-            "firewall-unread",
-            format!(
-                "{} not readable: {}; verdicts that need it are unknown",
-                u.source, u.reason
-            ),
-        ));
-    }
-    Read {
-        rs,
-        managers,
-        warnings,
-    }
-}
-
-/// `192.0.2.11 (the API server this node connects to), ...`
-fn describe(peers: &[(std::net::IpAddr, &str)]) -> String {
-    peers
-        .iter()
-        .map(|(ip, why)| format!("{ip} ({why})"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn ranges(v: &[String]) -> Vec<AddrRange> {
-    // clap validated every value already.
-    v.iter().filter_map(|s| parse_cidr(s)).collect()
-}
-
-/// The required ports of this node, and how its role and CNI were found.
-struct Needs {
-    role: Role,
-    ports: Vec<RequiredPort>,
-    notes: Vec<String>,
-    /// Control-plane hosts and nodes this node is connected to, from the census.
-    peers: findings::Peers,
-    /// An address that stands for "any other host" when no source is known.
-    anyone: AddrRange,
-}
-
-/// The catalog's ports for the node's role and CNI (given, or detected as `kports check`
-/// detects them), at the ports the running components' flags and tunnel devices set.
-fn required(common: &FirewallCommon, warnings: &mut Vec<Warning>) -> Result<Needs> {
-    let catalog = load_catalog(common.catalog.as_deref())?;
-    // Without a census the catalog's default ports are judged, and the role must be given.
-    let node = census(SourceArg::Auto).unwrap_or_else(|e| Node {
-        sockets: Vec::new(),
-        interfaces: Vec::new(),
-        warnings: vec![Warning::new(
-            "census-failed",
-            format!(
-                "{e:#}: ports are judged at the catalog's defaults, not where flags moved them"
-            ),
-        )],
-    });
-    warnings.extend(node.warnings.iter().cloned());
-    let (role, cni) = role_and_cni(common.role, common.cni.as_deref(), &catalog, &node)?;
-    let Some(r) = role.value else {
-        bail!(
-            "the node's role is unknown ({}): pass --role",
-            role.evidence.join("; ")
-        );
-    };
-    let live = Live {
-        sockets: &node.sockets,
-        interfaces: &node.interfaces,
-    };
-    let req = required::from_catalog(&catalog, r, &cni.value, Some(live));
-    warnings.extend(req.warnings);
-    let mut notes = Vec::new();
-    if role.source != "flag" {
-        notes.push(format!(
-            "role {} (detected: {})",
-            r.as_str(),
-            role.evidence.join("; ")
-        ));
-    }
-    if cni.source != "flag" {
-        let names = if cni.value.is_empty() {
-            "none".to_string()
-        } else {
-            cni.value.join(", ")
-        };
-        notes.push(format!(
-            "CNI {names} (detected: {})",
-            cni.evidence.join("; ")
-        ));
-    }
-    notes.extend(req.notes);
-    Ok(Needs {
-        role: r,
-        ports: req.ports,
-        notes,
-        peers: findings::peers(&catalog, &node.sockets, &node.interfaces),
-        anyone: findings::representative(&node.interfaces),
-    })
+/// The node report the firewall commands need: the census is not required (without it, ports
+/// are judged at the catalog's defaults).
+fn report(common: &FirewallCommon, iif: Option<String>, io: &dyn NodeIo) -> Result<NodeReport> {
+    Ok(NodeReport::build(
+        io,
+        &Options {
+            role: common.node.role.map(Role::from),
+            cni: common.node.cni.clone(),
+            catalog: common.node.catalog.clone(),
+            census_required: false,
+            sources: common.sources.clone(),
+            control_plane: common.control_plane.clone(),
+            load_balancers: common.load_balancers.clone(),
+            iif,
+            prerequisites: false,
+            ..Options::default()
+        },
+    )?)
 }
 
 #[derive(Debug, Serialize)]
@@ -154,85 +56,29 @@ struct CheckReport<'a> {
     notes: &'a [String],
 }
 
-fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
-    let Read {
-        rs,
-        managers,
-        mut warnings,
-    } = read();
-    let mut needs = required(&a.common, &mut warnings)?;
-    let ports = &needs.ports;
-    let source = |r: AddrRange| {
-        let route = kports_linux::firewall::route_to(r.first(), DEFAULT_TIMEOUT);
-        Source {
-            range: r,
-            dst: route.as_ref().and_then(|x| x.1),
-            iif: a.iif.clone().or(route.map(|x| x.0)),
-        }
-    };
-    // Without --sources and --control-plane, the peers the census shows stand in; without any,
-    // one address stands for "any other host", and the output says so.
-    let peer_ranges = |v: &[(std::net::IpAddr, &str)]| -> Vec<AddrRange> {
-        v.iter().map(|&(ip, _)| AddrRange::single(ip)).collect()
-    };
-    let mut network = ranges(&a.common.sources);
-    if network.is_empty() {
-        network = peer_ranges(&needs.peers.nodes);
-        if network.is_empty() {
-            network.push(needs.anyone);
-            needs.notes.push(format!(
-                "sources: no --sources and no peer connections seen; judged from {}, standing for any other host",
-                needs.anyone
-            ));
-        } else {
-            needs.notes.push(format!(
-                "sources: the peers this node is connected to ({}); pass --sources to judge others",
-                describe(&needs.peers.nodes)
-            ));
-        }
-    }
-    let mut control_plane = ranges(&a.common.control_plane);
-    if control_plane.is_empty() && !needs.peers.control_plane.is_empty() {
-        control_plane = peer_ranges(&needs.peers.control_plane);
-        needs.notes.push(format!(
-            "control plane: {} (from this node's connections)",
-            describe(&needs.peers.control_plane)
-        ));
-    } else if control_plane.is_empty() {
-        needs.notes.push(
-            "control plane: not known; the sources stand in for it (pass --control-plane)".into(),
-        );
-    }
-    let sources = Sources {
-        network: network.into_iter().map(source).collect(),
-        control_plane: control_plane.into_iter().map(source).collect(),
-        load_balancers: ranges(&a.common.load_balancers)
-            .into_iter()
-            .map(source)
-            .collect(),
-    };
-    let ev = Evaluator::new(&rs);
-    let rows = check::check(&ev, ports, &sources);
-    let hostname = kports_linux::hostname();
+fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
+    let node = report(&a.common, a.iif.clone(), io)?;
+    let fc = node.firewall_check()?;
+    let (rows, managers) = (&fc.rows, &fc.firewall.managers);
     match a.common.output {
         Format::Json => {
             let report = CheckReport {
-                role: needs.role,
-                managers: &managers,
-                unread: &rs.unread,
-                rows: &rows,
-                notes: &needs.notes,
+                role: fc.role,
+                managers,
+                unread: &fc.firewall.ruleset.unread,
+                rows,
+                notes: &fc.notes,
             };
             out.json(&Document::new(
                 "firewall-check",
-                &hostname,
+                &node.hostname,
                 &report,
-                &warnings,
+                &fc.warnings,
             ))?;
         }
         Format::Table | Format::Wide => {
-            managers_lines(out, &managers)?;
-            for n in &needs.notes {
+            managers_lines(out, managers)?;
+            for n in &fc.notes {
                 out.line(&format!("note: {n}"))?;
             }
             // One line per stretch of ports with one verdict.
@@ -265,7 +111,7 @@ fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
                             b.push_str(&p.label());
                         }
                         1 => b.push_str(&r.port.component),
-                        2 => b.push_str(&r.source_kind),
+                        2 => b.push_str(r.source_kind.as_str()),
                         3 => b.push_str(&r.source),
                         4 => b.push_str(if r.expect_open { "open" } else { "closed" }),
                         5 => b.push_str(match seg.judgement.is_open() {
@@ -279,7 +125,7 @@ fn check(a: &FirewallCheckArgs, out: &mut Out) -> Result<Vec<Warning>> {
             )?;
         }
     }
-    Ok(warnings)
+    Ok(Outcome::done(fc.warnings))
 }
 
 fn verdict_text(j: &Judgement, wide: bool) -> String {
@@ -292,7 +138,7 @@ fn verdict_text(j: &Judgement, wide: bool) -> String {
     t
 }
 
-fn managers_lines(out: &mut Out, m: &Managers) -> std::io::Result<()> {
+fn managers_lines(out: &mut Out<impl Write>, m: &Managers) -> std::io::Result<()> {
     if let Some(f) = &m.firewalld {
         let zones: Vec<String> = f
             .zones
@@ -338,65 +184,36 @@ struct PlanReport<'a> {
     plan: &'a plan::Plan,
 }
 
-fn plan(a: &FirewallPlanArgs, out: &mut Out) -> Result<Vec<Warning>> {
+fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
     if a.common.sources.is_empty() {
-        bail!("a plan needs --sources CIDR: the addresses its rules open the ports to");
+        // Before reading anything: the plan cannot be made.
+        return Err(kports_node::Error::PlanNeedsSources.into());
     }
-    let Read {
-        rs,
-        managers,
-        mut warnings,
-    } = read();
-    let needs = required(&a.common, &mut warnings)?;
-    let ports = needs.ports;
-    let req = PlanRequest {
-        backend: match a.backend {
-            PlanBackendArg::Nft => PlanBackend::Nft,
-            PlanBackendArg::Iptables => PlanBackend::Iptables,
-            PlanBackendArg::Firewalld => PlanBackend::Firewalld,
-            PlanBackendArg::Ufw => PlanBackend::Ufw,
-        },
-        ports,
-        sources: ranges(&a.common.sources),
-        control_plane: ranges(&a.common.control_plane),
-        load_balancers: ranges(&a.common.load_balancers),
-        zone: a.zone.clone(),
-    };
-    let default_zone = managers.firewalld.as_ref().and_then(|f| {
-        f.zones
-            .iter()
-            .find(|z| z.matches == "default")
-            .map(|z| z.zone.clone())
-            .or_else(|| f.default_zone.clone())
-    });
-    let mut p = plan::plan(&rs, &req, default_zone.as_deref());
-    p.notes.extend(needs.notes);
+    let node = report(&a.common, None, io)?;
+    let fp = node.firewall_plan(a.backend.into(), a.zone.clone())?;
+    let (p, managers) = (&fp.plan, &fp.firewall.managers);
     if a.script {
         out.line(
             &format!(
                 "#!/bin/sh\n# kports firewall plan ({:?}): safe to run twice\nset -e",
-                req.backend
+                fp.backend
             )
             .to_lowercase(),
         )?;
         for l in p.script.lines() {
             out.line(l)?;
         }
-        return Ok(warnings);
+        return Ok(Outcome::done(fp.warnings));
     }
-    let hostname = kports_linux::hostname();
     match a.common.output {
         Format::Json => out.json(&Document::new(
             "firewall-plan",
-            &hostname,
-            &PlanReport {
-                managers: &managers,
-                plan: &p,
-            },
-            &warnings,
+            &node.hostname,
+            &PlanReport { managers, plan: p },
+            &fp.warnings,
         ))?,
         Format::Table | Format::Wide => {
-            managers_lines(out, &managers)?;
+            managers_lines(out, managers)?;
             out.heading("What the plan changes (judged on the current ruleset):")?;
             let wide = a.common.output == Format::Wide;
             out.table(
@@ -446,5 +263,84 @@ fn plan(a: &FirewallPlanArgs, out: &mut Out) -> Result<Vec<Warning>> {
             }
         }
     }
-    Ok(warnings)
+    Ok(Outcome::done(fp.warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use kports_node::Replay;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// `kports ARGS` on the example worker: (stdout, outcome).
+    fn render(args: &[&str]) -> (String, Outcome) {
+        let cli =
+            Cli::try_parse_from(std::iter::once("kports").chain(args.iter().copied())).unwrap();
+        let Command::Firewall(c) = &cli.command else {
+            panic!("not a firewall command: {args:?}");
+        };
+        let mut out = Out::new(Vec::new(), false);
+        let outcome = run(c, &Replay::example_worker(), &mut out).unwrap();
+        (String::from_utf8(out.into_inner()).unwrap(), outcome)
+    }
+
+    #[test]
+    fn firewall_check_names_the_drop_of_the_kubelet_for_the_control_plane() {
+        let (text, outcome) = render(&["firewall", "check", "--cni", "none"]);
+        assert_eq!(text, CHECK);
+        assert!(!outcome.failed);
+        assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    }
+
+    #[test]
+    fn firewall_plan_script_opens_the_kubelet_to_the_control_plane_only() {
+        let (text, _) = render(&[
+            "firewall",
+            "plan",
+            "--backend",
+            "nft",
+            "--cni",
+            "none",
+            "--sources",
+            "192.0.2.0/24",
+            "--script",
+        ]);
+        assert_eq!(text, SCRIPT);
+    }
+
+    /// `kports firewall check --cni none` on the example worker.
+    const CHECK: &str = "\
+note: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256; no control-plane component or etcd)
+note: sources: the peers this node is connected to (192.0.2.11 (the API server this node connects to)); pass --sources to judge others
+note: control plane: 192.0.2.11 (the API server this node connects to) (from this node's connections)
+PORT             COMPONENT   FROM           SOURCE       WANT    OK   VERDICT
+tcp/10250        kubelet     control-plane  192.0.2.11   open    NO   drop by iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
+tcp/10248        kubelet     self           127.0.0.1    open    yes  accept by iptables-nft ip filter INPUT #1: -A INPUT -i lo -j ACCEPT
+tcp/10248        kubelet     others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
+tcp/10256        kube-proxy  others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
+tcp/10249        kube-proxy  self           127.0.0.1    open    yes  accept by iptables-nft ip filter INPUT #1: -A INPUT -i lo -j ACCEPT
+tcp/10249        kube-proxy  others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
+tcp/30000-32767  kube-proxy  all            203.0.113.1  open    yes  accept (iptables-nft ip filter INPUT policy)
+udp/30000-32767  kube-proxy  all            203.0.113.1  open    yes  accept (iptables-nft ip filter INPUT policy)
+";
+    /// `kports firewall plan --backend nft --cni none --sources 192.0.2.0/24 --script` there:
+    /// the kubelet opened to the control plane the census shows.
+    const SCRIPT: &str = r#"#!/bin/sh
+# kports firewall plan (nft): safe to run twice
+set -e
+nft -f - <<'EOF'
+add table inet kports
+add chain inet kports input { type filter hook input priority filter - 10; policy accept; }
+flush chain inet kports input
+add rule inet kports input ct state established,related accept
+add rule inet kports input iifname "lo" accept
+add rule inet kports input ip saddr 192.0.2.11 tcp dport 10250 accept comment "kubelet from control-plane"
+add rule inet kports input ip saddr 192.0.2.0/24 tcp dport 30000-32767 accept comment "kube-proxy from all"
+add rule inet kports input ip saddr 192.0.2.0/24 udp dport 30000-32767 accept comment "kube-proxy from all"
+add rule inet kports input tcp dport { 10248-10250, 10256, 30000-32767 } reject with tcp reset comment "kports: required ports, closed to other sources"
+add rule inet kports input udp dport 30000-32767 reject comment "kports: required ports, closed to other sources"
+EOF
+"#;
 }

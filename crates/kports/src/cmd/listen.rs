@@ -2,16 +2,19 @@
 
 use std::fmt::Write as _;
 
+use std::io::Write;
+
 use anyhow::Result;
-use kports_core::{Owner, SockState, Socket, UnixSocket, Warning};
+use kports_core::{Owner, SockState, Socket, UnixSocket};
 use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ALL_STATES, LISTEN, UNCONN};
 
 use super::{keep, process_matches, query};
 use crate::cli::{ListenArgs, ProtoArg};
+use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
 
-pub fn run(args: &ListenArgs, out: &mut Out) -> Result<Vec<Warning>> {
+pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let owners = if args.all_owners || args.all_states {
         OwnerScope::Every
     } else {
@@ -78,7 +81,7 @@ pub fn run(args: &ListenArgs, out: &mut Out) -> Result<Vec<Warning>> {
         let doc = Document::new("listen", &hostname, &sockets, &c.warnings)
             .with_unix(args.unix.then_some(&unix));
         out.json(&doc)?;
-        return Ok(c.warnings);
+        return Ok(Outcome::done(c.warnings));
     }
     print_sockets(
         out,
@@ -91,7 +94,7 @@ pub fn run(args: &ListenArgs, out: &mut Out) -> Result<Vec<Warning>> {
         out.line("")?;
         print_unix(out, &unix, args.common.output == Format::Wide)?;
     }
-    Ok(c.warnings)
+    Ok(Outcome::done(c.warnings))
 }
 
 /// Name of a socket's owner for tables: process names, `kernel`, `unknown`, or `-`.
@@ -121,7 +124,7 @@ fn pids(procs: &[std::sync::Arc<kports_core::ProcessRef>], b: &mut String) {
 }
 
 fn print_sockets(
-    out: &mut Out,
+    out: &mut Out<impl Write>,
     s: &[Socket],
     wide: bool,
     all_states: bool,
@@ -204,7 +207,7 @@ fn print_sockets(
     })
 }
 
-fn print_unix(out: &mut Out, u: &[UnixSocket], wide: bool) -> std::io::Result<()> {
+fn print_unix(out: &mut Out<impl Write>, u: &[UnixSocket], wide: bool) -> std::io::Result<()> {
     let mut headers = vec!["UNIX", "STATE", "PATH", "PROCESS", "PID", "COMPONENT"];
     if wide {
         headers.extend(["INODE", "PEER"]);

@@ -3,23 +3,16 @@
 //! parse the command line, so a page cannot describe a flag that does not exist. The packaging
 //! script calls it; new subcommands get their page without any change here.
 
-use std::path::PathBuf;
+use std::io::Write;
 
+use crate::cli::{Cli, ManArgs};
+use crate::cmd::Outcome;
+use crate::output::Out;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_mangen::roff::{Roff, roman};
-use kports_core::Warning;
 
-use crate::cli::Cli;
-use crate::output::Out;
-
-#[derive(Debug, clap::Args)]
-pub struct ManArgs {
-    /// Directory to write the pages into (created when missing).
-    pub dir: PathBuf,
-}
-
-pub fn run(args: &ManArgs, out: &mut Out) -> Result<Vec<Warning>> {
+pub fn run(args: &ManArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     for page in pages()? {
@@ -28,7 +21,7 @@ pub fn run(args: &ManArgs, out: &mut Out) -> Result<Vec<Warning>> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         out.line(&path.display().to_string())?;
     }
-    Ok(Vec::new())
+    Ok(Outcome::default())
 }
 
 /// One rendered man page.

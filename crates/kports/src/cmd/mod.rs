@@ -1,4 +1,5 @@
-//! One module per subcommand; each turns validated arguments into a census and prints it.
+//! One module per subcommand: each takes parsed arguments, asks a library (the census, or the
+//! node report of `kports-node`) and renders the answer. No command module uses another's.
 
 pub mod agent;
 pub mod check;
@@ -12,19 +13,34 @@ pub mod node;
 
 use std::path::PathBuf;
 
-use kports_core::{ProcessRef, Socket};
-use kports_linux::census::{OwnerScope, Query, Source};
+use kports_core::{ProcessRef, Socket, Warning};
+use kports_linux::census::{OwnerScope, Query};
 
-use crate::cli::{Filters, SourceArg};
+use crate::cli::Filters;
+
+/// What a command leaves for `main` once its output is written: warnings for standard error,
+/// and whether the exit status says it found what `--fail-on` asks to fail on.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub warnings: Vec<Warning>,
+    /// Exit with status 1.
+    pub failed: bool,
+}
+
+impl Outcome {
+    /// Done, with these warnings.
+    pub fn done(warnings: Vec<Warning>) -> Outcome {
+        Outcome {
+            warnings,
+            failed: false,
+        }
+    }
+}
 
 /// The census query shared by `listen` and `conns`.
 pub fn query(filters: &Filters, all_netns: bool, owners: OwnerScope) -> Query {
     Query {
-        source: match filters.source {
-            SourceArg::Auto => Source::Auto,
-            SourceArg::Netlink => Source::Netlink,
-            SourceArg::Proc => Source::Proc,
-        },
+        source: filters.source.into(),
         all_netns,
         owners,
         proc_root: PathBuf::from("/proc"),

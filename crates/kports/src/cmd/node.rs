@@ -3,15 +3,18 @@
 
 use std::fmt::Write as _;
 
+use std::io::Write;
+
 use anyhow::Result;
-use kports_core::Warning;
-use kports_core::settings::{Known, NodeSettings};
+use kports_core::settings::NodeSettings;
 use kports_linux::census;
+use kports_node::NodeIo;
 
 use crate::cli::NodeArgs;
+use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out};
 
-pub fn run(args: &NodeArgs, out: &mut Out) -> Result<Vec<Warning>> {
+pub fn run(args: &NodeArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
     let hostname = kports_linux::hostname();
     let (mut ifs, warnings) =
         census::interfaces(std::path::Path::new("/proc"), args.common.all_netns)?;
@@ -19,7 +22,7 @@ pub fn run(args: &NodeArgs, out: &mut Out) -> Result<Vec<Warning>> {
         ifs.retain(|i| &i.kind == kind);
     }
     let wide = args.common.output == Format::Wide;
-    let settings = kports_linux::settings::read(&[], kports_linux::runner::DEFAULT_TIMEOUT);
+    let settings = io.settings(&[]);
     match args.common.output {
         Format::Json => out.json(
             &Document::new("node", &hostname, &ifs, &warnings)
@@ -77,133 +80,43 @@ pub fn run(args: &NodeArgs, out: &mut Out) -> Result<Vec<Warning>> {
             print_settings(out, &settings)?;
         }
     }
-    Ok(warnings)
-}
-
-fn shown<T: std::fmt::Display>(k: &Known<T>) -> String {
-    match k {
-        Known::Known(v) => v.to_string(),
-        Known::Unknown(r) => format!("unknown ({r})"),
-    }
+    Ok(Outcome::done(warnings))
 }
 
 /// The settings section: one line per subject.
-fn print_settings(out: &mut Out, s: &NodeSettings) -> std::io::Result<()> {
+fn print_settings(out: &mut Out<impl Write>, s: &NodeSettings) -> std::io::Result<()> {
     out.heading("settings (this network namespace)")?;
-    let bridge = |k: &Known<Option<u8>>| match k {
-        Known::Known(Some(v)) => v.to_string(),
-        Known::Known(None) => "absent (no br_netfilter)".into(),
-        Known::Unknown(r) => format!("unknown ({r})"),
-    };
-    let strict: Vec<&str> = s
-        .rp_filter
-        .iter()
-        .filter(|r| r.value == Known::Known(1))
-        .map(|r| r.device.as_str())
-        .collect();
-    let all = s
-        .rp_filter
-        .iter()
-        .find(|r| r.device == "all")
-        .map_or_else(|| "unknown".into(), |r| shown(&r.value));
-    let reserved = match &s.reserved_ports {
-        Known::Known(v) if v.is_empty() => "none".to_string(),
-        Known::Known(v) => v
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        Known::Unknown(r) => format!("unknown ({r})"),
-    };
-    let conntrack = match (&s.conntrack_count, &s.conntrack_max) {
-        (Known::Known(c), Known::Known(m)) if *m > 0 => format!("{c} of {m} ({}%)", c * 100 / m),
-        (c, m) => format!("{} of {}", shown(c), shown(m)),
-    };
-    let defaults = match &s.routes {
-        Known::Known(_) => {
-            let d: Vec<String> = s
-                .default_routes(false)
-                .into_iter()
-                .chain(s.default_routes(true))
-                .map(|r| {
-                    let via = r.gateway.map(|g| format!("via {g} ")).unwrap_or_default();
-                    let down = if r.linkdown { " linkdown" } else { "" };
-                    format!("{via}dev {}{down}", r.dev.as_deref().unwrap_or("?"))
-                })
-                .collect();
-            if d.is_empty() {
-                "none".into()
-            } else {
-                d.join("; ")
-            }
-        }
-        Known::Unknown(r) => format!("unknown ({r})"),
-    };
-    let resolves = match (&s.hostname, &s.hosts, &s.resolved) {
-        (Known::Known(h), Known::Known(hosts), None) => {
-            let a: Vec<String> = hosts
-                .iter()
-                .filter(|e| e.names.iter().any(|n| n.eq_ignore_ascii_case(h)))
-                .map(|e| e.address.to_string())
-                .collect();
-            format!("{h} -> {} (/etc/hosts)", a.join(", "))
-        }
-        (Known::Known(h), _, Some(Known::Known(a))) if a.is_empty() => {
-            format!("{h} -> does not resolve")
-        }
-        (Known::Known(h), _, Some(Known::Known(a))) => format!(
-            "{h} -> {} (DNS)",
-            a.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        (h, _, r) => format!(
-            "{} -> {}",
-            shown(h),
-            r.as_ref().and_then(|r| r.reason()).unwrap_or("unknown")
-        ),
-    };
-    let lines = [
-        ("hostname", resolves),
-        (
-            "forwarding",
-            format!(
-                "net.ipv4.ip_forward {}, net.ipv6.conf.all.forwarding {}",
-                shown(&s.ip_forward),
-                shown(&s.ipv6_forwarding)
-            ),
-        ),
-        (
-            "bridge netfilter",
-            format!(
-                "bridge-nf-call-iptables {}, bridge-nf-call-ip6tables {}",
-                bridge(&s.bridge_nf_call_iptables),
-                bridge(&s.bridge_nf_call_ip6tables)
-            ),
-        ),
-        (
-            "rp_filter",
-            format!(
-                "all {all}; strict on {}",
-                if strict.is_empty() {
-                    "none".into()
-                } else {
-                    strict.join(", ")
-                }
-            ),
-        ),
-        (
-            "ports",
-            format!(
-                "ephemeral {}, reserved {reserved}",
-                shown(&s.local_port_range)
-            ),
-        ),
-        ("conntrack", conntrack),
-        ("default route", defaults),
-    ];
+    let lines = s.summary();
     out.table(&["SETTING", "VALUE"], lines.len(), |r, c, b| {
         b.push_str(if c == 0 { lines[r].0 } else { &lines[r].1 });
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_section_names_each_subject_on_one_line() {
+        let mut s = kports_node::Replay::example_settings("w1", "192.0.2.21".parse().unwrap());
+        s.conntrack_max = kports_core::settings::Known::Unknown(
+            "/proc/sys/net/netfilter/nf_conntrack_max does not exist".into(),
+        );
+        let mut out = Out::new(Vec::new(), false);
+        print_settings(&mut out, &s).unwrap();
+        let text = String::from_utf8(out.into_inner()).unwrap();
+        assert_eq!(text, SETTINGS, "{text}");
+    }
+
+    const SETTINGS: &str = "\
+settings (this network namespace)
+SETTING           VALUE
+hostname          w1 -> 192.0.2.21 (/etc/hosts)
+forwarding        net.ipv4.ip_forward 1, net.ipv6.conf.all.forwarding 0
+bridge netfilter  bridge-nf-call-iptables 1, bridge-nf-call-ip6tables 1
+rp_filter         all 2; strict on none
+ports             ephemeral 32768-60999, reserved none
+conntrack         120 of unknown (/proc/sys/net/netfilter/nf_conntrack_max does not exist)
+default route     via 192.0.2.1 dev eth0
+";
 }

@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 
 use kports_core::catalog::{Role, Severity};
-use kports_core::check::{Finding, Report};
+use kports_core::check::Report;
+use kports_core::finding::Finding;
 use kports_core::role::Detected;
 
 /// The whole XML document.
@@ -37,7 +38,7 @@ pub fn render(
         })
         .collect();
     for f in report.findings.iter().filter(|f| f.entry.is_none()) {
-        let (class, name) = if f.id == kports_core::check::ids::FIREWALL_UNKNOWN {
+        let (class, name) = if f.id == kports_core::finding::FindingId::FirewallUnknown {
             (
                 "kports.check.firewall",
                 "firewall ruleset readable".to_string(),
@@ -87,9 +88,9 @@ pub fn render(
     for (k, v) in [
         ("hostname", hostname),
         ("role", role_name),
-        ("role-source", role.source),
+        ("role-source", role.source.as_str()),
         ("cni", &cni_name),
-        ("cni-source", cni.source),
+        ("cni-source", cni.source.as_str()),
     ] {
         let _ = writeln!(x, "      <property name=\"{k}\" value=\"{}\"/>", esc(v));
     }
@@ -113,7 +114,7 @@ pub fn render(
             let _ = writeln!(
                 x,
                 "      <failure type=\"{}\" message=\"{}\">{}</failure>",
-                esc(first.id),
+                esc(first.id.as_str()),
                 esc(&first.message),
                 esc(&body.join("\n\n"))
             );
@@ -184,7 +185,8 @@ fn esc(s: &str) -> String {
 mod tests {
     use super::*;
     use kports_core::catalog::{Expect, Key, PortRange, Protocol};
-    use kports_core::check::{Checked, Evidence};
+    use kports_core::check::Checked;
+    use kports_core::finding::{Evidence, FindingId};
 
     fn key(c: &str, port: u16) -> Key {
         Key {
@@ -200,13 +202,13 @@ mod tests {
             port: PortRange::single(port),
             purpose: format!("{c} <port>"),
             expect: Expect::Listening,
-            result: "ok",
+            result: kports_core::check::PortResult::Ok,
             listeners: vec![],
             configured_by: vec![],
         }
     }
 
-    fn finding(id: &'static str, severity: Severity, entry: Option<Key>, port: u16) -> Finding {
+    fn finding(id: FindingId, severity: Severity, entry: Option<Key>, port: u16) -> Finding {
         Finding {
             id,
             severity,
@@ -226,12 +228,12 @@ mod tests {
             checked: vec![checked("kube-apiserver", 6443), checked("kubelet", 10250)],
             findings: vec![
                 finding(
-                    "bound-loopback-only",
+                    FindingId::BoundLoopbackOnly,
                     Severity::Error,
                     Some(key("kube-apiserver", 6443)),
                     6443,
                 ),
-                finding("unexplained-listener", Severity::Info, None, 8000),
+                finding(FindingId::UnexplainedListener, Severity::Info, None, 8000),
             ],
             warnings: vec![],
         };

@@ -2,8 +2,6 @@
 //! token on the API routes, and stops cleanly on SIGTERM. Needs no root (the census then
 //! carries warnings about processes it may not read); talks only to 127.0.0.1.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::KPORTS;
 
 /// Kills the agent (by its pid) if the test fails before it stops.
 struct Agent(Child);

@@ -2,7 +2,8 @@
 //!
 //! For every required port, the verdict is judged from each kind of source that needs it
 //! (expected open) and, for ports that not everyone needs, from the rest of the given sources
-//! (expected closed), so a check shows both holes and over-exposure.
+//! (expected closed), so a check shows both holes and over-exposure. The sources come from the
+//! one chooser, [`crate::sources::choose`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -10,11 +11,13 @@ use serde::Serialize;
 
 use crate::eval::{Evaluator, Judgement, Packet};
 use crate::model::AddrRange;
+use crate::ranges::subtract;
 use crate::required::{RequiredPort, SourceKind};
+use crate::sources::{KindSource, Origin};
 
 /// A source address or range, with what is known about how its packets arrive.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub struct SourceAddr {
     pub range: AddrRange,
     /// The node address its packets are sent to.
     pub dst: Option<IpAddr>,
@@ -22,9 +25,9 @@ pub struct Source {
     pub iif: Option<String>,
 }
 
-impl Source {
-    pub fn new(range: AddrRange) -> Source {
-        Source {
+impl SourceAddr {
+    pub fn new(range: AddrRange) -> SourceAddr {
+        SourceAddr {
             range,
             dst: None,
             iif: None,
@@ -32,29 +35,18 @@ impl Source {
     }
 
     /// The node itself, over loopback.
-    pub fn loopback(v6: bool) -> Source {
+    pub fn loopback(v6: bool) -> SourceAddr {
         let a: IpAddr = if v6 {
             Ipv6Addr::LOCALHOST.into()
         } else {
             Ipv4Addr::LOCALHOST.into()
         };
-        Source {
+        SourceAddr {
             range: AddrRange::single(a),
             dst: Some(a),
             iif: Some("lo".into()),
         }
     }
-}
-
-/// The sources a check judges from.
-#[derive(Debug, Clone, Default)]
-pub struct Sources {
-    /// Everyone who may use the cluster (`--sources`); also the nodes.
-    pub network: Vec<Source>,
-    /// Control-plane nodes (`--control-plane`); the network stands in when empty.
-    pub control_plane: Vec<Source>,
-    /// Load balancers' health checkers.
-    pub load_balancers: Vec<Source>,
 }
 
 /// One stretch of ports with one verdict.
@@ -65,12 +57,36 @@ pub struct Segment {
     pub judgement: Judgement,
 }
 
+/// Who a row's source stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    /// A kind of peer that needs the port (expected open).
+    Needs(SourceKind),
+    /// The rest of the network (expected closed).
+    Others,
+}
+
+impl RowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowKind::Needs(k) => k.as_str(),
+            RowKind::Others => "others",
+        }
+    }
+}
+
+impl Serialize for RowKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One (port, source) line of the check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckRow {
     pub port: RequiredPort,
     /// Who this source stands for: a [`SourceKind`] that needs the port, or `others`.
-    pub source_kind: String,
+    pub source_kind: RowKind,
     pub source: String,
     pub expect_open: bool,
     pub segments: Vec<Segment>,
@@ -78,14 +94,28 @@ pub struct CheckRow {
     pub ok: Option<bool>,
 }
 
-/// Judges every required port from every kind of source that needs it, and from the others.
-pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &Sources) -> Vec<CheckRow> {
+/// Judges every required port from every kind of source that needs it (the control plane's ports
+/// from the nodes when the control plane is not known), and the ports not every node needs from
+/// the rest of the nodes' sources.
+pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &[KindSource]) -> Vec<CheckRow> {
     let mut rows = Vec::new();
-    let v6s: Vec<bool> = {
-        let mut v: Vec<bool> = sources
-            .network
+    let of = |kind: SourceKind| -> Vec<SourceAddr> {
+        sources
             .iter()
-            .chain(&sources.control_plane)
+            .filter(|s| s.kind == kind)
+            .map(|s| s.source.clone())
+            .collect()
+    };
+    let network = of(SourceKind::Nodes);
+    let control_plane: Vec<SourceAddr> = sources
+        .iter()
+        .filter(|s| s.kind == SourceKind::ControlPlane && s.origin != Origin::Sources)
+        .map(|s| s.source.clone())
+        .collect();
+    let v6s: Vec<bool> = {
+        let mut v: Vec<bool> = network
+            .iter()
+            .chain(&control_plane)
             .map(|s| s.range.v6)
             .collect();
         v.sort_unstable();
@@ -93,29 +123,30 @@ pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &Sources) -> V
         if v.is_empty() { vec![false] } else { v }
     };
     for port in ports {
-        let needing: Vec<Source> = match port.from {
-            SourceKind::All | SourceKind::Nodes => sources.network.clone(),
-            SourceKind::ControlPlane if sources.control_plane.is_empty() => sources.network.clone(),
-            SourceKind::ControlPlane => sources.control_plane.clone(),
-            SourceKind::LoadBalancers => sources.load_balancers.clone(),
-            SourceKind::SelfOnly => v6s.iter().map(|&v6| Source::loopback(v6)).collect(),
+        let needing: Vec<SourceAddr> = match port.from {
+            SourceKind::All => of(SourceKind::All),
+            SourceKind::Nodes => network.clone(),
+            SourceKind::ControlPlane if control_plane.is_empty() => network.clone(),
+            SourceKind::ControlPlane => control_plane.clone(),
+            SourceKind::LoadBalancers => of(SourceKind::LoadBalancers),
+            SourceKind::SelfOnly => v6s.iter().map(|&v6| SourceAddr::loopback(v6)).collect(),
         };
         for s in &needing {
-            rows.push(row(ev, port, port.from.as_str(), s, true));
+            rows.push(row(ev, port, RowKind::Needs(port.from), s, true));
         }
         // Who should not reach it: the network, less the sources that need it.
         if matches!(port.from, SourceKind::All | SourceKind::Nodes) {
             continue;
         }
-        for net in &sources.network {
+        for net in &network {
             let holes: Vec<AddrRange> = needing.iter().map(|s| s.range).collect();
             for piece in subtract(net.range, &holes).into_iter().take(16) {
-                let s = Source {
+                let s = SourceAddr {
                     range: piece,
                     dst: net.dst,
                     iif: net.iif.clone(),
                 };
-                rows.push(row(ev, port, "others", &s, false));
+                rows.push(row(ev, port, RowKind::Others, &s, false));
             }
         }
     }
@@ -125,8 +156,8 @@ pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &Sources) -> V
 fn row(
     ev: &Evaluator<'_>,
     port: &RequiredPort,
-    kind: &str,
-    s: &Source,
+    kind: RowKind,
+    s: &SourceAddr,
     expect_open: bool,
 ) -> CheckRow {
     let p = Packet {
@@ -155,69 +186,10 @@ fn row(
     }
     CheckRow {
         port: port.clone(),
-        source_kind: kind.to_string(),
+        source_kind: kind,
         source: s.range.to_string(),
         expect_open,
         segments,
         ok,
-    }
-}
-
-/// `range` without the addresses of `holes`, as disjoint ranges in order.
-pub fn subtract(range: AddrRange, holes: &[AddrRange]) -> Vec<AddrRange> {
-    let mut out = vec![range];
-    for h in holes {
-        let mut next = Vec::new();
-        for r in out {
-            if !r.overlaps(h) {
-                next.push(r);
-                continue;
-            }
-            if h.lo > r.lo {
-                next.push(AddrRange {
-                    v6: r.v6,
-                    lo: r.lo,
-                    hi: h.lo - 1,
-                });
-            }
-            if h.hi < r.hi {
-                next.push(AddrRange {
-                    v6: r.v6,
-                    lo: h.hi + 1,
-                    hi: r.hi,
-                });
-            }
-        }
-        out = next;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::parse_cidr;
-
-    #[test]
-    fn subtracting_addresses() {
-        let net = parse_cidr("198.51.100.0/24").unwrap();
-        let pieces = subtract(
-            net,
-            &[
-                parse_cidr("198.51.100.1").unwrap(),
-                parse_cidr("198.51.100.3").unwrap(),
-            ],
-        );
-        let text: Vec<String> = pieces.iter().map(|p| p.to_string()).collect();
-        assert_eq!(
-            text,
-            [
-                "198.51.100.0",
-                "198.51.100.2",
-                "198.51.100.4-198.51.100.255"
-            ]
-        );
-        assert!(subtract(net, &[net]).is_empty());
-        assert_eq!(subtract(net, &[parse_cidr("10.0.0.1").unwrap()]), vec![net]);
     }
 }

@@ -1,16 +1,19 @@
-//! Test support: a network namespace of the test's own, processes in it that look like
-//! Kubernetes components, and helpers to run kports, `ss` and `ip` inside it.
+//! Test support shared by every topic: the binary's path, the root check, one lab at a time,
+//! a network namespace of the test's own with processes in it that look like Kubernetes
+//! components, and helpers to run kports, `ss` and `ip` inside it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::Duration;
 
 pub const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
-const SOCKD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/sockd.py");
+const SOCKD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/sockd.py");
 
+/// Fails the test unless it runs as root: the system tests create network namespaces (CI runs
+/// them as root).
 pub fn require_root() {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -18,6 +21,28 @@ pub fn require_root() {
         euid, 0,
         "the system tests create network namespaces and must run as root (CI does)"
     );
+}
+
+/// The system tests' turns: a lab test has the machine to itself (one lab per machine, and no
+/// other test's namespaces or processes beside it, as when each ran in its own binary); tests
+/// with their own namespaces run side by side.
+static SYSTEM: RwLock<()> = RwLock::new(());
+
+/// Waits for this test's turn to bring up a lab (after root is checked).
+pub fn lab_turn() -> RwLockWriteGuard<'static, ()> {
+    require_root();
+    SYSTEM
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Waits until no lab test runs, for a test that makes its own namespaces (after root is
+/// checked); hold it until the namespace is gone.
+pub fn ns_turn() -> RwLockReadGuard<'static, ()> {
+    require_root();
+    SYSTEM
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs a command to completion, panicking with its stderr if it fails.
@@ -64,11 +89,12 @@ pub struct Ns {
     dir: PathBuf,
     children: Vec<Child>,
     pids: Vec<u32>,
+    _turn: RwLockReadGuard<'static, ()>,
 }
 
 impl Ns {
     pub fn new() -> Ns {
-        require_root();
+        let turn = ns_turn();
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "kpt-{}-{}",
@@ -83,6 +109,7 @@ impl Ns {
             dir,
             children: Vec::new(),
             pids: Vec::new(),
+            _turn: turn,
         };
         ns.ip(&["link", "set", "lo", "up"]);
         ns

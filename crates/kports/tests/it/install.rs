@@ -3,14 +3,11 @@
 //! `kports completions bash`, offers every subcommand that has a page. Needs bash and groff
 //! (scripts/test installs groff-base); no root, no network.
 
-// Helpers here are test code too: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::KPORTS;
 
 fn kports(args: &[&str]) -> Output {
     Command::new(KPORTS).args(args).output().unwrap()

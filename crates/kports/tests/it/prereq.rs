@@ -1,60 +1,39 @@
 //! `kports check`'s node prerequisites on a real kernel: each test makes its own network
-//! namespace (`kpq-PID-N`) set up as a flannel worker needs (forwarding on, a default route, a
+//! namespace (`support::Ns`) set up as a flannel worker needs (forwarding on, a default route, a
 //! VXLAN device with room for its encapsulation, a host name in /etc/hosts), and runs
 //! `kports check` there in a UTS namespace of its own (`unshare --uts`) with a hosts file
 //! bind-mounted in `ip netns exec`'s private mount namespace. Then it breaks one setting at a
 //! time: each wrong setting gives exactly its finding, and the fixed one none.
 //!
-//! Root only. A guard deletes the namespace when the test ends, passed or failed. No traffic is
-//! sent: the check reads settings and asks the kernel for routes.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+//! Root only. The namespace goes when the test ends, passed or failed. No traffic is sent: the
+//! check reads settings and asks the kernel for routes.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 
-use kports_core::prereq::ids;
+use kports_core::finding::FindingId;
 use serde_json::Value;
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::{KPORTS, Ns, sh};
+
 const HOST: &str = "kpq-node";
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// Whether `id` (a JSON finding id) is one of the node's prerequisites.
+fn is_prereq(id: &str) -> bool {
+    FindingId::PREREQ.iter().any(|p| p.as_str() == id)
 }
 
 /// A namespace set up as a flannel worker; removed on drop.
 struct Node {
-    ns: String,
-    dir: PathBuf,
+    ns: Ns,
 }
 
 impl Node {
     fn new() -> Node {
-        // SAFETY: geteuid cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(euid, 0, "the system tests need root (network namespaces)");
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let ns = format!("kpq-{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join(&ns);
-        std::fs::create_dir_all(&dir).unwrap();
-        run(Command::new("ip").args(["netns", "add", &ns]));
-        let node = Node { ns, dir };
+        let node = Node { ns: Ns::new() };
         node.hosts(&format!("127.0.0.1 localhost\n192.0.2.10 {HOST}\n"));
         for batch in [
-            "link set lo up",
             // Both ends inside: eth0p stands for the switch port.
             "link add eth0 type veth peer name eth0p",
             "link set eth0p up",
@@ -73,42 +52,41 @@ impl Node {
             node.ip(batch);
         }
         // An overlay peer whose route the check follows.
-        run(Command::new("bridge").args([
-            "-n",
-            &node.ns,
-            "fdb",
-            "append",
-            "02:6b:70:00:00:01",
-            "dev",
-            "flannel.1",
-            "dst",
-            "192.0.2.1",
-        ]));
+        sh(
+            "bridge",
+            &[
+                "-n",
+                &node.ns.name,
+                "fdb",
+                "append",
+                "02:6b:70:00:00:01",
+                "dev",
+                "flannel.1",
+                "dst",
+                "192.0.2.1",
+            ],
+        );
         node.sysctl("net.ipv4.ip_forward", "1");
         node.sysctl("net.bridge.bridge-nf-call-iptables", "1");
         node
     }
 
     fn ip(&self, line: &str) {
-        run(Command::new("ip")
-            .args(["-n", &self.ns])
-            .args(line.split_whitespace()));
+        self.ns.ip(&line.split_whitespace().collect::<Vec<_>>());
     }
 
     fn sysctl(&self, key: &str, value: &str) {
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.ns,
-            "sysctl",
-            "-qw",
-            &format!("{key}={value}"),
-        ]));
+        let out = self.ns.exec("sysctl", &["-qw", &format!("{key}={value}")]);
+        assert!(
+            out.status.success(),
+            "sysctl {key}={value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The /etc/hosts the check sees.
     fn hosts(&self, text: &str) {
-        std::fs::write(self.dir.join("hosts"), text).unwrap();
+        std::fs::write(self.ns.dir().join("hosts"), text).unwrap();
     }
 
     /// The node's prerequisite findings from `kports check -o json` run as host `hostname`:
@@ -121,10 +99,18 @@ impl Node {
     fn check_with(&self, hostname: &str, cni: &str, extra: &str) -> (Vec<(String, String)>, i32) {
         let script = format!(
             "mount --bind {} /etc/hosts && hostname {hostname} && exec {KPORTS} check --role worker --cni {cni} --no-firewall --fail-on error -o json {extra}",
-            self.dir.join("hosts").display()
+            self.ns.dir().join("hosts").display()
         );
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "unshare", "--uts", "sh", "-c"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns.name,
+                "unshare",
+                "--uts",
+                "sh",
+                "-c",
+            ])
             .arg(&script)
             .output()
             .unwrap();
@@ -139,10 +125,10 @@ impl Node {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|f| ids::ALL.contains(&f["id"].as_str().unwrap()))
+            .filter(|f| is_prereq(f["id"].as_str().unwrap()))
             .map(|f| {
                 assert!(
-                    f["fix"].is_string() || f["id"] == ids::SETTING_UNKNOWN,
+                    f["fix"].is_string() || f["id"] == FindingId::SettingUnknown.as_str(),
                     "{f}"
                 );
                 (
@@ -176,14 +162,7 @@ impl Node {
 
     fn clean(&self, hostname: &str, cni: &str) {
         let (got, _) = self.check(hostname, cni);
-        assert_eq!(got, [], "{}", self.ns);
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        assert_eq!(got, [], "{}", self.ns.name);
     }
 }
 
@@ -197,13 +176,13 @@ fn a_worker_set_up_right_has_no_prerequisite_finding() {
 fn forwarding_and_bridge_netfilter_off_each_give_their_finding() {
     let node = Node::new();
     node.sysctl("net.ipv4.ip_forward", "0");
-    node.breaks(ids::IP_FORWARD_OFF, HOST, "flannel");
+    node.breaks(FindingId::IpForwardOff.as_str(), HOST, "flannel");
     // An error: --fail-on error fails the check.
     assert_eq!(node.check(HOST, "flannel").1, 1);
     node.sysctl("net.ipv4.ip_forward", "1");
     node.clean(HOST, "flannel");
     node.sysctl("net.bridge.bridge-nf-call-iptables", "0");
-    node.breaks(ids::BRIDGE_NF_CALL_OFF, HOST, "flannel");
+    node.breaks(FindingId::BridgeNfCallOff.as_str(), HOST, "flannel");
     node.sysctl("net.bridge.bridge-nf-call-iptables", "1");
     node.clean(HOST, "flannel");
 }
@@ -212,9 +191,9 @@ fn forwarding_and_bridge_netfilter_off_each_give_their_finding() {
 fn host_name_invalid_or_resolving_elsewhere() {
     let node = Node::new();
     node.hosts("192.0.2.10 Node1\n");
-    node.breaks(ids::HOSTNAME_INVALID, "Node1", "flannel");
+    node.breaks(FindingId::HostnameInvalid.as_str(), "Node1", "flannel");
     node.hosts(&format!("192.0.2.99 {HOST}\n"));
-    node.breaks(ids::HOSTNAME_NOT_LOCAL, HOST, "flannel");
+    node.breaks(FindingId::HostnameNotLocal.as_str(), HOST, "flannel");
     node.hosts(&format!("192.0.2.10 {HOST}\n"));
     node.clean(HOST, "flannel");
 }
@@ -225,11 +204,11 @@ fn overlay_mtu_without_room_for_vxlan() {
     // The kernel refuses a VXLAN MTU above its device's less 50; a smaller NIC MTU set later
     // leaves the overlay too large, as on a node whose NIC MTU changed.
     node.ip("link set eth0 mtu 1480");
-    node.breaks(ids::OVERLAY_MTU_TOO_LARGE, HOST, "flannel");
+    node.breaks(FindingId::OverlayMtuTooLarge.as_str(), HOST, "flannel");
     node.ip("link set eth0 mtu 1500");
     node.clean(HOST, "flannel");
     node.ip("link set vethpod mtu 1500");
-    node.breaks(ids::POD_MTU_EXCEEDS_OVERLAY, HOST, "flannel");
+    node.breaks(FindingId::PodMtuExceedsOverlay.as_str(), HOST, "flannel");
     node.ip("link set vethpod mtu 1450");
     node.clean(HOST, "flannel");
 }
@@ -242,8 +221,8 @@ fn ephemeral_range_over_the_cluster_ports() {
     assert_eq!(
         got,
         BTreeSet::from([
-            ids::EPHEMERAL_OVERLAPS_NODEPORT.to_string(),
-            ids::EPHEMERAL_OVERLAPS_PORT.to_string()
+            FindingId::EphemeralOverlapsNodeport.as_str().to_string(),
+            FindingId::EphemeralOverlapsPort.as_str().to_string()
         ])
     );
     node.sysctl("net.ipv4.ip_local_port_range", "32768 60999");
@@ -258,7 +237,7 @@ fn strict_rp_filter_on_a_calico_device() {
     node.sysctl("net.ipv4.conf.cali0a1b.rp_filter", "1");
     // Flannel alone does not need it loose.
     node.clean(HOST, "flannel");
-    node.breaks(ids::RP_FILTER_STRICT, HOST, "flannel,calico");
+    node.breaks(FindingId::RpFilterStrict.as_str(), HOST, "flannel,calico");
     node.sysctl("net.ipv4.conf.cali0a1b.rp_filter", "2");
     node.clean(HOST, "flannel,calico");
 }
@@ -273,7 +252,7 @@ fn no_default_route_and_a_link_without_carrier() {
         |found: Vec<(String, String)>| -> Vec<String> { found.into_iter().map(|f| f.0).collect() };
     assert_eq!(
         ids_of(node.check_with(HOST, "flannel", "--pre-install").0),
-        [ids::NO_DEFAULT_ROUTE]
+        [FindingId::NoDefaultRoute.as_str()]
     );
     node.clean(HOST, "flannel");
     node.ip("route add default via 192.0.2.1 dev eth0");
@@ -282,7 +261,7 @@ fn no_default_route_and_a_link_without_carrier() {
         [] as [&str; 0]
     );
     node.ip("link set eth0p down");
-    node.breaks(ids::PATH_LINK_DOWN, HOST, "flannel");
+    node.breaks(FindingId::PathLinkDown.as_str(), HOST, "flannel");
     let (found, _) = node.check(HOST, "flannel");
     assert!(found[0].1.starts_with("eth0 has no carrier"), "{found:?}");
     node.ip("link set eth0p up");
@@ -295,7 +274,7 @@ fn settings_are_read_per_network_namespace() {
     let node = Node::new();
     node.sysctl("net.ipv4.ip_local_port_range", "40000 50000");
     node.sysctl("net.ipv4.conf.eth0.rp_filter", "2");
-    let path = PathBuf::from("/run/netns").join(&node.ns);
+    let path = PathBuf::from("/run/netns").join(&node.ns.name);
     let s = kports_linux::settings::read_in(
         &path,
         vec![("192.0.2.1".parse().unwrap(), "a test peer".into())],

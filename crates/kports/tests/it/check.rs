@@ -8,17 +8,15 @@
 //! deletes the namespace when the test ends, passed or failed. No traffic leaves the namespace;
 //! every stand-in exits by itself after two minutes.
 
-// Helpers here are test code too: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::RwLockReadGuard;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::{KPORTS, ns_turn};
 
 /// Binds and connects what its arguments say, prints `ready`, then waits (at most 120 s).
 /// Arguments: `tcp:HOST:PORT`, `udp:HOST:PORT`, `connect:HOST:PORT`; anything starting with
@@ -44,14 +42,13 @@ struct Node {
     ns: String,
     dir: PathBuf,
     children: Vec<Child>,
+    _turn: RwLockReadGuard<'static, ()>,
 }
 
 impl Node {
     /// A fresh namespace with lo up and an `eth0` holding 192.0.2.10/24 and 2001:db8::10/64.
     fn new() -> Node {
-        // SAFETY: geteuid cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(euid, 0, "the system tests need root (network namespaces)");
+        let turn = ns_turn();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let ns = format!("kpc-{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(&ns);
@@ -63,6 +60,7 @@ impl Node {
             ns,
             dir,
             children: Vec::new(),
+            _turn: turn,
         };
         node.ip(&["link", "set", "lo", "up"]);
         // A veth pair with both ends inside: the kernel here has no dummy links.
@@ -74,7 +72,7 @@ impl Node {
         node.ip(&["addr", "add", "2001:db8::10/64", "dev", "eth0", "nodad"]);
         node.ip(&["link", "set", "eth0", "up"]);
         // A node that forwards and has a default route, as kubeadm requires (the node's
-        // prerequisites are tested in tests/prereq.rs; these tests are about its ports). The
+        // prerequisites are tested in the `prereq` module; these tests are about its ports). The
         // gateway is the documentation range's, inside the namespace's own veth: nothing answers.
         node.ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "eth0"]);
         run(Command::new("ip").args([

@@ -10,23 +10,24 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::ops::Range;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
-use toml::Spanned;
+
+use crate::finding::FindingId;
+
+mod parse;
+
+use parse::{apply, err_at, line_col, new_entry, parse_file, ports, validate};
 
 /// The built-in catalog's text.
-pub const BUILTIN: &str = include_str!("../catalog/ports.toml");
+pub const BUILTIN: &str = include_str!("../../catalog/ports.toml");
 /// How the built-in catalog is named in errors and in `source` of user entries.
 pub const BUILTIN_NAME: &str = "builtin catalog";
 
-/// Finding ids an `expect = "absent"` entry may raise.
-pub const ABSENT_FINDINGS: &[&str] = &[
-    "readonly-port-open",
-    "legacy-insecure-port",
-    "forbidden-port-open",
-];
+/// `readonly-port-open, legacy-insecure-port, forbidden-port-open`.
+fn absent_findings() -> String {
+    FindingId::ABSENT.map(FindingId::as_str).join(", ")
+}
 
 /// A catalog file that kports refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,47 +113,66 @@ impl Serialize for PortRange {
     }
 }
 
-/// A port as written in a file, before it is checked: numbers are kept wide so that `70000` and
-/// `0` are reported with their line rather than as a type error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RawPorts {
-    first: i64,
-    last: i64,
+/// Who needs to reach a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// Control-plane nodes only (etcd peers, the API server calling the kubelet).
+    ControlPlane,
+    /// Every node of the cluster (overlay networks, BGP).
+    Nodes,
+    /// Anyone who uses the cluster (API clients, NodePort clients).
+    All,
+    /// External load balancers' health checks.
+    LoadBalancers,
+    /// The node itself only (over loopback): open to no other source.
+    SelfOnly,
 }
 
-impl<'de> Deserialize<'de> for RawPorts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawPorts, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = RawPorts;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port number such as 6443 or a range such as \"30000-32767\"")
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<RawPorts, E> {
-                Ok(RawPorts { first: n, last: n })
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<RawPorts, E> {
-                let n = i64::try_from(n).unwrap_or(i64::MAX);
-                Ok(RawPorts { first: n, last: n })
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawPorts, E> {
-                let num = |t: &str| {
-                    t.trim().parse::<i64>().map_err(|_| {
-                        E::custom(format!(
-                            "`{s}` is not a port number or a range such as \"30000-32767\""
-                        ))
-                    })
-                };
-                match s.split_once('-') {
-                    Some((a, b)) => Ok(RawPorts {
-                        first: num(a)?,
-                        last: num(b)?,
-                    }),
-                    None => num(s).map(|n| RawPorts { first: n, last: n }),
-                }
-            }
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::ControlPlane => "control-plane",
+            SourceKind::Nodes => "nodes",
+            SourceKind::All => "all",
+            SourceKind::LoadBalancers => "load-balancers",
+            SourceKind::SelfOnly => "self",
         }
-        d.deserialize_any(V)
+    }
+}
+
+impl SourceKind {
+    /// How many hosts the kind lets in, widest highest: All > Nodes > ControlPlane >
+    /// LoadBalancers > SelfOnly.
+    fn width(self) -> u8 {
+        match self {
+            SourceKind::All => 4,
+            SourceKind::Nodes => 3,
+            SourceKind::ControlPlane => 2,
+            SourceKind::LoadBalancers => 1,
+            SourceKind::SelfOnly => 0,
+        }
+    }
+
+    /// The kind of source a catalog peer is.
+    pub fn of_peer(p: Peer) -> SourceKind {
+        match p {
+            Peer::Clients => SourceKind::All,
+            Peer::Nodes => SourceKind::Nodes,
+            Peer::ControlPlane | Peer::Apiserver | Peer::Etcd => SourceKind::ControlPlane,
+            Peer::LoadBalancers => SourceKind::LoadBalancers,
+            Peer::SelfNode | Peer::Pods => SourceKind::SelfOnly,
+        }
+    }
+
+    /// The widest kind among `peers` (6443, reached by everyone, is `All`; etcd is
+    /// `ControlPlane`); `SelfOnly` when only the node itself or its pods connect.
+    pub fn widest(peers: &[Peer]) -> SourceKind {
+        peers
+            .iter()
+            .map(|&p| SourceKind::of_peer(p))
+            .max_by_key(|k| k.width())
+            .unwrap_or(SourceKind::SelfOnly)
     }
 }
 
@@ -510,7 +530,7 @@ pub struct Entry {
     pub too_wide: Severity,
     /// Finding id raised when an `absent` port listens.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub finding: Option<&'static str>,
+    pub finding: Option<FindingId>,
     /// Severity of that finding.
     pub severity: Severity,
     /// Components or process names that may hold the socket (`kernel` for a socket no process
@@ -682,457 +702,6 @@ impl Catalog {
     }
 }
 
-/// One `[[port]]` as written: everything optional except the key, everything with its span.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEntry {
-    component: Spanned<String>,
-    protocol: Spanned<Protocol>,
-    port: Spanned<RawPorts>,
-    replaces: Option<Spanned<RawPorts>>,
-    enabled: Option<Spanned<bool>>,
-    direction: Option<Direction>,
-    purpose: Option<String>,
-    reached_by: Option<Vec<Peer>>,
-    bind: Option<BindScope>,
-    bind_detail: Option<String>,
-    roles: Option<Spanned<Vec<Role>>>,
-    cni: Option<Spanned<String>>,
-    addon: Option<bool>,
-    network: Option<Network>,
-    expect: Option<Spanned<Expect>>,
-    missing: Option<Severity>,
-    too_wide: Option<Severity>,
-    finding: Option<Spanned<String>>,
-    severity: Option<Severity>,
-    held_by: Option<Spanned<Vec<String>>>,
-    port_flag: Option<Spanned<String>>,
-    address_flag: Option<Spanned<String>>,
-    endpoint_flag: Option<Spanned<String>>,
-    urls_flag: Option<Spanned<String>>,
-    range_flag: Option<Spanned<String>>,
-    flags_of: Option<String>,
-    tunnel_devices: Option<Vec<String>>,
-    versions: Option<Spanned<String>>,
-    clients: Option<String>,
-    notes: Option<String>,
-    disagreement: Option<String>,
-    source: Option<Spanned<String>>,
-    /// Span of the `[[port]]` header.
-    #[serde(skip)]
-    span: Range<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    port: Vec<Spanned<RawEntry>>,
-}
-
-/// Parses a catalog file into raw entries, refusing TOML errors and duplicate keys.
-fn parse_file(text: &str, file: &str) -> Result<Vec<RawEntry>, CatalogError> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        err_at(text, file, span, e.message().trim_end().to_string())
-    })?;
-    if raw.port.is_empty() {
-        return Err(err_at(text, file, 0..0, "no [[port]] entries".to_string()));
-    }
-    let mut seen: HashMap<(String, Protocol, PortRange), usize> = HashMap::new();
-    let mut out = Vec::with_capacity(raw.port.len());
-    for sp in raw.port {
-        let span = sp.span();
-        let mut r = sp.into_inner();
-        r.span = span;
-        let protocol = *r.protocol.get_ref();
-        let port = ports(text, file, &r.port, protocol)?;
-        if r.component.get_ref().trim().is_empty() {
-            return Err(err_at(
-                text,
-                file,
-                r.component.span(),
-                "`component` is empty".to_string(),
-            ));
-        }
-        let k = (r.component.get_ref().clone(), protocol, port);
-        if let Some(first) = seen.get(&k) {
-            let key = Key {
-                component: k.0,
-                protocol,
-                port,
-            };
-            return Err(err_at(
-                text,
-                file,
-                r.span.clone(),
-                format!("duplicate entry {key}: already defined at line {first}"),
-            ));
-        }
-        seen.insert(k, line_col(text, r.span.start).0);
-        out.push(r);
-    }
-    Ok(out)
-}
-
-/// Checks a written port or range: 1-65535 (1-255 for an IP protocol), not backwards.
-fn ports(
-    text: &str,
-    file: &str,
-    p: &Spanned<RawPorts>,
-    protocol: Protocol,
-) -> Result<PortRange, CatalogError> {
-    let RawPorts { first, last } = *p.get_ref();
-    let (what, max) = if protocol == Protocol::Ip {
-        ("IP protocol number", 255)
-    } else {
-        ("port", 65535)
-    };
-    for n in [first, last] {
-        if n == 0 {
-            return Err(err_at(
-                text,
-                file,
-                p.span(),
-                format!("{what} 0 is not valid: use 1-{max}"),
-            ));
-        }
-        if !(1..=max).contains(&n) {
-            return Err(err_at(
-                text,
-                file,
-                p.span(),
-                format!("{what} {n} is out of range 1-{max}"),
-            ));
-        }
-    }
-    if first > last {
-        return Err(err_at(
-            text,
-            file,
-            p.span(),
-            format!("range {first}-{last} is backwards: write {last}-{first}"),
-        ));
-    }
-    // Both are within 1..=65535 here.
-    let to_u16 = |n: i64| u16::try_from(n).unwrap_or(u16::MAX);
-    Ok(PortRange {
-        first: to_u16(first),
-        last: to_u16(last),
-    })
-}
-
-/// A complete entry from a raw one: every required field must be there.
-fn new_entry(text: &str, file: &str, r: &RawEntry, builtin: bool) -> Result<Entry, CatalogError> {
-    let mut missing: Vec<&str> = Vec::new();
-    if r.purpose.is_none() {
-        missing.push("purpose");
-    }
-    if r.roles.is_none() {
-        missing.push("roles");
-    }
-    if r.reached_by.is_none() {
-        missing.push("reached_by");
-    }
-    if r.bind.is_none() {
-        missing.push("bind");
-    }
-    if builtin && r.source.is_none() {
-        missing.push("source");
-    }
-    if !missing.is_empty() {
-        let plural = if missing.len() == 1 {
-            "field"
-        } else {
-            "fields"
-        };
-        return Err(err_at(
-            text,
-            file,
-            r.span.clone(),
-            format!(
-                "new entry {} {}/{} lacks the {plural} {}",
-                r.component.get_ref(),
-                r.protocol.get_ref().as_str(),
-                fmt_raw(r.port.get_ref()),
-                missing.join(", ")
-            ),
-        ));
-    }
-    let protocol = *r.protocol.get_ref();
-    let direction = r.direction.unwrap_or(Direction::In);
-    let line = line_col(text, r.span.start).0;
-    let mut e = Entry {
-        component: r.component.get_ref().clone(),
-        protocol,
-        port: ports(text, file, &r.port, protocol)?,
-        direction,
-        purpose: String::new(),
-        reached_by: Vec::new(),
-        bind: BindScope::Any,
-        bind_detail: None,
-        roles: Vec::new(),
-        cni: None,
-        addon: false,
-        network: Network::Host,
-        expect: if protocol == Protocol::Ip || direction == Direction::Out {
-            Expect::None
-        } else {
-            Expect::Listening
-        },
-        missing: Severity::Error,
-        too_wide: Severity::Warning,
-        finding: None,
-        severity: Severity::Warning,
-        held_by: vec![r.component.get_ref().clone()],
-        flags: Flags::default(),
-        tunnel_devices: Vec::new(),
-        versions: Versions::default(),
-        clients: None,
-        notes: None,
-        disagreement: None,
-        source: format!("{file}:{line}"),
-        origin: Origin {
-            file: file.to_string(),
-            line,
-        },
-    };
-    apply(text, file, r, &mut e)?;
-    validate(text, file, r, &e)?;
-    Ok(e)
-}
-
-fn fmt_raw(p: &RawPorts) -> String {
-    if p.first == p.last {
-        p.first.to_string()
-    } else {
-        format!("{}-{}", p.first, p.last)
-    }
-}
-
-/// Sets every field `r` gives on `e`.
-fn apply(text: &str, file: &str, r: &RawEntry, e: &mut Entry) -> Result<(), CatalogError> {
-    macro_rules! set {
-        ($($f:ident),*) => { $( if let Some(v) = &r.$f { e.$f = v.clone(); } )* };
-    }
-    set!(
-        direction,
-        purpose,
-        reached_by,
-        bind,
-        addon,
-        network,
-        missing,
-        too_wide,
-        severity,
-        tunnel_devices
-    );
-    macro_rules! set_opt {
-        ($($f:ident),*) => { $( if let Some(v) = &r.$f { e.$f = Some(v.clone()); } )* };
-    }
-    set_opt!(bind_detail, clients, notes, disagreement);
-    if let Some(v) = &r.roles {
-        e.roles = v.get_ref().clone();
-    }
-    if let Some(v) = &r.expect {
-        e.expect = *v.get_ref();
-    }
-    if let Some(v) = &r.held_by {
-        e.held_by = v.get_ref().clone();
-    }
-    if let Some(v) = &r.cni {
-        let name = v.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(err_at(
-                text,
-                file,
-                v.span(),
-                format!("cni `{name}` is not a lowercase name such as \"calico\""),
-            ));
-        }
-        e.cni = Some(name.clone());
-    }
-    if let Some(v) = &r.source {
-        if v.get_ref().trim().is_empty() {
-            return Err(err_at(
-                text,
-                file,
-                v.span(),
-                "`source` is empty: name the URL or file the facts come from".to_string(),
-            ));
-        }
-        e.source = v.get_ref().clone();
-    }
-    if let Some(v) = &r.versions {
-        e.versions = Versions::parse(v.get_ref()).ok_or_else(|| {
-            err_at(
-                text,
-                file,
-                v.span(),
-                format!(
-                    "versions `{}` is not one of all, 1.13+, -1.22, 1.13-1.22, 1.30",
-                    v.get_ref()
-                ),
-            )
-        })?;
-    }
-    if let Some(v) = &r.finding {
-        let id = ABSENT_FINDINGS
-            .iter()
-            .find(|f| **f == v.get_ref().as_str())
-            .ok_or_else(|| {
-                err_at(
-                    text,
-                    file,
-                    v.span(),
-                    format!(
-                        "unknown finding `{}`: expected one of {}",
-                        v.get_ref(),
-                        ABSENT_FINDINGS.join(", ")
-                    ),
-                )
-            })?;
-        e.finding = Some(id);
-    }
-    for (raw, slot) in [
-        (&r.port_flag, &mut e.flags.port),
-        (&r.address_flag, &mut e.flags.address),
-        (&r.endpoint_flag, &mut e.flags.endpoint),
-        (&r.urls_flag, &mut e.flags.urls),
-        (&r.range_flag, &mut e.flags.range),
-    ] {
-        if let Some(v) = raw {
-            let f = v.get_ref();
-            if !f.starts_with('-') || f.trim_start_matches('-').is_empty() || f.contains(['=', ' '])
-            {
-                return Err(err_at(
-                    text,
-                    file,
-                    v.span(),
-                    format!("`{f}` is not a flag name such as \"--secure-port\""),
-                ));
-            }
-            *slot = Some(f.clone());
-        }
-    }
-    if let Some(v) = &r.flags_of {
-        e.flags.of = Some(v.clone());
-    }
-    Ok(())
-}
-
-/// Cross-field checks on a finished entry; errors point at the field or at the `[[port]]` line.
-fn validate(text: &str, file: &str, r: &RawEntry, e: &Entry) -> Result<(), CatalogError> {
-    let here = |field: Option<Range<usize>>| field.unwrap_or_else(|| r.span.clone());
-    let expect_span = here(r.expect.as_ref().map(Spanned::span));
-    if e.roles.is_empty() {
-        return Err(err_at(
-            text,
-            file,
-            here(r.roles.as_ref().map(Spanned::span)),
-            "`roles` is empty: name at least one of control-plane, worker, etcd".into(),
-        ));
-    }
-    if e.held_by.is_empty() {
-        return Err(err_at(
-            text,
-            file,
-            here(r.held_by.as_ref().map(Spanned::span)),
-            "`held_by` is empty".into(),
-        ));
-    }
-    if e.purpose.trim().is_empty() {
-        return Err(err_at(
-            text,
-            file,
-            r.span.clone(),
-            "`purpose` is empty".into(),
-        ));
-    }
-    if e.protocol == Protocol::Ip && e.expect != Expect::None {
-        return Err(err_at(
-            text,
-            file,
-            expect_span,
-            format!(
-                "an IP protocol has no socket to check: use expect = \"none\", not \"{}\"",
-                e.expect.as_str()
-            ),
-        ));
-    }
-    if e.direction == Direction::Out && e.expect != Expect::None {
-        return Err(err_at(
-            text,
-            file,
-            expect_span,
-            format!(
-                "an outbound port is not listened on here: use expect = \"none\", not \"{}\"",
-                e.expect.as_str()
-            ),
-        ));
-    }
-    if !e.port.is_single() && e.expect == Expect::Listening {
-        return Err(err_at(
-            text,
-            file,
-            expect_span,
-            "a range cannot be required to listen: use expect = \"optional\" or \"reserved\""
-                .into(),
-        ));
-    }
-    if e.expect == Expect::Absent && e.finding.is_none() {
-        return Err(err_at(
-            text,
-            file,
-            expect_span,
-            format!(
-                "expect = \"absent\" needs `finding`, one of {}",
-                ABSENT_FINDINGS.join(", ")
-            ),
-        ));
-    }
-    if e.finding.is_some() && e.expect != Expect::Absent {
-        return Err(err_at(
-            text,
-            file,
-            here(r.finding.as_ref().map(Spanned::span)),
-            "`finding` is only for expect = \"absent\"".into(),
-        ));
-    }
-    if e.flags.range.is_some() && e.port.is_single() {
-        return Err(err_at(
-            text,
-            file,
-            here(r.range_flag.as_ref().map(Spanned::span)),
-            "`range_flag` is for an entry whose port is a range".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn err_at(text: &str, file: &str, span: Range<usize>, message: String) -> CatalogError {
-    let (line, column) = line_col(text, span.start);
-    CatalogError {
-        file: file.to_string(),
-        line,
-        column,
-        message,
-    }
-}
-
-/// 1-based line and column (in characters) of byte offset `at`.
-fn line_col(text: &str, at: usize) -> (usize, usize) {
-    let at = at.min(text.len());
-    let before = text.get(..at).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1258,15 +827,21 @@ mod tests {
             find(&c, comp, Protocol::Tcp, port);
         }
         assert_eq!(
-            find(&c, "kube-scheduler", Protocol::Tcp, "10251").finding,
+            find(&c, "kube-scheduler", Protocol::Tcp, "10251")
+                .finding
+                .map(FindingId::as_str),
             Some("legacy-insecure-port")
         );
         assert_eq!(
-            find(&c, "kube-controller-manager", Protocol::Tcp, "10252").finding,
+            find(&c, "kube-controller-manager", Protocol::Tcp, "10252")
+                .finding
+                .map(FindingId::as_str),
             Some("legacy-insecure-port")
         );
         assert_eq!(
-            find(&c, "kubelet", Protocol::Tcp, "10255").finding,
+            find(&c, "kubelet", Protocol::Tcp, "10255")
+                .finding
+                .map(FindingId::as_str),
             Some("readonly-port-open")
         );
     }

@@ -1,23 +1,21 @@
 //! `kports firewall` run as a user runs it, inside a network namespace the test makes (root):
 //! `check -o json` names the deciding rule, `plan --script` applies cleanly twice.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
-
 use std::process::Command;
+use std::sync::RwLockReadGuard;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::{KPORTS, ns_turn};
 
-struct Ns(String);
+/// A namespace of the test's own, removed on drop (while the test still holds its turn).
+struct Ns {
+    name: String,
+    _turn: RwLockReadGuard<'static, ()>,
+}
 
 impl Ns {
     fn new() -> Ns {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "this test creates a network namespace and must run as root (CI does)"
-        );
+        let turn = ns_turn();
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "kpfw-cli-{}-{}",
@@ -31,12 +29,12 @@ impl Ns {
                 .unwrap()
                 .success()
         );
-        Ns(name)
+        Ns { name, _turn: turn }
     }
 
     fn run(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.0])
+            .args(["netns", "exec", &self.name])
             .args(args)
             .output()
             .unwrap();
@@ -50,7 +48,9 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 

@@ -10,8 +10,6 @@
 //! times until the component's listeners have settled (never a timing assertion). A process that
 //! takes a port is a stand-in this test starts in the node's namespace and kills by pid.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
@@ -20,18 +18,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::RwLockWriteGuard;
 use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::{KPORTS, lab_turn};
+
 const STANDIN: &str = include_str!("support/standin.py");
 const RUN_DIR: &str = "/run/kports-lab";
-
-/// One lab at a time.
-static LAB: Mutex<()> = Mutex::new(());
 
 fn kports(args: &[&str]) -> Output {
     Command::new(KPORTS)
@@ -54,18 +50,12 @@ fn kports_ok(args: &[&str]) -> String {
 
 /// A lab that goes down when the guard is dropped.
 struct Lab {
-    _turn: MutexGuard<'static, ()>,
+    _turn: RwLockWriteGuard<'static, ()>,
 }
 
 impl Lab {
     fn up() -> Lab {
-        // SAFETY: geteuid cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "the lab tests create network namespaces and must run as root"
-        );
-        let turn = LAB.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = lab_turn();
         assert!(
             !Path::new(RUN_DIR).exists(),
             "a kports lab is already up on this machine; run `kports lab down` first"
@@ -491,7 +481,7 @@ impl LabNode {
 
 fn lab_nodes() -> Vec<LabNode> {
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    status["nodes"]
+    status["items"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -1121,7 +1111,11 @@ fn prereq_findings(doc: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| kports_core::prereq::ids::ALL.contains(&f["id"].as_str().unwrap()))
+        .filter(|f| {
+            kports_core::finding::FindingId::PREREQ
+                .iter()
+                .any(|p| p.as_str() == f["id"])
+        })
         .map(|f| {
             (
                 f["id"].as_str().unwrap().to_string(),
@@ -1152,7 +1146,10 @@ fn a_lab_node_whose_link_is_down_has_the_path_finding_until_it_is_up() {
     let (code, doc) = check("w1", &[]);
     let found = prereq_findings(&doc);
     assert_eq!(found.len(), 1, "{doc:#}");
-    assert_eq!(found[0].0, kports_core::prereq::ids::PATH_LINK_DOWN);
+    assert_eq!(
+        found[0].0,
+        kports_core::finding::FindingId::PathLinkDown.as_str()
+    );
     assert!(
         found[0].1.starts_with("eth0 has no carrier"),
         "{}",

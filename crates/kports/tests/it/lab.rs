@@ -6,8 +6,6 @@
 //! Network probes go only to lab addresses, from inside lab namespaces, with a 2 s connect
 //! timeout and a bounded number of attempts.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
-
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,27 +13,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::RwLockWriteGuard;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const KPORTS: &str = env!("CARGO_BIN_EXE_kports");
+use crate::support::{KPORTS, lab_turn, require_root};
 const RUN_DIR: &str = "/run/kports-lab";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One lab at a time: every test holds this while its lab is up.
-static LAB: Mutex<()> = Mutex::new(());
-
-fn require_root() {
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the kports lab tests create network namespaces and must run as root (CI does)"
-    );
-}
 
 fn kports(args: &[&str]) -> Output {
     Command::new(KPORTS)
@@ -76,13 +62,12 @@ fn exec_json(node: &str, cmd: &[&str]) -> Value {
 
 /// A lab that goes down when the guard is dropped, whatever happened in between.
 struct Lab {
-    _turn: MutexGuard<'static, ()>,
+    _turn: RwLockWriteGuard<'static, ()>,
 }
 
 impl Lab {
     fn up(args: &[&str]) -> Lab {
-        require_root();
-        let turn = LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = lab_turn();
         assert!(
             !Path::new(RUN_DIR).exists() && lab_namespaces().is_empty(),
             "a kports lab is already up on this machine; run `kports lab down` before the tests"
@@ -323,8 +308,7 @@ fn up_and_down_twice_leave_nothing_behind() {
 
 #[test]
 fn down_cleans_up_after_a_killed_up() {
-    require_root();
-    let _turn = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = lab_turn();
     assert_nothing_left("before the test");
     // Kill `up` at a few points of its work; `down` must find whatever it had made.
     let mut rounds_with_leftovers = 0;
@@ -354,8 +338,8 @@ fn down_cleans_up_after_a_killed_up() {
 fn nodes_are_built_as_the_lab_says() {
     let _lab = Lab::up(&[]);
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    assert_eq!(status["up"], true);
-    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(status["items"]["up"], true);
+    let nodes = status["items"]["nodes"].as_array().unwrap();
     let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["cp1", "w1", "w2"]);
 
@@ -535,7 +519,7 @@ fn etcd_client_port_is_busier_than_its_peer_port() {
 fn etcd_members_talk_to_their_peers() {
     let _lab = Lab::up(&["--nodes", "3,0", "--etcd", "stand-in"]);
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    assert_eq!(status["etcd"], "stand-in");
+    assert_eq!(status["items"]["etcd"], "stand-in");
     // Each member keeps 2 connections to each of the 2 others: 4 come in on each 2380.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut peer = established_in("cp1", 2380);
@@ -650,7 +634,7 @@ fn pod_traffic_crosses_the_vxlan() {
 
 fn component_state(node: &str, component: &str) -> String {
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    let n = status["nodes"]
+    let n = status["items"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -792,8 +776,7 @@ fn mistakes_are_usage_errors() {
 
 #[test]
 fn commands_fail_clearly_without_a_lab_or_without_root() {
-    require_root();
-    let _turn = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = lab_turn();
     let out = kports(&["lab", "fault", "w1", "down"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -1,0 +1,113 @@
+//! What a node report reads from the system, behind one trait so the orchestration runs on
+//! fixtures: [`Linux`] reads this machine (netlink, `/proc`, `/proc/sys`, `nft`, `ip`), a test
+//! implements [`NodeIo`] over captured data.
+
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kports_core::settings::NodeSettings;
+use kports_core::{Interface, Socket, Warning};
+use kports_firewall::capture::Capture;
+use kports_linux::census::{self, OwnerScope, Query};
+use kports_linux::runner::DEFAULT_TIMEOUT;
+use kports_linux::sockdiag::{ESTABLISHED, LISTEN, UNCONN};
+
+pub use kports_linux::census::SocketSource;
+
+/// What a node report needs of a census: listeners, established connections (for the command
+/// lines of components that only connect out, and the peers) and interfaces (tunnel ports, CNI
+/// devices), with the warnings of collecting them.
+#[derive(Debug, Default)]
+pub struct Census {
+    pub sockets: Vec<Socket>,
+    pub interfaces: Vec<Interface>,
+    pub warnings: Vec<Warning>,
+}
+
+/// The system a node report reads.
+pub trait NodeIo {
+    /// The census of the caller's network namespace.
+    fn census(&self, source: SocketSource) -> Result<Census, kports_linux::Error>;
+    /// The raw firewall sources (`nft -j list ruleset`, every `*-save`, the managers' files).
+    fn firewall(&self) -> Capture;
+    /// The interface and local address packets from `addr` arrive on (`ip route get`).
+    fn route_to(&self, addr: IpAddr) -> Option<(String, Option<IpAddr>)>;
+    fn hostname(&self) -> String;
+    /// The node's own network settings (sysctls, modules, host name and how it resolves,
+    /// routes, links), following the route to each of `peers` (address, why it is a peer).
+    fn settings(&self, peers: &[(IpAddr, String)]) -> NodeSettings;
+    /// A file the user named (`--catalog`).
+    fn read_file(&self, path: &Path) -> io::Result<String>;
+}
+
+/// This machine.
+#[derive(Debug, Clone)]
+pub struct Linux {
+    pub proc_root: PathBuf,
+    /// For each external command (`nft`, `ip`, `*-save`).
+    pub timeout: Duration,
+}
+
+impl Default for Linux {
+    fn default() -> Linux {
+        Linux {
+            proc_root: PathBuf::from("/proc"),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl NodeIo for Linux {
+    fn census(&self, source: SocketSource) -> Result<Census, kports_linux::Error> {
+        let q = Query {
+            source,
+            tcp_states: LISTEN | ESTABLISHED,
+            udp_states: UNCONN,
+            owners: OwnerScope::UntilFound,
+            proc_root: self.proc_root.clone(),
+            ..Query::default()
+        };
+        let c = census::sockets(&q)?;
+        let mut warnings = c.warnings;
+        let interfaces = match census::interfaces(&self.proc_root, false) {
+            Ok((ifs, mut w)) => {
+                warnings.append(&mut w);
+                ifs
+            }
+            Err(e) => {
+                warnings.push(Warning::new(
+                    "interfaces-unreadable",
+                    format!("{e}: tunnel ports and CNI devices are unknown"),
+                ));
+                Vec::new()
+            }
+        };
+        Ok(Census {
+            sockets: c.sockets,
+            interfaces,
+            warnings,
+        })
+    }
+
+    fn firewall(&self) -> Capture {
+        kports_linux::firewall::capture(self.timeout)
+    }
+
+    fn route_to(&self, addr: IpAddr) -> Option<(String, Option<IpAddr>)> {
+        kports_linux::firewall::route_to(addr, self.timeout)
+    }
+
+    fn hostname(&self) -> String {
+        kports_linux::hostname()
+    }
+
+    fn settings(&self, peers: &[(IpAddr, String)]) -> NodeSettings {
+        kports_linux::settings::read(peers, self.timeout)
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}

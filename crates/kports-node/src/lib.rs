@@ -1,0 +1,496 @@
+//! Everything a node knows about its ports, in one [`NodeReport`].
+//!
+//! [`NodeReport::build`] takes the census, loads the catalog (the built-in one and the user's
+//! `--catalog` file), resolves the running components' flags once, detects the role and the CNI
+//! (or takes them from the user), reads the firewall and chooses the sources to judge it from,
+//! once, with one chooser ([`kports_firewall::sources::choose`]), and reads the node's own
+//! network settings (following the routes to the peers the census shows), which
+//! [`NodeReport::check`] judges as the node's prerequisites. `kports check`, `kports
+//! explain`, `kports firewall check` and `kports firewall plan` are views of that report
+//! ([`NodeReport::check`], [`NodeReport::explain`], [`NodeReport::firewall_check`],
+//! [`NodeReport::firewall_plan`]); the binary only parses arguments and renders.
+//!
+//! All reading of the system goes through [`NodeIo`] ([`Linux`] on a real node), so the whole
+//! orchestration is tested on fixtures without root.
+
+mod io;
+mod replay;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use kports_core::catalog::{Catalog, Role, Version};
+use kports_core::check::{self, Report};
+use kports_core::explain::{self, Explanation};
+use kports_core::prereq;
+use kports_core::resolve::{self, Resolved};
+use kports_core::role::{self, Detected, DetectionSource};
+use kports_core::settings::NodeSettings;
+use kports_core::{Interface, Socket, Warning};
+use kports_firewall::capture::assemble;
+use kports_firewall::detect::{self, Managers};
+use kports_firewall::findings;
+use kports_firewall::model::{AddrRange, Ruleset};
+use kports_firewall::plan::{self, Plan, PlanBackend, PlanRequest};
+use kports_firewall::required::{self, RequiredPort, SourceKind};
+use kports_firewall::sources::{self, Chosen, Given, Peers};
+use kports_firewall::verdicts::CheckRow;
+use kports_firewall::{Evaluator, verdicts};
+
+pub use io::{Census, Linux, NodeIo, SocketSource};
+pub use replay::{EXAMPLE_CONTROL_PLANE, EXAMPLE_NODE, Replay};
+
+/// Why a node report (or a view of it) cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Census(kports_linux::Error),
+    #[error("the built-in catalog is broken (a bug in kports)")]
+    BuiltinCatalog(#[source] kports_core::catalog::CatalogError),
+    #[error("cannot read the catalog file {path}")]
+    CatalogUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("refusing the catalog file")]
+    CatalogRefused(#[source] kports_core::catalog::CatalogError),
+    #[error("--cni {name}: the catalog knows {known} (or none)")]
+    UnknownCni { name: String, known: String },
+    #[error("the node's role is unknown ({evidence}): pass --role")]
+    RoleUnknown { evidence: String },
+    #[error("a plan needs --sources CIDR: the addresses its rules open the ports to")]
+    PlanNeedsSources,
+    #[error("the node report was made without reading the firewall (a bug in kports)")]
+    FirewallNotRead,
+}
+
+/// What the user said about the node, and what to read.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--role`; detected when `None`.
+    pub role: Option<Role>,
+    /// `--cni`; detected when `None`. `none` and empty names are dropped.
+    pub cni: Option<Vec<String>>,
+    /// `--catalog`: a file that extends or overrides the built-in catalog.
+    pub catalog: Option<PathBuf>,
+    /// Where socket lists come from.
+    pub census: SocketSource,
+    /// When the census fails: an error (`false` turns it into a warning, and ports are judged at
+    /// the catalog's defaults).
+    pub census_required: bool,
+    /// Read the firewall and choose its sources.
+    pub firewall: bool,
+    /// Read the node's own network settings, so the check judges its prerequisites.
+    pub prerequisites: bool,
+    /// `--sources`, `--control-plane`, `--load-balancers`.
+    pub sources: Vec<AddrRange>,
+    pub control_plane: Vec<AddrRange>,
+    pub load_balancers: Vec<AddrRange>,
+    /// `--iif`: the interface packets from every source arrive on (default: the route back).
+    pub iif: Option<String>,
+}
+
+impl Default for Options {
+    /// Detect everything, require the census, read the firewall and the node's settings.
+    fn default() -> Options {
+        Options {
+            role: None,
+            cni: None,
+            catalog: None,
+            census: SocketSource::Auto,
+            census_required: true,
+            firewall: true,
+            prerequisites: true,
+            sources: Vec::new(),
+            control_plane: Vec::new(),
+            load_balancers: Vec::new(),
+            iif: None,
+        }
+    }
+}
+
+/// The firewall as read, and the sources it is judged from.
+#[derive(Debug)]
+pub struct Firewall {
+    pub ruleset: Ruleset,
+    /// firewalld and ufw, when present.
+    pub managers: Managers,
+    /// Parse notes (`firewall-parse`) and unreadable sources (`firewall-unread`).
+    pub warnings: Vec<Warning>,
+    /// From the one chooser, with `dst` and `iif` filled in from the node's routes.
+    pub sources: Chosen,
+}
+
+/// Everything this node knows about its ports.
+#[derive(Debug)]
+pub struct NodeReport {
+    pub hostname: String,
+    pub catalog: Catalog,
+    pub sockets: Vec<Socket>,
+    pub interfaces: Vec<Interface>,
+    /// Collecting the census (or its failure, when it was not required).
+    pub census_warnings: Vec<Warning>,
+    pub role: Detected<Option<Role>>,
+    pub cni: Detected<Vec<String>>,
+    /// Every catalog entry after the running components' flags and tunnel devices.
+    pub resolved: Vec<Resolved>,
+    /// Flags that could not be read (those ports are judged at their catalog default).
+    pub flag_warnings: Vec<Warning>,
+    /// `None` when not read.
+    pub firewall: Option<Firewall>,
+    /// The node's own network settings; `None` when not read.
+    pub settings: Option<NodeSettings>,
+}
+
+/// `error: cause: cause`, as a person reads an error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        next = c.source();
+    }
+    s
+}
+
+/// The built-in catalog with the user's file, if any, applied.
+pub fn load_catalog(io: &dyn NodeIo, path: Option<&std::path::Path>) -> Result<Catalog, Error> {
+    let mut c = Catalog::builtin().map_err(Error::BuiltinCatalog)?;
+    if let Some(p) = path {
+        let text = io.read_file(p).map_err(|source| Error::CatalogUnreadable {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        c.apply_user(&text, &p.display().to_string())
+            .map_err(Error::CatalogRefused)?;
+    }
+    Ok(c)
+}
+
+/// The CNIs the user named, checked against the catalog.
+fn given_cnis(list: &[String], catalog: &Catalog) -> Result<Vec<String>, Error> {
+    let list: Vec<String> = list
+        .iter()
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty() && c != "none")
+        .collect();
+    let known = catalog.cnis();
+    if let Some(bad) = list.iter().find(|c| !known.contains(&c.as_str())) {
+        return Err(Error::UnknownCni {
+            name: bad.clone(),
+            known: known.join(", "),
+        });
+    }
+    Ok(list)
+}
+
+impl NodeReport {
+    /// Reads the node through `io` and puts together what it knows.
+    pub fn build(io: &dyn NodeIo, o: &Options) -> Result<NodeReport, Error> {
+        let catalog = load_catalog(io, o.catalog.as_deref())?;
+        let census = match io.census(o.census) {
+            Ok(c) => c,
+            Err(e) if o.census_required => return Err(Error::Census(e)),
+            Err(e) => Census {
+                warnings: vec![Warning::new(
+                    "census-failed",
+                    format!(
+                        "{}: ports are judged at the catalog's defaults, not where flags moved them",
+                        chain(&e)
+                    ),
+                )],
+                ..Census::default()
+            },
+        };
+        let role = match o.role {
+            Some(r) => Detected::given(Some(r), "--role"),
+            None => role::detect_role(&census.sockets),
+        };
+        let cni = match &o.cni {
+            Some(list) => Detected::given(given_cnis(list, &catalog)?, "--cni"),
+            None => role::detect_cni(&census.sockets, &census.interfaces),
+        };
+        let (resolved, flag_warnings) =
+            resolve::resolve_all(&catalog, &census.sockets, &census.interfaces);
+        let peers = sources::peers(&resolved, &census.sockets, &census.interfaces);
+        let firewall = o
+            .firewall
+            .then(|| read_firewall(io, o, role.value, &peers, &census.interfaces));
+        let settings = o.prerequisites.then(|| {
+            let towards: Vec<(IpAddr, String)> = peers
+                .control_plane
+                .iter()
+                .map(|(a, why)| (*a, (*why).to_string()))
+                .collect();
+            io.settings(&towards)
+        });
+        Ok(NodeReport {
+            hostname: io.hostname(),
+            catalog,
+            sockets: census.sockets,
+            interfaces: census.interfaces,
+            census_warnings: census.warnings,
+            role,
+            cni,
+            resolved,
+            flag_warnings,
+            firewall,
+            settings,
+        })
+    }
+
+    fn core_input(&self, version: Option<Version>, pre_install: bool) -> check::Input<'_> {
+        check::Input {
+            sockets: &self.sockets,
+            interfaces: &self.interfaces,
+            catalog: &self.catalog,
+            resolved: &self.resolved,
+            role: self.role.value,
+            cnis: &self.cni.value,
+            version,
+            pre_install,
+        }
+    }
+
+    /// `kports check`: the catalog's checks and, when they were read, the firewall's findings
+    /// and the node's prerequisites.
+    pub fn check(&self, version: Option<Version>, pre_install: bool) -> Checked {
+        let mut report = check::check(&self.core_input(version, pre_install));
+        if let Some(settings) = &self.settings {
+            let found = prereq::findings(&prereq::Input {
+                settings,
+                interfaces: &self.interfaces,
+                sockets: &self.sockets,
+                role: self.role.value,
+                cnis: &self.cni.value,
+                checked: &report.checked,
+                pre_install,
+            });
+            report.merge(found);
+        }
+        let mut warnings = self.census_warnings.clone();
+        warnings.extend(self.flag_warnings.iter().cloned());
+        warnings.extend(report.warnings.iter().cloned());
+        if let Some(fw) = &self.firewall {
+            // An unreadable source is a `firewall-unknown` finding; the other notes stay warnings.
+            warnings.extend(
+                fw.warnings
+                    .iter()
+                    .filter(|w| w.code != "firewall-unread")
+                    .cloned(),
+            );
+            warnings.extend(fw.sources.warnings.iter().cloned());
+            let out = findings::findings(&findings::Input {
+                resolved: &self.resolved,
+                role: self.role.value,
+                cnis: &self.cni.value,
+                sockets: &self.sockets,
+                ruleset: &fw.ruleset,
+                sources: &fw.sources.sources,
+                pre_install,
+            });
+            warnings.extend(out.warnings);
+            report.merge(out.findings);
+        }
+        Checked { report, warnings }
+    }
+
+    /// `kports explain`: the catalog's facts about `query`, and what this node has there now.
+    pub fn explain(&self, query: &explain::Subject) -> (Vec<Explanation>, Vec<Warning>) {
+        let (items, mut warnings) = explain::explain(query, &self.core_input(None, false));
+        warnings.extend(self.flag_warnings.iter().cloned());
+        warnings.extend(self.census_warnings.iter().cloned());
+        (items, warnings)
+    }
+
+    /// The role, which the firewall's commands need.
+    pub fn known_role(&self) -> Result<Role, Error> {
+        self.role.value.ok_or_else(|| Error::RoleUnknown {
+            evidence: self.role.evidence.join("; "),
+        })
+    }
+
+    /// The ports this node needs open, and notes on how its role and CNI were found and what
+    /// is not judged.
+    pub fn required(&self) -> Result<(Vec<RequiredPort>, Vec<String>), Error> {
+        let r = self.known_role()?;
+        let req = required::from_resolved(&self.resolved, r, &self.cni.value);
+        let mut notes = Vec::new();
+        if self.role.source != DetectionSource::Flag {
+            notes.push(format!(
+                "role {} (detected: {})",
+                r.as_str(),
+                self.role.evidence.join("; ")
+            ));
+        }
+        if self.cni.source != DetectionSource::Flag {
+            let names = if self.cni.value.is_empty() {
+                "none".to_string()
+            } else {
+                self.cni.value.join(", ")
+            };
+            notes.push(format!(
+                "CNI {names} (detected: {})",
+                self.cni.evidence.join("; ")
+            ));
+        }
+        notes.extend(req.notes);
+        Ok((req.ports, notes))
+    }
+
+    /// Warnings of the firewall's commands: reading the firewall, the census, the flags.
+    fn firewall_warnings(&self) -> Vec<Warning> {
+        let mut w: Vec<Warning> = self
+            .firewall
+            .iter()
+            .flat_map(|f| f.warnings.iter().cloned())
+            .collect();
+        w.extend(self.census_warnings.iter().cloned());
+        w.extend(self.flag_warnings.iter().cloned());
+        w
+    }
+
+    /// `kports firewall check`: every required port judged from each kind of source.
+    pub fn firewall_check(&self) -> Result<FirewallCheck<'_>, Error> {
+        let role = self.known_role()?;
+        let (ports, mut notes) = self.required()?;
+        let fw = self.read_firewall()?;
+        notes.extend(fw.sources.notes.iter().cloned());
+        let rows = verdicts::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
+        Ok(FirewallCheck {
+            role,
+            firewall: fw,
+            rows,
+            notes,
+            warnings: self.firewall_warnings(),
+        })
+    }
+
+    /// `kports firewall plan`: the rules that open what each source needs, for `backend`.
+    pub fn firewall_plan(
+        &self,
+        backend: PlanBackend,
+        zone: Option<String>,
+    ) -> Result<FirewallPlan<'_>, Error> {
+        let fw = self.read_firewall()?;
+        let all = fw.sources.ranges(SourceKind::All);
+        if !fw.sources.of(SourceKind::All).any(|s| s.origin.is_given()) {
+            return Err(Error::PlanNeedsSources);
+        }
+        let (ports, notes) = self.required()?;
+        let req = PlanRequest {
+            backend,
+            ports,
+            sources: all,
+            control_plane: fw.sources.control_plane(),
+            load_balancers: fw.sources.ranges(SourceKind::LoadBalancers),
+            zone,
+        };
+        let default_zone = fw.managers.firewalld.as_ref().and_then(|f| {
+            f.zones
+                .iter()
+                .find(|z| z.matches == "default")
+                .map(|z| z.zone.clone())
+                .or_else(|| f.default_zone.clone())
+        });
+        let mut p = plan::plan(&fw.ruleset, &req, default_zone.as_deref());
+        p.notes.extend(notes);
+        Ok(FirewallPlan {
+            backend,
+            firewall: fw,
+            plan: p,
+            warnings: self.firewall_warnings(),
+        })
+    }
+
+    /// The firewall as read; asking for a firewall view of a report made without reading it
+    /// is refused (an empty ruleset would call everything open).
+    fn read_firewall(&self) -> Result<&Firewall, Error> {
+        self.firewall.as_ref().ok_or(Error::FirewallNotRead)
+    }
+}
+
+/// Reads the ruleset and chooses the sources, with the route back to each.
+fn read_firewall(
+    io: &dyn NodeIo,
+    o: &Options,
+    role: Option<Role>,
+    peers: &Peers,
+    interfaces: &[Interface],
+) -> Firewall {
+    let capture = io.firewall();
+    let (ruleset, notes) = assemble(&capture);
+    let managers = detect::detect(&ruleset, &capture);
+    let mut warnings: Vec<Warning> = notes
+        .into_iter()
+        .map(|m| Warning::new("firewall-parse", m))
+        .collect();
+    for u in &ruleset.unread {
+        warnings.push(Warning::new(
+            "firewall-unread",
+            format!(
+                "{} not readable: {}; verdicts that need it are unknown",
+                u.source, u.reason
+            ),
+        ));
+    }
+    let given = Given {
+        sources: &o.sources,
+        control_plane: &o.control_plane,
+        load_balancers: &o.load_balancers,
+    };
+    let mut chosen = sources::choose(peers, &given, sources::representative(interfaces), role);
+    for ks in &mut chosen.sources {
+        let s = &mut ks.source;
+        match io.route_to(s.range.first()) {
+            Some((dev, src)) => {
+                s.iif = Some(dev);
+                s.dst = src;
+            }
+            None => {
+                if let Some((dev, addr)) = sources::primary_interface(interfaces, s.range.v6) {
+                    s.iif = Some(dev);
+                    s.dst = Some(addr);
+                }
+            }
+        }
+        if let Some(iif) = &o.iif {
+            s.iif = Some(iif.clone());
+        }
+    }
+    Firewall {
+        ruleset,
+        managers,
+        warnings,
+        sources: chosen,
+    }
+}
+
+/// The check's findings with every warning of the report, in order.
+#[derive(Debug)]
+pub struct Checked {
+    pub report: Report,
+    pub warnings: Vec<Warning>,
+}
+
+/// `kports firewall check`'s result.
+#[derive(Debug)]
+pub struct FirewallCheck<'a> {
+    pub role: Role,
+    pub firewall: &'a Firewall,
+    pub rows: Vec<CheckRow>,
+    /// How the role, the CNI and the sources were found, and what is not judged.
+    pub notes: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// `kports firewall plan`'s result.
+#[derive(Debug)]
+pub struct FirewallPlan<'a> {
+    pub backend: PlanBackend,
+    pub firewall: &'a Firewall,
+    pub plan: Plan,
+    pub warnings: Vec<Warning>,
+}

@@ -1,0 +1,24 @@
+//! kports's integration tests, one binary: the command line (`cli`, no root), what an installed
+//! kports brings (`install`: man pages and completions, no root), the agent on loopback
+//! (`agent`, no root), and the system
+//! tests (root; each makes its own network namespaces, or a `kports lab`, and removes them again
+//! even when a test fails): the census against `ss` and `ip` (`census`), `check` and `explain`
+//! (`check`), the node's own prerequisites (`prereq`), the firewall commands (`firewall`), the
+//! lab (`lab`) and the checks on a lab (`check_lab`). What they share (the binary's path, the root check, one lab at a time, a
+//! namespace with component stand-ins) is in `support`.
+//!
+//! Run one topic with `cargo test -p kports --test it lab::`; the system tests under the
+//! machine's lock (`flock /tmp/kports-system.lock ...`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod agent;
+mod census;
+mod check;
+mod check_lab;
+mod cli;
+mod firewall;
+mod install;
+mod lab;
+mod prereq;
+mod support;
