@@ -2,6 +2,7 @@
 //! `ss`, `netstat` and `lsof` on the same load. Linux only; needs root for owner attribution.
 
 pub mod crosscheck;
+pub mod firewall;
 pub mod harness;
 pub mod loadgen;
 pub mod measure;

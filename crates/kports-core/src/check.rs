@@ -370,6 +370,7 @@ pub fn check(input: &Input<'_>) -> Report {
     if !input.pre_install {
         unexplained(&mut ck, &listeners, resolved);
     }
+    secrets_on_command_lines(&mut ck, &listeners);
     let mut findings = ck.findings;
     sort_findings(&mut findings);
     Report {
@@ -659,6 +660,58 @@ fn pre_install(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
     }
 }
 
+/// One warning per process serving a port whose command line holds a secret, on its first
+/// listener; the evidence is the redacted arguments.
+fn secrets_on_command_lines(ck: &mut Checker, listeners: &[&Socket]) {
+    let mut seen = HashSet::new();
+    for s in listeners {
+        for p in s.processes.iter() {
+            if p.secrets.is_empty() || !seen.insert(p.pid) {
+                continue;
+            }
+            let protocol = if s.proto == Proto::Tcp {
+                Protocol::Tcp
+            } else {
+                Protocol::Udp
+            };
+            let at = At {
+                entry: None,
+                protocol,
+                port: PortRange::single(s.local_port),
+            };
+            let message = format!(
+                "{} (pid {}), serving {}/{}, has a secret on its command line ({}): every user of the node can read it in /proc/{}/cmdline; pass it in a file or the environment instead",
+                p.name,
+                p.pid,
+                protocol.as_str(),
+                s.local_port,
+                p.secrets.join(", "),
+                p.pid
+            );
+            let flags = p
+                .secrets
+                .iter()
+                .map(|v| Setting {
+                    pid: Some(p.pid),
+                    source: p.name.clone(),
+                    value: v.clone(),
+                })
+                .collect();
+            ck.add(
+                FindingId::SecretOnCommandLine,
+                Severity::Warning,
+                message,
+                at,
+                &[*s],
+                flags,
+            );
+            if let Some(f) = ck.findings.last_mut() {
+                f.command = format!("ps -o args= -p {}", p.pid);
+            }
+        }
+    }
+}
+
 /// Listeners that no catalog entry explains. A port the catalog gives to another component is
 /// reported on its own; the rest are grouped per holder and protocol, so a process with a
 /// hundred listeners is one finding, not a hundred.
@@ -782,13 +835,61 @@ mod tests {
         listener(Proto::Tcp, addr, port, c, pid, Some(c))
     }
 
+    /// The socket's process with this command line, redacted as the census does.
     fn with_cmdline(mut s: Socket, cmdline: &str) -> Socket {
         let p = s.processes[0].as_ref().clone();
+        let argv: Vec<String> = cmdline.split(' ').map(str::to_string).collect();
+        let shown = crate::redact::redact(&argv);
         s.processes = Arc::new(vec![Arc::new(ProcessRef {
-            cmdline: cmdline.to_string(),
+            cmdline: shown.text,
+            secrets: shown.hidden,
             ..p
         })]);
         s
+    }
+
+    #[test]
+    fn a_secret_on_a_command_line_is_a_warning_with_redacted_evidence() {
+        let mut s = control_plane();
+        s[0] = with_cmdline(
+            s[0].clone(),
+            "kube-apiserver --secure-port=6443 --oidc-client-secret=hunter2 --basic-auth=user:pw2",
+        );
+        // The same process on another socket gives one finding, not two.
+        let again = s[0].clone();
+        s.push(Socket {
+            local_port: 6444,
+            ..again
+        });
+        let r = run(&s, Some(Role::ControlPlane), false);
+        let found: Vec<&Finding> = r
+            .findings
+            .iter()
+            .filter(|f| f.id == FindingId::SecretOnCommandLine)
+            .collect();
+        assert_eq!(found.len(), 1, "{:#?}", r.findings);
+        let f = found[0];
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(
+            f.message,
+            "kube-apiserver (pid 100), serving tcp/6443, has a secret on its command line (--oidc-client-secret=REDACTED, --basic-auth=REDACTED): every user of the node can read it in /proc/100/cmdline; pass it in a file or the environment instead"
+        );
+        let values: Vec<&str> = f.evidence.flags.iter().map(|x| x.value.as_str()).collect();
+        assert_eq!(
+            values,
+            ["--oidc-client-secret=REDACTED", "--basic-auth=REDACTED"]
+        );
+        assert_eq!(f.command, "ps -o args= -p 100");
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("hunter2") && !json.contains("pw2"), "{json}");
+
+        let clean = run(&control_plane(), Some(Role::ControlPlane), false);
+        assert!(
+            clean
+                .findings
+                .iter()
+                .all(|f| f.id != FindingId::SecretOnCommandLine)
+        );
     }
 
     /// A control-plane node as kubeadm leaves it (one member, node address 192.0.2.11).

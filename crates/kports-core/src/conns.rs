@@ -295,6 +295,7 @@ mod tests {
                 pid,
                 name: name.into(),
                 cmdline: name.into(),
+                secrets: Vec::new(),
                 container_id: None,
                 pod_uid: None,
             })]),

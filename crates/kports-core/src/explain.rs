@@ -376,6 +376,7 @@ mod tests {
             pid,
             name: process.into(),
             cmdline: process.into(),
+            secrets: Vec::new(),
             container_id: None,
             pod_uid: None,
         })]);

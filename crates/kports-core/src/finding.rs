@@ -25,6 +25,9 @@ pub enum FindingId {
     UnexplainedListener,
     /// Before kubeadm: a port the role needs is taken.
     PortInUse,
+    /// A process serving a port was given a secret on its command line, which every user of
+    /// the node can read in `/proc/PID/cmdline`.
+    SecretOnCommandLine,
     // Raised by `expect = "absent"` entries (see [`FindingId::ABSENT`]).
     /// The kubelet's read-only port listens.
     ReadonlyPortOpen,
@@ -133,6 +136,7 @@ impl FindingId {
             FindingId::BoundTooWide => "bound-too-wide",
             FindingId::UnexplainedListener => "unexplained-listener",
             FindingId::PortInUse => "port-in-use",
+            FindingId::SecretOnCommandLine => "secret-on-command-line",
             FindingId::ReadonlyPortOpen => "readonly-port-open",
             FindingId::LegacyInsecurePort => "legacy-insecure-port",
             FindingId::ForbiddenPortOpen => "forbidden-port-open",

@@ -11,6 +11,7 @@ pub mod check;
 pub mod component;
 pub mod conns;
 pub mod document;
+pub mod escape;
 pub mod explain;
 pub mod finding;
 pub mod flags;

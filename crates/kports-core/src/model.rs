@@ -222,8 +222,12 @@ pub struct ProcessRef {
     pub pid: u32,
     /// Full program name (`kube-controller-manager`), never the kernel's 15-byte `comm`.
     pub name: String,
-    /// Command line, with the values of secret-looking flags redacted.
+    /// Command line, redacted ([`crate::redact`]).
     pub cmdline: String,
+    /// The arguments that held a secret, as shown in `cmdline` (`--token=REDACTED`): a secret
+    /// on a command line is readable by every user of the node.
+    #[serde(skip)]
+    pub secrets: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -266,6 +266,7 @@ pub(crate) mod tests {
                     pid,
                     name: process.to_string(),
                     cmdline: process.to_string(),
+                    secrets: Vec::new(),
                     container_id: None,
                     pod_uid: None,
                 })])

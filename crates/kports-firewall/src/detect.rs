@@ -89,7 +89,7 @@ pub fn detect(rs: &Ruleset, c: &Capture) -> Managers {
                 } else {
                     r.conds
                         .iter()
-                        .map(crate::eval::show_cond)
+                        .map(crate::display::show_cond)
                         .collect::<Vec<_>>()
                         .join(" ")
                 };

@@ -12,13 +12,26 @@
 //! only partly inside a prefix) forks the walk: both outcomes are followed, and if they differ
 //! the answer is [`Judgement::Depends`] naming the condition. Forks are bounded, so a ruleset of
 //! any size and shape gives an answer.
+//!
+//! The outcome of walking a chain depends only on the chain and the packet, so for one packet each
+//! chain is walked once and its outcome reused by every later jump or goto to it. Every walk, a
+//! reused one included, counts against a budget that grows with the ruleset's size; a ruleset
+//! whose shape would still need more walks (jump loops, which the kernel refuses anyway) is
+//! answered "unknown: ruleset too complex to judge", never by a hang.
+//!
+//! A long chain is indexed by the destination ports its rules require: a packet looks only at
+//! the rules that require its port, and those that require none, so judging every port from
+//! every source stays near linear in the number of rules.
 
-use std::cell::Cell;
-use std::fmt::{self, Write as _};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
+pub use crate::display::show_cond;
+use crate::display::show_val;
 use crate::model::*;
 
 /// An inbound packet opening a new connection to a local port.
@@ -222,6 +235,18 @@ fn fork(why: String, id: Id, yes: Flow, no: Flow) -> Flow {
     }
 }
 
+/// A chain's outcome for one packet, kept for reuse.
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    /// The packet it belongs to ([`Evaluator::judge`] call).
+    generation: u64,
+    flow: Option<Flow>,
+    /// How many jumps deep its walk went.
+    height: usize,
+    /// Nodes of the outcome tree.
+    size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Truth {
     Yes,
@@ -246,6 +271,81 @@ enum PVal<'p> {
 }
 
 const MAX_DEPTH: usize = 64;
+/// Chains with at least this many rules are indexed by destination port.
+const INDEX_MIN: usize = 32;
+/// A rule is keyed by its ports when it requires at most this many.
+const INDEX_PORTS: u64 = 64;
+
+/// Rules of a long chain keyed by the destination ports they require. A rule that requires
+/// ports (a `dport` condition, not negated, of a few ports) cannot match a packet to another
+/// port, or one without ports: its condition is false for it, whatever else the rule says.
+#[derive(Debug, Default)]
+struct PortIndex {
+    /// Rules that require no particular port, ascending.
+    always: Vec<usize>,
+    /// For each port, the rules that require it, ascending.
+    by_port: HashMap<u16, Vec<usize>>,
+}
+
+impl PortIndex {
+    fn new(rules: &[Rule]) -> PortIndex {
+        let mut ix = PortIndex::default();
+        for (i, rule) in rules.iter().enumerate() {
+            match required_ports(rule) {
+                Some(ranges) => {
+                    for (a, b) in ranges {
+                        for port in a..=b {
+                            let v = ix.by_port.entry(port).or_default();
+                            if v.last() != Some(&i) {
+                                v.push(i);
+                            }
+                        }
+                    }
+                }
+                None => ix.always.push(i),
+            }
+        }
+        ix
+    }
+
+    /// The first rule at or after `from` that a packet to `port` may match.
+    fn next(&self, from: usize, port: u16) -> Option<usize> {
+        let first = |v: &[usize]| v.get(v.partition_point(|&x| x < from)).copied();
+        let a = first(&self.always);
+        let b = self.by_port.get(&port).and_then(|v| first(v));
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The destination ports a rule requires, as ranges, if it requires a few.
+fn required_ports(rule: &Rule) -> Option<Vec<(u16, u16)>> {
+    rule.conds.iter().find_map(|c| {
+        let (Key::Port { dir: Dir::Dst, .. }, false, Rhs::Vals(vs)) = (&c.key, c.neg, &c.rhs)
+        else {
+            return None;
+        };
+        let mut out = Vec::with_capacity(vs.len());
+        let mut n: u64 = 0;
+        for v in vs {
+            let Val::Int(a, b) = v else { return None };
+            if *a > *b || *b > u64::from(u16::MAX) {
+                return None;
+            }
+            n += b - a + 1;
+            if n > INDEX_PORTS {
+                return None;
+            }
+            out.push((*a as u16, *b as u16));
+        }
+        Some(out)
+    })
+}
+
+/// Chain walks allowed for one packet beyond one per rule, chain and verdict map entry.
+const WALK_SLACK: u64 = 10_000;
 const MAX_FORKS: u32 = 256;
 /// Bound on the outcomes combined across base chains for one packet.
 const MAX_FOLD: u32 = 4096;
@@ -260,6 +360,24 @@ pub struct Evaluator<'r> {
     bases: Vec<(usize, usize)>,
     forks: Cell<u32>,
     nodes: Cell<u64>,
+    /// Chain walks for the current packet, reused ones included.
+    walks: Cell<u64>,
+    /// Rules looked at for the current packet.
+    visits: Cell<u64>,
+    /// Chain walks allowed for one packet (linear in the ruleset's size).
+    walk_budget: u64,
+    /// Index of each table's first chain in `memo` and `index`.
+    chain_base: Vec<usize>,
+    /// Port index of each long chain.
+    index: Vec<Option<PortIndex>>,
+    /// The packet being judged: `memo` entries of other generations are stale.
+    generation: Cell<u64>,
+    /// Outcome of walking each chain from its first rule, for the current packet.
+    memo: RefCell<Vec<Memo>>,
+    /// Set when a walk was cut short by [`MAX_DEPTH`]: its outcome depends on where it started.
+    cut: Cell<bool>,
+    /// The deepest walk started since the current chain walk began.
+    reach: Cell<usize>,
     /// Sorted, distinct integers where a stretch of equal verdicts may begin (`a` and `b + 1`
     /// of every integer range in the tables that are walked).
     cuts: Vec<u64>,
@@ -295,25 +413,77 @@ impl<'r> Evaluator<'r> {
         }
         cuts.sort_unstable();
         cuts.dedup();
+        let mut chain_base = Vec::with_capacity(rs.tables.len());
+        let mut size: u64 = 0;
+        let mut chains = 0usize;
+        for table in &rs.tables {
+            chain_base.push(chains);
+            chains += table.chains.len();
+            size += table.chains.len() as u64;
+            for chain in &table.chains {
+                for rule in &chain.rules {
+                    size += 1;
+                    if let Action::Vmap {
+                        map: VmapRef::Inline(es),
+                        ..
+                    } = &rule.action
+                    {
+                        size += es.len() as u64;
+                    }
+                }
+            }
+            size += table.sets.iter().map(|s| s.elems.len() as u64).sum::<u64>();
+        }
         Evaluator {
             cuts,
             rs,
             bases: bases.into_iter().map(|(_, _, _, t, c)| (t, c)).collect(),
             forks: Cell::new(0),
             nodes: Cell::new(0),
+            walks: Cell::new(0),
+            visits: Cell::new(0),
+            walk_budget: WALK_SLACK.saturating_add(size.saturating_mul(2)),
+            chain_base,
+            generation: Cell::new(0),
+            memo: RefCell::new(vec![Memo::default(); chains]),
+            index: rs
+                .tables
+                .iter()
+                .flat_map(|t| &t.chains)
+                .map(|c| (c.rules.len() >= INDEX_MIN).then(|| PortIndex::new(&c.rules)))
+                .collect(),
+            cut: Cell::new(false),
+            reach: Cell::new(0),
         }
+    }
+
+    /// The work the last [`Evaluator::judge`] did: chain walks (reused ones included) plus
+    /// rules looked at. It grows with the ruleset's size, whatever its shape.
+    pub fn work(&self) -> u64 {
+        self.walks.get() + self.visits.get()
     }
 
     /// The verdict for one packet.
     pub fn judge(&self, p: &Packet) -> Judgement {
         self.forks.set(0);
         self.nodes.set(0);
+        self.walks.set(0);
+        self.visits.set(0);
+        self.generation.set(self.generation.get() + 1);
         let flows: Vec<Flow> = self
             .bases
             .iter()
             .filter(|&&(t, _)| self.rs.tables[t].family.sees(p.v6))
             .map(|&(t, c)| self.base_flow(t, c, p))
             .collect();
+        if self.walks.get() > self.walk_budget {
+            return Judgement::Unknown {
+                reason: format!(
+                    "ruleset too complex to judge ({} chain walks)",
+                    self.walks.get()
+                ),
+            };
+        }
         let mut nodes = 0u32;
         let j = self.fold_all(&flows, 0, Vec::new(), &mut nodes);
         if self.rs.unread.is_empty() || j.blocker().is_some() {
@@ -372,7 +542,7 @@ impl<'r> Evaluator<'r> {
             Policy::Accept => Flow::Accept(id),
             Policy::Drop => Flow::Drop(id, None),
         };
-        let f = self.walk(t, c, 0, 0, p);
+        let f = self.walk_chain(t, c, 0, p);
         f.replace(&Flow::Return, &policy)
             .replace(&Flow::Next, &policy)
     }
@@ -477,12 +647,75 @@ impl<'r> Evaluator<'r> {
         n <= MAX_FORKS
     }
 
+    /// Walks chain `c` of table `t` from its first rule, or reuses the outcome of an earlier
+    /// walk of it for this packet. Every call counts against the walk budget.
+    fn walk_chain(&self, t: usize, c: usize, depth: usize, p: &Packet) -> Flow {
+        let walks = self.walks.get() + 1;
+        self.walks.set(walks);
+        if walks > self.walk_budget {
+            return Flow::Unknown(format!(
+                "ruleset too complex to judge ({walks} chain walks)"
+            ));
+        }
+        let k = self.chain_base[t] + c;
+        let generation = self.generation.get();
+        {
+            let memo = self.memo.borrow();
+            let m = &memo[k];
+            // An outcome is reused only where its deepest walk stays within the depth bound,
+            // so reusing it gives exactly what walking again would.
+            if m.generation == generation
+                && let Some(f) = &m.flow
+                && depth + m.height <= MAX_DEPTH
+            {
+                self.reach.set(self.reach.get().max(depth + m.height));
+                // Copying an outcome tree is work too: it counts as building one would.
+                if m.size > 1 {
+                    let n = self.nodes.get().saturating_add(m.size);
+                    self.nodes.set(n);
+                    if n > MAX_NODES {
+                        return Flow::Unknown("too many undecidable conditions on the way".into());
+                    }
+                }
+                return f.clone();
+            }
+        }
+        let (outer_cut, outer_reach) = (self.cut.replace(false), self.reach.replace(depth));
+        let f = self.walk(t, c, 0, depth, p);
+        let (cut, reach) = (self.cut.get(), self.reach.get());
+        if !cut {
+            self.memo.borrow_mut()[k] = Memo {
+                generation,
+                size: f.count(&Flow::Next).0,
+                flow: Some(f.clone()),
+                height: reach - depth,
+            };
+        }
+        self.cut.set(outer_cut || cut);
+        self.reach.set(outer_reach.max(reach));
+        f
+    }
+
     /// Walks chain `c` of table `t` from rule `from`. Leaves: verdicts, or `Return`.
     fn walk(&self, t: usize, c: usize, from: usize, depth: usize, p: &Packet) -> Flow {
         let table = &self.rs.tables[t];
         let rules = &table.chains[c].rules;
+        let index = self.index[self.chain_base[t] + c].as_ref();
         let mut i = from;
         while i < rules.len() {
+            if let Some(ix) = index {
+                match ix.next(i, p.dport) {
+                    Some(next) => i = next,
+                    None => break,
+                }
+            }
+            if self.walks.get() > self.walk_budget {
+                return Flow::Unknown(format!(
+                    "ruleset too complex to judge ({} chain walks)",
+                    self.walks.get()
+                ));
+            }
+            self.visits.set(self.visits.get() + 1);
             let rule = &rules[i];
             let id = Id { t, c, r: Some(i) };
             let why = match self.rule_truth(table, rule, p) {
@@ -545,11 +778,12 @@ impl<'r> Evaluator<'r> {
                     ));
                 };
                 if depth >= MAX_DEPTH {
+                    self.cut.set(true);
                     return Flow::Unknown(format!(
                         "jumps nest deeper than {MAX_DEPTH} at chain {name}"
                     ));
                 }
-                let sub = self.walk(t, target, 0, depth + 1, p);
+                let sub = self.walk_chain(t, target, depth + 1, p);
                 if matches!(action, Action::Jump(_)) {
                     sub.replace(&Flow::Return, &Flow::Next)
                 } else {
@@ -805,87 +1039,177 @@ fn for_each_int(t: &Table, f: &mut dyn FnMut(u64, u64)) {
     }
 }
 
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Key::L4Proto => f.write_str("meta l4proto"),
-            Key::Port { dir, proto } => {
-                let h = proto.map_or_else(|| "th".to_string(), proto_name);
-                write!(
-                    f,
-                    "{h} {}",
-                    if *dir == Dir::Src { "sport" } else { "dport" }
-                )
-            }
-            Key::Addr { dir, v6 } => {
-                let h = match v6 {
-                    Some(true) => "ip6",
-                    Some(false) => "ip",
-                    None => "address",
-                };
-                write!(
-                    f,
-                    "{h} {}",
-                    if *dir == Dir::Src { "saddr" } else { "daddr" }
-                )
-            }
-            Key::Iifname => f.write_str("iifname"),
-            Key::Oifname => f.write_str("oifname"),
-            Key::NfProto => f.write_str("meta nfproto"),
-            Key::CtState => f.write_str("ct state"),
-            Key::CtStatus => f.write_str("ct status"),
-            Key::CtDirection => f.write_str("ct direction"),
-            Key::PktType => f.write_str("meta pkttype"),
-            Key::TcpSyn => f.write_str("tcp flags syn"),
-            Key::AddrType { dir } => write!(
-                f,
-                "addrtype {}",
-                if *dir == Dir::Src { "src" } else { "dst" }
-            ),
-            Key::Concat(ks) => {
-                for (i, k) in ks.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(" . ")?;
-                    }
-                    write!(f, "{k}")?;
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn port_cond() -> impl Strategy<Value = Cond> {
+        (
+            any::<bool>(),
+            prop::option::of(prop_oneof![Just(6u8), Just(17u8)]),
+            prop::collection::vec((20u64..40, 0u64..3), 1..3),
+            any::<bool>(),
+        )
+            .prop_map(|(neg, proto, vs, wide)| Cond {
+                key: Key::Port {
+                    dir: Dir::Dst,
+                    proto,
+                },
+                neg,
+                rhs: Rhs::Vals(if wide {
+                    vec![Val::Int(0, 1000)]
+                } else {
+                    vs.into_iter().map(|(a, w)| Val::Int(a, a + w)).collect()
+                }),
+            })
+    }
+
+    fn rule() -> impl Strategy<Value = Rule> {
+        let other = prop_oneof![
+            Just(Cond {
+                key: Key::Unknown("meta mark 0x1".into()),
+                neg: false,
+                rhs: Rhs::Vals(Vec::new()),
+            }),
+            Just(Cond {
+                key: Key::Addr {
+                    dir: Dir::Src,
+                    v6: Some(false),
+                },
+                neg: false,
+                rhs: Rhs::Vals(vec![Val::Addr(parse_cidr("10.0.0.0/8").unwrap())]),
+            }),
+        ];
+        let action = prop_oneof![
+            Just(Action::Accept),
+            Just(Action::Drop),
+            Just(Action::Continue),
+            Just(Action::Return),
+            Just(Action::Jump("side".into())),
+        ];
+        (
+            prop::collection::vec(port_cond(), 0..3),
+            prop::collection::vec(other, 0..2),
+            action,
+        )
+            .prop_map(|(mut conds, other, action)| {
+                conds.extend(other);
+                Rule {
+                    handle: None,
+                    text: String::new(),
+                    conds,
+                    action,
                 }
-                Ok(())
-            }
-            Key::Unknown(w) => f.write_str(w),
-        }
+            })
     }
-}
 
-fn show_val(v: &Val) -> String {
-    match v {
-        Val::Int(a, b) if a == b => a.to_string(),
-        Val::Int(a, b) => format!("{a}-{b}"),
-        Val::Addr(a) => a.to_string(),
-        Val::Str(s) => format!("\"{s}\""),
-        Val::Concat(vs) => vs.iter().map(show_val).collect::<Vec<_>>().join(" . "),
+    fn ruleset() -> impl Strategy<Value = Ruleset> {
+        (
+            prop::collection::vec(rule(), INDEX_MIN..INDEX_MIN * 3),
+            prop::collection::vec(rule(), 0..INDEX_MIN * 2),
+        )
+            .prop_map(|(input, side)| {
+                let side: Vec<Rule> = side
+                    .into_iter()
+                    .filter(|r| r.action != Action::Jump("side".into()))
+                    .collect();
+                let mut t = Table::new(Backend::Nft, TableFamily::Inet, "t");
+                let c = t.chain_mut("input");
+                c.rules = input;
+                c.base = Some(BaseChain {
+                    hook: Hook::Input,
+                    priority: 0,
+                    kind: ChainType::Filter,
+                    policy: Policy::Drop,
+                });
+                t.chain_mut("side").rules = side;
+                Ruleset {
+                    tables: vec![t],
+                    unread: Vec::new(),
+                }
+            })
     }
-}
 
-/// A condition as text, for "depends on ...".
-pub fn show_cond(c: &Cond) -> String {
-    if let Key::Unknown(w) = &c.key {
-        return if c.neg { format!("not {w}") } else { w.clone() };
-    }
-    let mut s = c.key.to_string();
-    s.push(' ');
-    if c.neg {
-        s.push_str("!= ");
-    }
-    match &c.rhs {
-        Rhs::Set(n) => {
-            let _ = write!(s, "@{n}");
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The port index changes how many rules are looked at, never the answer.
+        #[test]
+        fn port_index_gives_the_same_verdicts(
+            rs in ruleset(),
+            port in 15u16..45,
+            udp in any::<bool>(),
+            icmp in any::<bool>(),
+            src in prop_oneof![Just("10.1.2.3"), Just("192.0.2.1"), Just("0.0.0.0/0")],
+        ) {
+            let indexed = Evaluator::new(&rs);
+            prop_assert!(indexed.index.iter().any(Option::is_some));
+            let mut plain = Evaluator::new(&rs);
+            plain.index = plain.index.iter().map(|_| None).collect();
+            let p = Packet {
+                v6: false,
+                proto: if icmp { 1 } else if udp { 17 } else { 6 },
+                dport: port,
+                src: parse_cidr(src).unwrap(),
+                dst: None,
+                iif: None,
+            };
+            prop_assert_eq!(indexed.judge(&p), plain.judge(&p));
+            prop_assert!(indexed.work() <= plain.work());
+            prop_assert_eq!(indexed.judge_ports(&p, 10, 50), plain.judge_ports(&p, 10, 50));
         }
-        Rhs::Vals(vs) if vs.len() == 1 => s.push_str(&show_val(&vs[0])),
-        Rhs::Vals(vs) => {
-            s.push_str("{ ");
-            s.push_str(&vs.iter().map(show_val).collect::<Vec<_>>().join(", "));
-            s.push_str(" }");
-        }
     }
-    s
+
+    #[test]
+    fn a_long_chain_of_port_rules_is_looked_at_by_port() {
+        let mut t = Table::new(Backend::Nft, TableFamily::Inet, "t");
+        let c = t.chain_mut("input");
+        c.base = Some(BaseChain {
+            hook: Hook::Input,
+            priority: 0,
+            kind: ChainType::Filter,
+            policy: Policy::Accept,
+        });
+        c.rules = (0..1000u64)
+            .map(|i| Rule {
+                handle: None,
+                text: String::new(),
+                conds: vec![Cond {
+                    key: Key::Port {
+                        dir: Dir::Dst,
+                        proto: Some(6),
+                    },
+                    neg: false,
+                    rhs: Rhs::Vals(vec![Val::Int(20000 + i, 20000 + i)]),
+                }],
+                action: Action::Drop,
+            })
+            .collect();
+        let rs = Ruleset {
+            tables: vec![t],
+            unread: Vec::new(),
+        };
+        let ev = Evaluator::new(&rs);
+        let p = Packet {
+            v6: false,
+            proto: 6,
+            dport: 20500,
+            src: parse_cidr("192.0.2.1").unwrap(),
+            dst: None,
+            iif: None,
+        };
+        match ev.judge(&p) {
+            Judgement::Drop { by } => assert_eq!(by.position, Some(501)),
+            j => panic!("{j:?}"),
+        }
+        // One base chain walk and one rule.
+        assert_eq!(ev.work(), 2);
+        // Every port its own rule: one stretch each, each judged by looking at one rule.
+        let segs = ev.judge_ports(&p, 20000, 20999);
+        assert_eq!(segs.len(), 1000);
+        assert!(segs.iter().all(|s| s.2.word() == "drop"));
+        assert_eq!(ev.work(), 2);
+    }
 }

@@ -391,6 +391,7 @@ pub(crate) mod tests {
                 pid,
                 name: process.to_string(),
                 cmdline: cmdline.to_string(),
+                secrets: Vec::new(),
                 container_id: None,
                 pod_uid: None,
             })]),

@@ -1,10 +1,11 @@
 //! kports's firewall model: read nftables and iptables rulesets, judge inbound connections,
 //! and plan rules that open exactly what a node needs.
 //!
-//! No IO happens here: collectors hand in the text that `nft -j list ruleset`, `nft -a list
-//! ruleset` and `iptables-save` printed (see [`capture::Capture`]), and everything else is pure:
+//! No IO happens here: collectors hand in the text that `nft -j list ...` and the `*-save`
+//! tools printed (see [`capture::Capture`]), and everything else is pure:
 //! - [`nft`] and [`iptables`] parse them into one [`model`];
 //! - [`eval`] walks a packet through every base chain and names the deciding rule;
+//! - [`display`] writes rules and conditions as text;
 //! - [`detect`] recognises firewalld and ufw from their tables and files;
 //! - [`required`] says which ports a role needs and from where, from kports-core's catalog;
 //! - [`check`] joins the two into the rows of `kports firewall check`;
@@ -13,6 +14,7 @@
 
 pub mod capture;
 pub mod detect;
+pub mod display;
 pub mod eval;
 pub mod findings;
 pub mod iptables;
@@ -30,9 +32,9 @@ pub use model::Ruleset;
 /// Errors that stop reading a ruleset; partial problems are warnings instead.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("`nft -j list ruleset` output is not JSON: {0}")]
+    #[error("`nft -j` output is not JSON: {0}")]
     NftJson(#[source] serde_json::Error),
-    #[error("`nft -j list ruleset` output has no `nftables` array")]
+    #[error("`nft -j` output has no `nftables` array")]
     NftShape,
 }
 

@@ -8,15 +8,19 @@
 //! Tables of the `arp`, `bridge` and `netdev` families are skipped: the input path of an IP
 //! packet for a local socket is walked from prerouting on.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use nftables::expr::{Expression, NamedExpression, Payload, SetItem, Verdict};
-use nftables::schema::NfListObject;
+use nftables::schema;
 use nftables::stmt::{Match, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::eval::show_cond;
+pub use crate::display::action_text;
+use crate::display::render;
 use crate::model::*;
 use crate::{Error, Result};
 
@@ -58,105 +62,152 @@ pub fn parse_rule_texts(listing: &str) -> RuleTexts {
     out
 }
 
-/// Parses `nft -j list ruleset`; `texts` (from [`parse_rule_texts`]) supplies rule texts.
+/// One element of the `nftables` array, split by kind without being parsed further.
+#[derive(Deserialize)]
+struct Item<'a> {
+    #[serde(borrow, default)]
+    table: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    chain: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    rule: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    set: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    map: Option<&'a RawValue>,
+}
+
+/// Where a rule belongs, read apart from its statements so a rule kports cannot read still
+/// keeps its place.
+#[derive(Deserialize)]
+struct RuleHead<'a> {
+    #[serde(borrow)]
+    family: Cow<'a, str>,
+    #[serde(borrow)]
+    table: Cow<'a, str>,
+    #[serde(borrow)]
+    chain: Cow<'a, str>,
+    #[serde(default)]
+    handle: Option<u64>,
+}
+
+/// A named set or map: the typed schema lacks some of their types (a `verdict` map), so the
+/// fields kports reads are taken here, and each element is parsed on its own.
+#[derive(Deserialize)]
+struct RawSet<'a> {
+    #[serde(borrow)]
+    family: Cow<'a, str>,
+    #[serde(borrow)]
+    table: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, rename = "type", default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    map: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    elem: Option<Vec<&'a RawValue>>,
+}
+
+/// The `nftables` array of a listing.
+#[derive(Deserialize)]
+struct Doc<'a> {
+    #[serde(borrow)]
+    nftables: Vec<&'a RawValue>,
+}
+
+/// Parses `nft -j list ruleset` (or `nft -j list table ...`); `texts` (from
+/// [`parse_rule_texts`]) supplies rule texts, otherwise they are written from the parsed rule.
 /// Returns the tables and warnings about elements kports could not read.
 pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, Vec<String>)> {
-    let root: Value = serde_json::from_str(json).map_err(Error::NftJson)?;
-    let items = root
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or(Error::NftShape)?;
+    let doc: Doc<'_> = serde_json::from_str(json).map_err(|e| {
+        if e.is_data() {
+            Error::NftShape
+        } else {
+            Error::NftJson(e)
+        }
+    })?;
     let mut tables: Vec<Table> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
     let mut warnings = Vec::new();
     // Sets first: rules refer to them by name.
-    let mut rules: Vec<&Value> = Vec::new();
-    for item in items {
-        if item.get("rule").is_some() {
-            rules.push(item);
-            continue;
-        }
-        if item.get("metainfo").is_some() {
-            continue;
-        }
-        // Sets and maps are read from the JSON itself: the typed schema lacks some of their
-        // types (a `verdict` map).
-        if let Some(v) = item.get("set").or_else(|| item.get("map")) {
-            let fam = v.get("family").and_then(Value::as_str).unwrap_or("");
-            let tname = v.get("table").and_then(Value::as_str).unwrap_or("");
-            let Some(&ti) = index.get(&(fam.to_string(), tname.to_string())) else {
-                continue;
-            };
-            let (set, w) = raw_set(v);
-            warnings.extend(w);
-            tables[ti].add_set(set);
-            continue;
-        }
-        let obj: NfListObject<'_> = match serde_json::from_value(item.clone()) {
-            Ok(o) => o,
+    let mut rules: Vec<&RawValue> = Vec::new();
+    for raw in doc.nftables {
+        let item: Item<'_> = match serde_json::from_str(raw.get()) {
+            Ok(i) => i,
             Err(e) => {
                 warnings.push(format!(
                     "skipped an nft object kports cannot read ({e}): {}",
-                    clip(item)
+                    clip(raw.get())
                 ));
                 continue;
             }
         };
-        match obj {
-            NfListObject::Table(t) => {
-                if let Some(fam) = family(t.family) {
-                    index.insert((fam.as_str().to_string(), t.name.to_string()), tables.len());
-                    tables.push(Table::new(Backend::Nft, fam, t.name.to_string()));
-                }
-            }
-            NfListObject::Chain(c) => {
-                let Some(t) = lookup(&mut tables, &index, c.family, &c.table) else {
-                    continue;
-                };
-                let chain = t.chain_mut(&c.name);
-                let hook = match c.hook {
-                    Some(NfHook::Input) => Some(Hook::Input),
-                    Some(NfHook::Prerouting) => Some(Hook::Prerouting),
-                    _ => None,
-                };
-                if let Some(hook) = hook {
-                    let kind = match c._type {
-                        Some(NfChainType::NAT) => ChainType::Nat,
-                        Some(NfChainType::Route) => ChainType::Route,
-                        _ => ChainType::Filter,
+        if let Some(r) = item.rule {
+            rules.push(r);
+        } else if let Some(v) = item.set.or(item.map) {
+            match serde_json::from_str::<RawSet<'_>>(v.get()) {
+                Ok(set) => {
+                    let Some(ti) = find(&tables, &set.family, &set.table) else {
+                        continue;
                     };
-                    let policy = if c.policy == Some(NfChainPolicy::Drop) {
-                        Policy::Drop
-                    } else {
-                        Policy::Accept
-                    };
-                    chain.base = Some(BaseChain {
-                        hook,
-                        priority: c.prio.unwrap_or(0),
-                        kind,
-                        policy,
-                    });
+                    let (set, w) = raw_set(&set);
+                    warnings.extend(w);
+                    tables[ti].add_set(set);
                 }
+                Err(e) => warnings.push(format!(
+                    "skipped an nft set kports cannot read ({e}): {}",
+                    clip(raw.get())
+                )),
             }
-            _ => {}
+        } else if let Some(v) = item.table {
+            match serde_json::from_str::<schema::Table<'_>>(v.get()) {
+                Ok(t) => {
+                    if let Some(fam) = family(t.family) {
+                        tables.push(Table::new(Backend::Nft, fam, t.name.into_owned()));
+                    }
+                }
+                Err(e) => warnings.push(format!(
+                    "skipped an nft object kports cannot read ({e}): {}",
+                    clip(raw.get())
+                )),
+            }
+        } else if let Some(v) = item.chain {
+            match serde_json::from_str::<schema::Chain<'_>>(v.get()) {
+                Ok(c) => chain(&mut tables, &c),
+                Err(e) => warnings.push(format!(
+                    "skipped an nft object kports cannot read ({e}): {}",
+                    clip(raw.get())
+                )),
+            }
         }
     }
-    for item in rules {
-        let Some(r) = item.get("rule") else { continue };
-        let fam = r.get("family").and_then(Value::as_str).unwrap_or("");
-        let tname = r.get("table").and_then(Value::as_str).unwrap_or("");
-        let cname = r.get("chain").and_then(Value::as_str).unwrap_or("");
-        let handle = r.get("handle").and_then(Value::as_u64);
-        let Some(&ti) = index.get(&(fam.to_string(), tname.to_string())) else {
+    for raw in rules {
+        let head: RuleHead<'_> = match serde_json::from_str(raw.get()) {
+            Ok(h) => h,
+            Err(e) => {
+                warnings.push(format!(
+                    "skipped an nft rule kports cannot read ({e}): {}",
+                    clip(raw.get())
+                ));
+                continue;
+            }
+        };
+        let Some(ti) = find(&tables, &head.family, &head.table) else {
             continue;
         };
+        let handle = head.handle;
         let text = handle
-            .and_then(|h| texts.and_then(|t| t.get(&(fam.to_string(), tname.to_string(), h))))
+            .and_then(|h| {
+                texts.and_then(|t| t.get(&(head.family.to_string(), head.table.to_string(), h)))
+            })
             .cloned();
-        let rule = match serde_json::from_value::<NfListObject<'_>>(item.clone()) {
-            Ok(NfListObject::Rule(rule)) => {
+        let rule = match serde_json::from_str::<schema::Rule<'_>>(raw.get()) {
+            Ok(rule) => {
                 let (conds, action) = statements(&rule.expr);
-                let text = text.unwrap_or_else(|| render(&conds, &action));
+                let fam = tables[ti].family;
+                let text = text
+                    .or_else(|| rule_text(&rule.expr, fam, rule.comment.as_deref()))
+                    .unwrap_or_else(|| render(&conds, &action));
                 Rule {
                     handle,
                     text,
@@ -164,26 +215,73 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
                     action,
                 }
             }
-            Ok(_) | Err(_) => {
+            Err(_) => {
                 warnings.push(format!(
-                    "rule {fam} {tname} {cname} handle {} has a statement kports cannot read",
+                    "rule {} {} {} handle {} has a statement kports cannot read",
+                    head.family,
+                    head.table,
+                    head.chain,
                     handle.unwrap_or(0)
                 ));
                 Rule {
                     handle,
-                    text: text.unwrap_or_else(|| clip(item)),
+                    text: text.unwrap_or_else(|| clip(raw.get())),
                     conds: Vec::new(),
                     action: Action::Unknown("a rule kports cannot read".into()),
                 }
             }
         };
-        tables[ti].chain_mut(cname).rules.push(rule);
+        tables[ti].chain_mut(&head.chain).rules.push(rule);
     }
     Ok((tables, warnings))
 }
 
-fn clip(v: &Value) -> String {
-    let s = v.to_string();
+/// The tables `nft -j list tables` names: (family, name), in the families kports reads.
+pub fn parse_table_list(json: &str) -> Result<Vec<(TableFamily, String)>> {
+    let (tables, _) = parse_json(json, None)?;
+    Ok(tables.into_iter().map(|t| (t.family, t.name)).collect())
+}
+
+/// Records a chain, and where it is attached if it is a base chain on the input path.
+fn chain(tables: &mut [Table], c: &schema::Chain<'_>) {
+    let Some(fam) = family(c.family) else { return };
+    let Some(ti) = find(tables, fam.as_str(), &c.table) else {
+        return;
+    };
+    let chain = tables[ti].chain_mut(&c.name);
+    let hook = match c.hook {
+        Some(NfHook::Input) => Some(Hook::Input),
+        Some(NfHook::Prerouting) => Some(Hook::Prerouting),
+        _ => None,
+    };
+    if let Some(hook) = hook {
+        let kind = match c._type {
+            Some(NfChainType::NAT) => ChainType::Nat,
+            Some(NfChainType::Route) => ChainType::Route,
+            _ => ChainType::Filter,
+        };
+        let policy = if c.policy == Some(NfChainPolicy::Drop) {
+            Policy::Drop
+        } else {
+            Policy::Accept
+        };
+        chain.base = Some(BaseChain {
+            hook,
+            priority: c.prio.unwrap_or(0),
+            kind,
+            policy,
+        });
+    }
+}
+
+/// The table of that family and name (a ruleset has a handful, so a scan is cheapest).
+fn find(tables: &[Table], fam: &str, name: &str) -> Option<usize> {
+    tables
+        .iter()
+        .position(|t| t.family.as_str() == fam && t.name == name)
+}
+
+fn clip(s: &str) -> String {
     if s.len() > 160 {
         let mut end = 160;
         while !s.is_char_boundary(end) {
@@ -191,7 +289,7 @@ fn clip(v: &Value) -> String {
         }
         format!("{}...", &s[..end])
     } else {
-        s
+        s.to_string()
     }
 }
 
@@ -202,17 +300,6 @@ fn family(f: NfFamily) -> Option<TableFamily> {
         NfFamily::INet => Some(TableFamily::Inet),
         _ => None,
     }
-}
-
-fn lookup<'t>(
-    tables: &'t mut [Table],
-    index: &HashMap<(String, String), usize>,
-    f: NfFamily,
-    name: &str,
-) -> Option<&'t mut Table> {
-    let fam = family(f)?;
-    let i = *index.get(&(fam.as_str().to_string(), name.to_string()))?;
-    tables.get_mut(i)
 }
 
 fn type_key(name: &str) -> Key {
@@ -237,53 +324,47 @@ fn type_key(name: &str) -> Key {
 }
 
 /// A named set or map from its JSON object.
-fn raw_set(v: &Value) -> (NamedSet, Vec<String>) {
-    let name = v
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+fn raw_set(v: &RawSet<'_>) -> (NamedSet, Vec<String>) {
+    let name = v.name.to_string();
     let mut warnings = Vec::new();
-    let key = match v.get("type") {
-        Some(Value::String(t)) => type_key(t),
-        Some(Value::Array(ts)) => Key::Concat(
-            ts.iter()
-                .map(|t| type_key(t.as_str().unwrap_or("")))
-                .collect(),
-        ),
+    let key = match v.kind.map(|k| k.get()) {
+        Some(k) if k.starts_with('"') => match serde_json::from_str::<Cow<'_, str>>(k) {
+            Ok(t) => type_key(&t),
+            Err(_) => Key::Unknown("set type".into()),
+        },
+        Some(k) if k.starts_with('[') => match serde_json::from_str::<Vec<Cow<'_, str>>>(k) {
+            Ok(ts) => Key::Concat(ts.iter().map(|t| type_key(t)).collect()),
+            Err(_) => Key::Unknown("set type".into()),
+        },
         _ => Key::Unknown("set type".into()),
     };
-    let is_map = v.get("map").is_some();
-    let is_verdict = v.get("map").and_then(Value::as_str) == Some("verdict");
+    let is_map = v.map.is_some();
+    let is_verdict = v.map.map(|m| m.get().trim()) == Some("\"verdict\"");
     let (mut elems, mut verdicts) = (Vec::new(), Vec::new());
-    let items: &[Value] = match v.get("elem") {
-        Some(Value::Array(a)) => a,
-        _ => &[],
-    };
-    for e in items {
-        let (k, action) = match (is_map, e) {
-            (true, Value::Array(pair)) if pair.len() == 2 => {
-                let action = if is_verdict {
-                    serde_json::from_value::<Statement<'_>>(pair[1].clone())
-                        .ok()
-                        .and_then(|s| verdict_stmt(&s))
-                } else {
-                    None
-                };
-                (
-                    &pair[0],
-                    action.unwrap_or(Action::Unknown("a map value".into())),
-                )
+    for e in v.elem.iter().flatten() {
+        let (k, action) = if is_map {
+            match serde_json::from_str::<(&RawValue, &RawValue)>(e.get()) {
+                Ok((k, val)) => {
+                    let action = if is_verdict {
+                        serde_json::from_str::<Statement<'_>>(val.get())
+                            .ok()
+                            .and_then(|s| verdict_stmt(&s))
+                    } else {
+                        None
+                    };
+                    (k, action.unwrap_or(Action::Unknown("a map value".into())))
+                }
+                Err(_) => {
+                    warnings.push(format!(
+                        "map {name}: element skipped (not a key : value pair)"
+                    ));
+                    continue;
+                }
             }
-            (true, _) => {
-                warnings.push(format!(
-                    "map {name}: element skipped (not a key : value pair)"
-                ));
-                continue;
-            }
-            (false, x) => (x, Action::Continue),
+        } else {
+            (*e, Action::Continue)
         };
-        let parsed = serde_json::from_value::<Expression<'_>>(k.clone())
+        let parsed = serde_json::from_str::<Expression<'_>>(k.get())
             .map_err(|e| e.to_string())
             .and_then(|x| vals(&x, &key));
         match parsed {
@@ -752,29 +833,180 @@ fn string_val(s: &str, key: &Key) -> Result<Val, String> {
     }
 }
 
-/// A rule written from its parsed form, when `nft -a list ruleset` was not available.
-fn render(conds: &[Cond], action: &Action) -> String {
-    let mut parts: Vec<String> = conds.iter().map(show_cond).collect();
-    parts.push(action_text(action));
-    parts.retain(|p| !p.is_empty());
-    parts.join(" ")
+/// A rule as `nft list` prints it, written from its statements; `None` for a statement this
+/// writer does not know (the caller then writes it from the parsed rule).
+pub fn rule_text(
+    stmts: &[Statement<'_>],
+    fam: TableFamily,
+    comment: Option<&str>,
+) -> Option<String> {
+    let mut parts: Vec<String> = Vec::with_capacity(stmts.len() + 1);
+    for st in stmts {
+        parts.push(stmt_text(st, fam)?);
+    }
+    if let Some(c) = comment {
+        parts.push(format!("comment \"{c}\""));
+    }
+    Some(parts.join(" "))
 }
 
-pub fn action_text(a: &Action) -> String {
-    match a {
-        Action::Continue => String::new(),
-        Action::Accept => "accept".into(),
-        Action::Drop => "drop".into(),
-        Action::Reject(None) => "reject".into(),
-        Action::Reject(Some(w)) => format!("reject with {w}"),
-        Action::Jump(c) => format!("jump {c}"),
-        Action::Goto(c) => format!("goto {c}"),
-        Action::Return => "return".into(),
-        Action::Vmap {
-            key,
-            map: VmapRef::Named(n),
-        } => format!("{key} vmap @{n}"),
-        Action::Vmap { key, .. } => format!("{key} vmap {{ ... }}"),
-        Action::Unknown(w) => w.clone(),
-    }
+fn stmt_text(st: &Statement<'_>, fam: TableFamily) -> Option<String> {
+    Some(match st {
+        Statement::Match(m) => {
+            let left = expr_text(&m.left, None)?;
+            let right = expr_text(&m.right, Some(&m.left))?;
+            match op_symbol(m) {
+                "==" | "in" => format!("{left} {right}"),
+                "?" => return None,
+                op => format!("{left} {op} {right}"),
+            }
+        }
+        Statement::Accept(_) => "accept".into(),
+        Statement::Drop(_) => "drop".into(),
+        Statement::Return(_) => "return".into(),
+        Statement::Continue(_) => "continue".into(),
+        Statement::Jump(j) => format!("jump {}", j.target),
+        Statement::Goto(j) => format!("goto {}", j.target),
+        Statement::Reject(_) => {
+            let (_, action) = statements(std::slice::from_ref(st));
+            let Action::Reject(with) = action else {
+                return None;
+            };
+            // nft leaves out the family's default answer.
+            let default = match fam {
+                TableFamily::Inet => "icmpx port-unreachable",
+                TableFamily::Ip => "icmp port-unreachable",
+                TableFamily::Ip6 => "icmpv6 port-unreachable",
+            };
+            match with {
+                Some(w) if w != default => format!("reject with {w}"),
+                _ => "reject".into(),
+            }
+        }
+        Statement::Counter(nftables::stmt::Counter::Anonymous(c)) => {
+            let c = c.clone().unwrap_or_default();
+            format!(
+                "counter packets {} bytes {}",
+                c.packets.unwrap_or(0),
+                c.bytes.unwrap_or(0)
+            )
+        }
+        Statement::Counter(nftables::stmt::Counter::Named(n)) => format!("counter name {n}"),
+        Statement::VerdictMap(vm) => format!(
+            "{} vmap {}",
+            expr_text(&vm.key, None)?,
+            expr_text(&vm.data, Some(&vm.key))?
+        ),
+        _ => return None,
+    })
+}
+
+/// An expression as nft prints it; `left` is the field a value is compared with, which decides
+/// how a value looks (interface names quoted, marks in hex).
+fn expr_text(e: &Expression<'_>, left: Option<&Expression<'_>>) -> Option<String> {
+    let field = left.map(|l| key_of(l));
+    Some(match e {
+        Expression::String(s) if s.starts_with('@') => s.to_string(),
+        Expression::String(s) => match field {
+            Some(Key::Iifname | Key::Oifname) => format!("\"{s}\""),
+            _ => s.to_string(),
+        },
+        Expression::Number(n) => match left {
+            Some(Expression::Named(NamedExpression::Meta(_) | NamedExpression::CT(_))) if matches!(&field, Some(Key::Unknown(w)) if w.ends_with(" mark")) =>
+            {
+                format!("0x{n:08x}")
+            }
+            _ => n.to_string(),
+        },
+        // `fib ... oif missing`: a lookup that found nothing.
+        Expression::Boolean(b)
+            if matches!(left, Some(Expression::Named(NamedExpression::Fib(_)))) =>
+        {
+            if *b { "exists" } else { "missing" }.to_string()
+        }
+        Expression::Boolean(b) => b.to_string(),
+        Expression::List(items) => items
+            .iter()
+            .map(|i| expr_text(i, left))
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
+        Expression::Range(r) => format!(
+            "{}-{}",
+            expr_text(&r.range[0], left)?,
+            expr_text(&r.range[1], left)?
+        ),
+        Expression::Verdict(v) => match v {
+            Verdict::Accept => "accept".into(),
+            Verdict::Drop => "drop".into(),
+            Verdict::Continue => "continue".into(),
+            Verdict::Return => "return".into(),
+            Verdict::Jump(j) => format!("jump {}", j.target),
+            Verdict::Goto(j) => format!("goto {}", j.target),
+        },
+        Expression::Named(n) => match n {
+            NamedExpression::Set(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for it in items {
+                    out.push(match it {
+                        // A verdict map's `[key, verdict]` pair.
+                        SetItem::Element(Expression::List(pair))
+                            if pair.len() == 2 && matches!(pair[1], Expression::Verdict(_)) =>
+                        {
+                            format!(
+                                "{} : {}",
+                                expr_text(&pair[0], left)?,
+                                expr_text(&pair[1], None)?
+                            )
+                        }
+                        SetItem::Element(x) => expr_text(x, left)?,
+                        SetItem::Mapping(k, v) => {
+                            format!("{} : {}", expr_text(k, left)?, expr_text(v, None)?)
+                        }
+                        SetItem::MappingStatement(k, st) => format!(
+                            "{} : {}",
+                            expr_text(k, left)?,
+                            stmt_text(st, TableFamily::Inet)?
+                        ),
+                    });
+                }
+                format!("{{ {} }}", out.join(", "))
+            }
+            NamedExpression::Prefix(p) => format!("{}/{}", expr_text(&p.addr, left)?, p.len),
+            NamedExpression::Concat(parts) => parts
+                .iter()
+                .map(|x| expr_text(x, None))
+                .collect::<Option<Vec<_>>>()?
+                .join(" . "),
+            NamedExpression::Payload(Payload::PayloadField(p)) => {
+                format!("{} {}", p.protocol, p.field)
+            }
+            NamedExpression::Meta(m) => {
+                let name = serde_json::to_value(m.key).ok()?.as_str()?.to_string();
+                match name.as_str() {
+                    // nft prints these without `meta`.
+                    "iif" | "oif" | "iifname" | "oifname" | "iifgroup" | "oifgroup" => name,
+                    _ => format!("meta {name}"),
+                }
+            }
+            NamedExpression::Fib(f) => {
+                let v = serde_json::to_value(f).ok()?;
+                let result = v.get("result")?.as_str()?;
+                let mut flags: Vec<&str> = v
+                    .get("flags")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                // The order nft prints them in (its flag bits).
+                let order = ["saddr", "daddr", "mark", "iif", "oif"];
+                flags.sort_by_key(|f| order.iter().position(|o| o == f));
+                format!("fib {} {result}", flags.join(" . "))
+            }
+            NamedExpression::CT(ct) => match &ct.dir {
+                None => format!("ct {}", ct.key),
+                Some(_) => return None,
+            },
+            _ => return None,
+        },
+        Expression::BinaryOperation(_) => return None,
+    })
 }

@@ -55,7 +55,7 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<
         RunError::PermissionDenied { detail, .. } => {
             anyhow::anyhow!("`{shown}` failed: permission denied: {detail}")
         }
-        e @ RunError::Spawn { .. } => {
+        e @ (RunError::Spawn { .. } | RunError::TooLarge(_)) => {
             anyhow::Error::new(e).context(format!("cannot run `{shown}`"))
         }
     })

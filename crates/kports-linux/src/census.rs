@@ -2,7 +2,6 @@
 //! owners, and join the two. This is the one entry point the binary calls for sockets.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::hash::BuildHasherDefault;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -13,6 +12,7 @@ use kports_core::{
     UnixSocket, Warning, cgroup, component, names, no_processes, redact,
 };
 
+use crate::limits;
 use crate::netlink::Netlink;
 use crate::netns::{self, NsHandle};
 use crate::procfs::{self, InodeHasher, Want};
@@ -386,7 +386,7 @@ fn dump_ns_with(q: &Query, open_diag: impl Fn() -> io::Result<Netlink>) -> Resul
             }
             let file = format!("{pname}{}", if family == Family::Ipv6 { "6" } else { "" });
             let path = q.proc_root.join("thread-self/net").join(&file);
-            match fs::read_to_string(&path) {
+            match limits::read_text(&path, &limits::PROC_NET) {
                 Ok(text) => {
                     let p = procnet::parse_inet(&text, proto, family, states);
                     if p.malformed > 0 {
@@ -411,8 +411,8 @@ fn dump_ns_with(q: &Query, open_diag: impl Fn() -> io::Result<Netlink>) -> Resul
                 d.unix.clear();
             }
             let path = q.proc_root.join("thread-self/net/unix");
-            let text =
-                fs::read_to_string(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            let text = limits::read_text(&path, &limits::PROC_NET)
+                .map_err(|e| Error::io(path.display().to_string(), e))?;
             let p = procnet::parse_unix(&text);
             if p.malformed > 0 {
                 d.warnings.push(malformed_warning(&path, p.malformed));
@@ -438,7 +438,8 @@ fn dump_ns_with(q: &Query, open_diag: impl Fn() -> io::Result<Netlink>) -> Resul
 fn socket_estimate(proc_root: &Path) -> usize {
     let mut n = 0usize;
     for f in ["sockstat", "sockstat6"] {
-        let Ok(text) = fs::read_to_string(proc_root.join("thread-self/net").join(f)) else {
+        let path = proc_root.join("thread-self/net").join(f);
+        let Ok(text) = limits::read_small_text(&path, limits::SMALL_FILE_BYTES) else {
             continue;
         };
         for line in text
@@ -581,10 +582,12 @@ fn owner_of(procs: &Processes) -> Owner {
 /// What kports shows of a process: full name, redacted command line, container and pod.
 pub fn process_ref(i: &ProcessInfo) -> Shown {
     let (container_id, pod_uid) = cgroup::container_of(&i.cgroup);
+    let shown = redact::redact(&i.argv);
     let p = ProcessRef {
         pid: i.pid,
         name: names::process_name(i),
-        cmdline: redact::redact_argv(&i.argv),
+        cmdline: shown.text,
+        secrets: shown.hidden,
         container_id,
         pod_uid,
     };

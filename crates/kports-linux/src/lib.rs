@@ -13,6 +13,7 @@
 
 pub mod census;
 pub mod firewall;
+pub mod limits;
 pub mod link;
 pub mod netlink;
 pub mod netns;
@@ -56,6 +57,9 @@ impl Error {
 
 /// The host name (from the UTS namespace of the caller).
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string())
+    limits::read_small_text(
+        std::path::Path::new("/proc/sys/kernel/hostname"),
+        limits::SMALL_FILE_BYTES,
+    )
+    .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string())
 }

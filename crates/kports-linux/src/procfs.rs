@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kports_core::ProcessInfo;
 
+use crate::limits;
+
 /// A fast hasher for socket inodes, which are already well spread.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct InodeHasher(u64);
@@ -253,8 +255,10 @@ pub fn socket_inode(link: &[u8]) -> Option<u64> {
         return None;
     }
     digits.iter().try_fold(0u64, |acc, &d| {
-        d.is_ascii_digit()
-            .then(|| acc.wrapping_mul(10) + u64::from(d - b'0'))
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 
@@ -266,7 +270,8 @@ fn children(root: &Path, pid: u32) -> Vec<u32> {
     };
     let mut out = Vec::new();
     for t in rd.flatten() {
-        if let Ok(s) = fs::read_to_string(t.path().join("children")) {
+        if let Ok(s) = limits::read_small_text(&t.path().join("children"), limits::SMALL_FILE_BYTES)
+        {
             out.extend(
                 s.split_ascii_whitespace()
                     .filter_map(|p| p.parse::<u32>().ok()),
@@ -368,17 +373,18 @@ fn dirents(buf: &[u8]) -> io::Result<impl Iterator<Item = &CStr>> {
 /// Reads what kports shows about a process. `None` if it exited meanwhile.
 pub fn process_info(root: &Path, pid: u32) -> Option<ProcessInfo> {
     let dir: PathBuf = root.join(pid.to_string());
-    let comm = fs::read_to_string(dir.join("comm"))
+    let comm = limits::read_small_text(&dir.join("comm"), limits::SMALL_FILE_BYTES)
         .ok()?
         .trim_end_matches('\n')
         .to_string();
     let exe = fs::read_link(dir.join("exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
-    let argv = fs::read(dir.join("cmdline"))
-        .map(|b| split_cmdline(&b))
+    let argv = limits::read_prefix(&dir.join("cmdline"), limits::CMDLINE_BYTES)
+        .map(|(b, cut)| cut_cmdline(&b, cut))
         .unwrap_or_default();
-    let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+    let cgroup =
+        limits::read_small_text(&dir.join("cgroup"), limits::SMALL_FILE_BYTES).unwrap_or_default();
     Some(ProcessInfo {
         pid,
         comm,
@@ -386,6 +392,25 @@ pub fn process_info(root: &Path, pid: u32) -> Option<ProcessInfo> {
         argv,
         cgroup,
     })
+}
+
+/// What ends a command line longer than [`limits::CMDLINE_BYTES`].
+pub const CMDLINE_CUT: &str = "[command line cut at 1 MiB]";
+
+/// The arguments of a command line read up to the limit: when it was cut, the last, partial
+/// argument is dropped (half a `https://user:password@host` would escape redaction) and
+/// [`CMDLINE_CUT`] says so.
+pub fn cut_cmdline(b: &[u8], cut: bool) -> Vec<String> {
+    if !cut {
+        return split_cmdline(b);
+    }
+    let whole = b
+        .iter()
+        .rposition(|&c| c == 0)
+        .map_or(&b[..0], |i| &b[..=i]);
+    let mut argv = split_cmdline(whole);
+    argv.push(CMDLINE_CUT.to_string());
+    argv
 }
 
 /// `/proc/PID/cmdline` is NUL-separated; a process that rewrote its title may use spaces.
@@ -410,6 +435,23 @@ mod tests {
         assert_eq!(socket_inode(b"socket:[12a]"), None);
         assert_eq!(socket_inode(b"pipe:[123]"), None);
         assert_eq!(socket_inode(b"/dev/null"), None);
+        // u64::MAX is the largest inode; one more is refused, neither wrapped nor a panic.
+        assert_eq!(
+            socket_inode(b"socket:[18446744073709551615]"),
+            Some(u64::MAX)
+        );
+        assert_eq!(socket_inode(b"socket:[18446744073709551616]"), None);
+        assert_eq!(socket_inode(b"socket:[99999999999999999999]"), None);
+    }
+
+    #[test]
+    fn a_cut_command_line_drops_its_partial_argument() {
+        assert_eq!(cut_cmdline(b"a\0--b=1\0", false), ["a", "--b=1"]);
+        assert_eq!(
+            cut_cmdline(b"curl\0https://u:pass", true),
+            ["curl", CMDLINE_CUT]
+        );
+        assert_eq!(cut_cmdline(b"https://u:pa", true), [CMDLINE_CUT]);
     }
 
     #[test]

@@ -4,11 +4,17 @@
 //!
 //! The child's output is read on helper threads so a chatty command cannot block on a full pipe;
 //! a command still running at the deadline is killed (by its own pid) and reported as a timeout.
+//! Standard output is read up to [`limits::COMMAND_OUTPUT`]: past it the pipe is closed, the
+//! command stopped and refused; standard error is cut at [`limits::STDERR_BYTES`].
 
 use std::io::{self, Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::limits::{self, TooLarge};
 
 /// How long a ruleset dump may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +34,8 @@ pub enum RunError {
         status: String,
         stderr: String,
     },
+    #[error("{0}")]
+    TooLarge(TooLarge),
     #[error("cannot run {cmd}: {source}")]
     Spawn {
         cmd: String,
@@ -49,6 +57,17 @@ pub fn run_with_input(
     args: &[&str],
     stdin: Option<&str>,
     timeout: Duration,
+) -> Result<String, RunError> {
+    run_capped(cmd, args, stdin, timeout, limits::COMMAND_OUTPUT.bytes())
+}
+
+/// [`run_with_input`], refusing more than `limit` bytes of standard output.
+fn run_capped(
+    cmd: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: Duration,
+    limit: u64,
 ) -> Result<String, RunError> {
     let mut child = Command::new(cmd)
         .args(args)
@@ -82,11 +101,20 @@ pub fn run_with_input(
         }
         _ => None,
     };
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+    // Past `max` a reader stops and closes its pipe, so the command stops on a broken pipe
+    // rather than filling memory; `over` tells the wait loop to stop it in any case.
+    let over = Arc::new(AtomicBool::new(false));
+    let reader = |pipe: Option<Box<dyn Read + Send>>, max: u64, over: Option<Arc<AtomicBool>>| {
         thread::spawn(move || {
             let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
+            if let Some(p) = pipe {
+                let _ = p.take(max.saturating_add(1)).read_to_end(&mut buf);
+            }
+            if buf.len() as u64 > max {
+                buf.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+                if let Some(o) = over {
+                    o.store(true, Ordering::Relaxed);
+                }
             }
             buf
         })
@@ -96,15 +124,32 @@ pub fn run_with_input(
             .stdout
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        limit,
+        Some(over.clone()),
     );
     let err = reader(
         child
             .stderr
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        limits::STDERR_BYTES as u64,
+        None,
     );
+    let too_large = || {
+        RunError::TooLarge(TooLarge {
+            what: format!("{} {cmd}", limits::COMMAND_OUTPUT.what),
+            limit,
+            env: limits::COMMAND_OUTPUT.env,
+        })
+    };
     let deadline = Instant::now() + timeout;
     let status = loop {
+        if over.load(Ordering::Relaxed) {
+            // Kill only the child we started.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(too_large());
+        }
         match child.try_wait() {
             Ok(Some(s)) => break s,
             Ok(None) if Instant::now() >= deadline => {
@@ -129,6 +174,9 @@ pub fn run_with_input(
         let _ = f.join();
     }
     let stdout = out.join().unwrap_or_default();
+    if over.load(Ordering::Relaxed) {
+        return Err(too_large());
+    }
     let mut stderr = String::from_utf8_lossy(&err.join().unwrap_or_default())
         .trim()
         .to_string();
@@ -163,6 +211,41 @@ pub fn run_with_input(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endless_output_is_refused_at_the_limit() {
+        let e = run_capped("yes", &[], None, Duration::from_secs(60), 4096).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the output of yes is larger than 4096 bytes (4 KiB), kports's limit; \
+             set KPORTS_MAX_COMMAND_OUTPUT_BYTES=BYTES to raise it"
+        );
+        // A command that ignores the broken pipe is stopped, not waited for until the deadline.
+        let e = run_capped(
+            "sh",
+            &["-c", "trap '' PIPE; while :; do echo x; done"],
+            None,
+            Duration::from_secs(60),
+            4096,
+        )
+        .unwrap_err();
+        assert!(matches!(e, RunError::TooLarge(_)), "{e}");
+        assert_eq!(
+            run_capped("sh", &["-c", "printf abcd"], None, DEFAULT_TIMEOUT, 4).unwrap(),
+            "abcd"
+        );
+        // Standard error is cut, not refused.
+        let e = run(
+            "sh",
+            &["-c", "head -c 200000 /dev/zero | tr '\\0' e >&2; exit 1"],
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, RunError::Failed { stderr, .. } if stderr.len() == limits::STDERR_BYTES),
+            "{e}"
+        );
+    }
 
     #[test]
     fn output_missing_binary_failure_and_timeout() {

@@ -4,8 +4,8 @@
 //! and the resolver, and through [`crate::runner`] `ip -j -d link`, `ip -j route`, `ip -j route
 //! get` for each peer and `bridge -j fdb` for the overlay's peers.
 //!
-//! A file that cannot be read becomes `Unknown` with the reason; nothing unread is assumed
-//! fine. `/proc/sys/net` and `ip` answer for the namespace of the thread that reads them, so
+//! A file that cannot be read (or is larger than [`limits::CONFIG`]) becomes `Unknown` with the
+//! reason; nothing unread is assumed fine. `/proc/sys/net` and `ip` answer for the namespace of the thread that reads them, so
 //! [`read_in`] reads another namespace on a thread that entered it. Every format has a
 //! `parse_*` function over text, tested on captured contents.
 
@@ -21,6 +21,7 @@ use kports_core::settings::{
 };
 use serde_json::Value;
 
+use crate::limits;
 use crate::netns;
 use crate::runner::run;
 
@@ -155,8 +156,14 @@ fn why(path: &str, e: &io::Error) -> String {
     }
 }
 
+/// A settings file, read no further than [`limits::CONFIG`] (an /etc/hosts of a block list
+/// can be large; a sysctl is a line).
+fn read_file(path: &str) -> io::Result<String> {
+    limits::read_text(Path::new(path), &limits::CONFIG)
+}
+
 fn read_text(path: &str) -> Known<String> {
-    match std::fs::read_to_string(path) {
+    match read_file(path) {
         Ok(t) => Known::Known(t),
         Err(e) => Known::Unknown(why(path, &e)),
     }
@@ -181,7 +188,7 @@ fn read_num<T: std::str::FromStr>(path: &str) -> Known<T> {
 
 /// A file whose absence means "not there" (bridge-nf-call-* exist only with br_netfilter).
 fn read_optional(path: &str) -> Known<Option<u8>> {
-    match std::fs::read_to_string(path) {
+    match read_file(path) {
         Ok(t) => match parse_number(&t) {
             Some(v) => Known::Known(Some(v)),
             None => Known::Unknown(format!("{path} holds `{}`", t.trim())),
@@ -204,9 +211,9 @@ fn conntrack(name: &str) -> Known<u64> {
 fn modules() -> Modules {
     let loaded = read_text("/proc/modules").map(|t| parse_modules(&t));
     let mut builtin: Vec<String> = Vec::new();
-    if let Ok(rel) = std::fs::read_to_string(format!("{SYS}/kernel/osrelease")) {
+    if let Ok(rel) = read_file(&format!("{SYS}/kernel/osrelease")) {
         let path = format!("/lib/modules/{}/modules.builtin", rel.trim());
-        if let Ok(t) = std::fs::read_to_string(path) {
+        if let Ok(t) = read_file(&path) {
             builtin.extend(parse_modules_builtin(&t));
         }
     }

@@ -38,7 +38,7 @@ pub trait NodeIo {
     /// The node's own network settings (sysctls, modules, host name and how it resolves,
     /// routes, links), following the route to each of `peers` (address, why it is a peer).
     fn settings(&self, peers: &[(IpAddr, String)]) -> NodeSettings;
-    /// A file the user named (`--catalog`).
+    /// A file the user named (`--catalog`), refused past the catalog's size limit.
     fn read_file(&self, path: &Path) -> io::Result<String>;
 }
 
@@ -108,6 +108,7 @@ impl NodeIo for Linux {
     }
 
     fn read_file(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
+        // Read up to the limit only: `--catalog /dev/zero` is refused, not loaded.
+        kports_linux::limits::read_text(path, &kports_linux::limits::CATALOG)
     }
 }

@@ -129,6 +129,7 @@ fn tcp(
             cmdline: name.to_string(),
             container_id: None,
             pod_uid: None,
+            secrets: Vec::new(),
         })]),
         owner: Owner::Process,
         component: ["kubelet", "kube-proxy"].into_iter().find(|c| *c == name),

@@ -11,6 +11,7 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
+use kports_core::escape::untrusted;
 
 use crate::cli::{Cli, Command};
 use crate::output::Out;
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kports: {e:#}");
+            eprintln!("kports: {}", untrusted(&format!("{e:#}")));
             if census_error(&e).is_some_and(kports_linux::Error::is_permission) {
                 eprintln!(
                     "hint: run as root, or grant CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN (for other namespaces)"
@@ -68,7 +69,7 @@ fn census_error(e: &anyhow::Error) -> Option<&kports_linux::Error> {
 /// `kports lab` prints its own output; its usage errors exit 2, its failures 1.
 fn lab(args: &kports_lab::LabArgs) -> ExitCode {
     kports_lab::run(args).unwrap_or_else(|e| {
-        eprintln!("kports: {e:#}");
+        eprintln!("kports: {}", untrusted(&format!("{e:#}")));
         ExitCode::FAILURE
     })
 }

@@ -4,12 +4,17 @@
 //! hundreds of thousands of sockets is never held as a grid of strings. Colour is used only on a
 //! terminal and never when NO_COLOR is set. A closed pipe (`kports listen | head`) ends output
 //! quietly: the write error is passed up and `main` treats it as success.
+//!
+//! Every line, cell and warning goes through [`kports_core::escape::untrusted`]: process names,
+//! command lines, interface names and nft comments come from others and must not drive the
+//! terminal. JSON needs no such care (serde_json escapes control characters).
 
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Stdout, Write};
 
 use kports_core::Warning;
 pub use kports_core::document::Document;
+use kports_core::escape::untrusted;
 use serde::Serialize;
 
 /// `-o` values.
@@ -64,15 +69,32 @@ impl<W: Write> Out<W> {
         self.w.write_all(b"\n")
     }
 
-    pub fn line(&mut self, s: &str) -> io::Result<()> {
+    /// Writes text that kports generated whole from its own definitions (a completion
+    /// script), as it is: nothing in it comes from the node, so there is nothing to escape.
+    pub fn generated(&mut self, s: &str) -> io::Result<()> {
         self.w.write_all(s.as_bytes())?;
+        self.w.write_all(b"\n")
+    }
+
+    /// Writes a text kports composed of several lines (a script, an XML report): each line is
+    /// escaped on its own, so its line breaks stay while what it quotes cannot add any.
+    pub fn lines(&mut self, s: &str) -> io::Result<()> {
+        for l in s.split('\n') {
+            self.line(l)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one line; a line break or escape sequence inside `s` is shown escaped.
+    pub fn line(&mut self, s: &str) -> io::Result<()> {
+        self.w.write_all(untrusted(s).as_bytes())?;
         self.w.write_all(b"\n")
     }
 
     /// Bold header line on a terminal.
     pub fn heading(&mut self, s: &str) -> io::Result<()> {
         if self.colour {
-            writeln!(self.w, "\x1b[1m{s}\x1b[0m")
+            writeln!(self.w, "\x1b[1m{}\x1b[0m", untrusted(s))
         } else {
             self.line(s)
         }
@@ -92,7 +114,7 @@ impl<W: Write> Out<W> {
             for (c, w) in widths.iter_mut().enumerate() {
                 buf.clear();
                 cell(r, c, &mut buf);
-                *w = (*w).max(buf.chars().count());
+                *w = (*w).max(untrusted(&buf).chars().count());
             }
         }
         let mut line = String::new();
@@ -105,7 +127,7 @@ impl<W: Write> Out<W> {
             for (c, &w) in widths.iter().enumerate() {
                 buf.clear();
                 cell(r, c, &mut buf);
-                pad(&mut line, &buf, w, c + 1 == headers.len());
+                pad(&mut line, &untrusted(&buf), w, c + 1 == headers.len());
             }
             self.line(line.trim_end())?;
         }
@@ -132,9 +154,9 @@ pub fn warn(warnings: &[Warning]) {
         && unsafe { libc::isatty(2) } == 1;
     for w in warnings {
         if colour {
-            eprintln!("\x1b[33mwarning\x1b[0m: {}", w.message);
+            eprintln!("\x1b[33mwarning\x1b[0m: {}", untrusted(&w.message));
         } else {
-            eprintln!("warning: {}", w.message);
+            eprintln!("warning: {}", untrusted(&w.message));
         }
     }
 }

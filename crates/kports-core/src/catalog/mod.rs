@@ -17,7 +17,7 @@ use crate::finding::FindingId;
 
 mod parse;
 
-use parse::{apply, err_at, line_col, new_entry, parse_file, ports, validate};
+use parse::{apply, err_at, new_entry, parse_file, ports, validate};
 
 /// The built-in catalog's text.
 pub const BUILTIN: &str = include_str!("../../catalog/ports.toml");
@@ -606,8 +606,18 @@ impl Catalog {
     }
 
     /// Applies a user's catalog file `text` (named `file` in errors) on top of this one.
+    ///
+    /// Entries are found through an index by key and removed ones left as holes until the end,
+    /// so the time grows with the number of entries, not with its square.
     pub fn apply_user(&mut self, text: &str, file: &str) -> Result<(), CatalogError> {
         let raws = parse_file(text, file)?;
+        let mut entries: Vec<Option<Entry>> = self.entries.iter().cloned().map(Some).collect();
+        let mut index: HashMap<Key, usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key(), i))
+            .collect();
         for r in raws {
             let component = r.component.get_ref().clone();
             let protocol = *r.protocol.get_ref();
@@ -624,8 +634,8 @@ impl Catalog {
                         protocol,
                         port,
                     };
-                    match self.position(&old) {
-                        Some(i) => Some(i),
+                    match index.get(&old) {
+                        Some(&i) => Some(i),
                         None => {
                             return Err(err_at(
                                 text,
@@ -636,12 +646,12 @@ impl Catalog {
                         }
                     }
                 }
-                None => self.position(&key),
+                None => index.get(&key).copied(),
             };
             if r.enabled.as_ref().is_some_and(|e| !*e.get_ref()) {
-                match replaced {
-                    Some(i) => {
-                        self.entries.remove(i);
+                match replaced.and_then(|i| Some((i, entries[i].take()?))) {
+                    Some((_, old)) => {
+                        index.remove(&old.key());
                     }
                     None => {
                         return Err(err_at(
@@ -654,17 +664,17 @@ impl Catalog {
                 }
                 continue;
             }
-            match replaced {
-                Some(i) => {
-                    let mut e = self.entries[i].clone();
+            match replaced.and_then(|i| Some((i, entries[i].clone()?))) {
+                Some((i, mut e)) => {
+                    let old_key = e.key();
                     e.port = key.port;
                     e.origin = Origin {
                         file: file.to_string(),
-                        line: line_col(text, r.span.start).0,
+                        line: r.line,
                     };
                     apply(text, file, &r, &mut e)?;
                     validate(text, file, &r, &e)?;
-                    if r.replaces.is_some() && self.position(&key).is_some_and(|j| j != i) {
+                    if r.replaces.is_some() && index.get(&key).is_some_and(|&j| j != i) {
                         return Err(err_at(
                             text,
                             file,
@@ -672,21 +682,19 @@ impl Catalog {
                             format!("{key} is already in the catalog"),
                         ));
                     }
-                    self.entries[i] = e;
+                    index.remove(&old_key);
+                    index.insert(e.key(), i);
+                    entries[i] = Some(e);
                 }
                 None => {
                     let e = new_entry(text, file, &r, false)?;
-                    self.entries.push(e);
+                    index.insert(e.key(), entries.len());
+                    entries.push(Some(e));
                 }
             }
         }
+        self.entries = entries.into_iter().flatten().collect();
         Ok(())
-    }
-
-    fn position(&self, key: &Key) -> Option<usize> {
-        self.entries.iter().position(|e| {
-            e.component == key.component && e.protocol == key.protocol && e.port == key.port
-        })
     }
 
     /// Names of every CNI the catalog knows.
@@ -704,6 +712,7 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
+    use super::parse::line_col;
     use super::*;
     use std::collections::HashSet;
 
@@ -967,6 +976,37 @@ bind = "any"
         assert_eq!(mine.source, "my.toml:14");
         assert_eq!(mine.held_by, ["my-agent"]);
         assert_eq!(mine.expect, Expect::Listening);
+    }
+
+    #[test]
+    fn every_entry_of_a_long_file_has_its_own_line() {
+        let mut text = String::new();
+        for k in 0..2000u32 {
+            text.push_str(&format!(
+                "[[port]]\ncomponent = \"agent-{k}\"\nprotocol = \"tcp\"\nport = {}\npurpose = \"p\"\nroles = [\"worker\"]\nreached_by = [\"nodes\"]\nbind = \"any\"\n\n",
+                20000 + k
+            ));
+        }
+        // Disabling a built-in entry leaves the others in order.
+        text.push_str("[[port]]\ncomponent = \"kube-proxy\"\nprotocol = \"tcp\"\nport = 10256\nenabled = false\n");
+        let c = user(&text).unwrap();
+        assert!(!c.entries.iter().any(|e| e.label() == "tcp/10256"));
+        let mine: Vec<&Entry> = c
+            .entries
+            .iter()
+            .filter(|e| e.component.starts_with("agent-"))
+            .collect();
+        assert_eq!(mine.len(), 2000);
+        for (k, e) in mine.iter().enumerate() {
+            assert_eq!(e.component, format!("agent-{k}"));
+            assert_eq!(e.origin.line, 9 * k + 1, "{}", e.component);
+        }
+        let e = user(&format!(
+            "{text}[[port]]\ncomponent = \"agent-5\"\nprotocol = \"tcp\"\nport = 20005\n"
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (9 * 2000 + 6, 1), "{e}");
+        assert!(e.message.ends_with("already defined at line 46"), "{e}");
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub(super) struct RawEntry {
     /// Span of the `[[port]]` header.
     #[serde(skip)]
     pub(super) span: Range<usize>,
+    /// 1-based line of the span's start.
+    #[serde(skip)]
+    pub(super) line: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,9 +117,11 @@ pub(super) fn parse_file(text: &str, file: &str) -> Result<Vec<RawEntry>, Catalo
     }
     let mut seen: HashMap<(String, Protocol, PortRange), usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.port.len());
+    let mut lines = Lines::new(text);
     for sp in raw.port {
         let span = sp.span();
         let mut r = sp.into_inner();
+        r.line = lines.line_of(span.start);
         r.span = span;
         let protocol = *r.protocol.get_ref();
         let port = ports(text, file, &r.port, protocol)?;
@@ -142,7 +147,7 @@ pub(super) fn parse_file(text: &str, file: &str) -> Result<Vec<RawEntry>, Catalo
                 format!("duplicate entry {key}: already defined at line {first}"),
             ));
         }
-        seen.insert(k, line_col(text, r.span.start).0);
+        seen.insert(k, r.line);
         out.push(r);
     }
     Ok(out)
@@ -239,7 +244,7 @@ pub(super) fn new_entry(
     }
     let protocol = *r.protocol.get_ref();
     let direction = r.direction.unwrap_or(Direction::In);
-    let line = line_col(text, r.span.start).0;
+    let line = r.line;
     let mut e = Entry {
         component: r.component.get_ref().clone(),
         protocol,
@@ -509,6 +514,38 @@ pub(super) fn err_at(text: &str, file: &str, span: Range<usize>, message: String
         line,
         column,
         message,
+    }
+}
+
+/// Lines of byte offsets met in increasing order, counted from the last one: linear in the
+/// text over a whole file, where counting from the start for every entry was quadratic.
+struct Lines<'a> {
+    text: &'a str,
+    at: usize,
+    line: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Lines<'a> {
+        Lines {
+            text,
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// 1-based line of byte offset `at`.
+    fn line_of(&mut self, at: usize) -> usize {
+        let at = at.min(self.text.len());
+        if at < self.at {
+            // Out of order (not seen in practice): count again from the start.
+            self.at = 0;
+            self.line = 1;
+        }
+        let between = &self.text.as_bytes()[self.at..at];
+        self.line += between.iter().filter(|&&b| b == b'\n').count();
+        self.at = at;
+        self.line
     }
 }
 

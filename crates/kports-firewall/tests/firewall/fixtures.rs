@@ -387,3 +387,39 @@ fn malformed_save_lines_are_kept_as_unknown_rules() {
         j => panic!("{j:?}"),
     }
 }
+
+/// Rule texts written from `nft -j` (what kports reads on a node) are the lines `nft -a list
+/// ruleset` prints, for every native nft rule of the fixtures.
+#[test]
+fn rule_texts_written_from_json_are_what_nft_prints() {
+    use kports_firewall::nft::{parse_json, parse_rule_texts};
+    let mut compared = 0;
+    let mut differ = Vec::new();
+    for name in ["firewalld", "plain"] {
+        let listing = parse_rule_texts(&fixture(&format!("{name}.nft.txt")));
+        let (tables, _) = parse_json(&fixture(&format!("{name}.nft.json")), None).unwrap();
+        for t in &tables {
+            for c in &t.chains {
+                for r in &c.rules {
+                    let key = (
+                        t.family.as_str().to_string(),
+                        t.name.clone(),
+                        r.handle.unwrap(),
+                    );
+                    let want = &listing[&key];
+                    compared += 1;
+                    if &r.text != want {
+                        differ.push(format!("{want}\n  vs {}", r.text));
+                    }
+                }
+            }
+        }
+    }
+    assert!(compared > 40, "{compared}");
+    assert!(
+        differ.is_empty(),
+        "{} of {compared}:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+}

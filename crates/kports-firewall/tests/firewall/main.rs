@@ -6,6 +6,7 @@
 mod fixtures;
 #[path = "../common/kube_proxy.rs"]
 mod kube_proxy;
+mod nesting;
 mod props;
 mod support;
 mod system;

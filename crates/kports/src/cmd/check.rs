@@ -65,7 +65,7 @@ pub fn run(args: &CheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Resu
                     .with_context(context),
             )?;
         }
-        CheckFormat::Junit => out.line(&junit::render(
+        CheckFormat::Junit => out.lines(&junit::render(
             hostname,
             role,
             cni,

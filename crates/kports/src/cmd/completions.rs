@@ -12,7 +12,7 @@ use crate::output::Out;
 
 pub fn run(args: &CompletionsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let script = String::from_utf8(script(args.shell)).context("completion script is not UTF-8")?;
-    out.line(script.trim_end())?;
+    out.generated(script.trim_end())?;
     Ok(Outcome::default())
 }
 

@@ -193,7 +193,7 @@ fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
     let fp = node.firewall_plan(a.backend.into(), a.zone.clone())?;
     let (p, managers) = (&fp.plan, &fp.firewall.managers);
     if a.script {
-        out.line(
+        out.lines(
             &format!(
                 "#!/bin/sh\n# kports firewall plan ({:?}): safe to run twice\nset -e",
                 fp.backend

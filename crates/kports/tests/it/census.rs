@@ -57,6 +57,12 @@ fn control_plane() -> (Ns, Pids) {
             "--listen",
             "udp:0.0.0.0:30053",
             "--token=s3cr3t-value",
+            "--basic-auth=user:s3cr3t-two",
+            "--password",
+            "s3cr3t-three",
+            "https://bob:s3cr3t-four@127.0.0.1:6443/",
+            "Authorization: Bearer s3cr3t-five",
+            "--use-service-account-credentials=true",
         ],
     );
     (
@@ -204,16 +210,64 @@ fn secrets_on_command_lines_are_redacted() {
         &["listen", "-o", "wide"][..],
         &["listen", "-o", "json"],
         &["conns", "-o", "json"],
+        &["conns", "-o", "wide"],
+        &["check", "--role", "control-plane"],
+        &["check", "--role", "control-plane", "-o", "json"],
+        &["explain", "10250"],
+        &["explain", "10250", "-o", "json"],
     ] {
-        let out = ns.kports(args);
+        let out = ns.exec(KPORTS, args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(
-            !out.contains("s3cr3t-value"),
-            "secret leaked by kports {args:?}"
+            !out.stdout.is_empty(),
+            "kports {args:?} printed nothing: {text}"
+        );
+        assert!(
+            !text.contains("s3cr3t"),
+            "secret leaked by kports {args:?}:\n{text}"
         );
     }
     let doc = ns.kports_json(&["listen", "--process", &p.kubelet.to_string()]);
     let cmdline = doc["items"][0]["processes"][0]["cmdline"].as_str().unwrap();
-    assert!(cmdline.ends_with("--token=REDACTED"), "{cmdline}");
+    assert!(
+        cmdline.ends_with(
+            "--token=REDACTED --basic-auth=REDACTED --password REDACTED \
+             https://bob:REDACTED@127.0.0.1:6443/ Authorization: Bearer REDACTED \
+             --use-service-account-credentials=true"
+        ),
+        "{cmdline}"
+    );
+    // `check` warns that the kubelet's command line holds secrets, naming only the flags.
+    let out = ns.exec(KPORTS, &["check", "--role", "control-plane", "-o", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let finding = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "secret-on-command-line")
+        .unwrap_or_else(|| panic!("no secret-on-command-line finding: {doc}"));
+    assert_eq!(finding["severity"], "warning");
+    let values: Vec<&str> = finding["evidence"]["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "--token=REDACTED",
+            "--basic-auth=REDACTED",
+            "--password REDACTED",
+            "https://bob:REDACTED@127.0.0.1:6443/",
+            "Authorization: Bearer REDACTED"
+        ]
+    );
+    assert_eq!(finding["command"], format!("ps -o args= -p {}", p.kubelet));
 }
 
 #[test]
@@ -614,4 +668,43 @@ fn processes_exiting_mid_scan_are_skipped_without_error() {
     assert!(runs >= 10, "only {runs} censuses ran during the churn");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn terminal_escapes_in_names_and_command_lines_are_shown_escaped() {
+    let mut ns = Ns::new();
+    let (pid, _) = ns.spawn(
+        "evil\u{1b}[2Jd",
+        &[
+            "--listen",
+            "tcp:127.0.0.1:18443",
+            "--title=\u{1b}]0;pwned\u{07}",
+            "--note=line\nforged row",
+        ],
+    );
+    for args in [&["listen"][..], &["listen", "-o", "wide"], &["check"]] {
+        let out = ns.exec(KPORTS, args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{07}'),
+            "kports {args:?} printed a raw escape: {text:?}"
+        );
+        assert!(text.contains("evil\\x1b[2Jd"), "kports {args:?}: {text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("forged row")),
+            "kports {args:?}: {text}"
+        );
+    }
+    let wide = ns.kports(&["listen", "-o", "wide"]);
+    assert!(
+        wide.contains("--title=\\x1b]0;pwned\\x07 --note=line\\nforged row"),
+        "{wide}"
+    );
+    // JSON keeps the text as it is, escaped the JSON way.
+    let doc = ns.kports_json(&["listen", "--process", &pid.to_string()]);
+    assert_eq!(doc["items"][0]["processes"][0]["name"], "evil\u{1b}[2Jd");
 }

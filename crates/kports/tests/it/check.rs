@@ -544,6 +544,30 @@ fn bad_catalog_file_is_refused_with_line_and_reason() {
 }
 
 #[test]
+fn endless_or_huge_catalog_files_are_refused_at_the_limit() {
+    let out = Command::new(KPORTS)
+        .args(["check", "--catalog", "/dev/zero"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "kports: cannot read the catalog file /dev/zero: the catalog file is larger than \
+         16777216 bytes (16 MiB), kports's limit; set KPORTS_MAX_CATALOG_BYTES=BYTES to raise it"
+    );
+    // The limit is the user's to raise (or lower).
+    let out = Command::new(KPORTS)
+        .args(["explain", "2379", "--catalog", "/dev/zero"])
+        .env("KPORTS_MAX_CATALOG_BYTES", "1000")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("larger than 1000 bytes (1000 B)"), "{err}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = Command::new(KPORTS)
         .args(["check", "--pre-install"])

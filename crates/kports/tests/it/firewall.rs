@@ -208,3 +208,119 @@ fn check_without_sources_says_whom_it_judged_from_and_plan_asks_for_them() {
     assert!(!ok);
     assert!(err.contains("a plan needs --sources"), "{err}");
 }
+
+/// Twelve chains, each jumping to the next six times, the last dropping tcp/9: a ruleset the
+/// kernel accepts whose every path is 6^11 walks long if each jump is walked again. In
+/// iptables-nft and in native nft, `check` answers, and tcp/9 is dropped by the last chain.
+#[test]
+fn check_answers_on_chains_that_jump_to_the_next_six_times() {
+    let mut save =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    let mut nft = String::from(
+        "add table inet ladder\nadd chain inet ladder c0 { type filter hook input priority 0; policy accept; }\n",
+    );
+    for i in 1..12 {
+        save.push_str(&format!(":L{i} - [0:0]\n"));
+        nft.push_str(&format!("add chain inet ladder c{i}\n"));
+    }
+    for i in 0..11 {
+        let from = if i == 0 {
+            "INPUT".to_string()
+        } else {
+            format!("L{i}")
+        };
+        for _ in 0..6 {
+            save.push_str(&format!("-A {from} -j L{}\n", i + 1));
+            nft.push_str(&format!("add rule inet ladder c{i} jump c{}\n", i + 1));
+        }
+    }
+    save.push_str("-A L11 -p tcp -m tcp --dport 9 -j DROP\nCOMMIT\n");
+    nft.push_str("add rule inet ladder c11 tcp dport 9 drop\n");
+
+    let dir = std::env::temp_dir().join(format!("kpfw-ladder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let catalog = dir.join("discard.toml");
+    std::fs::write(
+        &catalog,
+        "[[port]]\ncomponent = \"discard\"\nprotocol = \"tcp\"\nport = 9\npurpose = \"a port the ladder drops\"\nroles = [\"worker\"]\nreached_by = [\"nodes\"]\nbind = \"any\"\nexpect = \"optional\"\n",
+    )
+    .unwrap();
+    let rules = dir.join("rules");
+    for (loader, text) in [("iptables-nft-restore", &save), ("nft -f", &nft)] {
+        let ns = Ns::new();
+        std::fs::write(&rules, text).unwrap();
+        let mut load: Vec<&str> = loader.split(' ').collect();
+        load.push(rules.to_str().unwrap());
+        let (ok, _, err) = ns.run(&load);
+        assert!(ok, "{loader}: {err}");
+        let mut args = vec![
+            "timeout",
+            "60",
+            KPORTS,
+            "firewall",
+            "check",
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "-o",
+            "json",
+        ];
+        args.extend(CLUSTER);
+        let (ok, out, err) = ns.run(&args);
+        assert!(ok, "{loader}: {err}");
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let rows = doc["items"]["rows"].as_array().unwrap();
+        let discard = rows
+            .iter()
+            .find(|r| r["port"]["lo"] == 9 && r["port"]["proto"] == "tcp")
+            .unwrap_or_else(|| panic!("{loader}: no tcp/9 row: {out}"));
+        let j = &discard["segments"][0]["judgement"];
+        assert_eq!(j["verdict"], "drop", "{loader}: {j}");
+        let chain = j["by"]["chain"].as_str().unwrap();
+        assert!(chain == "L11" || chain == "c11", "{loader}: {j}");
+        // A port the ladder does not drop falls through to the accept policy.
+        let kubelet = rows.iter().find(|r| r["port"]["lo"] == 10250).unwrap();
+        assert_eq!(
+            kubelet["segments"][0]["judgement"]["verdict"], "accept",
+            "{loader}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// iptables-nft rules come from `iptables-nft-save`; a table it cannot show (native nft chains
+/// in `ip mangle`) is read from nft instead, and its rule decides.
+#[test]
+fn check_reads_a_table_iptables_nft_save_calls_incompatible_from_nft() {
+    let ns = Ns::new();
+    let (ok, _, err) = ns.run(&[
+        "iptables-nft",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "22",
+        "-j",
+        "ACCEPT",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ns.run(&["nft", "add table ip mangle; add chain ip mangle x { type filter hook input priority 0; policy accept; }; add rule ip mangle x tcp dport 10250 drop"]);
+    assert!(ok, "{err}");
+    let (_, save, _) = ns.run(&["iptables-nft-save"]);
+    assert!(save.contains("incompatible"), "{save}");
+    let mut args = vec![KPORTS, "firewall", "check", "-o", "json"];
+    args.extend(CLUSTER);
+    let (ok, out, err) = ns.run(&args);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = doc["items"]["rows"].as_array().unwrap();
+    let kubelet = rows
+        .iter()
+        .find(|r| r["port"]["lo"] == 10250 && r["expect_open"] == true)
+        .unwrap();
+    let j = &kubelet["segments"][0]["judgement"];
+    assert_eq!(j["verdict"], "drop", "{j}");
+    assert_eq!(j["by"]["table"], "ip mangle", "{j}");
+    assert_eq!(j["by"]["backend"], "nft", "{j}");
+    assert_eq!(j["by"]["text"], "tcp dport 10250 drop", "{j}");
+}

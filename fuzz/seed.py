@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpora (fuzz/seeds/TARGET/) from the project's captured
+fixtures, in each target's input format. Run from anywhere; the output is committed."""
+import os
+import struct
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "fuzz", "seeds")
+CP1 = os.path.join(ROOT, "crates/kports-linux/tests/fixtures/cp1")
+FW = os.path.join(ROOT, "crates/kports-firewall/tests/fixtures")
+
+
+def read(*p):
+    with open(os.path.join(*p), "rb") as f:
+        return f.read()
+
+
+def seed(target, name, data):
+    d = os.path.join(OUT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def records(b):
+    """(type, payload) records of a captured dump: u16 type, u32 length, payload."""
+    out = []
+    while len(b) >= 6:
+        kind, n = struct.unpack("=HI", b[:6])
+        out.append((kind, b[6:6 + n]))
+        b = b[6 + n:]
+    return out
+
+
+def datagram(recs):
+    """The records as one netlink datagram: each payload behind a 16-byte nlmsghdr."""
+    out = b""
+    for kind, payload in recs:
+        n = 16 + len(payload)
+        out += struct.pack("=IHHII", n, kind, 0, 0, 0) + payload
+        out += b"\0" * ((4 - n % 4) % 4)
+    return out
+
+
+for which, name in [(0, "proc-net-tcp"), (2, "proc-net-tcp6"), (1, "proc-net-udp"), (3, "proc-net-udp6")]:
+    seed("proc_net_inet", name, bytes([which]) + read(CP1, name))
+seed("proc_net_unix", "proc-net-unix", read(CP1, "proc-net-unix"))
+
+for which, name in [(0, "tcp4.nl"), (0, "tcp6.nl"), (1, "udp4.nl"), (2, "unix.nl"), (3, "link.nl"), (4, "addr.nl")]:
+    recs = records(read(CP1, name))
+    if recs:
+        seed("netlink", name, bytes([which]) + datagram(recs))
+
+seed("proc_pid", "cmdline", b"kube-apiserver\0--secure-port=6443\0--token=abc\0--etcd-servers=https://127.0.0.1:2379\0")
+seed("proc_pid", "cgroup", b"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-3f4e5d6c7b8a99887766554433221100ffeeddccbbaa99887766554433221100.scope\n")
+seed("proc_pid", "fd-link", b"socket:[3752449067]")
+
+for name in ["plain", "firewalld", "cilium", "calico"]:
+    seed("nft_json", name, read(FW, name + ".nft.json") + b"\0" + read(FW, name + ".nft.txt"))
+
+for which, name in [(0, "calico.iptables-nft-save.txt"), (0, "cilium.iptables-nft-save.txt"), (2, "ufw.iptables-legacy-save.txt")]:
+    seed("iptables_save", name, bytes([which]) + read(FW, name))
+# The start of kube-proxy's (260 KB) dump: every kind of line, a tenth of the size.
+lines = read(FW, "kube-proxy.iptables-nft-save.txt").split(b"\n")
+seed("iptables_save", "kube-proxy-head", bytes([0]) + b"\n".join(lines[:250]) + b"\nCOMMIT\n")
+
+seed("catalog", "builtin.toml", read(ROOT, "crates/kports-core/catalog/ports.toml"))
+seed("catalog", "user.toml", b"""[[port]]
+component = "kube-proxy"
+protocol = "tcp"
+port = "30000-35000"
+replaces = "30000-32767"
+
+[[port]]
+component = "kube-proxy"
+protocol = "tcp"
+port = 10256
+enabled = false
+
+[[port]]
+component = "my-agent"
+protocol = "udp"
+port = 7946
+purpose = "gossip"
+roles = ["worker"]
+reached_by = ["nodes"]
+bind = "any"
+""")
+
+seed("component_flags", "etcd", b"etcd --name=cp1 --listen-client-urls=https://127.0.0.1:2379,https://192.0.2.10:2379 --listen-peer-urls https://192.0.2.10:2380 --listen-metrics-urls=http://127.0.0.1:2381")
+seed("component_flags", "apiserver", b"kube-apiserver --secure-port=6443 --bind-address=0.0.0.0 --service-node-port-range=30000-32767")
+seed("component_flags", "kube-proxy", b"kube-proxy --healthz-bind-address=0.0.0.0:10256 --metrics-bind-address=[::1]:10249")
+
+seed("redact", "kubeadm", b"kubeadm\0join\0--token\0abcdef.0123456789abcdef\0--discovery-token-ca-cert-hash\0sha256:0a1b")
+seed("redact", "headers", b"curl\0-u\0bob:pw\0-H\0Authorization: Bearer abc\0https://user:G@127.0.0.1/?access_token=x")
+seed("redact", "env", b"env\0DB_PASSWORD=pw\0mysql\0-pS3cret\0postgres://app:pw@127.0.0.1:5432/db")
