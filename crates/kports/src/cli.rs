@@ -89,6 +89,21 @@ pub enum Command {
     /// rule decides; and the rules that would open exactly that.
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// Probe other nodes' ports from this one: open, refused, filtered or unreachable, and why.
+    ///
+    /// For each target (an inventory node, an address, a CIDR, a host name) every port its roles
+    /// must serve to other nodes (`--roles`, or the inventory's), or the `--ports` given, over
+    /// IPv4 and IPv6. TCP: `open`, `refused` (nothing listens, or a firewall rejects: the two look
+    /// the same from here), `filtered` (no answer: a drop), `unreachable` (ICMP unreachable or
+    /// prohibited, no route; the errno says which). UDP: `closed`, `open|filtered`, or `open` when
+    /// something answers (a kports responder does). Exit status 0 when every port is reachable,
+    /// 1 when some are not, 2 on bad input.
+    #[command(after_long_help = "Examples:
+  kports probe --inventory hosts.yaml               every node of a kubespray or kports inventory
+  kports probe 192.0.2.11 --roles control-plane     6443, 2379, 2380, 10250
+  kports probe w1 w2 --inventory hosts.yaml --ports 10250,udp/8472
+  kports probe 192.0.2.0/28 --ports 10250 -o json   every host of a subnet")]
+    Probe(ProbeArgs),
     /// A practice cluster network on this machine, made of network namespaces (needs root).
     Lab(kports_lab::LabArgs),
     /// Print the shell completion script for bash, zsh or fish.
@@ -137,6 +152,77 @@ pub struct AgentArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(5..=3600))]
     pub interval: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Inventory node names, addresses, CIDRs (at most 4096 addresses each) or host names.
+    #[arg(value_name = "TARGET", required_unless_present = "inventory")]
+    pub targets: Vec<String>,
+    /// A kports inventory (`nodes:`) or kubespray's hosts.yaml or INI: names, addresses and
+    /// roles. Without targets, every node in it is probed.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<std::path::PathBuf>,
+    /// The targets' roles, comma-separated (control-plane, worker, etcd); wins over the inventory's.
+    #[arg(long, value_delimiter = ',', value_name = "ROLE", value_parser = parse_role)]
+    pub roles: Option<Vec<kports_core::catalog::Role>>,
+    /// The CNI plugin(s), comma-separated, for their node-to-node ports (flannel: udp/8472, ...).
+    #[arg(long, value_delimiter = ',', value_name = "CNI")]
+    pub cni: Vec<String>,
+    /// Ports instead of the roles' ports: `6443,10250,udp/8472,tcp/30000-30010` (TCP unless named).
+    #[arg(long, value_name = "PORTS", value_parser = parse_ports_arg)]
+    pub ports: Option<PortList>,
+    /// How long to wait for each answer: `2s`, `500ms`, `1.5` (seconds). Over IPv6 an ICMP
+    /// answer may come only to the SYN resent after 1 s, so less than that may see `filtered`.
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+    /// Probes in flight at once (each holds a socket). Default: the open-file limit (raised to
+    /// its hard limit) minus 64, at most 16384.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub concurrency: Option<u32>,
+    /// Output format (`wide` is `table`).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// `--ports`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortList(pub Vec<kports_probe::plan::PortSpec>);
+
+fn parse_ports_arg(s: &str) -> Result<PortList, String> {
+    kports_probe::plan::parse_ports(s)
+        .map(PortList)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_role(s: &str) -> Result<kports_core::catalog::Role, String> {
+    kports_core::catalog::Role::ALL
+        .into_iter()
+        .find(|r| r.as_str() == s.trim())
+        .ok_or_else(|| format!("`{s}` is not a role: control-plane, worker or etcd"))
+}
+
+/// `2s`, `500ms`, `1.5` (seconds); from 10 ms to 60 s.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    let secs = num
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v * scale)
+        .ok_or_else(|| format!("`{s}` is not a duration such as 2s, 500ms or 1.5"))?;
+    if !(0.01..=60.0).contains(&secs) {
+        return Err(format!("`{s}`: the timeout must be from 10ms to 60s"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, Subcommand)]
@@ -515,6 +601,24 @@ mod tests {
         assert!(parse_port_range("70000").is_err());
         assert!(parse_port_range("9-1").is_err());
         assert!(parse_port_range("http").is_err());
+    }
+
+    #[test]
+    fn probe_flags() {
+        use std::time::Duration;
+        assert_eq!(parse_timeout("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "5ms", "61s", "soon", "NaN", "-1s", "inf"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_role("control-plane"),
+            Ok(kports_core::catalog::Role::ControlPlane)
+        );
+        assert!(parse_role("master").is_err());
+        assert!(parse_ports_arg("udp/8472").is_ok_and(|p| p.0.len() == 1));
+        assert!(parse_ports_arg("8472/udp").is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `kports` binary: parse the command line, run one subcommand, map errors to exit codes.
 //!
 //! Exit codes: 0 success (also when the reader of a pipe went away), 1 a check found what
-//! `--fail-on` asks to fail on, 2 an error of kports itself or a usage error.
+//! `--fail-on` asks to fail on or a probe found a port it could not reach, 2 an error of kports
+//! itself or a usage error.
 
 mod cli;
 mod cmd;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd::check::run(a, &io, &mut out),
         Command::Explain(a) => cmd::explain::run(a, &io, &mut out),
         Command::Firewall(c) => cmd::firewall::run(c, &io, &mut out),
+        Command::Probe(a) => cmd::probe::run(a, &mut out),
         Command::Lab(a) => return lab(a),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
         Command::Man(a) => cmd::man::run(a, &mut out),
