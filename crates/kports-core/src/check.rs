@@ -272,14 +272,15 @@ impl Checker {
             severity,
             message,
             entry: at.entry,
-            protocol: at.protocol,
-            port: at.port,
+            protocol: Some(at.protocol),
+            port: Some(at.port),
             evidence: Evidence {
                 sockets: sockets.iter().map(|s| SocketEvidence::of(s)).collect(),
                 flags,
-                firewall: Vec::new(),
+                ..Evidence::default()
             },
             command: ss_command(at.protocol, at.port),
+            fix: None,
         });
     }
 }
@@ -948,13 +949,7 @@ mod tests {
     fn ids_of(r: &Report) -> Vec<(&'static str, Severity, String)> {
         r.findings
             .iter()
-            .map(|f| {
-                (
-                    f.id.as_str(),
-                    f.severity,
-                    format!("{}/{}", f.protocol.as_str(), f.port),
-                )
-            })
+            .map(|f| (f.id.as_str(), f.severity, f.place()))
             .collect()
     }
 

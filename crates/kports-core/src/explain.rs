@@ -328,7 +328,9 @@ fn build(
     let findings = findings
         .iter()
         .filter(|f| {
-            f.protocol == protocol && f.port.first <= port.last && port.first <= f.port.last
+            f.protocol == Some(protocol)
+                && f.port
+                    .is_some_and(|p| p.first <= port.last && port.first <= p.last)
         })
         .cloned()
         .collect();

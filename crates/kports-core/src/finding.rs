@@ -42,6 +42,51 @@ pub enum FindingId {
     FirewallExposesPrivatePort,
     /// The ruleset could not be read: whether required ports are open is unknown.
     FirewallUnknown,
+    // The node's own prerequisites (`crate::prereq`).
+    /// The host name is not a valid node name (lowercase RFC 1123).
+    HostnameInvalid,
+    /// The host name does not resolve.
+    HostnameUnresolved,
+    /// The host name resolves to addresses none of which is this node's.
+    HostnameNotLocal,
+    /// Several nodes share a host name (a cluster view's join).
+    HostnameDuplicate,
+    /// No default route where the node's address will be picked from it.
+    NoDefaultRoute,
+    /// The default route's interface has no global IPv4 address (or there is no IPv4 one).
+    DefaultRouteNoIpv4,
+    /// A dual-stack cluster, but no global IPv6 address.
+    NoGlobalIpv6,
+    /// `net.ipv4.ip_forward` is not 1.
+    IpForwardOff,
+    /// `net.ipv6.conf.all.forwarding` is not 1 on a dual-stack node.
+    Ipv6ForwardingOff,
+    /// `br_netfilter` is not loaded where bridged traffic must pass iptables.
+    BrNetfilterMissing,
+    /// `net.bridge.bridge-nf-call-ip(6)tables` is not 1.
+    BridgeNfCallOff,
+    /// A kernel module kube-proxy's mode needs is missing.
+    KubeProxyModuleMissing,
+    /// Strict `rp_filter` on a device the CNI needs loose.
+    RpFilterStrict,
+    /// An overlay's MTU leaves no room for its encapsulation.
+    OverlayMtuTooLarge,
+    /// Pod interfaces have a larger MTU than the overlay.
+    PodMtuExceedsOverlay,
+    /// The conntrack table is more than 80% full.
+    ConntrackNearlyFull,
+    /// `nf_conntrack_max` is below what kube-proxy would set.
+    ConntrackMaxLow,
+    /// The ephemeral port range overlaps the NodePort range, unreserved.
+    EphemeralOverlapsNodeport,
+    /// The ephemeral port range overlaps a required port, unreserved.
+    EphemeralOverlapsPort,
+    /// No route to a peer on the cluster's paths.
+    PathNoRoute,
+    /// The link towards a peer is down, without carrier, or its routes are `linkdown`.
+    PathLinkDown,
+    /// A setting a prerequisite needs could not be read.
+    SettingUnknown,
 }
 
 impl FindingId {
@@ -51,6 +96,37 @@ impl FindingId {
         FindingId::LegacyInsecurePort,
         FindingId::ForbiddenPortOpen,
     ];
+
+    /// The node prerequisites' ids (raised by `crate::prereq`).
+    pub const PREREQ: [FindingId; 22] = [
+        FindingId::HostnameInvalid,
+        FindingId::HostnameUnresolved,
+        FindingId::HostnameNotLocal,
+        FindingId::HostnameDuplicate,
+        FindingId::NoDefaultRoute,
+        FindingId::DefaultRouteNoIpv4,
+        FindingId::NoGlobalIpv6,
+        FindingId::IpForwardOff,
+        FindingId::Ipv6ForwardingOff,
+        FindingId::BrNetfilterMissing,
+        FindingId::BridgeNfCallOff,
+        FindingId::KubeProxyModuleMissing,
+        FindingId::RpFilterStrict,
+        FindingId::OverlayMtuTooLarge,
+        FindingId::PodMtuExceedsOverlay,
+        FindingId::ConntrackNearlyFull,
+        FindingId::ConntrackMaxLow,
+        FindingId::EphemeralOverlapsNodeport,
+        FindingId::EphemeralOverlapsPort,
+        FindingId::PathNoRoute,
+        FindingId::PathLinkDown,
+        FindingId::SettingUnknown,
+    ];
+
+    /// Whether this is one of the node's prerequisites ([`FindingId::PREREQ`]).
+    pub fn is_prereq(self) -> bool {
+        FindingId::PREREQ.contains(&self)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,6 +143,28 @@ impl FindingId {
             FindingId::FirewallBlocksRequiredPort => "firewall-blocks-required-port",
             FindingId::FirewallExposesPrivatePort => "firewall-exposes-private-port",
             FindingId::FirewallUnknown => "firewall-unknown",
+            FindingId::HostnameInvalid => "hostname-invalid",
+            FindingId::HostnameUnresolved => "hostname-unresolved",
+            FindingId::HostnameNotLocal => "hostname-not-local",
+            FindingId::HostnameDuplicate => "hostname-duplicate",
+            FindingId::NoDefaultRoute => "no-default-route",
+            FindingId::DefaultRouteNoIpv4 => "default-route-no-ipv4",
+            FindingId::NoGlobalIpv6 => "no-global-ipv6",
+            FindingId::IpForwardOff => "ip-forward-off",
+            FindingId::Ipv6ForwardingOff => "ipv6-forwarding-off",
+            FindingId::BrNetfilterMissing => "br-netfilter-missing",
+            FindingId::BridgeNfCallOff => "bridge-nf-call-off",
+            FindingId::KubeProxyModuleMissing => "kube-proxy-module-missing",
+            FindingId::RpFilterStrict => "rp-filter-strict",
+            FindingId::OverlayMtuTooLarge => "overlay-mtu-too-large",
+            FindingId::PodMtuExceedsOverlay => "pod-mtu-exceeds-overlay",
+            FindingId::ConntrackNearlyFull => "conntrack-nearly-full",
+            FindingId::ConntrackMaxLow => "conntrack-max-low",
+            FindingId::EphemeralOverlapsNodeport => "ephemeral-overlaps-nodeport",
+            FindingId::EphemeralOverlapsPort => "ephemeral-overlaps-port",
+            FindingId::PathNoRoute => "path-no-route",
+            FindingId::PathLinkDown => "path-link-down",
+            FindingId::SettingUnknown => "setting-unknown",
         }
     }
 }
@@ -87,12 +185,28 @@ pub struct Finding {
     pub message: String,
     /// The catalog entry the finding is about; none for an unexplained listener.
     pub entry: Option<Key>,
-    pub protocol: Protocol,
+    /// Absent for a finding about the node rather than a port (`prereq`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
     /// The port concerned (a single port, or the range for a missing range).
-    pub port: PortRange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortRange>,
     pub evidence: Evidence,
     /// The command that shows it: `ss -tlnp 'sport = :10250'`.
     pub command: String,
+    /// The command that fixes it, when there is one to give (`sysctl -w net.ipv4.ip_forward=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    /// `tcp/6443`, or `-` for a finding about the node rather than a port.
+    pub fn place(&self) -> String {
+        match (self.protocol, self.port) {
+            (Some(proto), Some(port)) => format!("{}/{port}", proto.as_str()),
+            _ => "-".to_string(),
+        }
+    }
 }
 
 /// The facts behind a finding.
@@ -103,6 +217,10 @@ pub struct Evidence {
     /// Firewall verdicts behind a `firewall-*` finding (absent from the others).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub firewall: Vec<FirewallEvidence>,
+    /// Kernel settings and node facts behind a prerequisite finding (absent from the others):
+    /// `net.ipv4.ip_forward` = `0`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<Setting>,
 }
 
 /// One firewall verdict, as shown in evidence.
@@ -203,4 +321,31 @@ pub fn ss_command(proto: Protocol, port: PortRange) -> String {
 /// A source kind as the firewall's rows name it (`self` for the node itself).
 fn kind_name<S: serde::Serializer>(k: &SourceKind, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(k.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prerequisite_ids_serialize_as_their_names() {
+        let names: Vec<String> = FindingId::PREREQ
+            .iter()
+            .map(|id| {
+                serde_json::to_value(id)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let expected: Vec<&str> = FindingId::PREREQ.iter().map(|id| id.as_str()).collect();
+        assert_eq!(names, expected);
+        assert_eq!(names[0], "hostname-invalid");
+        assert_eq!(names[6], "no-global-ipv6");
+        assert_eq!(names[8], "ipv6-forwarding-off");
+        assert_eq!(names[17], "ephemeral-overlaps-nodeport");
+        assert!(FindingId::SettingUnknown.is_prereq());
+        assert!(!FindingId::PortConflict.is_prereq());
+    }
 }

@@ -17,9 +17,11 @@ pub mod finding;
 pub mod flags;
 pub mod model;
 pub mod names;
+pub mod prereq;
 pub mod redact;
 pub mod resolve;
 pub mod role;
+pub mod settings;
 
 pub use model::*;
 

@@ -193,10 +193,11 @@ pub fn findings(input: &Input<'_>) -> Outcome {
             severity: kports_core::catalog::Severity::Info,
             message,
             entry: None,
-            protocol,
-            port,
+            protocol: Some(protocol),
+            port: Some(port),
             evidence: Evidence::default(),
             command: read_command(&input.ruleset.unread[0].source),
+            fix: None,
         });
     }
     sort_findings(&mut out.findings);
@@ -259,8 +260,8 @@ fn blocked(
         severity: kports_core::catalog::Severity::Error,
         message,
         entry: Some(e.key()),
-        protocol: e.protocol,
-        port,
+        protocol: Some(e.protocol),
+        port: Some(port),
         evidence: Evidence {
             sockets: here.iter().map(|s| SocketEvidence::of(s)).collect(),
             flags: r.settings.clone(),
@@ -269,8 +270,10 @@ fn blocked(
                 .take(MAX_EVIDENCE)
                 .map(|(ks, _, _, j)| verdict_evidence(ks, j))
                 .collect(),
+            ..Evidence::default()
         },
         command: rule_command(by),
+        fix: None,
     });
 }
 
@@ -331,14 +334,16 @@ fn exposed(
             severity: kports_core::catalog::Severity::Warning,
             message,
             entry: Some(e.key()),
-            protocol: e.protocol,
-            port: PortRange::single(port),
+            protocol: Some(e.protocol),
+            port: Some(PortRange::single(port)),
             evidence: Evidence {
                 sockets: wide.iter().map(|s| SocketEvidence::of(s)).collect(),
                 flags: settings,
                 firewall: vec![verdict_evidence(ks, &j)],
+                ..Evidence::default()
             },
             command: ss_command(e.protocol, PortRange::single(port)),
+            fix: None,
         });
         return;
     }
@@ -550,13 +555,7 @@ pub(crate) mod tests {
     fn ids(o: &Outcome) -> Vec<(FindingId, Severity, String)> {
         o.findings
             .iter()
-            .map(|f| {
-                (
-                    f.id,
-                    f.severity,
-                    format!("{}/{}", f.protocol.as_str(), f.port),
-                )
-            })
+            .map(|f| (f.id, f.severity, f.place()))
             .collect()
     }
 

@@ -216,6 +216,11 @@ pub fn exec(
         .setns()
         .with_context(|| format!("cannot enter {}", netns_name(&short)))?;
     sys::private_sysfs()?;
+    // The nodes resolve each other's names, as in a cluster (a lab from before the hosts file
+    // existed has none).
+    if paths.hosts().exists() {
+        sys::bind_hosts(&paths.hosts())?;
+    }
     let e = Command::new(program).args(args).exec();
     if e.kind() == io::ErrorKind::NotFound {
         bail!("cannot run `{program}`: no such command");

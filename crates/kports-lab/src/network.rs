@@ -104,9 +104,21 @@ pub fn pod_batch(n: &Node) -> Vec<String> {
     ]
 }
 
+/// The lab's /etc/hosts: every node's name with its addresses, as a cluster's DNS or hosts
+/// files give them (kubeadm warns about a host name that does not resolve).
+pub fn hosts_file(plan: &Plan) -> String {
+    let mut s = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    for n in &plan.nodes {
+        s.push_str(&format!("{} {}\n{} {}\n", n.ipv4, n.name, n.ipv6, n.name));
+    }
+    s
+}
+
 /// Creates every namespace and link of `plan`.
 pub fn build(paths: &Paths, plan: &Plan) -> anyhow::Result<()> {
     std::fs::create_dir_all(paths.root.join("uts")).context("cannot create the UTS directory")?;
+    std::fs::write(paths.hosts(), hosts_file(plan))
+        .with_context(|| format!("cannot write {}", paths.hosts().display()))?;
     for short in plan.namespaces() {
         let name = netns_name(&short);
         sys::run("ip", &["netns", "add", &name], None)?;
@@ -200,6 +212,16 @@ mod tests {
         let b = pod_batch(plan.node("w2").unwrap());
         assert_eq!(b[1], "addr add 10.244.2.2/24 dev eth0");
         assert_eq!(b[3], "route add 10.244.0.0/16 via 10.244.2.1");
+    }
+
+    #[test]
+    fn hosts_file_names_every_node() {
+        let plan = Plan::new(Counts::default());
+        let h = hosts_file(&plan);
+        assert!(h.starts_with("127.0.0.1 localhost\n"), "{h}");
+        assert!(h.contains("192.0.2.11 cp1\n"), "{h}");
+        assert!(h.contains("192.0.2.21 w1\n2001:db8::21 w1\n"), "{h}");
+        assert_eq!(h.lines().count(), 2 + 2 * plan.nodes.len());
     }
 
     #[test]

@@ -43,6 +43,10 @@ impl Paths {
     pub fn bin(&self) -> PathBuf {
         self.root.join("bin")
     }
+    /// The nodes' names and addresses, mounted on /etc/hosts by `kports lab exec`.
+    pub fn hosts(&self) -> PathBuf {
+        self.root.join("hosts")
+    }
     /// Bind mounts that keep each node's UTS namespace (its host name) alive.
     pub fn uts(&self, short: &str) -> PathBuf {
         self.root.join("uts").join(short)

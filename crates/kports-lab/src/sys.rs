@@ -219,6 +219,26 @@ pub fn private_sysfs() -> anyhow::Result<()> {
     check(rc, || "cannot mount /sys for the namespace".into())
 }
 
+/// Bind-mounts `file` on /etc/hosts. Call after [`private_sysfs`]: the mount stays in that
+/// private mount namespace.
+pub fn bind_hosts(file: &Path) -> anyhow::Result<()> {
+    let src = cstring(file)?;
+    // SAFETY: both paths are NUL-terminated strings alive for the call; a bind mount takes no
+    // type or data.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            c"/etc/hosts".as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    check(rc, || {
+        format!("cannot bind-mount {} on /etc/hosts", file.display())
+    })
+}
+
 /// Mount points at or below `root`, deepest first (from /proc/self/mountinfo).
 pub fn mounts_under(root: &Path) -> Vec<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

@@ -4,6 +4,7 @@
 //! - [`census::interfaces`]: interfaces and addresses through rtnetlink;
 //! - [`procfs`]: the `/proc/*/fd` walk that finds which process holds which socket;
 //! - [`netns`]: finding and entering network namespaces;
+//! - [`settings`]: the node's own network settings (sysctls, modules, identity, routes, links);
 //! - [`firewall`]: the node's nftables and iptables rulesets, read through [`runner`], the one
 //!   way kports runs an external command.
 //!
@@ -19,6 +20,7 @@ pub mod netns;
 pub mod procfs;
 pub mod procnet;
 pub mod runner;
+pub mod settings;
 pub mod sockdiag;
 
 use std::io;

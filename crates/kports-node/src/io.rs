@@ -1,5 +1,5 @@
 //! What a node report reads from the system, behind one trait so the orchestration runs on
-//! fixtures: [`Linux`] reads this machine (netlink, `/proc`, `nft`, `ip route`), a test
+//! fixtures: [`Linux`] reads this machine (netlink, `/proc`, `/proc/sys`, `nft`, `ip`), a test
 //! implements [`NodeIo`] over captured data.
 
 use std::io;
@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kports_core::settings::NodeSettings;
 use kports_core::{Interface, Socket, Warning};
 use kports_firewall::capture::Capture;
 use kports_linux::census::{self, OwnerScope, Query};
@@ -34,6 +35,9 @@ pub trait NodeIo {
     /// The interface and local address packets from `addr` arrive on (`ip route get`).
     fn route_to(&self, addr: IpAddr) -> Option<(String, Option<IpAddr>)>;
     fn hostname(&self) -> String;
+    /// The node's own network settings (sysctls, modules, host name and how it resolves,
+    /// routes, links), following the route to each of `peers` (address, why it is a peer).
+    fn settings(&self, peers: &[(IpAddr, String)]) -> NodeSettings;
     /// A file the user named (`--catalog`), refused past the catalog's size limit.
     fn read_file(&self, path: &Path) -> io::Result<String>;
 }
@@ -97,6 +101,10 @@ impl NodeIo for Linux {
 
     fn hostname(&self) -> String {
         kports_linux::hostname()
+    }
+
+    fn settings(&self, peers: &[(IpAddr, String)]) -> NodeSettings {
+        kports_linux::settings::read(peers, self.timeout)
     }
 
     fn read_file(&self, path: &Path) -> io::Result<String> {

@@ -3,7 +3,9 @@
 //! [`NodeReport::build`] takes the census, loads the catalog (the built-in one and the user's
 //! `--catalog` file), resolves the running components' flags once, detects the roles and the CNI
 //! (or takes them from the user), reads the firewall and chooses the sources to judge it from,
-//! once, with one chooser ([`kports_firewall::sources::choose`]). `kports check`, `kports
+//! once, with one chooser ([`kports_firewall::sources::choose`]), and reads the node's own
+//! network settings (following the routes to the peers the census shows), which
+//! [`NodeReport::check`] judges as the node's prerequisites. `kports check`, `kports
 //! explain`, `kports firewall check` and `kports firewall plan` are views of that report
 //! ([`NodeReport::check`], [`NodeReport::explain`], [`NodeReport::firewall_check`],
 //! [`NodeReport::firewall_plan`]); the binary only parses arguments and renders.
@@ -14,13 +16,16 @@
 mod io;
 mod replay;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use kports_core::catalog::{Catalog, Role, Roles, Severity, Version};
 use kports_core::check::{self, Report};
 use kports_core::explain::{self, Explanation};
+use kports_core::prereq;
 use kports_core::resolve::{self, Resolved};
 use kports_core::role::{self, Detected, DetectionSource};
+use kports_core::settings::NodeSettings;
 use kports_core::{Interface, Socket, Warning};
 use kports_firewall::capture::assemble;
 use kports_firewall::detect::{self, Managers};
@@ -28,7 +33,7 @@ use kports_firewall::findings;
 use kports_firewall::model::{AddrRange, Ruleset};
 use kports_firewall::plan::{self, Plan, PlanBackend, PlanRequest};
 use kports_firewall::required::{self, RequiredPort, SourceKind};
-use kports_firewall::sources::{self, Chosen, Given};
+use kports_firewall::sources::{self, Chosen, Given, Peers};
 use kports_firewall::verdicts::{CheckRow, RowKind};
 use kports_firewall::{Evaluator, verdicts};
 
@@ -86,6 +91,8 @@ pub struct Options {
     pub census_required: bool,
     /// Read the firewall and choose its sources.
     pub firewall: bool,
+    /// Read the node's own network settings, so the check judges its prerequisites.
+    pub prerequisites: bool,
     /// `--sources`, `--control-plane`, `--load-balancers`.
     pub sources: Vec<AddrRange>,
     pub control_plane: Vec<AddrRange>,
@@ -95,7 +102,7 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// Detect everything, require the census, read the firewall.
+    /// Detect everything, require the census, read the firewall and the node's settings.
     fn default() -> Options {
         Options {
             roles: None,
@@ -104,6 +111,7 @@ impl Default for Options {
             census: SocketSource::Auto,
             census_required: true,
             firewall: true,
+            prerequisites: true,
             sources: Vec::new(),
             control_plane: Vec::new(),
             load_balancers: Vec::new(),
@@ -142,6 +150,8 @@ pub struct NodeReport {
     pub flag_warnings: Vec<Warning>,
     /// `None` when not read.
     pub firewall: Option<Firewall>,
+    /// The node's own network settings; `None` when not read.
+    pub settings: Option<NodeSettings>,
 }
 
 /// `error: cause: cause`, as a person reads an error and its sources on one line.
@@ -240,15 +250,27 @@ impl NodeReport {
                 },
             )?;
         }
-        let firewall = o.firewall.then(|| {
-            read_firewall(
-                io,
-                o,
-                roles.value,
-                &resolved,
-                &census.sockets,
-                &census.interfaces,
-            )
+        let mut peers = sources::peers(&resolved, &census.sockets, &census.interfaces);
+        let own = sources::own_addresses(&census.interfaces);
+        for (path, why) in kubeconfigs(&census.sockets) {
+            if let Some(a) = io
+                .read_file(&path)
+                .ok()
+                .and_then(|t| sources::kubeconfig_server(&t))
+            {
+                peers.add_api_server(a, why, &own);
+            }
+        }
+        let firewall = o
+            .firewall
+            .then(|| read_firewall(io, o, roles.value, &peers, &census.interfaces));
+        let settings = o.prerequisites.then(|| {
+            let towards: Vec<(IpAddr, String)> = peers
+                .control_plane
+                .iter()
+                .map(|(a, why)| (*a, (*why).to_string()))
+                .collect();
+            io.settings(&towards)
         });
         Ok(NodeReport {
             hostname: io.hostname(),
@@ -261,6 +283,7 @@ impl NodeReport {
             resolved,
             flag_warnings,
             firewall,
+            settings,
         })
     }
 
@@ -277,9 +300,22 @@ impl NodeReport {
         }
     }
 
-    /// `kports check`: the catalog's checks and, when the firewall was read, its findings.
+    /// `kports check`: the catalog's checks and, when they were read, the firewall's findings
+    /// and the node's prerequisites.
     pub fn check(&self, version: Option<Version>, pre_install: bool) -> Checked {
         let mut report = check::check(&self.core_input(version, pre_install));
+        if let Some(settings) = &self.settings {
+            let found = prereq::findings(&prereq::Input {
+                settings,
+                interfaces: &self.interfaces,
+                sockets: &self.sockets,
+                roles: self.roles.value,
+                cnis: &self.cni.value,
+                checked: &report.checked,
+                pre_install,
+            });
+            report.merge(found);
+        }
         let mut warnings = self.census_warnings.clone();
         warnings.extend(self.flag_warnings.iter().cloned());
         warnings.extend(report.warnings.iter().cloned());
@@ -525,8 +561,7 @@ fn read_firewall(
     io: &dyn NodeIo,
     o: &Options,
     roles: Roles,
-    resolved: &[Resolved],
-    sockets: &[Socket],
+    peers: &Peers,
     interfaces: &[Interface],
 ) -> Firewall {
     let capture = io.firewall();
@@ -545,23 +580,12 @@ fn read_firewall(
             ),
         ));
     }
-    let mut peers = sources::peers(resolved, sockets, interfaces);
-    let own = sources::own_addresses(interfaces);
-    for (path, why) in kubeconfigs(sockets) {
-        if let Some(a) = io
-            .read_file(&path)
-            .ok()
-            .and_then(|t| sources::kubeconfig_server(&t))
-        {
-            peers.add_api_server(a, why, &own);
-        }
-    }
     let given = Given {
         sources: &o.sources,
         control_plane: &o.control_plane,
         load_balancers: &o.load_balancers,
     };
-    let mut chosen = sources::choose(&peers, &given, sources::representative(interfaces), roles);
+    let mut chosen = sources::choose(peers, &given, sources::representative(interfaces), roles);
     for ks in &mut chosen.sources {
         let s = &mut ks.source;
         match io.route_to(s.range.first()) {

@@ -1,5 +1,5 @@
-//! A node replayed from captured data: the census, the firewall's raw sources, the routes and
-//! files, as [`NodeIo`]. Tests run the whole node report on it without root, and a report can
+//! A node replayed from captured data: the census, the firewall's raw sources, the routes,
+//! the node's own settings and files, as [`NodeIo`]. Tests run the whole node report on it without root, and a report can
 //! be made again from what was captured on another machine.
 
 use std::collections::HashMap;
@@ -8,6 +8,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kports_core::catalog::PortRange;
+use kports_core::settings::{
+    HostsEntry, Known, Link, Modules, NodeSettings, PathRoute, Route, RpFilter,
+};
 use kports_core::{
     Address, Family, Interface, Owner, ProcessRef, Proto, SockState, Socket, Warning,
 };
@@ -28,6 +32,8 @@ pub struct Replay {
     pub firewall: Capture,
     /// The route back to each address; addresses not listed have none.
     pub routes: HashMap<IpAddr, (String, Option<IpAddr>)>,
+    /// The node's own settings as captured; `None`: not captured, so every one is unknown.
+    pub settings: Option<NodeSettings>,
     pub files: HashMap<PathBuf, String>,
 }
 
@@ -56,6 +62,28 @@ impl NodeIo for Replay {
 
     fn hostname(&self) -> String {
         self.hostname.clone()
+    }
+
+    /// The captured settings; when they hold no paths, the route to each peer is the one
+    /// [`Replay::routes`] holds (as `route_to` answers).
+    fn settings(&self, peers: &[(IpAddr, String)]) -> NodeSettings {
+        let Some(mut s) = self.settings.clone() else {
+            return NodeSettings::unread("not captured");
+        };
+        if s.paths.is_empty() {
+            s.paths = peers
+                .iter()
+                .map(|(peer, why)| PathRoute {
+                    peer: *peer,
+                    why: why.clone(),
+                    dev: match self.routes.get(peer) {
+                        Some((dev, _)) => Known::Known(dev.clone()),
+                        None => Known::Unknown("Network is unreachable".into()),
+                    },
+                })
+                .collect();
+        }
+        s
     }
 
     fn read_file(&self, path: &Path) -> io::Result<String> {
@@ -171,6 +199,74 @@ impl Replay {
             IpAddr::V4(EXAMPLE_CONTROL_PLANE),
             ("eth0".into(), Some(node)),
         );
+        r.settings = Some(Replay::example_settings("w1", node));
         r
+    }
+
+    /// The settings of a node set up as kubeadm wants it, as `kports-linux` reads them: host
+    /// name `hostname` naming `addr` in /etc/hosts, forwarding and bridge netfilter on, loose
+    /// reverse-path filters, the kernel's ephemeral range, room in conntrack, a default route
+    /// via 192.0.2.1 on an `eth0` that is up with carrier. `addr` should be an address of the
+    /// replayed node's `eth0`.
+    pub fn example_settings(hostname: &str, addr: IpAddr) -> NodeSettings {
+        let link = |name: &str, kind: &str, mtu: u32| Link {
+            name: name.into(),
+            kind: kind.into(),
+            up: true,
+            carrier: true,
+            mtu,
+            master: None,
+            underlay: None,
+            underlay_v6: None,
+        };
+        NodeSettings {
+            hostname: Known::Known(hostname.into()),
+            hosts: Known::Known(vec![
+                HostsEntry {
+                    address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    names: vec!["localhost".into()],
+                },
+                HostsEntry {
+                    address: addr,
+                    names: vec![hostname.into()],
+                },
+            ]),
+            resolved: None,
+            ip_forward: Known::Known(1),
+            ipv6_forwarding: Known::Known(0),
+            bridge_nf_call_iptables: Known::Known(Some(1)),
+            bridge_nf_call_ip6tables: Known::Known(Some(1)),
+            rp_filter: ["all", "default", "lo", "eth0"]
+                .into_iter()
+                .map(|d| RpFilter {
+                    device: d.into(),
+                    value: Known::Known(2),
+                })
+                .collect(),
+            local_port_range: Known::Known(PortRange {
+                first: 32768,
+                last: 60999,
+            }),
+            reserved_ports: Known::Known(Vec::new()),
+            conntrack_count: Known::Known(120),
+            conntrack_max: Known::Known(262_144),
+            modules: Modules {
+                loaded: Known::Known(vec!["br_netfilter".into(), "overlay".into()]),
+                builtin: Vec::new(),
+            },
+            cpus: 2,
+            routes: Known::Known(vec![Route {
+                dst: "default".into(),
+                v6: false,
+                dev: Some("eth0".into()),
+                gateway: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+                linkdown: false,
+            }]),
+            links: Known::Known(vec![
+                link("lo", "loopback", 65536),
+                link("eth0", "veth", 1500),
+            ]),
+            paths: Vec::new(),
+        }
     }
 }

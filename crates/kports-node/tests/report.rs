@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use kports_core::catalog::{Role, Roles};
+use kports_core::finding::FindingId;
 use kports_core::role::DetectionSource;
+use kports_core::settings::Known;
 use kports_firewall::model::parse_cidr;
 use kports_firewall::plan::PlanBackend;
 use kports_firewall::required::SourceKind;
@@ -39,7 +41,7 @@ fn a_worker_is_detected_and_its_blocked_kubelet_found_from_the_control_plane() {
         .report
         .findings
         .iter()
-        .map(|f| (f.id.as_str(), format!("{}/{}", f.protocol.as_str(), f.port)))
+        .map(|f| (f.id.as_str(), f.place()))
         .collect();
     assert_eq!(
         ids,
@@ -208,6 +210,96 @@ fn a_report_without_the_firewall_refuses_firewall_views() {
     assert!(matches!(node.firewall_check(), Err(Error::FirewallNotRead)));
     // The check still runs, without firewall findings.
     assert!(node.check(None, false).report.findings.is_empty());
+}
+
+/// The prerequisite findings of a check: (id, fix).
+fn prereqs(node: &NodeReport, pre_install: bool) -> Vec<(FindingId, Option<String>)> {
+    node.check(None, pre_install)
+        .report
+        .findings
+        .into_iter()
+        .filter(|f| f.id.is_prereq())
+        .map(|f| (f.id, f.fix))
+        .collect()
+}
+
+#[test]
+fn the_check_judges_the_replayed_settings_of_the_node() {
+    // The example worker is set up right: no prerequisite finding.
+    let node = NodeReport::build(&worker(), &Options::default()).unwrap();
+    assert_eq!(prereqs(&node, false), []);
+    // The settings the report holds are the captured ones, with the route to the API server
+    // the census shows (from the replayed routes).
+    let s = node.settings.as_ref().unwrap();
+    assert_eq!(s.paths.len(), 1);
+    assert_eq!(s.paths[0].peer.to_string(), CP);
+    assert_eq!(s.paths[0].why, "the API server this node connects to");
+    assert_eq!(s.paths[0].dev, Known::Known("eth0".to_string()));
+
+    let mut w = worker();
+    w.settings.as_mut().unwrap().ip_forward = Known::Known(0);
+    let node = NodeReport::build(&w, &Options::default()).unwrap();
+    assert_eq!(
+        prereqs(&node, false),
+        [(
+            FindingId::IpForwardOff,
+            Some("sysctl -w net.ipv4.ip_forward=1 (to keep it: `net.ipv4.ip_forward = 1` in /etc/sysctl.d/k8s.conf)".to_string())
+        )]
+    );
+    let checked = node.check(None, false);
+    let f = checked
+        .report
+        .findings
+        .iter()
+        .find(|f| f.id == FindingId::IpForwardOff)
+        .unwrap();
+    assert_eq!(
+        (f.protocol, f.port, f.place()),
+        (None, None, "-".to_string())
+    );
+    assert_eq!(f.evidence.settings[0].source, "net.ipv4.ip_forward");
+    assert_eq!(f.evidence.settings[0].value, "0");
+
+    // No route back to the API server: the path finding names it.
+    let mut w = worker();
+    w.routes.clear();
+    let node = NodeReport::build(&w, &Options::default()).unwrap();
+    let checked = node.check(None, false);
+    let f: Vec<_> = checked
+        .report
+        .findings
+        .iter()
+        .filter(|f| f.id.is_prereq())
+        .collect();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].id, FindingId::PathNoRoute);
+    assert_eq!(
+        f[0].message,
+        "no route to 192.0.2.11, the API server this node connects to: Network is unreachable"
+    );
+}
+
+#[test]
+fn settings_not_captured_are_unknown_and_not_read_when_not_asked_for() {
+    let mut w = worker();
+    w.settings = None;
+    let node = NodeReport::build(&w, &Options::default()).unwrap();
+    let found = prereqs(&node, false);
+    assert!(!found.is_empty());
+    assert!(
+        found.iter().all(|(id, _)| *id == FindingId::SettingUnknown),
+        "{found:?}"
+    );
+    let node = NodeReport::build(
+        &w,
+        &Options {
+            prerequisites: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(node.settings.is_none());
+    assert_eq!(prereqs(&node, false), []);
 }
 
 /// The example worker as an etcd member too, told where its API server is by the kubelet's

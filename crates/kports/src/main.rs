@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let mut out = Out::stdout();
     let io = kports_node::Linux::default();
     let result = match &cli.command {
-        Command::Node(a) => cmd::node::run(a, &mut out),
+        Command::Node(a) => cmd::node::run(a, &io, &mut out),
         Command::Listen(a) => cmd::listen::run(a, &mut out),
         Command::Conns(a) => cmd::conns::run(a, &mut out),
         Command::Check(a) => cmd::check::run(a, &io, &mut out),

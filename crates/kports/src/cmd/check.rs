@@ -174,21 +174,32 @@ fn print(
 }
 
 fn print_findings(out: &mut Out<impl Write>, findings: &[Finding]) -> std::io::Result<()> {
-    // Each finding is a row, then its command on a row of its own under MESSAGE.
+    // Each finding is a row, then its command on a row of its own under MESSAGE, then the
+    // command that fixes it when there is one.
+    let rows: Vec<(usize, u8)> = findings
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| {
+            let fix = f.fix.is_some().then_some((i, 2));
+            [(i, 0), (i, 1)].into_iter().chain(fix)
+        })
+        .collect();
     out.table(
         &["SEVERITY", "FINDING", "PORT", "MESSAGE"],
-        findings.len() * 2,
+        rows.len(),
         |r, c, b| {
-            let f = &findings[r / 2];
-            match (r % 2, c) {
+            let (i, kind) = rows[r];
+            let f = &findings[i];
+            match (kind, c) {
                 (0, 0) => b.push_str(f.severity.as_str()),
                 (0, 1) => b.push_str(f.id.as_str()),
-                (0, 2) => {
-                    let _ = write!(b, "{}/{}", f.protocol.as_str(), f.port);
-                }
+                (0, 2) => b.push_str(&f.place()),
                 (0, _) => b.push_str(&f.message),
                 (1, 3) => {
                     let _ = write!(b, "  $ {}", f.command);
+                }
+                (2, 3) => {
+                    let _ = write!(b, "  fix: {}", f.fix.as_deref().unwrap_or_default());
                 }
                 _ => {}
             }
@@ -244,12 +255,43 @@ mod tests {
         assert!(!never.failed);
     }
 
+    /// A worker with nothing running yet, its settings as kubeadm wants them.
+    fn empty_worker() -> Replay {
+        let w = Replay::example_worker();
+        Replay {
+            hostname: "w9".into(),
+            interfaces: w.interfaces,
+            settings: Some(Replay::example_settings(
+                "w9",
+                kports_node::EXAMPLE_NODE.into(),
+            )),
+            ..Replay::default()
+        }
+    }
+
+    #[test]
+    fn a_prerequisite_shows_where_it_is_and_the_command_that_fixes_it() {
+        let mut io = empty_worker();
+        if let Some(s) = io.settings.as_mut() {
+            s.ip_forward = kports_core::settings::Known::Known(0);
+        }
+        let args = [
+            "check",
+            "--pre-install",
+            "--role",
+            "worker",
+            "--cni",
+            "flannel",
+            "--no-firewall",
+        ];
+        let (text, outcome) = render(&args, &io);
+        assert_eq!(text, FORWARDING_OFF);
+        assert!(outcome.failed);
+    }
+
     #[test]
     fn a_pre_install_check_of_an_empty_worker_renders_its_table() {
-        let io = Replay {
-            hostname: "w9".into(),
-            ..Replay::default()
-        };
+        let io = empty_worker();
         let (text, outcome) = render(
             &[
                 "check",
@@ -299,6 +341,19 @@ udp/30000-32767  kube-proxy  reserved   ok      -          NodePort Services ove
 udp/8472         flannel     listening  ok      -          Flannel VXLAN overlay (kernel flannel.1 device)
 
 7 ports checked: no findings
+";
+
+    /// `kports check --pre-install --role worker --cni flannel --no-firewall` on an empty node
+    /// that does not forward.
+    const FORWARDING_OFF: &str = "\
+pre-install check of w9: role worker (--role), CNI flannel (--cni)
+
+SEVERITY  FINDING         PORT  MESSAGE
+error     ip-forward-off  -     net.ipv4.ip_forward is 0: the node does not forward IPv4 packets, so pod traffic to and from other nodes goes nowhere (kubeadm preflight refuses it)
+                                  $ sysctl net.ipv4.ip_forward
+                                  fix: sysctl -w net.ipv4.ip_forward=1 (to keep it: `net.ipv4.ip_forward = 1` in /etc/sysctl.d/k8s.conf)
+
+7 ports checked: 1 error, 0 warnings, 0 info
 ";
 
     /// `kports check --cni none` on the example worker.

@@ -22,6 +22,7 @@ pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Re
             catalog: args.node.catalog.clone(),
             census: args.source.into(),
             firewall: false,
+            prerequisites: false,
             ..Options::default()
         },
     )?;

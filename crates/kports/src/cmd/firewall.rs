@@ -39,6 +39,7 @@ fn report(common: &FirewallCommon, iif: Option<String>, io: &dyn NodeIo) -> Resu
             control_plane: common.control_plane.clone(),
             load_balancers: common.load_balancers.clone(),
             iif,
+            prerequisites: false,
             ..Options::default()
         },
     )?)

@@ -71,6 +71,18 @@ impl Node {
         node.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"]);
         node.ip(&["addr", "add", "2001:db8::10/64", "dev", "eth0", "nodad"]);
         node.ip(&["link", "set", "eth0", "up"]);
+        // A node that forwards and has a default route, as kubeadm requires (the node's
+        // prerequisites are tested in the `prereq` module; these tests are about its ports). The
+        // gateway is the documentation range's, inside the namespace's own veth: nothing answers.
+        node.ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "eth0"]);
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &node.ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]));
         node
     }
 
@@ -180,7 +192,7 @@ fn findings(doc: &Value) -> Vec<(String, String, String)> {
             (
                 f["id"].as_str().unwrap().to_string(),
                 f["severity"].as_str().unwrap().to_string(),
-                format!("{}/{port}", f["protocol"].as_str().unwrap()),
+                format!("{}/{port}", f["protocol"].as_str().unwrap_or("-")),
             )
         })
         .collect();

@@ -110,7 +110,7 @@ fn findings(doc: &Value) -> Vec<Found> {
             (
                 f["id"].as_str().unwrap().to_string(),
                 f["severity"].as_str().unwrap().to_string(),
-                format!("{}/{port}", f["protocol"].as_str().unwrap()),
+                format!("{}/{port}", f["protocol"].as_str().unwrap_or("-")),
             )
         })
         .collect();
@@ -1133,4 +1133,68 @@ fn firewall_plans_open_exactly_what_each_lab_node_needs() {
         }
         everything_connects(&format!("after removing the {fw:?} rules"));
     }
+}
+
+/// The node's prerequisite findings (id, message) of a check document.
+fn prereq_findings(doc: &Value) -> Vec<(String, String)> {
+    doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            kports_core::finding::FindingId::PREREQ
+                .iter()
+                .any(|p| p.as_str() == f["id"])
+        })
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_string(),
+                f["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_lab_node_whose_link_is_down_has_the_path_finding_until_it_is_up() {
+    let _lab = Lab::up();
+    // No default route in the lab, by design: its components are given their addresses
+    // (--node-ip, --advertise-address), so none is needed and none is reported.
+    assert_eq!(prereq_findings(&check("w1", &[]).1), []);
+    // Inside the node as `kports lab exec` enters it (its own host name, the lab's hosts file),
+    // the name resolves to the node's address.
+    let doc: Value =
+        serde_json::from_str(&lab_exec_ok("w1", &[KPORTS, "check", "-o", "json"])).unwrap();
+    assert_eq!(doc["hostname"], "w1");
+    assert_eq!(prereq_findings(&doc), []);
+    let cp1 = lab_exec_ok("w1", &["getent", "hosts", "cp1"]);
+    assert!(
+        ["192.0.2.11", "2001:db8::11"].contains(&cp1.split_whitespace().next().unwrap_or("")),
+        "{cp1}"
+    );
+    kports_ok(&["lab", "fault", "w1", "down"]);
+    let (code, doc) = check("w1", &[]);
+    let found = prereq_findings(&doc);
+    assert_eq!(found.len(), 1, "{doc:#}");
+    assert_eq!(
+        found[0].0,
+        kports_core::finding::FindingId::PathLinkDown.as_str()
+    );
+    assert!(
+        found[0].1.starts_with("eth0 has no carrier"),
+        "{}",
+        found[0].1
+    );
+    assert!(
+        found[0]
+            .1
+            .contains("192.0.2.11 (the API server this node connects to)"),
+        "{}",
+        found[0].1
+    );
+    assert_eq!(code, 1, "an error fails the check");
+    // The other nodes' own links are up.
+    assert_eq!(prereq_findings(&check("w2", &[]).1), []);
+    kports_ok(&["lab", "fault", "w1", "up"]);
+    assert_eq!(prereq_findings(&check("w1", &[]).1), []);
 }

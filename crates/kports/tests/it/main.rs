@@ -3,9 +3,10 @@
 //! (`agent`, no root), and the system
 //! tests (root; each makes its own network namespaces, or a `kports lab`, and removes them again
 //! even when a test fails): the census against `ss` and `ip` (`census`), `check` and `explain`
-//! (`check`), the firewall commands (`firewall`), the lab (`lab`), the checks on a lab
-//! (`check_lab`), and `probe` against nft rules and nmap (`probe`; its bad-input and loopback
-//! tests need no root). What they share (the binary's path, the root check, one lab at a time, a
+//! (`check`), the node's own prerequisites (`prereq`), the firewall commands (`firewall`), the
+//! lab (`lab`), the checks on a lab (`check_lab`), and `probe` against nft rules and nmap
+//! (`probe`; its bad-input and loopback tests need no root). What they share (the binary's
+//! path, the root check, one lab at a time, a
 //! namespace with component stand-ins) is in `support`.
 //!
 //! Run one topic with `cargo test -p kports --test it lab::`; the system tests under the
@@ -21,5 +22,6 @@ mod cli;
 mod firewall;
 mod install;
 mod lab;
+mod prereq;
 mod probe;
 mod support;

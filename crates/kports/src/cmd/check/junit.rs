@@ -43,10 +43,12 @@ pub fn render(
                 "kports.check.firewall",
                 "firewall ruleset readable".to_string(),
             )
+        } else if f.port.is_none() {
+            ("kports.check.node", f.id.to_string())
         } else {
             (
                 "kports.check.unexplained",
-                format!("{}/{} listener", f.protocol.as_str(), f.port),
+                format!("{} listener", f.place()),
             )
         };
         cases.push((class.into(), name, vec![f]));
@@ -212,10 +214,11 @@ mod tests {
             severity,
             message: format!("{id} & \"quoted\""),
             entry,
-            protocol: Protocol::Tcp,
-            port: PortRange::single(port),
+            protocol: Some(Protocol::Tcp),
+            port: Some(PortRange::single(port)),
             evidence: Evidence::default(),
             command: format!("ss -tlnp 'sport = :{port}'"),
+            fix: None,
         }
     }
 
