@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::RwLockWriteGuard;
@@ -313,10 +314,25 @@ fn down_cleans_up_after_a_killed_up() {
     // Kill `up` at a few points of its work; `down` must find whatever it had made.
     let mut rounds_with_leftovers = 0;
     for delay_ms in [30, 80, 150, 250, 400] {
-        let mut child = Command::new(KPORTS).args(["lab", "up"]).spawn().unwrap();
+        // `up` leads a process group of its own, and the whole group is killed, as Ctrl-C on a
+        // terminal kills a command with the children it is waiting for: killing `up` alone
+        // would leave an `ip netns add` it started to finish after `down` has looked.
+        let mut child = Command::new(KPORTS)
+            .args(["lab", "up"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
         thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().unwrap();
+        let group = i32::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) with the negated pid of the group this test just created.
+        assert_eq!(unsafe { libc::kill(-group, libc::SIGKILL) }, 0);
         child.wait().unwrap();
+        // The group's other members are not our children: wait until none is left.
+        let gone = Instant::now() + Duration::from_secs(10);
+        // SAFETY: signal 0 only asks whether the group still has a member.
+        while unsafe { libc::kill(-group, 0) } == 0 && Instant::now() < gone {
+            thread::sleep(Duration::from_millis(10));
+        }
         if !lab_namespaces().is_empty() || !lab_processes().is_empty() {
             rounds_with_leftovers += 1;
         }
