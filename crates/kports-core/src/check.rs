@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use crate::catalog::{
-    BindScope, Catalog, Entry, Expect, Key, Network, PortRange, Protocol, Role, Severity, Version,
+    BindScope, Catalog, Entry, Expect, Key, Network, PortRange, Protocol, Roles, Severity, Version,
 };
 use crate::finding::{
     Evidence, Finding, FindingId, Setting, SocketEvidence, sort_findings, ss_command,
@@ -40,9 +40,9 @@ pub struct Input<'a> {
     pub catalog: &'a Catalog,
     /// The catalog's entries after the running components' flags ([`crate::resolve`]).
     pub resolved: &'a [Resolved],
-    /// `None` when the role is unknown: then only ports no node should serve and unexplained
-    /// listeners are checked.
-    pub role: Option<Role>,
+    /// The node's roles, whose ports are checked (their union). Empty when unknown: then only
+    /// ports no node should serve and unexplained listeners are checked.
+    pub roles: Roles,
     pub cnis: &'a [String],
     /// Restricts entries to those of this Kubernetes version, when known.
     pub version: Option<Version>,
@@ -297,7 +297,7 @@ pub fn check(input: &Input<'_>) -> Report {
     };
     let mut checked = Vec::new();
 
-    if input.role.is_none() {
+    if input.roles.is_empty() {
         warnings.push(Warning::new(
             "role-unknown",
             "the node's role is unknown (no Kubernetes component found): only ports no node should serve and unexplained listeners are checked; pass --role",
@@ -332,7 +332,7 @@ pub fn check(input: &Input<'_>) -> Report {
                 ck.explained.insert(*s as *const Socket);
             }
         }
-        if !selected(input, e) {
+        if !selected(input, e) || r.not_in_use.is_some() {
             continue;
         }
         let before = ck.findings.len();
@@ -387,20 +387,14 @@ fn selected(input: &Input<'_>, e: &Entry) -> bool {
     }
     if input.pre_install {
         return matches!(e.expect, Expect::Listening | Expect::Reserved)
-            && input
-                .role
-                .is_some_and(|role| e.applies_to(role, input.cnis))
+            && e.applies_to(input.roles, input.cnis)
             && version_ok(input, e);
     }
     match e.expect {
-        // A port no node should serve is checked on every node, whatever the version.
-        Expect::Absent => input.role.is_none_or(|role| e.roles.contains(&role)),
-        _ => {
-            input
-                .role
-                .is_some_and(|role| e.applies_to(role, input.cnis))
-                && version_ok(input, e)
-        }
+        // A port no node should serve is checked on every node, whatever its roles (an etcd
+        // member's kubelet can serve the read-only port too) and whatever the version.
+        Expect::Absent => true,
+        _ => e.applies_to(input.roles, input.cnis) && version_ok(input, e),
     }
 }
 
@@ -828,6 +822,7 @@ mod tests {
     use super::*;
     use crate::ProcessRef;
     use crate::catalog::Catalog;
+    use crate::catalog::Role;
     use crate::role::tests::{iface, listener};
     use std::sync::Arc;
 
@@ -861,7 +856,7 @@ mod tests {
             local_port: 6444,
             ..again
         });
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         let found: Vec<&Finding> = r
             .findings
             .iter()
@@ -883,7 +878,7 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         assert!(!json.contains("hunter2") && !json.contains("pw2"), "{json}");
 
-        let clean = run(&control_plane(), Some(Role::ControlPlane), false);
+        let clean = run(&control_plane(), Role::ControlPlane.into(), false);
         assert!(
             clean
                 .findings
@@ -934,7 +929,7 @@ mod tests {
         ]
     }
 
-    fn run(sockets: &[Socket], role: Option<Role>, pre_install: bool) -> Report {
+    fn run(sockets: &[Socket], roles: Roles, pre_install: bool) -> Report {
         let catalog = Catalog::builtin().unwrap();
         let cnis = ["flannel".to_string()];
         let ifs = [iface("flannel.1", "vxlan", Some(8472))];
@@ -944,7 +939,7 @@ mod tests {
             interfaces: &ifs,
             catalog: &catalog,
             resolved: &resolved,
-            role,
+            roles,
             cnis: &cnis,
             version: None,
             pre_install,
@@ -960,7 +955,7 @@ mod tests {
 
     #[test]
     fn clean_control_plane_has_no_finding() {
-        let r = run(&control_plane(), Some(Role::ControlPlane), false);
+        let r = run(&control_plane(), Role::ControlPlane.into(), false);
         assert_eq!(ids_of(&r), [], "{:#?}", r.findings);
         assert!(
             r.checked.iter().all(|c| c.result == PortResult::Ok),
@@ -990,7 +985,7 @@ mod tests {
 
     #[test]
     fn clean_worker_has_no_finding() {
-        let r = run(&worker(), Some(Role::Worker), false);
+        let r = run(&worker(), Role::Worker.into(), false);
         assert_eq!(ids_of(&r), []);
         assert!(!r.checked.iter().any(|c| c.entry.port.first == 6443));
     }
@@ -1002,7 +997,7 @@ mod tests {
             tcp("127.0.0.1", 6443, "kube-apiserver", 100),
             "kube-apiserver --bind-address=127.0.0.1 --secure-port=6443",
         );
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         assert_eq!(
             ids_of(&r),
             [("bound-loopback-only", Severity::Error, "tcp/6443".into())]
@@ -1033,7 +1028,7 @@ mod tests {
     fn controller_manager_on_a_wildcard_is_a_warning() {
         let mut s = control_plane();
         s[5] = tcp("0.0.0.0", 10257, "kube-controller-manager", 300);
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         assert_eq!(
             ids_of(&r),
             [("bound-too-wide", Severity::Warning, "tcp/10257".into())]
@@ -1050,7 +1045,7 @@ mod tests {
         s[3] = tcp("0.0.0.0", 2380, "etcd", 200);
         s[1] = tcp("::", 2379, "etcd", 200);
         s.remove(2);
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         assert_eq!(
             ids_of(&r),
             [
@@ -1068,7 +1063,7 @@ mod tests {
     fn readonly_port_open_is_a_warning() {
         let mut s = worker();
         s.push(tcp("::", 10255, "kubelet", 500));
-        let r = run(&s, Some(Role::Worker), false);
+        let r = run(&s, Role::Worker.into(), false);
         assert_eq!(
             ids_of(&r),
             [("readonly-port-open", Severity::Warning, "tcp/10255".into())]
@@ -1086,7 +1081,7 @@ mod tests {
             s[0].clone(),
             "kubelet --read-only-port=0 --config=/var/lib/kubelet/config.yaml",
         );
-        let r = run(&s, Some(Role::Worker), false);
+        let r = run(&s, Role::Worker.into(), false);
         assert_eq!(ids_of(&r), []);
         let ro = r
             .checked
@@ -1102,7 +1097,7 @@ mod tests {
         let mut s = control_plane();
         s.push(tcp("127.0.0.1", 10251, "kube-scheduler", 400));
         s.push(tcp("::", 10252, "kube-controller-manager", 300));
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         assert_eq!(
             ids_of(&r),
             [
@@ -1124,7 +1119,7 @@ mod tests {
     fn port_held_by_nc_is_a_conflict() {
         let mut s = control_plane();
         s[0] = listener(Proto::Tcp, "0.0.0.0", 6443, "nc", 4242, None);
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         assert_eq!(
             ids_of(&r),
             [("port-conflict", Severity::Error, "tcp/6443".into())]
@@ -1140,7 +1135,7 @@ mod tests {
     fn stopped_component_is_not_listening() {
         let mut s = control_plane();
         s.retain(|x| x.component != Some("kube-scheduler"));
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         assert_eq!(
             ids_of(&r),
             [("port-not-listening", Severity::Error, "tcp/10259".into())]
@@ -1152,7 +1147,7 @@ mod tests {
         // kube-proxy stopped: a warning (clusters without kube-proxy exist).
         let mut s = worker();
         s.retain(|x| x.component != Some("kube-proxy"));
-        let r = run(&s, Some(Role::Worker), false);
+        let r = run(&s, Role::Worker.into(), false);
         assert_eq!(
             ids_of(&r),
             [
@@ -1171,7 +1166,7 @@ mod tests {
         );
         s.push(listener(Proto::Tcp, "0.0.0.0", 21000, "python3", 77, None));
         s.push(listener(Proto::Tcp, "0.0.0.0", 31000, "python3", 78, None));
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         let found = ids_of(&r);
         assert_eq!(
             found,
@@ -1199,7 +1194,7 @@ mod tests {
         s[1] = with_cmdline(tcp("127.0.0.1", 12379, "etcd", 200), etcd);
         s[2] = with_cmdline(tcp("192.0.2.11", 12379, "etcd", 200), etcd);
         s[3] = with_cmdline(tcp("192.0.2.11", 12380, "etcd", 200), etcd);
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         assert_eq!(ids_of(&r), []);
         let ports: Vec<u16> = r
             .checked
@@ -1230,7 +1225,7 @@ mod tests {
             interfaces: &ifs,
             catalog: &catalog,
             resolved: &resolved,
-            role: Some(Role::Worker),
+            roles: Role::Worker.into(),
             cnis: &cnis,
             version: None,
             pre_install: false,
@@ -1251,7 +1246,7 @@ mod tests {
         s.push(listener(Proto::Tcp, "0.0.0.0", 8000, "python3", 77, None));
         s.push(listener(Proto::Tcp, "::", 8000, "python3", 77, None));
         s.push(listener(Proto::Tcp, "0.0.0.0", 2379, "python3", 78, None));
-        let r = run(&s, Some(Role::Worker), false);
+        let r = run(&s, Role::Worker.into(), false);
         assert_eq!(
             ids_of(&r),
             [
@@ -1283,7 +1278,7 @@ mod tests {
                 None,
             ));
         }
-        let r = run(&s, Some(Role::Worker), false);
+        let r = run(&s, Role::Worker.into(), false);
         assert_eq!(
             ids_of(&r),
             [("unexplained-listener", Severity::Info, "tcp/40000".into())]
@@ -1302,12 +1297,100 @@ mod tests {
     fn unknown_role_checks_only_forbidden_ports_and_unexplained_listeners() {
         let mut s = worker();
         s.push(tcp("0.0.0.0", 10255, "kubelet", 500));
-        let r = run(&s, None, false);
+        let r = run(&s, Roles::NONE, false);
         assert_eq!(
             ids_of(&r),
             [("readonly-port-open", Severity::Warning, "tcp/10255".into())]
         );
         assert!(r.warnings.iter().any(|w| w.code == "role-unknown"));
+    }
+
+    /// A worker that is also an etcd member (RKE's etcd and worker roles on one node).
+    fn worker_and_etcd() -> Vec<Socket> {
+        let mut s = worker();
+        s.push(tcp("192.0.2.21", 2379, "etcd", 700));
+        s.push(tcp("192.0.2.21", 2380, "etcd", 700));
+        s.push(tcp("127.0.0.1", 2381, "etcd", 700));
+        s
+    }
+
+    #[test]
+    fn roles_compose_and_their_ports_are_judged_together() {
+        let both: Roles = [Role::Worker, Role::Etcd].into_iter().collect();
+        let clean = run(&worker_and_etcd(), both, false);
+        assert_eq!(ids_of(&clean), [], "{:#?}", clean.findings);
+        let labels: Vec<String> = clean
+            .checked
+            .iter()
+            .map(|c| format!("{}/{}", c.entry.protocol.as_str(), c.port))
+            .collect();
+        for want in ["tcp/2379", "tcp/2380", "tcp/10250", "tcp/10249", "udp/8472"] {
+            assert!(labels.iter().any(|l| l == want), "{want} in {labels:?}");
+        }
+
+        // kube-proxy's metrics bound wide is found on a worker that is also an etcd member.
+        let mut wide = worker_and_etcd();
+        wide.retain(|s| s.local_port != 10249);
+        wide.push(tcp("0.0.0.0", 10249, "kube-proxy", 600));
+        assert_eq!(
+            ids_of(&run(&wide, both, false)),
+            [("bound-too-wide", Severity::Warning, "tcp/10249".into())]
+        );
+        // So is a squatter on the kubelet's port with the kubelet stopped.
+        let mut squat = worker_and_etcd();
+        squat.retain(|s| s.local_port != 10250 && s.local_port != 10248);
+        squat.push(listener(Proto::Tcp, "0.0.0.0", 10250, "nginx", 900, None));
+        let r = run(&squat, both, false);
+        assert!(
+            ids_of(&r).contains(&("port-conflict", Severity::Error, "tcp/10250".into())),
+            "{:#?}",
+            r.findings
+        );
+        // With the etcd role alone none of the worker's ports are judged.
+        assert_eq!(
+            ids_of(&run(&squat, Role::Etcd.into(), false)),
+            [("unexplained-listener", Severity::Info, "tcp/10250".into())]
+        );
+    }
+
+    #[test]
+    fn the_api_servers_insecure_port_is_an_error() {
+        let mut s = control_plane();
+        s.push(tcp("127.0.0.1", 8080, "kube-apiserver", 100));
+        assert!(
+            ids_of(&run(&s, Role::ControlPlane.into(), false)).contains(&(
+                "legacy-insecure-port",
+                Severity::Error,
+                "tcp/8080".into()
+            ))
+        );
+        // Another program on 8080 is not the API server's insecure port.
+        let mut w = worker();
+        w.push(listener(Proto::Tcp, "0.0.0.0", 8080, "java", 900, None));
+        let ids = ids_of(&run(&w, Role::Worker.into(), false));
+        assert!(
+            !ids.iter().any(|f| f.0 == "legacy-insecure-port"),
+            "{ids:?}"
+        );
+    }
+
+    #[test]
+    fn the_read_only_port_is_found_whatever_the_roles() {
+        let mut s = worker_and_etcd();
+        s.push(tcp("0.0.0.0", 10255, "kubelet", 500));
+        for roles in [
+            Role::Etcd.into(),
+            [Role::Worker, Role::Etcd].into_iter().collect(),
+            Role::ControlPlane.into(),
+            Roles::NONE,
+        ] {
+            let r = run(&s, roles, false);
+            assert!(
+                ids_of(&r).contains(&("readonly-port-open", Severity::Warning, "tcp/10255".into())),
+                "{roles}: {:#?}",
+                r.findings
+            );
+        }
     }
 
     #[test]
@@ -1317,7 +1400,7 @@ mod tests {
             listener(Proto::Udp, "0.0.0.0", 30053, "dnsmasq", 9, None),
             listener(Proto::Tcp, "0.0.0.0", 22, "sshd", 1, None),
         ];
-        let r = run(&s, Some(Role::ControlPlane), true);
+        let r = run(&s, Role::ControlPlane.into(), true);
         assert_eq!(
             ids_of(&r),
             [
@@ -1344,7 +1427,7 @@ mod tests {
         // A free node passes.
         let r = run(
             &[listener(Proto::Tcp, "0.0.0.0", 22, "sshd", 1, None)],
-            Some(Role::Worker),
+            Role::Worker.into(),
             true,
         );
         assert_eq!(ids_of(&r), []);
@@ -1353,7 +1436,7 @@ mod tests {
     #[test]
     fn pre_install_names_a_component_already_running() {
         let s = [tcp("::", 10250, "kubelet", 500)];
-        let r = run(&s, Some(Role::Worker), true);
+        let r = run(&s, Role::Worker.into(), true);
         assert_eq!(
             ids_of(&r),
             [("port-in-use", Severity::Error, "tcp/10250".into())]
@@ -1371,7 +1454,7 @@ mod tests {
         anon.owner = Owner::Unknown;
         anon.processes = crate::no_processes();
         s[0] = anon;
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         assert_eq!(ids_of(&r), []);
         assert!(r.warnings.iter().any(|w| w.code == "owners-unknown"));
     }
@@ -1382,7 +1465,7 @@ mod tests {
         s.retain(|x| x.component != Some("kube-scheduler"));
         s.push(tcp("::", 10255, "kubelet", 500));
         s.push(listener(Proto::Tcp, "0.0.0.0", 8000, "python3", 77, None));
-        let r = run(&s, Some(Role::ControlPlane), false);
+        let r = run(&s, Role::ControlPlane.into(), false);
         let sev: Vec<Severity> = r.findings.iter().map(|f| f.severity).collect();
         assert_eq!(sev, [Severity::Error, Severity::Warning, Severity::Info]);
         assert_eq!(r.worst(), Some(Severity::Error));

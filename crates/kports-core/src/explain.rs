@@ -11,9 +11,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Entry, Expect, PortRange, Protocol, Role};
+use crate::catalog::{Catalog, Entry, Expect, PortRange, Protocol};
 use crate::check::{self, Input};
 use crate::finding::{Finding, Setting, SocketEvidence};
+use crate::resolve::Resolved;
 use crate::{Proto, SockState, Socket, Warning};
 
 /// What the user asked about.
@@ -117,17 +118,78 @@ impl Now {
     }
 }
 
+/// etcd's two ports side by side, as this node has them now: the client port (every API server
+/// keeps a pool of connections there) and the peer port (a few connections per other member,
+/// none on a single member).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EtcdContrast {
+    pub client_port: u16,
+    /// Established connections into the client port, and from how many addresses.
+    pub client_connections: usize,
+    pub client_peers: usize,
+    pub peer_port: u16,
+    /// Established connections to or from the peer port, and with how many addresses.
+    pub peer_connections: usize,
+    pub peer_peers: usize,
+}
+
+/// The contrast of etcd's client and peer ports when `query` is about etcd (2379, 2380 or the
+/// name), at the ports the running etcd's flags set.
+pub fn etcd_contrast(query: &Subject, input: &Input<'_>) -> Option<EtcdContrast> {
+    let port_of = |default: u16| -> Option<u16> {
+        input
+            .resolved
+            .iter()
+            .find(|r| {
+                r.entry.component == "etcd"
+                    && r.entry.protocol == Protocol::Tcp
+                    && r.entry.port == PortRange::single(default)
+            })
+            .map(|r| r.port.first)
+    };
+    let (client, peer) = (port_of(2379)?, port_of(2380)?);
+    let about = match query {
+        Subject::Port { protocol, port } => {
+            protocol.is_none_or(|p| p == Protocol::Tcp) && (*port == client || *port == peer)
+        }
+        Subject::Name(n) => n.eq_ignore_ascii_case("etcd"),
+    };
+    if !about {
+        return None;
+    }
+    let count = |port: u16, either_end: bool| -> (usize, usize) {
+        let conns: Vec<&Socket> = input
+            .sockets
+            .iter()
+            .filter(|s| s.proto == Proto::Tcp && s.state == SockState::Established)
+            .filter(|s| s.local_port == port || (either_end && s.remote_port == port))
+            .collect();
+        let mut addrs: Vec<IpAddr> = conns.iter().map(|s| s.remote_address).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        (conns.len(), addrs.len())
+    };
+    let (client_connections, client_peers) = count(client, false);
+    let (peer_connections, peer_peers) = count(peer, true);
+    Some(EtcdContrast {
+        client_port: client,
+        client_connections,
+        client_peers,
+        peer_port: peer,
+        peer_connections,
+        peer_peers,
+    })
+}
+
 /// The explanations for `query`; empty when a name matches nothing.
 pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<Warning>) {
     let warnings = Vec::new();
     let resolved = input.resolved;
     let report = check::check(input);
     let listeners: Vec<&Socket> = input.sockets.iter().filter(|s| s.is_listener()).collect();
-    let needed = |e: &Entry| {
-        input
-            .role
-            .is_some_and(|r: Role| e.applies_to(r, input.cnis))
-    };
+    // An entry of a CNI backend the node does not use is an alternative, not needed here.
+    let needed =
+        |r: &Resolved| r.entry.applies_to(input.roles, input.cnis) && r.not_in_use.is_none();
 
     let mut out = Vec::new();
     match query {
@@ -145,7 +207,7 @@ pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<War
                         continue;
                     }
                     // Another component's connections out to the port matter only where it runs.
-                    if e.direction == crate::catalog::Direction::Out && !needed(e) {
+                    if e.direction == crate::catalog::Direction::Out && !needed(r) {
                         continue;
                     }
                     // A wide optional range (a runtime's random port) explains a port only when
@@ -159,7 +221,7 @@ pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<War
                     any = true;
                     out.push(build(
                         Some(e),
-                        needed(e),
+                        needed(r),
                         protocol,
                         port,
                         r.settings.clone(),
@@ -189,7 +251,7 @@ pub fn explain(query: &Subject, input: &Input<'_>) -> (Vec<Explanation>, Vec<War
                 if matches_name(e, name) {
                     out.push(build(
                         Some(e),
-                        needed(e),
+                        needed(r),
                         e.protocol,
                         r.port,
                         r.settings.clone(),
@@ -362,6 +424,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::catalog::Role;
     use crate::role::tests::listener;
     use crate::{Family, Owner, ProcessRef};
 
@@ -438,12 +501,99 @@ mod tests {
             interfaces: &[],
             catalog: &catalog,
             resolved: &resolved,
-            role: Some(Role::ControlPlane),
+            roles: Role::ControlPlane.into(),
             cnis: &[],
             version: None,
             pre_install: false,
         };
         explain(&Subject::parse(q).unwrap(), &input).0
+    }
+
+    #[test]
+    fn etcd_client_and_peer_ports_side_by_side() {
+        let est = |local: (&str, u16), remote: (&str, u16), pid: u32| {
+            let mut s = listener(Proto::Tcp, local.0, local.1, "etcd", pid, Some("etcd"));
+            s.state = SockState::Established;
+            s.remote_address = remote.0.parse().unwrap();
+            s.remote_port = remote.1;
+            s
+        };
+        let sockets = [
+            listener(Proto::Tcp, "192.0.2.11", 2379, "etcd", 2, Some("etcd")),
+            listener(Proto::Tcp, "192.0.2.11", 2380, "etcd", 2, Some("etcd")),
+            // Two API servers' pools on 2379, one member's streams on 2380 (in and out).
+            est(("192.0.2.11", 2379), ("192.0.2.11", 40001), 2),
+            est(("192.0.2.11", 2379), ("192.0.2.11", 40002), 2),
+            est(("192.0.2.11", 2379), ("192.0.2.12", 40003), 2),
+            est(("192.0.2.11", 2380), ("192.0.2.13", 50001), 2),
+            est(("192.0.2.11", 50002), ("192.0.2.13", 2380), 2),
+        ];
+        let catalog = Catalog::builtin().unwrap();
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, &sockets, &[]);
+        let input = Input {
+            sockets: &sockets,
+            interfaces: &[],
+            catalog: &catalog,
+            resolved: &resolved,
+            roles: Role::Etcd.into(),
+            cnis: &[],
+            version: None,
+            pre_install: false,
+        };
+        let want = Some(EtcdContrast {
+            client_port: 2379,
+            client_connections: 3,
+            client_peers: 2,
+            peer_port: 2380,
+            peer_connections: 2,
+            peer_peers: 1,
+        });
+        for q in ["2379", "2380", "etcd", "tcp/2380"] {
+            assert_eq!(
+                etcd_contrast(&Subject::parse(q).unwrap(), &input),
+                want,
+                "{q}"
+            );
+        }
+        for q in ["2381", "udp/2379", "kubelet"] {
+            assert_eq!(
+                etcd_contrast(&Subject::parse(q).unwrap(), &input),
+                None,
+                "{q}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_flannel_backends_are_alternatives() {
+        let catalog = Catalog::builtin().unwrap();
+        let ifs = [crate::role::tests::iface("flannel.1", "vxlan", Some(8472))];
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, &[], &ifs);
+        let cnis = ["flannel".to_string()];
+        let input = Input {
+            sockets: &[],
+            interfaces: &ifs,
+            catalog: &catalog,
+            resolved: &resolved,
+            roles: Role::Worker.into(),
+            cnis: &cnis,
+            version: None,
+            pre_install: false,
+        };
+        let x = explain(&Subject::parse("flannel").unwrap(), &input).0;
+        let needed: Vec<(String, bool)> = x
+            .iter()
+            .map(|e| (format!("{}/{}", e.protocol.as_str(), e.port), e.needed_here))
+            .collect();
+        assert_eq!(
+            needed,
+            [
+                ("udp/8472".to_string(), true),
+                ("udp/8285".to_string(), false),
+                ("udp/51820".to_string(), false),
+                ("udp/51821".to_string(), false),
+            ]
+        );
     }
 
     #[test]
@@ -536,7 +686,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(ports("etcd"), ["tcp/2379", "tcp/2380", "tcp/2381"]);
-        assert_eq!(ports("apiserver"), ["tcp/6443"]);
+        assert_eq!(ports("apiserver"), ["tcp/6443", "tcp/8080"]);
         assert!(ports("flannel").contains(&"udp/8472".to_string()));
         assert!(ports("nosuchthing").is_empty());
     }

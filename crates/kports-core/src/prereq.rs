@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::catalog::{Expect, PortRange, Protocol, Role, Severity};
+use crate::catalog::{Expect, PortRange, Protocol, Role, Roles, Severity};
 use crate::check::{Checked, PortResult};
 use crate::finding::{Evidence, Finding, FindingId, Setting, sort_findings};
 use crate::flags;
@@ -51,8 +51,9 @@ pub struct Input<'a> {
     pub interfaces: &'a [Interface],
     /// The census's sockets (the components' command lines).
     pub sockets: &'a [Socket],
-    /// `None`: no prerequisite is judged (the check already says the role is unknown).
-    pub role: Option<Role>,
+    /// The node's roles; none: no prerequisite is judged (the check already says the role is
+    /// unknown).
+    pub roles: Roles,
     pub cnis: &'a [String],
     /// The catalog ports as checked, after the components' flags: the required ports and the
     /// reserved ranges (NodePorts).
@@ -75,7 +76,15 @@ pub enum ProxyMode {
 
 /// The node's prerequisite findings, most severe first.
 pub fn findings(input: &Input<'_>) -> Vec<Finding> {
-    let Some(role) = input.role else {
+    // The role that asks the most: a control plane runs pods too; an etcd member alone asks
+    // only for the identity, port-range and path prerequisites.
+    let role = if input.roles.contains(Role::ControlPlane) {
+        Role::ControlPlane
+    } else if input.roles.contains(Role::Worker) {
+        Role::Worker
+    } else if input.roles.contains(Role::Etcd) {
+        Role::Etcd
+    } else {
         return Vec::new();
     };
     let mut j = Judge {
@@ -1233,7 +1242,7 @@ mod tests {
             settings: s,
             interfaces: &interfaces(),
             sockets,
-            role: Some(role),
+            roles: role.into(),
             cnis: &cnis,
             checked: &node_ports(),
             pre_install: false,
@@ -1264,7 +1273,7 @@ mod tests {
             settings: &bad,
             interfaces: &interfaces(),
             sockets: &[],
-            role: None,
+            roles: Roles::NONE,
             cnis: &[],
             checked: &[],
             pre_install: false,
@@ -1303,7 +1312,7 @@ mod tests {
             settings: &s,
             interfaces: &no_bridge,
             sockets: &[kube_proxy("--proxy-mode=nftables")],
-            role: Some(Role::Worker),
+            roles: Role::Worker.into(),
             cnis: &["cilium".to_string()],
             checked: &node_ports(),
             pre_install: false,
@@ -1604,7 +1613,7 @@ mod tests {
             settings: &s,
             interfaces: &interfaces(),
             sockets: &[],
-            role: Some(Role::Worker),
+            roles: Role::Worker.into(),
             cnis: &[],
             checked: &[],
             pre_install: true,
@@ -1615,7 +1624,7 @@ mod tests {
             settings: &s,
             interfaces: &interfaces(),
             sockets: std::slice::from_ref(&kubelet_ip),
-            role: Some(Role::Worker),
+            roles: Role::Worker.into(),
             cnis: &[],
             checked: &[],
             pre_install: true,

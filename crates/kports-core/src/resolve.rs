@@ -25,6 +25,58 @@ pub struct Resolved {
     pub settings: Vec<Setting>,
     /// A flag turned the port off (`--read-only-port=0`).
     pub off: bool,
+    /// Why the entry's CNI backend is not the one in use here (`flannel uses another backend
+    /// here: device flannel.1`); `None` when it is, or when nothing shows which one is.
+    pub not_in_use: Option<String>,
+}
+
+/// Whether interface `name` matches a device pattern (`cali*` is a prefix).
+fn device_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// Marks the entries of a CNI backend that is not the one in use: where a device of one of the
+/// CNI's backends exists, the entries whose own devices do not are left out.
+fn mark_backends(resolved: &mut [Resolved], interfaces: &[Interface]) {
+    let present = |e: &Entry| -> Vec<&str> {
+        interfaces
+            .iter()
+            .filter(|i| e.backend_devices.iter().any(|d| device_matches(d, &i.name)))
+            .map(|i| i.name.as_str())
+            .collect()
+    };
+    let in_use: Vec<(String, Vec<String>)> = resolved
+        .iter()
+        .filter(|r| !r.entry.backend_devices.is_empty())
+        .filter_map(|r| {
+            let devs = present(&r.entry);
+            let cni = r.entry.cni.clone()?;
+            (!devs.is_empty()).then(|| (cni, devs.iter().map(|d| d.to_string()).collect()))
+        })
+        .collect();
+    for r in resolved.iter_mut() {
+        let e = &r.entry;
+        let Some(cni) = &e.cni else { continue };
+        if e.backend_devices.is_empty() || !present(e).is_empty() {
+            continue;
+        }
+        let mut shown: Vec<&str> = in_use
+            .iter()
+            .filter(|(c, _)| c == cni)
+            .flat_map(|(_, d)| d.iter().map(String::as_str))
+            .collect();
+        shown.sort_unstable();
+        shown.dedup();
+        if !shown.is_empty() {
+            r.not_in_use = Some(format!(
+                "{cni} uses another backend here (device {})",
+                shown.join(", ")
+            ));
+        }
+    }
 }
 
 /// The first process of each component in the census, for its command line.
@@ -51,6 +103,7 @@ pub fn resolve(
         addresses: None,
         settings: Vec::new(),
         off: false,
+        not_in_use: None,
     };
     let of = e.flags.of.as_deref().unwrap_or(&e.component);
     if let Some(p) = procs.get(of) {
@@ -156,12 +209,43 @@ pub fn resolve_all(
 ) -> (Vec<Resolved>, Vec<Warning>) {
     let procs = component_processes(sockets);
     let mut warnings = Vec::new();
-    let resolved = catalog
+    let mut resolved: Vec<Resolved> = catalog
         .entries
         .iter()
         .map(|e| resolve(e, &procs, interfaces, &mut warnings))
         .collect();
+    mark_backends(&mut resolved, interfaces);
     (resolved, warnings)
+}
+
+/// Applies the CNI backends the user named (`--cni flannel:wireguard`, as (`flannel`,
+/// `wireguard`)): the entries of the CNI's other backends are not in use, whatever the devices
+/// show. Returns the first backend the catalog does not know for its CNI, with the ones it knows.
+pub fn apply_backends(
+    resolved: &mut [Resolved],
+    given: &[(String, String)],
+) -> Result<(), (String, String, Vec<String>)> {
+    for (cni, backend) in given {
+        let mut known: Vec<String> = resolved
+            .iter()
+            .filter(|r| r.entry.cni.as_deref() == Some(cni.as_str()))
+            .filter_map(|r| r.entry.backend.clone())
+            .collect();
+        known.dedup();
+        if !known.contains(backend) {
+            return Err((cni.clone(), backend.clone(), known));
+        }
+        for r in resolved.iter_mut() {
+            if r.entry.cni.as_deref() != Some(cni.as_str()) {
+                continue;
+            }
+            if let Some(b) = &r.entry.backend {
+                r.not_in_use =
+                    (b != backend).then(|| format!("{cni} uses its {backend} backend (--cni)"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every catalog entry at its catalog default (no census: before kubeadm, or where the census

@@ -1,8 +1,10 @@
 //! What kind of node this is, and which CNI it runs, from what the census found.
 //!
-//! The role comes from the components that hold sockets: an API server, scheduler or
-//! controller-manager makes a control-plane node (a stopped one among them does not change
-//! that); etcd alone makes an etcd member; a kubelet or kube-proxy without them makes a worker.
+//! The roles come from the components that hold sockets, and compose: an API server, scheduler
+//! or controller-manager makes a control-plane node (a stopped one among them does not change
+//! that); an etcd member makes an etcd node; a kubelet or kube-proxy makes a worker (a
+//! control-plane node runs them too, and its ports include theirs). So a kubeadm control plane
+//! is `control-plane,etcd` and a node with the etcd and worker roles is `worker,etcd`.
 //! The CNI comes from its agents' processes and from the devices it creates (`flannel.1`,
 //! `cilium_host`, `vxlan.calico`, ...), so a node whose agent is down still shows its CNI. Both
 //! are guesses with evidence, and `--role` / `--cni` override them.
@@ -12,7 +14,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::catalog::Role;
+use crate::catalog::{Role, Roles};
 use crate::{Interface, Socket};
 
 /// Where a role or CNI came from.
@@ -129,8 +131,10 @@ fn fact(c: &str, pid: u32, what: &str) -> String {
     }
 }
 
-/// The node's role; `None` when nothing in the census tells.
-pub fn detect_role(sockets: &[Socket]) -> Detected<Option<Role>> {
+/// The node's roles, each with the components that show it; empty when nothing in the census
+/// tells. A kubelet or kube-proxy makes a worker only beside no control-plane component: every
+/// control-plane node runs them, and the control plane's ports include theirs.
+pub fn detect_roles(sockets: &[Socket]) -> Detected<Roles> {
     let comps = components(sockets);
     let pick = |names: &[&str]| -> Vec<String> {
         comps
@@ -139,25 +143,28 @@ pub fn detect_role(sockets: &[Socket]) -> Detected<Option<Role>> {
             .map(|(c, pid, port)| fact(c, *pid, port))
             .collect()
     };
+    let mut roles = Roles::NONE;
+    let mut evidence = Vec::new();
     let cp = pick(CONTROL_PLANE);
-    let (value, evidence) = if !cp.is_empty() {
-        (Some(Role::ControlPlane), cp)
-    } else if !pick(&["etcd"]).is_empty() {
-        let mut ev = pick(&["etcd"]);
-        ev.push("no kube-apiserver, kube-scheduler or kube-controller-manager".to_string());
-        (Some(Role::Etcd), ev)
-    } else if !pick(NODE_AGENTS).is_empty() {
-        let mut ev = pick(NODE_AGENTS);
-        ev.push("no control-plane component or etcd".to_string());
-        (Some(Role::Worker), ev)
-    } else {
-        (
-            None,
-            vec!["no Kubernetes component holds a socket here".to_string()],
-        )
-    };
+    if !cp.is_empty() {
+        roles.insert(Role::ControlPlane);
+        evidence.extend(cp);
+    }
+    let etcd = pick(&["etcd"]);
+    if !etcd.is_empty() {
+        roles.insert(Role::Etcd);
+        evidence.extend(etcd);
+    }
+    let agents = pick(NODE_AGENTS);
+    if !agents.is_empty() && !roles.contains(Role::ControlPlane) {
+        roles.insert(Role::Worker);
+        evidence.extend(agents);
+    }
+    if roles.is_empty() {
+        evidence.push("no Kubernetes component holds a socket here".to_string());
+    }
     Detected {
-        value,
+        value: roles,
         source: DetectionSource::Detected,
         evidence,
     }
@@ -301,52 +308,76 @@ pub(crate) mod tests {
         listener(Proto::Tcp, "0.0.0.0", port, c, pid, Some(c))
     }
 
+    fn roles(list: &[Role]) -> Roles {
+        list.iter().copied().collect()
+    }
+
     #[test]
     fn control_plane_even_with_the_api_server_stopped() {
-        let s = [
-            tcp(10250, "kubelet", 1),
-            tcp(2379, "etcd", 2),
-            tcp(10259, "kube-scheduler", 3),
-        ];
-        let d = detect_role(&s);
-        assert_eq!(d.value, Some(Role::ControlPlane));
+        let s = [tcp(10250, "kubelet", 1), tcp(10259, "kube-scheduler", 3)];
+        let d = detect_roles(&s);
+        assert_eq!(d.value, Role::ControlPlane.into());
         assert_eq!(d.evidence, ["kube-scheduler (pid 3) holds tcp/10259"]);
     }
 
     #[test]
-    fn a_component_that_only_connects_still_counts() {
+    fn a_kubeadm_control_plane_is_control_plane_and_etcd() {
         let mut c = tcp(46230, "kube-apiserver", 7);
         c.state = crate::SockState::Established;
         c.remote_address = "127.0.0.1".parse().unwrap();
         c.remote_port = 2379;
-        let d = detect_role(&[c, tcp(2379, "etcd", 2)]);
-        assert_eq!(d.value, Some(Role::ControlPlane));
+        let d = detect_roles(&[c, tcp(2379, "etcd", 2), tcp(10250, "kubelet", 1)]);
+        assert_eq!(d.value, roles(&[Role::ControlPlane, Role::Etcd]));
+        assert_eq!(d.value.to_string(), "control-plane,etcd");
         assert_eq!(
             d.evidence,
-            ["kube-apiserver (pid 7) is connected to 127.0.0.1:2379"]
+            [
+                "kube-apiserver (pid 7) is connected to 127.0.0.1:2379",
+                "etcd (pid 2) holds tcp/2379"
+            ]
         );
     }
 
     #[test]
-    fn worker_etcd_only_and_unknown() {
+    fn worker_worker_and_etcd_etcd_only_and_unknown() {
         assert_eq!(
-            detect_role(&[tcp(10250, "kubelet", 1), tcp(10256, "kube-proxy", 2)]).value,
-            Some(Role::Worker)
+            detect_roles(&[tcp(10250, "kubelet", 1), tcp(10256, "kube-proxy", 2)]).value,
+            Role::Worker.into()
         );
         // A worker whose kubelet is down still has kube-proxy.
         assert_eq!(
-            detect_role(&[tcp(10256, "kube-proxy", 2)]).value,
-            Some(Role::Worker)
+            detect_roles(&[tcp(10256, "kube-proxy", 2)]).value,
+            Role::Worker.into()
         );
-        let etcd = detect_role(&[tcp(2379, "etcd", 2), tcp(10250, "kubelet", 1)]);
-        assert_eq!(etcd.value, Some(Role::Etcd));
+        let both = detect_roles(&[tcp(2380, "etcd", 2), tcp(10250, "kubelet", 1)]);
+        assert_eq!(both.value, roles(&[Role::Worker, Role::Etcd]));
+        assert_eq!(both.value.to_string(), "worker,etcd");
+        assert_eq!(
+            both.evidence,
+            [
+                "etcd (pid 2) holds tcp/2380",
+                "kubelet (pid 1) holds tcp/10250"
+            ]
+        );
+        assert_eq!(
+            detect_roles(&[tcp(2379, "etcd", 2)]).value,
+            Role::Etcd.into()
+        );
         let sshd = listener(Proto::Tcp, "0.0.0.0", 22, "sshd", 9, None);
-        let none = detect_role(&[sshd]);
-        assert_eq!(none.value, None);
+        let none = detect_roles(&[sshd]);
+        assert!(none.value.is_empty());
+        assert_eq!(none.value.to_string(), "unknown");
         assert_eq!(
             none.evidence,
             ["no Kubernetes component holds a socket here"]
         );
+    }
+
+    #[test]
+    fn roles_serialize_as_an_array() {
+        let r = roles(&[Role::Etcd, Role::Worker]);
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"["worker","etcd"]"#);
+        assert_eq!(serde_json::to_string(&Roles::NONE).unwrap(), "[]");
     }
 
     #[test]

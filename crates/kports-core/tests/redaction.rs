@@ -149,7 +149,7 @@ fn renderings(argv: &[String]) -> Vec<(&'static str, String)> {
         interfaces: &[],
         catalog,
         resolved: &resolved,
-        role: Some(Role::ControlPlane),
+        roles: Role::ControlPlane.into(),
         cnis: &[],
         version: None,
         pre_install: false,

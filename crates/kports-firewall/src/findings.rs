@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 
-use kports_core::catalog::{BindScope, Entry, Expect, PortRange, Protocol, Role};
+use kports_core::catalog::{BindScope, Entry, Expect, PortRange, Protocol, Roles};
 use kports_core::finding::{
     Evidence, Finding, FindingId, FirewallEvidence, Setting, SocketEvidence, sort_findings,
     ss_command,
@@ -36,8 +36,8 @@ const MAX_EVIDENCE: usize = 8;
 pub struct Input<'a> {
     /// The catalog's entries after the running components' flags.
     pub resolved: &'a [Resolved],
-    /// `None`: only an unreadable ruleset is reported.
-    pub role: Option<Role>,
+    /// The node's roles; none (unknown): only an unreadable ruleset is reported.
+    pub roles: Roles,
     pub cnis: &'a [String],
     pub sockets: &'a [Socket],
     pub ruleset: &'a Ruleset,
@@ -120,6 +120,7 @@ fn kind_words(k: SourceKind) -> &'static str {
         SourceKind::All => "clients",
         SourceKind::Nodes => "other nodes",
         SourceKind::ControlPlane => "the control plane",
+        SourceKind::EtcdPeers => "the other etcd members",
         SourceKind::LoadBalancers => "load balancers",
         SourceKind::SelfOnly => "this node",
     }
@@ -136,14 +137,15 @@ fn listeners<'s>(sockets: &'s [Socket], r: &Resolved, proto: Proto) -> Vec<&'s S
 /// Runs the join.
 pub fn findings(input: &Input<'_>) -> Outcome {
     let mut out = Outcome::default();
-    let Some(role) = input.role else {
+    let roles = input.roles;
+    if roles.is_empty() {
         return out;
-    };
+    }
     let ev = Evaluator::new(input.ruleset);
     let mut judged: Vec<(Protocol, PortRange, &Entry)> = Vec::new();
     for r in input.resolved {
         let e = &r.entry;
-        if !needed(e, role, input.cnis) {
+        if !needed(e, roles, input.cnis) || r.not_in_use.is_some() {
             continue;
         }
         let Some(proto) = e.protocol.proto() else {
@@ -351,7 +353,7 @@ fn exposed(
 pub(crate) mod tests {
     use std::sync::Arc;
 
-    use kports_core::catalog::{Catalog, Severity};
+    use kports_core::catalog::{Catalog, Role, Severity};
     use kports_core::resolve::resolve_all;
     use kports_core::{Address, Family, Interface, Owner, ProcessRef, SockState};
 
@@ -527,7 +529,7 @@ pub(crate) mod tests {
                 ..Given::default()
             },
             representative(&ifs),
-            Some(role),
+            role.into(),
         );
         warnings.extend(chosen.warnings);
         let mut sources = chosen.sources;
@@ -539,7 +541,7 @@ pub(crate) mod tests {
         let cnis = ["flannel".to_string()];
         let mut out = findings(&Input {
             resolved: &resolved,
-            role: Some(role),
+            roles: role.into(),
             cnis: &cnis,
             sockets,
             ruleset: rs,
@@ -707,7 +709,7 @@ pub(crate) mod tests {
         let rs = dropping("-p tcp -m tcp --dport 10250 -j DROP");
         let out = findings(&Input {
             resolved: &kports_core::resolve::defaults(&catalog),
-            role: None,
+            roles: Roles::NONE,
             cnis: &[],
             sockets: &worker(),
             ruleset: &rs,

@@ -15,7 +15,7 @@ use kports_core::resolve::{self, Resolved};
 use serde::Serialize;
 
 /// A node's role (the catalog's).
-pub use kports_core::catalog::{Role, SourceKind};
+pub use kports_core::catalog::{Role, Roles, SourceKind};
 
 /// One port (or range) a node needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,7 +80,7 @@ pub trait PortCatalog {
 impl PortCatalog for Catalog {
     fn required(&self, role: Role, cni: Option<&str>) -> Required {
         let cnis: Vec<String> = cni.map(str::to_string).into_iter().collect();
-        from_resolved(&resolve::defaults(self), role, &cnis)
+        from_resolved(&resolve::defaults(self), role.into(), &cnis)
     }
 
     fn cnis(&self) -> Vec<&str> {
@@ -88,13 +88,13 @@ impl PortCatalog for Catalog {
     }
 }
 
-/// Whether the firewall should let traffic in to `e` on a node of `role` with `cnis`: the role
-/// and CNI need it, it is on the node's own network, it is not an add-on, nothing should listen
+/// Whether the firewall should let traffic in to `e` on a node with `roles` and `cnis`: one of
+/// the roles and the CNI need it, it is on the node's own network, it is not an add-on, nothing should listen
 /// there (`expect = "absent"`) or it is only connected out from here, and it is not a range of
 /// loopback ports a runtime picks from at random (that range is the catalog's way of explaining
 /// such listeners, not a range to close).
-pub fn needed(e: &Entry, role: Role, cnis: &[String]) -> bool {
-    e.applies_to(role, cnis)
+pub fn needed(e: &Entry, roles: Roles, cnis: &[String]) -> bool {
+    e.applies_to(roles, cnis)
         && e.network == Network::Host
         && !e.addon
         && e.expect != Expect::Absent
@@ -115,14 +115,14 @@ pub fn required_port(e: &Entry, port: PortRange) -> Option<RequiredPort> {
     ))
 }
 
-/// Every port a node of `role` with `cnis` needs, from the resolved catalog: the running
+/// Every port a node with `roles` (their union) and `cnis` needs, from the resolved catalog: the running
 /// components' flags and the tunnel devices move ports (`--secure-port=7443`, `flannel.1`'s
 /// `dstport 4789`) and a port a flag turned off is left out.
-pub fn from_resolved(resolved: &[Resolved], role: Role, cnis: &[String]) -> Required {
+pub fn from_resolved(resolved: &[Resolved], roles: Roles, cnis: &[String]) -> Required {
     let mut out = Required::default();
     for r in resolved {
         let e = &r.entry;
-        if !needed(e, role, cnis) {
+        if !needed(e, roles, cnis) || r.not_in_use.is_some() {
             continue;
         }
         if e.protocol == Protocol::Ip {
@@ -194,6 +194,54 @@ mod tests {
     }
 
     #[test]
+    fn flannel_ports_follow_the_backend_in_use() {
+        let c = catalog();
+        let dev = |name: &str, kind: &str, port: Option<u16>| kports_core::Interface {
+            index: 3,
+            name: name.into(),
+            kind: kind.into(),
+            state: "up".into(),
+            mtu: 1450,
+            mac: None,
+            master: None,
+            tunnel_port: port,
+            addresses: vec![],
+            netns: None,
+        };
+        let flannel = |ifs: &[kports_core::Interface]| -> Vec<String> {
+            let (resolved, _) = kports_core::resolve::resolve_all(&c, &[], ifs);
+            from_resolved(&resolved, Role::Worker.into(), &["flannel".to_string()])
+                .ports
+                .iter()
+                .filter(|p| p.component == "flannel")
+                .map(RequiredPort::label)
+                .collect()
+        };
+        assert_eq!(
+            flannel(&[dev("flannel.1", "vxlan", Some(8472))]),
+            ["udp/8472"]
+        );
+        // The VXLAN device's own port wins over the catalog's.
+        assert_eq!(
+            flannel(&[dev("flannel.1", "vxlan", Some(4789))]),
+            ["udp/4789"]
+        );
+        assert_eq!(
+            flannel(&[
+                dev("flannel-wg", "wireguard", None),
+                dev("flannel-wg-v6", "wireguard", None)
+            ]),
+            ["udp/51820", "udp/51821"]
+        );
+        assert_eq!(flannel(&[dev("flannel0", "tun", None)]), ["udp/8285"]);
+        // Nothing shows the backend: every backend's ports, as before.
+        assert_eq!(
+            flannel(&[]),
+            ["udp/8472", "udp/8285", "udp/51820", "udp/51821"]
+        );
+    }
+
+    #[test]
     fn widest_peer_decides() {
         use Peer::*;
         assert_eq!(
@@ -204,7 +252,11 @@ mod tests {
             SourceKind::widest(&[SelfNode, ControlPlane]),
             SourceKind::ControlPlane
         );
-        assert_eq!(SourceKind::widest(&[Etcd]), SourceKind::ControlPlane);
+        assert_eq!(SourceKind::widest(&[Etcd]), SourceKind::EtcdPeers);
+        assert_eq!(
+            SourceKind::widest(&[Etcd, Apiserver]),
+            SourceKind::ControlPlane
+        );
         assert_eq!(SourceKind::widest(&[Apiserver]), SourceKind::ControlPlane);
         assert_eq!(
             SourceKind::widest(&[SelfNode, LoadBalancers]),
@@ -224,7 +276,7 @@ mod tests {
         let r = catalog().required(Role::ControlPlane, Some("flannel"));
         assert_eq!(from_of(&r, "tcp/6443"), [SourceKind::All]);
         assert_eq!(from_of(&r, "tcp/2379"), [SourceKind::ControlPlane]);
-        assert_eq!(from_of(&r, "tcp/2380"), [SourceKind::ControlPlane]);
+        assert_eq!(from_of(&r, "tcp/2380"), [SourceKind::EtcdPeers]);
         assert_eq!(from_of(&r, "tcp/10250"), [SourceKind::ControlPlane]);
         assert_eq!(from_of(&r, "tcp/10257"), [SourceKind::SelfOnly]);
         assert_eq!(from_of(&r, "tcp/10259"), [SourceKind::SelfOnly]);
@@ -337,7 +389,7 @@ mod tests {
         ];
         let c = catalog();
         let (resolved, warnings) = resolve::resolve_all(&c, &sockets, &[]);
-        let r = from_resolved(&resolved, Role::ControlPlane, &[]);
+        let r = from_resolved(&resolved, Role::ControlPlane.into(), &[]);
         assert_eq!(from_of(&r, "tcp/6443"), []);
         assert_eq!(from_of(&r, "tcp/7443"), [SourceKind::All]);
         assert_eq!(from_of(&r, "tcp/31000-31999"), [SourceKind::All]);
@@ -353,7 +405,7 @@ mod tests {
             "kube-controller-manager --secure-port=0",
         )];
         let (resolved, _) = resolve::resolve_all(&c, &sockets, &[]);
-        let r = from_resolved(&resolved, Role::ControlPlane, &[]);
+        let r = from_resolved(&resolved, Role::ControlPlane.into(), &[]);
         assert_eq!(from_of(&r, "tcp/10257"), []);
         assert_eq!(
             r.notes,

@@ -14,7 +14,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use kports_core::catalog::{Peer, Protocol, Role};
+use kports_core::catalog::{Peer, Protocol, Role, Roles};
+use kports_core::flags::{self, Host};
 use kports_core::resolve::Resolved;
 use kports_core::{Interface, Proto, SockState, Socket, Warning};
 
@@ -73,8 +74,15 @@ pub struct KindSource {
 /// Addresses of the cluster's other hosts that the census shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peers {
-    /// Control-plane hosts: the API server this node connects to, etcd peers.
+    /// Control-plane hosts: where the API server is (the one this node connects to, the
+    /// `server:` of the kubeconfig files of the kubelet and kube-proxy).
     pub control_plane: Vec<(IpAddr, &'static str)>,
+    /// The other members of this node's etcd cluster: etcd's `--initial-cluster` and its peer
+    /// connections. An etcd peer needs etcd's ports here, not the kubelet's.
+    pub etcd: Vec<(IpAddr, &'static str)>,
+    /// This node's own address (its first global IPv4 one, else IPv6): a control-plane node's
+    /// control-plane source when no other is known.
+    pub this_node: Option<IpAddr>,
     /// Other nodes: the control plane, and clients of a local API server.
     pub nodes: Vec<(IpAddr, &'static str)>,
 }
@@ -100,22 +108,92 @@ fn ports_of(resolved: &[Resolved], component: &str, peer: Option<Peer>) -> Vec<u
     out
 }
 
+fn add_peer(v: &mut Vec<(IpAddr, &'static str)>, a: IpAddr, why: &'static str) {
+    if v.len() < MAX_PER_KIND && !v.iter().any(|x| x.0 == a) {
+        v.push((a, why));
+    }
+}
+
+/// The members of etcd's `--initial-cluster` (`m1=https://192.0.2.11:2380,m2=...`): their
+/// addresses, names left out (kports does not resolve names).
+pub fn initial_cluster(cmdline: &str) -> Vec<IpAddr> {
+    let Some(v) = flags::value(cmdline, "--initial-cluster") else {
+        return Vec::new();
+    };
+    v.split(',')
+        .filter_map(|m| m.split_once('=').map(|(_, url)| url))
+        .filter_map(|url| flags::parse_urls("--initial-cluster", url).ok())
+        .flatten()
+        .filter_map(|(h, _)| match h {
+            Host::Ip(ip) => Some(ip),
+            Host::Name(_) => None,
+        })
+        .collect()
+}
+
+/// The address of the API server a kubeconfig file names (`server: https://192.0.2.11:6443`);
+/// `None` for a name (kports does not resolve names) or a file without one.
+pub fn kubeconfig_server(text: &str) -> Option<IpAddr> {
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))?
+        .trim()
+        .trim_matches(['"', '\'']);
+    match flags::parse_urls("server", line).ok()?.first()? {
+        (Host::Ip(ip), _) => Some(*ip),
+        (Host::Name(_), _) => None,
+    }
+}
+
+impl Peers {
+    /// Adds where a kubeconfig file says the API server is, unless it is this node or loopback.
+    pub fn add_api_server(&mut self, a: IpAddr, why: &'static str, own: &[IpAddr]) {
+        let a = a.to_canonical();
+        if a.is_loopback() || a.is_unspecified() || own.contains(&a) {
+            return;
+        }
+        add_peer(&mut self.control_plane, a, why);
+        add_peer(&mut self.nodes, a, why);
+    }
+}
+
+/// The node's own addresses.
+pub fn own_addresses(interfaces: &[Interface]) -> Vec<IpAddr> {
+    interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter().map(|a| a.address))
+        .collect()
+}
+
 /// The peers the census shows: established TCP connections to an API server port (the control
-/// plane, or a load balancer in front of it), to or from etcd's peer port (other members), and
-/// into a local API server (nodes and users). Loopback and the node's own addresses are left out.
+/// plane, or a load balancer in front of it), etcd's `--initial-cluster` and connections to or
+/// from etcd's peer port (the other members), and connections into a local API server (nodes
+/// and users). Loopback and the node's own addresses are left out.
 pub fn peers(resolved: &[Resolved], sockets: &[Socket], interfaces: &[Interface]) -> Peers {
     let apiserver = ports_of(resolved, "kube-apiserver", None);
     let etcd_peer = ports_of(resolved, "etcd", Some(Peer::Etcd));
-    let own: Vec<IpAddr> = interfaces
-        .iter()
-        .flat_map(|i| i.addresses.iter().map(|a| a.address))
-        .collect();
-    let mut p = Peers::default();
-    let add = |v: &mut Vec<(IpAddr, &'static str)>, a: IpAddr, why: &'static str| {
-        if v.len() < MAX_PER_KIND && !v.iter().any(|x| x.0 == a) {
-            v.push((a, why));
-        }
+    let own = own_addresses(interfaces);
+    let mut p = Peers {
+        this_node: primary_interface(interfaces, false)
+            .or_else(|| primary_interface(interfaces, true))
+            .map(|(_, a)| a),
+        ..Peers::default()
     };
+    let add = add_peer;
+    let mut etcd_seen = false;
+    for s in sockets {
+        if s.component == Some("etcd") && !etcd_seen {
+            if let Some(proc) = s.processes.first() {
+                etcd_seen = true;
+                for a in initial_cluster(&proc.cmdline) {
+                    let a = a.to_canonical();
+                    if !a.is_loopback() && !own.contains(&a) {
+                        add(&mut p.etcd, a, "a member in etcd's --initial-cluster");
+                    }
+                }
+            }
+        }
+    }
     for s in sockets {
         if s.proto != Proto::Tcp || s.state != SockState::Established {
             continue;
@@ -131,13 +209,20 @@ pub fn peers(resolved: &[Resolved], sockets: &[Socket], interfaces: &[Interface]
                 "the API server this node connects to",
             );
         } else if etcd_peer.contains(&s.remote_port) || etcd_peer.contains(&s.local_port) {
-            add(&mut p.control_plane, remote, "an etcd peer");
+            add(
+                &mut p.etcd,
+                remote,
+                "an etcd peer this node is connected to",
+            );
         } else if apiserver.contains(&s.local_port) {
             add(&mut p.nodes, remote, "a client of this API server");
         }
     }
     let mut nodes = p.control_plane.clone();
-    for (a, why) in std::mem::take(&mut p.nodes) {
+    for (a, why) in std::mem::take(&mut p.nodes)
+        .into_iter()
+        .chain(p.etcd.clone())
+    {
         add(&mut nodes, a, why);
     }
     p.nodes = nodes;
@@ -242,12 +327,7 @@ fn describe(peers: &[(IpAddr, &str)]) -> String {
 /// the census's peers, else `--sources` standing in for it, else not at all (a warning says so,
 /// except on a control-plane node, which is its own control plane); load balancers only from
 /// `--load-balancers`.
-pub fn choose(
-    peers: &Peers,
-    given: &Given<'_>,
-    representative: AddrRange,
-    role: Option<Role>,
-) -> Chosen {
+pub fn choose(peers: &Peers, given: &Given<'_>, representative: AddrRange, roles: Roles) -> Chosen {
     let mut out = Chosen::default();
     let mut add = |kind: SourceKind, range: AddrRange, origin: Origin| {
         out.sources.push(KindSource {
@@ -288,16 +368,25 @@ pub fn choose(
     let control_plane = if !given.control_plane.is_empty() {
         from_flag(given.control_plane, Origin::ControlPlane)
     } else if !peers.control_plane.is_empty() {
-        out.notes.push(format!(
-            "control plane: {} (from this node's connections)",
-            describe(&peers.control_plane)
-        ));
+        out.notes
+            .push(format!("control plane: {}", describe(&peers.control_plane)));
         seen(&peers.control_plane)
+    } else if let Some(me) = peers
+        .this_node
+        .filter(|_| roles.contains(Role::ControlPlane))
+    {
+        out.notes.push(format!(
+            "control plane: this node ({me}), which is one; pass --control-plane for the others"
+        ));
+        vec![(
+            AddrRange::single(me),
+            Origin::Peer("this node, a control-plane node"),
+        )]
     } else {
         out.notes.push(
             "control plane: not known; the sources stand in for it (pass --control-plane)".into(),
         );
-        if given.sources.is_empty() && role != Some(Role::ControlPlane) {
+        if given.sources.is_empty() && !roles.contains(Role::ControlPlane) {
             out.warnings.push(Warning::new(
                 "firewall-sources-unknown",
                 "no connection shows the control plane's address: ports only the control plane needs (the kubelet's 10250, etcd) are not judged; pass --sources",
@@ -305,11 +394,34 @@ pub fn choose(
         }
         from_flag(given.sources, Origin::Sources)
     };
+    let etcd = if !peers.etcd.is_empty() {
+        out.notes
+            .push(format!("etcd peers: {}", describe(&peers.etcd)));
+        seen(&peers.etcd)
+    } else if !roles.contains(Role::Etcd) && !roles.contains(Role::ControlPlane) {
+        Vec::new()
+    } else if !given.control_plane.is_empty() {
+        out.notes.push(
+            "etcd peers: none seen; the control plane stands in for them (stacked etcd)".into(),
+        );
+        from_flag(given.control_plane, Origin::ControlPlane)
+    } else if !given.sources.is_empty() {
+        out.notes
+            .push("etcd peers: none seen; the sources stand in for them".into());
+        from_flag(given.sources, Origin::Sources)
+    } else {
+        out.notes.push(
+            "etcd peers: none in etcd's --initial-cluster or connections (a single member needs none)"
+                .into(),
+        );
+        Vec::new()
+    };
     let load_balancers = from_flag(given.load_balancers, Origin::LoadBalancers);
     for (kind, list) in [
         (SourceKind::All, all),
         (SourceKind::Nodes, nodes),
         (SourceKind::ControlPlane, control_plane),
+        (SourceKind::EtcdPeers, etcd),
         (SourceKind::LoadBalancers, load_balancers),
     ] {
         for (range, origin) in list {
@@ -329,6 +441,28 @@ mod tests {
     use crate::model::parse_cidr;
 
     #[test]
+    fn initial_cluster_and_kubeconfig_servers_are_read() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(
+            initial_cluster(
+                "etcd --name a --initial-cluster a=https://192.0.2.11:2380,b=https://[2001:db8::12]:2380,c=https://etcd-c:2380 --data-dir /x"
+            ),
+            [ip("192.0.2.11"), ip("2001:db8::12")]
+        );
+        assert!(initial_cluster("etcd --name a").is_empty());
+        assert!(initial_cluster("etcd --initial-cluster=garbage").is_empty());
+        assert_eq!(
+            kubeconfig_server("clusters:\n- cluster:\n    server: \"https://192.0.2.11:6443\"\n"),
+            Some(ip("192.0.2.11"))
+        );
+        assert_eq!(
+            kubeconfig_server("    server: https://cp.example:6443\n"),
+            None
+        );
+        assert_eq!(kubeconfig_server("apiVersion: v1\n"), None);
+    }
+
+    #[test]
     fn a_worker_knows_its_control_plane_from_the_api_server_connection() {
         let catalog = Catalog::builtin().unwrap();
         let (resolved, _) = resolve_all(&catalog, &worker(), &[eth0(NODE)]);
@@ -343,7 +477,7 @@ mod tests {
             &p,
             &Given::default(),
             representative(&[eth0(NODE)]),
-            Some(Role::Worker),
+            Role::Worker.into(),
         );
         let text: Vec<(SourceKind, String, String)> = c
             .sources
@@ -381,7 +515,7 @@ mod tests {
             sources: &given,
             ..Given::default()
         };
-        let c = choose(&p, &flags, representative(&[]), Some(Role::Worker));
+        let c = choose(&p, &flags, representative(&[]), Role::Worker.into());
         assert!(c.sources.iter().all(|k| k.origin == Origin::Sources));
         assert_eq!(c.sources.len(), 3);
         assert!(c.warnings.is_empty());
@@ -391,7 +525,7 @@ mod tests {
             &p,
             &Given::default(),
             representative(&[]),
-            Some(Role::Worker),
+            Role::Worker.into(),
         );
         assert_eq!(
             c.sources.iter().map(|k| k.kind).collect::<Vec<_>>(),
@@ -404,9 +538,29 @@ mod tests {
             &p,
             &Given::default(),
             representative(&[]),
-            Some(Role::ControlPlane),
+            Role::ControlPlane.into(),
         );
         assert!(c.warnings.is_empty());
+        // It is judged from its own address, not from the sources standing in.
+        let me = Peers {
+            this_node: Some("10.0.0.5".parse().unwrap()),
+            ..Peers::default()
+        };
+        let c = choose(&me, &flags, representative(&[]), Role::ControlPlane.into());
+        let cp: Vec<(String, String)> = c
+            .of(SourceKind::ControlPlane)
+            .map(|k| (k.source.range.to_string(), k.origin.to_string()))
+            .collect();
+        assert_eq!(
+            cp,
+            [(
+                "10.0.0.5".to_string(),
+                "this node, a control-plane node".to_string()
+            )]
+        );
+        // A worker's own address is never its control plane.
+        let c = choose(&me, &flags, representative(&[]), Role::Worker.into());
+        assert_eq!(c.control_plane(), []);
     }
 
     #[test]
@@ -425,7 +579,7 @@ mod tests {
                 load_balancers: &lb,
             },
             representative(&[eth0(NODE)]),
-            Some(Role::Worker),
+            Role::Worker.into(),
         );
         assert_eq!(c.ranges(SourceKind::All), net);
         assert_eq!(c.ranges(SourceKind::Nodes), net);
@@ -439,14 +593,12 @@ mod tests {
                 ..Given::default()
             },
             representative(&[eth0(NODE)]),
-            Some(Role::Worker),
+            Role::Worker.into(),
         );
         assert_eq!(c.control_plane(), [parse_cidr(CP).unwrap()]);
         assert_eq!(
             c.notes,
-            [
-                "control plane: 192.0.2.11 (the API server this node connects to) (from this node's connections)"
-            ]
+            ["control plane: 192.0.2.11 (the API server this node connects to)"]
         );
     }
 }

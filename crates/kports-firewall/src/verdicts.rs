@@ -128,6 +128,7 @@ pub fn check(ev: &Evaluator<'_>, ports: &[RequiredPort], sources: &[KindSource])
             SourceKind::Nodes => network.clone(),
             SourceKind::ControlPlane if control_plane.is_empty() => network.clone(),
             SourceKind::ControlPlane => control_plane.clone(),
+            SourceKind::EtcdPeers => of(SourceKind::EtcdPeers),
             SourceKind::LoadBalancers => of(SourceKind::LoadBalancers),
             SourceKind::SelfOnly => v6s.iter().map(|&v6| SourceAddr::loopback(v6)).collect(),
         };

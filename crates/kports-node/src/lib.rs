@@ -1,7 +1,7 @@
 //! Everything a node knows about its ports, in one [`NodeReport`].
 //!
 //! [`NodeReport::build`] takes the census, loads the catalog (the built-in one and the user's
-//! `--catalog` file), resolves the running components' flags once, detects the role and the CNI
+//! `--catalog` file), resolves the running components' flags once, detects the roles and the CNI
 //! (or takes them from the user), reads the firewall and chooses the sources to judge it from,
 //! once, with one chooser ([`kports_firewall::sources::choose`]), and reads the node's own
 //! network settings (following the routes to the peers the census shows), which
@@ -19,7 +19,7 @@ mod replay;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use kports_core::catalog::{Catalog, Role, Version};
+use kports_core::catalog::{Catalog, Role, Roles, Severity, Version};
 use kports_core::check::{self, Report};
 use kports_core::explain::{self, Explanation};
 use kports_core::prereq;
@@ -34,7 +34,7 @@ use kports_firewall::model::{AddrRange, Ruleset};
 use kports_firewall::plan::{self, Plan, PlanBackend, PlanRequest};
 use kports_firewall::required::{self, RequiredPort, SourceKind};
 use kports_firewall::sources::{self, Chosen, Given, Peers};
-use kports_firewall::verdicts::CheckRow;
+use kports_firewall::verdicts::{CheckRow, RowKind};
 use kports_firewall::{Evaluator, verdicts};
 
 pub use io::{Census, Linux, NodeIo, SocketSource};
@@ -57,10 +57,20 @@ pub enum Error {
     CatalogRefused(#[source] kports_core::catalog::CatalogError),
     #[error("--cni {name}: the catalog knows {known} (or none)")]
     UnknownCni { name: String, known: String },
+    #[error("--cni {cni}:{backend}: the catalog knows {cni}'s backends {known}")]
+    UnknownBackend {
+        cni: String,
+        backend: String,
+        known: String,
+    },
     #[error("the node's role is unknown ({evidence}): pass --role")]
     RoleUnknown { evidence: String },
     #[error("a plan needs --sources CIDR: the addresses its rules open the ports to")]
     PlanNeedsSources,
+    #[error(
+        "the plan opens {ports} to the control plane, whose address kports cannot find (no connection to an API server, no readable kubeconfig): pass --control-plane ADDR"
+    )]
+    PlanNeedsControlPlane { ports: String },
     #[error("the node report was made without reading the firewall (a bug in kports)")]
     FirewallNotRead,
 }
@@ -68,8 +78,8 @@ pub enum Error {
 /// What the user said about the node, and what to read.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `--role`; detected when `None`.
-    pub role: Option<Role>,
+    /// `--role` (a set: `worker,etcd`); detected when `None`.
+    pub roles: Option<Roles>,
     /// `--cni`; detected when `None`. `none` and empty names are dropped.
     pub cni: Option<Vec<String>>,
     /// `--catalog`: a file that extends or overrides the built-in catalog.
@@ -95,7 +105,7 @@ impl Default for Options {
     /// Detect everything, require the census, read the firewall and the node's settings.
     fn default() -> Options {
         Options {
-            role: None,
+            roles: None,
             cni: None,
             catalog: None,
             census: SocketSource::Auto,
@@ -131,7 +141,8 @@ pub struct NodeReport {
     pub interfaces: Vec<Interface>,
     /// Collecting the census (or its failure, when it was not required).
     pub census_warnings: Vec<Warning>,
-    pub role: Detected<Option<Role>>,
+    /// The node's roles (empty when unknown); their ports are judged together.
+    pub roles: Detected<Roles>,
     pub cni: Detected<Vec<String>>,
     /// Every catalog entry after the running components' flags and tunnel devices.
     pub resolved: Vec<Resolved>,
@@ -169,11 +180,27 @@ pub fn load_catalog(io: &dyn NodeIo, path: Option<&std::path::Path>) -> Result<C
     Ok(c)
 }
 
-/// The CNIs the user named, checked against the catalog.
+/// The `CNI:BACKEND` pairs the user named (`flannel:wireguard`).
+fn given_backends(list: &[String]) -> Vec<(String, String)> {
+    list.iter()
+        .filter_map(|c| {
+            c.trim()
+                .to_ascii_lowercase()
+                .split_once(':')
+                .map(|(c, b)| (c.to_string(), b.to_string()))
+        })
+        .collect()
+}
+
+/// The CNIs the user named (a backend after `:` left out), checked against the catalog.
 fn given_cnis(list: &[String], catalog: &Catalog) -> Result<Vec<String>, Error> {
     let list: Vec<String> = list
         .iter()
-        .map(|c| c.trim().to_ascii_lowercase())
+        .map(|c| {
+            let c = c.trim().to_ascii_lowercase();
+            c.split_once(':')
+                .map_or(c.clone(), |(name, _)| name.to_string())
+        })
         .filter(|c| !c.is_empty() && c != "none")
         .collect();
     let known = catalog.cnis();
@@ -204,20 +231,39 @@ impl NodeReport {
                 ..Census::default()
             },
         };
-        let role = match o.role {
-            Some(r) => Detected::given(Some(r), "--role"),
-            None => role::detect_role(&census.sockets),
+        let roles = match o.roles {
+            Some(r) => Detected::given(r, "--role"),
+            None => role::detect_roles(&census.sockets),
         };
         let cni = match &o.cni {
             Some(list) => Detected::given(given_cnis(list, &catalog)?, "--cni"),
             None => role::detect_cni(&census.sockets, &census.interfaces),
         };
-        let (resolved, flag_warnings) =
+        let (mut resolved, flag_warnings) =
             resolve::resolve_all(&catalog, &census.sockets, &census.interfaces);
-        let peers = sources::peers(&resolved, &census.sockets, &census.interfaces);
+        if let Some(list) = &o.cni {
+            resolve::apply_backends(&mut resolved, &given_backends(list)).map_err(
+                |(cni, backend, known)| Error::UnknownBackend {
+                    cni,
+                    backend,
+                    known: known.join(", "),
+                },
+            )?;
+        }
+        let mut peers = sources::peers(&resolved, &census.sockets, &census.interfaces);
+        let own = sources::own_addresses(&census.interfaces);
+        for (path, why) in kubeconfigs(&census.sockets) {
+            if let Some(a) = io
+                .read_file(&path)
+                .ok()
+                .and_then(|t| sources::kubeconfig_server(&t))
+            {
+                peers.add_api_server(a, why, &own);
+            }
+        }
         let firewall = o
             .firewall
-            .then(|| read_firewall(io, o, role.value, &peers, &census.interfaces));
+            .then(|| read_firewall(io, o, roles.value, &peers, &census.interfaces));
         let settings = o.prerequisites.then(|| {
             let towards: Vec<(IpAddr, String)> = peers
                 .control_plane
@@ -232,7 +278,7 @@ impl NodeReport {
             sockets: census.sockets,
             interfaces: census.interfaces,
             census_warnings: census.warnings,
-            role,
+            roles,
             cni,
             resolved,
             flag_warnings,
@@ -247,7 +293,7 @@ impl NodeReport {
             interfaces: &self.interfaces,
             catalog: &self.catalog,
             resolved: &self.resolved,
-            role: self.role.value,
+            roles: self.roles.value,
             cnis: &self.cni.value,
             version,
             pre_install,
@@ -263,7 +309,7 @@ impl NodeReport {
                 settings,
                 interfaces: &self.interfaces,
                 sockets: &self.sockets,
-                role: self.role.value,
+                roles: self.roles.value,
                 cnis: &self.cni.value,
                 checked: &report.checked,
                 pre_install,
@@ -284,7 +330,7 @@ impl NodeReport {
             warnings.extend(fw.sources.warnings.iter().cloned());
             let out = findings::findings(&findings::Input {
                 resolved: &self.resolved,
-                role: self.role.value,
+                roles: self.roles.value,
                 cnis: &self.cni.value,
                 sockets: &self.sockets,
                 ruleset: &fw.ruleset,
@@ -305,24 +351,31 @@ impl NodeReport {
         (items, warnings)
     }
 
-    /// The role, which the firewall's commands need.
-    pub fn known_role(&self) -> Result<Role, Error> {
-        self.role.value.ok_or_else(|| Error::RoleUnknown {
-            evidence: self.role.evidence.join("; "),
-        })
+    /// etcd's client and peer ports side by side, when `query` is about etcd.
+    pub fn etcd_contrast(&self, query: &explain::Subject) -> Option<explain::EtcdContrast> {
+        explain::etcd_contrast(query, &self.core_input(None, false))
     }
 
-    /// The ports this node needs open, and notes on how its role and CNI were found and what
-    /// is not judged.
+    /// The roles, which the firewall's commands need: at least one.
+    pub fn known_roles(&self) -> Result<Roles, Error> {
+        if self.roles.value.is_empty() {
+            return Err(Error::RoleUnknown {
+                evidence: self.roles.evidence.join("; "),
+            });
+        }
+        Ok(self.roles.value)
+    }
+
+    /// The ports this node needs open (the union of its roles'), and notes on how its roles and
+    /// CNI were found and what is not judged.
     pub fn required(&self) -> Result<(Vec<RequiredPort>, Vec<String>), Error> {
-        let r = self.known_role()?;
+        let r = self.known_roles()?;
         let req = required::from_resolved(&self.resolved, r, &self.cni.value);
         let mut notes = Vec::new();
-        if self.role.source != DetectionSource::Flag {
+        if self.roles.source != DetectionSource::Flag {
             notes.push(format!(
-                "role {} (detected: {})",
-                r.as_str(),
-                self.role.evidence.join("; ")
+                "role {r} (detected: {})",
+                self.roles.evidence.join("; ")
             ));
         }
         if self.cni.source != DetectionSource::Flag {
@@ -354,18 +407,52 @@ impl NodeReport {
 
     /// `kports firewall check`: every required port judged from each kind of source.
     pub fn firewall_check(&self) -> Result<FirewallCheck<'_>, Error> {
-        let role = self.known_role()?;
+        let roles = self.known_roles()?;
         let (ports, mut notes) = self.required()?;
         let fw = self.read_firewall()?;
         notes.extend(fw.sources.notes.iter().cloned());
-        let rows = verdicts::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
+        let mut rows = verdicts::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
+        // A port bound to loopback only that the firewall also accepts from others: the bind
+        // keeps it private (`check` judges binds), so it is a note here, not a `NO`.
+        rows.retain(|r| {
+            let private = r.source_kind == RowKind::Others
+                && r.ok == Some(false)
+                && self.bound_to_loopback_only(&r.port);
+            if private {
+                let note = format!(
+                    "{} ({}) is accepted from {} but bound to loopback only: nothing outside reaches it",
+                    r.port.label(),
+                    r.port.component,
+                    r.source
+                );
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
+            !private
+        });
+        let summary = Summary::of(&rows);
         Ok(FirewallCheck {
-            role,
+            roles,
             firewall: fw,
             rows,
+            summary,
             notes,
             warnings: self.firewall_warnings(),
         })
+    }
+
+    /// Whether something listens on `port` and every listener is bound to a loopback address.
+    fn bound_to_loopback_only(&self, port: &RequiredPort) -> bool {
+        let mut on_port = self.sockets.iter().filter(|s| {
+            s.is_listener() && s.proto == port.proto && (port.lo..=port.hi).contains(&s.local_port)
+        });
+        let mut any = false;
+        let all_loopback = on_port.all(|s| {
+            any = true;
+            s.local_address.to_canonical().is_loopback()
+        });
+        any && all_loopback
     }
 
     /// `kports firewall plan`: the rules that open what each source needs, for `backend`.
@@ -379,12 +466,39 @@ impl NodeReport {
         if !fw.sources.of(SourceKind::All).any(|s| s.origin.is_given()) {
             return Err(Error::PlanNeedsSources);
         }
-        let (ports, notes) = self.required()?;
+        let (ports, mut notes) = self.required()?;
+        let mut control_plane = fw.sources.control_plane();
+        let for_cp: Vec<String> = ports
+            .iter()
+            .filter(|p| p.from == SourceKind::ControlPlane)
+            .map(RequiredPort::label)
+            .collect();
+        if control_plane.is_empty() && !for_cp.is_empty() {
+            // A control-plane node is its own control plane: its API server reaches its
+            // kubelet and etcd from its own address.
+            let own: Vec<AddrRange> = [false, true]
+                .into_iter()
+                .filter_map(|v6| sources::primary_interface(&self.interfaces, v6))
+                .map(|(_, a)| AddrRange::single(a))
+                .collect();
+            if !self.roles.value.contains(Role::ControlPlane) || own.is_empty() {
+                return Err(Error::PlanNeedsControlPlane {
+                    ports: for_cp.join(", "),
+                });
+            }
+            let list: Vec<String> = own.iter().map(ToString::to_string).collect();
+            notes.push(format!(
+                "control plane: this node ({}), which is one; pass --control-plane for the others",
+                list.join(", ")
+            ));
+            control_plane = own;
+        }
         let req = PlanRequest {
             backend,
             ports,
             sources: all,
-            control_plane: fw.sources.control_plane(),
+            control_plane,
+            etcd: fw.sources.ranges(SourceKind::EtcdPeers),
             load_balancers: fw.sources.ranges(SourceKind::LoadBalancers),
             zone,
         };
@@ -412,11 +526,41 @@ impl NodeReport {
     }
 }
 
+/// The kubelet's default kubeconfig (kubeadm's).
+const KUBELET_KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+
+/// The kubeconfig files that say where the API server is: the kubelet's and kube-proxy's
+/// `--kubeconfig` (the kubelet's default is kubeadm's `/etc/kubernetes/kubelet.conf`), each with
+/// the words that say where its address came from.
+fn kubeconfigs(sockets: &[Socket]) -> Vec<(PathBuf, &'static str)> {
+    let cmdline = |component: &str| {
+        sockets
+            .iter()
+            .filter(|s| s.component == Some(component))
+            .find_map(|s| s.processes.first().map(|p| p.cmdline.clone()))
+    };
+    let flag = |c: &Option<String>| {
+        c.as_deref()
+            .and_then(|c| kports_core::flags::value(c, "--kubeconfig"))
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let kubelet = cmdline("kubelet");
+    let mut out = vec![(
+        flag(&kubelet).unwrap_or_else(|| PathBuf::from(KUBELET_KUBECONFIG)),
+        "the API server in the kubelet's kubeconfig",
+    )];
+    if let Some(p) = flag(&cmdline("kube-proxy")) {
+        out.push((p, "the API server in kube-proxy's kubeconfig"));
+    }
+    out
+}
+
 /// Reads the ruleset and chooses the sources, with the route back to each.
 fn read_firewall(
     io: &dyn NodeIo,
     o: &Options,
-    role: Option<Role>,
+    roles: Roles,
     peers: &Peers,
     interfaces: &[Interface],
 ) -> Firewall {
@@ -441,7 +585,7 @@ fn read_firewall(
         control_plane: &o.control_plane,
         load_balancers: &o.load_balancers,
     };
-    let mut chosen = sources::choose(peers, &given, sources::representative(interfaces), role);
+    let mut chosen = sources::choose(peers, &given, sources::representative(interfaces), roles);
     for ks in &mut chosen.sources {
         let s = &mut ks.source;
         match io.route_to(s.range.first()) {
@@ -475,12 +619,57 @@ pub struct Checked {
     pub warnings: Vec<Warning>,
 }
 
+/// How many of `firewall check`'s rows are wrong, and how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Rows judged.
+    pub rows: usize,
+    /// A required port dropped or rejected for a source that needs it (an error).
+    pub blocked: usize,
+    /// A port accepted from sources that do not need it (a warning).
+    pub exposed: usize,
+    /// Verdicts that depend on a condition kports cannot evaluate, or unknown (info).
+    pub undecided: usize,
+}
+
+impl Summary {
+    fn of(rows: &[CheckRow]) -> Summary {
+        let mut s = Summary {
+            rows: rows.len(),
+            ..Summary::default()
+        };
+        for r in rows {
+            match (r.ok, r.expect_open) {
+                (Some(false), true) => s.blocked += 1,
+                (Some(false), false) => s.exposed += 1,
+                (None, _) => s.undecided += 1,
+                (Some(true), _) => {}
+            }
+        }
+        s
+    }
+
+    /// The severity of the worst row, as `kports check` would rate it.
+    pub fn worst(&self) -> Option<Severity> {
+        if self.blocked > 0 {
+            Some(Severity::Error)
+        } else if self.exposed > 0 {
+            Some(Severity::Warning)
+        } else if self.undecided > 0 {
+            Some(Severity::Info)
+        } else {
+            None
+        }
+    }
+}
+
 /// `kports firewall check`'s result.
 #[derive(Debug)]
 pub struct FirewallCheck<'a> {
-    pub role: Role,
+    pub roles: Roles,
     pub firewall: &'a Firewall,
     pub rows: Vec<CheckRow>,
+    pub summary: Summary,
     /// How the role, the CNI and the sources were found, and what is not judged.
     pub notes: Vec<String>,
     pub warnings: Vec<Warning>,

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use kports_core::catalog::Role;
+use kports_core::catalog::{Role, Roles};
 use kports_core::finding::FindingId;
 use kports_core::role::DetectionSource;
 use kports_core::settings::Known;
@@ -24,8 +24,8 @@ fn worker() -> Replay {
 fn a_worker_is_detected_and_its_blocked_kubelet_found_from_the_control_plane() {
     let node = NodeReport::build(&worker(), &Options::default()).unwrap();
     assert_eq!(node.hostname, "w1");
-    assert_eq!(node.role.value, Some(Role::Worker));
-    assert_eq!(node.role.source, DetectionSource::Detected);
+    assert_eq!(node.roles.value, Roles::from(Role::Worker));
+    assert_eq!(node.roles.source, DetectionSource::Detected);
     let fw = node.firewall.as_ref().unwrap();
     // The one chooser: the API server this node connects to is the control plane, routed on eth0.
     let cp: Vec<_> = fw.sources.of(SourceKind::ControlPlane).collect();
@@ -83,7 +83,7 @@ fn firewall_check_and_plan_use_the_same_sources_as_the_check() {
     assert!(
         fc.notes
             .iter()
-            .any(|n| n == "control plane: 192.0.2.11 (the API server this node connects to) (from this node's connections)"),
+            .any(|n| n == "control plane: 192.0.2.11 (the API server this node connects to)"),
         "{:?}",
         fc.notes
     );
@@ -116,14 +116,14 @@ fn given_role_and_cni_win_and_a_bad_cni_is_refused() {
     let node = NodeReport::build(
         &worker(),
         &Options {
-            role: Some(Role::ControlPlane),
+            roles: Some(Role::ControlPlane.into()),
             cni: Some(vec!["Flannel".into(), "none".into()]),
             ..Options::default()
         },
     )
     .unwrap();
-    assert_eq!(node.role.value, Some(Role::ControlPlane));
-    assert_eq!(node.role.source, DetectionSource::Flag);
+    assert_eq!(node.roles.value, Roles::from(Role::ControlPlane));
+    assert_eq!(node.roles.source, DetectionSource::Flag);
     assert_eq!(node.cni.value, ["flannel"]);
     let e = NodeReport::build(
         &worker(),
@@ -153,7 +153,7 @@ fn a_failed_census_is_an_error_or_a_warning_as_asked() {
         &broken,
         &Options {
             census_required: false,
-            role: Some(Role::Worker),
+            roles: Some(Role::Worker.into()),
             ..Options::default()
         },
     )
@@ -300,4 +300,203 @@ fn settings_not_captured_are_unknown_and_not_read_when_not_asked_for() {
     .unwrap();
     assert!(node.settings.is_none());
     assert_eq!(prereqs(&node, false), []);
+}
+
+/// The example worker as an etcd member too, told where its API server is by the kubelet's
+/// kubeconfig only (no connection to it), with two other etcd members in `--initial-cluster`:
+/// the control plane (192.0.2.11) and another worker (192.0.2.22).
+fn worker_and_etcd() -> Replay {
+    let mut r = worker();
+    r.sockets
+        .retain(|s| s.state != kports_core::SockState::Established);
+    let mut etcd = r.sockets[0].clone();
+    etcd.local_address = "192.0.2.21".parse().unwrap();
+    etcd.local_port = 2380;
+    etcd.inode = 77;
+    etcd.component = Some("etcd");
+    etcd.processes = std::sync::Arc::new(vec![std::sync::Arc::new(kports_core::ProcessRef {
+        pid: 700,
+        name: "etcd".into(),
+        cmdline: "etcd --name w1 --initial-cluster=cp1=https://192.0.2.11:2380,w1=https://192.0.2.21:2380,w2=https://192.0.2.22:2380,w3=https://etcd-3.example:2380".into(),
+        container_id: None,
+        pod_uid: None,
+        secrets: Vec::new(),
+    })]);
+    let mut client = etcd.clone();
+    client.local_port = 2379;
+    client.inode = 78;
+    r.sockets.push(etcd);
+    r.sockets.push(client);
+    r.files.insert(
+        PathBuf::from("/etc/kubernetes/kubelet.conf"),
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: AAAA\n    server: https://192.0.2.11:6443\n  name: kubernetes\n".into(),
+    );
+    for a in ["192.0.2.22", "203.0.113.1"] {
+        r.routes.insert(
+            a.parse().unwrap(),
+            ("eth0".into(), Some("192.0.2.21".parse().unwrap())),
+        );
+    }
+    r
+}
+
+#[test]
+fn etcd_peers_come_from_the_initial_cluster_and_the_control_plane_from_the_kubeconfig() {
+    let node = NodeReport::build(&worker_and_etcd(), &Options::default()).unwrap();
+    assert_eq!(
+        node.roles.value,
+        [Role::Worker, Role::Etcd].into_iter().collect::<Roles>()
+    );
+    let fw = node.firewall.as_ref().unwrap();
+    let of = |k: SourceKind| -> Vec<(String, String)> {
+        fw.sources
+            .of(k)
+            .map(|s| (s.source.range.to_string(), s.origin.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        of(SourceKind::ControlPlane),
+        [(
+            CP.to_string(),
+            "the API server in the kubelet's kubeconfig".to_string()
+        )]
+    );
+    // The other members, not this node and not a name kports cannot resolve.
+    let member = "a member in etcd's --initial-cluster".to_string();
+    assert_eq!(
+        of(SourceKind::EtcdPeers),
+        [
+            (CP.to_string(), member.clone()),
+            ("192.0.2.22".to_string(), member)
+        ]
+    );
+    // An etcd peer that is a worker needs etcd's peer port here, not the kubelet.
+    let fc = node.firewall_check().unwrap();
+    let needs = |port: &str| -> Vec<String> {
+        let mut v: Vec<String> = fc
+            .rows
+            .iter()
+            .filter(|r| r.port.label() == port && r.expect_open)
+            .map(|r| format!("{} {}", r.source_kind.as_str(), r.source))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        needs("tcp/2380"),
+        ["etcd-peers 192.0.2.11", "etcd-peers 192.0.2.22"]
+    );
+    assert_eq!(needs("tcp/10250"), ["control-plane 192.0.2.11"]);
+    // The plan opens 2380 to both members without being told, 10250 to the control plane only.
+    let net = [parse_cidr("192.0.2.0/24").unwrap()];
+    let node = NodeReport::build(
+        &worker_and_etcd(),
+        &Options {
+            sources: net.to_vec(),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let script = &fp.plan.script;
+    for rule in [
+        "ip saddr { 192.0.2.11, 192.0.2.22 } tcp dport 2380 accept",
+        "ip saddr 192.0.2.11 tcp dport 10250 accept",
+    ] {
+        assert!(script.contains(rule), "{rule} in {script}");
+    }
+    assert!(
+        !script.contains("192.0.2.22 tcp dport 10250")
+            && !script.contains("192.0.2.22 } tcp dport 10250"),
+        "{script}"
+    );
+}
+
+#[test]
+fn a_plan_that_cannot_find_the_control_plane_is_refused_and_a_control_plane_is_its_own() {
+    let net = [parse_cidr("192.0.2.0/24").unwrap()];
+    let options = |roles: Option<Roles>| Options {
+        roles,
+        sources: net.to_vec(),
+        ..Options::default()
+    };
+    // The worker without its connection to the API server and without a kubeconfig.
+    let mut lost = worker();
+    lost.sockets
+        .retain(|s| s.state != kports_core::SockState::Established);
+    let node = NodeReport::build(&lost, &options(None)).unwrap();
+    let e = node.firewall_plan(PlanBackend::Nft, None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the plan opens tcp/10250 to the control plane, whose address kports cannot find (no connection to an API server, no readable kubeconfig): pass --control-plane ADDR"
+    );
+    // --control-plane gives it.
+    let node = NodeReport::build(
+        &lost,
+        &Options {
+            control_plane: vec![parse_cidr(CP).unwrap()],
+            ..options(None)
+        },
+    )
+    .unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    assert!(
+        fp.plan
+            .script
+            .contains("ip saddr 192.0.2.11 tcp dport 10250 accept"),
+        "{}",
+        fp.plan.script
+    );
+    // A control-plane node is its own control-plane source.
+    let node = NodeReport::build(&lost, &options(Some(Role::ControlPlane.into()))).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    assert!(
+        fp.plan
+            .script
+            .contains("ip saddr 192.0.2.21 tcp dport 10250 accept"),
+        "{}",
+        fp.plan.script
+    );
+    // The one chooser says so, for `check` and `firewall check` too.
+    let notes = &node.firewall.as_ref().unwrap().sources.notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("control plane: this node (192.0.2.21), which is one")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn a_cni_backend_given_by_hand_requires_its_ports_only() {
+    let flannel = |cni: &str| -> Result<Vec<String>, Error> {
+        let node = NodeReport::build(
+            &worker(),
+            &Options {
+                cni: Some(vec![cni.to_string()]),
+                ..Options::default()
+            },
+        )?;
+        Ok(node
+            .required()?
+            .0
+            .iter()
+            .filter(|p| p.component == "flannel")
+            .map(|p| p.label())
+            .collect())
+    };
+    assert_eq!(
+        flannel("flannel:wireguard").unwrap(),
+        ["udp/51820", "udp/51821"]
+    );
+    assert_eq!(flannel("Flannel:VXLAN").unwrap(), ["udp/8472"]);
+    // No device shows the backend on the example worker: every backend's ports.
+    assert_eq!(
+        flannel("flannel").unwrap(),
+        ["udp/8472", "udp/8285", "udp/51820", "udp/51821"]
+    );
+    assert_eq!(
+        flannel("flannel:ipsec").unwrap_err().to_string(),
+        "--cni flannel:ipsec: the catalog knows flannel's backends vxlan, udp, wireguard"
+    );
 }

@@ -108,7 +108,7 @@ pub fn role_ports(catalog: &Catalog, roles: &[Role], cnis: &[String]) -> Vec<(Po
                 Peer::ControlPlane | Peer::Nodes | Peer::Etcd | Peer::Apiserver
             )
         });
-        if !roles.iter().any(|r| e.applies_to(*r, cnis))
+        if !roles.iter().any(|r| e.applies_to((*r).into(), cnis))
             || e.network != Network::Host
             || e.expect != Expect::Listening
             || e.direction == Direction::Out

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kports_core::catalog::{Role, Severity, Version};
+use kports_core::catalog::{Role, Roles, Severity, Version};
 use kports_core::explain::Subject;
 use kports_firewall::model::AddrRange;
 use kports_firewall::plan::PlanBackend;
@@ -274,12 +274,15 @@ impl From<PlanBackendArg> for PlanBackend {
 /// and the firewall commands.
 #[derive(Debug, Args)]
 pub struct NodeContext {
-    /// The node's role. Detected from the running components when not given.
-    #[arg(long, value_enum)]
-    pub role: Option<RoleArg>,
+    /// The node's roles, comma-separated (`worker,etcd`; a kubeadm control plane with stacked
+    /// etcd is `control-plane,etcd`); the ports of all of them are judged. Detected from the
+    /// running components when not given.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "ROLE")]
+    pub role: Option<Vec<RoleArg>>,
     /// The CNI plugin(s), comma-separated, for their overlay and control ports: calico,
-    /// flannel, cilium, weave, antrea, kube-router, or none. Detected from agents and devices
-    /// when not given.
+    /// flannel, cilium, weave, antrea, kube-router, or none; `flannel:wireguard` (or `:vxlan`,
+    /// `:udp`) also names the backend, whose ports alone are then required. Detected from
+    /// agents and devices when not given.
     #[arg(long, value_delimiter = ',', value_name = "CNI")]
     pub cni: Option<Vec<String>>,
     /// A catalog file that extends or overrides the built-in one (format: docs/catalog.md).
@@ -296,6 +299,15 @@ pub enum RoleArg {
     Worker,
     /// A dedicated etcd member.
     Etcd,
+}
+
+impl NodeContext {
+    /// `--role` as a set; `None` when not given (detected).
+    pub fn roles(&self) -> Option<Roles> {
+        self.role
+            .as_ref()
+            .map(|list| list.iter().map(|r| Role::from(*r)).collect())
+    }
 }
 
 impl From<RoleArg> for Role {
@@ -417,6 +429,11 @@ pub struct FirewallCommon {
 pub struct FirewallCheckArgs {
     #[command(flatten)]
     pub common: FirewallCommon,
+    /// Exit with status 1 when a row is at least this bad: error (a required port blocked for a
+    /// source that needs it), warning (a port open to sources that do not need it), info (a
+    /// verdict that depends on a condition kports cannot evaluate).
+    #[arg(long, value_enum, default_value = "error")]
+    pub fail_on: FailOn,
     /// The interface packets from the sources arrive on (default: the route back to each source).
     #[arg(long)]
     pub iif: Option<String>,

@@ -117,8 +117,11 @@ impl Serialize for PortRange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
-    /// Control-plane nodes only (etcd peers, the API server calling the kubelet).
+    /// Control-plane nodes only (the API server calling the kubelet or etcd's client port).
     ControlPlane,
+    /// The other members of the etcd cluster (raft on 2380), wherever they run: on control-plane
+    /// nodes (stacked), dedicated hosts, or workers that are etcd members too.
+    EtcdPeers,
     /// Every node of the cluster (overlay networks, BGP).
     Nodes,
     /// Anyone who uses the cluster (API clients, NodePort clients).
@@ -133,6 +136,7 @@ impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::ControlPlane => "control-plane",
+            SourceKind::EtcdPeers => "etcd-peers",
             SourceKind::Nodes => "nodes",
             SourceKind::All => "all",
             SourceKind::LoadBalancers => "load-balancers",
@@ -143,12 +147,13 @@ impl SourceKind {
 
 impl SourceKind {
     /// How many hosts the kind lets in, widest highest: All > Nodes > ControlPlane >
-    /// LoadBalancers > SelfOnly.
+    /// EtcdPeers > LoadBalancers > SelfOnly.
     fn width(self) -> u8 {
         match self {
-            SourceKind::All => 4,
-            SourceKind::Nodes => 3,
-            SourceKind::ControlPlane => 2,
+            SourceKind::All => 5,
+            SourceKind::Nodes => 4,
+            SourceKind::ControlPlane => 3,
+            SourceKind::EtcdPeers => 2,
             SourceKind::LoadBalancers => 1,
             SourceKind::SelfOnly => 0,
         }
@@ -159,14 +164,15 @@ impl SourceKind {
         match p {
             Peer::Clients => SourceKind::All,
             Peer::Nodes => SourceKind::Nodes,
-            Peer::ControlPlane | Peer::Apiserver | Peer::Etcd => SourceKind::ControlPlane,
+            Peer::ControlPlane | Peer::Apiserver => SourceKind::ControlPlane,
+            Peer::Etcd => SourceKind::EtcdPeers,
             Peer::LoadBalancers => SourceKind::LoadBalancers,
             Peer::SelfNode | Peer::Pods => SourceKind::SelfOnly,
         }
     }
 
-    /// The widest kind among `peers` (6443, reached by everyone, is `All`; etcd is
-    /// `ControlPlane`); `SelfOnly` when only the node itself or its pods connect.
+    /// The widest kind among `peers` (6443, reached by everyone, is `All`; etcd's client port
+    /// `ControlPlane`, its peer port `EtcdPeers`); `SelfOnly` when only the node itself or its pods connect.
     pub fn widest(peers: &[Peer]) -> SourceKind {
         peers
             .iter()
@@ -299,6 +305,84 @@ impl Role {
             Role::Worker => "worker",
             Role::Etcd => "etcd",
         }
+    }
+}
+
+/// The roles a node has: any combination of control plane, etcd member and worker. Empty when
+/// nothing tells (an unknown role). Serialized as an array in the order of [`Role::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Roles(u8);
+
+impl Roles {
+    /// No role: unknown.
+    pub const NONE: Roles = Roles(0);
+
+    fn bit(r: Role) -> u8 {
+        match r {
+            Role::ControlPlane => 1,
+            Role::Worker => 2,
+            Role::Etcd => 4,
+        }
+    }
+
+    pub fn contains(self, r: Role) -> bool {
+        self.0 & Roles::bit(r) != 0
+    }
+
+    pub fn insert(&mut self, r: Role) {
+        self.0 |= Roles::bit(r);
+    }
+
+    /// Unknown: no role.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether any role of `self` is in `list`.
+    pub fn any_in(self, list: &[Role]) -> bool {
+        list.iter().any(|r| self.contains(*r))
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Role> {
+        Role::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
+}
+
+impl From<Role> for Roles {
+    fn from(r: Role) -> Roles {
+        Roles(Roles::bit(r))
+    }
+}
+
+impl FromIterator<Role> for Roles {
+    fn from_iter<I: IntoIterator<Item = Role>>(it: I) -> Roles {
+        let mut s = Roles::NONE;
+        for r in it {
+            s.insert(r);
+        }
+        s
+    }
+}
+
+impl fmt::Display for Roles {
+    /// `control-plane,etcd`, or `unknown`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("unknown");
+        }
+        for (i, r) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(r.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Roles {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
     }
 }
 
@@ -540,6 +624,14 @@ pub struct Entry {
     /// Tunnel devices whose UDP port is this entry's port (`flannel.1`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tunnel_devices: Vec<String>,
+    /// Devices that show the CNI backend this entry belongs to (`flannel-wg` for flannel's
+    /// WireGuard); a name ending in `*` is a prefix. Where another backend's device of the same
+    /// CNI is found and none of these, the entry is not in use on the node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backend_devices: Vec<String>,
+    /// The name of that backend (`vxlan`, `wireguard`), as `--cni flannel:wireguard` gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     pub versions: Versions,
     /// Who connects and why, for `kports explain`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -568,9 +660,9 @@ impl Entry {
         format!("{}/{}", self.protocol.as_str(), self.port)
     }
 
-    /// Whether a node of `role` with CNIs `cnis` needs this entry.
-    pub fn applies_to(&self, role: Role, cnis: &[String]) -> bool {
-        self.roles.contains(&role)
+    /// Whether a node with `roles` (any of them) and CNIs `cnis` needs this entry.
+    pub fn applies_to(&self, roles: Roles, cnis: &[String]) -> bool {
+        roles.any_in(&self.roles)
             && self
                 .cni
                 .as_ref()
@@ -764,7 +856,7 @@ mod tests {
             c.entries
                 .iter()
                 .filter(|e| {
-                    e.applies_to(role, &[])
+                    e.applies_to(role.into(), &[])
                         && matches!(e.expect, Expect::Listening | Expect::Reserved)
                 })
                 .map(Entry::label)

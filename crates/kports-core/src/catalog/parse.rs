@@ -86,6 +86,8 @@ pub(super) struct RawEntry {
     pub(super) range_flag: Option<Spanned<String>>,
     pub(super) flags_of: Option<String>,
     pub(super) tunnel_devices: Option<Vec<String>>,
+    pub(super) backend_devices: Option<Vec<String>>,
+    pub(super) backend: Option<String>,
     pub(super) versions: Option<Spanned<String>>,
     pub(super) clients: Option<String>,
     pub(super) notes: Option<String>,
@@ -270,6 +272,8 @@ pub(super) fn new_entry(
         held_by: vec![r.component.get_ref().clone()],
         flags: Flags::default(),
         tunnel_devices: Vec::new(),
+        backend_devices: Vec::new(),
+        backend: None,
         versions: Versions::default(),
         clients: None,
         notes: None,
@@ -313,12 +317,13 @@ pub(super) fn apply(
         missing,
         too_wide,
         severity,
-        tunnel_devices
+        tunnel_devices,
+        backend_devices
     );
     macro_rules! set_opt {
         ($($f:ident),*) => { $( if let Some(v) = &r.$f { e.$f = Some(v.clone()); } )* };
     }
-    set_opt!(bind_detail, clients, notes, disagreement);
+    set_opt!(bind_detail, clients, notes, disagreement, backend);
     if let Some(v) = &r.roles {
         e.roles = v.get_ref().clone();
     }

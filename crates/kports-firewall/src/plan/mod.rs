@@ -60,6 +60,8 @@ pub struct PlanRequest {
     /// Everyone who may use the cluster, the nodes among them (`--sources`).
     pub sources: Vec<AddrRange>,
     pub control_plane: Vec<AddrRange>,
+    /// The other etcd members (etcd's `--initial-cluster`, its peer connections).
+    pub etcd: Vec<AddrRange>,
     pub load_balancers: Vec<AddrRange>,
     /// firewalld zone to add rules to (default: the zone firewalld reports, else `public`).
     pub zone: Option<String>,
@@ -76,6 +78,10 @@ pub struct Intent {
     pub now: Judgement,
     /// Whether the current ruleset already does what the plan wants.
     pub already: Option<bool>,
+    /// A wanted opening that a drop in another table or chain still blocks after the plan is
+    /// applied (kports writes only its own table or chain): that rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub still_blocked_by: Option<String>,
 }
 
 /// A rule outside kports's table or chain that would still block a wanted connection.
@@ -121,6 +127,7 @@ fn allows(req: &PlanRequest, notes: &mut Vec<String>) -> Vec<Allow> {
         let sources = match p.from {
             SourceKind::All | SourceKind::Nodes => req.sources.clone(),
             SourceKind::ControlPlane => req.control_plane.clone(),
+            SourceKind::EtcdPeers => req.etcd.clone(),
             SourceKind::LoadBalancers => req.load_balancers.clone(),
             SourceKind::SelfOnly => Vec::new(),
         };
@@ -160,7 +167,7 @@ pub fn plan(rs: &Ruleset, req: &PlanRequest, firewalld_zone: Option<&str>) -> Pl
         }
         PlanBackend::Ufw => (ufw_script(&allows), Vec::new(), None),
     };
-    let conflicts = match &simulated {
+    let found = match &simulated {
         Some(sim) => conflicts(&Evaluator::new(sim), &allows, |_| false),
         None => {
             let backend = req.backend;
@@ -169,6 +176,14 @@ pub fn plan(rs: &Ruleset, req: &PlanRequest, firewalld_zone: Option<&str>) -> Pl
             })
         }
     };
+    let mut intents = intents;
+    for x in intents.iter_mut().filter(|x| x.open) {
+        x.still_blocked_by = found
+            .iter()
+            .find(|(wanted, c)| *wanted == x.port && c.source == x.source)
+            .map(|(_, c)| c.blocked_by.to_string());
+    }
+    let conflicts: Vec<Conflict> = found.into_iter().map(|(_, c)| c).collect();
     if rs.unread.iter().any(|_| true) {
         let unread: Vec<String> = rs
             .unread
@@ -244,14 +259,16 @@ fn intent(ev: &Evaluator<'_>, port: &RequiredPort, src: AddrRange, open: bool) -
         open,
         now,
         already,
+        still_blocked_by: None,
     }
 }
 
+/// The conflicts, each with the label of the wanted port it blocks (a part of it, perhaps).
 fn conflicts(
     ev: &Evaluator<'_>,
     allows: &[Allow],
     owned: impl Fn(&RuleRef) -> bool,
-) -> Vec<Conflict> {
+) -> Vec<(String, Conflict)> {
     let mut out = Vec::new();
     for a in allows {
         for s in &a.sources {
@@ -273,12 +290,15 @@ fn conflicts(
                     hi,
                     ..a.port.clone()
                 };
-                out.push(Conflict {
-                    port: port.label(),
-                    source: s.to_string(),
-                    fix: fix_command(by, &port, *s),
-                    blocked_by: by.clone(),
-                });
+                out.push((
+                    a.port.label(),
+                    Conflict {
+                        port: port.label(),
+                        source: s.to_string(),
+                        fix: fix_command(by, &port, *s),
+                        blocked_by: by.clone(),
+                    },
+                ));
             }
         }
     }
@@ -388,9 +408,24 @@ fn closed_ports(allows: &[Allow], proto: Proto) -> Vec<(u16, u16)> {
     )
 }
 
+/// What the rule does, in at most [`COMMENT_MAX`] bytes (nft's limit is 128):
+/// `kube-proxy tcp/30000-32767 from 192.0.2.0/24`.
 fn comment(a: &Allow) -> String {
-    format!("{} from {}", a.port.component, a.port.from.as_str())
+    let mut from: Vec<String> = a.sources.iter().map(ToString::to_string).collect();
+    let head = format!("{} {} from ", a.port.component, a.port.label());
+    let mut text = format!("{head}{}", from.join(", "));
+    while text.len() > COMMENT_MAX && from.len() > 1 {
+        from.pop();
+        text = format!("{head}{} and others", from.join(", "));
+    }
+    if text.len() > COMMENT_MAX {
+        text = format!("{head}{}", a.port.from.as_str());
+    }
+    text
 }
+
+/// The longest comment a plan writes.
+const COMMENT_MAX: usize = 120;
 
 /// Normalises a rule text for comparison: no counters, single spaces.
 fn norm(s: &str) -> String {
@@ -459,6 +494,79 @@ mod tests {
     }
 
     #[test]
+    fn comments_say_what_the_rule_opens_and_to_whom() {
+        let port = RequiredPort::new(Proto::Tcp, 2380, 2380, SourceKind::EtcdPeers, "etcd");
+        let few = Allow {
+            port: port.clone(),
+            sources: vec![
+                parse_cidr("192.0.2.11").unwrap(),
+                parse_cidr("192.0.2.12").unwrap(),
+            ],
+        };
+        assert_eq!(comment(&few), "etcd tcp/2380 from 192.0.2.11, 192.0.2.12");
+        let many = Allow {
+            port,
+            sources: (1..=40)
+                .map(|i| parse_cidr(&format!("198.51.100.{i}")).unwrap())
+                .collect(),
+        };
+        let c = comment(&many);
+        assert!(c.len() <= COMMENT_MAX, "{c}");
+        assert!(
+            c.starts_with("etcd tcp/2380 from 198.51.100.1, 198.51.100.2, ")
+                && c.ends_with(" and others"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn an_opening_another_tables_drop_still_blocks_says_so() {
+        let kubelet = RequiredPort::new(
+            Proto::Tcp,
+            10250,
+            10250,
+            SourceKind::ControlPlane,
+            "kubelet",
+        );
+        let req = PlanRequest {
+            backend: PlanBackend::Nft,
+            ports: vec![kubelet],
+            sources: vec![parse_cidr("192.0.2.0/24").unwrap()],
+            control_plane: vec![parse_cidr("192.0.2.11").unwrap()],
+            etcd: Vec::new(),
+            load_balancers: Vec::new(),
+            zone: None,
+        };
+        // A host firewall of its own: iptables-nft's INPUT drops everything but loopback.
+        let (tables, warnings) = crate::iptables::parse_save(
+            "*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\nCOMMIT\n",
+            crate::model::Backend::IptablesNft,
+            false,
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let rs = Ruleset {
+            tables,
+            unread: Vec::new(),
+        };
+        let p = plan(&rs, &req, None);
+        let opening = p
+            .intents
+            .iter()
+            .find(|x| x.open && x.source == "192.0.2.11")
+            .unwrap();
+        assert_eq!(
+            opening.still_blocked_by.as_deref(),
+            Some("iptables-nft ip filter INPUT: policy drop"),
+            "{:#?}",
+            p.intents
+        );
+        assert_eq!(p.conflicts.len(), 1, "{:#?}", p.conflicts);
+        // Without the host's drop nothing is still blocked.
+        let open = plan(&Ruleset::default(), &req, None);
+        assert!(open.intents.iter().all(|x| x.still_blocked_by.is_none()));
+    }
+
+    #[test]
     fn iptables_closes_required_ports_over_ipv6_when_every_source_is_ipv4() {
         let kubelet = RequiredPort::new(
             Proto::Tcp,
@@ -472,6 +580,7 @@ mod tests {
             ports: vec![kubelet],
             sources: vec![parse_cidr("192.0.2.0/24").unwrap()],
             control_plane: vec![parse_cidr("192.0.2.11").unwrap()],
+            etcd: Vec::new(),
             load_balancers: Vec::new(),
             zone: None,
         };

@@ -300,6 +300,7 @@ fn request(backend: PlanBackend) -> PlanRequest {
             .ports,
         sources: vec![parse_cidr("198.51.100.0/24").unwrap()],
         control_plane: vec![parse_cidr(CP).unwrap()],
+        etcd: vec![parse_cidr(CP).unwrap()],
         load_balancers: Vec::new(),
         zone: None,
     }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use anyhow::Result;
-use kports_core::catalog::{Role, Severity};
+use kports_core::catalog::{Roles, Severity};
 use kports_core::check::{self, Report};
 use kports_core::finding::Finding;
 use kports_core::role::{Detected, DetectionSource};
@@ -24,7 +24,7 @@ use crate::output::{self, Document, Out};
 /// The `context` of the JSON document.
 #[derive(Debug, Serialize)]
 struct JsonContext<'a> {
-    role: &'a Detected<Option<Role>>,
+    roles: &'a Detected<Roles>,
     cni: &'a Detected<Vec<String>>,
     pre_install: bool,
     fail_on: Option<Severity>,
@@ -36,7 +36,7 @@ pub fn run(args: &CheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Resu
     let node = NodeReport::build(
         io,
         &Options {
-            role: args.node.role.map(Role::from),
+            roles: args.node.roles(),
             cni: args.node.cni.clone(),
             catalog: args.node.catalog.clone(),
             census: args.source.into(),
@@ -47,13 +47,13 @@ pub fn run(args: &CheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Resu
     )?;
     let checked = node.check(args.kubernetes_version, args.pre_install);
     let (report, warnings) = (checked.report, checked.warnings);
-    let (hostname, role, cni) = (&node.hostname, &node.role, &node.cni);
+    let (hostname, roles, cni) = (&node.hostname, &node.roles, &node.cni);
     let threshold = args.fail_on.threshold();
 
     match args.output {
         CheckFormat::Json => {
             let context = JsonContext {
-                role,
+                roles,
                 cni,
                 pre_install: args.pre_install,
                 fail_on: threshold,
@@ -67,13 +67,13 @@ pub fn run(args: &CheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Resu
         }
         CheckFormat::Junit => out.lines(&junit::render(
             hostname,
-            role,
+            roles,
             cni,
             &report,
             threshold,
             args.pre_install,
         ))?,
-        CheckFormat::Table | CheckFormat::Wide => print(out, hostname, role, cni, &report, args)?,
+        CheckFormat::Table | CheckFormat::Wide => print(out, hostname, roles, cni, &report, args)?,
     }
 
     Ok(Outcome {
@@ -82,14 +82,13 @@ pub fn run(args: &CheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Resu
     })
 }
 
-fn describe_role(role: &Detected<Option<Role>>) -> String {
-    let name = role.value.map_or("unknown", Role::as_str);
-    match role.source {
+fn describe_roles(roles: &Detected<Roles>) -> String {
+    let name = roles.value;
+    match roles.source {
         DetectionSource::Flag => format!("{name} (--role)"),
-        DetectionSource::Detected => format!(
-            "{name} (detected: {})",
-            role.evidence.first().map_or("", String::as_str)
-        ),
+        DetectionSource::Detected => {
+            format!("{name} (detected: {})", roles.evidence.join("; "))
+        }
     }
 }
 
@@ -111,7 +110,7 @@ fn describe_cni(cni: &Detected<Vec<String>>) -> String {
 fn print(
     out: &mut Out<impl Write>,
     hostname: &str,
-    role: &Detected<Option<Role>>,
+    roles: &Detected<Roles>,
     cni: &Detected<Vec<String>>,
     report: &Report,
     args: &CheckArgs,
@@ -123,7 +122,7 @@ fn print(
     };
     out.heading(&format!(
         "{what} of {hostname}: role {}, CNI {}",
-        describe_role(role),
+        describe_roles(roles),
         describe_cni(cni)
     ))?;
     if !report.findings.is_empty() {
@@ -359,12 +358,12 @@ error     ip-forward-off  -     net.ipv4.ip_forward is 0: the node does not forw
 
     /// `kports check --cni none` on the example worker.
     const BLOCKED: &str = "\
-check of w1: role worker (detected: kubelet (pid 500) holds tcp/10250), CNI none (--cni)
+check of w1: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256), CNI none (--cni)
 
 SEVERITY  FINDING                        PORT       MESSAGE
 error     firewall-blocks-required-port  tcp/10250  the firewall drops tcp/10250 from 192.0.2.11 (the API server this node connects to), but the control plane must reach kubelet there (Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics): iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
                                                       $ iptables-nft -t filter -L INPUT -n -v --line-numbers
 
-12 ports checked: 1 error, 0 warnings, 0 info
+15 ports checked: 1 error, 0 warnings, 0 info
 ";
 }

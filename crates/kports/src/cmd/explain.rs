@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use anyhow::Result;
-use kports_core::catalog::Role;
-use kports_core::explain::{self, Explanation, PeerCount, Subject};
+use kports_core::catalog::Roles;
+use kports_core::explain::{self, EtcdContrast, Explanation, PeerCount, Subject};
 use kports_node::{NodeIo, NodeReport, Options};
 
 use crate::cli::ExplainArgs;
@@ -17,7 +17,7 @@ pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Re
     let node = NodeReport::build(
         io,
         &Options {
-            role: args.node.role.map(Role::from),
+            roles: args.node.roles(),
             cni: args.node.cni.clone(),
             catalog: args.node.catalog.clone(),
             census: args.source.into(),
@@ -43,12 +43,37 @@ pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Re
         if i > 0 {
             out.line("")?;
         }
-        print(out, x, node.role.value)?;
+        print(out, x, node.roles.value)?;
+    }
+    if let Some(c) = node.etcd_contrast(&args.query) {
+        out.line("")?;
+        contrast(out, &c)?;
     }
     Ok(Outcome::done(warnings))
 }
 
-fn print(out: &mut Out<impl Write>, x: &Explanation, role: Option<Role>) -> std::io::Result<()> {
+/// etcd's two ports side by side, with this node's counts.
+fn contrast(out: &mut Out<impl Write>, c: &EtcdContrast) -> std::io::Result<()> {
+    let n = |conns: usize, addrs: usize, word: &str| {
+        format!(
+            "{conns} established {word} {addrs} address{}",
+            if addrs == 1 { "" } else { "es" }
+        )
+    };
+    out.heading("etcd's two ports on this node now")?;
+    out.line(&format!(
+        "  tcp/{:<5}  clients: every API server keeps a pool of long-lived connections, so many: {}",
+        c.client_port,
+        n(c.client_connections, c.client_peers, "from")
+    ))?;
+    out.line(&format!(
+        "  tcp/{:<5}  the other etcd members only: a few connections per member, none on a single member: {}",
+        c.peer_port,
+        n(c.peer_connections, c.peer_peers, "with")
+    ))
+}
+
+fn print(out: &mut Out<impl Write>, x: &Explanation, here_roles: Roles) -> std::io::Result<()> {
     let label = format!("{}/{}", x.protocol.as_str(), x.port);
     let mut rows: Vec<(&str, String)> = Vec::new();
     match &x.entry {
@@ -70,10 +95,10 @@ fn print(out: &mut Out<impl Write>, x: &Explanation, role: Option<Role>) -> std:
             if e.addon {
                 belongs.push_str(" (add-on)");
             }
-            let here = match (role, x.needed_here) {
-                (None, _) => " (this node's role is unknown)",
-                (Some(_), true) => " (needed on this node)",
-                (Some(_), false) => " (not needed on this node)",
+            let here = match (here_roles.is_empty(), x.needed_here) {
+                (true, _) => " (this node's role is unknown)",
+                (false, true) => " (needed on this node)",
+                (false, false) => " (not needed on this node)",
             };
             belongs.push_str(here);
             rows.push(("roles", belongs));

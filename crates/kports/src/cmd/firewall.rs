@@ -4,14 +4,14 @@
 use std::io::Write;
 
 use anyhow::Result;
-use kports_core::catalog::Role;
+use kports_core::catalog::Roles;
 use kports_firewall::Judgement;
 use kports_firewall::detect::Managers;
 use kports_firewall::model::Unread;
 use kports_firewall::plan;
 use kports_firewall::required::RequiredPort;
 use kports_firewall::verdicts::CheckRow;
-use kports_node::{NodeIo, NodeReport, Options};
+use kports_node::{NodeIo, NodeReport, Options, Summary};
 use serde::Serialize;
 
 use crate::cli::{FirewallCheckArgs, FirewallCommand, FirewallCommon, FirewallPlanArgs};
@@ -31,7 +31,7 @@ fn report(common: &FirewallCommon, iif: Option<String>, io: &dyn NodeIo) -> Resu
     Ok(NodeReport::build(
         io,
         &Options {
-            role: common.node.role.map(Role::from),
+            roles: common.node.roles(),
             cni: common.node.cni.clone(),
             catalog: common.node.catalog.clone(),
             census_required: false,
@@ -47,10 +47,11 @@ fn report(common: &FirewallCommon, iif: Option<String>, io: &dyn NodeIo) -> Resu
 
 #[derive(Debug, Serialize)]
 struct CheckReport<'a> {
-    role: Role,
+    roles: Roles,
     managers: &'a Managers,
     unread: &'a [Unread],
     rows: &'a [CheckRow],
+    summary: Summary,
     /// How the role and CNI were found, and required entries that are not judged (IP
     /// protocols, ports a flag turned off).
     notes: &'a [String],
@@ -63,10 +64,11 @@ fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
     match a.common.output {
         Format::Json => {
             let report = CheckReport {
-                role: fc.role,
+                roles: fc.roles,
                 managers,
                 unread: &fc.firewall.ruleset.unread,
                 rows,
+                summary: fc.summary,
                 notes: &fc.notes,
             };
             out.json(&Document::new(
@@ -123,9 +125,23 @@ fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
                     }
                 },
             )?;
+            out.line("")?;
+            out.line(&summary_line(&fc.summary))?;
         }
     }
-    Ok(Outcome::done(fc.warnings))
+    let threshold = a.fail_on.threshold();
+    Ok(Outcome {
+        failed: threshold.is_some_and(|t| fc.summary.worst().is_some_and(|w| w >= t)),
+        warnings: fc.warnings,
+    })
+}
+
+/// `21 verdicts: 1 blocked for a source that needs it, 0 open to sources that do not, 2 undecided`.
+fn summary_line(s: &Summary) -> String {
+    format!(
+        "{} verdicts: {} blocked for a source that needs it, {} open to sources that do not, {} undecided",
+        s.rows, s.blocked, s.exposed, s.undecided
+    )
 }
 
 fn verdict_text(j: &Judgement, wide: bool) -> String {
@@ -226,11 +242,16 @@ fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
                         1 => b.push_str(&x.component),
                         2 => b.push_str(&x.source),
                         3 => b.push_str(if x.open { "open" } else { "closed" }),
-                        4 => b.push_str(match (x.already, x.open) {
-                            (Some(true), _) => "none (already so)",
-                            (_, true) => "opens",
-                            (_, false) => "closes",
-                        }),
+                        4 => match (&x.still_blocked_by, x.already, x.open) {
+                            (Some(by), _, _) if wide => {
+                                b.push_str("still blocked by ");
+                                b.push_str(by);
+                            }
+                            (Some(_), _, _) => b.push_str("still blocked (see below)"),
+                            (None, Some(true), _) => b.push_str("none (already so)"),
+                            (None, _, true) => b.push_str("opens"),
+                            (None, _, false) => b.push_str("closes"),
+                        },
                         _ => b.push_str(&verdict_text(&x.now, wide)),
                     }
                 },
@@ -290,8 +311,11 @@ mod tests {
     fn firewall_check_names_the_drop_of_the_kubelet_for_the_control_plane() {
         let (text, outcome) = render(&["firewall", "check", "--cni", "none"]);
         assert_eq!(text, CHECK);
-        assert!(!outcome.failed);
+        // The kubelet's port is blocked for the control plane: an error, as in `kports check`.
+        assert!(outcome.failed);
         assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+        let (_, never) = render(&["firewall", "check", "--cni", "none", "--fail-on", "never"]);
+        assert!(!never.failed);
     }
 
     #[test]
@@ -312,18 +336,20 @@ mod tests {
 
     /// `kports firewall check --cni none` on the example worker.
     const CHECK: &str = "\
-note: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256; no control-plane component or etcd)
+note: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256)
 note: sources: the peers this node is connected to (192.0.2.11 (the API server this node connects to)); pass --sources to judge others
-note: control plane: 192.0.2.11 (the API server this node connects to) (from this node's connections)
+note: control plane: 192.0.2.11 (the API server this node connects to)
+note: tcp/10248 (kubelet) is accepted from 192.0.2.11 but bound to loopback only: nothing outside reaches it
+note: tcp/10249 (kube-proxy) is accepted from 192.0.2.11 but bound to loopback only: nothing outside reaches it
 PORT             COMPONENT   FROM           SOURCE       WANT    OK   VERDICT
 tcp/10250        kubelet     control-plane  192.0.2.11   open    NO   drop by iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
 tcp/10248        kubelet     self           127.0.0.1    open    yes  accept by iptables-nft ip filter INPUT #1: -A INPUT -i lo -j ACCEPT
-tcp/10248        kubelet     others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
 tcp/10256        kube-proxy  others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
 tcp/10249        kube-proxy  self           127.0.0.1    open    yes  accept by iptables-nft ip filter INPUT #1: -A INPUT -i lo -j ACCEPT
-tcp/10249        kube-proxy  others         192.0.2.11   closed  NO   accept (iptables-nft ip filter INPUT policy)
 tcp/30000-32767  kube-proxy  all            203.0.113.1  open    yes  accept (iptables-nft ip filter INPUT policy)
 udp/30000-32767  kube-proxy  all            203.0.113.1  open    yes  accept (iptables-nft ip filter INPUT policy)
+
+6 verdicts: 1 blocked for a source that needs it, 1 open to sources that do not, 0 undecided
 ";
     /// `kports firewall plan --backend nft --cni none --sources 192.0.2.0/24 --script` there:
     /// the kubelet opened to the control plane the census shows.
@@ -336,9 +362,9 @@ add chain inet kports input { type filter hook input priority filter - 10; polic
 flush chain inet kports input
 add rule inet kports input ct state established,related accept
 add rule inet kports input iifname "lo" accept
-add rule inet kports input ip saddr 192.0.2.11 tcp dport 10250 accept comment "kubelet from control-plane"
-add rule inet kports input ip saddr 192.0.2.0/24 tcp dport 30000-32767 accept comment "kube-proxy from all"
-add rule inet kports input ip saddr 192.0.2.0/24 udp dport 30000-32767 accept comment "kube-proxy from all"
+add rule inet kports input ip saddr 192.0.2.11 tcp dport 10250 accept comment "kubelet tcp/10250 from 192.0.2.11"
+add rule inet kports input ip saddr 192.0.2.0/24 tcp dport 30000-32767 accept comment "kube-proxy tcp/30000-32767 from 192.0.2.0/24"
+add rule inet kports input ip saddr 192.0.2.0/24 udp dport 30000-32767 accept comment "kube-proxy udp/30000-32767 from 192.0.2.0/24"
 add rule inet kports input tcp dport { 10248-10250, 10256, 30000-32767 } reject with tcp reset comment "kports: required ports, closed to other sources"
 add rule inet kports input udp dport 30000-32767 reject comment "kports: required ports, closed to other sources"
 EOF

@@ -159,7 +159,7 @@ fn ss(ns: &Ns, netid: &str, args: &[&str]) -> Vec<SsLine> {
 fn listen_sees_every_listener_ss_sees_with_the_same_owners() {
     let (ns, p) = control_plane();
     let doc = ns.kports_json(&["listen", "--all-owners"]);
-    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["schema"], kports_core::SCHEMA_VERSION);
     assert_eq!(doc["kind"], "listen");
     let ours = as_ss(&doc["items"]);
     let theirs = ss(&ns, "", &["-tulnpH"]);

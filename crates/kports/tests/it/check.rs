@@ -226,10 +226,14 @@ fn clean_worker_has_no_finding_and_exits_0() {
     assert_eq!(findings(&doc), [], "{doc:#}");
     assert_eq!(code, 0);
     assert_eq!(doc["kind"], "check");
-    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["schema"], kports_core::SCHEMA_VERSION);
     let ctx = &doc["context"];
-    assert_eq!(ctx["role"]["value"], "worker", "{ctx:#}");
-    assert_eq!(ctx["role"]["source"], "detected");
+    assert_eq!(
+        ctx["roles"]["value"],
+        serde_json::json!(["worker"]),
+        "{ctx:#}"
+    );
+    assert_eq!(ctx["roles"]["source"], "detected");
     assert_eq!(ctx["cni"]["value"], serde_json::json!(["flannel"]));
     let flannel = ctx["checked"]
         .as_array()
@@ -322,6 +326,98 @@ fn worker_faults_give_exactly_the_expected_findings() {
     assert_eq!(code, 0);
 }
 
+/// A worker that is also an etcd member (RKE lets a node take both roles): real processes named
+/// etcd, kubelet and kube-proxy.
+fn worker_and_etcd(node: &mut Node, kubelet: bool) {
+    node.start(
+        "etcd",
+        &[
+            "tcp:192.0.2.10:2379",
+            "tcp:127.0.0.1:2379",
+            "tcp:192.0.2.10:2380",
+            "tcp:127.0.0.1:2381",
+        ],
+    );
+    if kubelet {
+        node.start("kubelet", &["tcp:[::]:10250", "tcp:127.0.0.1:10248"]);
+    }
+    node.start("kube-proxy", &["tcp:[::]:10256", "tcp:0.0.0.0:10249"]);
+    node.vxlan("flannel.1", 8472);
+}
+
+#[test]
+fn roles_compose_on_a_worker_that_is_an_etcd_member() {
+    let mut node = Node::new();
+    worker_and_etcd(&mut node, true);
+    // The kubelet serving its read-only port.
+    node.start("kubelet", &["tcp:0.0.0.0:10255"]);
+    let (code, doc) = node.json(&["check"]);
+    let ctx = &doc["context"];
+    assert_eq!(
+        ctx["roles"]["value"],
+        serde_json::json!(["worker", "etcd"]),
+        "{ctx:#}"
+    );
+    let evidence = ctx["roles"]["evidence"].as_array().unwrap();
+    assert!(
+        evidence[0].as_str().unwrap().starts_with("etcd (pid "),
+        "{evidence:?}"
+    );
+    // kube-proxy's metrics on 0.0.0.0 (a worker's port) and the read-only port (no node's) are
+    // found although the node is an etcd member too.
+    let got = findings(&doc);
+    for want in [
+        f("bound-too-wide", "warning", "tcp/10249"),
+        f("readonly-port-open", "warning", "tcp/10255"),
+    ] {
+        assert!(got.contains(&want), "{want:?} in {doc:#}");
+    }
+    assert!(
+        !got.iter().any(|(id, _, port)| id == "port-not-listening"
+            && ["tcp/2379", "tcp/2380", "tcp/10250"].contains(&port.as_str())),
+        "{doc:#}"
+    );
+    assert_eq!(code, 0, "warnings only: {doc:#}");
+    // `--role worker,etcd` judges the same ports.
+    let (_, given) = node.json(&["check", "--role", "worker,etcd"]);
+    assert_eq!(given["context"]["roles"]["value"], ctx["roles"]["value"]);
+    assert_eq!(given["context"]["roles"]["source"], "flag");
+    assert_eq!(findings(&given), got);
+}
+
+#[test]
+fn a_squatter_on_the_kubelet_port_of_a_worker_and_etcd_member_is_an_error() {
+    let mut node = Node::new();
+    worker_and_etcd(&mut node, false);
+    node.start("nginx", &["tcp:0.0.0.0:10250"]);
+    let (code, doc) = node.json(&["check"]);
+    assert_eq!(
+        doc["context"]["roles"]["value"],
+        serde_json::json!(["worker", "etcd"]),
+        "{doc:#}"
+    );
+    assert!(
+        findings(&doc).contains(&f("port-conflict", "error", "tcp/10250")),
+        "{doc:#}"
+    );
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn the_read_only_port_is_found_on_a_node_of_unknown_role() {
+    let mut node = Node::new();
+    // A k3s agent's embedded kubelet: k3s does not tell kports the node's roles.
+    node.start("k3s", &["tcp:0.0.0.0:10255"]);
+    let (code, doc) = node.json(&["check"]);
+    assert_eq!(doc["context"]["roles"]["value"], serde_json::json!([]));
+    assert_eq!(
+        findings(&doc),
+        [f("readonly-port-open", "warning", "tcp/10255")],
+        "{doc:#}"
+    );
+    assert_eq!(code, 0);
+}
+
 #[test]
 fn control_plane_conflict_and_flags() {
     let mut node = Node::new();
@@ -347,7 +443,11 @@ fn control_plane_conflict_and_flags() {
     );
     clean_worker(&mut node);
     let (code, doc) = node.json(&["check"]);
-    assert_eq!(doc["context"]["role"]["value"], "control-plane", "{doc:#}");
+    assert_eq!(
+        doc["context"]["roles"]["value"],
+        serde_json::json!(["control-plane", "etcd"]),
+        "{doc:#}"
+    );
     assert_eq!(
         findings(&doc),
         [
@@ -492,6 +592,30 @@ fn explain_counts_connections_per_client() {
         text.contains("3 connections from 1 peer: 127.0.0.1 x3 (kube-apiserver pid"),
         "{text}"
     );
+    // The two ports side by side: the API server's pool on 2379, no peer on a single member.
+    for q in ["etcd", "2379", "2380"] {
+        let out = node.kports(&["explain", q]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let contrast = text
+            .split_once("etcd's two ports on this node now\n")
+            .unwrap_or_else(|| panic!("no contrast for {q}: {text}"))
+            .1;
+        let lines: Vec<&str> = contrast.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("  tcp/2379   clients: "), "{text}");
+        assert!(
+            lines[0].ends_with(": 3 established from 1 address"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("  tcp/2380   the other etcd members only"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with(": 0 established with 0 addresses"),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -189,11 +189,16 @@ impl Drop for Squatter {
 #[test]
 fn clean_lab_nodes_report_no_error() {
     let _lab = Lab::up();
-    for (node, role) in [("cp1", "control-plane"), ("w1", "worker"), ("w2", "worker")] {
+    // The lab's control plane runs a stacked etcd member, as kubeadm's does.
+    for (node, roles) in [
+        ("cp1", serde_json::json!(["control-plane", "etcd"])),
+        ("w1", serde_json::json!(["worker"])),
+        ("w2", serde_json::json!(["worker"])),
+    ] {
         let (code, doc) = check(node, &[]);
         assert_eq!(findings(&doc), [], "{node}: {doc:#}");
         assert_eq!(code, 0, "{node}");
-        assert_eq!(doc["context"]["role"]["value"], role, "{node}");
+        assert_eq!(doc["context"]["roles"]["value"], roles, "{node}");
         assert_eq!(
             doc["context"]["cni"]["value"],
             serde_json::json!(["flannel"]),
@@ -420,15 +425,27 @@ fn a_firewall_drop_of_the_kubelet_port_is_a_finding_until_cleared() {
         assert_eq!(row["expect_open"], true, "{row:#}");
         row["ok"].clone()
     };
-    let fw = |node: &str| -> Value {
+    // `firewall check` has `check`'s exit status: 1 with a required port dropped (w1), 0 on a
+    // node without a fault (w2); `--fail-on never` always 0.
+    let fw_status = |node: &str, extra: &[&str]| -> (bool, Value) {
         let kports = env!("CARGO_BIN_EXE_kports");
-        serde_json::from_str(&lab_exec_ok(
-            node,
-            &[kports, "firewall", "check", "-o", "json"],
-        ))
-        .unwrap()
+        let mut cmd = vec![kports, "firewall", "check", "-o", "json"];
+        cmd.extend_from_slice(extra);
+        let (ok, out, err) = lab_exec(node, &cmd);
+        let doc = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("firewall check in {node}: not JSON ({e}):\n{out}{err}"));
+        (ok, doc)
     };
+    let (ok, _) = fw_status("w1", &[]);
+    assert!(!ok, "a dropped kubelet port fails firewall check");
+    let (ok, _) = fw_status("w1", &["--fail-on", "never"]);
+    assert!(ok);
+    let (ok, w2) = fw_status("w2", &[]);
+    assert!(ok, "w2 has no fault: {w2:#}");
+    assert_eq!(w2["items"]["summary"]["blocked"], 0, "{w2:#}");
+    let fw = |node: &str| -> Value { fw_status(node, &["--fail-on", "never"]).1 };
     let doc = fw("w1");
+    assert_eq!(doc["items"]["summary"]["blocked"], 1, "{doc:#}");
     let notes = doc["items"]["notes"].to_string();
     assert!(
         notes.contains("control plane: 192.0.2.11 (the API server this node connects to)"),
@@ -623,7 +640,15 @@ fn cluster(cp: Ipv4Addr) -> [String; 4] {
 /// and `extra` arguments.
 fn firewall_check(node: &str, cp: Ipv4Addr, extra: &[&str]) -> Value {
     let c = cluster(cp);
-    let mut cmd = vec![KPORTS, "firewall", "check", "-o", "json"];
+    let mut cmd = vec![
+        KPORTS,
+        "firewall",
+        "check",
+        "-o",
+        "json",
+        "--fail-on",
+        "never",
+    ];
     cmd.extend(c.iter().map(String::as_str));
     cmd.extend_from_slice(extra);
     let out = lab_exec_ok(node, &cmd);
@@ -984,7 +1009,12 @@ fn firewall_plans_open_exactly_what_each_lab_node_needs() {
     let mut targets = BTreeMap::new();
     for n in &nodes {
         let doc = firewall_check(&n.name, cp, &[]);
-        assert_eq!(doc["items"]["role"], n.role.as_str(), "{}: {doc:#}", n.name);
+        let roles = if n.role == "control-plane" {
+            serde_json::json!(["control-plane", "etcd"])
+        } else {
+            serde_json::json!([n.role])
+        };
+        assert_eq!(doc["items"]["roles"], roles, "{}: {doc:#}", n.name);
         targets.insert(n.name.clone(), targets_of(n, &doc));
     }
     let ports = |name: &str| -> Vec<u16> { targets[name].ports.iter().copied().collect() };

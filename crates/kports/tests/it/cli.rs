@@ -67,7 +67,7 @@ fn json_is_one_versioned_document() {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["schema"], 1, "{cmd}");
+        assert_eq!(v["schema"], kports_core::SCHEMA_VERSION, "{cmd}");
         assert_eq!(v["kind"], cmd);
         assert!(
             v["hostname"].is_string() && v["items"].is_array() && v["warnings"].is_array(),

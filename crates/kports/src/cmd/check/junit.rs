@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use kports_core::catalog::{Role, Severity};
+use kports_core::catalog::{Roles, Severity};
 use kports_core::check::Report;
 use kports_core::finding::Finding;
 use kports_core::role::Detected;
@@ -13,7 +13,7 @@ use kports_core::role::Detected;
 /// The whole XML document.
 pub fn render(
     hostname: &str,
-    role: &Detected<Option<Role>>,
+    roles: &Detected<Roles>,
     cni: &Detected<Vec<String>>,
     report: &Report,
     fail_on: Option<Severity>,
@@ -57,7 +57,7 @@ pub fn render(
         .iter()
         .filter(|(_, _, fs)| fs.iter().any(|f| fails(f)))
         .count();
-    let role_name = role.value.map_or("unknown", Role::as_str);
+    let role_name = roles.value.to_string();
     let cni_name = if cni.value.is_empty() {
         "none".to_string()
     } else {
@@ -87,8 +87,8 @@ pub fn render(
     let _ = writeln!(x, "    <properties>");
     for (k, v) in [
         ("hostname", hostname),
-        ("role", role_name),
-        ("role-source", role.source.as_str()),
+        ("roles", role_name.as_str()),
+        ("roles-source", roles.source.as_str()),
         ("cni", &cni_name),
         ("cni-source", cni.source.as_str()),
     ] {
@@ -184,7 +184,7 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kports_core::catalog::{Expect, Key, PortRange, Protocol};
+    use kports_core::catalog::{Expect, Key, PortRange, Protocol, Role};
     use kports_core::check::Checked;
     use kports_core::finding::{Evidence, FindingId};
 
@@ -237,7 +237,7 @@ mod tests {
             ],
             warnings: vec![],
         };
-        let role = Detected::given(Some(Role::ControlPlane), "--role");
+        let role = Detected::given(Roles::from(Role::ControlPlane), "--role");
         let cni = Detected::given(vec!["flannel".to_string()], "--cni");
         let x = render("cp1", &role, &cni, &report, Some(Severity::Error), false);
         assert!(x.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"kports check\" tests=\"3\" failures=\"1\""), "{x}");
@@ -250,7 +250,7 @@ mod tests {
         assert!(x.contains("<testcase classname=\"kports.check.kubelet\" name=\"tcp/10250 kubelet &lt;port&gt;\"/>"), "{x}");
         // Info is below --fail-on error: kept as output, not a failure.
         assert!(x.contains("<testcase classname=\"kports.check.unexplained\" name=\"tcp/8000 listener\">\n      <system-out>info unexplained-listener"), "{x}");
-        assert!(x.contains("<property name=\"role\" value=\"control-plane\"/>"));
+        assert!(x.contains("<property name=\"roles\" value=\"control-plane\"/>"));
         let never = render("cp1", &role, &cni, &report, None, false);
         assert!(!never.contains("<failure") && never.contains("failures=\"0\""));
     }
