@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = (
             e.label(),
             e.needed_scope(),
-            e.applies_to(Role::Worker, &cnis),
+            e.applies_to(Role::Worker.into(), &cnis),
         );
     }
 });
