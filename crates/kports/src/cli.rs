@@ -308,6 +308,16 @@ impl NodeContext {
             .as_ref()
             .map(|list| list.iter().map(|r| Role::from(*r)).collect())
     }
+
+    /// The node report's options these flags set; a command adds its own with `..`.
+    pub fn options(&self) -> kports_node::Options {
+        kports_node::Options {
+            roles: self.roles(),
+            cni: self.cni.clone(),
+            catalog: self.catalog.clone(),
+            ..kports_node::Options::default()
+        }
+    }
 }
 
 impl From<RoleArg> for Role {

@@ -36,13 +36,10 @@ pub fn run(args: &CheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Resu
     let node = NodeReport::build(
         io,
         &Options {
-            roles: args.node.roles(),
-            cni: args.node.cni.clone(),
-            catalog: args.node.catalog.clone(),
             census: args.source.into(),
             firewall: !args.no_firewall,
             sources: args.sources.clone(),
-            ..Options::default()
+            ..args.node.options()
         },
     )?;
     let checked = node.check(args.kubernetes_version, args.pre_install);

@@ -17,13 +17,10 @@ pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Re
     let node = NodeReport::build(
         io,
         &Options {
-            roles: args.node.roles(),
-            cni: args.node.cni.clone(),
-            catalog: args.node.catalog.clone(),
             census: args.source.into(),
             firewall: false,
             prerequisites: false,
-            ..Options::default()
+            ..args.node.options()
         },
     )?;
     let (items, warnings) = node.explain(&args.query);

@@ -31,16 +31,13 @@ fn report(common: &FirewallCommon, iif: Option<String>, io: &dyn NodeIo) -> Resu
     Ok(NodeReport::build(
         io,
         &Options {
-            roles: common.node.roles(),
-            cni: common.node.cni.clone(),
-            catalog: common.node.catalog.clone(),
             census_required: false,
             sources: common.sources.clone(),
             control_plane: common.control_plane.clone(),
             load_balancers: common.load_balancers.clone(),
             iif,
             prerequisites: false,
-            ..Options::default()
+            ..common.node.options()
         },
     )?)
 }
