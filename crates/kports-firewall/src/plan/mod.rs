@@ -519,24 +519,28 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_opening_another_tables_drop_still_blocks_says_so() {
-        let kubelet = RequiredPort::new(
-            Proto::Tcp,
-            10250,
-            10250,
-            SourceKind::ControlPlane,
-            "kubelet",
-        );
-        let req = PlanRequest {
-            backend: PlanBackend::Nft,
-            ports: vec![kubelet],
+    /// The kubelet's port, wanted open to the control plane 192.0.2.11 of 192.0.2.0/24.
+    fn kubelet_request(backend: PlanBackend) -> PlanRequest {
+        PlanRequest {
+            backend,
+            ports: vec![RequiredPort::new(
+                Proto::Tcp,
+                10250,
+                10250,
+                SourceKind::ControlPlane,
+                "kubelet",
+            )],
             sources: vec![parse_cidr("192.0.2.0/24").unwrap()],
             control_plane: vec![parse_cidr("192.0.2.11").unwrap()],
             etcd: Vec::new(),
             load_balancers: Vec::new(),
             zone: None,
-        };
+        }
+    }
+
+    #[test]
+    fn an_opening_another_tables_drop_still_blocks_says_so() {
+        let req = kubelet_request(PlanBackend::Nft);
         // A host firewall of its own: iptables-nft's INPUT drops everything but loopback.
         let (tables, warnings) = crate::iptables::parse_save(
             "*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\nCOMMIT\n",
@@ -568,22 +572,7 @@ mod tests {
 
     #[test]
     fn iptables_closes_required_ports_over_ipv6_when_every_source_is_ipv4() {
-        let kubelet = RequiredPort::new(
-            Proto::Tcp,
-            10250,
-            10250,
-            SourceKind::ControlPlane,
-            "kubelet",
-        );
-        let req = PlanRequest {
-            backend: PlanBackend::Iptables,
-            ports: vec![kubelet],
-            sources: vec![parse_cidr("192.0.2.0/24").unwrap()],
-            control_plane: vec![parse_cidr("192.0.2.11").unwrap()],
-            etcd: Vec::new(),
-            load_balancers: Vec::new(),
-            zone: None,
-        };
+        let req = kubelet_request(PlanBackend::Iptables);
         let p = plan(&Ruleset::default(), &req, None);
         assert!(
             p.script.contains("ip6tables-nft-restore --noflush"),

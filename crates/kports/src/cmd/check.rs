@@ -252,6 +252,17 @@ mod tests {
         assert!(!never.failed);
     }
 
+    /// `kports check` before kubeadm on a flannel worker, without reading the firewall.
+    const PRE_INSTALL_WORKER: &[&str] = &[
+        "check",
+        "--pre-install",
+        "--role",
+        "worker",
+        "--cni",
+        "flannel",
+        "--no-firewall",
+    ];
+
     /// A worker with nothing running yet, its settings as kubeadm wants them.
     fn empty_worker() -> Replay {
         let w = Replay::example_worker();
@@ -272,16 +283,7 @@ mod tests {
         if let Some(s) = io.settings.as_mut() {
             s.ip_forward = kports_core::settings::Known::Known(0);
         }
-        let args = [
-            "check",
-            "--pre-install",
-            "--role",
-            "worker",
-            "--cni",
-            "flannel",
-            "--no-firewall",
-        ];
-        let (text, outcome) = render(&args, &io);
+        let (text, outcome) = render(PRE_INSTALL_WORKER, &io);
         assert_eq!(text, FORWARDING_OFF);
         assert!(outcome.failed);
     }
@@ -289,37 +291,13 @@ mod tests {
     #[test]
     fn a_pre_install_check_of_an_empty_worker_renders_its_table() {
         let io = empty_worker();
-        let (text, outcome) = render(
-            &[
-                "check",
-                "--pre-install",
-                "--role",
-                "worker",
-                "--cni",
-                "flannel",
-                "--no-firewall",
-            ],
-            &io,
-        );
+        let (text, outcome) = render(PRE_INSTALL_WORKER, &io);
         assert_eq!(
             text,
             "pre-install check of w9: role worker (--role), CNI flannel (--cni)\n\n7 ports checked: no findings\n"
         );
         assert!(!outcome.failed);
-        let (wide, _) = render(
-            &[
-                "check",
-                "--pre-install",
-                "--role",
-                "worker",
-                "--cni",
-                "flannel",
-                "--no-firewall",
-                "-o",
-                "wide",
-            ],
-            &io,
-        );
+        let (wide, _) = render(&[PRE_INSTALL_WORKER, &["-o", "wide"]].concat(), &io);
         assert_eq!(wide, WIDE);
         assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
     }
