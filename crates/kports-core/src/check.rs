@@ -297,16 +297,21 @@ pub fn check(input: &Input<'_>) -> Report {
     };
     let mut checked = Vec::new();
 
-    if input.roles.is_empty() {
-        warnings.push(Warning::new(
-            "role-unknown",
-            "the node's role is unknown (no Kubernetes component found): only ports no node should serve and unexplained listeners are checked; pass --role",
-        ));
-    }
     let unknown_owners = listeners
         .iter()
         .filter(|s| matches!(s.owner, Owner::Unknown))
         .count();
+    if input.roles.is_empty() {
+        let why = if unknown_owners > 0 {
+            "no Kubernetes component among the holders kports could read, and the holders of some listeners are unknown"
+        } else {
+            "no Kubernetes component found"
+        };
+        warnings.push(Warning::new(
+            "role-unknown",
+            format!("the node's role is unknown ({why}): only ports no node should serve and unexplained listeners are checked; pass --role"),
+        ));
+    }
     if unknown_owners > 0 {
         warnings.push(Warning::new(
             "owners-unknown",

@@ -489,15 +489,19 @@ impl<'r> Evaluator<'r> {
         if self.rs.unread.is_empty() || j.blocker().is_some() {
             return j;
         }
-        let unread: Vec<String> = self
-            .rs
-            .unread
-            .iter()
-            .map(|u| format!("{} ({})", u.source, u.reason))
-            .collect();
-        Judgement::Unknown {
-            reason: format!("{}; not readable: {}", j.summary(), unread.join(", ")),
-        }
+        let unread: Vec<&str> = self.rs.unread.iter().map(|u| u.source.as_str()).collect();
+        let unread = unread.join(", ");
+        // The reasons are in the warnings; what the readable rules say comes after, as what it
+        // is: not the verdict.
+        let reason = if self.rs.tables.is_empty() {
+            format!("no ruleset could be read ({unread}: see the warnings)")
+        } else {
+            format!(
+                "{unread} could not be read (see the warnings); the rules that could: {}",
+                j.summary()
+            )
+        };
+        Judgement::Unknown { reason }
     }
 
     /// Verdicts for every port of `lo..=hi`, as maximal runs of ports with the same verdict.

@@ -79,6 +79,19 @@ pub enum LabCommand {
     },
 }
 
+impl LabCommand {
+    /// The subcommand's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            LabCommand::Up { .. } => "up",
+            LabCommand::Down => "down",
+            LabCommand::Status { .. } => "status",
+            LabCommand::Exec { .. } => "exec",
+            LabCommand::Fault { .. } => "fault",
+        }
+    }
+}
+
 /// Output formats of `kports lab status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -134,8 +147,16 @@ pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
-    if !sys::is_root() {
-        bail!("kports lab needs root: it creates network namespaces");
+    // `status` only reads the state file, /run/netns and /proc; the others change the system.
+    let needs = match &args.command {
+        LabCommand::Up { .. } => Some("creates network namespaces, links and processes"),
+        LabCommand::Down => Some("deletes the lab's network namespaces and stops its processes"),
+        LabCommand::Exec { .. } => Some("enters a node's network, mount and UTS namespaces"),
+        LabCommand::Fault { .. } => Some("changes a node's firewall, links or processes"),
+        LabCommand::Status { .. } => None,
+    };
+    if let Some(what) = needs.filter(|_| !sys::is_root()) {
+        bail!("kports lab {} needs root: it {what}", args.command.name());
     }
     let paths = Paths::default();
     match &args.command {

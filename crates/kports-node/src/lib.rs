@@ -65,6 +65,11 @@ pub enum Error {
     },
     #[error("the node's role is unknown ({evidence}): pass --role")]
     RoleUnknown { evidence: String },
+    #[error(
+        "the node's role cannot be detected: kports could not see who holds {listeners} listening {} ({OWNERS_PRIVILEGE}); pass --role",
+        if *listeners == 1 { "socket" } else { "sockets" }
+    )]
+    RoleUnseen { listeners: usize },
     #[error("a plan needs --sources CIDR: the addresses its rules open the ports to")]
     PlanNeedsSources,
     #[error(
@@ -318,7 +323,19 @@ impl NodeReport {
         }
         let mut warnings = self.census_warnings.clone();
         warnings.extend(self.flag_warnings.iter().cloned());
-        warnings.extend(report.warnings.iter().cloned());
+        // The census's own warning already names the unreadable processes and the capability;
+        // the `incomplete` warning below says what that leaves unjudged.
+        let owners_warned = self
+            .census_warnings
+            .iter()
+            .any(|w| w.code.starts_with("owners-"));
+        warnings.extend(
+            report
+                .warnings
+                .iter()
+                .filter(|w| !(owners_warned && w.code == "owners-unknown"))
+                .cloned(),
+        );
         if let Some(fw) = &self.firewall {
             // An unreadable source is a `firewall-unknown` finding; the other notes stay warnings.
             warnings.extend(
@@ -340,7 +357,53 @@ impl NodeReport {
             warnings.extend(out.warnings);
             report.merge(out.findings);
         }
-        Checked { report, warnings }
+        let unseen = self.unseen();
+        if let Some(w) = incomplete_warning(&unseen) {
+            warnings.push(w);
+        }
+        Checked {
+            report,
+            warnings,
+            unseen,
+        }
+    }
+
+    /// Sockets whose holders could not be read (some processes' descriptors were denied), and
+    /// how many of them listen.
+    fn unowned(&self) -> (usize, usize) {
+        let unknown = self
+            .sockets
+            .iter()
+            .filter(|s| s.owner == kports_core::Owner::Unknown);
+        unknown.fold((0, 0), |(all, listening), s| {
+            (all + 1, listening + usize::from(s.is_listener()))
+        })
+    }
+
+    /// What a check of this report needs to see and could not: the holders of sockets, the
+    /// rulesets, the census itself. Empty when kports saw everything it judges.
+    pub fn unseen(&self) -> Vec<Unseen> {
+        let mut out = Vec::new();
+        if self
+            .census_warnings
+            .iter()
+            .any(|w| w.code == "census-failed")
+        {
+            out.push(Unseen::Census);
+        }
+        let (sockets, listeners) = self.unowned();
+        if sockets > 0 {
+            out.push(Unseen::Owners { sockets, listeners });
+        }
+        if let Some(fw) = self
+            .firewall
+            .as_ref()
+            .filter(|f| !f.ruleset.unread.is_empty())
+        {
+            let sources = fw.ruleset.unread.iter().map(|u| u.source.clone()).collect();
+            out.push(Unseen::Rulesets { sources });
+        }
+        out
     }
 
     /// `kports explain`: the catalog's facts about `query`, and what this node has there now.
@@ -356,9 +419,14 @@ impl NodeReport {
         explain::etcd_contrast(query, &self.core_input(None, false))
     }
 
-    /// The roles, which the firewall's commands need: at least one.
+    /// The roles, which the firewall's commands need: at least one. When none was found and
+    /// some listeners' holders could not be read, the missing privilege is the reason.
     pub fn known_roles(&self) -> Result<Roles, Error> {
         if self.roles.value.is_empty() {
+            let listeners = self.unowned().1;
+            if listeners > 0 {
+                return Err(Error::RoleUnseen { listeners });
+            }
             return Err(Error::RoleUnknown {
                 evidence: self.roles.evidence.join("; "),
             });
@@ -432,13 +500,23 @@ impl NodeReport {
             !private
         });
         let summary = Summary::of(&rows);
+        // Holders matter here only for detecting the roles.
+        let given = self.roles.source == DetectionSource::Flag;
+        let unseen: Vec<Unseen> = self
+            .unseen()
+            .into_iter()
+            .filter(|u| !(given && matches!(u, Unseen::Owners { .. })))
+            .collect();
+        let mut warnings = self.firewall_warnings();
+        warnings.extend(incomplete_warning(&unseen));
         Ok(FirewallCheck {
             roles,
             firewall: fw,
             rows,
             summary,
             notes,
-            warnings: self.firewall_warnings(),
+            warnings,
+            unseen,
         })
     }
 
@@ -616,7 +694,84 @@ fn read_firewall(
 #[derive(Debug)]
 pub struct Checked {
     pub report: Report,
+    /// Every warning, the `incomplete` one last when `unseen` is not empty.
     pub warnings: Vec<Warning>,
+    /// What the check could not see: when not empty, its findings are not the whole truth.
+    pub unseen: Vec<Unseen>,
+}
+
+/// What to grant for the holders of every socket.
+const OWNERS_PRIVILEGE: &str = "run as root, or grant CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH";
+
+/// What to grant for the rulesets.
+const RULESET_PRIVILEGE: &str = "run as root, or grant CAP_NET_ADMIN";
+
+/// Something a check needs to see and could not, so that "no findings" would not be the truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unseen {
+    /// The census failed (the firewall's commands go on without it).
+    Census,
+    /// The holders of `sockets` sockets, `listeners` of them listening, could not be read: a
+    /// component there cannot be told from a stranger, and the roles may be missing.
+    Owners { sockets: usize, listeners: usize },
+    /// These ruleset sources (`nft`, `iptables-nft-save`, ...) could not be read.
+    Rulesets { sources: Vec<String> },
+}
+
+impl Unseen {
+    /// What was not seen, for a person.
+    pub fn describe(&self) -> String {
+        match self {
+            Unseen::Census => "the node's sockets (the census failed)".to_string(),
+            Unseen::Owners { sockets, listeners } => {
+                let n = if *listeners > 0 { *listeners } else { *sockets };
+                let what = match (*listeners > 0, n == 1) {
+                    (true, true) => "listening socket",
+                    (true, false) => "listening sockets",
+                    (false, true) => "socket",
+                    (false, false) => "sockets",
+                };
+                format!("who holds {n} {what}")
+            }
+            Unseen::Rulesets { sources } => match sources.split_last() {
+                Some((last, [])) => format!("the rules {last} lists"),
+                Some((last, rest)) => format!("the rules {} and {last} list", rest.join(", ")),
+                None => "the rulesets".to_string(),
+            },
+        }
+    }
+
+    /// What would let kports see it.
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            Unseen::Census => "see the census-failed warning",
+            Unseen::Owners { .. } => OWNERS_PRIVILEGE,
+            Unseen::Rulesets { .. } => RULESET_PRIVILEGE,
+        }
+    }
+
+    /// `who holds 1 listening socket (run as root, ...); the rulesets of nft and
+    /// iptables-nft-save (run as root, or grant CAP_NET_ADMIN)`.
+    pub fn list(unseen: &[Unseen]) -> String {
+        let each: Vec<String> = unseen
+            .iter()
+            .map(|u| format!("{} ({})", u.describe(), u.remedy()))
+            .collect();
+        each.join("; ")
+    }
+}
+
+/// The `incomplete` warning: what the check could not see.
+fn incomplete_warning(unseen: &[Unseen]) -> Option<Warning> {
+    (!unseen.is_empty()).then(|| {
+        Warning::new(
+            "incomplete",
+            format!(
+                "incomplete: kports could not see {}; what it would find there is unknown, not absent",
+                Unseen::list(unseen)
+            ),
+        )
+    })
 }
 
 /// How many of `firewall check`'s rows are wrong, and how.
@@ -673,6 +828,8 @@ pub struct FirewallCheck<'a> {
     /// How the role, the CNI and the sources were found, and what is not judged.
     pub notes: Vec<String>,
     pub warnings: Vec<Warning>,
+    /// What the verdicts could not see: when not empty, some are unknown.
+    pub unseen: Vec<Unseen>,
 }
 
 /// `kports firewall plan`'s result.

@@ -12,7 +12,7 @@ use kports_firewall::model::parse_cidr;
 use kports_firewall::plan::PlanBackend;
 use kports_firewall::required::SourceKind;
 use kports_firewall::sources::Origin;
-use kports_node::{Error, NodeReport, Options, Replay};
+use kports_node::{Error, NodeReport, Options, Replay, Unseen};
 
 const CP: &str = "192.0.2.11";
 
@@ -498,5 +498,95 @@ fn a_cni_backend_given_by_hand_requires_its_ports_only() {
     assert_eq!(
         flannel("flannel:ipsec").unwrap_err().to_string(),
         "--cni flannel:ipsec: the catalog knows flannel's backends vxlan, udp, wireguard"
+    );
+}
+
+/// The example worker as an unprivileged user sees it: no socket's holder readable, and the
+/// firewall's listing denied.
+fn worker_without_privilege() -> Replay {
+    let mut w = worker();
+    for s in &mut w.sockets {
+        s.processes = kports_core::no_processes();
+        s.owner = kports_core::Owner::Unknown;
+        s.component = None;
+    }
+    w.census_warnings = vec![kports_core::Warning::new(
+        "owners-incomplete",
+        "5 sockets show owner \"unknown\": kports cannot read the open files of 2 processes",
+    )];
+    w.firewall.saves[0].1 = Err("iptables-nft-save: permission denied".into());
+    w
+}
+
+#[test]
+fn a_node_kports_cannot_see_is_an_incomplete_check_not_a_clean_one() {
+    let node = NodeReport::build(&worker_without_privilege(), &Options::default()).unwrap();
+    assert!(node.roles.value.is_empty());
+    let checked = node.check(None, false);
+    assert_eq!(
+        checked.unseen,
+        [
+            Unseen::Owners {
+                sockets: 5,
+                listeners: 4
+            },
+            Unseen::Rulesets {
+                sources: vec!["iptables-nft-save".into()]
+            }
+        ]
+    );
+    let codes: Vec<&str> = checked.warnings.iter().map(|w| w.code).collect();
+    // The census's warning names the processes; the check does not say it again.
+    assert_eq!(codes, ["owners-incomplete", "role-unknown", "incomplete"]);
+    assert_eq!(
+        checked.warnings[2].message,
+        "incomplete: kports could not see who holds 4 listening sockets (run as root, or grant \
+         CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH); the rules iptables-nft-save lists (run as root, \
+         or grant CAP_NET_ADMIN); what it would find there is unknown, not absent"
+    );
+    // The firewall's commands blame the privilege, not the role.
+    let e = node.firewall_check().unwrap_err();
+    assert!(matches!(e, Error::RoleUnseen { listeners: 4 }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("could not see who holds 4 listening sockets")
+    );
+
+    // Given the role, the verdicts are unknown (the ruleset), and say so without a verdict of
+    // their own; the holders no longer matter to the firewall.
+    let o = Options {
+        roles: Some(Role::Worker.into()),
+        ..Options::default()
+    };
+    let node = NodeReport::build(&worker_without_privilege(), &o).unwrap();
+    let fc = node.firewall_check().unwrap();
+    assert_eq!(
+        fc.unseen,
+        [Unseen::Rulesets {
+            sources: vec!["iptables-nft-save".into()]
+        }]
+    );
+    assert_eq!(fc.summary.undecided, fc.summary.rows);
+    let reasons: Vec<String> = fc
+        .rows
+        .iter()
+        .flat_map(|r| r.segments.iter().map(|s| s.judgement.summary()))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r == "unknown: no ruleset could be read (iptables-nft-save: see the warnings)"),
+        "{reasons:?}"
+    );
+    assert_eq!(fc.warnings.last().map(|w| w.code), Some("incomplete"));
+
+    // Everything readable: nothing unseen, no `incomplete` warning.
+    let node = NodeReport::build(&worker(), &Options::default()).unwrap();
+    assert!(node.unseen().is_empty());
+    assert!(
+        node.check(None, false)
+            .warnings
+            .iter()
+            .all(|w| w.code != "incomplete")
     );
 }

@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success (also when the reader of a pipe went away), 1 a check found what
 //! `--fail-on` asks to fail on or a probe found a port it could not reach, 2 an error of kports
-//! itself or a usage error.
+//! itself or a usage error, 3 a check that found nothing to fail on but could not see all it
+//! judges (the holders of sockets, a ruleset: kports runs without the privilege to read them).
 
 mod cli;
 mod cmd;
@@ -15,7 +16,11 @@ use clap::Parser;
 use kports_core::escape::untrusted;
 
 use crate::cli::{Cli, Command};
+use crate::cmd::Outcome;
 use crate::output::Out;
+
+/// The exit status of a check that could not see all it judges.
+const EXIT_INCOMPLETE: u8 = 3;
 
 fn main() -> ExitCode {
     if let Some(code) = kports_lab::standin_dispatch() {
@@ -40,12 +45,15 @@ fn main() -> ExitCode {
     .and_then(|outcome| {
         out.flush()?;
         output::warn(&outcome.warnings);
-        Ok(outcome.failed)
+        Ok(outcome)
     });
     match result {
         // The findings are printed; they reached --fail-on.
-        Ok(true) => ExitCode::from(1),
-        Ok(false) => ExitCode::SUCCESS,
+        Ok(Outcome { failed: true, .. }) => ExitCode::from(1),
+        Ok(Outcome {
+            incomplete: true, ..
+        }) => ExitCode::from(EXIT_INCOMPLETE),
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kports: {}", untrusted(&format!("{e:#}")));

@@ -123,12 +123,17 @@ fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
                 },
             )?;
             out.line("")?;
-            out.line(&summary_line(&fc.summary))?;
+            let mut line = summary_line(&fc.summary);
+            if !fc.unseen.is_empty() {
+                line.push_str("; incomplete (see the last warning)");
+            }
+            out.line(&line)?;
         }
     }
     let threshold = a.fail_on.threshold();
     Ok(Outcome {
         failed: threshold.is_some_and(|t| fc.summary.worst().is_some_and(|w| w >= t)),
+        incomplete: threshold.is_some() && !fc.unseen.is_empty(),
         warnings: fc.warnings,
     })
 }

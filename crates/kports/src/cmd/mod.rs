@@ -20,12 +20,15 @@ use kports_linux::census::{OwnerScope, Query};
 use crate::cli::Filters;
 
 /// What a command leaves for `main` once its output is written: warnings for standard error,
-/// and whether the exit status says it found what `--fail-on` asks to fail on.
+/// whether the exit status says it found what `--fail-on` asks to fail on, and whether it
+/// could not see all it judges.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub warnings: Vec<Warning>,
     /// Exit with status 1.
     pub failed: bool,
+    /// Exit with status 3 (unless `failed`): the verdict is not the whole truth.
+    pub incomplete: bool,
 }
 
 impl Outcome {
@@ -33,7 +36,7 @@ impl Outcome {
     pub fn done(warnings: Vec<Warning>) -> Outcome {
         Outcome {
             warnings,
-            failed: false,
+            ..Outcome::default()
         }
     }
 }

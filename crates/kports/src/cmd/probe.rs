@@ -70,6 +70,7 @@ pub fn run(args: &ProbeArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     Ok(Outcome {
         warnings,
         failed: rows.iter().any(|r| r.status.is_failure()),
+        incomplete: false,
     })
 }
 

@@ -805,20 +805,32 @@ fn commands_fail_clearly_without_a_lab_or_without_root() {
         "No lab is up. Start one with `kports lab up`.\n"
     );
 
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            KPORTS,
-            "lab",
-            "status",
-        ])
-        .output()
-        .expect("setpriv (util-linux) runs");
+    // Without root, `status` reads what it can (it changes nothing); the others refuse and say
+    // what they would change.
+    let unprivileged = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", KPORTS])
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) runs")
+    };
+    let out = unprivileged(&["lab", "status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "No lab is up. Start one with `kports lab up`.\n"
+    );
+    let out = unprivileged(&["lab", "up"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("kports lab needs root: it creates network namespaces"),
+        text(&out.stderr).contains("kports lab up needs root: it creates network namespaces"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = unprivileged(&["lab", "down"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("kports lab down needs root: it deletes"),
         "{}",
         text(&out.stderr)
     );
