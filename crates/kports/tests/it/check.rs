@@ -715,3 +715,248 @@ fn usage_errors_exit_2() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// How kports is run for a privilege test: as root, as `nobody` with some capabilities
+/// (ambient, so nft and iptables-nft-save get them too), or as uid 0 with only some.
+#[derive(Debug, Clone, Copy)]
+enum Privilege {
+    Root,
+    Nobody(&'static str),
+    Uid0Only(&'static str),
+}
+
+impl Node {
+    /// `kports ARGS` in the namespace, run with `p`.
+    fn kports_as(&self, p: Privilege, args: &[&str]) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns]);
+        let caps = |list: &str| {
+            list.split(',')
+                .filter(|c| !c.is_empty())
+                .map(|c| format!("+{c}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match p {
+            Privilege::Root => {}
+            Privilege::Nobody(list) => {
+                cmd.args([
+                    "setpriv",
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                ]);
+                if !list.is_empty() {
+                    let c = caps(list);
+                    cmd.args(["--inh-caps", &c, "--ambient-caps", &c]);
+                }
+            }
+            Privilege::Uid0Only(list) => {
+                let c = caps(list);
+                let bounding = if c.is_empty() {
+                    "-all".to_string()
+                } else {
+                    format!("-all,{c}")
+                };
+                cmd.args(["setpriv", "--bounding-set", &bounding, "--inh-caps", "-all"]);
+            }
+        }
+        cmd.arg(KPORTS).args(args).output().unwrap()
+    }
+
+    /// `kports ARGS -o json` run with `p`: (exit code, document, warning codes).
+    fn json_as(&self, p: Privilege, args: &[&str]) -> (i32, Value, Vec<String>) {
+        let out = self.kports_as(p, &[args, &["-o", "json"][..]].concat());
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{p:?} {args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let codes = doc["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["code"].as_str().unwrap().to_string())
+            .collect();
+        (out.status.code().unwrap_or(-1), doc, codes)
+    }
+}
+
+/// The `incomplete` warning's message, if there is one.
+fn incomplete(doc: &Value) -> Option<String> {
+    doc["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "incomplete")
+        .map(|w| w["message"].as_str().unwrap().to_string())
+}
+
+/// Exit status of a check that could not see all it judges.
+const INCOMPLETE: i32 = 3;
+
+/// A kubeadm control plane's listeners (no kernel-held socket, so that as root every holder is
+/// known even where the machine's pid 1 cannot be read).
+fn control_plane(node: &mut Node) {
+    node.start(
+        "etcd",
+        &[
+            "tcp:127.0.0.1:2379",
+            "tcp:192.0.2.10:2379",
+            "tcp:192.0.2.10:2380",
+            "tcp:127.0.0.1:2381",
+        ],
+    );
+    node.start("kube-apiserver", &["tcp:[::]:6443"]);
+    node.start("kube-scheduler", &["tcp:127.0.0.1:10259"]);
+    node.start("kube-controller-manager", &["tcp:127.0.0.1:10257"]);
+}
+
+#[test]
+fn without_privilege_a_check_says_what_it_could_not_see_and_exits_3() {
+    use Privilege::{Nobody, Root, Uid0Only};
+    let mut node = Node::new();
+    control_plane(&mut node);
+    let roles = |doc: &Value| doc["context"]["roles"]["value"].clone();
+    let cp_etcd = serde_json::json!(["control-plane", "etcd"]);
+
+    // As root: every holder and the ruleset seen; the check is complete.
+    let (code, doc, codes) = node.json_as(Root, &["check"]);
+    assert_eq!(roles(&doc), cp_etcd, "{doc:#}");
+    assert!(!codes.contains(&"incomplete".to_string()), "{codes:?}");
+    assert_ne!(code, INCOMPLETE);
+
+    // Unprivileged: no holder, no ruleset. Not a clean bill of health: exit 3, and the warning
+    // says what was not seen and what to grant.
+    let (code, doc, codes) = node.json_as(Nobody(""), &["check"]);
+    assert_eq!(code, INCOMPLETE, "{doc:#}");
+    assert_eq!(roles(&doc), serde_json::json!([]));
+    for c in ["owners-incomplete", "role-unknown", "incomplete"] {
+        assert!(codes.contains(&c.to_string()), "{c}: {codes:?}");
+    }
+    assert!(
+        !codes.contains(&"owners-unknown".to_string()),
+        "said twice: {codes:?}"
+    );
+    let msg = incomplete(&doc).unwrap();
+    assert!(msg.contains("who holds 7 listening sockets"), "{msg}");
+    assert!(
+        msg.contains("CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH"),
+        "{msg}"
+    );
+    assert!(msg.contains("nft"), "{msg}");
+    assert!(msg.contains("CAP_NET_ADMIN"), "{msg}");
+    let table = node.kports_as(Nobody(""), &["check"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(table.status.code(), Some(INCOMPLETE));
+    assert!(
+        text.trim_end()
+            .ends_with("no findings in what kports could see; incomplete (see the last warning)"),
+        "{text}"
+    );
+    // Asked to fail only on findings that never come, it exits 0 (the agent reads the document).
+    let (code, _, _) = node.json_as(Nobody(""), &["check", "--fail-on", "never"]);
+    assert_eq!(code, 0);
+
+    // firewall check blames the privilege, not the role.
+    let out = node.kports_as(Nobody(""), &["firewall", "check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the node's role cannot be detected: kports could not see who holds 7 listening sockets (run as root, or grant CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH); pass --role"),
+        "{err}"
+    );
+    // With the role given, every verdict is unknown because of the ruleset, and says only that.
+    let (code, doc, codes) = node.json_as(
+        Nobody(""),
+        &["firewall", "check", "--role", "control-plane"],
+    );
+    assert_eq!(code, INCOMPLETE, "{doc:#}");
+    assert!(codes.contains(&"firewall-unread".to_string()), "{codes:?}");
+    let rows = doc["items"]["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    for r in rows {
+        for s in r["segments"].as_array().unwrap() {
+            let j = &s["judgement"];
+            assert_eq!(j["verdict"], "unknown", "{r:#}");
+            let reason = j["reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with("no ruleset could be read (nft"),
+                "{reason}"
+            );
+            assert!(!reason.contains("accept"), "{reason}");
+        }
+    }
+
+    // The census commands show what they can, mark the rest unknown, and exit 0.
+    let (code, doc, codes) = node.json_as(Nobody(""), &["listen"]);
+    assert_eq!(code, 0);
+    assert_eq!(codes, ["owners-incomplete"]);
+    let items = doc["items"].as_array().unwrap();
+    assert_eq!(items.len(), 7);
+    assert!(items.iter().all(|s| s["owner"] == "unknown"), "{doc:#}");
+    let (code, doc, codes) = node.json_as(Nobody(""), &["node"]);
+    assert_eq!(code, 0);
+    assert_eq!(codes, Vec::<String>::new());
+    assert!(
+        doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "eth0")
+    );
+
+    // CAP_NET_ADMIN alone reads the ruleset: the firewall check is complete, the check is not
+    // (the holders).
+    let (code, doc, codes) = node.json_as(
+        Nobody("net_admin"),
+        &["firewall", "check", "--role", "control-plane"],
+    );
+    assert_ne!(code, INCOMPLETE, "{doc:#}");
+    assert!(!codes.contains(&"firewall-unread".to_string()), "{codes:?}");
+    let (code, doc, _) = node.json_as(Nobody("net_admin"), &["check"]);
+    assert_eq!(code, INCOMPLETE);
+    let msg = incomplete(&doc).unwrap();
+    assert!(msg.contains("who holds") && !msg.contains("nft"), "{msg}");
+
+    // Another user needs both CAP_SYS_PTRACE (the ptrace check on each fd) and
+    // CAP_DAC_READ_SEARCH (the 0500 fd directories); either alone sees no holder.
+    for alone in ["sys_ptrace", "dac_read_search"] {
+        let (_, _, codes) = node.json_as(Nobody(alone), &["listen"]);
+        assert_eq!(codes, ["owners-incomplete"], "{alone}");
+    }
+    let (code, doc, codes) = node.json_as(Nobody("sys_ptrace,dac_read_search"), &["check"]);
+    assert_eq!(roles(&doc), cp_etcd, "{doc:#}");
+    assert!(
+        !codes.contains(&"owners-incomplete".to_string()),
+        "{codes:?}"
+    );
+    // The roles known, their errors (no kubelet) are findings: exit 1 wins over 3.
+    assert!(!findings(&doc).is_empty(), "{doc:#}");
+    assert_eq!(code, 1);
+    let msg = incomplete(&doc).unwrap();
+    assert!(
+        !msg.contains("who holds") && msg.contains("CAP_NET_ADMIN"),
+        "{msg}"
+    );
+
+    // As uid 0 (the agent's container), CAP_SYS_PTRACE alone sees the holders, and with
+    // CAP_NET_ADMIN the check is complete.
+    let (_, doc, codes) = node.json_as(Uid0Only("sys_ptrace"), &["check"]);
+    assert_eq!(roles(&doc), cp_etcd, "{doc:#}");
+    assert!(
+        !codes.contains(&"owners-incomplete".to_string()),
+        "{codes:?}"
+    );
+    let (code, doc, codes) = node.json_as(Uid0Only("sys_ptrace,net_admin"), &["check"]);
+    assert!(!codes.contains(&"incomplete".to_string()), "{doc:#}");
+    assert_ne!(code, INCOMPLETE);
+    // Without any capability, uid 0 is no better off than nobody.
+    let (code, _, codes) = node.json_as(Uid0Only(""), &["check"]);
+    assert_eq!(code, INCOMPLETE);
+    assert!(
+        codes.contains(&"owners-incomplete".to_string()),
+        "{codes:?}"
+    );
+}
