@@ -65,7 +65,9 @@ pub enum Command {
     /// it, reachable by the peers that need it, and not bound wider than needed? Also ports that
     /// should be closed (the kubelet's read-only 10255, legacy 10251/10252) and listeners no
     /// catalog entry explains. Each finding names its evidence and the `ss` command that shows
-    /// it. Exit status 0 when clean, 1 when a finding reaches --fail-on, 2 on an error.
+    /// it. Exit status 0 when clean, 1 when a finding reaches --fail-on, 2 on an error, 3 when
+    /// nothing reached --fail-on but kports could not see all it judges (without root: the
+    /// holders of sockets, the ruleset; the `incomplete` warning says what to grant).
     /// `--pre-install --role ROLE` checks, before kubeadm runs, that the role's ports are free.
     #[command(after_long_help = "Examples:
   kports check                                 role and CNI detected; findings, worst first
@@ -233,6 +235,8 @@ pub enum FirewallCommand {
     /// `kports explain`), at the ports the running components' flags set. Reads nftables (`nft -j list ruleset`) and iptables in both variants (legacy and nf_tables,
     /// IPv4 and IPv6), walks every base chain of the input path for a new connection, and names
     /// the rule that decides. A ruleset kports cannot read is reported as unknown, never open.
+    /// Exit status 0 when no row reaches --fail-on, 1 when one does, 2 on an error (the role
+    /// unknown: pass --role), 3 when nothing reached --fail-on but a ruleset could not be read.
     #[command(after_long_help = "Examples:
   kports firewall check --sources 10.0.0.0/24 --control-plane 10.0.0.10   role and CNI detected
   kports firewall check --role worker --sources 10.0.0.0/24 --control-plane 10.0.0.10
@@ -366,7 +370,7 @@ pub enum FailOn {
     Error,
     Warning,
     Info,
-    /// Always exit 0 (unless kports itself fails).
+    /// Always exit 0 (unless kports itself fails), also when the check is incomplete.
     Never,
 }
 
@@ -441,7 +445,8 @@ pub struct FirewallCheckArgs {
     pub common: FirewallCommon,
     /// Exit with status 1 when a row is at least this bad: error (a required port blocked for a
     /// source that needs it), warning (a port open to sources that do not need it), info (a
-    /// verdict that depends on a condition kports cannot evaluate).
+    /// verdict that depends on a condition kports cannot evaluate). With nothing at that level,
+    /// exit 3 when kports could not read a ruleset (or, roles detected, every socket's holder).
     #[arg(long, value_enum, default_value = "error")]
     pub fail_on: FailOn,
     /// The interface packets from the sources arrive on (default: the route back to each source).
