@@ -182,58 +182,82 @@ pub fn parse_json(json: &str, texts: Option<&RuleTexts>) -> Result<(Vec<Table>, 
         }
     }
     for raw in rules {
-        let head: RuleHead<'_> = match serde_json::from_str(raw.get()) {
-            Ok(h) => h,
-            Err(e) => {
-                warnings.push(format!(
-                    "skipped an nft rule kports cannot read ({e}): {}",
-                    clip(raw.get())
-                ));
+        // Each rule's JSON is parsed once; only a rule the typed schema refuses is read again,
+        // for the head that places it.
+        let rule = match serde_json::from_str::<schema::Rule<'_>>(raw.get()) {
+            Ok(rule) => rule,
+            Err(_) => {
+                unreadable_rule(&mut tables, &mut warnings, raw, texts);
                 continue;
             }
         };
-        let Some(ti) = find(&tables, &head.family, &head.table) else {
+        let Some(fam) = family(rule.family) else {
             continue;
         };
-        let handle = head.handle;
+        let Some(ti) = find(&tables, fam.as_str(), &rule.table) else {
+            continue;
+        };
+        let handle = rule.handle.map(u64::from);
         let text = handle
             .and_then(|h| {
-                texts.and_then(|t| t.get(&(head.family.to_string(), head.table.to_string(), h)))
+                texts.and_then(|t| t.get(&(fam.as_str().to_string(), rule.table.to_string(), h)))
             })
             .cloned();
-        let rule = match serde_json::from_str::<schema::Rule<'_>>(raw.get()) {
-            Ok(rule) => {
-                let (conds, action) = statements(&rule.expr);
-                let fam = tables[ti].family;
-                let text = text
-                    .or_else(|| rule_text(&rule.expr, fam, rule.comment.as_deref()))
-                    .unwrap_or_else(|| render(&conds, &action));
-                Rule {
-                    handle,
-                    text,
-                    conds,
-                    action,
-                }
-            }
-            Err(_) => {
-                warnings.push(format!(
-                    "rule {} {} {} handle {} has a statement kports cannot read",
-                    head.family,
-                    head.table,
-                    head.chain,
-                    handle.unwrap_or(0)
-                ));
-                Rule {
-                    handle,
-                    text: text.unwrap_or_else(|| clip(raw.get())),
-                    conds: Vec::new(),
-                    action: Action::Unknown("a rule kports cannot read".into()),
-                }
-            }
-        };
-        tables[ti].chain_mut(&head.chain).rules.push(rule);
+        let (conds, action) = statements(&rule.expr);
+        let text = text
+            .or_else(|| rule_text(&rule.expr, fam, rule.comment.as_deref()))
+            .unwrap_or_else(|| render(&conds, &action));
+        tables[ti].chain_mut(&rule.chain).rules.push(Rule {
+            handle,
+            text,
+            conds,
+            action,
+        });
     }
     Ok((tables, warnings))
+}
+
+/// A rule whose statements the typed schema refuses: kept, where its head places it, as a rule
+/// kports cannot read (its action unknown), or skipped with a warning when even the head is
+/// unreadable.
+fn unreadable_rule(
+    tables: &mut [Table],
+    warnings: &mut Vec<String>,
+    raw: &RawValue,
+    texts: Option<&RuleTexts>,
+) {
+    let head: RuleHead<'_> = match serde_json::from_str(raw.get()) {
+        Ok(h) => h,
+        Err(e) => {
+            warnings.push(format!(
+                "skipped an nft rule kports cannot read ({e}): {}",
+                clip(raw.get())
+            ));
+            return;
+        }
+    };
+    let Some(ti) = find(tables, &head.family, &head.table) else {
+        return;
+    };
+    let handle = head.handle;
+    let text = handle
+        .and_then(|h| {
+            texts.and_then(|t| t.get(&(head.family.to_string(), head.table.to_string(), h)))
+        })
+        .cloned();
+    warnings.push(format!(
+        "rule {} {} {} handle {} has a statement kports cannot read",
+        head.family,
+        head.table,
+        head.chain,
+        handle.unwrap_or(0)
+    ));
+    tables[ti].chain_mut(&head.chain).rules.push(Rule {
+        handle,
+        text: text.unwrap_or_else(|| clip(raw.get())),
+        conds: Vec::new(),
+        action: Action::Unknown("a rule kports cannot read".into()),
+    });
 }
 
 /// The tables `nft -j list tables` names: (family, name), in the families kports reads.
