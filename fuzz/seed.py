@@ -100,3 +100,82 @@ seed("component_flags", "kube-proxy", b"kube-proxy --healthz-bind-address=0.0.0.
 seed("redact", "kubeadm", b"kubeadm\0join\0--token\0abcdef.0123456789abcdef\0--discovery-token-ca-cert-hash\0sha256:0a1b")
 seed("redact", "headers", b"curl\0-u\0bob:pw\0-H\0Authorization: Bearer abc\0https://user:G@127.0.0.1/?access_token=x")
 seed("redact", "env", b"env\0DB_PASSWORD=pw\0mysql\0-pS3cret\0postgres://app:pw@127.0.0.1:5432/db")
+
+# Inventories in the three formats (as the inventory tests have them), and kubeconfig files.
+seed("inventory", "kports.yaml", b"""# lab
+nodes:
+  - name: cp1
+    address: 192.0.2.11
+    address6: 2001:db8::11
+    roles: [control-plane, etcd]
+    ssh: root@192.0.2.11
+  - name: w1
+    address: 192.0.2.21
+    roles: [worker]
+""")
+seed("inventory", "kubespray-hosts.yaml", b"""all:
+  hosts:
+    node1:
+      ansible_host: 95.54.0.12
+      ip: 10.3.0.1
+      access_ip: 10.3.0.1
+    node2:
+      ansible_host: 95.54.0.13
+      ip: 10.3.0.2
+      access_ip: 10.3.0.2
+      ip6: fd00::2
+    bastion:
+      ansible_host: 95.54.0.1
+  children:
+    kube_control_plane:
+      hosts:
+        node1:
+    kube_node:
+      hosts:
+        node1:
+        node2:
+    etcd:
+      hosts:
+        node1:
+    k8s_cluster:
+      children:
+        kube_control_plane:
+        kube_node:
+""")
+seed("inventory", "kubespray.ini", b"""[all]
+node1 ansible_host=95.54.0.12 ip=10.3.0.1 etcd_member_name=etcd1
+node2 ansible_host=95.54.0.13 ip=10.3.0.2 access_ip="10.3.0.102"
+node3 ansible_host=95.54.0.14
+
+[kube_control_plane]
+node1
+
+[etcd]
+node1
+
+[kube_node]
+node2
+node3
+
+[k8s_cluster:children]
+kube_control_plane
+kube_node
+""")
+seed("kubeconfig", "kubelet.conf", b"""apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: LS0tLS1CRUdJTi...
+    server: https://192.0.2.11:6443
+  name: kubernetes
+contexts:
+- context:
+    cluster: kubernetes
+    user: system:node:w1
+  name: system:node:w1@kubernetes
+current-context: system:node:w1@kubernetes
+kind: Config
+""")
+seed("kubeconfig", "ipv6-quoted", b"""clusters:
+- cluster:
+    server: "https://[2001:db8::11]:6443"
+""")
