@@ -218,6 +218,16 @@ pub fn sockets(q: &Query) -> Result<Census, Error> {
             census.unix.push(u);
         }
     }
+    if owners
+        .as_ref()
+        .is_some_and(|o| o.denied.is_empty() && o.exhaustive)
+    {
+        if in_child_pid_namespace(&q.proc_root) {
+            unseen_outside(&mut census);
+        } else {
+            confirm_kernel(q, &namespaces, here, &mut census, &mut procs)?;
+        }
+    }
     // Unreadable processes matter only where they leave a socket without a known owner.
     let unknown = census
         .sockets
@@ -250,6 +260,123 @@ fn hidden_warning(processes: usize) -> Option<Warning> {
             ),
         )
     })
+}
+
+/// The initial PID namespace's inode number (`PROC_PID_INIT_INO`, fixed by the kernel).
+const INIT_PID_NS: &str = "pid:[4026531836]";
+
+/// Whether kports runs in a PID namespace below the host's (a container without the host's
+/// PID namespace), where processes outside it cannot be seen.
+fn in_child_pid_namespace(proc_root: &std::path::Path) -> bool {
+    std::fs::read_link(proc_root.join("self/ns/pid")).is_ok_and(|l| l.as_os_str() != INIT_PID_NS)
+}
+
+/// In a PID namespace of its own, kports sees only the processes inside it: a socket none of
+/// them holds may be held by a process outside, so it is `unknown`, not the kernel's.
+fn unseen_outside(census: &mut Census) {
+    let mut n = 0;
+    for s in census
+        .sockets
+        .iter_mut()
+        .filter(|s| s.owner == Owner::Kernel && s.component.is_none())
+    {
+        s.owner = Owner::Unknown;
+        n += 1;
+    }
+    for u in census.unix.iter_mut().filter(|u| u.owner == Owner::Kernel) {
+        u.owner = Owner::Unknown;
+        n += 1;
+    }
+    if n > 0 {
+        census.warnings.push(Warning::new(
+            "owners-incomplete",
+            format!(
+                "{n} {} owner \"unknown\": kports runs in a PID namespace of its own and cannot see \
+                 the processes outside it; run it in the host's PID namespace (hostPID in a pod)",
+                if n == 1 { "socket shows" } else { "sockets show" }
+            ),
+        ));
+    }
+}
+
+/// A socket no process was seen to hold is the kernel's only if that is still so after the
+/// census: the walk and the dumps run side by side, so a holder that exited (its socket gone
+/// with it) or started (its socket made after the walk passed it) in between leaves a socket
+/// without a holder. Such sockets are looked for again: a second walk for them alone (it ends
+/// once each is found), then a second dump of their namespaces. Found: the process's. Gone:
+/// left out, as a process that exits during the census is. Still there with no holder: the
+/// kernel's. Nothing is done, and nothing costs more, when every socket has a holder.
+fn confirm_kernel(
+    q: &Query,
+    namespaces: &[NsHandle],
+    here: Option<u64>,
+    census: &mut Census,
+    procs: &mut ProcTable<'_>,
+) -> Result<(), Error> {
+    // A tunnel device's port is the kernel's for certain (its component says so).
+    let orphan =
+        |owner: Owner, component: Option<&str>| owner == Owner::Kernel && component.is_none();
+    let mut doubtful: HashSet<u64> = HashSet::new();
+    let mut spaces: HashSet<u64> = HashSet::new();
+    let doubt = census
+        .sockets
+        .iter()
+        .filter(|s| orphan(s.owner, s.component))
+        .map(|s| (s.inode, &s.netns))
+        .chain(
+            census
+                .unix
+                .iter()
+                .filter(|u| orphan(u.owner, u.component))
+                .map(|u| (u.inode, &u.netns)),
+        );
+    for (inode, ns) in doubt {
+        doubtful.insert(inode);
+        spaces.extend(ns.as_ref().map(|n| n.inode));
+    }
+    if doubtful.is_empty() {
+        return Ok(());
+    }
+    let Ok(again) = procfs::walk(&q.proc_root, &Want::Only(doubtful.clone()), q.threads) else {
+        // Nothing better to say than before.
+        return Ok(());
+    };
+    let spaces: Vec<NsHandle> = namespaces
+        .iter()
+        .filter(|ns| spaces.contains(&ns.netns.inode))
+        .cloned()
+        .collect();
+    let present: HashSet<u64> = dump_all(q, &spaces, here)?
+        .iter()
+        .flat_map(|(_, d)| {
+            d.sockets
+                .iter()
+                .map(|s| s.inode)
+                .chain(d.unix.iter().map(|u| u.inode))
+        })
+        .collect();
+    let mut gone = HashSet::new();
+    let sockets = census
+        .sockets
+        .iter_mut()
+        .map(|s| (s.inode, &mut s.owner, &mut s.processes, &mut s.component));
+    let unix = census
+        .unix
+        .iter_mut()
+        .map(|u| (u.inode, &mut u.owner, &mut u.processes, &mut u.component));
+    for (inode, owner, processes, component) in sockets.chain(unix) {
+        if !doubtful.contains(&inode) {
+            continue;
+        }
+        if !again.pids(inode).is_empty() {
+            (*owner, *processes, *component) = procs.attribute(inode, Some(&again));
+        } else if !present.contains(&inode) {
+            gone.insert(inode);
+        }
+    }
+    census.sockets.retain(|s| !gone.contains(&s.inode));
+    census.unix.retain(|u| !gone.contains(&u.inode));
+    Ok(())
 }
 
 fn denied_warning(pids: &[u32], unknown: usize) -> Warning {

@@ -16,6 +16,7 @@
 
 mod agent;
 mod census;
+mod chaos;
 mod check;
 mod check_lab;
 mod cli;

@@ -207,6 +207,17 @@ impl Ns {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Ends the holder `pid` that [`Ns::spawn`] started (its standard input closes; it exits
+    /// and is reaped), so that it is never signalled again once its pid may be reused.
+    pub fn stop(&mut self, pid: u32) {
+        if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
+            let mut c = self.children.remove(i);
+            drop(c.stdin.take());
+            let _ = c.wait();
+            self.pids.retain(|&p| p != pid);
+        }
+    }
 }
 
 impl Drop for Ns {
