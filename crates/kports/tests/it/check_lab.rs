@@ -1218,7 +1218,9 @@ fn established_with(node: &str, port: u16) -> BTreeSet<IpAddr> {
     let mut v = BTreeSet::new();
     for line in out.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();
-        let [.., local, peer] = cols[..] else { continue };
+        let [.., local, peer] = cols[..] else {
+            continue;
+        };
         let parse = |ep: &str| -> Option<SocketAddr> {
             ep.replace("[::ffff:", "").replace(']', "").parse().ok()
         };
@@ -1347,7 +1349,10 @@ fn a_worker_with_an_etcd_member_is_judged_for_both_roles() {
     // peer only, needs etcd's ports here but not the kubelet's.
     let doc = firewall_check_detected("w1");
     let want = |src: Ipv4Addr, port: u16| -> Vec<bool> {
-        judged(&doc, src.into(), port).into_iter().map(|(w, _)| w).collect()
+        judged(&doc, src.into(), port)
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect()
     };
     assert_eq!(want(CP1, 10250), [true], "{doc:#}");
     assert_eq!(want(W2, 10250), [false], "{doc:#}");
@@ -1413,7 +1418,15 @@ fn check_and_firewall_check_agree_on_what_is_blocked_on_the_control_plane() {
             .unwrap()
             .iter()
             .filter(|r| r["expect_open"] == true && r["ok"] == false)
-            .map(|r| format!("{}/{}", r["port"]["proto"].as_str().unwrap(), r["port"]["lo"]))
+            .map(|r| {
+                let (lo, hi) = (&r["port"]["lo"], &r["port"]["hi"]);
+                let port = if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                };
+                format!("{}/{port}", r["port"]["proto"].as_str().unwrap())
+            })
             .collect();
         (ok, ports)
     };
@@ -1441,7 +1454,11 @@ fn check_and_firewall_check_agree_on_what_is_blocked_on_the_control_plane() {
         assert_eq!(ck, fw, "{fault:?}: check {ck:?}, firewall check {fw:?}");
         let want: BTreeSet<String> = blocked.iter().map(|p| p.to_string()).collect();
         assert_eq!(ck, want, "{fault:?}");
-        assert_eq!(ok, blocked.is_empty(), "{fault:?}: firewall check's exit status");
+        assert_eq!(
+            ok,
+            blocked.is_empty(),
+            "{fault:?}: firewall check's exit status"
+        );
         kports_ok(&["lab", "fault", "cp1", "clear"]);
     }
 }
