@@ -303,6 +303,7 @@ fn request(backend: PlanBackend) -> PlanRequest {
         etcd: vec![parse_cidr(CP).unwrap()],
         load_balancers: Vec::new(),
         zone: None,
+        own_table_only: false,
     }
 }
 
