@@ -490,13 +490,20 @@ pub fn removal(rs: &Ruleset) -> Removal {
                     table_label(t)
                 ));
                 if t.backend == Backend::IptablesNft && empty_without_kports(t) {
+                    // The built-in chains' policies are checked when the script runs (the
+                    // ruleset as read holds only those of the input path).
                     let label = table_label(t);
+                    let save = if t.family == TableFamily::Ip6 {
+                        "ip6tables-nft-save"
+                    } else {
+                        "iptables-nft-save"
+                    };
                     let _ = writeln!(
                         script,
-                        "if nft list table {label} >/dev/null 2>&1; then\n  nft delete table {label}\nfi"
+                        "if nft list table {label} >/dev/null 2>&1 && [ -z \"$({save} -t filter | grep -v -e '^#' -e '^\\*filter$' -e '^COMMIT$' -e '^:INPUT ACCEPT' -e '^:FORWARD ACCEPT' -e '^:OUTPUT ACCEPT')\" ]; then\n  nft delete table {label}\nfi"
                     );
                     removes.push(format!(
-                        "iptables-nft table {label}, which holds nothing else"
+                        "iptables-nft table {label}, when it holds nothing else"
                     ));
                 }
             }
@@ -514,11 +521,12 @@ pub fn removal(rs: &Ruleset) -> Removal {
 }
 
 /// Whether an iptables table holds nothing but kports's chain, the jumps to it, kports's tagged
-/// accepts and built-in chains that accept what falls off their end: without kports, no effect.
+/// accepts and built-in chains: without kports, it has no effect if their policies accept.
 fn empty_without_kports(t: &Table) -> bool {
     t.chains.iter().all(|c| {
         c.name == IPT_CHAIN
-            || (c.base.as_ref().is_some_and(|b| b.policy == Policy::Accept)
+            || (["INPUT", "FORWARD", "OUTPUT"].contains(&c.name.as_str())
+                && c.base.as_ref().is_none_or(|b| b.policy == Policy::Accept)
                 && c.rules.iter().all(|r| {
                     matches!(&r.action, Action::Jump(x) | Action::Goto(x) if x == IPT_CHAIN)
                         || (r.action == Action::Accept && tag_of(&r.text).is_some())
@@ -745,7 +753,7 @@ mod tests {
             "nft delete table inet kports\n",
             "iptables-nft -w -t filter -D INPUT -j KPORTS-INPUT\n",
             "iptables-nft -w -t filter -X KPORTS-INPUT\n",
-            "nft delete table ip filter\n",
+            "[ -z \"$(iptables-nft-save -t filter | grep -v -e '^#' -e '^\\*filter$' -e '^COMMIT$' -e '^:INPUT ACCEPT' -e '^:FORWARD ACCEPT' -e '^:OUTPUT ACCEPT')\" ]; then\n  nft delete table ip filter\n",
             "iptables-legacy -w -t filter -D INPUT -s 192.0.2.11/32 -p tcp -m tcp --dport 10250 -m comment --comment \"kports: kubelet tcp/10250 from 192.0.2.11\" -j ACCEPT\n",
         ] {
             assert!(r.script.contains(part), "{part}\n{}", r.script);
