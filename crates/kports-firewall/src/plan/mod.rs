@@ -3,9 +3,11 @@
 //!
 //! What the rules do, whatever the backend: a required port is accepted from the sources that
 //! need it (etcd from control-plane nodes, NodePorts from everyone, ...) and rejected from every
-//! other source; loopback and established connections are accepted; nothing else is touched.
+//! other source; loopback and established connections are accepted; elsewhere, only a narrow
+//! accept before a drop that would still block a wanted connection (below).
 //! The rules live in kports's own table (`inet kports`) or chain (`KPORTS-INPUT`) and are safe to
-//! apply twice: the table and chain are added if missing and only kports's own chain is flushed.
+//! apply twice: the table and chain are added if missing and only kports's own chain is flushed,
+//! or left as it is when it holds the planned rules already.
 //!
 //! An `accept` in kports's own nftables table does not override a `drop` in another table's base
 //! chain (drops are final, accepts only end their own base chain). So the plan judges the

@@ -2,7 +2,10 @@
 //! (a stopped or re-bound component, a port taken, a firewall drop) gives exactly the expected
 //! finding. And `kports firewall plan` applied in every lab node with the real `nft` and
 //! `iptables` binaries: real connections between the nodes show that exactly the intended
-//! (source, port) pairs get through, and `kports firewall check` judges each one as it went.
+//! (source, port) pairs get through, and `kports firewall check` judges each one as it went; on a
+//! node with a default-deny firewall of its own (nft, iptables-nft, iptables-legacy), the plan
+//! opens what is wanted in that firewall too, a second run changes nothing, and `--remove`
+//! restores the ruleset exactly.
 //!
 //! These tests bring up real labs (root; one lab per machine, so they run one at a time and fail
 //! rather than touch a lab someone else left up). A guard runs `kports lab down` when a test
