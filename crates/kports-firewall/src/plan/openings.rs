@@ -12,11 +12,6 @@ use super::*;
 /// What the comment of every accept kports adds to another chain starts with.
 pub const TAG: &str = "kports: ";
 
-/// Rounds of "insert, then judge again": an accept in one base chain can let the packet on to a
-/// drop in the next base chain it passes. Each round opens every chain that decides in it, so
-/// a packet needs one round per base chain that drops it.
-const ROUNDS: usize = 4;
-
 /// The longest tag comment (nft takes 128 bytes).
 const TAG_MAX: usize = 120;
 
@@ -214,6 +209,10 @@ impl Insert {
         }
     }
 
+    fn same_as(&self, o: &Insert) -> bool {
+        self.before == o.before && self.comment == o.comment
+    }
+
     fn same_place(&self, t: &Tagged) -> bool {
         t.backend == self.before.backend
             && t.table == self.before.table
@@ -284,13 +283,25 @@ fn insertable(by: &RuleRef) -> bool {
 /// The accepts that open every wanted connection `sim` (the ruleset with kports's own table or
 /// chain in place) still blocks; `sim` gets them too. Blocks that cannot be opened this way stay
 /// in `sim`, where the plan's conflicts find them.
+///
+/// It judges again after each round of inserts: an accept in one base chain can let the packet
+/// on to a drop in the next base chain it passes (or in a chain the accept's chain jumps to).
+/// Every insert takes one deciding drop off a packet's way, so the rounds end; they are bounded
+/// by the number of rules and policies, and end early when a round opens nothing new.
 pub(super) fn open_elsewhere(sim: &mut Ruleset, allows: &[Allow]) -> Vec<Insert> {
     let mut out: Vec<Insert> = Vec::new();
-    for _ in 0..ROUNDS {
+    let rounds: usize = sim
+        .tables
+        .iter()
+        .flat_map(|t| &t.chains)
+        .map(|c| c.rules.len() + 1)
+        .sum();
+    for _ in 0..rounds {
         let mut found: Vec<Insert> = blockers(&Evaluator::new(sim), allows)
             .into_iter()
             .filter(|b| insertable(&b.by))
             .map(|b| Insert::new(b.by, b.port, b.src))
+            .filter(|i| !out.iter().any(|o| o.same_as(i)))
             .collect();
         if found.is_empty() {
             break;
@@ -689,6 +700,56 @@ mod tests {
             "ip saddr 192.0.2.11 tcp dport 10250 accept comment \"kports: kubelet tcp/10250 from 192.0.2.11\""
         );
         assert!(blockers(&Evaluator::new(&sim), &allow()).is_empty());
+    }
+
+    #[test]
+    fn drops_in_one_base_chain_after_another_are_each_opened() {
+        // Six tables, each a base chain that drops all, one after another by priority: each
+        // round opens the chain the packet reaches next.
+        let mut sim = Ruleset::default();
+        for i in 0..6 {
+            let mut t = Table::new(Backend::Nft, TableFamily::Inet, format!("deny{i}"));
+            t.chain_mut("input").base = Some(BaseChain {
+                hook: Hook::Input,
+                priority: i,
+                kind: ChainType::Filter,
+                policy: Policy::Drop,
+            });
+            sim.tables.push(t);
+        }
+        let inserts = open_elsewhere(&mut sim, &allow());
+        let tables: Vec<&str> = inserts.iter().map(|i| i.before.table.as_str()).collect();
+        assert_eq!(
+            tables,
+            [
+                "inet deny0",
+                "inet deny1",
+                "inet deny2",
+                "inet deny3",
+                "inet deny4",
+                "inet deny5"
+            ]
+        );
+        assert!(blockers(&Evaluator::new(&sim), &allow()).is_empty());
+    }
+
+    #[test]
+    fn a_drop_no_accept_can_be_written_before_stays_and_the_rounds_end() {
+        let mut sim = hostfw();
+        // A chain name kports does not write into a script.
+        let mut t = Table::new(Backend::Nft, TableFamily::Inet, "odd");
+        t.chain_mut("in put").base = Some(BaseChain {
+            hook: Hook::Input,
+            priority: 5,
+            kind: ChainType::Filter,
+            policy: Policy::Drop,
+        });
+        sim.tables.push(t);
+        let inserts = open_elsewhere(&mut sim, &allow());
+        assert_eq!(inserts.len(), 1, "{inserts:?}");
+        let left = blockers(&Evaluator::new(&sim), &allow());
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].by.table, "inet odd");
     }
 
     #[test]
