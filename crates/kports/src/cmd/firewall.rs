@@ -472,6 +472,12 @@ mod tests {
             script,
             "#!/bin/sh\n# kports firewall plan --remove: safe to run twice\nset -e\n"
         );
+        let (json, _) = render(&["firewall", "plan", "--remove", "-o", "json"]);
+        let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(doc["kind"], "firewall-plan");
+        assert_eq!(doc["items"]["remove"], true);
+        assert_eq!(doc["items"]["removes"], serde_json::json!([]));
+        assert_eq!(doc["items"]["script"], "");
         let e = Cli::try_parse_from(["kports", "firewall", "plan", "--remove", "--backend", "nft"])
             .unwrap_err();
         assert!(e.to_string().contains("cannot be used with"), "{e}");
