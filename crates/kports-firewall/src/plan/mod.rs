@@ -671,6 +671,47 @@ mod tests {
     }
 
     #[test]
+    fn an_iptables_drop_before_the_jump_to_kports_chain_gets_an_accept_before_it() {
+        let (tables, warnings) = crate::iptables::parse_save(
+            "*filter\n:INPUT ACCEPT [0:0]\n:KPORTS-INPUT - [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 10250 -j DROP\n-A INPUT -j KPORTS-INPUT\nCOMMIT\n",
+            crate::model::Backend::IptablesNft,
+            false,
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let rs = Ruleset {
+            tables,
+            unread: Vec::new(),
+        };
+        let p = plan(&rs, &kubelet_request(PlanBackend::Iptables), None);
+        assert_eq!(p.conflicts, [], "{:#?}", p.conflicts);
+        assert_eq!(p.openings.len(), 1, "{:#?}", p.openings);
+        assert_eq!(p.openings[0].before.position, Some(2));
+        assert!(
+            p.script.contains("|| iptables-nft -w -t filter -I INPUT 2 -s 192.0.2.11/32 -p tcp -m tcp --dport 10250 -m comment --comment \"kports: kubelet tcp/10250 from 192.0.2.11\" -j ACCEPT\n"),
+            "{}",
+            p.script
+        );
+        // Kept to its own chain, the plan leaves the drop and says so.
+        let own = plan(
+            &rs,
+            &PlanRequest {
+                own_table_only: true,
+                ..kubelet_request(PlanBackend::Iptables)
+            },
+            None,
+        );
+        assert!(own.openings.is_empty());
+        assert_eq!(own.conflicts.len(), 1);
+        assert_eq!(
+            own.intents
+                .iter()
+                .find(|x| x.open)
+                .and_then(|x| x.still_blocked_by.as_deref()),
+            Some("iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP")
+        );
+    }
+
+    #[test]
     fn iptables_closes_required_ports_over_ipv6_when_every_source_is_ipv4() {
         let req = kubelet_request(PlanBackend::Iptables);
         let p = plan(&Ruleset::default(), &req, None);
