@@ -1,5 +1,7 @@
 //! Chaos while kports reads (root): socket holders stopped and restarted while a census runs,
-//! network namespaces deleted while `--all-netns` walks them. kports finishes every run, and a
+//! network namespaces deleted while `--all-netns` walks them, the ruleset flushed and loaded
+//! again while `firewall check` reads it (every verdict is one some state of the ruleset gives,
+//! or unknown with the run marked incomplete). kports finishes every run, and a
 //! socket it attributes is attributed to the process that really held it: what vanished is
 //! left out or `unknown`, never given to another process (nor to the kernel). And kports in a
 //! PID namespace of its own, where the holder is out of sight: `unknown`, not `kernel`. Every
@@ -226,4 +228,105 @@ fn in_a_pid_namespace_of_its_own_a_holder_outside_is_unknown_not_the_kernel() {
         .to_vec();
     let out = runs(&prefix, &["listen", "-o", "json"]).remove(0);
     assert_eq!(judge(&out, &held, |_| true), 1);
+}
+
+#[test]
+fn a_ruleset_flushed_and_reloaded_while_it_is_read_gives_a_verdict_of_one_state() {
+    let ns = Ns::new();
+    let rules = ns.dir().join("rules.nft");
+    // kports reads the native table with nft and the iptables-nft one with iptables-nft-save:
+    // two reads, each of which the chaos below can fall between.
+    std::fs::write(
+        &rules,
+        "table inet chaos {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    tcp dport 10250 drop\n  }\n}\n",
+    )
+    .unwrap();
+    let load = || {
+        let out = ns.exec("nft", &["-f", rules.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = ns.exec(
+            "iptables-nft",
+            &["-A", "INPUT", "-p", "tcp", "--dport", "10256", "-j", "DROP"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    load();
+    let prefix: Vec<String> = ["ip", "netns", "exec", ns.name.as_str()]
+        .map(String::from)
+        .to_vec();
+    let args = [
+        "firewall",
+        "check",
+        "--role",
+        "worker",
+        "--sources",
+        "198.51.100.0/24",
+        "--control-plane",
+        "198.51.100.10",
+        "-o",
+        "json",
+    ];
+    let outputs = thread::scope(|s| {
+        let reads = s.spawn(|| runs(&prefix, &args));
+        // The chaos: flush everything and load it again, 20 times.
+        for _ in 0..20 {
+            assert!(ns.exec("nft", &["flush", "ruleset"]).status.success());
+            load();
+        }
+        reads.join().unwrap()
+    });
+    for out in &outputs {
+        let err = String::from_utf8_lossy(&out.stderr);
+        // 0: read while flushed; 1: a drop seen; 3: a table vanished under its reader.
+        let code = out.status.code().unwrap();
+        assert!([0, 1, 3].contains(&code), "exit {code}: {err}");
+        let doc: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
+        for w in doc["warnings"].as_array().unwrap() {
+            assert_ne!(w["code"], "firewall-parse", "{w}");
+        }
+        for r in doc["items"]["rows"].as_array().unwrap() {
+            let port = r["port"]["lo"].as_u64().unwrap();
+            for seg in r["segments"].as_array().unwrap() {
+                let j = &seg["judgement"];
+                match j["verdict"].as_str().unwrap() {
+                    "accept" => {}
+                    // A table that vanished between listing and reading: unknown, and the
+                    // run says it is incomplete (exit 3, or 1 when a drop was seen).
+                    "unknown" => assert!(
+                        doc["warnings"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|w| w["code"] == "incomplete"),
+                        "{j}"
+                    ),
+                    // A drop is one of the two rules, on its own port, in its own table.
+                    "drop" => {
+                        let by = &j["by"];
+                        match port {
+                            10250 => {
+                                assert_eq!(by["table"], "inet chaos", "{j}");
+                                assert_eq!(by["text"], "tcp dport 10250 drop", "{j}");
+                            }
+                            10256 => assert_eq!(by["table"], "ip filter", "{j}"),
+                            _ => panic!("a drop on a port no rule drops: {r:#}"),
+                        }
+                    }
+                    other => panic!("verdict {other} no state of the ruleset gives: {r:#}"),
+                }
+            }
+        }
+    }
+    // Left loaded, both drops are seen.
+    let out = runs(&prefix, &args).remove(0);
+    assert_eq!(out.status.code(), Some(1));
 }
