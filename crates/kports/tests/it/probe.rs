@@ -4,7 +4,8 @@
 //! 192.0.2.0/25 and 2001:db8::/64 inside them only: the prober in one, and in the other a TCP
 //! listener, a kports UDP responder, and one nft rule per kind of block. Every port must get its
 //! status and errno, and every TCP status must be what `nmap -sT -Pn` says of the same port, in
-//! the same run. Nothing outside the two namespaces is ever probed.
+//! the same run. A node that goes away in the middle of a run gets only statuses one of its
+//! states gives. Nothing outside the two namespaces is ever probed.
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};
@@ -561,4 +562,77 @@ fn bad_input_exits_2_with_a_clear_message() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A node that stops answering in the middle of a probe run (its link goes down): the run
+/// finishes, every port gets a status that one state of the node gives (the listener `open`,
+/// the others `refused` while the node answers; `filtered` or `unreachable` once it does not),
+/// and the exit status says something was not reachable. Bounded: 400 probes of at most 200 ms,
+/// 8 at a time (about 5 s).
+#[test]
+fn a_node_that_stops_answering_mid_probe_gets_only_statuses_it_gave() {
+    let pair = Pair::new();
+    let listener = kports_linux::netns::run_in(&Pair::netns_path(&pair.server), || {
+        TcpListener::bind("0.0.0.0:3000").unwrap()
+    })
+    .unwrap();
+    // Even ports dropped (each probe waits its timeout), odd ones refused at once: the run
+    // lasts seconds, and refused ports are still being probed when the node goes away.
+    let even: Vec<String> = (3002..3400).step_by(2).map(|p| p.to_string()).collect();
+    let rule = format!(
+        "add table inet kpgone; add chain inet kpgone input {{ type filter hook input priority 0; policy accept; }}; add rule inet kpgone input tcp dport {{ {} }} drop",
+        even.join(", ")
+    );
+    let out = pair.exec(&pair.server, &["nft", &rule]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = std::thread::scope(|s| {
+        let probe = s.spawn(|| {
+            pair.exec(
+                &pair.client,
+                &[
+                    KPORTS,
+                    "probe",
+                    "192.0.2.2",
+                    "--ports",
+                    "tcp/3000-3399",
+                    "--timeout",
+                    "200ms",
+                    "--concurrency",
+                    "8",
+                    "-o",
+                    "json",
+                ],
+            )
+        });
+        // Some time into the run the node goes away (no timing is asserted: where this lands
+        // changes only how many ports see which state).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        ip(&["-n", &pair.server, "link", "set", "vb", "down"]);
+        let out = probe.join().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rows(&out.stdout)
+    });
+    assert_eq!(rows.len(), 400);
+    for r in &rows {
+        let (port, status) = (r["port"].as_u64().unwrap(), r["status"].as_str().unwrap());
+        let answered = match port {
+            3000 => "open",
+            p if p % 2 == 0 => "filtered",
+            _ => "refused",
+        };
+        assert!(
+            [answered, "filtered", "unreachable"].contains(&status),
+            "{r:#}"
+        );
+    }
+    drop(listener);
 }
