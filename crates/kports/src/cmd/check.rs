@@ -172,14 +172,9 @@ fn print(
 
 fn print_findings(out: &mut Out<impl Write>, findings: &[Finding]) -> std::io::Result<()> {
     // Each finding is a row, then its command on a row of its own under MESSAGE, then the
-    // command that fixes it when there is one.
-    let rows: Vec<(usize, u8)> = findings
-        .iter()
-        .enumerate()
-        .flat_map(|(i, f)| {
-            let fix = f.fix.is_some().then_some((i, 2));
-            [(i, 0), (i, 1)].into_iter().chain(fix)
-        })
+    // command or change that fixes it.
+    let rows: Vec<(usize, u8)> = (0..findings.len())
+        .flat_map(|i| [(i, 0), (i, 1), (i, 2)])
         .collect();
     out.table(
         &["SEVERITY", "FINDING", "PORT", "MESSAGE"],
@@ -196,7 +191,7 @@ fn print_findings(out: &mut Out<impl Write>, findings: &[Finding]) -> std::io::R
                     let _ = write!(b, "  $ {}", f.command);
                 }
                 (2, 3) => {
-                    let _ = write!(b, "  fix: {}", f.fix.as_deref().unwrap_or_default());
+                    let _ = write!(b, "  fix: {}", f.fix);
                 }
                 _ => {}
             }

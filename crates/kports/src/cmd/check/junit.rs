@@ -133,7 +133,7 @@ pub fn render(
     x
 }
 
-/// A finding as text: severity, id, message, evidence, command.
+/// A finding as text: severity, id, message, evidence, command, fix.
 fn details(f: &Finding) -> String {
     let mut s = format!("{} {}: {}", f.severity.as_str(), f.id, f.message);
     for so in &f.evidence.sockets {
@@ -160,6 +160,7 @@ fn details(f: &Finding) -> String {
         let _ = write!(s, "\nflag: {} of {}", fl.value, fl.source);
     }
     let _ = write!(s, "\nsee: {}", f.command);
+    let _ = write!(s, "\nfix: {}", f.fix);
     s
 }
 
@@ -218,7 +219,7 @@ mod tests {
             port: Some(PortRange::single(port)),
             evidence: Evidence::default(),
             command: format!("ss -tlnp 'sport = :{port}'"),
-            fix: None,
+            fix: FindingId::PortNotListening.fix().to_string(),
         }
     }
 
