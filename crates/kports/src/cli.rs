@@ -542,12 +542,14 @@ pub struct NodeArgs {
 /// Filters on sockets, shared by `listen` and `conns`.
 #[derive(Debug, Args)]
 pub struct Filters {
-    /// Only sockets of processes with this name or pid.
+    /// Only sockets of processes with this name (the full name, or the kernel's 15-character
+    /// one that `ss` shows) or pid.
     #[arg(long, value_name = "NAME|PID")]
     pub process: Option<String>,
-    /// Only sockets of this Kubernetes component (kube-apiserver, etcd, kubelet, ...).
-    #[arg(long)]
-    pub component: Option<String>,
+    /// Only sockets of this Kubernetes component (kube-apiserver, etcd, kubelet, ...), or a
+    /// unique part of its name (apiserver, scheduler).
+    #[arg(long, value_parser = kports_core::component::canonical)]
+    pub component: Option<&'static str>,
     /// Only this local port, or a range such as 30000-32767.
     #[arg(long, value_parser = parse_port_range)]
     pub port: Option<(u16, u16)>,
@@ -600,21 +602,7 @@ pub struct ConnsArgs {
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let parse = |p: &str| {
-        p.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("`{p}` is not a port number (0-65535)"))
-    };
-    match s.split_once('-') {
-        Some((a, b)) => {
-            let (a, b) = (parse(a)?, parse(b)?);
-            if a > b {
-                return Err(format!("range {a}-{b} is backwards"));
-            }
-            Ok((a, b))
-        }
-        None => parse(s).map(|p| (p, p)),
-    }
+    kports_core::catalog::PortRange::parse(s).map(|r| (r.first, r.last))
 }
 
 #[cfg(test)]
@@ -626,6 +614,10 @@ mod tests {
         assert_eq!(parse_port_range("10250"), Ok((10250, 10250)));
         assert_eq!(parse_port_range("30000-32767"), Ok((30000, 32767)));
         assert!(parse_port_range("70000").is_err());
+        assert_eq!(
+            parse_port_range("0"),
+            Err("`0` is not a port number (1-65535)".to_string())
+        );
         assert!(parse_port_range("9-1").is_err());
         assert!(parse_port_range("http").is_err());
     }

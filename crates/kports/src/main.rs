@@ -6,6 +6,7 @@
 
 mod cli;
 mod cmd;
+mod filter;
 mod output;
 
 use std::io;

@@ -1,5 +1,6 @@
 //! `kports conns`: established connections per listener and per remote service.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use std::io::Write;
@@ -9,7 +10,7 @@ use kports_core::conns::{self, ConnDirection, ConnRow, Grouping};
 use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ESTABLISHED, LISTEN};
 
-use super::query;
+use super::{check_filters, query};
 use crate::cli::ConnsArgs;
 use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
@@ -18,7 +19,16 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let mut q = query(&args.filters, args.common.all_netns, OwnerScope::Every);
     q.udp = false;
     q.tcp_states = ESTABLISHED | LISTEN;
-    let c = census::sockets(&q)?;
+    let mut c = census::sockets(&q)?;
+    let mut holders: BTreeSet<String> = BTreeSet::new();
+    if args.filters.process.is_some() {
+        holders.extend(
+            c.sockets
+                .iter()
+                .flat_map(|s| s.processes.iter())
+                .map(|p| p.name.clone()),
+        );
+    }
     let mut rows = conns::group(
         &c.sockets,
         Grouping {
@@ -26,8 +36,14 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
             by_port: args.by_port,
         },
     );
-    drop(c.sockets);
+    drop(std::mem::take(&mut c.sockets));
     rows.retain(|r| keep(args, r));
+    check_filters(
+        &args.filters,
+        rows.len(),
+        holders.iter().map(String::as_str),
+        &mut c.warnings,
+    )?;
 
     let hostname = kports_linux::hostname();
     if args.common.output == Format::Json {
@@ -131,6 +147,9 @@ fn keep(args: &ConnsArgs, r: &ConnRow) -> bool {
             .is_none_or(|c| r.component == Some(c))
         && f.process.as_deref().is_none_or(|p| match p.parse::<u32>() {
             Ok(pid) => r.pids.contains(&pid),
-            Err(_) => r.process.as_deref() == Some(p),
+            Err(_) => r
+                .process
+                .as_deref()
+                .is_some_and(|n| kports_core::names::names_process(p, n)),
         })
 }

@@ -56,6 +56,12 @@ struct CheckReport<'a> {
 
 fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
     let node = report(&a.common, a.iif.clone(), io)?;
+    // Unreadable interfaces (a warning already) leave `--iif` unchecked.
+    if let Some(iif) = &a.iif
+        && !node.interfaces.is_empty()
+    {
+        crate::filter::interface(iif, node.interfaces.iter().map(|i| i.name.as_str()))?;
+    }
     let fc = node.firewall_check()?;
     let (rows, managers) = (&fc.rows, &fc.firewall.managers);
     match a.common.output {

@@ -1,5 +1,6 @@
 //! `kports listen`: listening sockets with owners and components.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use std::io::Write;
@@ -9,7 +10,7 @@ use kports_core::{Owner, SockState, Socket, UnixSocket};
 use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ALL_STATES, LISTEN, UNCONN};
 
-use super::{keep, process_matches, query};
+use super::{check_filters, keep, process_matches, query};
 use crate::cli::{ListenArgs, ProtoArg};
 use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
@@ -29,8 +30,18 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     } else {
         (LISTEN, UNCONN)
     };
-    let c = census::sockets(&q)?;
-    let mut sockets = c.sockets;
+    let mut c = census::sockets(&q)?;
+    let mut holders: BTreeSet<String> = BTreeSet::new();
+    if args.filters.process.is_some() {
+        holders.extend(
+            c.sockets
+                .iter()
+                .flat_map(|s| s.processes.iter())
+                .chain(c.unix.iter().flat_map(|u| u.processes.iter()))
+                .map(|p| p.name.clone()),
+        );
+    }
+    let mut sockets = std::mem::take(&mut c.sockets);
     sockets.retain(|s| keep(&args.filters, s));
     sockets.sort_unstable_by(|a, b| {
         let ns = |s: &Socket| s.netns.as_ref().map(|n| (!n.host, n.inode));
@@ -75,6 +86,13 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         });
         unix.sort_by(|a, b| a.path.cmp(&b.path).then(a.inode.cmp(&b.inode)));
     }
+    let kept = sockets.len() + if args.unix { unix.len() } else { 0 };
+    check_filters(
+        &args.filters,
+        kept,
+        holders.iter().map(String::as_str),
+        &mut c.warnings,
+    )?;
 
     let hostname = kports_linux::hostname();
     if args.common.output == Format::Json {

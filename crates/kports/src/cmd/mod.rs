@@ -61,10 +61,46 @@ pub fn keep(f: &Filters, s: &Socket) -> bool {
             .is_none_or(|p| process_matches(p, &s.processes))
 }
 
-/// `--process NAME|PID` against a holder list.
+/// `--process NAME|PID` against a holder list: the pid, the full name or the kernel's `comm`.
 pub fn process_matches(wanted: &str, procs: &[std::sync::Arc<ProcessRef>]) -> bool {
     match wanted.parse::<u32>() {
         Ok(pid) => procs.iter().any(|p| p.pid == pid),
-        Err(_) => procs.iter().any(|p| p.name == wanted),
+        Err(_) => procs
+            .iter()
+            .any(|p| kports_core::names::names_process(wanted, &p.name)),
     }
+}
+
+/// After the filters: an error when `--process` names no process among `holders`, a note when
+/// the filters given matched nothing (`kept` rows are left), nothing otherwise.
+pub fn check_filters<'a>(
+    f: &Filters,
+    kept: usize,
+    holders: impl IntoIterator<Item = &'a str>,
+    warnings: &mut Vec<Warning>,
+) -> anyhow::Result<()> {
+    if kept > 0 {
+        return Ok(());
+    }
+    if let Some(p) = &f.process {
+        crate::filter::process(p, holders)?;
+    }
+    let given = [
+        ("process", f.process.clone()),
+        ("component", f.component.map(str::to_string)),
+        (
+            "port",
+            f.port.map(|(lo, hi)| {
+                kports_core::catalog::PortRange {
+                    first: lo,
+                    last: hi,
+                }
+                .to_string()
+            }),
+        ),
+    ];
+    if given.iter().any(|(_, v)| v.is_some()) {
+        warnings.push(crate::filter::nothing_matched(&given));
+    }
+    Ok(())
 }

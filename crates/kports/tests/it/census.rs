@@ -204,6 +204,64 @@ fn listen_names_processes_in_full_and_recognises_components() {
 }
 
 #[test]
+fn filters_are_checked_against_what_they_filter() {
+    let (ns, p) = control_plane();
+    // The kernel's 15-byte comm, as `ss` shows it, and the alias `explain` takes.
+    let by_comm = ns.kports_json(&["listen", "--process", "kube-controller"]);
+    assert_eq!(
+        by_comm["items"][0]["processes"][0]["pid"], p.kcm,
+        "{by_comm}"
+    );
+    let by_alias = ns.kports_json(&["listen", "--component", "apiserver"]);
+    assert_eq!(by_alias["items"][0]["local_port"], 6443, "{by_alias}");
+    assert_eq!(by_alias["items"].as_array().unwrap().len(), 1);
+    let conns = ns.kports_json(&["conns", "--process", "kube-controller"]);
+    assert_eq!(conns["items"][0]["pids"][0], p.kcm, "{conns}");
+    // Values that can never match: exit 2, the valid ones listed, nothing on stdout.
+    for (args, says) in [
+        (&["listen", "--component", "nosuch"][..], "one of: "),
+        (&["listen", "--component", "proxy"], "could be any of"),
+        (
+            &["listen", "--process", "nosuch"],
+            "the processes that do: ",
+        ),
+        (&["conns", "--process", "nosuch"], "the processes that do: "),
+        (&["listen", "--port", "0"], "(1-65535)"),
+        (&["conns", "--port", "65536"], "(1-65535)"),
+        (&["node", "--kind", "nonsense"], "one of: bond, bridge"),
+        (
+            &["firewall", "check", "--role", "worker", "--iif", "nosuchif"],
+            "its interfaces: ",
+        ),
+    ] {
+        let out = ns.exec(KPORTS, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let err = String::from_utf8_lossy(&ns.exec(KPORTS, &["listen", "--process", "nosuch"]).stderr)
+        .into_owned();
+    assert!(err.contains("kube-controller-manager"), "{err}");
+    // A valid filter that matches nothing: exit 0, an empty list, and a note saying so.
+    for args in [
+        &["listen", "--component", "etcd", "--port", "6443"][..],
+        &["node", "--kind", "Bridge"],
+        &["conns", "--port", "9"],
+    ] {
+        let out = ns.exec(KPORTS, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains("nothing on this node matches --"),
+            "{args:?}: {err}"
+        );
+    }
+    let doc = ns.kports_json(&["listen", "--component", "etcd", "--port", "6443"]);
+    assert_eq!(doc["warnings"][0]["code"], "no-match", "{doc}");
+}
+
+#[test]
 fn secrets_on_command_lines_are_redacted() {
     let (ns, p) = control_plane();
     for args in [
