@@ -63,6 +63,9 @@ pub enum LabCommand {
         output: Output,
     },
     /// Run a command inside a node (or a pod: cp1-pod, or the fabric)
+    ///
+    /// `kports` runs this same kports binary, installed or not. Exits with the command's
+    /// status; 127 when the command does not exist, 126 when it cannot run, as a shell does.
     Exec {
         /// cp1, w1, w1-pod, fabric, ...
         node: String,
@@ -122,7 +125,7 @@ pub fn standin_dispatch() -> Option<ExitCode> {
 }
 
 /// Runs `kports lab ...`. Usage errors are printed here and give exit code 2; other errors are
-/// returned for the caller to print (exit code 1).
+/// returned for the caller to print (exit code 2 too).
 pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     match run_inner(args) {
         Err(e) if e.downcast_ref::<Usage>().is_some() => {
@@ -143,7 +146,8 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
             let plan = lifecycle::up(&paths, *nodes, *etcd)?;
             let first = plan.nodes.first().map_or("cp1", |n| n.name.as_str());
             emit(&format!(
-                "{}\nTry: kports lab exec {first} -- ss -tlnp\n     kports lab exec {first} -- ip addr show type bridge\n\
+                "{}\nTry: kports lab exec {first} -- kports listen\n     kports lab exec {first} -- ss -tlnp\n     \
+                 kports lab exec {first} -- ip addr show type bridge\n\
                  Remove the lab with: kports lab down\n",
                 status::render(&status::collect(&paths)?)
             ))?;

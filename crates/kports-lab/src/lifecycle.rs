@@ -192,7 +192,14 @@ fn strangers(namespaces: &[String]) -> Vec<String> {
     v
 }
 
-/// Runs `argv` inside a lab namespace, replacing this process; returns only on failure.
+/// Exit status of `lab exec` when the command does not exist, as a shell gives it.
+pub const EXIT_NOT_FOUND: u8 = 127;
+/// Exit status of `lab exec` when the command exists but cannot run (not executable, ...).
+pub const EXIT_CANNOT_RUN: u8 = 126;
+
+/// Runs `argv` inside a lab namespace, replacing this process; returns only on failure, with
+/// 127 when the command does not exist and 126 when it cannot run, as a shell does. `kports`
+/// is the binary that runs the lab, whether it is on `PATH` or not.
 pub fn exec(
     paths: &Paths,
     target: &str,
@@ -206,6 +213,10 @@ pub fn exec(
             Usage("say what to run: kports lab exec NODE -- COMMAND [ARGS...]".into()).into(),
         );
     };
+    // Found before entering the node, whose mounts may differ.
+    let itself = (program == "kports")
+        .then(std::env::current_exe)
+        .and_then(Result::ok);
     let enter = sys::Enter::open(paths, &short).with_context(|| {
         format!(
             "{} is missing: the lab is broken; run `kports lab down`",
@@ -221,9 +232,23 @@ pub fn exec(
     if paths.hosts().exists() {
         sys::bind_hosts(&paths.hosts())?;
     }
-    let e = Command::new(program).args(args).exec();
-    if e.kind() == io::ErrorKind::NotFound {
-        bail!("cannot run `{program}`: no such command");
-    }
-    Err(e).with_context(|| format!("cannot run `{program}`"))
+    let mut cmd = match &itself {
+        Some(exe) => {
+            let mut c = Command::new(exe);
+            c.arg0(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let e = cmd.args(args).exec();
+    let (code, why) = if e.kind() == io::ErrorKind::NotFound {
+        (EXIT_NOT_FOUND, "no such command".to_string())
+    } else {
+        (EXIT_CANNOT_RUN, e.to_string())
+    };
+    eprintln!(
+        "kports: cannot run `{}`: {why}",
+        kports_core::escape::untrusted(program)
+    );
+    Ok(std::process::ExitCode::from(code))
 }

@@ -69,11 +69,12 @@ fn census_error(e: &anyhow::Error) -> Option<&kports_linux::Error> {
         })
 }
 
-/// `kports lab` prints its own output; its usage errors exit 2, its failures 1.
+/// `kports lab` prints its own output; its errors exit 2 like every other command's (`lab
+/// status` exits 1 for an unhealthy lab, `lab exec` 126 or 127 as a shell does).
 fn lab(args: &kports_lab::LabArgs) -> ExitCode {
     kports_lab::run(args).unwrap_or_else(|e| {
         eprintln!("kports: {}", untrusted(&format!("{e:#}")));
-        ExitCode::FAILURE
+        ExitCode::from(2)
     })
 }
 

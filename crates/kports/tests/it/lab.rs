@@ -290,7 +290,7 @@ fn up_and_down_twice_leave_nothing_behind() {
             );
 
             let again = kports(&["lab", "up"]);
-            assert_eq!(again.status.code(), Some(1));
+            assert_eq!(again.status.code(), Some(2));
             assert!(
                 text(&again.stderr).contains("a lab is already up: run `kports lab down` first"),
                 "{}",
@@ -788,13 +788,35 @@ fn mistakes_are_usage_errors() {
             .code(),
         Some(7)
     );
+    // A command that does not exist, and one that cannot run: 127 and 126, as a shell says.
+    let out = kports(&["lab", "exec", "w1", "--", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot run `/nonexistent`: no such command"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kports(&["lab", "exec", "w1", "--", "/etc"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    // `kports` is this kports, whether or not one is on PATH.
+    let out = Command::new(KPORTS)
+        .args(["lab", "exec", "w1", "--", "kports", "--version"])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout).split_whitespace().nth(1),
+        Some(env!("CARGO_PKG_VERSION")),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn commands_fail_clearly_without_a_lab_or_without_root() {
     let _turn = lab_turn();
     let out = kports(&["lab", "fault", "w1", "down"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("no lab is up: run `kports lab up` first"),
         "{}",
@@ -816,7 +838,7 @@ fn commands_fail_clearly_without_a_lab_or_without_root() {
         ])
         .output()
         .expect("setpriv (util-linux) runs");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("kports lab needs root: it creates network namespaces"),
         "{}",
