@@ -21,12 +21,29 @@ use crate::output::Format;
     name = "kports",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    long_version = LONG_VERSION
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// `kports --version`: the version, the git commit it was built from and that commit's date
+/// (`-V` prints the version alone).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KPORTS_COMMIT"),
+    ", ",
+    env!("KPORTS_COMMIT_DATE"),
+    ")"
+);
+
+/// The exit-status contract of every command, as `--help` shows it (and README.md).
+const EXIT_STATUS: &str = "Exit status: 0 done; 1 done and something is wrong (a finding at or above \
+--fail-on, a port that did not answer, an unhealthy lab); 2 a usage error or an error of kports \
+itself; `lab exec`: the command's own status, 126 when it cannot run, 127 when it does not exist.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -133,6 +150,19 @@ pub enum Command {
   kports agent --listen 192.0.2.10:9640 --token-file /etc/kports/token
   curl -H \"Authorization: Bearer $(cat /etc/kports/token)\" http://192.0.2.10:9640/api/v1/report")]
     Agent(AgentArgs),
+}
+
+/// The command line as clap parses it: [`Cli`] with the exit-status contract under every
+/// command's `--help` (and so in every man page).
+pub fn command() -> clap::Command {
+    fn with_exit_status(c: clap::Command) -> clap::Command {
+        let long = match c.get_after_long_help() {
+            Some(h) => format!("{h}\n\n{EXIT_STATUS}"),
+            None => EXIT_STATUS.to_string(),
+        };
+        c.after_long_help(long).mut_subcommands(with_exit_status)
+    }
+    with_exit_status(<Cli as clap::CommandFactory>::command())
 }
 
 /// `kports agent`.
@@ -659,7 +689,6 @@ mod tests {
 
     #[test]
     fn cli_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 }

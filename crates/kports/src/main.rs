@@ -1,8 +1,9 @@
 //! The `kports` binary: parse the command line, run one subcommand, map errors to exit codes.
 //!
-//! Exit codes: 0 success (also when the reader of a pipe went away), 1 a check found what
-//! `--fail-on` asks to fail on or a probe found a port it could not reach, 2 an error of kports
-//! itself or a usage error.
+//! Exit codes (README.md and every `--help` say the same): 0 success (also when the reader of
+//! a pipe went away), 1 a check found what `--fail-on` asks to fail on, a probe found a port it
+//! could not reach, or a lab is unhealthy, 2 an error of kports itself or a usage error; `lab
+//! exec` gives the command's status, or 126 and 127 as a shell does.
 
 mod cli;
 mod cmd;
@@ -12,7 +13,7 @@ mod output;
 use std::io;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches as _;
 use kports_core::escape::untrusted;
 
 use crate::cli::{Cli, Command};
@@ -22,7 +23,10 @@ fn main() -> ExitCode {
     if let Some(code) = kports_lab::standin_dispatch() {
         return code;
     }
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&cli::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let mut out = Out::stdout();
     let io = kports_node::Linux::default();
     let result = match &cli.command {
