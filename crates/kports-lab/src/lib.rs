@@ -180,7 +180,7 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
                 Output::Table => emit(&status::render(&s))?,
                 Output::Json => {
                     let host = kports_linux::hostname();
-                    emit(&(serde_json::to_string_pretty(&status::document(&host, &s))? + "\n"))?
+                    emit(&(serde_json::to_string_pretty(&status::document(&host, &s)?)? + "\n"))?
                 }
             }
             Ok(if s.unhealthy() {

@@ -74,12 +74,13 @@ fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
                 summary: fc.summary,
                 notes: &fc.notes,
             };
-            out.json(&Document::new(
+            out.json(&Document::with_list(
                 "firewall-check",
                 &node.hostname,
                 &report,
+                "rows",
                 &fc.warnings,
-            ))?;
+            )?)?;
         }
         Format::Table | Format::Wide => {
             managers_lines(out, managers)?;
@@ -225,12 +226,13 @@ fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
         return Ok(Outcome::done(fp.warnings));
     }
     match a.common.output {
-        Format::Json => out.json(&Document::new(
+        Format::Json => out.json(&Document::with_list(
             "firewall-plan",
             &node.hostname,
             &PlanReport { managers, plan: p },
+            "intents",
             &fp.warnings,
-        ))?,
+        )?)?,
         Format::Table | Format::Wide => {
             managers_lines(out, managers)?;
             out.heading("What the plan changes (judged on the current ruleset):")?;

@@ -354,8 +354,8 @@ fn down_cleans_up_after_a_killed_up() {
 fn nodes_are_built_as_the_lab_says() {
     let _lab = Lab::up(&[]);
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    assert_eq!(status["items"]["up"], true);
-    let nodes = status["items"]["nodes"].as_array().unwrap();
+    assert_eq!(status["context"]["up"], true);
+    let nodes = status["items"].as_array().unwrap();
     let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["cp1", "w1", "w2"]);
 
@@ -535,7 +535,7 @@ fn etcd_client_port_is_busier_than_its_peer_port() {
 fn etcd_members_talk_to_their_peers() {
     let _lab = Lab::up(&["--nodes", "3,0", "--etcd", "stand-in"]);
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    assert_eq!(status["items"]["etcd"], "stand-in");
+    assert_eq!(status["context"]["etcd"], "stand-in");
     // Each member keeps 2 connections to each of the 2 others: 4 come in on each 2380.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut peer = established_in("cp1", 2380);
@@ -650,7 +650,7 @@ fn pod_traffic_crosses_the_vxlan() {
 
 fn component_state(node: &str, component: &str) -> String {
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    let n = status["items"]["nodes"]
+    let n = status["items"]
         .as_array()
         .unwrap()
         .iter()
