@@ -648,14 +648,60 @@ fn pod_traffic_crosses_the_vxlan() {
         .expect("w1's pod answered after the clear");
 }
 
-fn component_state(node: &str, component: &str) -> String {
+/// `node`'s entry in `kports lab status -o json`.
+fn node_status(node: &str) -> Value {
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    let n = status["items"]
+    status["items"]
         .as_array()
         .unwrap()
         .iter()
         .find(|n| n["name"] == node)
-        .unwrap();
+        .unwrap()
+        .clone()
+}
+
+/// The faults `lab status` says are in force on `node`, in JSON, and its table's FAULTS cell.
+fn faults(node: &str) -> (Vec<String>, String) {
+    let json = node_status(node)["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let table = kports_ok(&["lab", "status"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{node} ")) && l.contains("kports-"))
+        .unwrap_or_else(|| panic!("no row of {node}:\n{table}"));
+    let cell = row.split("/24").last().unwrap().trim().to_string();
+    (json, cell)
+}
+
+/// Where `lab status` says `node`'s running components listen, as (address, component): the
+/// set `kports listen` must find.
+fn status_listeners(node: &str) -> BTreeSet<(String, String)> {
+    node_status(node)["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["listens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    (
+                        a.as_str().unwrap().to_string(),
+                        c["name"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn component_state(node: &str, component: &str) -> String {
+    let n = node_status(node);
     let c = n["components"]
         .as_array()
         .unwrap()
@@ -680,17 +726,41 @@ fn faults_show_up_and_clear() {
     // Loopback is let through, as host firewalls do.
     connect_from("w1", "127.0.0.1:10250").expect("loopback is not firewalled");
 
+    assert_eq!(
+        faults("w1"),
+        (
+            vec!["drop tcp/10250".to_string()],
+            "drop tcp/10250".to_string()
+        )
+    );
+
     // reject: refused at once (an ICMP port unreachable looks like a closed port).
     kports_ok(&["lab", "fault", "w1", "reject", "tcp/10250"]);
     let e = connect_from("cp1", kubelet).expect_err("rejected");
     assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
-    let status = kports_ok(&["lab", "status"]);
+    assert_eq!(
+        faults("w1"),
+        (
+            vec!["reject tcp/10250".to_string()],
+            "reject tcp/10250".to_string()
+        )
+    );
+
+    // One fault cleared, the other kept.
+    kports_ok(&["lab", "fault", "w1", "drop", "udp/8472"]);
+    kports_ok(&["lab", "fault", "w1", "clear", "tcp/10250"]);
+    connect_from("cp1", kubelet).expect("tcp/10250 cleared");
+    assert_eq!(faults("w1").0, ["drop udp/8472"]);
+    let out = kports(&["lab", "fault", "w1", "clear", "tcp/10250"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
-        status.contains("reject tcp/10250") && !status.contains("drop tcp/10250"),
-        "{status}"
+        text(&out.stderr).contains("w1 has no firewall fault on tcp/10250"),
+        "{}",
+        text(&out.stderr)
     );
 
     kports_ok(&["lab", "fault", "w1", "clear"]);
+    assert_eq!(faults("w1"), (vec![], "-".to_string()));
     connect_from("cp1", kubelet).expect("cleared");
     let nft = exec("w1", &["nft", "list", "ruleset"]);
     assert!(
@@ -699,8 +769,18 @@ fn faults_show_up_and_clear() {
     );
 
     // stop: the listeners disappear; start brings them back.
+    assert_eq!(status_listeners("w1"), set(&NODE_LISTENERS));
     kports_ok(&["lab", "fault", "w1", "stop", "kubelet"]);
     assert_eq!(component_state("w1", "kubelet"), "stopped");
+    assert_eq!(
+        faults("w1"),
+        (
+            vec!["kubelet stopped".to_string()],
+            "kubelet stopped".to_string()
+        )
+    );
+    // A stopped component listens nowhere, in the status as in fact.
+    assert_eq!(status_listeners("w1"), listeners("w1"));
     let l = listeners("w1");
     assert!(!l.iter().any(|(_, c)| c == "kubelet"), "{l:?}");
     let e = connect_from("cp1", kubelet).expect_err("stopped");
@@ -723,10 +803,15 @@ fn faults_show_up_and_clear() {
     let e = connect_from("cp1", kubelet).expect_err("bound to loopback");
     assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
     connect_from("w1", "127.0.0.1:10250").expect("the node still reaches its kubelet on loopback");
+    assert_eq!(faults("w1").0, ["kubelet bound to 127.0.0.1"]);
+    assert_eq!(status_listeners("w1"), listeners("w1"));
 
-    // down: the node stops answering; up brings it back.
-    kports_ok(&["lab", "fault", "w1", "clear"]);
+    // The bind cleared alone: the kubelet as `up` made it.
+    kports_ok(&["lab", "fault", "w1", "clear", "kubelet"]);
     assert_eq!(listeners("w1"), set(&NODE_LISTENERS));
+    assert_eq!(faults("w1").0, Vec::<String>::new());
+
+    // down: the node stops answering; up (or clear link) brings it back.
     kports_ok(&["lab", "fault", "w1", "down"]);
     let e = connect_from("cp1", kubelet).expect_err("node down");
     assert!(
@@ -738,8 +823,26 @@ fn faults_show_up_and_clear() {
     );
     let link = exec_json("w1", &["ip", "-j", "link", "show", "eth0"]);
     assert_ne!(link[0]["operstate"], "UP", "{link}");
+    assert_eq!(
+        faults("w1"),
+        (vec!["link down".to_string()], "link down".to_string())
+    );
     kports_ok(&["lab", "fault", "w1", "up"]);
     connect_eventually("cp1", kubelet, 5).expect("node up again");
+    kports_ok(&["lab", "fault", "w1", "down"]);
+    kports_ok(&["lab", "fault", "w1", "clear", "link"]);
+    connect_eventually("cp1", kubelet, 5).expect("node up again after clear link");
+    assert_eq!(faults("w1").0, Vec::<String>::new());
+
+    // A loopback-only component bound everywhere: the status says so, and where it listens.
+    kports_ok(&["lab", "fault", "cp1", "bind", "kube-scheduler", "0.0.0.0"]);
+    assert_eq!(faults("cp1").0, ["kube-scheduler bound to 0.0.0.0"]);
+    assert_eq!(status_listeners("cp1"), listeners("cp1"));
+    assert!(
+        listeners("cp1").contains(&("[::]:10259".to_string(), "kube-scheduler".to_string())),
+        "{:?}",
+        listeners("cp1")
+    );
 }
 
 #[test]
