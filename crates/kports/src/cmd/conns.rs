@@ -102,12 +102,24 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
                 r.remote_address,
                 r.remote_port,
             ) {
-                (ConnDirection::In, Some(a), Some(p), _, _)
-                    if args.by_port && a.is_unspecified() =>
-                {
-                    let _ = write!(b, "*:{p}");
-                }
                 (ConnDirection::In, Some(a), Some(p), _, _) => endpoint(b, &a, p),
+                // --by-port: listeners on several addresses, each named.
+                (ConnDirection::In, None, Some(p), _, _) => {
+                    for (n, a) in r.local_addresses.iter().enumerate() {
+                        if n > 0 {
+                            b.push(',');
+                        }
+                        match a {
+                            std::net::IpAddr::V4(a) => {
+                                let _ = write!(b, "{a}");
+                            }
+                            std::net::IpAddr::V6(a) => {
+                                let _ = write!(b, "[{a}]");
+                            }
+                        }
+                    }
+                    let _ = write!(b, ":{p}");
+                }
                 (ConnDirection::Out, _, _, Some(a), Some(p)) => {
                     b.push_str("-> ");
                     endpoint(b, &a, p);

@@ -408,6 +408,16 @@ fn conns_counts_per_listener_and_add_up_to_ss() {
         })
         .collect();
     assert_eq!(counts, [(2379, 12), (2380, 1), (2381, 0)]);
+    // 2379's two addresses are named, not shown as a wildcard.
+    let r = &by_port["items"][0];
+    assert!(r["local_address"].is_null(), "{r}");
+    assert_eq!(
+        r["local_addresses"],
+        serde_json::json!(["127.0.0.1", "192.0.2.10"])
+    );
+    let table = ns.kports(&["conns", "--process", "etcd", "--by-port", "--inbound"]);
+    assert!(table.contains("127.0.0.1,192.0.2.10:2379"), "{table}");
+    assert!(!table.contains("*:"), "{table}");
 }
 
 #[test]
