@@ -948,3 +948,122 @@ fn commands_fail_clearly_without_a_lab_or_without_root() {
         text(&out.stderr)
     );
 }
+
+/// The command lines of README.md's section on the lab, in order: the indented ones and the
+/// `$ ` ones of its examples, with their trailing `# comments` cut, each with the output the
+/// README shows under it (for the `$ ` ones).
+fn readme_walkthrough() -> Vec<(String, Vec<String>)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("## Learn on a practice cluster: kports lab")
+        .expect("the README has a section on the lab");
+    let section = &readme[start..];
+    let section = section[3..]
+        .find("\n## ")
+        .map_or(section, |end| &section[..end + 3]);
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut in_fence = false;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        let cmd = if in_fence {
+            line.strip_prefix("$ ")
+        } else {
+            line.strip_prefix("    ")
+        };
+        match cmd {
+            Some(c) if c.starts_with("kports ") || c.starts_with("cargo ") => {
+                let c = c.split("  #").next().unwrap_or(c).trim();
+                out.push((c.to_string(), Vec::new()));
+            }
+            _ if in_fence => {
+                if let Some((_, shown)) = out.last_mut() {
+                    shown.push(line.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whitespace-separated words of a line, for comparing table headers whatever the widths.
+fn words(l: &str) -> Vec<&str> {
+    l.split_whitespace().collect()
+}
+
+#[test]
+fn the_readme_walkthrough_works_as_written() {
+    let steps = readme_walkthrough();
+    let cmds: Vec<&str> = steps.iter().map(|(c, _)| c.as_str()).collect();
+    assert!(
+        cmds.first().is_some_and(|c| c.starts_with("cargo build"))
+            && cmds.contains(&"kports lab up")
+            && cmds.contains(&"kports lab exec cp1 -- kports listen")
+            && cmds.contains(&"kports lab fault w1 clear"),
+        "{cmds:#?}"
+    );
+    let turn = lab_turn();
+    assert!(
+        !Path::new(RUN_DIR).exists() && lab_namespaces().is_empty(),
+        "a kports lab is already up on this machine; run `kports lab down` before the tests"
+    );
+    // Down at the end, whatever happens.
+    let _lab = Lab { _turn: turn };
+    // The section's first line builds kports and puts it on PATH; this build's kports stands
+    // for it, and nothing else called kports is on PATH.
+    let bin = Path::new(KPORTS)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let path = format!("{bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut ran = 0;
+    // `down` would end the walkthrough early: it runs last, as the guard's `kports lab down`.
+    for (cmd, shown) in steps
+        .iter()
+        .filter(|(c, _)| !c.starts_with("cargo ") && c != "kports lab down")
+    {
+        let out = Command::new("sh")
+            .args(["-c", cmd])
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{cmd}` failed ({}):\n{}{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        ran += 1;
+        // kports's own tables: every header and row start the README shows is there (pids,
+        // counts and MAC addresses differ from run to run; `...` stands for more rows).
+        if cmd.contains("-- kports ") {
+            let got = text(&out.stdout);
+            for want in shown.iter().filter(|l| !l.trim().is_empty() && *l != "...") {
+                let w = words(want);
+                let found = got.lines().any(|g| {
+                    let g = words(g);
+                    if w.iter()
+                        .all(|x| x.chars().all(|c| c.is_ascii_uppercase() || c == ' '))
+                    {
+                        g == w
+                    } else {
+                        g.len() == w.len() && g[..2] == w[..2]
+                    }
+                });
+                assert!(
+                    found,
+                    "`{cmd}`: the README shows `{want}`, kports printed:\n{got}"
+                );
+            }
+        }
+    }
+    assert!(ran >= 15, "only {ran} commands ran: {cmds:#?}");
+}
