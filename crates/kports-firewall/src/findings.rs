@@ -295,7 +295,8 @@ fn blocked(
     };
     let more = match hits.len() - 1 {
         0 => String::new(),
-        n => format!(" (and {n} more source or port stretches)"),
+        1 => " (and 1 more source or stretch of ports)".to_string(),
+        n => format!(" (and {n} more sources or stretches of ports)"),
     };
     let message = format!(
         "the firewall {what} {}/{port} from {} ({}), but {} must reach {} there ({}): {by}{more}",

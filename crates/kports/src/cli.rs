@@ -27,6 +27,9 @@ use crate::output::Format;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print tables without their header line (for `| while read` and `| awk`).
+    #[arg(long, global = true)]
+    pub no_headers: bool,
 }
 
 /// `kports --version`: the version, the git commit it was built from and that commit's date

@@ -28,6 +28,9 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let mut out = Out::stdout();
+    if cli.no_headers {
+        out = out.without_headers();
+    }
     let io = kports_node::Linux::default();
     let result = match &cli.command {
         Command::Node(a) => cmd::node::run(a, &io, &mut out),
