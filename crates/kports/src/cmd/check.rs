@@ -333,6 +333,7 @@ check of w1: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-prox
 SEVERITY  FINDING                        PORT       MESSAGE
 error     firewall-blocks-required-port  tcp/10250  the firewall drops tcp/10250 from 192.0.2.11 (the API server this node connects to), but the control plane must reach kubelet there (Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics): iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
                                                       $ iptables-nft -t filter -L INPUT -n -v --line-numbers
+                                                      fix: iptables-nft -t filter -D INPUT 2 (or insert an accept before it: iptables-nft -t filter -I INPUT 2 -p tcp --dport 10250 -j ACCEPT)
 
 15 ports checked: 1 error, 0 warnings, 0 info
 ";

@@ -219,7 +219,7 @@ mod tests {
             port: Some(PortRange::single(port)),
             evidence: Evidence::default(),
             command: format!("ss -tlnp 'sport = :{port}'"),
-            fix: FindingId::PortNotListening.fix().to_string(),
+            fix: id.fix().to_string(),
         }
     }
 
@@ -245,7 +245,7 @@ mod tests {
         assert!(x.contains("<testcase classname=\"kports.check.kube-apiserver\" name=\"tcp/6443 kube-apiserver &lt;port&gt;\">"), "{x}");
         assert!(x.contains("<failure type=\"bound-loopback-only\" message=\"bound-loopback-only &amp; &quot;quoted&quot;\">"), "{x}");
         assert!(
-            x.contains("see: ss -tlnp &apos;sport = :6443&apos;</failure>"),
+            x.contains("see: ss -tlnp &apos;sport = :6443&apos;\nfix: set the component&apos;s bind address to the node&apos;s address and restart it</failure>"),
             "{x}"
         );
         assert!(x.contains("<testcase classname=\"kports.check.kubelet\" name=\"tcp/10250 kubelet &lt;port&gt;\"/>"), "{x}");
