@@ -533,6 +533,57 @@ pub struct Common {
     /// Take the census in every network namespace of the host (pods, containers, `ip netns`).
     #[arg(long)]
     pub all_netns: bool,
+    /// Only IPv4 sockets and addresses (as `ss -4`: an IPv6 socket on `[::]` is left out).
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Only IPv6 sockets and addresses.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// Run again every SECONDS (2 when not given) until interrupted: redrawn on a terminal,
+    /// one document after another when piped (`-o json`: one JSON document per interval).
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2",
+          value_parser = parse_interval)]
+    pub watch: Option<std::time::Duration>,
+}
+
+impl Common {
+    /// Whether `--ipv4`/`--ipv6` keep this family.
+    pub fn keeps(&self, family: kports_core::Family) -> bool {
+        match family {
+            kports_core::Family::Ipv4 => !self.ipv6,
+            kports_core::Family::Ipv6 => !self.ipv4,
+        }
+    }
+}
+
+impl Command {
+    /// `--watch`'s interval, for the commands that take it.
+    pub fn watch(&self) -> Option<std::time::Duration> {
+        match self {
+            Command::Node(a) => a.common.watch,
+            Command::Listen(a) => a.common.watch,
+            Command::Conns(a) => a.common.watch,
+            _ => None,
+        }
+    }
+}
+
+/// `--watch` seconds: from 0.1 to 3600 (`0.5`, `2`, `10s`).
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let secs = t
+        .strip_suffix('s')
+        .unwrap_or(t)
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("`{s}` is not a number of seconds such as 2 or 0.5"))?;
+    if !(0.1..=3600.0).contains(&secs) {
+        return Err(format!(
+            "`{s}`: the interval must be from 0.1 to 3600 seconds"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Where socket lists come from.
@@ -606,6 +657,9 @@ pub struct ListenArgs {
     /// Also list UNIX domain sockets.
     #[arg(long)]
     pub unix: bool,
+    /// Order of the rows (default: by protocol, then port and address).
+    #[arg(long, value_enum)]
+    pub sort: Option<ListenSort>,
     /// Find every holder of each socket. By default the scan of /proc stops once each listener
     /// has an owner and then checks only those owners' children (which inherit sockets); a
     /// socket passed to an unrelated process over a UNIX socket is then shown with its first
@@ -632,6 +686,37 @@ pub struct ConnsArgs {
     /// Only outgoing connections, grouped by remote service.
     #[arg(long)]
     pub outbound: bool,
+    /// Order of the rows (default: incoming by listener, then outgoing by service).
+    #[arg(long, value_enum)]
+    pub sort: Option<ConnsSort>,
+}
+
+/// `kports listen --sort` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListenSort {
+    /// Local port, then address.
+    Port,
+    /// Local address, then port.
+    Address,
+    /// Holding process's name.
+    Process,
+    /// Holding process's pid.
+    Pid,
+    /// Component.
+    Component,
+}
+
+/// `kports conns --sort` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConnsSort {
+    /// Most established connections first.
+    Established,
+    /// Port (the listener's for `in`, the service's for `out`).
+    Port,
+    /// Process name.
+    Process,
+    /// Component.
+    Component,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -671,6 +756,16 @@ mod tests {
         assert!(parse_role("master").is_err());
         assert!(parse_ports_arg("udp/8472").is_ok_and(|p| p.0.len() == 1));
         assert!(parse_ports_arg("8472/udp").is_err());
+    }
+
+    #[test]
+    fn watch_intervals() {
+        use std::time::Duration;
+        assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_interval("0.5s"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "0.01", "3601", "soon", "NaN", "-1"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

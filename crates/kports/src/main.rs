@@ -32,24 +32,17 @@ fn main() -> ExitCode {
         out = out.without_headers();
     }
     let io = kports_node::Linux::default();
-    let result = match &cli.command {
-        Command::Node(a) => cmd::node::run(a, &io, &mut out),
-        Command::Listen(a) => cmd::listen::run(a, &mut out),
-        Command::Conns(a) => cmd::conns::run(a, &mut out),
-        Command::Check(a) => cmd::check::run(a, &io, &mut out),
-        Command::Explain(a) => cmd::explain::run(a, &io, &mut out),
-        Command::Firewall(c) => cmd::firewall::run(c, &io, &mut out),
-        Command::Probe(a) => cmd::probe::run(a, &mut out),
-        Command::Lab(a) => return lab(a),
-        Command::Completions(a) => cmd::completions::run(a, &mut out),
-        Command::Man(a) => cmd::man::run(a, &mut out),
-        Command::Agent(a) => cmd::agent::run(a),
+    if let Command::Lab(a) = &cli.command {
+        return lab(a);
     }
-    .and_then(|outcome| {
-        out.flush()?;
-        output::warn(&outcome.warnings);
-        Ok(outcome.failed)
-    });
+    let watch = cli.command.watch();
+    let result = loop {
+        let r = run(&cli, &io, &mut out, watch);
+        match (watch, r) {
+            (Some(every), Ok(_)) => std::thread::sleep(every),
+            (_, r) => break r,
+        }
+    };
     match result {
         // The findings are printed; they reached --fail-on.
         Ok(true) => ExitCode::from(1),
@@ -65,6 +58,39 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs the command once (one frame of `--watch`); true when it found what `--fail-on` asks
+/// to fail on.
+fn run(
+    cli: &Cli,
+    io: &kports_node::Linux,
+    out: &mut Out,
+    watch: Option<std::time::Duration>,
+) -> anyhow::Result<bool> {
+    if let Some(every) = watch {
+        out.frame(every)?;
+    }
+    let out = &mut *out;
+    match &cli.command {
+        Command::Node(a) => cmd::node::run(a, io, out),
+        Command::Listen(a) => cmd::listen::run(a, out),
+        Command::Conns(a) => cmd::conns::run(a, out),
+        Command::Check(a) => cmd::check::run(a, io, out),
+        Command::Explain(a) => cmd::explain::run(a, io, out),
+        Command::Firewall(c) => cmd::firewall::run(c, io, out),
+        Command::Probe(a) => cmd::probe::run(a, out),
+        Command::Completions(a) => cmd::completions::run(a, out),
+        Command::Man(a) => cmd::man::run(a, out),
+        Command::Agent(a) => cmd::agent::run(a),
+        // Handled before: the lab prints its own output.
+        Command::Lab(_) => Ok(cmd::Outcome::default()),
+    }
+    .and_then(|outcome| {
+        out.flush()?;
+        output::warn(&outcome.warnings);
+        Ok(outcome.failed)
+    })
 }
 
 /// The census's error behind `e`, if that is what failed.

@@ -40,6 +40,10 @@ pub struct Out<W: Write = BufWriter<Stdout>> {
     width: Option<usize>,
     /// Tables start with their header line (not with `--no-headers`).
     headers: bool,
+    /// Frames of `--watch` written so far.
+    frames: u64,
+    /// A JSON document was written (frames of `--watch` need no blank line between them).
+    json: bool,
 }
 
 impl<W: Write> std::fmt::Debug for Out<W> {
@@ -112,6 +116,8 @@ impl<W: Write> Out<W> {
             colour,
             width: None,
             headers: true,
+            frames: 0,
+            json: false,
         }
     }
 
@@ -128,6 +134,20 @@ impl<W: Write> Out<W> {
         self
     }
 
+    /// Starts one frame of `--watch`: on a terminal the screen is cleared and the interval
+    /// shown; piped, frames follow one another (a blank line between tables).
+    pub fn frame(&mut self, every: std::time::Duration) -> io::Result<()> {
+        if self.width.is_some() {
+            self.w.write_all(b"\x1b[H\x1b[2J")?;
+            self.heading(&format!("every {}s (Ctrl-C stops)", every.as_secs_f64()))?;
+            self.w.write_all(b"\n")?;
+        } else if self.frames > 0 && !self.json {
+            self.w.write_all(b"\n")?;
+        }
+        self.frames += 1;
+        Ok(())
+    }
+
     /// The terminal's width; none off a terminal.
     pub fn width(&self) -> Option<usize> {
         self.width
@@ -140,6 +160,7 @@ impl<W: Write> Out<W> {
     }
 
     pub fn json<T: Serialize>(&mut self, doc: &T) -> io::Result<()> {
+        self.json = true;
         serde_json::to_writer_pretty(&mut self.w, doc).map_err(io::Error::from)?;
         self.w.write_all(b"\n")
     }

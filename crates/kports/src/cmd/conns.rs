@@ -11,7 +11,7 @@ use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ESTABLISHED, LISTEN};
 
 use super::{check_filters, query};
-use crate::cli::ConnsArgs;
+use crate::cli::{ConnsArgs, ConnsSort};
 use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
 
@@ -29,6 +29,8 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
                 .map(|p| p.name.clone()),
         );
     }
+    let common = &args.common;
+    c.sockets.retain(|s| common.keeps(s.family));
     let mut rows = conns::group(
         &c.sockets,
         Grouping {
@@ -38,6 +40,15 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     );
     drop(std::mem::take(&mut c.sockets));
     rows.retain(|r| keep(args, r));
+    if let Some(key) = args.sort {
+        let port = |r: &ConnRow| r.local_port.or(r.remote_port);
+        match key {
+            ConnsSort::Established => rows.sort_by(|a, b| b.established.cmp(&a.established)),
+            ConnsSort::Port => rows.sort_by_key(port),
+            ConnsSort::Process => rows.sort_by(|a, b| a.process.cmp(&b.process)),
+            ConnsSort::Component => rows.sort_by_key(|r| r.component),
+        }
+    }
     check_filters(
         &args.filters,
         rows.len(),

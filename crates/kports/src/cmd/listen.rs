@@ -11,7 +11,7 @@ use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ALL_STATES, LISTEN, UNCONN};
 
 use super::{check_filters, keep, process_matches, query};
-use crate::cli::{ListenArgs, ProtoArg};
+use crate::cli::{ListenArgs, ListenSort, ProtoArg};
 use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
 
@@ -42,7 +42,7 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         );
     }
     let mut sockets = std::mem::take(&mut c.sockets);
-    sockets.retain(|s| keep(&args.filters, s));
+    sockets.retain(|s| keep(&args.filters, s) && args.common.keeps(s.family));
     sockets.sort_unstable_by(|a, b| {
         let ns = |s: &Socket| s.netns.as_ref().map(|n| (!n.host, n.inode));
         (
@@ -66,6 +66,9 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
                 b.remote_port,
             ))
     });
+    if let Some(key) = args.sort {
+        sort(&mut sockets, key);
+    }
     let mut unix = c.unix;
     if args.unix {
         unix.retain(|u| {
@@ -113,6 +116,18 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         print_unix(out, &unix, args.common.output == Format::Wide)?;
     }
     Ok(Outcome::done(c.warnings))
+}
+
+/// `--sort`: a stable sort, so rows equal on the key keep the default order.
+fn sort(sockets: &mut [Socket], key: ListenSort) {
+    let first = |s: &Socket| s.processes.first().map(|p| (p.name.clone(), p.pid));
+    match key {
+        ListenSort::Port => sockets.sort_by_key(|s| (s.local_port, s.local_address)),
+        ListenSort::Address => sockets.sort_by_key(|s| (s.local_address, s.local_port)),
+        ListenSort::Process => sockets.sort_by_key(|s| first(s).map(|p| p.0)),
+        ListenSort::Pid => sockets.sort_by_key(|s| first(s).map(|p| p.1)),
+        ListenSort::Component => sockets.sort_by_key(|s| s.component),
+    }
 }
 
 /// Name of a socket's owner for tables: process names, `kernel`, `unknown`, or `-`.

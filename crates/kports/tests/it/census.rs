@@ -262,6 +262,63 @@ fn filters_are_checked_against_what_they_filter() {
 }
 
 #[test]
+fn families_order_headers_and_watch() {
+    let (ns, p) = control_plane();
+    let families = |args: &[&str]| -> Vec<String> {
+        ns.kports_json(args)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["family"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let v4 = families(&["listen", "-4"]);
+    let v6 = families(&["listen", "-6"]);
+    assert!(!v4.is_empty() && v4.iter().all(|f| f == "ipv4"), "{v4:?}");
+    assert_eq!(v6, ["ipv6"], "the API server's [::]:6443 only");
+    assert_eq!(v4.len() + v6.len(), families(&["listen"]).len());
+    // --sort pid: the lowest pid's sockets first.
+    let by_pid = ns.kports_json(&["listen", "--sort", "pid", "--proto", "tcp"]);
+    let pids: Vec<u64> = by_pid["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["processes"][0]["pid"].as_u64().unwrap())
+        .collect();
+    // (By port, the default, the kubelet's 10250 comes before the controller manager's
+    // 10257 though it started later.)
+    assert!(pids.windows(2).all(|w| w[0] <= w[1]), "{pids:?}");
+    assert!(p.kcm < p.kubelet);
+    // --no-headers: the rows alone.
+    let table = ns.kports(&["listen", "--no-headers", "--port", "10257"]);
+    assert_eq!(table.lines().count(), 1, "{table}");
+    assert!(table.contains("kube-controller-manager"), "{table}");
+    // --watch piped: one JSON document per interval, until stopped (here after the second).
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, KPORTS, "conns", "-o", "json", "--watch", "0.1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let docs: Vec<Value> = serde_json::Deserializer::from_reader(stdout)
+        .into_iter::<Value>()
+        .take(2)
+        .map(Result::unwrap)
+        .collect();
+    // SAFETY: signals the child this test started, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(docs.len(), 2);
+    assert!(
+        docs.iter()
+            .all(|d| d["kind"] == "conns" && d["items"].is_array())
+    );
+}
+
+#[test]
 fn secrets_on_command_lines_are_redacted() {
     let (ns, p) = control_plane();
     for args in [
