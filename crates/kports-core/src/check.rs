@@ -333,8 +333,7 @@ impl Checker {
         at: At,
         sockets: &[&Socket],
         flags: Vec<Setting>,
-        fix: String,
-    ) {
+    ) -> &mut Finding {
         for s in sockets {
             self.reported.insert(*s as *const Socket);
         }
@@ -351,8 +350,11 @@ impl Checker {
                 ..Evidence::default()
             },
             command: ss_command(at.protocol, at.port),
-            fix,
+            fix: id.fix().to_string(),
         });
+        // Just pushed.
+        let last = self.findings.len() - 1;
+        &mut self.findings[last]
     }
 }
 
@@ -526,8 +528,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     At::entry(r, r.port),
                     &others,
                     Vec::new(),
-                    fix,
-                );
+                )
+                .fix = fix;
             } else if expected.is_empty() && !unknown && e.expect == Expect::Listening {
                 let message = format!(
                     "nothing listens on {}, where {} should serve: {}",
@@ -542,8 +544,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     At::entry(r, r.port),
                     &[],
                     r.settings.clone(),
-                    start_fix(&e.component),
-                );
+                )
+                .fix = start_fix(&e.component);
             }
             if !expected.is_empty() {
                 check_scope(ck, r, port, &expected);
@@ -603,8 +605,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                 At::entry(r, PortRange::single(port)),
                 &hits,
                 r.settings.clone(),
-                fix,
-            );
+            )
+            .fix = fix;
         }
         Expect::Reserved => {
             let mut by_port: BTreeMap<u16, Vec<&Socket>> = BTreeMap::new();
@@ -633,8 +635,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     At::entry(r, PortRange::single(port)),
                     &socks,
                     r.settings.clone(),
-                    fix,
-                );
+                )
+                .fix = fix;
             }
         }
         Expect::None => {}
@@ -668,8 +670,8 @@ fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) 
             At::entry(r, PortRange::single(port)),
             expected,
             flags,
-            fix,
-        );
+        )
+        .fix = fix;
     } else if actual > e.bind {
         let needs = if e.needed_scope() == BindScope::Loopback {
             "only this node needs it".to_string()
@@ -697,8 +699,8 @@ fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) 
             At::entry(r, PortRange::single(port)),
             expected,
             flags,
-            fix,
-        );
+        )
+        .fix = fix;
     }
 }
 
@@ -747,8 +749,8 @@ fn pre_install(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
             At::entry(r, PortRange::single(port)),
             &socks,
             r.settings.clone(),
-            fix,
-        );
+        )
+        .fix = fix;
     }
 }
 
@@ -803,8 +805,8 @@ fn secrets_on_command_lines(ck: &mut Checker, listeners: &[&Socket]) {
                 at,
                 &[*s],
                 flags,
-                fix,
-            );
+            )
+            .fix = fix;
             if let Some(f) = ck.findings.last_mut() {
                 f.command = format!("ps -o args= -p {}", p.pid);
             }
@@ -905,8 +907,8 @@ fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved]) {
             at,
             &socks,
             Vec::new(),
-            fix,
-        );
+        )
+        .fix = fix;
         if ports.len() > 1 {
             // One command for all of a process's ports.
             if let (Some(f), Some(pid)) = (ck.findings.last_mut(), pid) {

@@ -43,7 +43,7 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     if let Some(key) = args.sort {
         let port = |r: &ConnRow| r.local_port.or(r.remote_port);
         match key {
-            ConnsSort::Established => rows.sort_by(|a, b| b.established.cmp(&a.established)),
+            ConnsSort::Established => rows.sort_by_key(|r| std::cmp::Reverse(r.established)),
             ConnsSort::Port => rows.sort_by_key(port),
             ConnsSort::Process => rows.sort_by(|a, b| a.process.cmp(&b.process)),
             ConnsSort::Component => rows.sort_by_key(|r| r.component),
@@ -165,9 +165,7 @@ fn keep(args: &ConnsArgs, r: &ConnRow) -> bool {
         && (!args.outbound || r.direction == ConnDirection::Out)
         && f.port
             .is_none_or(|(lo, hi)| port.is_some_and(|p| (lo..=hi).contains(&p)))
-        && f.component
-            .as_deref()
-            .is_none_or(|c| r.component == Some(c))
+        && f.component.is_none_or(|c| r.component == Some(c))
         && f.process.as_deref().is_none_or(|p| match p.parse::<u32>() {
             Ok(pid) => r.pids.contains(&pid),
             Err(_) => r

@@ -78,7 +78,6 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
                 && args
                     .filters
                     .component
-                    .as_deref()
                     .is_none_or(|c| u.component == Some(c))
                 && args
                     .filters

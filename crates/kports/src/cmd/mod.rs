@@ -53,9 +53,7 @@ pub fn query(filters: &Filters, all_netns: bool, owners: OwnerScope) -> Query {
 pub fn keep(f: &Filters, s: &Socket) -> bool {
     f.port
         .is_none_or(|(lo, hi)| (lo..=hi).contains(&s.local_port))
-        && f.component
-            .as_deref()
-            .is_none_or(|c| s.component == Some(c))
+        && f.component.is_none_or(|c| s.component == Some(c))
         && f.process
             .as_deref()
             .is_none_or(|p| process_matches(p, &s.processes))
