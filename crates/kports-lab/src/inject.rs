@@ -80,7 +80,7 @@ impl std::str::FromStr for ClearTarget {
 }
 
 fn check_runs_on(node: &Node, c: Component) -> Result<(), Usage> {
-    let here = Component::for_role(node.role);
+    let here = Component::for_node(node);
     if here.contains(&c) {
         return Ok(());
     }
