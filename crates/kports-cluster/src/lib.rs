@@ -6,4 +6,7 @@
 //! [`cause`] says why each failing cell fails. Everything but [`via`] is pure: the join works
 //! on data, so saved reports are analysed the same way as live ones.
 
+pub mod cause;
+pub mod matrix;
+pub mod report;
 pub mod via;
