@@ -34,7 +34,7 @@ fn millis<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Erro
 
 fn from_millis<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
     let ms = f64::deserialize(d)?;
-    if !ms.is_finite() || ms < 0.0 || ms > 1e12 {
+    if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {
         return Err(serde::de::Error::custom(format!(
             "latency_ms {ms} is not a duration"
         )));
