@@ -119,21 +119,35 @@ fn listening(ls: &[Listener], port: u16) -> String {
     v.join(", ")
 }
 
-/// The interface of `node` that holds `address`, when it is down.
+/// Whether an interface's operational state means no packet passes (`LOWERLAYERDOWN`: its
+/// cable, or the other end of its veth, is down).
+fn is_down(state: &str) -> bool {
+    matches!(state, "DOWN" | "LOWERLAYERDOWN" | "NOTPRESENT")
+}
+
+/// The interface of `node` that holds `address`, with its state, when it is down.
 fn down_interface(node: &NodeDoc, address: IpAddr) -> Option<String> {
     let a = address.to_string();
     node.interfaces
         .iter()
-        .find(|i| i.addresses.iter().any(|x| x.split('/').next() == Some(&a)) && i.state == "DOWN")
-        .map(|i| i.name.clone())
+        .find(|i| i.addresses.iter().any(|x| x.split('/').next() == Some(&a)) && is_down(&i.state))
+        .map(|i| format!("{} ({})", i.name, i.state))
 }
 
-/// The first interface of `node` that is down (not loopback).
-fn any_down(node: &NodeDoc) -> Option<&str> {
+/// The interface `name` of `node`, with its state, when it is down.
+fn named_down(node: &NodeDoc, name: &str) -> Option<String> {
     node.interfaces
         .iter()
-        .find(|i| i.state == "DOWN" && i.name != "lo" && !i.addresses.is_empty())
-        .map(|i| i.name.as_str())
+        .find(|i| i.name == name && is_down(&i.state))
+        .map(|i| format!("{} ({})", i.name, i.state))
+}
+
+/// The first interface of `node` with addresses that is down (not loopback).
+fn any_down(node: &NodeDoc) -> Option<String> {
+    node.interfaces
+        .iter()
+        .find(|i| is_down(&i.state) && i.name != "lo" && !i.addresses.is_empty())
+        .map(|i| format!("{} ({})", i.name, i.state))
 }
 
 /// Whether a listener on `l` takes packets sent to `to`.
@@ -173,8 +187,17 @@ fn cause(
         );
     }
     if let Some(r) = &ev.route {
-        if r.dev.is_none() {
-            return format!("{s} has no route to {}", row.target_address);
+        match (&r.dev, near) {
+            (None, _) => return format!("{s} has no route to {}", row.target_address),
+            (Some(dev), Side::Reported(n)) => {
+                if let Some(d) = named_down(n, dev) {
+                    return format!(
+                        "{s}'s route to {} leaves by {d}, which is down",
+                        row.target_address
+                    );
+                }
+            }
+            _ => {}
         }
     }
     if row.errno == Some(Errno(libc::ENETUNREACH)) && ev.route.is_none() {

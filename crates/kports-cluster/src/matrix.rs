@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use kports_core::catalog::Role;
-use kports_probe::Transport;
 use kports_probe::row::Row;
+use kports_probe::{Status, Transport};
 use serde::Serialize;
 
 use crate::cause::{self, Evidence, Isolation, Side};
@@ -112,12 +112,17 @@ impl Matrix {
     }
 }
 
+/// Whether every conclusive probe `pick` selects failed, and there was one (`open|filtered`
+/// says nothing either way).
 fn isolation(rows: &[&Row], pick: impl Fn(&Row) -> bool) -> bool {
     let mut any = false;
-    let all_failed = rows.iter().filter(|r| pick(r)).all(|r| {
-        any = true;
-        r.status.is_failure()
-    });
+    let all_failed = rows
+        .iter()
+        .filter(|r| pick(r) && r.status != Status::OpenFiltered)
+        .all(|r| {
+            any = true;
+            r.status.is_failure()
+        });
     any && all_failed
 }
 

@@ -193,12 +193,7 @@ fn verdict_of(j: &Judgement) -> (Verdict, Option<String>, Option<String>) {
 fn listeners(sockets: &[Socket], proto: Transport, port: u16) -> Vec<Listener> {
     let mut out: Vec<Listener> = sockets
         .iter()
-        .filter(|s| {
-            s.is_listener()
-                && s.local_port == port
-                && s.proto.as_str() == proto.as_str()
-                && s.netns.is_none()
-        })
+        .filter(|s| s.is_listener() && s.local_port == port && s.proto.as_str() == proto.as_str())
         .map(|s| Listener {
             address: s.local_address,
             process: s.processes.first().map(|p| p.name.clone()),
@@ -300,7 +295,6 @@ impl NodeDoc {
         let interfaces = report
             .interfaces
             .iter()
-            .filter(|i| i.netns.is_none())
             .map(|i| Iface {
                 name: i.name.clone(),
                 state: i.state.clone(),

@@ -295,6 +295,41 @@ fn a_downed_link_on_the_far_side_is_named() {
     nodes[2].report.as_mut().unwrap().interfaces[0].state = "DOWN".into();
     assert_eq!(
         only_cause(&join(&nodes)),
-        format!("w2's eth0, which holds {W2}, is down: w2 answers no peer there")
+        format!("w2's eth0 (DOWN), which holds {W2}, is down: w2 answers no peer there")
     );
+}
+
+#[test]
+fn a_node_whose_link_is_down_is_cut_off_not_failing_port_by_port() {
+    let mut nodes = cluster(Status::Filtered);
+    let w2 = nodes[2].report.as_mut().unwrap();
+    w2.interfaces[0].state = "LOWERLAYERDOWN".into();
+    w2.probes.as_mut().unwrap()[0].status = Status::Unreachable;
+    w2.probes.as_mut().unwrap()[0].errno = Some(Errno(libc::EHOSTUNREACH));
+    // A UDP probe of it that nothing answers says nothing either way.
+    let mut udp = row("w1", "w2", W2, 8472, Status::OpenFiltered);
+    udp.proto = Transport::Udp;
+    nodes[1]
+        .report
+        .as_mut()
+        .unwrap()
+        .probes
+        .as_mut()
+        .unwrap()
+        .push(udp);
+    let m = join(&nodes);
+    let causes: Vec<&str> = m
+        .cells
+        .iter()
+        .filter(|c| c.failed())
+        .map(|c| c.cause.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        causes,
+        [
+            "w2 is cut off: it reaches no peer and no peer reaches it (w2's eth0 (LOWERLAYERDOWN) is down)",
+            "w2's eth0 (LOWERLAYERDOWN), which holds 192.0.2.22, is down: w2 answers no peer there",
+        ]
+    );
+    assert_eq!(m.nodes[2].state, NodeState::CutOff);
 }

@@ -52,9 +52,8 @@ pub fn run(args: &ClusterArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let hostname = kports_linux::hostname();
     match args.output {
         Format::Json => out.json(
-            &Document::new("cluster", &hostname, &m.cells, &warnings).with_context(
-                serde_json::json!({ "nodes": m.nodes, "failing": m.failing() }),
-            ),
+            &Document::new("cluster", &hostname, &m.cells, &warnings)
+                .with_context(serde_json::json!({ "nodes": m.nodes, "failing": m.failing() })),
         )?,
         Format::Table | Format::Wide => table(out, &m)?,
     }
@@ -94,7 +93,10 @@ fn read_report(path: &Path) -> Result<NodeDoc> {
         .read_to_string(&mut text)
         .context("cannot read it")?;
     if text.len() as u64 > MAX_REPORT_BYTES {
-        bail!("larger than {} MiB: not a node report", MAX_REPORT_BYTES >> 20);
+        bail!(
+            "larger than {} MiB: not a node report",
+            MAX_REPORT_BYTES >> 20
+        );
     }
     Ok(report::parse(&text)?)
 }
@@ -296,11 +298,7 @@ fn table(out: &mut Out<impl Write>, m: &Matrix) -> std::io::Result<()> {
         }
         out.line(&line)?;
     }
-    out.line(&format!(
-        "{} cells, {} failing",
-        m.cells.len(),
-        m.failing()
-    ))
+    out.line(&format!("{} cells, {} failing", m.cells.len(), m.failing()))
 }
 
 #[cfg(test)]
@@ -316,7 +314,10 @@ mod tests {
         assert_eq!(inv.nodes[0].roles, [Role::ControlPlane]);
         assert_eq!(
             inv.nodes[1].addresses(),
-            ["192.0.2.21".parse::<std::net::IpAddr>().unwrap(), "2001:db8::21".parse().unwrap()]
+            [
+                "192.0.2.21".parse::<std::net::IpAddr>().unwrap(),
+                "2001:db8::21".parse().unwrap()
+            ]
         );
     }
 

@@ -87,9 +87,12 @@ pub fn run(args: &ReportArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
         warnings.extend(fw.warnings.iter().cloned());
     }
     match args.output {
-        Format::Json => out.json(
-            &Document::new(kports_cluster::report::KIND, &report.hostname, &doc, &warnings),
-        )?,
+        Format::Json => out.json(&Document::new(
+            kports_cluster::report::KIND,
+            &report.hostname,
+            &doc,
+            &warnings,
+        ))?,
         Format::Table | Format::Wide => table(out, &doc)?,
     }
     Ok(Outcome::done(warnings))
@@ -129,7 +132,6 @@ fn find_self<'a>(
     let own: Vec<IpAddr> = report
         .interfaces
         .iter()
-        .filter(|i| i.netns.is_none())
         .flat_map(|i| i.addresses.iter().map(|a| a.address))
         .collect();
     if let Some(n) = inv.nodes.iter().find(|n| n.name == report.hostname) {
@@ -149,9 +151,17 @@ fn find_self<'a>(
     )
 }
 
-/// Every port `me` needs of each peer, at each of the peer's addresses.
+/// Every port `me` needs of each peer, at each of the peer's addresses; the CNI's ports (the
+/// overlay, which runs over one address family) at the peer's main address only.
 fn plan(report: &NodeReport, me: &inventory::Node, peers: &[&inventory::Node]) -> Vec<Planned> {
     let all = needs(&report.catalog, &report.cni.value);
+    let cni_ports: Vec<(kports_core::Proto, u16)> = report
+        .catalog
+        .entries
+        .iter()
+        .filter(|e| e.cni.is_some())
+        .filter_map(|e| Some((e.protocol.proto()?, e.port.first)))
+        .collect();
     let from = Member::new(me.name.clone(), me.roles.iter().copied());
     let mut out = Vec::new();
     for p in peers {
@@ -161,7 +171,12 @@ fn plan(report: &NodeReport, me: &inventory::Node, peers: &[&inventory::Node]) -
                 kports_core::Proto::Tcp => Transport::Tcp,
                 kports_core::Proto::Udp => Transport::Udp,
             };
-            for addr in p.addresses() {
+            let addresses = if cni_ports.contains(&(need.proto, need.port)) {
+                vec![p.address]
+            } else {
+                p.addresses()
+            };
+            for addr in addresses {
                 out.push(Planned {
                     target: p.name.clone(),
                     probe: Probe {
