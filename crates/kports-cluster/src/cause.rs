@@ -36,13 +36,13 @@ pub enum Side<'a> {
     Missing(&'a str),
 }
 
-/// Whether a node is cut off from the others: no peer reaches it on any port, and it reaches no
-/// peer (or sent no report to say).
+/// Whether a node is cut off from the others: no probe of it got an answer from its host, and
+/// none it made got one from a peer's (or it sent no report to say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Isolation {
-    /// Every probe of it failed (and there was at least one).
+    /// Every probe of it went unanswered or unreachable (and one at least said so).
     pub unreached: bool,
-    /// Every probe it made failed (and there was at least one).
+    /// Every probe it made went unanswered or unreachable (and one at least said so).
     pub reaches_none: bool,
 }
 

@@ -112,18 +112,19 @@ impl Matrix {
     }
 }
 
-/// Whether every conclusive probe `pick` selects failed, and there was one (`open|filtered`
-/// says nothing either way).
-fn isolation(rows: &[&Row], pick: impl Fn(&Row) -> bool) -> bool {
+/// Whether the probes `pick` selects show no sign of life: there is at least one that says
+/// something (not `open|filtered`, not `unknown`), and none got an answer from the far host's
+/// own stack (`open`, or a refusal: a reset or port unreachable come from a running host).
+fn no_sign_of_life(rows: &[&Row], pick: impl Fn(&Row) -> bool) -> bool {
     let mut any = false;
-    let all_failed = rows
-        .iter()
-        .filter(|r| pick(r) && r.status != Status::OpenFiltered)
-        .all(|r| {
-            any = true;
-            r.status.is_failure()
-        });
-    any && all_failed
+    for r in rows.iter().filter(|r| pick(r)) {
+        match r.status {
+            Status::OpenFiltered | Status::Unknown => {}
+            Status::Open | Status::Refused | Status::Closed => return false,
+            Status::Filtered | Status::Unreachable => any = true,
+        }
+    }
+    any
 }
 
 /// Joins the nodes' reports into the matrix.
@@ -134,8 +135,8 @@ pub fn join(nodes: &[NodeInput]) -> Matrix {
         .flat_map(|d| d.probes.iter().flatten())
         .collect();
     let iso = |name: &str| Isolation {
-        unreached: isolation(&rows, |r| r.target == name),
-        reaches_none: isolation(&rows, |r| r.source == name),
+        unreached: no_sign_of_life(&rows, |r| r.target == name),
+        reaches_none: no_sign_of_life(&rows, |r| r.source == name),
     };
     let find = |name: &str| nodes.iter().find(|n| n.name == name);
     let side = |name: &str| -> Side<'_> {

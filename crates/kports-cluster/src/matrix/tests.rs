@@ -333,3 +333,26 @@ fn a_node_whose_link_is_down_is_cut_off_not_failing_port_by_port() {
     );
     assert_eq!(m.nodes[2].state, NodeState::CutOff);
 }
+
+#[test]
+fn refusals_are_a_sign_of_life_not_a_cut_off_node() {
+    // cp1's API server bound to loopback (refused) and both kubelets down (refused): every
+    // probe from and to cp1 fails, but every one was answered by a running host.
+    let mut nodes = cluster(Status::Refused);
+    nodes[0].report.as_mut().unwrap().probes.as_mut().unwrap()[0].status = Status::Refused;
+    for w in &mut nodes[1..] {
+        w.report.as_mut().unwrap().probes.as_mut().unwrap()[0].status = Status::Refused;
+    }
+    let m = join(&nodes);
+    assert_eq!(m.failing(), 4);
+    assert!(
+        m.nodes.iter().all(|n| n.state == NodeState::Failing),
+        "{:?}",
+        m.nodes
+    );
+    assert!(
+        m.cells
+            .iter()
+            .all(|c| !c.cause.as_deref().unwrap().contains("cut off"))
+    );
+}
