@@ -47,7 +47,7 @@ pub struct NodeDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Iface {
     pub name: String,
-    /// `UP`, `DOWN`, `UNKNOWN`, as the kernel says.
+    /// The operational state, as `kports node` shows it: `up`, `down`, `unknown`, ...
     pub state: String,
     /// `ADDRESS/PREFIX`.
     pub addresses: Vec<String>,

@@ -460,17 +460,46 @@ fn the_lab_matrix_is_clean_and_each_fault_shows_exactly_its_cells_and_cause() {
             "reject with icmpx type host-unreachable",
         ),
     );
+    lab.nft(
+        "cp1",
+        &REJECTS.replace(
+            "tcp dport 10250 reject with tcp reset",
+            "tcp dport 6443 reject with icmpx type no-route",
+        ),
+    );
     let expected = [
         cell("cp1", "w2", 4, "tcp/10250", "unreachable"),
         cell("cp1", "w2", 6, "tcp/10250", "unreachable"),
+        cell("w1", "cp1", 4, "tcp/6443", "unreachable"),
+        cell("w1", "cp1", 6, "tcp/6443", "unreachable"),
+        cell("w2", "cp1", 4, "tcp/6443", "unreachable"),
+        cell("w2", "cp1", 6, "tcp/6443", "unreachable"),
     ];
-    let (causes, _) = settles_to(&expected);
+    let (causes, doc) = settles_to(&expected);
     assert_cause(
         &causes,
         &expected[0],
         "w2's firewall rejects tcp/10250 from 192.0.2.11 with icmpx host-unreachable",
     );
+    assert_cause(
+        &causes,
+        &expected[2],
+        "cp1's firewall rejects tcp/6443 from 192.0.2.21 with icmpx no-route",
+    );
+    // The errno of each: host unreachable, and no route (the near side has one: the far
+    // side's answer says so).
+    for c in doc["items"].as_array().unwrap() {
+        if c["status"] == "unreachable" {
+            let want = if c["port"] == 6443 {
+                "ENETUNREACH"
+            } else {
+                "EHOSTUNREACH"
+            };
+            assert_eq!(c["errno"], want, "{c}");
+        }
+    }
     lab.nft("w2", "delete table inet kp11cluster\n");
+    lab.nft("cp1", "delete table inet kp11cluster\n");
     settles_to(&[]);
 
     // A node whose link is down: shown as cut off, every failing cell about it.
@@ -481,9 +510,10 @@ fn the_lab_matrix_is_clean_and_each_fault_shows_exactly_its_cells_and_cause() {
     for (c, cause) in &causes {
         assert!(c.0 == "w2" || c.1 == "w2", "{c:?} does not involve w2");
         assert!(
-            cause.starts_with("w2 is cut off") || cause.starts_with("w2's eth0"),
+            cause.starts_with("w2's route to ") || cause.starts_with("w2's eth0"),
             "{c:?}: {cause}"
         );
+        assert!(cause.contains("eth0 (down)"), "{c:?}: {cause}");
     }
     let w2 = doc["context"]["nodes"]
         .as_array()
