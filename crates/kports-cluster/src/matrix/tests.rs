@@ -26,6 +26,7 @@ fn any() -> Listener {
 fn accept(from: &str) -> VerdictDoc {
     VerdictDoc {
         from: from.into(),
+        source_kind: None,
         verdict: Verdict::Accept,
         with: None,
         rule: None,
@@ -160,6 +161,7 @@ fn a_drop_on_the_far_side_names_the_listener_and_the_rule() {
     let mut nodes = cluster(Status::Filtered);
     w2_kubelet(&mut nodes).firewall = vec![VerdictDoc {
         from: CP1.into(),
+        source_kind: None,
         verdict: Verdict::Drop,
         with: None,
         rule: Some(RULE.into()),
@@ -193,6 +195,7 @@ fn a_reject_names_how_it_answers() {
     let mut nodes = cluster(Status::Refused);
     w2_kubelet(&mut nodes).firewall = vec![VerdictDoc {
         from: CP1.into(),
+        source_kind: None,
         verdict: Verdict::Reject,
         with: Some("tcp reset".into()),
         rule: Some("nft inet f input #1: tcp dport 10250 reject with tcp reset".into()),
@@ -364,6 +367,7 @@ fn icmp_rejects_on_both_sides_are_the_firewalls_not_a_cut_off_node() {
     let mut nodes = cluster(Status::Unreachable);
     let reject = |from: &str, with: &str| VerdictDoc {
         from: from.into(),
+        source_kind: None,
         verdict: Verdict::Reject,
         with: Some(with.into()),
         rule: None,

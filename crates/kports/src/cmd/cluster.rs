@@ -328,7 +328,7 @@ mod tests {
             "interfaces": [{"name": "eth0", "state": "up", "addresses": [format!("{addr}/24")]}],
             "ports": [{"proto": "tcp", "port": 10250, "component": "kubelet",
                        "listeners": [{"address": "0.0.0.0", "process": "kubelet"}],
-                       "firewall": [{"from": "192.0.2.11", "verdict": "accept", "with": null, "rule": null}]}],
+                       "firewall": [{"from": "192.0.2.11", "source_kind": null, "verdict": "accept", "with": null, "rule": null}]}],
             "findings": [], "firewall_read": true, "probes": probes, "routes": []
         }))
         .unwrap()
