@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use kports_core::catalog::{Role, Severity, SourceKind};
-use kports_core::{SCHEMA_VERSION, Socket};
+use kports_core::{Owner, SCHEMA_VERSION, Socket};
 use kports_firewall::Evaluator;
 use kports_firewall::eval::{Judgement, Packet, RuleRef};
 use kports_firewall::model::AddrRange;
@@ -69,7 +69,8 @@ pub struct PortDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listener {
     pub address: IpAddr,
-    /// The process holding it (`kernel` when none does); `null` when unknown.
+    /// The process holding it (`kernel` when no process does, such as a VXLAN device's port);
+    /// `null` when kports could not tell.
     pub process: Option<String>,
 }
 
@@ -199,7 +200,11 @@ fn listeners(sockets: &[Socket], proto: Transport, port: u16) -> Vec<Listener> {
         .filter(|s| s.is_listener() && s.local_port == port && s.proto.as_str() == proto.as_str())
         .map(|s| Listener {
             address: s.local_address,
-            process: s.processes.first().map(|p| p.name.clone()),
+            process: match (s.processes.first(), s.owner) {
+                (Some(p), _) => Some(p.name.clone()),
+                (None, Owner::Kernel) => Some("kernel".into()),
+                (None, _) => None,
+            },
         })
         .collect();
     out.sort_by(|a, b| a.address.cmp(&b.address).then(a.process.cmp(&b.process)));
