@@ -2,8 +2,9 @@
 //!
 //! Exit codes (README.md and every `--help` say the same): 0 success (also when the reader of
 //! a pipe went away), 1 a check found what `--fail-on` asks to fail on, a probe found a port it
-//! could not reach, or a lab is unhealthy, 2 an error of kports itself or a usage error; `lab
-//! exec` gives the command's status, or 126 and 127 as a shell does.
+//! could not reach, the cluster's matrix has a failing cell or a node without a report, or a
+//! lab is unhealthy, 2 an error of kports itself or a usage error; `lab exec` gives the
+//! command's status, or 126 and 127 as a shell does.
 
 mod cli;
 mod cmd;
@@ -80,6 +81,8 @@ fn run(
         Command::Explain(a) => cmd::explain::run(a, io, out),
         Command::Firewall(c) => cmd::firewall::run(c, io, out),
         Command::Probe(a) => cmd::probe::run(a, out),
+        Command::Report(a) => cmd::report::run(a, io, out),
+        Command::Cluster(a) => cmd::cluster::run(a, out),
         Command::Completions(a) => cmd::completions::run(a, out),
         Command::Man(a) => cmd::man::run(a, out),
         Command::Agent(a) => cmd::agent::run(a),
