@@ -50,6 +50,10 @@ pub enum LabCommand {
         /// Run the real etcd (/usr/bin/etcd) or a stand-in that only listens like it
         #[arg(long, value_enum, default_value_t = EtcdMode::Real)]
         etcd: EtcdMode,
+        /// Build the nodes' network only and start no component: nodes before Kubernetes is
+        /// installed (for `kports preflight --lab`); start components later with `kports lab fault NODE start`
+        #[arg(long)]
+        no_components: bool,
     },
     /// Remove everything the lab made (also after a failed `up` or a killed kports)
     Down,
@@ -139,8 +143,12 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
     }
     let paths = Paths::default();
     match &args.command {
-        LabCommand::Up { nodes, etcd } => {
-            let plan = lifecycle::up(&paths, *nodes, *etcd)?;
+        LabCommand::Up {
+            nodes,
+            etcd,
+            no_components,
+        } => {
+            let plan = lifecycle::up(&paths, *nodes, *etcd, !*no_components)?;
             let first = plan.nodes.first().map_or("cp1", |n| n.name.as_str());
             emit(&format!(
                 "{}\nTry: kports lab exec {first} -- ss -tlnp\n     kports lab exec {first} -- ip addr show type bridge\n\

@@ -1,0 +1,6 @@
+//! kports across nodes: running kports on every node of a cluster and joining what each saw.
+//! [`preflight`] holds every node's future ports with temporary listeners while its peers dial
+//! them, before Kubernetes is installed; [`launch`] says how a command reaches a node.
+
+pub mod launch;
+pub mod preflight;
