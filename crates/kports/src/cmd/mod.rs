@@ -10,6 +10,7 @@ pub mod firewall;
 pub mod listen;
 pub mod man;
 pub mod node;
+pub mod preflight;
 pub mod probe;
 
 use std::path::PathBuf;
