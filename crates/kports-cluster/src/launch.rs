@@ -102,8 +102,15 @@ mod tests {
         );
         assert_eq!(
             a,
-            ["ssh", "-o", "BatchMode=yes", "root@192.0.2.21", "kports", "probe"]
-                .map(OsString::from)
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "root@192.0.2.21",
+                "kports",
+                "probe"
+            ]
+            .map(OsString::from)
         );
         let l = Launch::via("ip netns exec {name}", Some("/opt/kports")).unwrap_or_else(|e| {
             panic!("{e}");
@@ -120,7 +127,10 @@ mod tests {
         assert_eq!(Launch::via("  ", None), Err(LaunchError::Empty));
         assert_eq!(
             Launch::via("ssh {host}", None),
-            Err(LaunchError::Placeholder("ssh {host}".into(), "{host}".into()))
+            Err(LaunchError::Placeholder(
+                "ssh {host}".into(),
+                "{host}".into()
+            ))
         );
         assert!(Launch::via("ssh root@{address", None).is_err());
     }
@@ -133,8 +143,16 @@ mod tests {
         let a = l.argv("cp1", IpAddr::from([192, 0, 2, 11]), &["preflight".into()]);
         assert_eq!(
             a,
-            ["/usr/bin/kports", "lab", "exec", "cp1", "--", "/usr/bin/kports", "preflight"]
-                .map(OsString::from)
+            [
+                "/usr/bin/kports",
+                "lab",
+                "exec",
+                "cp1",
+                "--",
+                "/usr/bin/kports",
+                "preflight"
+            ]
+            .map(OsString::from)
         );
     }
 }

@@ -8,7 +8,8 @@
 //! Nothing stays bound: a hold lasts until its standard input closes (the pipe from this
 //! process: when it ends, is killed, or the user presses Ctrl-C, which reaches the holds too),
 //! and at most its `--max-hold`. [`Holds`] closes every pipe when dropped, waits for the holds
-//! to exit and kills, by pid, any that does not.
+//! to exit and kills, by pid, any that does not. Every command this module starts also gets
+//! SIGTERM from the kernel when this process dies.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _};
@@ -246,8 +247,25 @@ fn drain(r: impl std::io::Read + Send + 'static, limit: u64) -> mpsc::Receiver<V
     rx
 }
 
+/// Ends the command with this process: the kernel sends it SIGTERM when this process dies (killed,
+/// or ended by a signal), so no probe or hold outlives a preflight that was interrupted.
+fn end_with_us(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs between fork and exec and calls only prctl, which is
+    // async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 impl Running {
     fn start(node: &str, mut cmd: std::process::Command) -> Running {
+        end_with_us(&mut cmd);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -365,6 +383,7 @@ impl Holds {
             (None, _) => Err(format!("{} has no address", n.name)),
             (Some(&a), false) => {
                 let mut cmd = launch.command(&n.name, a, &args);
+                end_with_us(&mut cmd);
                 cmd.stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
@@ -487,11 +506,17 @@ pub fn join(nodes: &[Target], held: &[HoldResult], dials: &[DialResult]) -> Vec<
             let (verdict, cause) = match (&h.state, &h.holder) {
                 (HeldState::Taken, Some(holder)) => (
                     Verdict::PortTaken,
-                    format!("{spec} is taken on {} by {holder}: {what} could not bind it", t.name),
+                    format!(
+                        "{spec} is taken on {} by {holder}: {what} could not bind it",
+                        t.name
+                    ),
                 ),
                 (HeldState::Taken, None) => (
                     Verdict::PortTaken,
-                    format!("{spec} is taken on {} (holder not found): {what} could not bind it", t.name),
+                    format!(
+                        "{spec} is taken on {} (holder not found): {what} could not bind it",
+                        t.name
+                    ),
                 ),
                 _ => (
                     Verdict::Unknown,
@@ -597,7 +622,10 @@ fn dial_row(
 fn judge(source: &str, target: &str, addr: IpAddr, spec: PortSpec, d: &Dial) -> (Verdict, String) {
     let errno = d.errno.as_deref().unwrap_or("no errno");
     match d.status {
-        Status::Open => (Verdict::Open, format!("{target} holds {spec}; {source} reaches it")),
+        Status::Open => (
+            Verdict::Open,
+            format!("{target} holds {spec}; {source} reaches it"),
+        ),
         Status::Filtered => (
             Verdict::PathBlocked,
             format!(
@@ -714,8 +742,16 @@ mod tests {
             ]
         );
         assert_eq!(rows[0].holder, Some(squatter));
-        assert!(rows[0].cause.contains("nginx (pid 4242)"), "{}", rows[0].cause);
-        assert!(rows[0].cause.contains("etcd could not bind it"), "{}", rows[0].cause);
+        assert!(
+            rows[0].cause.contains("nginx (pid 4242)"),
+            "{}",
+            rows[0].cause
+        );
+        assert!(
+            rows[0].cause.contains("etcd could not bind it"),
+            "{}",
+            rows[0].cause
+        );
         assert!(rows[2].cause.contains("drops it"), "{}", rows[2].cause);
         assert_eq!(rows[2].component.as_deref(), Some("kubelet"));
     }
@@ -747,7 +783,12 @@ mod tests {
             Ok(vec![]),
             Ok(vec![
                 dial([192, 0, 2, 11], 6443, Status::Refused, Some("ECONNREFUSED")),
-                dial([192, 0, 2, 11], 2379, Status::Unreachable, Some("EHOSTUNREACH")),
+                dial(
+                    [192, 0, 2, 11],
+                    2379,
+                    Status::Unreachable,
+                    Some("EHOSTUNREACH"),
+                ),
             ]),
         ];
         let rows = join(&nodes(), &held, &dials);

@@ -22,12 +22,7 @@ use crate::{Usage, network, supervise, sys};
 
 /// Creates the lab; with `components` false, only its network (nodes before Kubernetes is
 /// installed).
-pub fn up(
-    paths: &Paths,
-    counts: Counts,
-    etcd: EtcdMode,
-    components: bool,
-) -> anyhow::Result<Plan> {
+pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode, components: bool) -> anyhow::Result<Plan> {
     if components && etcd == EtcdMode::Real && !Path::new(supervise::ETCD_PATH).exists() {
         bail!(
             "etcd is not installed ({} is missing): install it (apt-get install etcd-server), \
@@ -62,12 +57,7 @@ pub fn up(
     Ok(plan)
 }
 
-fn bring_up(
-    paths: &Paths,
-    state: &mut State,
-    plan: &Plan,
-    components: bool,
-) -> anyhow::Result<()> {
+fn bring_up(paths: &Paths, state: &mut State, plan: &Plan, components: bool) -> anyhow::Result<()> {
     network::build(paths, plan)?;
     supervise::install_standins(paths)?;
     supervise::write_kubeconfigs(paths, plan)?;

@@ -106,8 +106,9 @@ pub fn run(args: &PreflightArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
 /// The nodes of the lab that is up, with their roles.
 fn lab_nodes() -> Result<Vec<(String, Vec<std::net::IpAddr>, Vec<Role>)>> {
     let paths = kports_lab::state::Paths::default();
-    let state = kports_lab::state::State::load(&paths)?
-        .ok_or_else(|| anyhow::anyhow!("no lab is up: run `kports lab up --no-components` first"))?;
+    let state = kports_lab::state::State::load(&paths)?.ok_or_else(|| {
+        anyhow::anyhow!("no lab is up: run `kports lab up --no-components` first")
+    })?;
     Ok(state
         .plan()
         .nodes
