@@ -249,7 +249,7 @@ fn drain(r: impl std::io::Read + Send + 'static, limit: u64) -> mpsc::Receiver<V
 
 /// Ends the command with this process: the kernel sends it SIGTERM when this process dies (killed,
 /// or ended by a signal), so no probe or hold outlives a preflight that was interrupted.
-fn end_with_us(cmd: &mut std::process::Command) {
+pub(crate) fn end_with_us(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt as _;
     // SAFETY: the closure runs between fork and exec and calls only prctl, which is
     // async-signal-safe; it touches no memory of the parent.
