@@ -133,6 +133,8 @@ pub struct Target {
     pub name: String,
     /// Its address between nodes (the tunnel endpoint).
     pub address: IpAddr,
+    /// Its roles (`control-plane`, `worker`, `etcd`), for its firewall check; empty when unknown.
+    pub roles: Vec<String>,
 }
 
 /// Whether a pair passed.
@@ -190,13 +192,18 @@ pub struct Row {
     pub target_rx: Option<u64>,
     pub verdict: Verdict,
     pub cause: Cause,
+    /// For lost requests (the target's) or lost replies (the source's): the firewall's verdict
+    /// on the overlay port from the other node.
+    pub firewall: Option<FirewallVerdict>,
     /// One line: why.
     pub message: String,
 }
 
 /// A firewall's verdict on the overlay port, as `kports firewall check` on one node gave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FirewallVerdict {
+    /// The node whose firewall it is.
+    pub node: String,
     /// `accept`, `drop`, `reject`, `depends`, `unknown`.
     pub verdict: String,
     /// The deciding rule, as text (`nft inet filter input, handle 3: udp dport 8472 drop`).
@@ -255,7 +262,8 @@ pub fn run(nodes: &[Target], launch: &Launch, opts: &Options, cnis: &[String]) -
             continue;
         };
         let fw = firewall_verdict(launch, j, f.address, port, cnis, opts);
-        r.message = with_firewall(&r.message, &j.name, &f.name, port, fw);
+        r.message = with_firewall(&r.message, &j.name, &f.name, port, fw.clone());
+        r.firewall = fw.ok();
     }
     rows
 }
@@ -303,6 +311,7 @@ fn unknown(s: &Target, t: &Target, message: String) -> Row {
         target_rx: None,
         verdict: Verdict::Unknown,
         cause: Cause::Unknown,
+        firewall: None,
         message,
     }
 }
@@ -596,6 +605,10 @@ fn firewall_verdict(
         "--sources".into(),
         format!("{from}/{prefix}"),
     ];
+    if !n.roles.is_empty() {
+        args.push("--role".into());
+        args.push(n.roles.join(","));
+    }
     if !cnis.is_empty() {
         args.push("--cni".into());
         args.push(cnis.join(","));
@@ -658,6 +671,7 @@ pub fn firewall_row(doc: &serde_json::Value, from: IpAddr, port: u16) -> Option<
                 by.join("; ")
             };
             return Some(FirewallVerdict {
+                node: String::new(),
                 verdict: j["verdict"].as_str().unwrap_or("unknown").to_string(),
                 by,
             });
@@ -675,10 +689,12 @@ mod tests {
             Target {
                 name: "cp1".into(),
                 address: IpAddr::from([192, 0, 2, 11]),
+                roles: vec![],
             },
             Target {
                 name: "w1".into(),
                 address: IpAddr::from([192, 0, 2, 21]),
+                roles: vec![],
             },
         ]
     }

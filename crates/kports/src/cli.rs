@@ -120,6 +120,20 @@ pub enum Command {
   kports preflight --lab -o json             on `kports lab up --no-components`
   kports preflight --hold --ports 6443,udp/8472   on one node: hold until stdin closes")]
     Preflight(PreflightArgs),
+    /// Does the CNI's overlay (VXLAN, Geneve, WireGuard, IP-in-IP) carry traffic both ways
+    /// between every pair of nodes? And if not, why?
+    ///
+    /// Each node pings every peer's overlay address (on flannel.1, vxlan.calico, cilium_host,
+    /// ...) with small echoes and with echoes as large as its overlay MTU (Don't Fragment), while
+    /// the peers' device counters show whether the encapsulated packets arrived. A failing pair
+    /// names its cause: an MTU too small for the encapsulation, a missing FDB or neighbour entry,
+    /// the far side's firewall verdict on the overlay port, or something between the nodes.
+    /// Exit status 0 when every pair passes, 1 otherwise, 2 on bad input.
+    #[command(after_long_help = "Examples:
+  kports overlay --inventory hosts.yaml --via 'ssh root@{address}' --cni flannel
+  kports overlay --lab -o json
+  kports overlay --node --underlay 192.0.2.21 --ping 10.244.0.0   on one node")]
+    Overlay(OverlayArgs),
     /// A practice cluster network on this machine, made of network namespaces (needs root).
     Lab(kports_lab::LabArgs),
     /// Print the shell completion script for bash, zsh or fish.
@@ -245,6 +259,51 @@ pub struct PreflightArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "hold",
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub max_hold: u64,
+    /// Output format (`wide` is `table`).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// `kports overlay`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("nodes").required(true).args(["inventory", "lab", "node"])))]
+pub struct OverlayArgs {
+    /// A kports inventory (`nodes:`) or kubespray's hosts.yaml or INI: the nodes.
+    #[arg(long, value_name = "FILE", requires = "via")]
+    pub inventory: Option<std::path::PathBuf>,
+    /// The command prefix that runs a command on a node; `{name}` and `{address}` are replaced.
+    #[arg(long, value_name = "COMMAND", requires = "inventory")]
+    pub via: Option<String>,
+    /// The nodes of `kports lab`.
+    #[arg(long)]
+    pub lab: bool,
+    /// kports on the nodes, when it is not `kports` on their PATH.
+    #[arg(long, value_name = "PATH", requires = "via")]
+    pub remote_kports: Option<String>,
+    /// The CNI plugin(s), for the firewall's verdict on their overlay port when a pair fails.
+    #[arg(long, value_delimiter = ',', value_name = "CNI")]
+    pub cni: Vec<String>,
+    /// How long each echo waits for its reply: `1s`, `500ms`.
+    #[arg(long, default_value = "1s", value_parser = parse_timeout)]
+    pub echo_timeout: std::time::Duration,
+    /// Seconds a node may take to answer (on top of its echoes' time).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub node_timeout: u64,
+    /// On a node: report its overlay device, counters, FDB and neighbour entries, and ping the
+    /// --ping addresses.
+    #[arg(long, conflicts_with_all = ["inventory", "lab"])]
+    pub node: bool,
+    /// With --node: the node's own address between nodes (its underlay interface is the one
+    /// that holds it).
+    #[arg(long, value_name = "ADDR", requires = "node")]
+    pub underlay: Option<std::net::IpAddr>,
+    /// With --node: a peer's overlay address to ping (repeatable).
+    #[arg(long, value_name = "ADDR", requires = "node")]
+    pub ping: Vec<std::net::Ipv4Addr>,
+    /// With --node: the overlay device, when kports should not pick it.
+    #[arg(long, value_name = "NAME", requires = "node")]
+    pub device: Option<String>,
     /// Output format (`wide` is `table`).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: Format,

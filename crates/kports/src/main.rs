@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Firewall(c) => cmd::firewall::run(c, &io, &mut out),
         Command::Probe(a) => cmd::probe::run(a, &mut out),
         Command::Preflight(a) => cmd::preflight::run(a, &mut out),
+        Command::Overlay(a) => cmd::overlay::run(a, &mut out),
         Command::Lab(a) => return lab(a),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
         Command::Man(a) => cmd::man::run(a, &mut out),

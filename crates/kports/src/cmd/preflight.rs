@@ -8,15 +8,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use kports_cluster::launch::Launch;
 use kports_cluster::preflight::{self, Options, Row, Target, Verdict};
-use kports_core::catalog::{Catalog, Role};
+use kports_core::catalog::Catalog;
 use kports_core::{Owner, Proto, Warning};
 use kports_linux::census::{self, OwnerScope, Query};
 use kports_linux::sockdiag::{LISTEN, UNCONN};
+use kports_probe::Transport;
 use kports_probe::plan::{self, PortSpec};
 use kports_probe::temporary::{self, Held, HeldState, Holder, Process};
-use kports_probe::{Transport, inventory};
 
 use crate::cli::PreflightArgs;
 use crate::cmd::Outcome;
@@ -33,32 +32,20 @@ pub fn run(args: &PreflightArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         bail!("`{c}` is not a CNI kports knows: {}", known.join(", "));
     }
     let mut warnings = Vec::new();
-    let (nodes, launch) = if args.lab {
-        let exe = std::env::current_exe().context("cannot find this kports executable")?;
-        (lab_nodes()?, Launch::Lab { exe })
-    } else {
-        let (Some(file), Some(via)) = (&args.inventory, &args.via) else {
-            bail!("give --inventory FILE --via 'COMMAND {{name}} {{address}}', or --lab");
-        };
-        let inv = inventory::read(file)?;
-        if !inv.skipped.is_empty() {
-            warnings.push(Warning {
-                code: "inventory-hosts-skipped",
-                message: format!(
-                    "hosts in no Kubernetes group take no part: {}",
-                    inv.skipped.join(", ")
-                ),
-            });
-        }
-        let nodes = inv
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.addresses(), n.roles.clone()))
-            .collect();
-        (nodes, Launch::via(via, args.remote_kports.as_deref())?)
-    };
+    let (nodes, launch) = super::cluster_nodes(
+        args.inventory.as_deref(),
+        args.via.as_deref(),
+        args.remote_kports.as_deref(),
+        args.lab,
+        &mut warnings,
+    )?;
     let mut targets = Vec::with_capacity(nodes.len());
-    for (name, addresses, roles) in nodes {
+    for super::ClusterNode {
+        name,
+        addresses,
+        roles,
+    } in nodes
+    {
         let roles = args.roles.clone().unwrap_or(roles);
         let ports: Vec<(PortSpec, String)> = match &args.ports {
             Some(list) => list
@@ -101,26 +88,6 @@ pub fn run(args: &PreflightArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         warnings,
         failed: rows.iter().any(|r| r.verdict != Verdict::Open),
     })
-}
-
-/// The nodes of the lab that is up, with their roles.
-fn lab_nodes() -> Result<Vec<(String, Vec<std::net::IpAddr>, Vec<Role>)>> {
-    let paths = kports_lab::state::Paths::default();
-    let state = kports_lab::state::State::load(&paths)?.ok_or_else(|| {
-        anyhow::anyhow!("no lab is up: run `kports lab up --no-components` first")
-    })?;
-    Ok(state
-        .plan()
-        .nodes
-        .iter()
-        .map(|n| {
-            let role = match n.role {
-                kports_lab::plan::Role::ControlPlane => Role::ControlPlane,
-                kports_lab::plan::Role::Worker => Role::Worker,
-            };
-            (n.name.clone(), n.addresses().to_vec(), vec![role])
-        })
-        .collect())
 }
 
 /// `--hold`: binds, prints one JSON line (the document, items = what became of each port),
