@@ -616,9 +616,14 @@ fn firewall_verdict(
     let out = run_on(launch, n, &args, opts.node_timeout)?;
     let v: serde_json::Value = serde_json::from_slice(&out)
         .map_err(|e| format!("firewall check printed no JSON ({e})"))?;
-    firewall_row(&v, from, port).ok_or_else(|| {
-        format!("firewall check has no row for udp/{port} (is the CNI known? give --cni)")
-    })
+    firewall_row(&v, from, port)
+        .map(|f| FirewallVerdict {
+            node: n.name.clone(),
+            ..f
+        })
+        .ok_or_else(|| {
+            format!("firewall check has no row for udp/{port} (is the CNI known? give --cni)")
+        })
 }
 
 /// The judgement of udp/`port` from `from` in a `firewall-check` document (pure).
