@@ -1,55 +1,30 @@
-//! How kports runs a command on a node: through the user's command prefix (`--via 'ssh
-//! root@{address}'`), or, on `kports lab`, through `kports lab exec NODE --`.
-//!
-//! The prefix is split on white space and `{name}` and `{address}` are replaced in each word;
-//! no shell reads it, so a node's name cannot inject a command on this machine. The kports
-//! command line follows the prefix, with `kports` from the node's PATH unless another path is
-//! given.
+//! Starting kports on a node as a process this one keeps hold of: the preflight's holds live
+//! while the peers dial, and the overlay check reads each node's counters around another
+//! node's echoes. The command line comes from a [`via`](crate::via) template (`--via 'ssh
+//! root@{address}'`, split without a shell), or, on `kports lab`, from `kports lab exec NODE --`
+//! with this executable; kports's own command line follows, with `kports` from the node's PATH
+//! unless another path is given.
 
-use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// A `--via` template kports refuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LaunchError {
-    #[error("--via is empty: give a command prefix such as 'ssh root@{{address}}'")]
-    Empty,
-    #[error("--via `{0}`: unknown placeholder `{1}`; use {{name}} and {{address}}")]
-    Placeholder(String, String),
-}
+use crate::via::{Target, Template, TemplateError};
 
 /// How to reach the nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Launch {
-    /// The words of a `--via` template, and the kports to run there.
-    Via { words: Vec<String>, kports: String },
+    /// A `--via` template, and the kports to run there.
+    Via { template: Template, kports: String },
     /// A `kports lab` node: this executable, run through `kports lab exec NODE --`.
     Lab { exe: PathBuf },
 }
 
 impl Launch {
     /// Reads a `--via` template; `kports` is `--remote-kports` (default `kports`).
-    pub fn via(template: &str, kports: Option<&str>) -> Result<Launch, LaunchError> {
-        let words: Vec<String> = template.split_whitespace().map(str::to_string).collect();
-        if words.is_empty() {
-            return Err(LaunchError::Empty);
-        }
-        for w in &words {
-            let mut rest = w.as_str();
-            while let Some(open) = rest.find('{') {
-                let tail = &rest[open..];
-                let end = tail.find('}').map_or(tail.len(), |e| e + 1);
-                let ph = &tail[..end];
-                if ph != "{name}" && ph != "{address}" {
-                    return Err(LaunchError::Placeholder(template.into(), ph.into()));
-                }
-                rest = &tail[end..];
-            }
-        }
+    pub fn via(template: &str, kports: Option<&str>) -> Result<Launch, TemplateError> {
         Ok(Launch::Via {
-            words,
+            template: Template::parse(template)?,
             kports: kports.unwrap_or("kports").to_string(),
         })
     }
@@ -63,26 +38,21 @@ impl Launch {
     }
 
     /// The whole command line, program first.
-    pub fn argv(&self, name: &str, address: IpAddr, args: &[String]) -> Vec<OsString> {
-        let mut v: Vec<OsString> = Vec::new();
-        match self {
-            Launch::Via { words, kports } => {
-                let addr = address.to_string();
-                v.extend(
-                    words
-                        .iter()
-                        .map(|w| w.replace("{name}", name).replace("{address}", &addr).into()),
-                );
-                v.push(kports.into());
-            }
+    pub fn argv(&self, name: &str, address: IpAddr, args: &[String]) -> Vec<String> {
+        let target = Target {
+            name: name.to_string(),
+            address,
+        };
+        let (template, kports) = match self {
+            Launch::Via { template, kports } => (template.clone(), kports.clone()),
             Launch::Lab { exe } => {
-                v.push(exe.into());
-                v.extend(["lab", "exec", name, "--"].map(OsString::from));
-                v.push(exe.into());
+                let exe = exe.display().to_string();
+                (Template::lab(&exe), exe)
             }
-        }
-        v.extend(args.iter().map(OsString::from));
-        v
+        };
+        let mut command = vec![kports];
+        command.extend(args.iter().cloned());
+        template.argv(&target, &command)
     }
 }
 
@@ -92,9 +62,7 @@ mod tests {
 
     #[test]
     fn via_fills_each_word_without_a_shell() {
-        let l = Launch::via("ssh -o BatchMode=yes root@{address}", None).unwrap_or_else(|e| {
-            panic!("{e}");
-        });
+        let l = Launch::via("ssh -o BatchMode=yes root@{address}", None).unwrap();
         let a = l.argv(
             "w1; rm -rf /",
             IpAddr::from([192, 0, 2, 21]),
@@ -110,29 +78,11 @@ mod tests {
                 "kports",
                 "probe"
             ]
-            .map(OsString::from)
         );
-        let l = Launch::via("ip netns exec {name}", Some("/opt/kports")).unwrap_or_else(|e| {
-            panic!("{e}");
-        });
+        let l = Launch::via("ip netns exec {name}", Some("/opt/kports")).unwrap();
         let a = l.argv("w1", IpAddr::from([192, 0, 2, 21]), &[]);
-        assert_eq!(
-            a,
-            ["ip", "netns", "exec", "w1", "/opt/kports"].map(OsString::from)
-        );
-    }
-
-    #[test]
-    fn bad_templates_are_refused() {
-        assert_eq!(Launch::via("  ", None), Err(LaunchError::Empty));
-        assert_eq!(
-            Launch::via("ssh {host}", None),
-            Err(LaunchError::Placeholder(
-                "ssh {host}".into(),
-                "{host}".into()
-            ))
-        );
-        assert!(Launch::via("ssh root@{address", None).is_err());
+        assert_eq!(a, ["ip", "netns", "exec", "w1", "/opt/kports"]);
+        assert!(Launch::via("ssh {host}", None).is_err());
     }
 
     #[test]
@@ -152,7 +102,6 @@ mod tests {
                 "/usr/bin/kports",
                 "preflight"
             ]
-            .map(OsString::from)
         );
     }
 }

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         Command::Explain(a) => cmd::explain::run(a, &io, &mut out),
         Command::Firewall(c) => cmd::firewall::run(c, &io, &mut out),
         Command::Probe(a) => cmd::probe::run(a, &mut out),
+        Command::Report(a) => cmd::report::run(a, &io, &mut out),
+        Command::Cluster(a) => cmd::cluster::run(a, &mut out),
         Command::Preflight(a) => cmd::preflight::run(a, &mut out),
         Command::Overlay(a) => cmd::overlay::run(a, &mut out),
         Command::Lab(a) => return lab(a),

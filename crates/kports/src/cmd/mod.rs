@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod cluster;
 pub mod completions;
 pub mod conns;
 pub mod explain;
@@ -13,6 +14,7 @@ pub mod node;
 pub mod overlay;
 pub mod preflight;
 pub mod probe;
+pub mod report;
 
 use std::path::PathBuf;
 
