@@ -14,14 +14,12 @@
 //! [`diagnose`] joins them.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kports_probe::echo::Echoes;
 use serde::{Deserialize, Serialize};
 
-use crate::launch::Launch;
+use crate::launch::{Launch, Running};
 
 /// Kinds of overlay device, with the bytes their encapsulation adds over IPv4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -498,60 +496,8 @@ fn run_on(
     args: &[String],
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    let mut cmd: Command = launch.command(&n.name, n.address, args);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    crate::preflight::end_with_us(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    let (tx, rx) = mpsc::channel();
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = std::io::Read::read_to_end(&mut std::io::Read::take(o, 16 << 20), &mut b);
-        }
-        let _ = tx.send((0, b));
-    });
-    std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(e) = err.as_mut() {
-            let _ = std::io::Read::read_to_end(&mut std::io::Read::take(e, 4096), &mut b);
-        }
-        let _ = tx2.send((1, b));
-    });
-    let deadline = Instant::now() + timeout;
-    let (mut stdout, mut stderr) = (None, None);
-    while stdout.is_none() || stderr.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok((0, b)) => stdout = Some(b),
-            Ok((_, b)) => stderr = Some(b),
-            Err(_) => break,
-        }
-    }
-    let status = if stdout.is_some() && stderr.is_some() {
-        child.wait().ok()
-    } else {
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    };
-    let Some(status) = status else {
-        return Err(format!("kports on {} did not answer in time", n.name));
-    };
-    let out = stdout.unwrap_or_default();
-    if !matches!(status.code(), Some(0 | 1)) {
-        let e = String::from_utf8_lossy(&stderr.unwrap_or_default())
-            .trim()
-            .replace('\n', " / ");
-        return Err(format!("kports on {} failed ({status}): {e}", n.name));
-    }
-    Ok(out)
+    let what = format!("kports {}", args.first().map_or("", String::as_str));
+    Running::start(launch, &n.name, n.address, args, &what).finish(Instant::now() + timeout)
 }
 
 #[derive(Debug, Deserialize)]

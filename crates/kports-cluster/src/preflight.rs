@@ -12,7 +12,7 @@
 //! SIGTERM from the kernel when this process dies.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::{BufRead as _, BufReader};
 use std::net::IpAddr;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -23,7 +23,7 @@ use kports_probe::temporary::{Held, HeldState, Holder};
 use kports_probe::{Status, Transport};
 use serde::{Deserialize, Serialize};
 
-use crate::launch::Launch;
+use crate::launch::{Launch, MAX_STDERR, Running, drain, end_with_us, one_line, wait_until};
 
 /// One node of the preflight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,15 +104,7 @@ pub type HoldResult = Result<Vec<Held>, String>;
 pub type DialResult = Result<Vec<Dial>, String>;
 
 /// A `kports probe -o json` row, as read back from a node.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Dial {
-    pub target_address: IpAddr,
-    pub proto: Transport,
-    pub port: u16,
-    pub status: Status,
-    pub errno: Option<String>,
-    pub latency_ms: f64,
-}
+pub type Dial = kports_probe::row::Row;
 
 /// The `items` of a document another kports printed.
 #[derive(Debug, Deserialize)]
@@ -143,10 +135,17 @@ pub fn run(nodes: &[Target], launch: &Launch, opts: &Options) -> Vec<Row> {
             .map(|(k, n)| start_dials(base + k, n, nodes, &held, launch, opts))
             .collect();
         let deadline = Instant::now() + opts.node_timeout + opts.probe_timeout * 2;
-        for runs in started {
+        for (runs, node) in started.into_iter().zip(chunk) {
             let mut rows = Ok(Vec::new());
             for r in runs {
-                match (r.finish(deadline), &mut rows) {
+                let read = r.finish(deadline).and_then(|out| {
+                    serde_json::from_slice::<Items<Dial>>(&out)
+                        .map(|d| d.items)
+                        .map_err(|e| {
+                            format!("kports probe on {} printed no probe rows ({e})", node.name)
+                        })
+                });
+                match (read, &mut rows) {
                     (Ok(mut v), Ok(all)) => all.append(&mut v),
                     (Err(e), Ok(_)) => rows = Err(e),
                     (_, Err(_)) => {}
@@ -216,139 +215,9 @@ fn start_dials(
                 ports_arg(&ports),
             ];
             args.extend(addrs.iter().map(ToString::to_string));
-            Running::start(&source.name, launch.command(&source.name, address, &args))
+            Running::start(launch, &source.name, address, &args, "kports probe")
         })
         .collect()
-}
-
-/// A command running on a node, its output read by threads so that neither pipe can fill up.
-struct Running {
-    node: String,
-    child: Result<Child, String>,
-    stdout: Option<mpsc::Receiver<Vec<u8>>>,
-    stderr: Option<mpsc::Receiver<Vec<u8>>>,
-}
-
-/// The most of a node's output kept: a probe document of the largest plan fits.
-const MAX_OUTPUT: u64 = 64 << 20;
-/// The most of a node's error output kept for a message.
-const MAX_STDERR: u64 = 4096;
-
-fn drain(r: impl std::io::Read + Send + 'static, limit: u64) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let mut r = r.take(limit);
-        let _ = r.read_to_end(&mut buf);
-        // Read the rest away, so the node never blocks on a full pipe.
-        let _ = std::io::copy(&mut r.into_inner(), &mut std::io::sink());
-        let _ = tx.send(buf);
-    });
-    rx
-}
-
-/// Ends the command with this process: the kernel sends it SIGTERM when this process dies (killed,
-/// or ended by a signal), so no probe or hold outlives a preflight that was interrupted.
-pub(crate) fn end_with_us(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt as _;
-    // SAFETY: the closure runs between fork and exec and calls only prctl, which is
-    // async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-impl Running {
-    fn start(node: &str, mut cmd: std::process::Command) -> Running {
-        end_with_us(&mut cmd);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        match cmd.spawn() {
-            Ok(mut child) => {
-                let stdout = child.stdout.take().map(|o| drain(o, MAX_OUTPUT));
-                let stderr = child.stderr.take().map(|e| drain(e, MAX_STDERR));
-                Running {
-                    node: node.to_string(),
-                    child: Ok(child),
-                    stdout,
-                    stderr,
-                }
-            }
-            Err(e) => Running {
-                node: node.to_string(),
-                child: Err(format!("cannot start {:?}: {e}", cmd.get_program())),
-                stdout: None,
-                stderr: None,
-            },
-        }
-    }
-
-    /// Waits for the probe rows until `deadline`, then kills the command.
-    fn finish(self, deadline: Instant) -> DialResult {
-        let mut child = self.child?;
-        let status = wait_until(&mut child, deadline);
-        let take = |rx: Option<mpsc::Receiver<Vec<u8>>>| {
-            rx.and_then(|r| r.recv_timeout(Duration::from_secs(5)).ok())
-                .unwrap_or_default()
-        };
-        let out = take(self.stdout);
-        let err = take(self.stderr);
-        let Some(status) = status else {
-            return Err(format!(
-                "the probes on {} did not finish in time and were stopped",
-                self.node
-            ));
-        };
-        // `kports probe` exits 1 when a port is not reachable: its rows say which.
-        if !matches!(status.code(), Some(0 | 1)) {
-            return Err(format!(
-                "kports probe on {} failed ({status}): {}",
-                self.node,
-                one_line(&err)
-            ));
-        }
-        serde_json::from_slice::<Items<Dial>>(&out)
-            .map(|d| d.items)
-            .map_err(|e| {
-                format!(
-                    "kports probe on {} printed no probe rows ({e}): {}",
-                    self.node,
-                    one_line(&err)
-                )
-            })
-    }
-}
-
-/// Waits for `child` until `deadline`; kills it (by its pid, which this process started) if it
-/// is still running then. `None` when it had to be killed.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
-fn one_line(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    let v: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    if v.is_empty() {
-        "no message".into()
-    } else {
-        v.join(" / ")
-    }
 }
 
 /// The nodes' holds. Dropping it ends every one: closes their standard input, waits a little,
@@ -609,8 +478,8 @@ fn dial_row(
         proto: spec.transport,
         port: spec.port,
         status: found.map(|d| d.status),
-        errno: found.and_then(|d| d.errno.clone()),
-        latency_ms: found.map(|d| d.latency_ms),
+        errno: found.and_then(|d| d.errno.map(|e| e.name().into_owned())),
+        latency_ms: found.map(|d| kports_probe::row::round_ms(d.latency_ms)),
         component,
         verdict,
         holder: None,
@@ -620,7 +489,7 @@ fn dial_row(
 
 /// The verdict on a probe of a port the target held.
 fn judge(source: &str, target: &str, addr: IpAddr, spec: PortSpec, d: &Dial) -> (Verdict, String) {
-    let errno = d.errno.as_deref().unwrap_or("no errno");
+    let errno = d.errno.map_or("no errno".into(), |e| e.name());
     match d.status {
         Status::Open => (
             Verdict::Open,
@@ -698,14 +567,17 @@ mod tests {
         }
     }
 
-    fn dial(addr: [u8; 4], port: u16, status: Status, errno: Option<&str>) -> Dial {
+    fn dial(addr: [u8; 4], port: u16, status: Status, errno: Option<i32>) -> Dial {
         Dial {
+            source: "peer".into(),
+            target: IpAddr::from(addr).to_string(),
             target_address: IpAddr::from(addr),
             proto: Transport::Tcp,
             port,
             status,
-            errno: errno.map(String::from),
-            latency_ms: 1.0,
+            errno: errno.map(kports_probe::Errno),
+            latency_ms: Duration::from_millis(1),
+            component: None,
         }
     }
 
@@ -782,12 +654,17 @@ mod tests {
         let dials = vec![
             Ok(vec![]),
             Ok(vec![
-                dial([192, 0, 2, 11], 6443, Status::Refused, Some("ECONNREFUSED")),
+                dial(
+                    [192, 0, 2, 11],
+                    6443,
+                    Status::Refused,
+                    Some(libc::ECONNREFUSED),
+                ),
                 dial(
                     [192, 0, 2, 11],
                     2379,
                     Status::Unreachable,
-                    Some("EHOSTUNREACH"),
+                    Some(libc::EHOSTUNREACH),
                 ),
             ]),
         ];

@@ -341,3 +341,66 @@ fn in_lab_nodes() -> Vec<u32> {
     }
     v
 }
+
+/// Bad input is refused with exit status 2 and a message, before anything runs (no root).
+#[test]
+fn bad_input_is_refused_with_a_reason() {
+    let dir = std::env::temp_dir().join(format!("kports-preflight-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv = dir.join("nodes.yaml");
+    std::fs::write(
+        &inv,
+        "nodes:\n  - name: a\n    address: 127.0.0.1\n    roles: [worker]\n",
+    )
+    .unwrap();
+    let inv = inv.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["preflight"], "--inventory"),
+        (&["preflight", "--inventory", inv], "--via"),
+        (
+            &["preflight", "--inventory", inv, "--via", "ssh {host}"],
+            "{host}",
+        ),
+        (
+            &["preflight", "--inventory", inv, "--via", "ssh 'x"],
+            "quote",
+        ),
+        (&["preflight", "--hold"], "--ports"),
+        (
+            &["preflight", "--lab", "--hold", "--ports", "1"],
+            "cannot be used",
+        ),
+        (
+            &[
+                "preflight",
+                "--inventory",
+                inv,
+                "--via",
+                "true",
+                "--cni",
+                "nope",
+            ],
+            "nope",
+        ),
+        (
+            &["preflight", "--inventory", "/nonexistent", "--via", "true"],
+            "/nonexistent",
+        ),
+        (&["overlay"], "--inventory"),
+        (
+            &["overlay", "--inventory", inv, "--via", "true"],
+            "two nodes",
+        ),
+        (
+            &["overlay", "--node", "--ping", "not-an-address"],
+            "not-an-address",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = kports(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?} should say {says}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
