@@ -116,10 +116,15 @@ struct Items<T> {
 pub fn run(nodes: &[Target], launch: &Launch, opts: &Options) -> Vec<Row> {
     let mut holds = Holds::default();
     let mut held: Vec<HoldResult> = Vec::with_capacity(nodes.len());
+    // The holds outlast every phase (each chunk's reports, then each chunk's probes) with a
+    // margin, and no more: a hold whose input never closes still lets go then.
+    let chunks = nodes.len().div_ceil(opts.parallel.max(1)) as u32;
+    let phase = opts.node_timeout + opts.probe_timeout * 2;
+    let max_hold = (phase * (2 * chunks + 1)).as_secs().clamp(60, 86_400);
     for chunk in nodes.chunks(opts.parallel.max(1)) {
         let first = holds.children.len();
         for n in chunk {
-            holds.start(n, launch);
+            holds.start(n, launch, max_hold);
         }
         let deadline = Instant::now() + opts.node_timeout;
         for i in first..holds.children.len() {
@@ -152,6 +157,15 @@ pub fn run(nodes: &[Target], launch: &Launch, opts: &Options) -> Vec<Row> {
                 }
             }
             dials.push(rows);
+        }
+    }
+    // A hold that ended while its peers dialled leaves their results unknown, not blocked.
+    for (i, h) in held.iter_mut().enumerate() {
+        if h.is_ok() && holds.ended(i) {
+            *h = Err(format!(
+                "the preflight on {} ended before its peers finished dialling: its ports were not held throughout",
+                nodes[i].name
+            ));
         }
     }
     drop(holds);
@@ -239,13 +253,15 @@ struct HoldChild {
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 impl Holds {
-    fn start(&mut self, n: &Target, launch: &Launch) {
+    fn start(&mut self, n: &Target, launch: &Launch, max_hold: u64) {
         let ports: Vec<PortSpec> = n.ports.iter().map(|(p, _)| *p).collect();
         let args = vec![
             "preflight".to_string(),
             "--hold".into(),
             "--ports".into(),
             ports_arg(&ports),
+            "--max-hold".into(),
+            max_hold.to_string(),
         ];
         let child = match (n.addresses.first(), ports.is_empty()) {
             (_, true) => Err(format!("{} has no ports to hold", n.name)),
@@ -312,6 +328,16 @@ impl Holds {
                     )
                 })
             }
+        }
+    }
+}
+
+impl Holds {
+    /// Whether hold `i` has exited (it should still be holding).
+    fn ended(&mut self, i: usize) -> bool {
+        match self.children.get_mut(i).map(|h| h.child.as_mut()) {
+            Some(Ok(c)) => !matches!(c.try_wait(), Ok(None)),
+            _ => true,
         }
     }
 }

@@ -314,6 +314,67 @@ fn nothing_stays_bound_when_the_preflight_is_killed_midway() {
     );
 }
 
+#[test]
+fn a_node_whose_hold_dies_midway_is_unknown_not_blocked() {
+    let _lab = Lab::bare();
+    // cp1 drops 6443, so its peers' probes take their whole timeout while w1's hold is killed.
+    let out = kports(&["lab", "fault", "cp1", "drop", "tcp/6443"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = Command::new(KPORTS)
+        .args(["preflight", "--lab", "-o", "json", "--timeout", "5s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let holder = loop {
+        let pid = bound_in("w1")
+            .iter()
+            .filter(|l| l.contains(":10250"))
+            .find_map(|l| {
+                l.split("pid=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            });
+        if let Some(pid) = pid {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "w1 never held 10250"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    // The hold is a process the preflight started for this test (kports in w1's namespace).
+    let comm = std::fs::read_to_string(format!("/proc/{holder}/comm")).unwrap();
+    assert_eq!(comm.trim(), "kports");
+    let _ = Command::new("kill")
+        .args(["-9", &holder.to_string()])
+        .status();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = doc["items"].as_array().unwrap();
+    let w1: Vec<&Value> = rows.iter().filter(|r| r["target"] == "w1").collect();
+    assert!(!w1.is_empty());
+    for r in &w1 {
+        assert_eq!(r["verdict"], "unknown", "{r:#?}");
+        assert!(
+            r["cause"].as_str().unwrap().contains("ended before"),
+            "{r:#?}"
+        );
+    }
+    assert!(
+        rows.iter()
+            .all(|r| r["verdict"] != "path-blocked" || r["port"] == 6443)
+    );
+    assert_eq!(settle_unbound(), Vec::<String>::new(), "left bound");
+}
+
 /// Pids of live processes whose network namespace is one of the lab's nodes.
 fn in_lab_nodes() -> Vec<u32> {
     use std::os::unix::fs::MetadataExt as _;
