@@ -456,10 +456,13 @@ impl NodeReport {
     }
 
     /// `kports firewall plan`: the rules that open what each source needs, for `backend`.
+    /// `kports firewall plan`; with `own_table_only`, the script writes kports's own table or
+    /// chain only, and a drop elsewhere that still blocks a wanted connection stays (reported).
     pub fn firewall_plan(
         &self,
         backend: PlanBackend,
         zone: Option<String>,
+        own_table_only: bool,
     ) -> Result<FirewallPlan<'_>, Error> {
         let fw = self.read_firewall()?;
         let all = fw.sources.ranges(SourceKind::All);
@@ -501,6 +504,7 @@ impl NodeReport {
             etcd: fw.sources.ranges(SourceKind::EtcdPeers),
             load_balancers: fw.sources.ranges(SourceKind::LoadBalancers),
             zone,
+            own_table_only,
         };
         let default_zone = fw.managers.firewalld.as_ref().and_then(|f| {
             f.zones
@@ -521,6 +525,18 @@ impl NodeReport {
 
     /// The firewall as read; asking for a firewall view of a report made without reading it
     /// is refused (an empty ruleset would call everything open).
+    /// `kports firewall plan --remove`: everything kports added to the node's firewall (its
+    /// table, its chains, the accepts it tagged in other chains) and the script that takes it
+    /// out. Needs neither the roles nor the sources.
+    pub fn firewall_removal(&self) -> Result<FirewallRemoval<'_>, Error> {
+        let fw = self.read_firewall()?;
+        Ok(FirewallRemoval {
+            firewall: fw,
+            removal: plan::removal(&fw.ruleset),
+            warnings: self.firewall_warnings(),
+        })
+    }
+
     fn read_firewall(&self) -> Result<&Firewall, Error> {
         self.firewall.as_ref().ok_or(Error::FirewallNotRead)
     }
@@ -672,6 +688,14 @@ pub struct FirewallCheck<'a> {
     pub summary: Summary,
     /// How the role, the CNI and the sources were found, and what is not judged.
     pub notes: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// `kports firewall plan --remove`'s result.
+#[derive(Debug)]
+pub struct FirewallRemoval<'a> {
+    pub firewall: &'a Firewall,
+    pub removal: plan::Removal,
     pub warnings: Vec<Warning>,
 }
 

@@ -88,7 +88,7 @@ fn firewall_check_and_plan_use_the_same_sources_as_the_check() {
         fc.notes
     );
     // The plan opens the kubelet to the control plane the census shows.
-    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None, false).unwrap();
     assert!(fp.plan.script.contains("192.0.2.11"), "{}", fp.plan.script);
 }
 
@@ -96,7 +96,7 @@ fn firewall_check_and_plan_use_the_same_sources_as_the_check() {
 fn a_plan_without_sources_and_an_unknown_role_are_refused() {
     let node = NodeReport::build(&worker(), &Options::default()).unwrap();
     assert!(matches!(
-        node.firewall_plan(PlanBackend::Nft, None),
+        node.firewall_plan(PlanBackend::Nft, None, false),
         Err(Error::PlanNeedsSources)
     ));
     let empty = Replay {
@@ -397,7 +397,7 @@ fn etcd_peers_come_from_the_initial_cluster_and_the_control_plane_from_the_kubec
         },
     )
     .unwrap();
-    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None, false).unwrap();
     let script = &fp.plan.script;
     for rule in [
         "ip saddr { 192.0.2.11, 192.0.2.22 } tcp dport 2380 accept",
@@ -425,7 +425,9 @@ fn a_plan_that_cannot_find_the_control_plane_is_refused_and_a_control_plane_is_i
     lost.sockets
         .retain(|s| s.state != kports_core::SockState::Established);
     let node = NodeReport::build(&lost, &options(None)).unwrap();
-    let e = node.firewall_plan(PlanBackend::Nft, None).unwrap_err();
+    let e = node
+        .firewall_plan(PlanBackend::Nft, None, false)
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "the plan opens tcp/10250 to the control plane, whose address kports cannot find (no connection to an API server, no readable kubeconfig): pass --control-plane ADDR"
@@ -439,7 +441,7 @@ fn a_plan_that_cannot_find_the_control_plane_is_refused_and_a_control_plane_is_i
         },
     )
     .unwrap();
-    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None, false).unwrap();
     assert!(
         fp.plan
             .script
@@ -449,7 +451,7 @@ fn a_plan_that_cannot_find_the_control_plane_is_refused_and_a_control_plane_is_i
     );
     // A control-plane node is its own control-plane source.
     let node = NodeReport::build(&lost, &options(Some(Role::ControlPlane.into()))).unwrap();
-    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None, false).unwrap();
     assert!(
         fp.plan
             .script
