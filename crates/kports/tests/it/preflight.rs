@@ -403,6 +403,53 @@ fn in_lab_nodes() -> Vec<u32> {
     v
 }
 
+/// The inventory path: the nodes from a kports inventory, reached through a `--via` template
+/// (`ip netns exec kports-{name}`, as `ssh root@{address}` would reach real nodes), for both the
+/// preflight and the overlay check.
+#[test]
+fn an_inventory_and_a_via_template_reach_the_nodes() {
+    let _lab = Lab::bare();
+    let dir = std::env::temp_dir().join(format!("kports-preflight-via-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv = dir.join("nodes.yaml");
+    std::fs::write(
+        &inv,
+        "nodes:\n\
+         \x20 - {name: cp1, address: 192.0.2.11, roles: [control-plane]}\n\
+         \x20 - {name: w1, address: 192.0.2.21, roles: [worker]}\n\
+         \x20 - {name: w2, address: 192.0.2.22, roles: [worker]}\n",
+    )
+    .unwrap();
+    let inv = inv.to_str().unwrap();
+    let via = [
+        "--inventory",
+        inv,
+        "--via",
+        "ip netns exec kports-{name}",
+        "--remote-kports",
+        KPORTS,
+    ];
+    let run = |cmd: &str| {
+        let mut a = vec![cmd, "-o", "json"];
+        a.extend_from_slice(&via);
+        let out = kports(&a);
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{cmd}: not JSON ({e}): {}", text(&out.stderr)));
+        (out.status.code(), doc["items"].as_array().unwrap().clone())
+    };
+    let (code, rows) = run("preflight");
+    assert_eq!(code, Some(0), "{rows:#?}");
+    // IPv4 only: the inventory gives no address6.
+    assert_eq!(rows.len(), 4 * 2 + 2 * 2, "{rows:#?}");
+    assert!(rows.iter().all(|r| r["verdict"] == "open"), "{rows:#?}");
+    assert_eq!(settle_unbound(), Vec::<String>::new(), "left bound");
+    let (code, rows) = run("overlay");
+    assert_eq!(code, Some(0), "{rows:#?}");
+    assert_eq!(rows.len(), 6, "{rows:#?}");
+    assert!(rows.iter().all(|r| r["verdict"] == "pass"), "{rows:#?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Bad input is refused with exit status 2 and a message, before anything runs (no root).
 #[test]
 fn bad_input_is_refused_with_a_reason() {
