@@ -87,6 +87,13 @@ pub struct Device {
     pub address: Option<Ipv4Addr>,
 }
 
+/// An interface and its MTU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub name: String,
+    pub mtu: u32,
+}
+
 /// Packet counters of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -113,8 +120,8 @@ pub struct Pings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeFacts {
     pub device: Option<Device>,
-    /// The interface holding the node's address, and its MTU.
-    pub underlay: Option<(String, u32)>,
+    /// The interface holding the node's address between nodes.
+    pub underlay: Option<Link>,
     pub counters: Option<Counters>,
     /// The device's forwarding entries: which tunnel endpoint each MAC goes to (VXLAN).
     pub fdb: Vec<Entry>,
@@ -388,9 +395,9 @@ fn pair(
         let small_side = [(s, sf), (t, tf)]
             .into_iter()
             .filter_map(|(n, f)| f.underlay.as_ref().map(|u| (n, u)))
-            .find(|(_, (_, mtu))| *mtu < needed);
+            .find(|(_, u)| u.mtu < needed);
         row.message = match small_side {
-            Some((n, (dev, mtu))) => format!(
+            Some((n, Link { name: dev, mtu })) => format!(
                 "MTU too small for the encapsulation: {}'s {} has MTU {}, which with {kind}'s {} \
                  bytes needs {needed} on the underlay, but {}'s {dev} has {mtu}",
                 s.name,
@@ -659,7 +666,10 @@ mod tests {
                 port: Some(8472),
                 address: Some(Ipv4Addr::new(10, 244, index, 0)),
             }),
-            underlay: Some(("eth0".into(), underlay_mtu)),
+            underlay: Some(Link {
+                name: "eth0".into(),
+                mtu: underlay_mtu,
+            }),
             counters: Some(Counters {
                 rx_packets: 10,
                 tx_packets: 10,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use kports_cluster::overlay::{
-    self, Counters, Device, Entry, KNOWN_DEVICES, Kind, NodeFacts, Options, Pings, Row, Target,
-    Verdict,
+    self, Counters, Device, Entry, KNOWN_DEVICES, Kind, Link, NodeFacts, Options, Pings, Row,
+    Target, Verdict,
 };
 use kports_core::Interface;
 use kports_linux::neigh::{self, Table};
@@ -97,7 +97,10 @@ fn node(args: &OverlayArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         ifaces
             .iter()
             .find(|i| i.addresses.iter().any(|x| x.address == a))
-            .map(|i| (i.name.clone(), i.mtu))
+            .map(|i| Link {
+                name: i.name.clone(),
+                mtu: i.mtu,
+            })
     });
     let (mut fdb, mut neighbours) = (Vec::new(), Vec::new());
     if let Some(i) = dev {
@@ -215,8 +218,8 @@ fn node_table(out: &mut Out<impl Write>, f: &NodeFacts) -> std::io::Result<()> {
             d.address.map_or("none".into(), |a| a.to_string())
         ))?,
     }
-    if let Some((name, mtu)) = &f.underlay {
-        out.line(&format!("underlay {name}, MTU {mtu}"))?;
+    if let Some(u) = &f.underlay {
+        out.line(&format!("underlay {}, MTU {}", u.name, u.mtu))?;
     }
     for p in &f.pings {
         out.line(&format!(
@@ -253,4 +256,43 @@ fn table(out: &mut Out<impl Write>, rows: &[Row]) -> std::io::Result<()> {
         rows.len(),
         rows.len() - failed
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, kind: &str) -> Interface {
+        Interface {
+            index: 1,
+            name: name.into(),
+            kind: kind.into(),
+            state: "up".into(),
+            mtu: 1450,
+            mac: None,
+            master: None,
+            tunnel_port: None,
+            addresses: Vec::new(),
+            netns: None,
+        }
+    }
+
+    #[test]
+    fn picks_the_cni_device_before_other_tunnels() {
+        let v = [
+            iface("eth0", "device"),
+            iface("vxlan0", "vxlan"),
+            iface("flannel.1", "vxlan"),
+        ];
+        assert_eq!(pick(&v, None).map(|i| i.name.as_str()), Some("flannel.1"));
+        assert_eq!(pick(&v[..2], None).map(|i| i.name.as_str()), Some("vxlan0"));
+        assert_eq!(pick(&v[..1], None), None);
+        assert_eq!(
+            pick(&v, Some("vxlan0")).map(|i| i.name.as_str()),
+            Some("vxlan0")
+        );
+        // A known name that is not a tunnel is passed over.
+        let odd = [iface("flannel.1", "bridge"), iface("tunl0", "ipip")];
+        assert_eq!(pick(&odd, None).map(|i| i.name.as_str()), Some("tunl0"));
+    }
 }
