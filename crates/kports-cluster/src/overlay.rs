@@ -419,21 +419,45 @@ fn pair(
         };
         return row;
     }
-    if sd.kind == Kind::Vxlan && !sf.fdb.iter().any(|e| e.address == t.address) {
-        row.cause = Cause::MissingFdb;
-        row.message = format!(
-            "{}'s {} has no forwarding (FDB) entry for {}'s tunnel endpoint {}: `bridge fdb show dev {}` on {}",
-            s.name, sd.name, t.name, t.address, sd.name, s.name
-        );
-        return row;
+    // The requests need the source's entries for the target; the replies the target's for the
+    // source (only when the requests arrived, or the counters are unknown).
+    let mut sides = vec![(s, sd, sf, t, taddr)];
+    if delta != Some(0) {
+        if let Some(saddr) = sd.address {
+            sides.push((t, td, tf, s, saddr));
+        }
     }
-    if sd.kind == Kind::Vxlan && !sf.neighbours.iter().any(|e| e.address == IpAddr::V4(taddr)) {
-        row.cause = Cause::MissingNeighbour;
-        row.message = format!(
-            "{}'s {} has no neighbour entry for {}'s overlay address {taddr}: `ip neigh show dev {}` on {}",
-            s.name, sd.name, t.name, sd.name, s.name
-        );
-        return row;
+    for (from, dev, facts, to, to_overlay) in sides {
+        if dev.kind != Kind::Vxlan {
+            continue;
+        }
+        let why = if from.name == s.name {
+            "its echoes cannot leave"
+        } else {
+            "its replies cannot go back"
+        };
+        if !facts.fdb.iter().any(|e| e.address == to.address) {
+            row.cause = Cause::MissingFdb;
+            row.message = format!(
+                "{}'s {} has no forwarding (FDB) entry for {}'s tunnel endpoint {}: {why} \
+                 (`bridge fdb show dev {}` on {})",
+                from.name, dev.name, to.name, to.address, dev.name, from.name
+            );
+            return row;
+        }
+        if !facts
+            .neighbours
+            .iter()
+            .any(|e| e.address == IpAddr::V4(to_overlay))
+        {
+            row.cause = Cause::MissingNeighbour;
+            row.message = format!(
+                "{}'s {} has no neighbour entry for {}'s overlay address {to_overlay}: {why} \
+                 (`ip neigh show dev {}` on {})",
+                from.name, dev.name, to.name, dev.name, from.name
+            );
+            return row;
+        }
     }
     match delta {
         Some(0) => {
@@ -767,6 +791,24 @@ mod tests {
         let r = one_way(a, b, 0, 0, 0);
         assert_eq!(r.cause, Cause::MissingFdb);
         assert!(r.message.contains("192.0.2.21"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_missing_fdb_entry_on_the_far_side_loses_the_replies() {
+        let (a, mut b) = pair_facts(1500);
+        b.fdb.clear();
+        let r = one_way(a, b, 0, 0, 3);
+        assert_eq!(r.cause, Cause::MissingFdb);
+        assert!(
+            r.message.starts_with("w1's flannel.1 has no forwarding"),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.contains("replies cannot go back"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]

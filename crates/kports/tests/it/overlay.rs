@@ -1,6 +1,7 @@
 //! `kports overlay --lab`: the lab's flannel-style VXLAN carries traffic between every pair of
 //! nodes; a drop of udp/8472 on one node fails exactly the pairs with that node, naming its
-//! firewall rule; an underlay MTU too small for VXLAN's 50 bytes is named.
+//! firewall rule; an underlay MTU too small for VXLAN's 50 bytes is named; a forwarding entry
+//! missing on one node is named on that node.
 //!
 //! Root, one lab at a time (the lab turn), a lab without components (the overlay is the lab's
 //! network, not a component's); a guard runs `kports lab down` when a test ends.
@@ -158,5 +159,42 @@ fn an_underlay_mtu_too_small_for_vxlan_is_named() {
         let m = r["message"].as_str().unwrap();
         assert!(m.contains("w2's eth0 has 1400"), "{m}");
         assert!(m.contains("needs 1500"), "{m}");
+    }
+}
+
+#[test]
+fn a_missing_fdb_entry_is_named_on_the_side_that_lacks_it() {
+    let _lab = Lab::bare();
+    // cp1 forgets where w1's VTEP MAC lives (as when flannel's lease for w1 was not seen).
+    let out = Command::new("bridge")
+        .args([
+            "-n",
+            "kports-cp1",
+            "fdb",
+            "del",
+            "02:6b:70:00:00:01",
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.21",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (code, rows) = overlay();
+    assert_eq!(code, 1);
+    assert_eq!(
+        failing(&rows),
+        set(&[("cp1", "w1", "missing-fdb"), ("w1", "cp1", "missing-fdb")]),
+        "{rows:#?}"
+    );
+    for r in rows.iter().filter(|r| r["verdict"] != "pass") {
+        let m = r["message"].as_str().unwrap();
+        assert!(
+            m.starts_with(
+                "cp1's flannel.1 has no forwarding (FDB) entry for w1's tunnel endpoint 192.0.2.21"
+            ),
+            "{m}"
+        );
     }
 }
