@@ -499,6 +499,115 @@ fn a_cni_backend_given_by_hand_requires_its_ports_only() {
     );
     assert_eq!(
         flannel("flannel:ipsec").unwrap_err().to_string(),
-        "--cni flannel:ipsec: the catalog knows flannel's backends vxlan, udp, wireguard"
+        "--cni flannel:ipsec: the catalog knows flannel's backends host-gw, udp, vxlan, wireguard"
+    );
+    assert_eq!(flannel("flannel:host-gw").unwrap(), Vec::<String>::new());
+}
+
+/// The example worker running flanneld (pid 700, connected to the API server, with `args`), and
+/// `files` readable.
+fn flannel_worker(args: &str, files: &[(&str, &str)]) -> Replay {
+    let mut r = worker();
+    let mut s = r.sockets[4].clone();
+    s.local_port = 40001;
+    s.inode += 1;
+    s.component = Some("flannel");
+    s.processes = std::sync::Arc::new(vec![std::sync::Arc::new(kports_core::ProcessRef {
+        pid: 700,
+        name: "flanneld".into(),
+        cmdline: format!("/opt/bin/flanneld --ip-masq --kube-subnet-mgr {args}"),
+        secrets: Vec::new(),
+        container_id: None,
+        pod_uid: None,
+    })]);
+    r.sockets.push(s);
+    for (path, text) in files {
+        r.files.insert(PathBuf::from(path), text.to_string());
+    }
+    r
+}
+
+fn flannel_ports(node: &NodeReport) -> Vec<String> {
+    node.required()
+        .unwrap()
+        .0
+        .iter()
+        .filter(|p| p.component == "flannel")
+        .map(|p| p.label())
+        .collect()
+}
+
+#[test]
+fn flannels_net_conf_decides_its_backend_and_port() {
+    const WG: &str = r#"{"Network": "10.244.0.0/16", "Backend": {"Type": "wireguard"}}"#;
+    // Inside flanneld's container, where the DaemonSet mounts it.
+    let r = flannel_worker("", &[("/proc/700/root/etc/kube-flannel/net-conf.json", WG)]);
+    let node = NodeReport::build(&r, &Options::default()).unwrap();
+    assert_eq!(node.cni.value, ["flannel"]);
+    assert_eq!(flannel_ports(&node), ["udp/51820", "udp/51821"]);
+    let wg = node
+        .resolved
+        .iter()
+        .find(|x| x.entry.component == "flannel" && x.port.first == 51820)
+        .unwrap();
+    assert_eq!(
+        wg.in_use.as_deref(),
+        Some("/etc/kube-flannel/net-conf.json of flanneld (pid 700): Backend.Type wireguard")
+    );
+    // --net-config-path, on the host; its VXLAN port moves 8472.
+    let r = flannel_worker(
+        "--net-config-path=/etc/flannel/net.json",
+        &[(
+            "/etc/flannel/net.json",
+            r#"{"Backend": {"Type": "vxlan", "Port": 4789}}"#,
+        )],
+    );
+    let node = NodeReport::build(&r, &Options::default()).unwrap();
+    assert_eq!(flannel_ports(&node), ["udp/4789"]);
+    // --cni wins over the file.
+    let r = flannel_worker("", &[("/proc/700/root/etc/kube-flannel/net-conf.json", WG)]);
+    let given = Options {
+        cni: Some(vec!["flannel:udp".into()]),
+        ..Options::default()
+    };
+    let node = NodeReport::build(&r, &given).unwrap();
+    assert_eq!(flannel_ports(&node), ["udp/8285"]);
+}
+
+#[test]
+fn a_bad_or_unknown_net_conf_is_a_warning_and_the_devices_decide() {
+    let warnings = |node: &NodeReport| -> Vec<String> {
+        node.check(None, false)
+            .warnings
+            .iter()
+            .filter(|w| w.code.starts_with("cni-"))
+            .map(|w| format!("{}: {}", w.code, w.message))
+            .collect()
+    };
+    let r = flannel_worker("", &[("/etc/kube-flannel/net-conf.json", "{oops")]);
+    let node = NodeReport::build(&r, &Options::default()).unwrap();
+    assert_eq!(
+        flannel_ports(&node),
+        ["udp/8472", "udp/8285", "udp/51820", "udp/51821"]
+    );
+    let w = warnings(&node);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("cni-config-unreadable: /etc/kube-flannel/net-conf.json: not JSON"),
+        "{w:?}"
+    );
+    let r = flannel_worker(
+        "",
+        &[(
+            "/etc/kube-flannel/net-conf.json",
+            r#"{"Backend": {"Type": "ipsec"}}"#,
+        )],
+    );
+    let node = NodeReport::build(&r, &Options::default()).unwrap();
+    assert_eq!(
+        warnings(&node),
+        [
+            "cni-backend-unknown: /etc/kube-flannel/net-conf.json: Backend.Type ipsec: the catalog knows flannel's backends host-gw, udp, vxlan, wireguard, not ipsec: that backend's ports are not judged"
+        ]
     );
 }

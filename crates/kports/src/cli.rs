@@ -523,8 +523,9 @@ pub struct NodeContext {
     pub role: Option<Vec<RoleArg>>,
     /// The CNI plugin(s), comma-separated, for their overlay and control ports: calico,
     /// flannel, cilium, weave, antrea, kube-router, or none; `flannel:wireguard` (or `:vxlan`,
-    /// `:udp`) also names the backend, whose ports alone are then required. Detected from
-    /// agents and devices when not given.
+    /// `:udp`, `:host-gw`; `calico:vxlan+wireguard`) also names the backends, whose ports alone
+    /// are then required. Detected from agents and devices (and flannel's net-conf.json) when
+    /// not given.
     #[arg(long, value_delimiter = ',', value_name = "CNI")]
     pub cni: Option<Vec<String>>,
     /// A catalog file that extends or overrides the built-in one (format: docs/catalog.md).

@@ -58,13 +58,20 @@ struct Lab {
 
 impl Lab {
     fn up() -> Lab {
+        Lab::up_with(&[])
+    }
+
+    /// `kports lab up ARGS`.
+    fn up_with(args: &[&str]) -> Lab {
         let turn = lab_turn();
         assert!(
             !Path::new(RUN_DIR).exists(),
             "a kports lab is already up on this machine; run `kports lab down` first"
         );
         let lab = Lab { _turn: turn };
-        kports_ok(&["lab", "up"]);
+        let mut a = vec!["lab", "up"];
+        a.extend_from_slice(args);
+        kports_ok(&a);
         lab
     }
 }
@@ -1445,4 +1452,261 @@ fn a_lab_node_whose_link_is_down_has_the_path_finding_until_it_is_up() {
     assert_eq!(prereq_findings(&check("w2", &[]).1), []);
     kports_ok(&["lab", "fault", "w1", "up"]);
     assert_eq!(prereq_findings(&check("w1", &[]).1), []);
+}
+
+// ------------------------------------------------------ a worker that is also an etcd member
+
+const CP1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+const W1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 21);
+const W2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 22);
+
+/// The remote addresses of `node`'s established connections to or from TCP port `port`.
+fn established_with(node: &str, port: u16) -> BTreeSet<IpAddr> {
+    let out = lab_exec_ok(node, &["ss", "-Htn", "state", "established"]);
+    let mut v = BTreeSet::new();
+    for line in out.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let [.., local, peer] = cols[..] else {
+            continue;
+        };
+        let parse = |ep: &str| -> Option<SocketAddr> {
+            ep.replace("[::ffff:", "").replace(']', "").parse().ok()
+        };
+        let (Some(l), Some(p)) = (parse(local), parse(peer)) else {
+            continue;
+        };
+        if l.port() == port || p.port() == port {
+            v.insert(p.ip());
+        }
+    }
+    v
+}
+
+/// `firewall check -o json --sources LAB_NET` in `node`, the control plane left to detection.
+fn firewall_check_detected(node: &str) -> Value {
+    let out = lab_exec_ok(
+        node,
+        &[
+            KPORTS,
+            "firewall",
+            "check",
+            "-o",
+            "json",
+            "--sources",
+            LAB_NET,
+            "--fail-on",
+            "never",
+        ],
+    );
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("firewall check in {node}: not JSON ({e}):\n{out}"))
+}
+
+/// `kports lab up --etcd-workers 2`: w1 and w2 each run an etcd member joined to cp1's, as
+/// nodes with RKE's etcd and worker roles do. Both roles are detected and judged together, the
+/// faults of a worker are found there, and the firewall's sources come from evidence: the
+/// control plane from the API-server connection, the etcd peers from `--initial-cluster`.
+#[test]
+fn a_worker_with_an_etcd_member_is_judged_for_both_roles() {
+    let _lab = Lab::up_with(&["--etcd-workers", "2"]);
+    for node in ["w1", "w2"] {
+        let (code, doc) = check(node, &[]);
+        assert_eq!(findings(&doc), [], "{node}: {doc:#}");
+        assert_eq!(code, 0, "{node}");
+        assert_eq!(
+            doc["context"]["roles"]["value"],
+            serde_json::json!(["worker", "etcd"]),
+            "{node}"
+        );
+    }
+    // Joined, not alone: w1's member exchanges raft traffic with cp1's and w2's (bounded wait
+    // for the peers' streams).
+    let want = BTreeSet::from([IpAddr::V4(CP1), IpAddr::V4(W2)]);
+    let mut peers = BTreeSet::new();
+    for _ in 0..50 {
+        peers = established_with("w1", 2380);
+        if want.is_subset(&peers) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(want.is_subset(&peers), "w1's etcd peers: {peers:?}");
+
+    // kube-proxy's metrics bound to 0.0.0.0: wider than kubeadm binds it.
+    kports_ok(&["lab", "fault", "w1", "stop", "kube-proxy"]);
+    {
+        let _proxy = Squatter::start("w1", "kube-proxy", &["tcp:[::]:10256", "tcp:0.0.0.0:10249"]);
+        settles_to(
+            "w1",
+            &[
+                f("bound-too-wide", "warning", "tcp/10249"),
+                f("firewall-exposes-private-port", "warning", "tcp/10249"),
+            ],
+        );
+        assert_eq!(check("w1", &[]).0, 0, "warnings only");
+    }
+    kports_ok(&["lab", "fault", "w1", "clear"]);
+    settles_to("w1", &[]);
+
+    // Another program on the kubelet's port, with the kubelet stopped: a conflict, exit 1.
+    kports_ok(&["lab", "fault", "w1", "stop", "kubelet"]);
+    {
+        let nginx = Squatter::start("w1", "nginx", &["tcp:0.0.0.0:10250"]);
+        let doc = settles_to(
+            "w1",
+            &[
+                f("port-conflict", "error", "tcp/10250"),
+                f("port-not-listening", "warning", "tcp/10248"),
+            ],
+        );
+        let conflict = doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == "port-conflict")
+            .unwrap();
+        assert_eq!(
+            conflict["evidence"]["sockets"][0]["processes"][0]["pid"],
+            nginx.pid(),
+            "{conflict:#}"
+        );
+        assert_eq!(check("w1", &[]).0, 1);
+    }
+    kports_ok(&["lab", "fault", "w1", "clear"]);
+    settles_to("w1", &[]);
+
+    // The kubelet serving its read-only port: found although the node is an etcd member too.
+    {
+        // A second kubelet, as the lab's own would be with --read-only-port=10255.
+        let _ro = Squatter::start(
+            "w1",
+            "kubelet",
+            &[
+                "tcp:0.0.0.0:10255",
+                "--node-ip=192.0.2.21",
+                "--read-only-port=10255",
+            ],
+        );
+        settles_to("w1", &[f("readonly-port-open", "warning", "tcp/10255")]);
+        assert_eq!(check("w1", &[]).0, 0);
+        assert_eq!(check("w1", &["--fail-on", "warning"]).0, 1);
+    }
+    settles_to("w1", &[]);
+
+    // Sources from evidence: the control plane is where the API server is (cp1); w2, an etcd
+    // peer only, needs etcd's ports here but not the kubelet's.
+    let doc = firewall_check_detected("w1");
+    let want = |src: Ipv4Addr, port: u16| -> Vec<bool> {
+        judged(&doc, src.into(), port)
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect()
+    };
+    assert_eq!(want(CP1, 10250), [true], "{doc:#}");
+    assert_eq!(want(W2, 10250), [false], "{doc:#}");
+    assert_eq!(want(W2, 2380), [true], "{doc:#}");
+    assert_eq!(want(CP1, 2380), [true], "{doc:#}");
+    // The lab's flannel runs VXLAN (flannel.1): 8472 is its only required port.
+    let flannel: BTreeSet<u64> = doc["items"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["port"]["component"] == "flannel")
+        .map(|r| r["port"]["lo"].as_u64().unwrap())
+        .collect();
+    assert_eq!(flannel, BTreeSet::from([8472]), "{doc:#}");
+
+    // A plan written without --control-plane keeps the control plane's way to the kubelet open
+    // (real connections from the other nodes' namespaces), and the etcd peer's to etcd.
+    let plan = [
+        KPORTS,
+        "firewall",
+        "plan",
+        "--backend",
+        "nft",
+        "--sources",
+        LAB_NET,
+        "--script",
+    ];
+    let mut cmd = vec![
+        "sh",
+        "-c",
+        "s=$(\"$@\") || exit 1; printf '%s\\n' \"$s\" | sh",
+        "sh",
+    ];
+    cmd.extend_from_slice(&plan);
+    lab_exec_ok("w1", &cmd);
+    assert_eq!(connect("cp1", W1.into(), 10250), Outcome::Connected);
+    assert_eq!(connect("w2", W1.into(), 2380), Outcome::Connected);
+    assert_ne!(connect("w2", W1.into(), 10250), Outcome::Connected);
+    // And the check, judging from the same sources, agrees with the rules the plan wrote.
+    let (code, doc) = check("w1", &["--sources", LAB_NET]);
+    assert_eq!(findings(&doc), [], "{doc:#}");
+    assert_eq!(code, 0);
+}
+
+/// On the control-plane node, `check` and `firewall check` (each choosing its sources as it
+/// will) agree, fault by fault, on which required ports the firewall blocks.
+#[test]
+fn check_and_firewall_check_agree_on_what_is_blocked_on_the_control_plane() {
+    let _lab = Lab::up();
+    let blocked_by_check = || -> BTreeSet<String> {
+        findings(&check("cp1", &[]).1)
+            .into_iter()
+            .filter(|(id, _, _)| id == "firewall-blocks-required-port")
+            .map(|(_, _, port)| port)
+            .collect()
+    };
+    let blocked_by_firewall_check = || -> (bool, BTreeSet<String>) {
+        let (ok, out, err) = lab_exec("cp1", &[KPORTS, "firewall", "check", "-o", "json"]);
+        let doc: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("firewall check: not JSON ({e}):\n{out}{err}"));
+        let ports = doc["items"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["expect_open"] == true && r["ok"] == false)
+            .map(|r| {
+                let (lo, hi) = (&r["port"]["lo"], &r["port"]["hi"]);
+                let port = if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                };
+                format!("{}/{port}", r["port"]["proto"].as_str().unwrap())
+            })
+            .collect();
+        (ok, ports)
+    };
+    let (ok, none) = blocked_by_firewall_check();
+    assert!(ok, "a clean lab node passes firewall check");
+    assert_eq!(none, BTreeSet::new());
+    assert_eq!(blocked_by_check(), BTreeSet::new());
+    // A single control plane with a stacked etcd member: the API server reaches etcd over
+    // loopback and no other member exists, so dropping 2379 or 2380 (or rejecting the kubelet's
+    // port, which only the control plane, this node, needs) blocks no one who needs them; the
+    // API server's port and the VXLAN port are needed by every other node.
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["drop", "tcp/2379"], &[]),
+        (&["drop", "tcp/2380"], &[]),
+        (&["reject", "tcp/10250"], &[]),
+        (&["drop", "tcp/6443"], &["tcp/6443"]),
+        (&["reject", "udp/8472"], &["udp/8472"]),
+    ];
+    for (fault, blocked) in cases {
+        let mut args = vec!["lab", "fault", "cp1"];
+        args.extend_from_slice(fault);
+        kports_ok(&args);
+        let (ok, fw) = blocked_by_firewall_check();
+        let ck = blocked_by_check();
+        assert_eq!(ck, fw, "{fault:?}: check {ck:?}, firewall check {fw:?}");
+        let want: BTreeSet<String> = blocked.iter().map(|p| p.to_string()).collect();
+        assert_eq!(ck, want, "{fault:?}");
+        assert_eq!(
+            ok,
+            blocked.is_empty(),
+            "{fault:?}: firewall check's exit status"
+        );
+        kports_ok(&["lab", "fault", "cp1", "clear"]);
+    }
 }
