@@ -254,7 +254,7 @@ pub struct ClusterArgs {
     /// Every node of `kports lab`, with this kports binary (needs root).
     #[arg(long, conflicts_with_all = ["inventory", "via", "remote_kports"])]
     pub lab: bool,
-    /// The kports binary on the nodes (default: `kports` from the node's PATH).
+    /// The kports binary on the nodes: a name looked up in the node's PATH, or a path.
     #[arg(long, value_name = "PATH", default_value = "kports", requires = "via")]
     pub remote_kports: String,
     /// Nodes asked at once.

@@ -188,17 +188,21 @@ fn from_via(args: &ClusterArgs) -> Result<Vec<NodeInput>> {
 fn lab_inventory(plan: &kports_lab::plan::Plan) -> String {
     let mut s = String::from("nodes:\n");
     for n in &plan.nodes {
-        let role = match n.role {
+        let mut roles = vec![match n.role {
             kports_lab::plan::Role::ControlPlane => Role::ControlPlane,
             kports_lab::plan::Role::Worker => Role::Worker,
-        };
+        }];
+        if n.etcd {
+            roles.push(Role::Etcd);
+        }
+        let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         let _ = writeln!(
             s,
             "  - name: {}\n    address: {}\n    address6: \"{}\"\n    roles: [{}]",
             n.name,
             n.ipv4,
             n.ipv6,
-            role.as_str()
+            roles.join(", ")
         );
     }
     s
@@ -307,17 +311,100 @@ mod tests {
 
     #[test]
     fn the_lab_inventory_is_read_back_with_every_node() {
-        let plan = kports_lab::plan::Plan::new(kports_lab::plan::Counts::default());
+        let plan = kports_lab::plan::Plan::new(kports_lab::plan::Counts {
+            etcd_workers: 1,
+            ..kports_lab::plan::Counts::default()
+        });
         let inv = inventory::parse(&lab_inventory(&plan), "lab").unwrap();
         let names: Vec<&str> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["cp1", "w1", "w2"]);
-        assert_eq!(inv.nodes[0].roles, [Role::ControlPlane]);
+        let roles: Vec<&[Role]> = inv.nodes.iter().map(|n| n.roles.as_slice()).collect();
+        assert_eq!(
+            roles,
+            [
+                &[Role::ControlPlane, Role::Etcd][..],
+                &[Role::Worker, Role::Etcd],
+                &[Role::Worker]
+            ]
+        );
         assert_eq!(
             inv.nodes[1].addresses(),
             [
                 "192.0.2.21".parse::<std::net::IpAddr>().unwrap(),
                 "2001:db8::21".parse().unwrap()
             ]
+        );
+    }
+
+    /// A report of `name` at `addr` that serves the kubelet port and probed `probes`.
+    fn doc(name: &str, addr: &str, roles: &str, probes: serde_json::Value) -> NodeDoc {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "hostname": name, "roles": [roles], "cni": [],
+            "interfaces": [{"name": "eth0", "state": "up", "addresses": [format!("{addr}/24")]}],
+            "ports": [{"proto": "tcp", "port": 10250, "component": "kubelet",
+                       "listeners": [{"address": "0.0.0.0", "process": "kubelet"}],
+                       "firewall": [{"from": "192.0.2.11", "source_kind": null, "verdict": "accept", "with": null, "rule": null}]}],
+            "findings": [], "firewall_read": true, "probes": probes, "routes": []
+        }))
+        .unwrap()
+    }
+
+    fn probe(source: &str, target: &str, addr: &str, status: &str) -> serde_json::Value {
+        serde_json::json!({"source": source, "target": target, "target_address": addr,
+            "proto": "tcp", "port": 10250, "status": status, "errno": null,
+            "latency_ms": 2000.0, "component": "kubelet"})
+    }
+
+    #[test]
+    fn the_table_shows_each_column_the_failing_cells_and_a_line_per_node() {
+        let nodes = vec![
+            NodeInput {
+                name: "cp1".into(),
+                addresses: vec![],
+                roles: vec![],
+                report: Ok(doc(
+                    "cp1",
+                    "192.0.2.11",
+                    "control-plane",
+                    serde_json::json!([
+                        probe("cp1", "w1", "192.0.2.21", "open"),
+                        probe("cp1", "w2", "192.0.2.22", "filtered"),
+                    ]),
+                )),
+            },
+            NodeInput {
+                name: "w1".into(),
+                addresses: vec![],
+                roles: vec![],
+                report: Ok(doc("w1", "192.0.2.21", "worker", serde_json::json!([]))),
+            },
+            NodeInput {
+                name: "w2".into(),
+                addresses: vec![],
+                roles: vec![Role::Worker],
+                report: Err("ssh: connect to host 192.0.2.22 port 22: Connection timed out".into()),
+            },
+        ];
+        let m = join(&nodes);
+        let mut out = Out::new(Vec::new(), false);
+        table(&mut out, &m).unwrap();
+        let text = String::from_utf8(out.into_inner()).unwrap();
+        assert_eq!(
+            text,
+            "\
+NODE  ROLES          tcp/10250
+cp1   control-plane  -
+w1    worker         open
+w2    worker         CUT OFF
+
+failing
+cp1 -> w2 192.0.2.22 tcp/10250 filtered: w2 is down or cut off: no peer reaches it on any port, and it sent no report (ssh: connect to host 192.0.2.22 port 22: Connection timed out)
+
+cp1: failing; probed 2 (failed 1), was probed 0 (failed 0)
+w1: ok; probed 0 (failed 0), was probed 1 (failed 0)
+w2: cut-off; probed 0 (failed 0), was probed 1 (failed 1); no report: ssh: connect to host 192.0.2.22 port 22: Connection timed out
+2 cells, 1 failing
+"
         );
     }
 
