@@ -93,7 +93,6 @@ pub fn cluster_nodes(
 ) -> anyhow::Result<(Vec<ClusterNode>, kports_cluster::launch::Launch)> {
     use anyhow::Context as _;
     use kports_cluster::launch::Launch;
-    use kports_core::catalog::Role;
     if lab {
         let exe = std::env::current_exe().context("cannot find this kports executable")?;
         let paths = kports_lab::state::Paths::default();
@@ -106,10 +105,7 @@ pub fn cluster_nodes(
             .map(|n| ClusterNode {
                 name: n.name.clone(),
                 addresses: n.addresses().to_vec(),
-                roles: vec![match n.role {
-                    kports_lab::plan::Role::ControlPlane => Role::ControlPlane,
-                    kports_lab::plan::Role::Worker => Role::Worker,
-                }],
+                roles: n.roles(),
             })
             .collect();
         return Ok((nodes, Launch::Lab { exe }));
