@@ -43,13 +43,15 @@ impl Kind {
         }
     }
 
-    /// Encapsulation overhead over an IPv4 underlay (cluster-reference: VXLAN 50, Geneve 50
-    /// plus options, WireGuard 60, IP-in-IP 20).
-    pub fn overhead(self) -> u32 {
-        match self {
-            Kind::Vxlan | Kind::Geneve => 50,
-            Kind::Wireguard => 60,
-            Kind::Ipip => 20,
+    /// Encapsulation overhead over an IPv4 or IPv6 underlay (cluster-reference: VXLAN 50 or 70,
+    /// Geneve 50 or 70 plus options, WireGuard 60 or 80, IP-in-IP 20).
+    pub fn overhead(self, ipv6_underlay: bool) -> u32 {
+        match (self, ipv6_underlay) {
+            (Kind::Vxlan | Kind::Geneve, false) => 50,
+            (Kind::Vxlan | Kind::Geneve, true) => 70,
+            (Kind::Wireguard, false) => 60,
+            (Kind::Wireguard, true) => 80,
+            (Kind::Ipip, _) => 20,
         }
     }
 
@@ -379,7 +381,8 @@ fn pair(
     };
     row.target_rx = delta;
     let kind = sd.kind.as_str();
-    let needed = sd.mtu + sd.kind.overhead();
+    let overhead = sd.kind.overhead(t.address.is_ipv6());
+    let needed = sd.mtu + overhead;
     if p.small.received > 0 && p.large.received > 0 {
         row.verdict = Verdict::Pass;
         row.cause = Cause::None;
@@ -400,11 +403,7 @@ fn pair(
             Some((n, Link { name: dev, mtu })) => format!(
                 "MTU too small for the encapsulation: {}'s {} has MTU {}, which with {kind}'s {} \
                  bytes needs {needed} on the underlay, but {}'s {dev} has {mtu}",
-                s.name,
-                sd.name,
-                sd.mtu,
-                sd.kind.overhead(),
-                n.name
+                s.name, sd.name, sd.mtu, overhead, n.name
             ),
             None => format!(
                 "small echoes pass but {}-byte ones with Don't Fragment do not{}: something between \
@@ -773,6 +772,13 @@ mod tests {
         assert_eq!((r.verdict, r.cause), (Verdict::Fail, Cause::Mtu));
         assert!(r.message.contains("w1's eth0 has 1400"), "{}", r.message);
         assert!(r.message.contains("needs 1500"), "{}", r.message);
+    }
+
+    #[test]
+    fn an_ipv6_underlay_needs_more_room() {
+        assert_eq!(Kind::Vxlan.overhead(false), 50);
+        assert_eq!(Kind::Vxlan.overhead(true), 70);
+        assert_eq!(Kind::Wireguard.overhead(true), 80);
     }
 
     #[test]
