@@ -451,7 +451,19 @@ pub fn join(nodes: &[Target], held: &[HoldResult], dials: &[DialResult]) -> Vec<
                                     && d.proto == spec.transport
                                     && d.port == spec.port
                             });
-                            rows.push(dial_row(s, t, addr, spec, found, component(spec)));
+                            let mut row = dial_row(s, t, addr, spec, found, component(spec));
+                            let on_v6 = held_t.iter().any(|h| {
+                                h.proto == spec.transport && h.port == spec.port && h.ipv6
+                            });
+                            if addr.is_ipv6() && !on_v6 && row.verdict != Verdict::Open {
+                                row.verdict = Verdict::Unknown;
+                                row.cause = format!(
+                                    "{} held {spec} on IPv4 only (no IPv6 there), so {addr} had \
+                                     nothing to answer",
+                                    t.name
+                                );
+                            }
+                            rows.push(row);
                         }
                     }
                 }
@@ -588,6 +600,7 @@ mod tests {
             proto: Transport::Tcp,
             port,
             state,
+            ipv6: true,
             error: None,
             holder,
         }
@@ -699,6 +712,25 @@ mod tests {
         assert!(rows.iter().all(|r| r.verdict == Verdict::PathBlocked));
         assert!(rows[0].cause.contains("ECONNREFUSED"), "{}", rows[0].cause);
         assert!(rows[1].cause.contains("EHOSTUNREACH"), "{}", rows[1].cause);
+    }
+
+    #[test]
+    fn an_ipv6_address_of_a_port_held_on_ipv4_only_is_unknown() {
+        let mut n = nodes();
+        n[1].addresses.push("2001:db8::21".parse().unwrap());
+        let mut w1 = held(10250, HeldState::Bound, None);
+        w1.ipv6 = false;
+        let held = vec![Ok(vec![]), Ok(vec![w1])];
+        let mut v6 = dial([0; 4], 10250, Status::Refused, Some(libc::ECONNREFUSED));
+        v6.target_address = "2001:db8::21".parse().unwrap();
+        let dials = vec![
+            Ok(vec![dial([192, 0, 2, 21], 10250, Status::Open, None), v6]),
+            Ok(vec![]),
+        ];
+        let rows = join(&n, &held, &dials);
+        let v: Vec<Verdict> = rows.iter().map(|r| r.verdict).collect();
+        assert_eq!(v, [Verdict::Open, Verdict::Unknown]);
+        assert!(rows[1].cause.contains("IPv4 only"), "{}", rows[1].cause);
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct Held {
     pub proto: Transport,
     pub port: u16,
     pub state: HeldState,
+    /// Bound on IPv6 as well as IPv4 (false on a node without IPv6).
+    #[serde(default)]
+    pub ipv6: bool,
     /// Why the port could not be bound (`taken`, `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -186,17 +189,18 @@ pub fn hold_each(ports: &[PortSpec]) -> (Bound, Vec<Held>) {
     let mut report = Vec::with_capacity(ports.len());
     for spec in ports {
         let r = bind_wildcard(spec.transport, spec.port, &mut bound);
-        let (state, error) = match r {
-            Ok(()) => (HeldState::Bound, None),
+        let (state, error, ipv6) = match r {
+            Ok(ipv6) => (HeldState::Bound, None, ipv6),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                (HeldState::Taken, Some(e.to_string()))
+                (HeldState::Taken, Some(e.to_string()), false)
             }
-            Err(e) => (HeldState::Failed, Some(e.to_string())),
+            Err(e) => (HeldState::Failed, Some(e.to_string()), false),
         };
         report.push(Held {
             proto: spec.transport,
             port: spec.port,
             state,
+            ipv6,
             error,
             holder: None,
         });
@@ -204,7 +208,9 @@ pub fn hold_each(ports: &[PortSpec]) -> (Bound, Vec<Held>) {
     (bound, report)
 }
 
-fn bind_wildcard(transport: Transport, port: u16, bound: &mut Bound) -> io::Result<()> {
+/// Binds `port` on every address; `Ok(true)` when IPv6 is among them. The IPv6 wildcard takes
+/// IPv4 too unless `net.ipv6.bindv6only` makes it IPv6 only; then IPv4 gets a socket of its own.
+fn bind_wildcard(transport: Transport, port: u16, bound: &mut Bound) -> io::Result<bool> {
     let v6: SocketAddr = (Ipv6Addr::UNSPECIFIED, port).into();
     let v4: SocketAddr = (Ipv4Addr::UNSPECIFIED, port).into();
     // A node without IPv6 refuses the family or the address; any other error is the answer.
@@ -216,21 +222,50 @@ fn bind_wildcard(transport: Transport, port: u16, bound: &mut Bound) -> io::Resu
     };
     match transport {
         Transport::Tcp => {
-            let l = match TcpListener::bind(v6) {
-                Err(e) if no_v6(&e) => TcpListener::bind(v4)?,
-                r => r?,
+            let (l, ipv6) = match TcpListener::bind(v6) {
+                Err(e) if no_v6(&e) => (TcpListener::bind(v4)?, false),
+                r => (r?, true),
             };
+            let also_v4 = ipv6 && v6_only(&l)?;
             bound.tcp.push(Acceptor::spawn(l)?);
+            if also_v4 {
+                bound.tcp.push(Acceptor::spawn(TcpListener::bind(v4)?)?);
+            }
+            Ok(ipv6)
         }
         Transport::Udp => {
-            let s = match UdpSocket::bind(v6) {
-                Err(e) if no_v6(&e) => UdpSocket::bind(v4)?,
-                r => r?,
+            let (s, ipv6) = match UdpSocket::bind(v6) {
+                Err(e) if no_v6(&e) => (UdpSocket::bind(v4)?, false),
+                r => (r?, true),
             };
+            let also_v4 = ipv6 && v6_only(&s)?;
             bound.udp.push(Responder::spawn(s)?);
+            if also_v4 {
+                bound.udp.push(Responder::spawn(UdpSocket::bind(v4)?)?);
+            }
+            Ok(ipv6)
         }
     }
-    Ok(())
+}
+
+/// Whether an IPv6 socket takes IPv6 only (`IPV6_V6ONLY`).
+fn v6_only(socket: &impl std::os::fd::AsRawFd) -> io::Result<bool> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket, and pointers to an int and its length that live through the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&raw mut v).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v != 0)
 }
 
 #[cfg(test)]

@@ -177,6 +177,42 @@ fn a_bare_lab_is_open_everywhere_and_nothing_stays_bound() {
         Vec::<String>::new(),
         "left bound after the preflight"
     );
+
+    // UDP: the temporary responders answer kports's probes, so a UDP port reads `open`, not
+    // `open|filtered`.
+    let (code, rows) = preflight(&["--ports", "udp/8473,tcp/9000"]);
+    assert_eq!(code, 0, "{rows:#?}");
+    assert_eq!(rows.len(), 3 * 2 * 2 * 2, "{rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "open" && r["verdict"] == "open"),
+        "{rows:#?}"
+    );
+    assert!(rows.iter().any(|r| r["proto"] == "udp"));
+    assert_eq!(settle_unbound(), Vec::<String>::new(), "left bound (UDP)");
+
+    // A node whose IPv6 wildcard takes IPv6 only (net.ipv6.bindv6only, per namespace) still
+    // holds its ports on IPv4.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "kports-w1",
+            "sysctl",
+            "-qw",
+            "net.ipv6.bindv6only=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (code, rows) = preflight(&["--ports", "udp/8473,tcp/9000"]);
+    assert_eq!(code, 0, "{rows:#?}");
+    assert!(rows.iter().all(|r| r["verdict"] == "open"), "{rows:#?}");
+    assert_eq!(
+        settle_unbound(),
+        Vec::<String>::new(),
+        "left bound (bindv6only)"
+    );
 }
 
 #[test]
