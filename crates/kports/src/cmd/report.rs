@@ -238,7 +238,7 @@ fn table(out: &mut Out<impl Write>, d: &NodeDoc) -> std::io::Result<()> {
                     let v: Vec<String> = p
                         .firewall
                         .iter()
-                        .map(|v| format!("{} from {}", v.verdict.as_str(), v.from))
+                        .map(|v| format!("{} from {}", v.verdict.verb(), v.from))
                         .collect();
                     write!(b, "{}", v.join("; "))
                 }
