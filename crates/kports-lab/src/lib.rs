@@ -54,6 +54,10 @@ pub enum LabCommand {
         /// with the etcd and worker roles does
         #[arg(long, value_name = "N", default_value_t = 0)]
         etcd_workers: u8,
+        /// Build the nodes' network only and start no component: nodes before Kubernetes is
+        /// installed (for `kports preflight --lab`); start components later with `kports lab fault NODE start`
+        #[arg(long)]
+        no_components: bool,
     },
     /// Remove everything the lab made (also after a failed `up` or a killed kports)
     Down,
@@ -150,6 +154,7 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
             nodes,
             etcd,
             etcd_workers,
+            no_components,
         } => {
             if *etcd_workers > nodes.workers {
                 return Err(Usage(format!(
@@ -163,7 +168,7 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
                 etcd_workers: *etcd_workers,
                 ..*nodes
             };
-            let plan = lifecycle::up(&paths, counts, *etcd)?;
+            let plan = lifecycle::up(&paths, counts, *etcd, !*no_components)?;
             let first = plan.nodes.first().map_or("cp1", |n| n.name.as_str());
             emit(&format!(
                 "{}\nTry: kports lab exec {first} -- kports listen\n     kports lab exec {first} -- ss -tlnp\n     \

@@ -20,9 +20,10 @@ use crate::plan::{Counts, Plan, netns_name};
 use crate::state::{EtcdMode, Paths, State};
 use crate::{Usage, network, supervise, sys};
 
-/// Creates the lab.
-pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode) -> anyhow::Result<Plan> {
-    if etcd == EtcdMode::Real && !Path::new(supervise::ETCD_PATH).exists() {
+/// Creates the lab; with `components` false, only its network (nodes before Kubernetes is
+/// installed).
+pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode, components: bool) -> anyhow::Result<Plan> {
+    if components && etcd == EtcdMode::Real && !Path::new(supervise::ETCD_PATH).exists() {
         bail!(
             "etcd is not installed ({} is missing): install it (apt-get install etcd-server), \
              or run `kports lab up --etcd stand-in` for a stand-in that listens like etcd but stores nothing",
@@ -45,7 +46,7 @@ pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode) -> anyhow::Result<Plan>
     let plan = state.plan();
     let result = state
         .save(paths)
-        .and_then(|()| bring_up(paths, &mut state, &plan));
+        .and_then(|()| bring_up(paths, &mut state, &plan, components));
     if let Err(e) = result {
         let cleanup = match down(paths) {
             Ok(_) => "everything it had made was removed again".to_string(),
@@ -56,10 +57,13 @@ pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode) -> anyhow::Result<Plan>
     Ok(plan)
 }
 
-fn bring_up(paths: &Paths, state: &mut State, plan: &Plan) -> anyhow::Result<()> {
+fn bring_up(paths: &Paths, state: &mut State, plan: &Plan, components: bool) -> anyhow::Result<()> {
     network::build(paths, plan)?;
     supervise::install_standins(paths)?;
     supervise::write_kubeconfigs(paths, plan)?;
+    if !components {
+        return Ok(());
+    }
     // etcd first, then the API server, then its clients: each waits for the one before.
     let stages: [&[Component]; 3] = [
         &[Component::Etcd],

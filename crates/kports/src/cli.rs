@@ -154,6 +154,36 @@ pub enum Command {
   kports cluster --lab                                    every node of kports lab
   kports cluster cp1.json w1.json w2.json -o json         reports saved with kports report -o json")]
     Cluster(ClusterArgs),
+    /// Before Kubernetes is installed: can every node reach every port its peers will serve?
+    ///
+    /// Every node holds the ports its roles will serve (temporary TCP listeners and UDP
+    /// responders, `kports preflight --hold` run there through --via), every other node dials
+    /// them (`kports probe` run there), and each port between two nodes is `open`,
+    /// `path-blocked` (held, not reached: a firewall or the network), `port-taken` (another
+    /// process already holds it: its name and pid) or `unknown` (with the reason). Nothing stays
+    /// bound: each hold ends when its input closes (this command ends, is killed, or Ctrl-C) and
+    /// after --max-hold at the latest. Exit status 0 when every port is open, 1 otherwise, 2 on
+    /// bad input.
+    #[command(after_long_help = "Examples:
+  kports preflight --inventory hosts.yaml --via 'ssh root@{address}'
+  kports preflight --inventory nodes.yaml --via 'ip netns exec {name}' --cni flannel
+  kports preflight --lab -o json             on `kports lab up --no-components`
+  kports preflight --hold --ports 6443,udp/8472   on one node: hold until stdin closes")]
+    Preflight(PreflightArgs),
+    /// Does the CNI's overlay (VXLAN, Geneve, WireGuard, IP-in-IP) carry traffic both ways
+    /// between every pair of nodes? And if not, why?
+    ///
+    /// Each node pings every peer's overlay address (on flannel.1, vxlan.calico, cilium_host,
+    /// ...) with small echoes and with echoes as large as its overlay MTU (Don't Fragment), while
+    /// the peers' device counters show whether the encapsulated packets arrived. A failing pair
+    /// names its cause: an MTU too small for the encapsulation, a missing FDB or neighbour entry,
+    /// the far side's firewall verdict on the overlay port, or something between the nodes.
+    /// Exit status 0 when every pair passes, 1 otherwise, 2 on bad input.
+    #[command(after_long_help = "Examples:
+  kports overlay --inventory hosts.yaml --via 'ssh root@{address}' --cni flannel
+  kports overlay --lab -o json
+  kports overlay --node --underlay 192.0.2.21 --ping 10.244.0.0   on one node")]
+    Overlay(OverlayArgs),
     /// A practice cluster network on this machine, made of network namespaces (needs root).
     Lab(kports_lab::LabArgs),
     /// Print the shell completion script for bash, zsh or fish.
@@ -324,6 +354,100 @@ pub struct ProbeArgs {
     /// its hard limit) minus 64, at most 16384.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub concurrency: Option<u32>,
+    /// Output format (`wide` is `table`).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// `kports preflight`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("nodes").required(true).args(["inventory", "lab", "hold"])))]
+pub struct PreflightArgs {
+    /// A kports inventory (`nodes:`) or kubespray's hosts.yaml or INI: the nodes and their roles.
+    #[arg(long, value_name = "FILE", requires = "via")]
+    pub inventory: Option<std::path::PathBuf>,
+    /// The command prefix that runs a command on a node; `{name}` and `{address}` are
+    /// replaced: `ssh root@{address}`, `ip netns exec {name}`.
+    #[arg(long, value_name = "COMMAND", requires = "inventory")]
+    pub via: Option<String>,
+    /// The nodes of `kports lab` (best brought up with `--no-components`).
+    #[arg(long)]
+    pub lab: bool,
+    /// kports on the nodes, when it is not `kports` on their PATH.
+    #[arg(long, value_name = "PATH", requires = "via")]
+    pub remote_kports: Option<String>,
+    /// Every node's roles, comma-separated (control-plane, worker, etcd); wins over the inventory's.
+    #[arg(long, value_delimiter = ',', value_name = "ROLE", value_parser = parse_role)]
+    pub roles: Option<Vec<kports_core::catalog::Role>>,
+    /// The CNI plugin(s) to be installed, comma-separated, for their node-to-node ports.
+    #[arg(long, value_delimiter = ',', value_name = "CNI")]
+    pub cni: Vec<String>,
+    /// Ports instead of the roles' ports (every node holds them): `6443,udp/8472`.
+    #[arg(long, value_name = "PORTS", value_parser = parse_ports_arg)]
+    pub ports: Option<PortList>,
+    /// How long each probe waits for an answer: `2s`, `500ms`.
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+    /// Seconds a node may take to report what it holds, and to run its probes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub node_timeout: u64,
+    /// Nodes worked on at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub parallel: u32,
+    /// On a node: hold --ports, print what was bound and what is taken (with its holder), and
+    /// let go when standard input closes or a signal comes.
+    #[arg(long, requires = "ports", conflicts_with_all = ["inventory", "lab", "roles", "cni"])]
+    pub hold: bool,
+    /// With --hold: let go after this many seconds even if standard input stays open.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "hold",
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub max_hold: u64,
+    /// Output format (`wide` is `table`).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// `kports overlay`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("nodes").required(true).args(["inventory", "lab", "node"])))]
+pub struct OverlayArgs {
+    /// A kports inventory (`nodes:`) or kubespray's hosts.yaml or INI: the nodes.
+    #[arg(long, value_name = "FILE", requires = "via")]
+    pub inventory: Option<std::path::PathBuf>,
+    /// The command prefix that runs a command on a node; `{name}` and `{address}` are replaced.
+    #[arg(long, value_name = "COMMAND", requires = "inventory")]
+    pub via: Option<String>,
+    /// The nodes of `kports lab`.
+    #[arg(long)]
+    pub lab: bool,
+    /// kports on the nodes, when it is not `kports` on their PATH.
+    #[arg(long, value_name = "PATH", requires = "via")]
+    pub remote_kports: Option<String>,
+    /// The CNI plugin(s), for the firewall's verdict on their overlay port when a pair fails.
+    #[arg(long, value_delimiter = ',', value_name = "CNI")]
+    pub cni: Vec<String>,
+    /// How long each echo waits for its reply: `1s`, `500ms`.
+    #[arg(long, default_value = "1s", value_parser = parse_timeout)]
+    pub echo_timeout: std::time::Duration,
+    /// Seconds a node may take to answer (on top of its echoes' time).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub node_timeout: u64,
+    /// On a node: report its overlay device, counters, FDB and neighbour entries, and ping the
+    /// --ping addresses.
+    #[arg(long, conflicts_with_all = ["inventory", "lab"])]
+    pub node: bool,
+    /// With --node: the node's own address between nodes (its underlay interface is the one
+    /// that holds it).
+    #[arg(long, value_name = "ADDR", requires = "node")]
+    pub underlay: Option<std::net::IpAddr>,
+    /// With --node: a peer's overlay address to ping (repeatable).
+    #[arg(long, value_name = "ADDR", requires = "node")]
+    pub ping: Vec<std::net::Ipv4Addr>,
+    /// With --node: the overlay device, when kports should not pick it.
+    #[arg(long, value_name = "NAME", requires = "node")]
+    pub device: Option<String>,
     /// Output format (`wide` is `table`).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: Format,

@@ -83,6 +83,8 @@ fn run(
         Command::Probe(a) => cmd::probe::run(a, out),
         Command::Report(a) => cmd::report::run(a, io, out),
         Command::Cluster(a) => cmd::cluster::run(a, out),
+        Command::Preflight(a) => cmd::preflight::run(a, out),
+        Command::Overlay(a) => cmd::overlay::run(a, out),
         Command::Completions(a) => cmd::completions::run(a, out),
         Command::Man(a) => cmd::man::run(a, out),
         Command::Agent(a) => cmd::agent::run(a),

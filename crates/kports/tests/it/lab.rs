@@ -63,7 +63,8 @@ fn exec_json(node: &str, cmd: &[&str]) -> Value {
 
 /// A lab that goes down when the guard is dropped, whatever happened in between.
 struct Lab {
-    _turn: RwLockWriteGuard<'static, ()>,
+    /// Taken by [`Lab::down`], which keeps the turn for what the test checks afterwards.
+    turn: Option<RwLockWriteGuard<'static, ()>>,
 }
 
 impl Lab {
@@ -73,16 +74,31 @@ impl Lab {
             !Path::new(RUN_DIR).exists() && lab_namespaces().is_empty(),
             "a kports lab is already up on this machine; run `kports lab down` before the tests"
         );
-        let lab = Lab { _turn: turn };
+        let lab = Lab { turn: Some(turn) };
         let mut a = vec!["lab", "up"];
         a.extend_from_slice(args);
         kports_ok(&a);
         lab
     }
+
+    /// Takes the lab down and keeps the turn, so that no other lab test's lab comes up while
+    /// the caller checks that nothing is left.
+    fn down(mut self) -> Option<RwLockWriteGuard<'static, ()>> {
+        let out = kports(&["lab", "down"]);
+        assert!(
+            out.status.success(),
+            "kports lab down failed: {}",
+            text(&out.stderr)
+        );
+        self.turn.take()
+    }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if self.turn.is_none() {
+            return;
+        }
         let out = kports(&["lab", "down"]);
         if !out.status.success() {
             eprintln!("kports lab down failed: {}", text(&out.stderr));
@@ -262,10 +278,9 @@ fn established_in(node: &str, port: u64) -> u64 {
 fn up_and_down_twice_leave_nothing_behind() {
     require_root();
     for round in 1..=2 {
-        let pids;
+        let lab = Lab::up(&["--nodes", "1,1"]);
+        let pids = recorded_pids();
         {
-            let _lab = Lab::up(&["--nodes", "1,1"]);
-            pids = recorded_pids();
             assert_eq!(pids.len(), 8, "round {round}: 6 components on cp1, 2 on w1");
             assert!(
                 pids.iter().all(|&(p, s)| runs(p, s)),
@@ -297,12 +312,15 @@ fn up_and_down_twice_leave_nothing_behind() {
                 text(&again.stderr)
             );
         }
+        let _turn = lab.down();
         assert!(
             pids.iter().all(|&(p, s)| !runs(p, s)),
             "round {round}: a recorded process survived down"
         );
         assert_nothing_left(&format!("after round {round}"));
     }
+    // Within a turn of its own: another lab test's lab may be up as soon as a turn ends.
+    let _turn = lab_turn();
     let out = kports_ok(&["lab", "down"]);
     assert_eq!(out, "No lab was up; nothing to remove.\n");
 }
@@ -1012,7 +1030,7 @@ fn the_readme_walkthrough_works_as_written() {
         "a kports lab is already up on this machine; run `kports lab down` before the tests"
     );
     // Down at the end, whatever happens.
-    let _lab = Lab { _turn: turn };
+    let _lab = Lab { turn: Some(turn) };
     // The section's first line builds kports and puts it on PATH; this build's kports stands
     // for it, and nothing else called kports is on PATH.
     let bin = Path::new(KPORTS)
