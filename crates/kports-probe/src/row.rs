@@ -3,14 +3,14 @@
 
 use std::net::IpAddr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::plan::Planned;
 use crate::probe::Outcome;
 use crate::status::{Errno, Status, Transport};
 
 /// One probe's result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// The node that probed (its host name).
     pub source: String,
@@ -22,14 +22,29 @@ pub struct Row {
     pub status: Status,
     pub errno: Option<Errno>,
     /// Milliseconds from the first system call to the answer (the timeout when none came).
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "millis", deserialize_with = "from_millis")]
     pub latency_ms: std::time::Duration,
     pub component: Option<String>,
 }
 
 fn millis<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-    // Two decimals: microseconds are noise over a network.
-    s.serialize_f64((d.as_secs_f64() * 100_000.0).round() / 100.0)
+    s.serialize_f64(round_ms(*d))
+}
+
+/// Milliseconds with two decimals, as every row shows a latency: microseconds are noise over a
+/// network.
+pub fn round_ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+fn from_millis<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let ms = f64::deserialize(d)?;
+    if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {
+        return Err(serde::de::Error::custom(format!(
+            "latency_ms {ms} is not a duration"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
 }
 
 /// Joins a plan with its outcomes (same order).
@@ -87,5 +102,11 @@ mod tests {
                 "component": "kubelet"
             }])
         );
+        // Read back (a saved report), the row is the same, to the serialized precision.
+        let back: Vec<Row> = serde_json::from_value(v).unwrap();
+        assert_eq!(back[0].errno, Some(Errno(libc::EHOSTUNREACH)));
+        assert_eq!(back[0].status, Status::Unreachable);
+        assert_eq!(back[0].latency_ms.as_micros(), 1_234_570);
+        assert!(serde_json::from_value::<Row>(serde_json::json!({"errno": "EBOGUS"})).is_err());
     }
 }

@@ -9,10 +9,10 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Transport protocol of a probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
@@ -35,7 +35,7 @@ impl fmt::Display for Transport {
 }
 
 /// The answer to one probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Status {
     /// TCP: the handshake completed. UDP: something answered (a kports responder or a service).
     #[serde(rename = "open")]
@@ -140,6 +140,45 @@ impl fmt::Display for Errno {
 impl Serialize for Errno {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.name())
+    }
+}
+
+impl Errno {
+    /// The errno [`Errno::name`] gave `name` (`ECONNREFUSED`, `errno 71`).
+    pub fn from_name(name: &str) -> Option<Errno> {
+        if let Some(n) = name.strip_prefix("errno ") {
+            return n.parse().ok().map(Errno);
+        }
+        const KNOWN: [i32; 19] = [
+            libc::ECONNREFUSED,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EACCES,
+            libc::EPERM,
+            libc::ETIMEDOUT,
+            libc::ECONNRESET,
+            libc::EHOSTDOWN,
+            libc::ENETDOWN,
+            libc::EPROTO,
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EADDRNOTAVAIL,
+            libc::EADDRINUSE,
+            libc::EAFNOSUPPORT,
+            libc::EINVAL,
+            libc::EMSGSIZE,
+        ];
+        KNOWN.into_iter().map(Errno).find(|e| e.name() == name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Errno {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Errno, D::Error> {
+        let s = String::deserialize(d)?;
+        Errno::from_name(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an errno kports names")))
     }
 }
 

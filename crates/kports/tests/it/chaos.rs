@@ -293,7 +293,7 @@ fn a_ruleset_flushed_and_reloaded_while_it_is_read_gives_a_verdict_of_one_state(
         for w in doc["warnings"].as_array().unwrap() {
             assert_ne!(w["code"], "firewall-parse", "{w}");
         }
-        for r in doc["items"]["rows"].as_array().unwrap() {
+        for r in doc["items"].as_array().unwrap() {
             let port = r["port"]["lo"].as_u64().unwrap();
             for seg in r["segments"].as_array().unwrap() {
                 let j = &seg["judgement"];

@@ -875,7 +875,7 @@ fn without_privilege_a_check_says_what_it_could_not_see_and_exits_3() {
     );
     assert_eq!(code, INCOMPLETE, "{doc:#}");
     assert!(codes.contains(&"firewall-unread".to_string()), "{codes:?}");
-    let rows = doc["items"]["rows"].as_array().unwrap();
+    let rows = doc["items"].as_array().unwrap();
     assert!(!rows.is_empty());
     for r in rows {
         for s in r["segments"].as_array().unwrap() {
@@ -976,7 +976,7 @@ fn flannel_required(node: &Node) -> BTreeSet<u64> {
         "--fail-on",
         "never",
     ]);
-    doc["items"]["rows"]
+    doc["items"]
         .as_array()
         .unwrap_or_else(|| panic!("{doc:#}"))
         .iter()

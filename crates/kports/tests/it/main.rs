@@ -5,7 +5,8 @@
 //! even when a test fails): the census against `ss` and `ip` (`census`), `check` and `explain`
 //! (`check`), the node's own prerequisites (`prereq`), the firewall commands (`firewall`), the
 //! lab (`lab`), the checks on a lab (`check_lab`), and `probe` against nft rules and nmap
-//! (`probe`; its bad-input and loopback tests need no root). What they share (the binary's
+//! (`probe`; its bad-input and loopback tests need no root), `preflight` on a lab without
+//! components (`preflight`), and the overlay check on the lab's VXLAN (`overlay`). What they share (the binary's
 //! path, the root check, one lab at a time, a
 //! namespace with component stand-ins) is in `support`.
 //!
@@ -20,9 +21,12 @@ mod chaos;
 mod check;
 mod check_lab;
 mod cli;
+mod cluster;
 mod firewall;
 mod install;
 mod lab;
+mod overlay;
+mod preflight;
 mod prereq;
 mod probe;
 mod support;
