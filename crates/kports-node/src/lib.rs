@@ -544,10 +544,23 @@ impl NodeReport {
     }
 
     /// `kports firewall check`: every required port judged from each kind of source.
+    /// Without a role there is no required port to judge: no rows and a `role-unknown` warning
+    /// (as `check` gives), and, when holders could not be read, the incomplete warning that
+    /// names the privilege.
     pub fn firewall_check(&self) -> Result<FirewallCheck<'_>, Error> {
-        let roles = self.known_roles()?;
-        let (ports, mut notes) = self.required()?;
         let fw = self.read_firewall()?;
+        let mut role_unknown = None;
+        let (ports, mut notes) = match self.required() {
+            Ok(required) => required,
+            Err(e @ (Error::RoleUnknown { .. } | Error::RoleUnseen { .. })) => {
+                role_unknown = Some(Warning::new(
+                    "role-unknown",
+                    format!("no required port is judged: {e}"),
+                ));
+                (Vec::new(), Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
         notes.extend(fw.sources.notes.iter().cloned());
         let mut rows = verdicts::check(&Evaluator::new(&fw.ruleset), &ports, &fw.sources.sources);
         // A port bound to loopback only that the firewall also accepts from others: the bind
@@ -578,9 +591,10 @@ impl NodeReport {
             .filter(|u| !(given && matches!(u, Unseen::Owners { .. })))
             .collect();
         let mut warnings = self.firewall_warnings();
+        warnings.extend(role_unknown);
         warnings.extend(incomplete_warning(&unseen));
         Ok(FirewallCheck {
-            roles,
+            roles: self.roles.value,
             firewall: fw,
             rows,
             summary,

@@ -93,7 +93,7 @@ fn firewall_check_and_plan_use_the_same_sources_as_the_check() {
 }
 
 #[test]
-fn a_plan_without_sources_and_an_unknown_role_are_refused() {
+fn a_plan_without_sources_or_role_is_refused_and_a_check_without_role_judges_nothing() {
     let node = NodeReport::build(&worker(), &Options::default()).unwrap();
     assert!(matches!(
         node.firewall_plan(PlanBackend::Nft, None, false),
@@ -103,11 +103,32 @@ fn a_plan_without_sources_and_an_unknown_role_are_refused() {
         hostname: "x".into(),
         ..Replay::default()
     };
-    let node = NodeReport::build(&empty, &Options::default()).unwrap();
-    let e = node.firewall_check().unwrap_err();
+    let with_sources = Options {
+        sources: vec![parse_cidr("192.0.2.0/24").unwrap()],
+        ..Options::default()
+    };
+    let node = NodeReport::build(&empty, &with_sources).unwrap();
+    let e = node
+        .firewall_plan(PlanBackend::Nft, None, false)
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "the node's role is unknown (no Kubernetes component holds a socket here): pass --role"
+    );
+    // `firewall check` judges nothing, as `check` does, and says why in a warning.
+    let fc = node.firewall_check().unwrap();
+    assert!(fc.rows.is_empty() && fc.unseen.is_empty());
+    let w: Vec<(&str, &str)> = fc
+        .warnings
+        .iter()
+        .map(|w| (w.code, w.message.as_str()))
+        .collect();
+    assert_eq!(
+        w,
+        [(
+            "role-unknown",
+            "no required port is judged: the node's role is unknown (no Kubernetes component holds a socket here): pass --role"
+        )]
     );
 }
 
@@ -655,12 +676,21 @@ fn a_node_kports_cannot_see_is_an_incomplete_check_not_a_clean_one() {
          CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH); the rules iptables-nft-save lists (run as root, \
          or grant CAP_NET_ADMIN); what it would find there is unknown, not absent"
     );
-    // The firewall's commands blame the privilege, not the role.
-    let e = node.firewall_check().unwrap_err();
-    assert!(matches!(e, Error::RoleUnseen { listeners: 4 }), "{e}");
+    // firewall check judges nothing without a role, and blames the privilege, not the role.
+    let fc = node.firewall_check().unwrap();
+    assert!(fc.rows.is_empty());
+    let codes: Vec<&str> = fc.warnings.iter().map(|w| w.code).collect();
+    assert_eq!(codes.last(), Some(&"incomplete"), "{codes:?}");
+    let role = fc
+        .warnings
+        .iter()
+        .find(|w| w.code == "role-unknown")
+        .unwrap();
     assert!(
-        e.to_string()
-            .contains("could not see who holds 4 listening sockets")
+        role.message
+            .contains("could not see who holds 4 listening sockets"),
+        "{}",
+        role.message
     );
 
     // Given the role, the verdicts are unknown (the ruleset), and say so without a verdict of
