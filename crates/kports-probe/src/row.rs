@@ -3,14 +3,14 @@
 
 use std::net::IpAddr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::plan::Planned;
 use crate::probe::Outcome;
 use crate::status::{Errno, Status, Transport};
 
-/// One probe's result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One probe's result (read back from JSON too: the agent gathers its peers' rows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// The node that probed (its host name).
     pub source: String,
@@ -22,7 +22,7 @@ pub struct Row {
     pub status: Status,
     pub errno: Option<Errno>,
     /// Milliseconds from the first system call to the answer (the timeout when none came).
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "millis", deserialize_with = "from_millis")]
     pub latency_ms: std::time::Duration,
     pub component: Option<String>,
 }
@@ -30,6 +30,11 @@ pub struct Row {
 fn millis<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
     // Two decimals: microseconds are noise over a network.
     s.serialize_f64((d.as_secs_f64() * 100_000.0).round() / 100.0)
+}
+
+fn from_millis<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let ms = f64::deserialize(d)?;
+    std::time::Duration::try_from_secs_f64(ms / 1000.0).map_err(serde::de::Error::custom)
 }
 
 /// Joins a plan with its outcomes (same order).
@@ -87,5 +92,24 @@ mod tests {
                 "component": "kubelet"
             }])
         );
+        let back: Vec<Row> = serde_json::from_value(v).unwrap_or_default();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].errno, Some(Errno(libc::EHOSTUNREACH)));
+        assert_eq!(back[0].status, Status::Unreachable);
+        let want = std::time::Duration::from_micros(1_234_570);
+        assert!(back[0].latency_ms.abs_diff(want) < std::time::Duration::from_micros(1));
+    }
+
+    #[test]
+    fn errno_names_read_back() {
+        for n in [libc::EACCES, libc::EMSGSIZE, 4242] {
+            assert_eq!(Errno::from_name(&Errno(n).name()), Some(Errno(n)));
+        }
+        assert_eq!(Errno::from_name("EWHATEVER"), None);
+        let bad: Result<Row, _> = serde_json::from_value(serde_json::json!({
+            "source": "a", "target": "b", "target_address": "192.0.2.1", "proto": "sctp",
+            "port": 1, "status": "open", "errno": null, "latency_ms": 1.0, "component": null
+        }));
+        assert!(bad.is_err());
     }
 }

@@ -9,10 +9,10 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Transport protocol of a probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
@@ -28,6 +28,15 @@ impl Transport {
     }
 }
 
+impl From<kports_core::Proto> for Transport {
+    fn from(p: kports_core::Proto) -> Transport {
+        match p {
+            kports_core::Proto::Tcp => Transport::Tcp,
+            kports_core::Proto::Udp => Transport::Udp,
+        }
+    }
+}
+
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -35,7 +44,7 @@ impl fmt::Display for Transport {
 }
 
 /// The answer to one probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Status {
     /// TCP: the handshake completed. UDP: something answered (a kports responder or a service).
     #[serde(rename = "open")]
@@ -102,32 +111,55 @@ impl fmt::Display for Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Errno(pub i32);
 
+/// The errors a probe can meet, by symbolic name.
+const NAMES: [(i32, &str); 19] = [
+    (libc::ECONNREFUSED, "ECONNREFUSED"),
+    (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+    (libc::ENETUNREACH, "ENETUNREACH"),
+    (libc::EACCES, "EACCES"),
+    (libc::EPERM, "EPERM"),
+    (libc::ETIMEDOUT, "ETIMEDOUT"),
+    (libc::ECONNRESET, "ECONNRESET"),
+    (libc::EHOSTDOWN, "EHOSTDOWN"),
+    (libc::ENETDOWN, "ENETDOWN"),
+    (libc::EPROTO, "EPROTO"),
+    (libc::EMFILE, "EMFILE"),
+    (libc::ENFILE, "ENFILE"),
+    (libc::ENOBUFS, "ENOBUFS"),
+    (libc::ENOMEM, "ENOMEM"),
+    (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
+    (libc::EADDRINUSE, "EADDRINUSE"),
+    (libc::EAFNOSUPPORT, "EAFNOSUPPORT"),
+    (libc::EINVAL, "EINVAL"),
+    (libc::EMSGSIZE, "EMSGSIZE"),
+];
+
 impl Errno {
     /// The symbolic name of the errors a probe can meet; `errno N` for others.
     pub fn name(self) -> std::borrow::Cow<'static, str> {
-        let n = match self.0 {
-            libc::ECONNREFUSED => "ECONNREFUSED",
-            libc::EHOSTUNREACH => "EHOSTUNREACH",
-            libc::ENETUNREACH => "ENETUNREACH",
-            libc::EACCES => "EACCES",
-            libc::EPERM => "EPERM",
-            libc::ETIMEDOUT => "ETIMEDOUT",
-            libc::ECONNRESET => "ECONNRESET",
-            libc::EHOSTDOWN => "EHOSTDOWN",
-            libc::ENETDOWN => "ENETDOWN",
-            libc::EPROTO => "EPROTO",
-            libc::EMFILE => "EMFILE",
-            libc::ENFILE => "ENFILE",
-            libc::ENOBUFS => "ENOBUFS",
-            libc::ENOMEM => "ENOMEM",
-            libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-            libc::EADDRINUSE => "EADDRINUSE",
-            libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-            libc::EINVAL => "EINVAL",
-            libc::EMSGSIZE => "EMSGSIZE",
-            n => return format!("errno {n}").into(),
-        };
-        n.into()
+        match NAMES.iter().find(|(n, _)| *n == self.0) {
+            Some((_, name)) => (*name).into(),
+            None => format!("errno {}", self.0).into(),
+        }
+    }
+
+    /// The errno [`Errno::name`] gives `name` (a row read back from JSON).
+    pub fn from_name(name: &str) -> Option<Errno> {
+        if let Some(n) = name.strip_prefix("errno ") {
+            return n.parse().ok().map(Errno);
+        }
+        NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(n, _)| Errno(*n))
+    }
+}
+
+impl<'de> Deserialize<'de> for Errno {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Errno, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        Errno::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown errno name {name:?}")))
     }
 }
 

@@ -5,7 +5,6 @@ use crate::state::{Finding, ProbeRun, Report, Round};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method};
 use http_body_util::BodyExt;
-use kports_core::Proto;
 use kports_core::catalog::Severity;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -16,16 +15,16 @@ fn auth() -> Auth {
     Auth::from_token(format!("{TOKEN}\n").as_bytes()).unwrap()
 }
 
-fn row(peer: &str, port: u16, status: ProbeStatus) -> ProbeRow {
-    ProbeRow {
+fn row(peer: &str, port: u16, status: Status) -> Row {
+    Row {
         source: "cp1".into(),
         target: peer.into(),
         target_address: "192.0.2.12".parse().unwrap(),
-        proto: Proto::Tcp,
+        proto: kports_probe::Transport::Tcp,
         port,
         status,
         errno: None,
-        latency_ms: 0.4,
+        latency_ms: Duration::from_micros(400),
         component: Some("kubelet".into()),
     }
 }
@@ -46,8 +45,8 @@ fn round() -> Round {
         }),
         probes: Some(Ok(ProbeRun {
             rows: vec![
-                row("w1", 10250, ProbeStatus::Open),
-                row("w2", 10250, ProbeStatus::Filtered),
+                row("w1", 10250, Status::Open),
+                row("w2", 10250, Status::Filtered),
             ],
             took: Duration::from_millis(900),
         })),
@@ -164,7 +163,7 @@ async fn bad_queries_are_bad_requests() {
 #[tokio::test]
 async fn api_routes_need_the_token() {
     let state = ready_state();
-    for uri in ["/api/v1/report", "/api/v1/probes"] {
+    for uri in ["/api/v1/report", "/api/v1/probes", "/api/v1/matrix"] {
         let a = get(&state, uri, None).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{uri}");
         assert_eq!(a.headers[header::WWW_AUTHENTICATE], "Bearer");
@@ -319,7 +318,7 @@ async fn oversized_bodies_are_refused() {
 #[tokio::test]
 async fn unknown_routes_are_not_found() {
     let state = ready_state();
-    for uri in ["/", "/api/v1/reports", "/api/v2/report", "/metrics/x"] {
+    for uri in ["/index.html", "/api/v1/reports", "/api/v2/report", "/metrics/x"] {
         let a = get(&state, uri, BEARER).await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{uri}");
         assert!(
@@ -410,4 +409,159 @@ fn token_files() {
     assert!(e.contains("cannot read the token file"), "{e}");
     fs::remove_dir_all(&dir).unwrap();
     assert_eq!(format!("{:?}", auth()), "Auth::Token(..)");
+}
+
+#[tokio::test]
+async fn the_page_is_open_self_contained_and_carries_no_data() {
+    let state = ready_state();
+    let a = get(&state, "/", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    let csp = a.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"));
+    assert!(a.body.contains("<title>kports"));
+    assert!(a.body.contains("api/v1/matrix"));
+    // Nothing is loaded from elsewhere: no URL, no external script or style.
+    assert!(!a.body.contains("http://") && !a.body.contains("https://"));
+    assert!(!a.body.contains("<script src") && !a.body.contains("<link"));
+    // The page holds no node data: that needs the token.
+    assert!(!a.body.contains("cp1") && !a.body.contains("kubeadm"));
+}
+
+/// Serves `state`'s router on a loopback port for as long as the test runs.
+async fn serve_on_loopback(state: AgentState, auth: Auth) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app(state, auth, Limits::default());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
+
+fn peer_state() -> AgentState {
+    let w1 = AgentState::new("w1");
+    let mut r = row("cp1", 6443, Status::Refused);
+    r.source = "w1".into();
+    r.component = Some("kube-apiserver".into());
+    w1.update(Round {
+        report: Ok(Report {
+            document: json!({"schema": 1, "kind": "report", "hostname": "w1", "items": [],
+                "warnings": [], "context": {"roles": {"value": ["worker"]}}}),
+            findings: vec![],
+            took: Duration::ZERO,
+        }),
+        probes: Some(Ok(ProbeRun {
+            rows: vec![r],
+            took: Duration::ZERO,
+        })),
+    });
+    w1
+}
+
+#[tokio::test]
+async fn the_matrix_gathers_every_agent_and_names_a_silent_one() {
+    use crate::gather::{Gather, Source};
+    use crate::matrix::Peers;
+    let w1 = serve_on_loopback(peer_state(), auth()).await;
+    // An agent that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let state = ready_state();
+    let gather = Gather {
+        port: w1.port(),
+        token: Some(TOKEN.as_bytes().into()),
+        timeout: Duration::from_millis(500),
+        concurrency: 4,
+    };
+    state.set_peers(Peers {
+        gather,
+        sources: vec![
+            Source {
+                name: "cp1".into(),
+                agent: Some("127.0.0.1:9".parse().unwrap()),
+            },
+            Source {
+                name: "w1".into(),
+                agent: Some(w1),
+            },
+            Source {
+                name: "w2".into(),
+                agent: Some(silent.local_addr().unwrap()),
+            },
+        ],
+    });
+    let a = get(&state, "/api/v1/matrix", BEARER).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let doc = a.json();
+    assert_eq!(doc["kind"], "matrix");
+    assert_eq!(doc["schema"], kports_core::SCHEMA_VERSION);
+    let nodes: Vec<(&str, &str)> = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["agent"]["state"].as_str().unwrap()))
+        .collect();
+    // cp1 is this agent (answered from its own state, never asked over HTTP).
+    assert_eq!(
+        nodes,
+        [("cp1", "answered"), ("w1", "answered"), ("w2", "no-answer")]
+    );
+    assert!(
+        doc["nodes"][2]["agent"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within")
+    );
+    assert_eq!(doc["nodes"][1]["report"]["hostname"], "w1");
+    // The command line in cp1's report stays redacted in the matrix.
+    assert!(!a.body.contains("abc.def"));
+    let cells: Vec<(&str, &str, u64, &str)> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap(),
+                r["target"].as_str().unwrap(),
+                r["port"].as_u64().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("cp1", "w1", 10250, "open"),
+            ("cp1", "w2", 10250, "filtered"),
+            ("w1", "cp1", 6443, "refused"),
+        ]
+    );
+    assert_eq!(doc["warnings"].as_array().unwrap().len(), 1);
+    drop(silent);
+}
+
+#[tokio::test]
+async fn the_matrix_of_an_agent_with_a_wrong_peer_token_names_the_refusal() {
+    use crate::gather::{Gather, Source};
+    use crate::matrix::Peers;
+    let w1 = serve_on_loopback(peer_state(), auth()).await;
+    let state = ready_state();
+    state.set_peers(Peers {
+        gather: Gather {
+            port: w1.port(),
+            token: Some(b"not-the-token"[..].into()),
+            timeout: Duration::from_secs(5),
+            concurrency: 1,
+        },
+        sources: vec![Source {
+            name: "w1".into(),
+            agent: Some(w1),
+        }],
+    });
+    let doc = get(&state, "/api/v1/matrix", BEARER).await.json();
+    assert_eq!(doc["nodes"][1]["agent"]["state"], "no-answer");
+    let why = doc["nodes"][1]["agent"]["reason"].as_str().unwrap();
+    assert!(why.contains("401") && why.contains("wrong token"), "{why}");
+    // Only this node's own rows: w1's are missing, not failing.
+    assert!(doc["items"].as_array().unwrap().iter().all(|r| r["source"] == "cp1"));
 }
