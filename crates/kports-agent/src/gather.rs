@@ -194,7 +194,9 @@ pub async fn get(addr: SocketAddr, path: &str, token: Option<&[u8]>) -> Result<B
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or_default();
-            return Err(format!("{addr}{path} answered {status} {why}").trim_end().to_string());
+            return Err(format!("{addr}{path} answered {status} {why}")
+                .trim_end()
+                .to_string());
         }
         Ok(body)
     }
@@ -255,7 +257,10 @@ mod tests {
             out[1].node
         );
         assert_eq!(out[2].node.agent, AgentAnswer::NoAgent);
-        assert!(out.iter().all(|g| g.rows.is_empty() && g.node.report.is_none()));
+        assert!(
+            out.iter()
+                .all(|g| g.rows.is_empty() && g.node.report.is_none())
+        );
         drop(silent);
     }
 }

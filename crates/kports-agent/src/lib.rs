@@ -24,12 +24,12 @@ pub mod discovery;
 pub mod gather;
 pub mod matrix;
 pub mod metrics;
+pub mod page;
 pub mod peers;
 pub mod plan;
 pub mod redact;
 pub mod refresh;
 pub mod responder;
-pub mod page;
 pub mod serve;
 pub mod state;
 

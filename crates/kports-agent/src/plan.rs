@@ -71,16 +71,22 @@ pub fn planned(targets: &[Target]) -> Vec<Planned> {
     out
 }
 
-/// Probes `targets` from `me` and gives the rows of `kports probe -o json`.
-pub async fn probe(me: &str, targets: &[Target], opts: kports_probe::Options) -> ProbeRun {
+/// Probes `targets` from `me` and gives the rows of `kports probe -o json`. Blocking: the
+/// probes run on a current-thread runtime of their own (call it from a blocking task).
+pub fn probe(
+    me: &str,
+    targets: &[Target],
+    opts: kports_probe::Options,
+) -> Result<ProbeRun, String> {
     let started = Instant::now();
     let plan = planned(targets);
     let probes: Vec<kports_probe::Probe> = plan.iter().map(|p| p.probe).collect();
-    let outcomes = kports_probe::probe::run(&probes, opts, |_, _| {}).await;
-    ProbeRun {
+    let outcomes =
+        kports_probe::probe::run_blocking(&probes, opts, |_, _| {}).map_err(|e| e.to_string())?;
+    Ok(ProbeRun {
         rows: kports_probe::row::rows(me, &plan, &outcomes),
         took: started.elapsed(),
-    }
+    })
 }
 
 /// The UDP ports peers of any role need of a node with `roles`: where its responders answer.
@@ -141,12 +147,12 @@ mod tests {
         assert_eq!(udp_ports_of(&needs, &worker), [8472]);
     }
 
-    #[tokio::test]
-    async fn probes_give_rows_of_the_plan() {
+    #[test]
+    fn probes_give_rows_of_the_plan() {
         // A listener on loopback and a port nothing listens on.
-        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let open_port = open.local_addr().unwrap().port();
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed_port = closed.local_addr().unwrap().port();
         drop(closed);
         let need = |port| Need {
@@ -165,7 +171,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(5),
             concurrency: 4,
         };
-        let run = probe("w1", &t, opts).await;
+        let run = probe("w1", &t, opts).unwrap();
         let got: Vec<(u16, kports_probe::Status, &str)> = run
             .rows
             .iter()

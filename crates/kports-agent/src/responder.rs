@@ -36,39 +36,48 @@ impl Drop for Responders {
     }
 }
 
-/// Starts a responder on every port of `ports` (each once), on IPv4 and IPv6 (`bind_v6` off on
-/// a node without IPv6).
-pub fn start(ports: &[u16], bind_v6: bool) -> Responders {
-    let mut ports = ports.to_vec();
-    ports.sort_unstable();
-    ports.dedup();
+/// The addresses to answer on for `ports`: every address of IPv4, and of IPv6 when `v6`.
+pub fn everywhere(ports: &[u16], v6: bool) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for &port in ports {
+        out.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+        if v6 {
+            out.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+        }
+    }
+    out
+}
+
+/// Starts a responder on every address of `addrs` (each once), grouped by port.
+pub fn start(addrs: &[SocketAddr]) -> Responders {
+    let mut addrs = addrs.to_vec();
+    addrs.sort_by_key(|a| (a.port(), a.is_ipv6(), a.ip()));
+    addrs.dedup();
     let mut out = Responders {
         tasks: Vec::new(),
         bound: Vec::new(),
     };
-    for port in ports {
-        let mut b = Bound {
-            port,
-            answering: Vec::new(),
-            not_bound: Vec::new(),
+    for addr in addrs {
+        if out.bound.last().is_none_or(|b| b.port != addr.port()) {
+            out.bound.push(Bound {
+                port: addr.port(),
+                answering: Vec::new(),
+                not_bound: Vec::new(),
+            });
+        }
+        let Some(b) = out.bound.last_mut() else {
+            continue;
         };
-        let mut addrs = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
-        if bind_v6 {
-            addrs.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-        }
-        for addr in addrs {
-            match bind(SocketAddr::new(addr, port)) {
-                Ok(socket) => {
-                    b.answering.push(addr);
-                    out.tasks.push(tokio::spawn(async move {
-                        // Ends only when receiving fails, which a bound UDP socket does not.
-                        let _ = kports_probe::responder::respond(&socket).await;
-                    }));
-                }
-                Err(e) => b.not_bound.push(format!("{addr}: {e}")),
+        match bind(addr) {
+            Ok(socket) => {
+                b.answering.push(addr.ip());
+                out.tasks.push(tokio::spawn(async move {
+                    // Ends only when receiving fails, which a bound UDP socket does not.
+                    let _ = kports_probe::responder::respond(&socket).await;
+                }));
             }
+            Err(e) => b.not_bound.push(format!("{addr}: {e}")),
         }
-        out.bound.push(b);
     }
     out
 }
@@ -92,7 +101,7 @@ mod tests {
         drop(free);
         let held = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         let held_port = held.local_addr().unwrap().port();
-        let r = start(&[free_port, held_port, free_port], false);
+        let r = start(&everywhere(&[free_port, held_port, free_port], false));
         assert_eq!(r.bound.len(), 2, "each port once: {:?}", r.bound);
         let taken = r.bound.iter().find(|b| b.port == held_port).unwrap();
         assert!(taken.answering.is_empty());

@@ -219,11 +219,7 @@ impl AgentState {
 
     /// The whole cluster's matrix: this node's documents and its peers' (cached briefly).
     pub(crate) async fn matrix_bytes(&self) -> Bytes {
-        let peers = self
-            .peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
         self.matrix
             .get_or(async {
                 let mut all = vec![self.own()];

@@ -7,13 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use kports_agent::ProbeRun;
 use kports_agent::metrics::Metrics;
 use kports_agent::peers::{Cluster, Member, Need, Policy, needs, needs_between};
-use kports_agent::ProbeRun;
-use kports_probe::row::Row;
-use kports_probe::Status;
 use kports_core::Proto;
 use kports_core::catalog::{Catalog, Role};
+use kports_probe::Status;
+use kports_probe::row::Row;
 
 const NODES: usize = 5_000;
 

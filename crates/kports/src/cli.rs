@@ -148,10 +148,39 @@ pub struct AgentArgs {
     /// Serve the API without a token (for a listener only trusted clients reach).
     #[arg(long)]
     pub no_auth: bool,
-    /// Seconds between two checks of the node, on average (each delay is jittered by 20%).
+    /// Seconds between two rounds (the node's report, then its probes of its peers), on
+    /// average (each delay is jittered by 20%).
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(5..=3600))]
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub interval: u64,
+    /// The peers: a kports inventory (`nodes:`) or kubespray's hosts.yaml or INI. Without it,
+    /// in a pod, the peers come from the Kubernetes API (Nodes and the agent's pods); elsewhere
+    /// the agent probes nothing.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<std::path::PathBuf>,
+    /// This node's name among its peers. Default: $NODE_NAME, else the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// The port the peers' agents listen on (their /api/v1 is asked for the matrix). Default:
+    /// this agent's own port.
+    #[arg(long, value_name = "PORT")]
+    pub peer_port: Option<u16>,
+    /// How long each probe of a peer waits for an answer: `2s`, `500ms`, `1.5` (seconds).
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub probe_timeout: std::time::Duration,
+    /// Up to this many nodes every node probes every other; beyond, a subset (every
+    /// control-plane node, the etcd members and 16 peers chosen by rendezvous hashing).
+    #[arg(long, value_name = "NODES", default_value_t = 50)]
+    pub full_mesh_up_to: usize,
+    /// The label selector of the agent's own pods, for discovery in a pod.
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        default_value = "app.kubernetes.io/name=kports"
+    )]
+    pub pod_selector: String,
+    #[command(flatten)]
+    pub node: NodeContext,
 }
 
 #[derive(Debug, Args)]

@@ -318,7 +318,12 @@ async fn oversized_bodies_are_refused() {
 #[tokio::test]
 async fn unknown_routes_are_not_found() {
     let state = ready_state();
-    for uri in ["/index.html", "/api/v1/reports", "/api/v2/report", "/metrics/x"] {
+    for uri in [
+        "/index.html",
+        "/api/v1/reports",
+        "/api/v2/report",
+        "/metrics/x",
+    ] {
         let a = get(&state, uri, BEARER).await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{uri}");
         assert!(
@@ -499,7 +504,12 @@ async fn the_matrix_gathers_every_agent_and_names_a_silent_one() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["name"].as_str().unwrap(), n["agent"]["state"].as_str().unwrap()))
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap(),
+                n["agent"]["state"].as_str().unwrap(),
+            )
+        })
         .collect();
     // cp1 is this agent (answered from its own state, never asked over HTTP).
     assert_eq!(
@@ -563,5 +573,11 @@ async fn the_matrix_of_an_agent_with_a_wrong_peer_token_names_the_refusal() {
     let why = doc["nodes"][1]["agent"]["reason"].as_str().unwrap();
     assert!(why.contains("401") && why.contains("wrong token"), "{why}");
     // Only this node's own rows: w1's are missing, not failing.
-    assert!(doc["items"].as_array().unwrap().iter().all(|r| r["source"] == "cp1"));
+    assert!(
+        doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["source"] == "cp1")
+    );
 }

@@ -161,3 +161,177 @@ fn agent_needs_a_token_or_no_auth() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
+
+/// Starts `kports agent` with `args` and returns it with the address it serves on.
+fn start_agent(args: &[&str]) -> (Agent, String, BufReader<std::process::ChildStderr>) {
+    let child = Command::new(KPORTS)
+        .arg("agent")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent(child);
+    let mut stderr = BufReader::new(agent.0.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("kports agent: serving on http://")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    (agent, addr, stderr)
+}
+
+/// Polls `path` until `done` holds for its JSON (bounded: 120 s).
+fn poll(addr: &str, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = get(addr, path, Some(token));
+        if status == 200 {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            if done(&v) {
+                return v;
+            }
+        }
+        assert!(Instant::now() < deadline, "{path} never got there: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn rows_of(doc: &Value) -> Vec<(String, String, String, u64)> {
+    doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap().to_string(),
+                r["target"].as_str().unwrap().to_string(),
+                r["proto"].as_str().unwrap().to_string(),
+                r["port"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Two agents on loopback addresses (127.0.0.1 a control-plane node, 127.0.0.2 a worker),
+/// peers from one inventory: each probes the other on what its role needs, answers UDP
+/// probes of its port, and each gathers the same matrix; when one stops, the other's matrix
+/// says its agent does not answer.
+#[test]
+fn agents_probe_their_inventory_peers_and_gather_one_matrix() {
+    let dir = std::env::temp_dir().join(format!("kports-agent-peers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "peer-t0ken\n").unwrap();
+    let inv = dir.join("inventory.yaml");
+    std::fs::write(
+        &inv,
+        "nodes:\n  - name: cp\n    address: 127.0.0.1\n    roles: [control-plane]\n  - name: wk\n    address: 127.0.0.2\n    roles: [worker]\n",
+    )
+    .unwrap();
+    let token = token_file.to_str().unwrap();
+    let inv = inv.to_str().unwrap();
+    let common = |name: &'static str| {
+        vec![
+            "--token-file",
+            token,
+            "--inventory",
+            inv,
+            "--node-name",
+            name,
+            "--interval",
+            "2",
+            "--probe-timeout",
+            "500ms",
+        ]
+    };
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend(common("cp"));
+    let (mut cp, cp_addr, _cp_err) = start_agent(&args);
+    let port = cp_addr.rsplit_once(':').unwrap().1.to_string();
+    let wk_listen = format!("127.0.0.2:{port}");
+    let mut args = vec!["--listen", wk_listen.as_str()];
+    args.extend(common("wk"));
+    let (wk, wk_addr, _wk_err) = start_agent(&args);
+
+    // The control plane probes the worker's kubelet; the worker probes the API server.
+    let probes = poll(&cp_addr, "/api/v1/probes", "peer-t0ken", |v| {
+        v["items"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    let rows = rows_of(&probes);
+    assert!(
+        rows.contains(&("cp".into(), "wk".into(), "tcp".into(), 10250)),
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|r| r.1 == "wk"), "{rows:?}");
+    for r in probes["items"].as_array().unwrap() {
+        assert_eq!(r["target_address"], "127.0.0.2");
+        assert_ne!(r["status"], "unknown", "{r}");
+    }
+    let probes = poll(&wk_addr, "/api/v1/probes", "peer-t0ken", |v| {
+        v["items"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    let rows = rows_of(&probes);
+    assert!(
+        rows.contains(&("wk".into(), "cp".into(), "tcp".into(), 6443)),
+        "{rows:?}"
+    );
+    assert!(
+        !rows.iter().any(|r| r.3 == 10250),
+        "a worker does not need another node's kubelet: {rows:?}"
+    );
+
+    // The UDP responder on the agent's port: kports probe sees `open`, not `open|filtered`.
+    let out = Command::new(KPORTS)
+        .args([
+            "probe",
+            "127.0.0.2",
+            "--ports",
+            &format!("udp/{port}"),
+            "--timeout",
+            "2s",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["items"][0]["status"], "open", "{doc}");
+
+    // One matrix, from either agent: both nodes answered, both nodes' probes.
+    let answered = |v: &Value| {
+        v["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["agent"]["state"] == "answered"))
+            && rows_of(v).iter().any(|r| r.0 == "cp")
+            && rows_of(v).iter().any(|r| r.0 == "wk")
+    };
+    let from_cp = poll(&cp_addr, "/api/v1/matrix", "peer-t0ken", answered);
+    let from_wk = poll(&wk_addr, "/api/v1/matrix", "peer-t0ken", answered);
+    assert_eq!(rows_of(&from_cp), rows_of(&from_wk));
+    assert_eq!(from_cp["nodes"][1]["report"]["kind"], "check");
+
+    // The control plane's agent stops: the worker's matrix names it, and keeps its own part.
+    // SAFETY: kill() with the pid of a child this test started and has not reaped.
+    assert_eq!(
+        unsafe { libc::kill(cp.0.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let _ = cp.0.wait();
+    let gone = poll(&wk_addr, "/api/v1/matrix", "peer-t0ken", |v| {
+        v["nodes"][0]["agent"]["state"] == "no-answer"
+    });
+    assert_eq!(gone["nodes"][0]["name"], "cp");
+    assert!(rows_of(&gone).iter().all(|r| r.0 == "wk"));
+    assert!(rows_of(&gone).iter().any(|r| r.0 == "wk"));
+    assert!(
+        gone["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("the agent on cp did not answer")),
+        "{gone}"
+    );
+    drop(wk);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
