@@ -315,10 +315,8 @@ fn agents_probe_their_inventory_peers_and_gather_one_matrix() {
 
     // The control plane's agent stops: the worker's matrix names it, and keeps its own part.
     // SAFETY: kill() with the pid of a child this test started and has not reaped.
-    assert_eq!(
-        unsafe { libc::kill(cp.0.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    let r = unsafe { libc::kill(cp.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(r, 0);
     let _ = cp.0.wait();
     let gone = poll(&wk_addr, "/api/v1/matrix", "peer-t0ken", |v| {
         v["nodes"][0]["agent"]["state"] == "no-answer"
