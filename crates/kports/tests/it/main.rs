@@ -5,7 +5,8 @@
 //! even when a test fails): the census against `ss` and `ip` (`census`), `check` and `explain`
 //! (`check`), the node's own prerequisites (`prereq`), the firewall commands (`firewall`), the
 //! lab (`lab`), the checks on a lab (`check_lab`), and `probe` against nft rules and nmap
-//! (`probe`; its bad-input and loopback tests need no root). What they share (the binary's
+//! (`probe`; its bad-input and loopback tests need no root), and the agent in every lab node
+//! with its page in headless chromium (`agent_lab`). What they share (the binary's
 //! path, the root check, one lab at a time, a
 //! namespace with component stand-ins) is in `support`.
 //!
@@ -15,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 mod agent;
+mod agent_lab;
 mod census;
 mod check;
 mod check_lab;
