@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::Request;
 use hyper::header;
 use hyper_util::rt::TokioIo;
+use kports_core::catalog::Role;
 use kports_probe::row::Row;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -52,6 +53,8 @@ impl std::fmt::Debug for Gather {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     pub name: String,
+    /// Its roles as the peer source knows them (inventory, Node labels).
+    pub roles: Vec<Role>,
     pub agent: Option<SocketAddr>,
 }
 
@@ -71,6 +74,8 @@ pub enum AgentAnswer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeEntry {
     pub name: String,
+    /// Its roles as the peer source knows them (its report says what it detected itself).
+    pub roles: Vec<Role>,
     /// `http://ADDR:PORT` of its agent, when known.
     pub agent_url: Option<String>,
     pub agent: AgentAnswer,
@@ -108,6 +113,7 @@ impl Gather {
     pub async fn one(&self, source: &Source) -> Gathered {
         let entry = |agent, report| NodeEntry {
             name: source.name.clone(),
+            roles: source.roles.clone(),
             agent_url: source.agent.map(|a| format!("http://{a}")),
             agent,
             report,
@@ -232,14 +238,17 @@ mod tests {
         let out = g
             .all(vec![
                 Source {
+                    roles: vec![],
                     name: "quiet".into(),
                     agent: Some(silent_addr),
                 },
                 Source {
+                    roles: vec![],
                     name: "gone".into(),
                     agent: Some(closed_addr),
                 },
                 Source {
+                    roles: vec![],
                     name: "none".into(),
                     agent: None,
                 },

@@ -134,6 +134,7 @@ mod tests {
     fn node(name: &str, agent: AgentAnswer) -> NodeEntry {
         NodeEntry {
             name: name.into(),
+            roles: vec![],
             agent_url: None,
             agent,
             report: None,

@@ -193,7 +193,7 @@ impl AgentState {
     }
 
     /// This node's part of the matrix, from its own latest documents.
-    pub(crate) fn own(&self) -> Gathered {
+    pub(crate) fn own(&self, roles: Vec<kports_core::catalog::Role>) -> Gathered {
         let report = self
             .report()
             .and_then(|r| serde_json::from_slice::<Value>(&r.bytes).ok());
@@ -209,6 +209,7 @@ impl AgentState {
         Gathered {
             node: NodeEntry {
                 name: self.hostname.to_string(),
+                roles,
                 agent_url: None,
                 agent,
                 report,
@@ -222,12 +223,15 @@ impl AgentState {
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
         self.matrix
             .get_or(async {
-                let mut all = vec![self.own()];
-                if let Some(p) = peers {
-                    let me = self.hostname();
-                    let others: Vec<_> = p.sources.into_iter().filter(|s| s.name != me).collect();
-                    all.extend(p.gather.all(others).await);
-                }
+                let me = self.hostname();
+                let Some(p) = peers else {
+                    return matrix::bytes(&matrix::document(me, vec![self.own(Vec::new())]));
+                };
+                let (mine, others): (Vec<_>, Vec<_>) =
+                    p.sources.into_iter().partition(|s| s.name == me);
+                let roles = mine.into_iter().next().map(|s| s.roles).unwrap_or_default();
+                let mut all = vec![self.own(roles)];
+                all.extend(p.gather.all(others).await);
                 matrix::bytes(&matrix::document(&self.hostname, all))
             })
             .await

@@ -482,14 +482,17 @@ async fn the_matrix_gathers_every_agent_and_names_a_silent_one() {
         gather,
         sources: vec![
             Source {
+                roles: vec![],
                 name: "cp1".into(),
                 agent: Some("127.0.0.1:9".parse().unwrap()),
             },
             Source {
+                roles: vec![kports_core::catalog::Role::Worker],
                 name: "w1".into(),
                 agent: Some(w1),
             },
             Source {
+                roles: vec![],
                 name: "w2".into(),
                 agent: Some(silent.local_addr().unwrap()),
             },
@@ -523,6 +526,7 @@ async fn the_matrix_gathers_every_agent_and_names_a_silent_one() {
             .contains("no answer within")
     );
     assert_eq!(doc["nodes"][1]["report"]["hostname"], "w1");
+    assert_eq!(doc["nodes"][1]["roles"], json!(["worker"]));
     // The command line in cp1's report stays redacted in the matrix.
     assert!(!a.body.contains("abc.def"));
     let cells: Vec<(&str, &str, u64, &str)> = doc["items"]
@@ -564,6 +568,7 @@ async fn the_matrix_of_an_agent_with_a_wrong_peer_token_names_the_refusal() {
             concurrency: 1,
         },
         sources: vec![Source {
+            roles: vec![],
             name: "w1".into(),
             agent: Some(w1),
         }],

@@ -260,6 +260,7 @@ async fn probe_peers(work: &Work, node: &NodeFacts) -> Result<ProbeRun, String> 
             .iter()
             .map(|p| Source {
                 name: p.name.clone(),
+                roles: p.roles.iter().copied().collect(),
                 agent: p
                     .agent
                     .map(|a| kports_agent::gather::agent_addr(a, work.gather.port)),
