@@ -61,8 +61,9 @@ pub fn run_with_input(
     run_capped(cmd, args, stdin, timeout, limits::COMMAND_OUTPUT.bytes())
 }
 
-/// [`run_with_input`], refusing more than `limit` bytes of standard output.
-fn run_capped(
+/// [`run_with_input`], refusing more than `limit` bytes of standard output (a smaller cap than
+/// [`limits::COMMAND_OUTPUT`], for output that is known to be small).
+pub fn run_capped(
     cmd: &str,
     args: &[&str],
     stdin: Option<&str>,

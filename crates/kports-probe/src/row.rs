@@ -9,7 +9,7 @@ use crate::plan::Planned;
 use crate::probe::Outcome;
 use crate::status::{Errno, Status, Transport};
 
-/// One probe's result (read back from JSON too: the agent gathers its peers' rows).
+/// One probe's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// The node that probed (its host name).
@@ -34,7 +34,12 @@ fn millis<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Erro
 
 fn from_millis<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
     let ms = f64::deserialize(d)?;
-    std::time::Duration::try_from_secs_f64(ms / 1000.0).map_err(serde::de::Error::custom)
+    if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {
+        return Err(serde::de::Error::custom(format!(
+            "latency_ms {ms} is not a duration"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
 }
 
 /// Joins a plan with its outcomes (same order).
@@ -92,24 +97,11 @@ mod tests {
                 "component": "kubelet"
             }])
         );
-        let back: Vec<Row> = serde_json::from_value(v).unwrap_or_default();
-        assert_eq!(back.len(), 1);
+        // Read back (a saved report), the row is the same, to the serialized precision.
+        let back: Vec<Row> = serde_json::from_value(v).unwrap();
         assert_eq!(back[0].errno, Some(Errno(libc::EHOSTUNREACH)));
         assert_eq!(back[0].status, Status::Unreachable);
-        let want = std::time::Duration::from_micros(1_234_570);
-        assert!(back[0].latency_ms.abs_diff(want) < std::time::Duration::from_micros(1));
-    }
-
-    #[test]
-    fn errno_names_read_back() {
-        for n in [libc::EACCES, libc::EMSGSIZE, 4242] {
-            assert_eq!(Errno::from_name(&Errno(n).name()), Some(Errno(n)));
-        }
-        assert_eq!(Errno::from_name("EWHATEVER"), None);
-        let bad: Result<Row, _> = serde_json::from_value(serde_json::json!({
-            "source": "a", "target": "b", "target_address": "192.0.2.1", "proto": "sctp",
-            "port": 1, "status": "open", "errno": null, "latency_ms": 1.0, "component": null
-        }));
-        assert!(bad.is_err());
+        assert_eq!(back[0].latency_ms.as_micros(), 1_234_570);
+        assert!(serde_json::from_value::<Row>(serde_json::json!({"errno": "EBOGUS"})).is_err());
     }
 }

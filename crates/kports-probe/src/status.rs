@@ -111,55 +111,32 @@ impl fmt::Display for Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Errno(pub i32);
 
-/// The errors a probe can meet, by symbolic name.
-const NAMES: [(i32, &str); 19] = [
-    (libc::ECONNREFUSED, "ECONNREFUSED"),
-    (libc::EHOSTUNREACH, "EHOSTUNREACH"),
-    (libc::ENETUNREACH, "ENETUNREACH"),
-    (libc::EACCES, "EACCES"),
-    (libc::EPERM, "EPERM"),
-    (libc::ETIMEDOUT, "ETIMEDOUT"),
-    (libc::ECONNRESET, "ECONNRESET"),
-    (libc::EHOSTDOWN, "EHOSTDOWN"),
-    (libc::ENETDOWN, "ENETDOWN"),
-    (libc::EPROTO, "EPROTO"),
-    (libc::EMFILE, "EMFILE"),
-    (libc::ENFILE, "ENFILE"),
-    (libc::ENOBUFS, "ENOBUFS"),
-    (libc::ENOMEM, "ENOMEM"),
-    (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
-    (libc::EADDRINUSE, "EADDRINUSE"),
-    (libc::EAFNOSUPPORT, "EAFNOSUPPORT"),
-    (libc::EINVAL, "EINVAL"),
-    (libc::EMSGSIZE, "EMSGSIZE"),
-];
-
 impl Errno {
     /// The symbolic name of the errors a probe can meet; `errno N` for others.
     pub fn name(self) -> std::borrow::Cow<'static, str> {
-        match NAMES.iter().find(|(n, _)| *n == self.0) {
-            Some((_, name)) => (*name).into(),
-            None => format!("errno {}", self.0).into(),
-        }
-    }
-
-    /// The errno [`Errno::name`] gives `name` (a row read back from JSON).
-    pub fn from_name(name: &str) -> Option<Errno> {
-        if let Some(n) = name.strip_prefix("errno ") {
-            return n.parse().ok().map(Errno);
-        }
-        NAMES
-            .iter()
-            .find(|(_, n)| *n == name)
-            .map(|(n, _)| Errno(*n))
-    }
-}
-
-impl<'de> Deserialize<'de> for Errno {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Errno, D::Error> {
-        let name = std::borrow::Cow::<str>::deserialize(d)?;
-        Errno::from_name(&name)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown errno name {name:?}")))
+        let n = match self.0 {
+            libc::ECONNREFUSED => "ECONNREFUSED",
+            libc::EHOSTUNREACH => "EHOSTUNREACH",
+            libc::ENETUNREACH => "ENETUNREACH",
+            libc::EACCES => "EACCES",
+            libc::EPERM => "EPERM",
+            libc::ETIMEDOUT => "ETIMEDOUT",
+            libc::ECONNRESET => "ECONNRESET",
+            libc::EHOSTDOWN => "EHOSTDOWN",
+            libc::ENETDOWN => "ENETDOWN",
+            libc::EPROTO => "EPROTO",
+            libc::EMFILE => "EMFILE",
+            libc::ENFILE => "ENFILE",
+            libc::ENOBUFS => "ENOBUFS",
+            libc::ENOMEM => "ENOMEM",
+            libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+            libc::EADDRINUSE => "EADDRINUSE",
+            libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+            libc::EINVAL => "EINVAL",
+            libc::EMSGSIZE => "EMSGSIZE",
+            n => return format!("errno {n}").into(),
+        };
+        n.into()
     }
 }
 
@@ -172,6 +149,45 @@ impl fmt::Display for Errno {
 impl Serialize for Errno {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.name())
+    }
+}
+
+impl Errno {
+    /// The errno [`Errno::name`] gave `name` (`ECONNREFUSED`, `errno 71`).
+    pub fn from_name(name: &str) -> Option<Errno> {
+        if let Some(n) = name.strip_prefix("errno ") {
+            return n.parse().ok().map(Errno);
+        }
+        const KNOWN: [i32; 19] = [
+            libc::ECONNREFUSED,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EACCES,
+            libc::EPERM,
+            libc::ETIMEDOUT,
+            libc::ECONNRESET,
+            libc::EHOSTDOWN,
+            libc::ENETDOWN,
+            libc::EPROTO,
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EADDRNOTAVAIL,
+            libc::EADDRINUSE,
+            libc::EAFNOSUPPORT,
+            libc::EINVAL,
+            libc::EMSGSIZE,
+        ];
+        KNOWN.into_iter().map(Errno).find(|e| e.name() == name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Errno {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Errno, D::Error> {
+        let s = String::deserialize(d)?;
+        Errno::from_name(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an errno kports names")))
     }
 }
 

@@ -104,6 +104,35 @@ pub enum Command {
   kports probe w1 w2 --inventory hosts.yaml --ports 10250,udp/8472
   kports probe 192.0.2.0/28 --ports 10250 -o json   every host of a subnet")]
     Probe(ProbeArgs),
+    /// This node's own report: roles, CNI, interfaces, the ports it serves with their listeners
+    /// and the firewall's verdict, findings, and (with --probe-peers) its probes of its peers.
+    ///
+    /// `kports report -o json > node.json` on every node gives the files `kports cluster FILE...`
+    /// joins into the cluster's matrix. With --inventory the firewall is judged for packets from
+    /// each peer of the inventory, and --probe-peers probes every port this node needs of each
+    /// peer (by the roles the inventory gives). Exit status 0 when the report is made (failed
+    /// probes are data, not errors), 2 on an error.
+    #[command(after_long_help = "Examples:
+  kports report                                           this node, as a table
+  kports report -o json > $(hostname).json                for kports cluster FILE...
+  kports report --inventory hosts.yaml --probe-peers -o json
+  kports report --inventory - --self w1 --probe-peers -o json < hosts.yaml")]
+    Report(ReportArgs),
+    /// The cluster's node x required-port matrix, with a root cause for every failing cell.
+    ///
+    /// Runs `kports report --probe-peers -o json` on every node of the inventory through --via
+    /// (a command prefix: `{name}` and `{address}` are filled in; the inventory goes on standard
+    /// input), or in every node of `kports lab` (--lab), or reads reports saved earlier (FILE...),
+    /// and joins what each node saw of its peers with what each peer knows of itself: its
+    /// listeners, its firewall's verdict, its links; the near side's route. A node that does not
+    /// answer is shown as such. Exit status 0 when every node reported and every cell passed,
+    /// 1 when a cell failed or a node did not report, 2 on an error.
+    #[command(after_long_help = "Examples:
+  kports cluster --inventory hosts.yaml --via 'ssh root@{address}'
+  kports cluster --inventory hosts.yaml --via 'ssh -J bastion admin@{address} sudo' --remote-kports /usr/local/bin/kports
+  kports cluster --lab                                    every node of kports lab
+  kports cluster cp1.json w1.json w2.json -o json         reports saved with kports report -o json")]
+    Cluster(ClusterArgs),
     /// A practice cluster network on this machine, made of network namespaces (needs root).
     Lab(kports_lab::LabArgs),
     /// Print the shell completion script for bash, zsh or fish.
@@ -181,6 +210,87 @@ pub struct AgentArgs {
     pub pod_selector: String,
     #[command(flatten)]
     pub node: NodeContext,
+}
+
+/// `kports report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub node: NodeContext,
+    /// The cluster's inventory (kports YAML or kubespray's), or `-` for standard input: this
+    /// node's peers, judged by the firewall one by one and probed with --probe-peers.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// This node's name in the inventory (default: the node whose name is the host name, or
+    /// whose address is one of this node's).
+    #[arg(long = "self", value_name = "NAME", requires = "inventory")]
+    pub self_name: Option<String>,
+    /// Probe every port this node needs of each peer of the inventory.
+    #[arg(long, requires = "inventory")]
+    pub probe_peers: bool,
+    /// How long each probe waits for an answer.
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub probe_timeout: std::time::Duration,
+    /// Output format (`wide` is `table`).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// `kports cluster`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("from").required(true).args(["files", "via", "lab"])))]
+pub struct ClusterArgs {
+    /// Reports saved with `kports report -o json` (one per node, with its probes).
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The cluster's inventory (kports YAML or kubespray's), for --via.
+    #[arg(long, value_name = "FILE", requires = "via")]
+    pub inventory: Option<PathBuf>,
+    /// The command prefix that runs a command on a node: `ssh root@{address}`,
+    /// `ip netns exec {name}`; kports's command line follows it.
+    #[arg(long, value_name = "COMMAND", requires = "inventory")]
+    pub via: Option<String>,
+    /// Every node of `kports lab`, with this kports binary (needs root).
+    #[arg(long, conflicts_with_all = ["inventory", "via", "remote_kports"])]
+    pub lab: bool,
+    /// The kports binary on the nodes (default: `kports` from the node's PATH).
+    #[arg(long, value_name = "PATH", default_value = "kports", requires = "via")]
+    pub remote_kports: String,
+    /// Nodes asked at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// How long one node may take to answer, from start to end.
+    #[arg(long, default_value = "60s", value_parser = parse_node_timeout)]
+    pub timeout: std::time::Duration,
+    /// How long each of a node's probes waits for an answer.
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub probe_timeout: std::time::Duration,
+    /// Output format (`wide` is `table`).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// A node's timeout: `60s`, `2m`, `90` (seconds); from 1 s to 1 h.
+fn parse_node_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    let secs = num
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v * scale)
+        .ok_or_else(|| format!("`{s}` is not a duration such as 60s, 2m or 90"))?;
+    if !(1.0..=3600.0).contains(&secs) {
+        return Err(format!("`{s}`: a node's timeout must be from 1s to 1h"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         Command::Explain(a) => cmd::explain::run(a, &io, &mut out),
         Command::Firewall(c) => cmd::firewall::run(c, &io, &mut out),
         Command::Probe(a) => cmd::probe::run(a, &mut out),
+        Command::Report(a) => cmd::report::run(a, &io, &mut out),
+        Command::Cluster(a) => cmd::cluster::run(a, &mut out),
         Command::Lab(a) => return lab(a),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
         Command::Man(a) => cmd::man::run(a, &mut out),

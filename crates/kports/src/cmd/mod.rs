@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod cluster;
 pub mod completions;
 pub mod conns;
 pub mod explain;
@@ -11,6 +12,7 @@ pub mod listen;
 pub mod man;
 pub mod node;
 pub mod probe;
+pub mod report;
 
 use std::path::PathBuf;
 

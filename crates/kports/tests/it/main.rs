@@ -21,6 +21,7 @@ mod census;
 mod check;
 mod check_lab;
 mod cli;
+mod cluster;
 mod firewall;
 mod install;
 mod lab;

@@ -1,0 +1,332 @@
+//! `kports cluster`: gather every node's report (through --via, in `kports lab`, or from saved
+//! files), join them (kports-cluster's matrix) and render the matrix, the failing cells with
+//! their causes, and a line per node.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::{Read as _, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use kports_cluster::matrix::{Cell, Matrix, NodeInput, NodeState, join};
+use kports_cluster::report::{self, NodeDoc};
+use kports_cluster::via::{self, Limits, Target, Template};
+use kports_core::Warning;
+use kports_core::catalog::Role;
+use kports_probe::inventory;
+use kports_probe::{Status, Transport};
+
+use crate::cli::ClusterArgs;
+use crate::cmd::Outcome;
+use crate::output::{Document, Format, Out};
+
+/// The largest saved report kports reads.
+const MAX_REPORT_BYTES: u64 = via::MAX_OUTPUT;
+
+pub fn run(args: &ClusterArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
+    let nodes = if !args.files.is_empty() {
+        from_files(&args.files)?
+    } else if args.lab {
+        from_lab(args)?
+    } else {
+        from_via(args)?
+    };
+    if nodes.iter().all(|n| n.report.is_err()) {
+        let why: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n.report.as_ref().err().map(|e| format!("{}: {e}", n.name)))
+            .collect();
+        bail!("no node gave a report:\n  {}", why.join("\n  "));
+    }
+    let m = join(&nodes);
+    let mut warnings = Vec::new();
+    for n in nodes.iter().filter(|n| n.report.is_err()) {
+        if let Err(e) = &n.report {
+            warnings.push(Warning::new(
+                "node-no-report",
+                format!("{} gave no report: {e}", n.name),
+            ));
+        }
+    }
+    let hostname = kports_linux::hostname();
+    match args.output {
+        Format::Json => out.json(
+            &Document::new("cluster", &hostname, &m.cells, &warnings)
+                .with_context(serde_json::json!({ "nodes": m.nodes, "failing": m.failing() })),
+        )?,
+        Format::Table | Format::Wide => table(out, &m)?,
+    }
+    Ok(Outcome {
+        failed: !m.clean(),
+        warnings,
+    })
+}
+
+/// Reports saved with `kports report -o json`: a file kports cannot read is an error, not a
+/// node without a report.
+fn from_files(files: &[std::path::PathBuf]) -> Result<Vec<NodeInput>> {
+    let mut nodes: Vec<NodeInput> = Vec::new();
+    for f in files {
+        let doc = read_report(f).with_context(|| format!("{}", f.display()))?;
+        if nodes.iter().any(|n| n.name == doc.name) {
+            bail!(
+                "{}: a second report of node {}; give one file per node",
+                f.display(),
+                doc.name
+            );
+        }
+        nodes.push(NodeInput {
+            name: doc.name.clone(),
+            addresses: Vec::new(),
+            roles: Vec::new(),
+            report: Ok(doc),
+        });
+    }
+    Ok(nodes)
+}
+
+fn read_report(path: &Path) -> Result<NodeDoc> {
+    let f = std::fs::File::open(path).context("cannot open it")?;
+    let mut text = String::new();
+    f.take(MAX_REPORT_BYTES + 1)
+        .read_to_string(&mut text)
+        .context("cannot read it")?;
+    if text.len() as u64 > MAX_REPORT_BYTES {
+        bail!(
+            "larger than {} MiB: not a node report",
+            MAX_REPORT_BYTES >> 20
+        );
+    }
+    Ok(report::parse(&text)?)
+}
+
+/// What runs on each node: this node's report with its probes, the inventory on stdin.
+fn remote_command(kports: &str, name: &str, probe_timeout: Duration) -> Vec<String> {
+    [
+        kports,
+        "report",
+        "-o",
+        "json",
+        "--inventory",
+        "-",
+        "--self",
+        name,
+        "--probe-peers",
+        "--probe-timeout",
+        &format!("{}ms", probe_timeout.as_millis()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs the report on every node of `inv` through `template`, the inventory's text on stdin.
+fn gather(
+    inv: &inventory::Inventory,
+    text: &str,
+    template: &Template,
+    kports: &str,
+    args: &ClusterArgs,
+) -> Vec<NodeInput> {
+    let jobs: Vec<(String, Vec<String>)> = inv
+        .nodes
+        .iter()
+        .map(|n| {
+            let target = Target {
+                name: n.name.clone(),
+                address: n.address,
+            };
+            (
+                n.name.clone(),
+                template.argv(
+                    &target,
+                    &remote_command(kports, &n.name, args.probe_timeout),
+                ),
+            )
+        })
+        .collect();
+    let limits = Limits {
+        concurrency: args.concurrency as usize,
+        timeout: args.timeout,
+    };
+    let results = via::run_all(&jobs, Some(text), limits);
+    inv.nodes
+        .iter()
+        .zip(results)
+        .map(|(n, (_, r))| NodeInput {
+            name: n.name.clone(),
+            addresses: n.addresses(),
+            roles: n.roles.clone(),
+            report: r.and_then(|stdout| {
+                let doc = report::parse(&stdout).map_err(|e| format!("its report: {e}"))?;
+                if doc.name != n.name {
+                    return Err(format!("it answered as {}", doc.name));
+                }
+                Ok(doc)
+            }),
+        })
+        .collect()
+}
+
+fn from_via(args: &ClusterArgs) -> Result<Vec<NodeInput>> {
+    let (Some(path), Some(via)) = (&args.inventory, &args.via) else {
+        bail!("--via needs --inventory FILE (and the other way round)");
+    };
+    let template = Template::parse(via)?;
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("cannot open the inventory {}", path.display()))?;
+    let mut text = String::new();
+    f.take(inventory::MAX_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read the inventory {}", path.display()))?;
+    let inv = inventory::parse(&text, &path.display().to_string())?;
+    Ok(gather(&inv, &text, &template, &args.remote_kports, args))
+}
+
+/// The lab's nodes as a kports inventory.
+fn lab_inventory(plan: &kports_lab::plan::Plan) -> String {
+    let mut s = String::from("nodes:\n");
+    for n in &plan.nodes {
+        let role = match n.role {
+            kports_lab::plan::Role::ControlPlane => Role::ControlPlane,
+            kports_lab::plan::Role::Worker => Role::Worker,
+        };
+        let _ = writeln!(
+            s,
+            "  - name: {}\n    address: {}\n    address6: \"{}\"\n    roles: [{}]",
+            n.name,
+            n.ipv4,
+            n.ipv6,
+            role.as_str()
+        );
+    }
+    s
+}
+
+fn from_lab(args: &ClusterArgs) -> Result<Vec<NodeInput>> {
+    if !kports_lab::sys::is_root() {
+        bail!("kports cluster --lab needs root: it runs kports inside the lab's namespaces");
+    }
+    let state = kports_lab::state::State::load(&kports_lab::state::Paths::default())?
+        .context("no lab is up: run `kports lab up` first")?;
+    let text = lab_inventory(&state.plan());
+    let inv = inventory::parse(&text, "the lab's nodes")?;
+    let exe = std::env::current_exe().context("cannot find kports's own executable")?;
+    let exe = exe
+        .to_str()
+        .context("kports's own path is not UTF-8")?
+        .to_string();
+    Ok(gather(&inv, &text, &Template::lab(&exe), &exe, args))
+}
+
+/// The cells of `node`'s column `port`.
+fn column<'a>(m: &'a Matrix, node: &str, port: (Transport, u16)) -> Vec<&'a Cell> {
+    m.cells
+        .iter()
+        .filter(|c| c.row.target == node && (c.row.proto, c.row.port) == port)
+        .collect()
+}
+
+fn summary_cell(cells: &[&Cell], buf: &mut String) {
+    if cells.is_empty() {
+        buf.push('-');
+        return;
+    }
+    let failing: Vec<&&Cell> = cells.iter().filter(|c| c.failed()).collect();
+    if failing.is_empty() {
+        let open = cells.iter().all(|c| c.row.status == Status::Open);
+        buf.push_str(if open { "open" } else { "open|filtered" });
+        return;
+    }
+    let statuses: BTreeSet<Status> = failing.iter().map(|c| c.row.status).collect();
+    let from: BTreeSet<&str> = failing.iter().map(|c| c.row.source.as_str()).collect();
+    let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    let from: Vec<&str> = from.into_iter().collect();
+    let _ = write!(buf, "{} from {}", statuses.join(","), from.join(","));
+}
+
+fn table(out: &mut Out<impl Write>, m: &Matrix) -> std::io::Result<()> {
+    let ports = m.ports();
+    let labels: Vec<String> = ports.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+    let mut headers: Vec<&str> = vec!["NODE", "ROLES"];
+    headers.extend(labels.iter().map(String::as_str));
+    out.table(&headers, m.nodes.len(), |r, c, b| {
+        let n = &m.nodes[r];
+        match c {
+            0 => b.push_str(&n.name),
+            1 => {
+                let roles: Vec<&str> = n.roles.iter().map(|r| r.as_str()).collect();
+                b.push_str(&roles.join(","));
+            }
+            _ if n.state == NodeState::CutOff => b.push_str("CUT OFF"),
+            _ => summary_cell(&column(m, &n.name, ports[c - 2]), b),
+        }
+    })?;
+    let failing: Vec<&Cell> = m.cells.iter().filter(|c| c.failed()).collect();
+    if !failing.is_empty() {
+        out.line("")?;
+        out.heading("failing")?;
+        for c in failing {
+            let r = &c.row;
+            let errno = r.errno.map(|e| format!(" {e}")).unwrap_or_default();
+            out.line(&format!(
+                "{} -> {} {} {}/{} {}{errno}: {}",
+                r.source,
+                r.target,
+                r.target_address,
+                r.proto,
+                r.port,
+                r.status,
+                c.cause.as_deref().unwrap_or("no cause found")
+            ))?;
+        }
+    }
+    out.line("")?;
+    for n in &m.nodes {
+        let mut line = format!(
+            "{}: {}; probed {} (failed {}), was probed {} (failed {})",
+            n.name,
+            n.state.as_str(),
+            n.probes_sent,
+            n.failed_sent,
+            n.probes_received,
+            n.failed_received
+        );
+        if let Some(note) = &n.note {
+            let _ = write!(line, "; {note}");
+        }
+        out.line(&line)?;
+    }
+    out.line(&format!("{} cells, {} failing", m.cells.len(), m.failing()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lab_inventory_is_read_back_with_every_node() {
+        let plan = kports_lab::plan::Plan::new(kports_lab::plan::Counts::default());
+        let inv = inventory::parse(&lab_inventory(&plan), "lab").unwrap();
+        let names: Vec<&str> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["cp1", "w1", "w2"]);
+        assert_eq!(inv.nodes[0].roles, [Role::ControlPlane]);
+        assert_eq!(
+            inv.nodes[1].addresses(),
+            [
+                "192.0.2.21".parse::<std::net::IpAddr>().unwrap(),
+                "2001:db8::21".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn each_node_runs_its_own_report_with_the_inventory_on_stdin() {
+        let cmd = remote_command("/usr/bin/kports", "w1", Duration::from_millis(1500));
+        assert_eq!(
+            cmd.join(" "),
+            "/usr/bin/kports report -o json --inventory - --self w1 --probe-peers --probe-timeout 1500ms"
+        );
+    }
+}

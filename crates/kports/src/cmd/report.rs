@@ -1,0 +1,257 @@
+//! `kports report`: the node report (kports-node) as kports-cluster's document, optionally with
+//! this node's probes of its peers (what it needs of each, by the inventory's roles).
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write};
+use std::net::IpAddr;
+
+use anyhow::{Context as _, Result, bail};
+use kports_agent::peers::{Member, needs, needs_between};
+use kports_cluster::report::{NodeDoc, Peer};
+use kports_core::Warning;
+use kports_core::catalog::Roles;
+use kports_node::{NodeIo, NodeReport};
+use kports_probe::inventory::{self, Inventory};
+use kports_probe::plan::Planned;
+use kports_probe::probe::{self, Options, Probe};
+use kports_probe::row::rows;
+use kports_probe::{Status, Transport};
+
+use crate::cli::ReportArgs;
+use crate::cmd::Outcome;
+use crate::output::{Document, Format, Out};
+
+pub fn run(args: &ReportArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
+    let inventory = match &args.inventory {
+        Some(p) if p.as_os_str() == "-" => Some(read_stdin()?),
+        Some(p) => Some(inventory::read(p)?),
+        None => None,
+    };
+    let options = args.node.options();
+    let mut report = NodeReport::build(io, &options)?;
+    let mut warnings = Vec::new();
+    let me = match &inventory {
+        Some(inv) => Some(find_self(inv, args.self_name.as_deref(), &report)?),
+        None => None,
+    };
+    // A node whose components do not run yet has no detected role: the inventory says.
+    if let (Some(me), None) = (me, options.roles) {
+        if report.roles.value.is_empty() && !me.roles.is_empty() {
+            let roles: Roles = me.roles.iter().copied().collect();
+            warnings.push(Warning::new(
+                "role-from-inventory",
+                format!(
+                    "no role detected on this node ({}); judged as the inventory's {roles}",
+                    report.roles.evidence.join("; ")
+                ),
+            ));
+            report = NodeReport::build(
+                io,
+                &kports_node::Options {
+                    roles: Some(roles),
+                    ..options.clone()
+                },
+            )?;
+        }
+    }
+    let name = me.map_or_else(|| report.hostname.clone(), |n| n.name.clone());
+    let peer_nodes: Vec<&inventory::Node> = match (&inventory, me) {
+        (Some(inv), Some(me)) => inv.nodes.iter().filter(|n| n.name != me.name).collect(),
+        _ => Vec::new(),
+    };
+    let peers: Vec<Peer> = peer_nodes
+        .iter()
+        .flat_map(|n| n.addresses())
+        .map(|address| Peer {
+            address,
+            route: io.route_to(address),
+        })
+        .collect();
+    let mut doc = NodeDoc::from_report(&report, &name, &peers);
+    if args.probe_peers {
+        if let Some(me) = me {
+            let planned = plan(&report, me, &peer_nodes);
+            let _ = probe::raise_fd_limit();
+            let opts = Options {
+                timeout: args.probe_timeout,
+                concurrency: probe::default_concurrency(),
+            };
+            let list: Vec<Probe> = planned.iter().map(|p| p.probe).collect();
+            let outcomes = probe::run_blocking(&list, opts, |_, _| {})?;
+            doc.probes = Some(rows(&name, &planned, &outcomes));
+        }
+    }
+    warnings.extend(report.census_warnings.iter().cloned());
+    warnings.extend(report.flag_warnings.iter().cloned());
+    if let Some(fw) = &report.firewall {
+        warnings.extend(fw.warnings.iter().cloned());
+    }
+    match args.output {
+        Format::Json => out.json(&Document::new(
+            kports_cluster::report::KIND,
+            &report.hostname,
+            &doc,
+            &warnings,
+        ))?,
+        Format::Table | Format::Wide => table(out, &doc)?,
+    }
+    Ok(Outcome::done(warnings))
+}
+
+/// The inventory on standard input (`--inventory -`), capped like a file.
+fn read_stdin() -> Result<Inventory> {
+    let mut text = String::new();
+    std::io::stdin()
+        .lock()
+        .take(inventory::MAX_BYTES + 1)
+        .read_to_string(&mut text)
+        .context("cannot read the inventory from standard input")?;
+    Ok(inventory::parse(&text, "standard input")?)
+}
+
+/// This node in the inventory: by --self, else by host name, else by one of its addresses.
+fn find_self<'a>(
+    inv: &'a Inventory,
+    given: Option<&str>,
+    report: &NodeReport,
+) -> Result<&'a inventory::Node> {
+    let names = || {
+        inv.nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = given {
+        return inv
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .with_context(|| format!("--self {name}: the inventory has {}", names()));
+    }
+    let own: Vec<IpAddr> = report
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter().map(|a| a.address))
+        .collect();
+    if let Some(n) = inv.nodes.iter().find(|n| n.name == report.hostname) {
+        return Ok(n);
+    }
+    if let Some(n) = inv
+        .nodes
+        .iter()
+        .find(|n| n.addresses().iter().any(|a| own.contains(a)))
+    {
+        return Ok(n);
+    }
+    bail!(
+        "this node ({}) is not in the inventory by name or address: pass --self NAME (the inventory has {})",
+        report.hostname,
+        names()
+    )
+}
+
+/// Every port `me` needs of each peer, at each of the peer's addresses; the CNI's ports (the
+/// overlay, which runs over one address family) at the peer's main address only.
+fn plan(report: &NodeReport, me: &inventory::Node, peers: &[&inventory::Node]) -> Vec<Planned> {
+    let all = needs(&report.catalog, &report.cni.value);
+    let cni_ports: Vec<(kports_core::Proto, u16)> = report
+        .catalog
+        .entries
+        .iter()
+        .filter(|e| e.cni.is_some())
+        .filter_map(|e| Some((e.protocol.proto()?, e.port.first)))
+        .collect();
+    let from = Member::new(me.name.clone(), me.roles.iter().copied());
+    let mut out = Vec::new();
+    for p in peers {
+        let to = Member::new(p.name.clone(), p.roles.iter().copied());
+        for need in needs_between(&all, &from, &to) {
+            let transport = match need.proto {
+                kports_core::Proto::Tcp => Transport::Tcp,
+                kports_core::Proto::Udp => Transport::Udp,
+            };
+            let addresses = if cni_ports.contains(&(need.proto, need.port)) {
+                vec![p.address]
+            } else {
+                p.addresses()
+            };
+            for addr in addresses {
+                out.push(Planned {
+                    target: p.name.clone(),
+                    probe: Probe {
+                        addr,
+                        port: need.port,
+                        transport,
+                    },
+                    component: Some(need.component.clone()),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn table(out: &mut Out<impl Write>, d: &NodeDoc) -> std::io::Result<()> {
+    let roles: Vec<&str> = d.roles.iter().map(|r| r.as_str()).collect();
+    out.heading(&format!(
+        "{} ({}): roles {}, CNI {}",
+        d.name,
+        d.hostname,
+        if roles.is_empty() {
+            "unknown".into()
+        } else {
+            roles.join(",")
+        },
+        if d.cni.is_empty() {
+            "none".into()
+        } else {
+            d.cni.join(",")
+        }
+    ))?;
+    out.table(
+        &["PORT", "COMPONENT", "LISTENERS", "FIREWALL"],
+        d.ports.len(),
+        |r, c, b| {
+            let p = &d.ports[r];
+            let _ = match c {
+                0 => write!(b, "{}/{}", p.proto, p.port),
+                1 => write!(b, "{}", p.component),
+                2 if p.listeners.is_empty() => write!(b, "nothing"),
+                2 => {
+                    let v: Vec<String> = p
+                        .listeners
+                        .iter()
+                        .map(|l| {
+                            format!(
+                                "{} ({})",
+                                l.address,
+                                l.process.as_deref().unwrap_or("unknown")
+                            )
+                        })
+                        .collect();
+                    write!(b, "{}", v.join(", "))
+                }
+                _ if p.firewall.is_empty() => write!(b, "not read"),
+                _ => {
+                    let v: Vec<String> = p
+                        .firewall
+                        .iter()
+                        .map(|v| format!("{} from {}", v.verdict.as_str(), v.from))
+                        .collect();
+                    write!(b, "{}", v.join("; "))
+                }
+            };
+        },
+    )?;
+    out.line(&format!("{} finding(s)", d.findings.len()))?;
+    if let Some(probes) = &d.probes {
+        let failed = probes.iter().filter(|r| r.status.is_failure()).count();
+        let open = probes.iter().filter(|r| r.status == Status::Open).count();
+        out.line(&format!(
+            "{} probe(s) of peers: {open} open, {failed} failed",
+            probes.len()
+        ))?;
+    }
+    Ok(())
+}
