@@ -1,11 +1,12 @@
-//! The whole cluster's matrix, gathered by asking every peer's agent for its report and its
-//! probes (`GET /api/v1/report`, `GET /api/v1/probes`), so that the page and
-//! `kports cluster --from-agents` work from any node.
+//! The whole cluster's reports, gathered by asking every peer's agent for its report
+//! (`GET /api/v1/report`: `kports report`'s document, its probes of its peers included), so
+//! that the matrix ([`crate::matrix`]) can be served from any node.
 //!
-//! Each peer is asked at most [`Gather::concurrency`] at a time, each answer within
-//! [`Gather::timeout`] and [`MAX_ANSWER`] bytes; a peer whose agent does not answer is listed
-//! with the reason, and its cells are simply absent (its own probes are unknown), never shown as
-//! every port failing. The HTTP is hyper's client over one connection per request.
+//! At most [`Gather::concurrency`] peers are asked at a time, each answer within
+//! [`Gather::timeout`] and [`MAX_ANSWER`] bytes. A peer whose agent does not answer becomes a
+//! node without a report, with the reason: kports-cluster's join then shows it as such (its
+//! own probes missing, its peers' probes of it kept), never as every port failing. The HTTP
+//! is hyper's client over one connection per request.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,9 +18,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::Request;
 use hyper::header;
 use hyper_util::rt::TokioIo;
+use kports_cluster::matrix::NodeInput;
+use kports_cluster::report::{self, NodeDoc};
 use kports_core::catalog::Role;
-use kports_probe::row::Row;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The largest answer read from a peer (a report of a busy node is a few hundred KiB).
@@ -49,119 +50,58 @@ impl std::fmt::Debug for Gather {
     }
 }
 
-/// A node to gather from: its name and where its agent answers (`None`: no agent known).
+/// A node to gather from, as the peer source knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     pub name: String,
-    /// Its roles as the peer source knows them (inventory, Node labels).
+    /// Its roles (inventory, Node labels).
     pub roles: Vec<Role>,
+    /// Its addresses (one per family).
+    pub addresses: Vec<IpAddr>,
+    /// Where its agent answers (`None`: no agent known).
     pub agent: Option<SocketAddr>,
-}
-
-/// Whether a node's agent answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "state", content = "reason")]
-pub enum AgentAnswer {
-    /// Its report and probes are in the matrix.
-    Answered,
-    /// It did not answer (the reason): what it knows is missing, not failing.
-    NoAnswer(String),
-    /// No agent is known to run on it.
-    NoAgent,
-}
-
-/// One node of the gathered matrix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeEntry {
-    pub name: String,
-    /// Its roles as the peer source knows them (its report says what it detected itself).
-    pub roles: Vec<Role>,
-    /// `http://ADDR:PORT` of its agent, when known.
-    pub agent_url: Option<String>,
-    pub agent: AgentAnswer,
-    /// Its report document (`/api/v1/report`), when it answered.
-    pub report: Option<Value>,
-}
-
-/// What one node's agent gave.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Gathered {
-    pub node: NodeEntry,
-    pub rows: Vec<Row>,
-}
-
-#[derive(Deserialize)]
-struct ProbesDocument {
-    items: Vec<Row>,
 }
 
 impl Gather {
     /// Asks every source, at most [`Gather::concurrency`] at once; results in the order of
     /// `sources`.
-    pub async fn all(&self, sources: Vec<Source>) -> Vec<Gathered> {
+    pub async fn all(&self, sources: Vec<Source>) -> Vec<NodeInput> {
         let n = self.concurrency.max(1);
         futures::stream::iter(sources.into_iter().map(|s| {
             let g = self.clone();
-            async move { g.one(&s).await }
+            async move { g.one(s).await }
         }))
         .buffered(n)
         .collect()
         .await
     }
 
-    /// Asks one node's agent for its report and its probes.
-    pub async fn one(&self, source: &Source) -> Gathered {
-        let entry = |agent, report| NodeEntry {
-            name: source.name.clone(),
-            roles: source.roles.clone(),
-            agent_url: source.agent.map(|a| format!("http://{a}")),
-            agent,
+    /// Asks one node's agent for its report (which holds its probes of its peers).
+    pub async fn one(&self, source: Source) -> NodeInput {
+        let report = match source.agent {
+            None => Err("no kports agent is known to run on it".to_string()),
+            Some(addr) => match tokio::time::timeout(self.timeout, self.report(addr)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "its agent at {addr} did not answer within {:?}",
+                    self.timeout
+                )),
+            },
+        };
+        NodeInput {
+            name: source.name,
+            addresses: source.addresses,
+            roles: source.roles,
             report,
-        };
-        let Some(addr) = source.agent else {
-            return Gathered {
-                node: entry(AgentAnswer::NoAgent, None),
-                rows: Vec::new(),
-            };
-        };
-        let asked = async {
-            let report = self.get(addr, "/api/v1/report").await?;
-            let report: Value = serde_json::from_slice(&report)
-                .map_err(|e| format!("its report is not JSON: {e}"))?;
-            let probes = self.get(addr, "/api/v1/probes").await;
-            // An agent that does not probe (501) or has not probed yet (503) still answered.
-            let rows = match probes {
-                Ok(b) => {
-                    serde_json::from_slice::<ProbesDocument>(&b)
-                        .map_err(|e| format!("its probes are not probe rows: {e}"))?
-                        .items
-                }
-                Err(_) => Vec::new(),
-            };
-            Ok::<_, String>((report, rows))
-        };
-        match tokio::time::timeout(self.timeout, asked).await {
-            Ok(Ok((report, rows))) => Gathered {
-                node: entry(AgentAnswer::Answered, Some(report)),
-                rows,
-            },
-            Ok(Err(why)) => Gathered {
-                node: entry(AgentAnswer::NoAnswer(why), None),
-                rows: Vec::new(),
-            },
-            Err(_) => Gathered {
-                node: entry(
-                    AgentAnswer::NoAnswer(format!("no answer within {:?}", self.timeout)),
-                    None,
-                ),
-                rows: Vec::new(),
-            },
         }
     }
 
-    /// `GET path` of the agent at `addr`: the body of a 200 answer.
-    pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<Bytes, String> {
-        get(addr, path, self.token.as_deref()).await
+    /// The report of the agent at `addr` (`GET /api/v1/report`).
+    pub async fn report(&self, addr: SocketAddr) -> Result<NodeDoc, String> {
+        let body = get(addr, "/api/v1/report", self.token.as_deref()).await?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| format!("the report of the agent at {addr} is not UTF-8"))?;
+        report::parse(text).map_err(|e| format!("the report of the agent at {addr}: {e}"))
     }
 }
 
@@ -235,41 +175,26 @@ mod tests {
             timeout: Duration::from_millis(300),
             concurrency: 4,
         };
+        let source = |name: &str, agent| Source {
+            name: name.into(),
+            roles: vec![Role::Worker],
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+            agent,
+        };
         let out = g
             .all(vec![
-                Source {
-                    roles: vec![],
-                    name: "quiet".into(),
-                    agent: Some(silent_addr),
-                },
-                Source {
-                    roles: vec![],
-                    name: "gone".into(),
-                    agent: Some(closed_addr),
-                },
-                Source {
-                    roles: vec![],
-                    name: "none".into(),
-                    agent: None,
-                },
+                source("quiet", Some(silent_addr)),
+                source("gone", Some(closed_addr)),
+                source("none", None),
             ])
             .await;
-        assert_eq!(out.len(), 3);
-        assert!(
-            matches!(&out[0].node.agent, AgentAnswer::NoAnswer(w) if w.contains("no answer within")),
-            "{:?}",
-            out[0].node
-        );
-        assert!(
-            matches!(&out[1].node.agent, AgentAnswer::NoAnswer(w) if w.contains("cannot connect")),
-            "{:?}",
-            out[1].node
-        );
-        assert_eq!(out[2].node.agent, AgentAnswer::NoAgent);
-        assert!(
-            out.iter()
-                .all(|g| g.rows.is_empty() && g.node.report.is_none())
-        );
+        let names: Vec<&str> = out.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["quiet", "gone", "none"]);
+        let why = |i: usize| out[i].report.as_ref().err().cloned().unwrap_or_default();
+        assert!(why(0).contains("did not answer within"), "{}", why(0));
+        assert!(why(1).contains("cannot connect"), "{}", why(1));
+        assert!(why(2).contains("no kports agent"), "{}", why(2));
+        assert_eq!(out[0].roles, [Role::Worker]);
         drop(silent);
     }
 }

@@ -1,82 +1,73 @@
-//! `/api/v1/matrix`: every node's report and probes, this node's from its own state and the
-//! others' gathered from their agents ([`crate::gather`]), in one document the page draws.
+//! `/api/v1/matrix`: the whole cluster's matrix, as `kports cluster -o json` gives it (the
+//! same join: kports-cluster's, with a cause for every failing cell), from this node's own
+//! report and the reports its peers' agents give ([`crate::gather`]).
 //!
-//! Gathering fans out to every peer, so one answer is kept for [`CACHE_FOR`] and computed by
-//! one request at a time: a page open on many screens costs the peers one round of requests
-//! per period, not one per screen.
+//! The document is `kports cluster`'s (`kind: "cluster"`, the cells as `items`, `nodes` and
+//! `failing` in `context`), and its `context` also holds `reports`: each node's report without
+//! its probes (those are the cells), for the page's node list (roles, component health,
+//! findings). Gathering fans out to every peer, so one answer is kept for [`CACHE_FOR`] and
+//! made by one request at a time: a page open on many screens costs the peers one round of
+//! requests per period, not one per screen.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use kports_probe::row::Row;
-use serde::{Deserialize, Serialize};
+use kports_cluster::matrix::{NodeInput, join};
+use kports_cluster::report::NodeDoc;
+use kports_core::Warning;
+use kports_core::document::Document;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::gather::{AgentAnswer, Gather, Gathered, NodeEntry, Source};
+use crate::gather::{Gather, Source};
 
 /// How long one gathered matrix is served before the peers are asked again.
 pub const CACHE_FOR: Duration = Duration::from_secs(5);
 
-/// The matrix document (`kind: "matrix"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MatrixDocument {
-    pub schema: u32,
-    pub kind: String,
-    /// The node whose agent gathered it.
-    pub hostname: String,
-    /// Every node, in name order: whether its agent answered, and its report.
-    pub nodes: Vec<NodeEntry>,
-    /// Every probe of every node that answered, in (source, target, proto, port) order.
-    pub items: Vec<Row>,
-    pub warnings: Vec<String>,
-}
+/// The `kind` of the document (the same as `kports cluster`'s).
+pub const KIND: &str = "cluster";
 
-/// Joins what each node gave into one document.
-pub fn document(hostname: &str, mut gathered: Vec<Gathered>) -> MatrixDocument {
-    gathered.sort_by(|a, b| a.node.name.cmp(&b.node.name));
-    gathered.dedup_by(|a, b| a.node.name == b.node.name);
-    let mut items: Vec<Row> = Vec::new();
-    let mut nodes = Vec::with_capacity(gathered.len());
-    for g in gathered {
-        items.extend(g.rows);
-        nodes.push(g.node);
-    }
-    items.sort_by(|a, b| {
-        (&a.source, &a.target, a.proto, a.port, a.target_address).cmp(&(
-            &b.source,
-            &b.target,
-            b.proto,
-            b.port,
-            b.target_address,
-        ))
-    });
-    let warnings = nodes
+/// Joins the nodes' reports into the matrix document (serialized).
+pub fn document(hostname: &str, mut nodes: Vec<NodeInput>) -> Bytes {
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    nodes.dedup_by(|a, b| a.name == b.name);
+    let m = join(&nodes);
+    let warnings: Vec<Warning> = nodes
         .iter()
-        .filter_map(|n| match &n.agent {
-            AgentAnswer::NoAnswer(why) => Some(format!(
-                "the agent on {} did not answer ({why}): its report and its probes are missing",
-                n.name
-            )),
-            _ => None,
+        .filter_map(|n| {
+            let why = n.report.as_ref().err()?;
+            Some(Warning::new(
+                "node-no-report",
+                format!("{} gave no report: {why}", n.name),
+            ))
         })
         .collect();
-    MatrixDocument {
-        schema: kports_core::SCHEMA_VERSION,
-        kind: "matrix".into(),
-        hostname: hostname.into(),
-        nodes,
-        items,
-        warnings,
-    }
+    let reports: Vec<Option<NodeDoc>> = nodes
+        .iter()
+        .map(|n| {
+            n.report.as_ref().ok().map(|d| NodeDoc {
+                probes: None,
+                ..d.clone()
+            })
+        })
+        .collect();
+    let context = serde_json::json!({
+        "nodes": m.nodes,
+        "failing": m.failing(),
+        "reports": reports,
+    });
+    let doc = Document::new(KIND, hostname, &m.cells, &warnings).with_context(context);
+    // Plain data (strings, numbers, enums): always serializable.
+    Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
 }
 
 /// Where the matrix's other nodes are, and how to ask them.
 #[derive(Debug, Clone)]
 pub struct Peers {
     pub gather: Gather,
-    /// Every other node (not only those this node probes).
+    /// Every node (not only those this node probes); this node's own entry gives its roles
+    /// and addresses.
     pub sources: Vec<Source>,
 }
 
@@ -87,7 +78,7 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
-    /// The cached answer if fresh, else `make()`'s, kept for [`CACHE_FOR`].
+    /// The cached answer if fresh, else `make`'s, kept for [`CACHE_FOR`].
     pub(crate) async fn get_or<F>(&self, make: F) -> Bytes
     where
         F: std::future::Future<Output = Bytes>,
@@ -104,75 +95,11 @@ impl Cache {
     }
 }
 
-/// Serialized once per gathering.
-pub(crate) fn bytes(doc: &MatrixDocument) -> Bytes {
-    // Strings, numbers, enums and JSON values: always serializable.
-    Bytes::from(serde_json::to_vec(doc).unwrap_or_default())
-}
-
 pub(crate) type SharedPeers = Arc<std::sync::RwLock<Option<Peers>>>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kports_probe::{Status, Transport};
-
-    fn row(source: &str, target: &str, port: u16) -> Row {
-        Row {
-            source: source.into(),
-            target: target.into(),
-            target_address: "192.0.2.1".parse().unwrap(),
-            proto: Transport::Tcp,
-            port,
-            status: Status::Open,
-            errno: None,
-            latency_ms: Duration::from_millis(1),
-            component: None,
-        }
-    }
-
-    fn node(name: &str, agent: AgentAnswer) -> NodeEntry {
-        NodeEntry {
-            name: name.into(),
-            roles: vec![],
-            agent_url: None,
-            agent,
-            report: None,
-        }
-    }
-
-    #[test]
-    fn nodes_and_rows_in_order_and_a_silent_agent_warned_once() {
-        let doc = document(
-            "cp1",
-            vec![
-                Gathered {
-                    node: node("w1", AgentAnswer::Answered),
-                    rows: vec![row("w1", "cp1", 6443)],
-                },
-                Gathered {
-                    node: node("cp1", AgentAnswer::Answered),
-                    rows: vec![row("cp1", "w1", 10250), row("cp1", "w1", 10250 - 1)],
-                },
-                Gathered {
-                    node: node("w2", AgentAnswer::NoAnswer("timeout".into())),
-                    rows: vec![],
-                },
-            ],
-        );
-        let names: Vec<&str> = doc.nodes.iter().map(|n| n.name.as_str()).collect();
-        assert_eq!(names, ["cp1", "w1", "w2"]);
-        let keys: Vec<(&str, u16)> = doc
-            .items
-            .iter()
-            .map(|r| (r.source.as_str(), r.port))
-            .collect();
-        assert_eq!(keys, [("cp1", 10249), ("cp1", 10250), ("w1", 6443)]);
-        assert_eq!(doc.warnings.len(), 1);
-        assert!(doc.warnings[0].contains("w2"));
-        let back: MatrixDocument = serde_json::from_slice(&bytes(&doc)).unwrap();
-        assert_eq!(back, doc);
-    }
 
     #[tokio::test(start_paused = true)]
     async fn one_gathering_per_period() {

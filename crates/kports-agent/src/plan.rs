@@ -50,12 +50,17 @@ pub fn targets(me: &str, known: &[Peer], policy: &Policy, needs: &[Need]) -> Vec
         .collect()
 }
 
-/// Every probe of `targets`: each address of each peer, each port needed of it.
-pub fn planned(targets: &[Target]) -> Vec<Planned> {
+/// Every probe of `targets`: each address of each peer, each port needed of it; the ports of
+/// `main_only` (the CNI's overlay, which runs over one address family) at the peer's first
+/// address only, as `kports report --probe-peers` plans them.
+pub fn planned(targets: &[Target], main_only: &[(Proto, u16)]) -> Vec<Planned> {
     let mut out = Vec::new();
     for t in targets {
-        for addr in &t.addresses {
+        for (i, addr) in t.addresses.iter().enumerate() {
             for n in &t.needs {
+                if i > 0 && main_only.contains(&(n.proto, n.port)) {
+                    continue;
+                }
                 out.push(Planned {
                     target: t.name.clone(),
                     probe: kports_probe::Probe {
@@ -76,10 +81,11 @@ pub fn planned(targets: &[Target]) -> Vec<Planned> {
 pub fn probe(
     me: &str,
     targets: &[Target],
+    main_only: &[(Proto, u16)],
     opts: kports_probe::Options,
 ) -> Result<ProbeRun, String> {
     let started = Instant::now();
-    let plan = planned(targets);
+    let plan = planned(targets, main_only);
     let probes: Vec<kports_probe::Probe> = plan.iter().map(|p| p.probe).collect();
     let outcomes =
         kports_probe::probe::run_blocking(&probes, opts, |_, _| {}).map_err(|e| e.to_string())?;
@@ -137,8 +143,24 @@ mod tests {
         // Not yet in the list itself: planned as a worker.
         let new = targets("w9", &known, &Policy::default(), &needs);
         assert_eq!(new.len(), 3);
-        let probes = planned(&t);
+        let probes = planned(&t, &[]);
         assert_eq!(probes.len(), t[0].needs.len() + 1);
+        // A dual-stack peer: every port at both addresses, the overlay's at the first only.
+        let mut dual = t[1].clone();
+        dual.addresses.push("2001:db8::12".parse().unwrap());
+        dual.needs.push(Need {
+            from: Role::Worker,
+            to: Role::Worker,
+            proto: Proto::Tcp,
+            port: 10256,
+            component: "kube-proxy".into(),
+        });
+        let p = planned(&[dual], &[(Proto::Udp, 8472)]);
+        let got: Vec<(u16, bool)> = p
+            .iter()
+            .map(|p| (p.probe.port, p.probe.addr.is_ipv6()))
+            .collect();
+        assert_eq!(got, [(8472, false), (10256, false), (10256, true)]);
         assert!(probes.iter().any(|p| p.target == "w2"
             && p.probe.port == 8472
             && p.probe.transport == kports_probe::Transport::Udp
@@ -171,7 +193,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(5),
             concurrency: 4,
         };
-        let run = probe("w1", &t, opts).unwrap();
+        let run = probe("w1", &t, &[], opts).unwrap();
         let got: Vec<(u16, kports_probe::Status, &str)> = run
             .rows
             .iter()

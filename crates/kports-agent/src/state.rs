@@ -14,10 +14,12 @@ use kports_probe::row::Row;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::gather::{AgentAnswer, Gathered, NodeEntry};
 use crate::matrix::{self, Cache, Peers, SharedPeers};
 use crate::metrics::Metrics;
 use crate::redact::redact_document;
+use kports_cluster::matrix::NodeInput;
+use kports_cluster::report;
+use kports_core::catalog::Role;
 
 /// A finding of this node's report, as the metrics count it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -192,47 +194,41 @@ impl AgentState {
         *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Some(peers);
     }
 
-    /// This node's part of the matrix, from its own latest documents.
-    pub(crate) fn own(&self, roles: Vec<kports_core::catalog::Role>) -> Gathered {
-        let report = self
-            .report()
-            .and_then(|r| serde_json::from_slice::<Value>(&r.bytes).ok());
-        let rows = match self.probes() {
-            LatestProbes::Served(p) => p.data.clone(),
-            LatestProbes::NotYet | LatestProbes::NoProber => Vec::new(),
+    /// This node's part of the matrix: its own latest report.
+    pub(crate) fn own(&self, roles: Vec<Role>, addresses: Vec<std::net::IpAddr>) -> NodeInput {
+        let report = match self.report() {
+            Some(r) => std::str::from_utf8(&r.bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|t| report::parse(t).map_err(|e| format!("its own report: {e}"))),
+            None => Err("its first report is not taken yet".to_string()),
         };
-        let agent = if report.is_some() {
-            AgentAnswer::Answered
-        } else {
-            AgentAnswer::NoAnswer("its first report is not taken yet".into())
-        };
-        Gathered {
-            node: NodeEntry {
-                name: self.hostname.to_string(),
-                roles,
-                agent_url: None,
-                agent,
-                report,
-            },
-            rows,
+        NodeInput {
+            name: self.hostname.to_string(),
+            addresses,
+            roles,
+            report,
         }
     }
 
-    /// The whole cluster's matrix: this node's documents and its peers' (cached briefly).
+    /// The whole cluster's matrix: this node's report and its peers' (cached briefly).
     pub(crate) async fn matrix_bytes(&self) -> Bytes {
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
         self.matrix
             .get_or(async {
                 let me = self.hostname();
                 let Some(p) = peers else {
-                    return matrix::bytes(&matrix::document(me, vec![self.own(Vec::new())]));
+                    return matrix::document(me, vec![self.own(Vec::new(), Vec::new())]);
                 };
                 let (mine, others): (Vec<_>, Vec<_>) =
                     p.sources.into_iter().partition(|s| s.name == me);
-                let roles = mine.into_iter().next().map(|s| s.roles).unwrap_or_default();
-                let mut all = vec![self.own(roles)];
+                let (roles, addresses) = mine
+                    .into_iter()
+                    .next()
+                    .map(|s| (s.roles, s.addresses))
+                    .unwrap_or_default();
+                let mut all = vec![self.own(roles, addresses)];
                 all.extend(p.gather.all(others).await);
-                matrix::bytes(&matrix::document(&self.hostname, all))
+                matrix::document(me, all)
             })
             .await
     }

@@ -9,6 +9,10 @@ use kports_core::catalog::Severity;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use crate::gather::{Gather, Source};
+use crate::matrix::Peers;
+use kports_core::catalog::Role;
+
 const TOKEN: &str = "s3cret-token";
 
 fn auth() -> Auth {
@@ -29,12 +33,29 @@ fn row(peer: &str, port: u16, status: Status) -> Row {
     }
 }
 
+/// The items of a `kports report` document (kports-cluster's `NodeDoc`) of node `name`
+/// with `probes`; `holders` stands for anything else a report may carry.
+fn node_doc(name: &str, role: &str, probes: &[Row], holders: Value) -> Value {
+    json!({
+        "name": name, "hostname": name, "roles": [role], "cni": ["flannel"],
+        "interfaces": [], "ports": [], "findings": [
+            {"id": "port-missing", "severity": "error", "message": "nothing listens"}
+        ],
+        "firewall_read": true, "probes": probes, "routes": [], "holders": holders,
+    })
+}
+
 fn round() -> Round {
     Round {
         report: Ok(Report {
             document: json!({
-                "schema": 1, "kind": "report", "hostname": "cp1",
-                "items": [{"holders": [{"cmdline": "kubeadm join --token abc.def"}]}],
+                "schema": kports_core::SCHEMA_VERSION, "kind": "report", "hostname": "cp1",
+                "items": node_doc(
+                    "cp1",
+                    "control-plane",
+                    &[row("w1", 10250, Status::Open), row("w2", 10250, Status::Filtered)],
+                    json!([{"cmdline": "kubeadm join --token abc.def"}]),
+                ),
                 "warnings": [],
             }),
             findings: vec![Finding {
@@ -111,7 +132,7 @@ async fn report_is_served_redacted() {
     let doc = a.json();
     assert_eq!(doc["hostname"], "cp1");
     assert_eq!(
-        doc["items"][0]["holders"][0]["cmdline"],
+        doc["items"]["holders"][0]["cmdline"],
         "kubeadm join --token REDACTED"
     );
     assert!(!a.body.contains("abc.def"));
@@ -448,11 +469,13 @@ fn peer_state() -> AgentState {
     let w1 = AgentState::new("w1");
     let mut r = row("cp1", 6443, Status::Refused);
     r.source = "w1".into();
+    r.target_address = "192.0.2.1".parse().unwrap();
     r.component = Some("kube-apiserver".into());
     w1.update(Round {
         report: Ok(Report {
-            document: json!({"schema": 1, "kind": "report", "hostname": "w1", "items": [],
-                "warnings": [], "context": {"roles": {"value": ["worker"]}}}),
+            document: json!({"schema": kports_core::SCHEMA_VERSION, "kind": "report",
+                "hostname": "w1", "warnings": [],
+                "items": node_doc("w1", "worker", std::slice::from_ref(&r), json!(null))}),
             findings: vec![],
             took: Duration::ZERO,
         }),
@@ -464,10 +487,53 @@ fn peer_state() -> AgentState {
     w1
 }
 
+fn source(
+    name: &str,
+    role: Option<Role>,
+    addr: &str,
+    agent: Option<std::net::SocketAddr>,
+) -> Source {
+    Source {
+        name: name.into(),
+        roles: role.into_iter().collect(),
+        addresses: vec![addr.parse().unwrap()],
+        agent,
+    }
+}
+
+fn cells_of(doc: &Value) -> Vec<(String, String, u64, String, Option<String>)> {
+    doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap().to_string(),
+                r["target"].as_str().unwrap().to_string(),
+                r["port"].as_u64().unwrap(),
+                r["status"].as_str().unwrap().to_string(),
+                r["cause"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn node_states(doc: &Value) -> Vec<(String, String)> {
+    doc["context"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn the_matrix_gathers_every_agent_and_names_a_silent_one() {
-    use crate::gather::{Gather, Source};
-    use crate::matrix::Peers;
+async fn the_matrix_joins_every_agents_report_and_names_a_silent_one() {
     let w1 = serve_on_loopback(peer_state(), auth()).await;
     // An agent that accepts and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -481,83 +547,72 @@ async fn the_matrix_gathers_every_agent_and_names_a_silent_one() {
     state.set_peers(Peers {
         gather,
         sources: vec![
-            Source {
-                roles: vec![],
-                name: "cp1".into(),
-                agent: Some("127.0.0.1:9".parse().unwrap()),
-            },
-            Source {
-                roles: vec![kports_core::catalog::Role::Worker],
-                name: "w1".into(),
-                agent: Some(w1),
-            },
-            Source {
-                roles: vec![],
-                name: "w2".into(),
-                agent: Some(silent.local_addr().unwrap()),
-            },
+            // This agent: its own report, never asked over HTTP (port 9 would not answer).
+            source(
+                "cp1",
+                Some(Role::ControlPlane),
+                "192.0.2.1",
+                Some("127.0.0.1:9".parse().unwrap()),
+            ),
+            source("w1", Some(Role::Worker), "192.0.2.12", Some(w1)),
+            source("w2", None, "192.0.2.13", Some(silent.local_addr().unwrap())),
         ],
     });
     let a = get(&state, "/api/v1/matrix", BEARER).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     let doc = a.json();
-    assert_eq!(doc["kind"], "matrix");
+    // The same document as `kports cluster -o json`.
+    assert_eq!(doc["kind"], "cluster");
     assert_eq!(doc["schema"], kports_core::SCHEMA_VERSION);
-    let nodes: Vec<(&str, &str)> = doc["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["name"].as_str().unwrap(),
-                n["agent"]["state"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    // cp1 is this agent (answered from its own state, never asked over HTTP).
+    assert_eq!(doc["hostname"], "cp1");
+    let states = node_states(&doc);
+    let names: Vec<&str> = states.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, ["cp1", "w1", "w2"]);
+    assert_eq!(states[0].1, "failing", "{states:?}");
+    assert_ne!(states[2].1, "ok");
+    let note = doc["context"]["nodes"][2]["note"].as_str().unwrap();
+    assert!(note.contains("did not answer within"), "{note}");
+    assert_eq!(doc["context"]["nodes"][1]["roles"], json!(["worker"]));
+    // Each node's report (without its probes: those are the cells) for the node list.
+    assert_eq!(doc["context"]["reports"][1]["name"], "w1");
+    assert_eq!(doc["context"]["reports"][1]["probes"], Value::Null);
+    assert_eq!(doc["context"]["reports"][2], Value::Null);
     assert_eq!(
-        nodes,
-        [("cp1", "answered"), ("w1", "answered"), ("w2", "no-answer")]
+        doc["context"]["reports"][0]["findings"][0]["id"],
+        "port-missing"
     );
-    assert!(
-        doc["nodes"][2]["agent"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("no answer within")
-    );
-    assert_eq!(doc["nodes"][1]["report"]["hostname"], "w1");
-    assert_eq!(doc["nodes"][1]["roles"], json!(["worker"]));
     // The command line in cp1's report stays redacted in the matrix.
     assert!(!a.body.contains("abc.def"));
-    let cells: Vec<(&str, &str, u64, &str)> = doc["items"]
-        .as_array()
-        .unwrap()
+    let cells = cells_of(&doc);
+    let keys: Vec<(&str, &str, u64, &str)> = cells
         .iter()
-        .map(|r| {
-            (
-                r["source"].as_str().unwrap(),
-                r["target"].as_str().unwrap(),
-                r["port"].as_u64().unwrap(),
-                r["status"].as_str().unwrap(),
-            )
-        })
+        .map(|c| (c.0.as_str(), c.1.as_str(), c.2, c.3.as_str()))
         .collect();
     assert_eq!(
-        cells,
+        keys,
         [
+            ("w1", "cp1", 6443, "refused"),
             ("cp1", "w1", 10250, "open"),
             ("cp1", "w2", 10250, "filtered"),
-            ("w1", "cp1", 6443, "refused"),
         ]
     );
-    assert_eq!(doc["warnings"].as_array().unwrap().len(), 1);
+    // Every failing cell has a cause; a passing one none.
+    assert!(cells[0].4.is_some() && cells[2].4.is_some(), "{cells:?}");
+    assert_eq!(cells[1].4, None);
+    assert_eq!(doc["context"]["failing"], 2);
+    let warnings = doc["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("w2 gave no report")
+    );
     drop(silent);
 }
 
 #[tokio::test]
 async fn the_matrix_of_an_agent_with_a_wrong_peer_token_names_the_refusal() {
-    use crate::gather::{Gather, Source};
-    use crate::matrix::Peers;
     let w1 = serve_on_loopback(peer_state(), auth()).await;
     let state = ready_state();
     state.set_peers(Peers {
@@ -567,22 +622,29 @@ async fn the_matrix_of_an_agent_with_a_wrong_peer_token_names_the_refusal() {
             timeout: Duration::from_secs(5),
             concurrency: 1,
         },
-        sources: vec![Source {
-            roles: vec![],
-            name: "w1".into(),
-            agent: Some(w1),
-        }],
+        sources: vec![source("w1", Some(Role::Worker), "192.0.2.12", Some(w1))],
     });
     let doc = get(&state, "/api/v1/matrix", BEARER).await.json();
-    assert_eq!(doc["nodes"][1]["agent"]["state"], "no-answer");
-    let why = doc["nodes"][1]["agent"]["reason"].as_str().unwrap();
-    assert!(why.contains("401") && why.contains("wrong token"), "{why}");
-    // Only this node's own rows: w1's are missing, not failing.
+    let note = doc["context"]["nodes"][1]["note"].as_str().unwrap();
     assert!(
-        doc["items"]
-            .as_array()
+        note.contains("401") && note.contains("wrong token"),
+        "{note}"
+    );
+    // Only this node's own probes: w1's are missing, not failing.
+    assert!(cells_of(&doc).iter().all(|c| c.0 == "cp1"));
+}
+
+#[tokio::test]
+async fn the_matrix_before_the_first_report_says_so() {
+    let state = AgentState::new("cp1");
+    let a = get(&state, "/api/v1/matrix", BEARER).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let doc = a.json();
+    assert_eq!(node_states(&doc)[0].0, "cp1");
+    assert!(
+        doc["context"]["nodes"][0]["note"]
+            .as_str()
             .unwrap()
-            .iter()
-            .all(|r| r["source"] == "cp1")
+            .contains("not taken yet")
     );
 }

@@ -3,9 +3,10 @@
 //! the process's lifetime).
 //!
 //! Each round builds the library's node report in this process (the census, the catalog, the
-//! firewall, the node's settings: what `kports check` reads), serves its document at
-//! /api/v1/report, then probes the peers this node must reach (chosen by rendezvous hashing
-//! beyond a cluster size) with kports-probe, bounded in concurrency and time. Peers come from
+//! firewall, the node's settings), probes the peers this node must reach (chosen by rendezvous
+//! hashing beyond a cluster size) with kports-probe, bounded in concurrency and time, and
+//! serves the result at /api/v1/report as the document `kports report -o json --probe-peers`
+//! prints (kports-cluster's node document, the probes inside it). Peers come from
 //! `--inventory FILE`, or from the Kubernetes API when the agent runs in a pod. UDP responders
 //! answer on the UDP ports peers need of this node and on the agent's own port, so their
 //! probes see `open`.
@@ -22,10 +23,11 @@ use kports_agent::refresh::{self, Schedule};
 use kports_agent::responder::{self, Responders};
 use kports_agent::serve::{ConnLimits, serve, terminate_signal};
 use kports_agent::{AgentState, Auth, Finding, Limits, ProbeRun, Report, Round, app, plan};
-use kports_core::catalog::{Catalog, Role, Roles};
-use kports_node::{Linux, NodeReport, Options};
-use serde::Serialize;
-use serde_json::Value;
+use kports_cluster::report::{NodeDoc, Peer as ReportPeer};
+use kports_core::Proto;
+use kports_core::catalog::Role;
+use kports_node::{Linux, NodeIo, NodeReport, Options};
+use std::collections::BTreeSet;
 use tokio::sync::watch;
 
 use crate::cli::AgentArgs;
@@ -197,63 +199,66 @@ pub fn run(args: &AgentArgs) -> Result<Outcome> {
     })
 }
 
-/// One round: this node's report, then its probes of its peers.
-async fn round(work: &Work) -> Round {
-    let started = Instant::now();
-    let options = work.options.clone();
-    let me = work.me.clone();
-    let built = tokio::task::spawn_blocking(move || report(&me, &options))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-    let (report, node) = match built {
-        Ok((document, findings, node)) => (
-            Ok(Report {
-                document,
-                findings,
-                took: started.elapsed(),
-            }),
-            Some(node),
-        ),
+/// One round: this node's report and its probes of its peers, as one `kports report`
+/// document (the probes inside it, and also served alone at /api/v1/probes).
+async fn round(work: &Arc<Work>) -> Round {
+    let w = Arc::clone(work);
+    let known = work.peers.now();
+    let probing = !matches!(work.peers, PeerSource::None);
+    let done = tokio::task::spawn_blocking(move || report_and_probe(&w, known, probing)).await;
+    let (report, probes, needs) = match done {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("kports agent: {e}");
-            (Err(e), None)
+            let why = format!("the round failed: {e}");
+            (Err(why.clone()), probing.then_some(Err(why)), None)
         }
     };
-    let probes = match (&work.peers, node) {
-        (PeerSource::None, _) => None,
-        (_, None) => Some(Err(
-            "no report of this node, so no roles to probe for".into()
-        )),
-        (_, Some(node)) => Some(probe_peers(work, &node).await),
-    };
+    if let Err(e) = &report {
+        eprintln!("kports agent: {e}");
+    }
+    if let Some((needs, roles)) = needs {
+        start_responders(work, &needs, &roles);
+    }
     Round { report, probes }
 }
 
-/// What the probes need of the node's report: its roles and CNI.
-struct NodeFacts {
-    roles: Roles,
-    cnis: Vec<String>,
-    catalog: Catalog,
-}
+type Outcomes = (
+    Result<Report, String>,
+    Option<Result<ProbeRun, String>>,
+    Option<(Vec<Need>, BTreeSet<Role>)>,
+);
 
-async fn probe_peers(work: &Work, node: &NodeFacts) -> Result<ProbeRun, String> {
-    let mut known = work.peers.now();
-    // This node's roles: the peer source's, else what its own report detected.
-    if let Some(me) = known.iter_mut().find(|p| p.name == work.me) {
-        if me.roles.is_empty() {
-            me.roles = node.roles.iter().collect();
+/// Builds the node report, probes the peers and writes the document (blocking: the census,
+/// the firewall and the probes' own runtime).
+fn report_and_probe(work: &Work, mut known: Vec<Peer>, probing: bool) -> Outcomes {
+    let started = Instant::now();
+    let io = Linux::default();
+    let node = match NodeReport::build(&io, &work.options) {
+        Ok(n) => n,
+        Err(e) => {
+            let why = format!("reporting on the node: {e}");
+            return (Err(why.clone()), probing.then_some(Err(why)), None);
         }
-    } else {
-        known.push(Peer {
+    };
+    // This node's roles: the peer source's, else what its own report detected.
+    let detected: BTreeSet<Role> = node.roles.value.iter().collect();
+    match known.iter_mut().find(|p| p.name == work.me) {
+        Some(me) if me.roles.is_empty() => me.roles = detected.clone(),
+        Some(_) => {}
+        None => known.push(Peer {
             name: work.me.clone(),
-            roles: node.roles.iter().collect(),
+            roles: detected.clone(),
             addresses: Vec::new(),
             agent: None,
-        });
+        }),
     }
-    let needs: Vec<Need> = kports_agent::peers::needs(&node.catalog, &node.cnis);
-    start_responders(work, &needs, &known);
+    let my_roles = known
+        .iter()
+        .find(|p| p.name == work.me)
+        .map(|p| p.roles.clone())
+        .unwrap_or_default();
+    let needs = kports_agent::peers::needs(&node.catalog, &node.cni.value);
+    let targets = plan::targets(&work.me, &known, &work.policy, &needs);
     work.state.set_peers(Peers {
         gather: work.gather.clone(),
         sources: known
@@ -261,31 +266,73 @@ async fn probe_peers(work: &Work, node: &NodeFacts) -> Result<ProbeRun, String> 
             .map(|p| Source {
                 name: p.name.clone(),
                 roles: p.roles.iter().copied().collect(),
+                addresses: p.addresses.clone(),
                 agent: p
                     .agent
                     .map(|a| kports_agent::gather::agent_addr(a, work.gather.port)),
             })
             .collect(),
     });
-    let targets = plan::targets(&work.me, &known, &work.policy, &needs);
-    let (me, opts) = (work.me.clone(), work.probe);
-    tokio::task::spawn_blocking(move || plan::probe(&me, &targets, opts))
-        .await
-        .map_err(|e| e.to_string())?
+    let probes = probing.then(|| {
+        let cni_ports: Vec<(Proto, u16)> = node
+            .catalog
+            .entries
+            .iter()
+            .filter(|e| e.cni.is_some())
+            .filter_map(|e| Some((e.protocol.proto()?, e.port.first)))
+            .collect();
+        plan::probe(&work.me, &targets, &cni_ports, work.probe)
+    });
+    // The firewall is judged for packets from every peer probed, with the route back to it.
+    let peers: Vec<ReportPeer> = targets
+        .iter()
+        .flat_map(|t| t.addresses.iter().copied())
+        .map(|address| ReportPeer {
+            address,
+            route: io.route_to(address),
+        })
+        .collect();
+    let mut doc = NodeDoc::from_report(&node, &work.me, &peers);
+    doc.probes = match &probes {
+        Some(Ok(run)) => Some(run.rows.clone()),
+        _ => None,
+    };
+    let findings = doc
+        .findings
+        .iter()
+        .map(|f| Finding {
+            id: f.id.clone(),
+            severity: f.severity,
+        })
+        .collect();
+    let mut warnings = node.census_warnings.clone();
+    warnings.extend(node.flag_warnings.iter().cloned());
+    if let Some(fw) = &node.firewall {
+        warnings.extend(fw.warnings.iter().cloned());
+    }
+    let document = serde_json::to_value(Document::new(
+        kports_cluster::report::KIND,
+        &node.hostname,
+        &doc,
+        &warnings,
+    ));
+    let report = document
+        .map(|document| Report {
+            document,
+            findings,
+            took: started.elapsed(),
+        })
+        .map_err(|e| format!("writing the report: {e}"));
+    (report, probes, Some((needs, my_roles)))
 }
 
-fn start_responders(work: &Work, needs: &[Need], known: &[Peer]) {
+fn start_responders(work: &Work, needs: &[Need], roles: &BTreeSet<Role>) {
     let mut slot = work.responders.lock().unwrap_or_else(|e| e.into_inner());
     if slot.is_some() {
         return;
     }
-    let roles: std::collections::BTreeSet<Role> = known
-        .iter()
-        .find(|p| p.name == work.me)
-        .map(|p| p.roles.clone())
-        .unwrap_or_default();
     let v6 = std::net::UdpSocket::bind("[::]:0").is_ok();
-    let mut addrs = responder::everywhere(&plan::udp_ports_of(needs, &roles), v6);
+    let mut addrs = responder::everywhere(&plan::udp_ports_of(needs, roles), v6);
     // The agent's own port, on the address it serves on.
     addrs.push(work.listen);
     let r = responder::start(&addrs);
@@ -298,58 +345,6 @@ fn start_responders(work: &Work, needs: &[Need], known: &[Peer]) {
         }
     }
     *slot = Some(r);
-}
-
-/// The node's report in this process: its document, findings and what the probes need.
-fn report(me: &str, options: &Options) -> Result<(Value, Vec<Finding>, NodeFacts), String> {
-    let node = NodeReport::build(&Linux::default(), options)
-        .map_err(|e| format!("reporting on the node: {e}"))?;
-    let checked = node.check(None, false);
-    let findings = checked
-        .report
-        .findings
-        .iter()
-        .map(|f| Finding {
-            id: f.id.as_str().to_string(),
-            severity: f.severity,
-        })
-        .collect();
-    let context = ServedContext {
-        node: me,
-        roles: &node.roles,
-        cni: &node.cni,
-        pre_install: false,
-        fail_on: None,
-        checked: &checked.report.checked,
-    };
-    let document = serde_json::to_value(
-        Document::new(
-            "check",
-            &node.hostname,
-            &checked.report.findings,
-            &checked.warnings,
-        )
-        .with_context(serde_json::to_value(&context).map_err(|e| e.to_string())?),
-    )
-    .map_err(|e| e.to_string())?;
-    let facts = NodeFacts {
-        roles: node.roles.value,
-        cnis: node.cni.value.clone(),
-        catalog: node.catalog.clone(),
-    };
-    Ok((document, findings, facts))
-}
-
-/// The `context` of the served check document (as `kports check -o json` gives it, and the
-/// node's name as the agent knows it).
-#[derive(Serialize)]
-struct ServedContext<'a> {
-    node: &'a str,
-    roles: &'a kports_core::role::Detected<Roles>,
-    cni: &'a kports_core::role::Detected<Vec<String>>,
-    pre_install: bool,
-    fail_on: Option<kports_core::catalog::Severity>,
-    checked: &'a [kports_core::check::Checked],
 }
 
 /// Agents started together draw different delays.

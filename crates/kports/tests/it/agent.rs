@@ -1,4 +1,4 @@
-//! `kports agent` run as a user runs it: it serves the node's check on loopback, needs its
+//! `kports agent` run as a user runs it: it serves the node's report on loopback, needs its
 //! token on the API routes, and stops cleanly on SIGTERM. Needs no root (the census then
 //! carries warnings about processes it may not read); talks only to 127.0.0.1.
 
@@ -41,7 +41,7 @@ fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
 }
 
 #[test]
-fn agent_serves_the_check_and_stops_on_sigterm() {
+fn agent_serves_the_node_report_and_stops_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("kports-agent-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let token_file = dir.join("token");
@@ -76,13 +76,25 @@ fn agent_serves_the_check_and_stops_on_sigterm() {
     let (status, body) = get(&addr, "/api/v1/report", Some("t0ken-for-the-test"));
     assert_eq!(status, 200, "{body}");
     let doc: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(doc["kind"], "check");
+    // The document `kports report -o json` prints, made in the agent's own process.
+    assert_eq!(doc["kind"], "report");
     assert_eq!(doc["schema"], kports_core::SCHEMA_VERSION);
-    assert!(
-        doc["context"]["checked"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty())
-    );
+    assert!(doc["items"]["ports"].is_array());
+    assert!(doc["items"]["probes"].is_null(), "no peers, no probes");
+    let out = Command::new(KPORTS)
+        .args(["report", "-o", "json"])
+        .output()
+        .unwrap();
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&doc), keys(&cli));
+    assert_eq!(keys(&doc["items"]), keys(&cli["items"]));
+    assert_eq!(doc["items"]["name"], cli["items"]["name"]);
+    assert_eq!(doc["items"]["roles"], cli["items"]["roles"]);
     let (status, metrics) = get(&addr, "/metrics", None);
     assert_eq!(status, 200);
     assert!(
@@ -300,18 +312,20 @@ fn agents_probe_their_inventory_peers_and_gather_one_matrix() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["items"][0]["status"], "open", "{doc}");
 
-    // One matrix, from either agent: both nodes answered, both nodes' probes.
-    let answered = |v: &Value| {
-        v["nodes"]
+    // One matrix, from either agent (`kports cluster`'s document): both nodes reported, both
+    // nodes' probes are cells.
+    let reported = |v: &Value| {
+        v["context"]["reports"]
             .as_array()
-            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["agent"]["state"] == "answered"))
+            .is_some_and(|r| r.len() == 2 && r.iter().all(|r| !r.is_null()))
             && rows_of(v).iter().any(|r| r.0 == "cp")
             && rows_of(v).iter().any(|r| r.0 == "wk")
     };
-    let from_cp = poll(&cp_addr, "/api/v1/matrix", "peer-t0ken", answered);
-    let from_wk = poll(&wk_addr, "/api/v1/matrix", "peer-t0ken", answered);
+    let from_cp = poll(&cp_addr, "/api/v1/matrix", "peer-t0ken", reported);
+    let from_wk = poll(&wk_addr, "/api/v1/matrix", "peer-t0ken", reported);
+    assert_eq!(from_cp["kind"], "cluster");
     assert_eq!(rows_of(&from_cp), rows_of(&from_wk));
-    assert_eq!(from_cp["nodes"][1]["report"]["kind"], "check");
+    assert_eq!(from_cp["context"]["reports"][1]["name"], "wk");
 
     // The control plane's agent stops: the worker's matrix names it, and keeps its own part.
     // SAFETY: kill() with the pid of a child this test started and has not reaped.
@@ -319,15 +333,19 @@ fn agents_probe_their_inventory_peers_and_gather_one_matrix() {
     assert_eq!(r, 0);
     let _ = cp.0.wait();
     let gone = poll(&wk_addr, "/api/v1/matrix", "peer-t0ken", |v| {
-        v["nodes"][0]["agent"]["state"] == "no-answer"
+        v["context"]["reports"][0].is_null()
     });
-    assert_eq!(gone["nodes"][0]["name"], "cp");
+    assert_eq!(gone["context"]["nodes"][0]["name"], "cp");
+    let note = gone["context"]["nodes"][0]["note"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(note.contains("cannot connect"), "{gone}");
     assert!(rows_of(&gone).iter().all(|r| r.0 == "wk"));
     assert!(rows_of(&gone).iter().any(|r| r.0 == "wk"));
     assert!(
-        gone["warnings"][0]
+        gone["warnings"][0]["message"]
             .as_str()
-            .is_some_and(|w| w.contains("the agent on cp did not answer")),
+            .is_some_and(|w| w.contains("cp gave no report")),
         "{gone}"
     );
     drop(wk);
