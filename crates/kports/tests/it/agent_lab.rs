@@ -23,10 +23,10 @@ const RUN_DIR: &str = "/run/kports-lab";
 const TOKEN: &str = "lab-agent-t0ken";
 const PORT: u16 = 9640;
 /// The lab's nodes (its default plan: one control plane, two workers).
-const NODES: [(&str, &str, &str); 3] = [
-    ("cp1", "192.0.2.11", "control-plane"),
-    ("w1", "192.0.2.21", "worker"),
-    ("w2", "192.0.2.22", "worker"),
+const NODES: [(&str, &str, &str, &str); 3] = [
+    ("cp1", "192.0.2.11", "2001:db8::11", "control-plane"),
+    ("w1", "192.0.2.21", "2001:db8::21", "worker"),
+    ("w2", "192.0.2.22", "2001:db8::22", "worker"),
 ];
 
 fn kports(args: &[&str]) -> Output {
@@ -79,13 +79,13 @@ impl Lab {
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
         let inv = self.dir.join("inventory.yaml");
         let mut text = String::from("nodes:\n");
-        for (name, addr, role) in NODES {
+        for (name, addr, addr6, role) in NODES {
             text.push_str(&format!(
-                "  - name: {name}\n    address: {addr}\n    roles: [{role}]\n"
+                "  - name: {name}\n    address: {addr}\n    address6: \"{addr6}\"\n    roles: [{role}]\n"
             ));
         }
         std::fs::write(&inv, text).unwrap();
-        for (name, addr, _) in NODES {
+        for (name, addr, _, _) in NODES {
             let listen = format!("{addr}:{PORT}");
             let child = Command::new(KPORTS)
                 .args([
@@ -143,9 +143,12 @@ fn matrix_from(node: &str, addr: &str) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-/// Each cell of a matrix document: (source, target, proto/port) -> status.
-fn cells(doc: &Value) -> Vec<(String, String, String, String)> {
-    let mut v: Vec<_> = doc["items"]
+/// A cell of a matrix document (`kports cluster`'s): source, target, address, proto/port,
+/// status and cause.
+type CellKey = (String, String, String, String, String, Option<String>);
+
+fn cells(doc: &Value) -> Vec<CellKey> {
+    let mut v: Vec<CellKey> = doc["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -153,13 +156,44 @@ fn cells(doc: &Value) -> Vec<(String, String, String, String)> {
             (
                 r["source"].as_str().unwrap().to_string(),
                 r["target"].as_str().unwrap().to_string(),
+                r["target_address"].as_str().unwrap().to_string(),
                 format!("{}/{}", r["proto"].as_str().unwrap(), r["port"]),
                 r["status"].as_str().unwrap().to_string(),
+                r["cause"].as_str().map(str::to_string),
             )
         })
         .collect();
     v.sort();
     v
+}
+
+/// `kports cluster --lab -o json`: the matrix the agents must equal.
+fn cluster_lab() -> Value {
+    let out = kports(&["cluster", "--lab", "-o", "json", "--probe-timeout", "500ms"]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "kports cluster --lab failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Whether the agents' matrix equals `kports cluster --lab`'s, cell for cell (status and
+/// cause), leaving out the probes `skip` made.
+fn same_as_cluster_lab(agents: &Value, lab: &Value, skip: &[&str], causes: bool) -> bool {
+    let pick = |d: &Value| -> Vec<CellKey> {
+        cells(d)
+            .into_iter()
+            .filter(|c| !skip.contains(&c.0.as_str()))
+            .map(|mut c| {
+                if !causes {
+                    c.5 = None;
+                }
+                c
+            })
+            .collect()
+    };
+    pick(agents) == pick(lab)
 }
 
 /// Polls every agent's matrix until `done` holds for each (bounded: 120 s); returns cp1's.
@@ -168,8 +202,8 @@ fn every_agent_until(skip: &[&str], done: impl Fn(&Value) -> bool) -> Value {
     loop {
         let docs: Vec<Option<Value>> = NODES
             .iter()
-            .filter(|(n, _, _)| !skip.contains(n))
-            .map(|(n, a, _)| matrix_from(n, a))
+            .filter(|(n, _, _, _)| !skip.contains(n))
+            .map(|(n, a, _, _)| matrix_from(n, a))
             .collect();
         if docs.iter().all(|d| d.as_ref().is_some_and(&done)) {
             let docs: Vec<Value> = docs.into_iter().flatten().collect();
@@ -188,17 +222,46 @@ fn every_agent_until(skip: &[&str], done: impl Fn(&Value) -> bool) -> Value {
         }
         assert!(
             Instant::now() < deadline,
-            "the agents' matrices never got there: {docs:?}"
+            "the agents' matrices never got there: {:?}",
+            docs.iter()
+                .map(|d| d.as_ref().map(|d| (
+                    d["hostname"].clone(),
+                    d["context"]["reports"]
+                        .as_array()
+                        .map(|r| r.iter().map(Value::is_null).collect::<Vec<_>>()),
+                    cells(d)
+                )))
+                .collect::<Vec<_>>()
         );
         thread::sleep(Duration::from_millis(500));
     }
 }
 
+/// The status of `source`'s probe of `target`'s IPv4 address on `port`.
 fn status_of(doc: &Value, source: &str, target: &str, port: &str) -> Option<String> {
     cells(doc)
         .into_iter()
-        .find(|c| c.0 == source && c.1 == target && c.2 == port)
-        .map(|c| c.3)
+        .find(|c| c.0 == source && c.1 == target && !c.2.contains(':') && c.3 == port)
+        .map(|c| c.4)
+}
+
+/// The agents' matrix equals `kports cluster --lab`'s (asked again while a round catches up).
+fn assert_same_as_cluster_lab(skip: &[&str], causes: bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let agents = matrix_from("cp1", "192.0.2.11").unwrap_or_default();
+        let lab = cluster_lab();
+        if agents.is_object() && same_as_cluster_lab(&agents, &lab, skip, causes) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agents' matrix differs from kports cluster --lab:\n{:#?}\n{:#?}",
+            cells(&agents),
+            cells(&lab)
+        );
+        thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn artifacts() -> PathBuf {
@@ -259,9 +322,9 @@ fn agents_in_the_lab_serve_one_matrix_and_the_page_shows_faults() {
     // Clean: every node's agent answers, every TCP cell is open, the overlay's UDP port is
     // open|filtered (the kernel's VXLAN socket holds it, so no responder answers there).
     let clean = every_agent_until(&[], |d| {
-        d["nodes"]
+        d["context"]["reports"]
             .as_array()
-            .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["agent"]["state"] == "answered"))
+            .is_some_and(|r| r.len() == 3 && r.iter().all(|r| !r.is_null()))
             && ["cp1", "w1", "w2"].iter().all(|s| {
                 d["items"]
                     .as_array()
@@ -285,15 +348,20 @@ fn agents_in_the_lab_serve_one_matrix_and_the_page_shows_faults() {
     assert!(
         cells(&clean)
             .iter()
-            .all(|c| c.3 == "open" || c.3 == "open|filtered"),
+            .all(|c| c.4 == "open" || c.4 == "open|filtered"),
         "{:?}",
         cells(&clean)
     );
+    assert_eq!(clean["context"]["failing"], 0);
     // Only lab addresses are probed.
     for r in clean["items"].as_array().unwrap() {
         let a = r["target_address"].as_str().unwrap();
-        assert!(NODES.iter().any(|(_, addr, _)| *addr == a), "{a}");
+        assert!(
+            NODES.iter().any(|(_, v4, v6, _)| *v4 == a || *v6 == a),
+            "{a}"
+        );
     }
+    assert_same_as_cluster_lab(&[], true);
 
     let seen = page("agent-page.png", &["cell:w1:tcp/10250:open"]);
     assert_eq!(page_cell(&seen, "cp1", "tcp/6443"), "open");
@@ -301,7 +369,7 @@ fn agents_in_the_lab_serve_one_matrix_and_the_page_shows_faults() {
     assert_eq!(page_cell(&seen, "w1", "udp/8472"), "maybe");
     // Nobody probes a worker's API server port: not probed, not failing.
     assert_eq!(page_cell(&seen, "w1", "tcp/6443"), "none");
-    assert_eq!(seen["agents"]["w2"], "answered");
+    assert_eq!(seen["agents"]["w2"], "ok");
 
     // A drop of w1's kubelet port: cp1's probe times out, every agent says so, the cell is red.
     kports_ok(&["lab", "fault", "w1", "drop", "tcp/10250"]);
@@ -312,26 +380,37 @@ fn agents_in_the_lab_serve_one_matrix_and_the_page_shows_faults() {
         status_of(&dropped, "cp1", "w2", "tcp/10250").as_deref(),
         Some("open")
     );
+    let cause = cells(&dropped)
+        .into_iter()
+        .find(|c| c.0 == "cp1" && c.1 == "w1" && c.3 == "tcp/10250")
+        .and_then(|c| c.5)
+        .unwrap_or_default();
+    assert!(cause.contains("drop"), "{cause}");
+    assert_same_as_cluster_lab(&[], true);
     let seen = page("agent-page-fault.png", &["cell:w1:tcp/10250:fail"]);
     assert_eq!(page_cell(&seen, "w2", "tcp/10250"), "open");
     kports_ok(&["lab", "fault", "w1", "clear"]);
 
     // w2 taken down: its agent does not answer; the others' probes of it fail; the page keeps
-    // working from cp1 and names it.
+    // working from cp1 and names it. (`kports cluster --lab` still gets w2's own report
+    // through its namespace, so w2's own probes are left out of the comparison, and so are the
+    // causes: one join knows w2's side, the other does not.)
     kports_ok(&["lab", "fault", "w2", "down"]);
     let down = every_agent_until(&["w2"], |d| {
-        d["nodes"][2]["agent"]["state"] == "no-answer"
+        d["context"]["reports"][2].is_null()
             && status_of(d, "cp1", "w2", "tcp/10250").is_some_and(|s| s != "open")
             && status_of(d, "cp1", "w1", "tcp/10250").as_deref() == Some("open")
     });
-    assert_eq!(down["nodes"][2]["name"], "w2");
+    assert_eq!(down["context"]["nodes"][2]["name"], "w2");
+    assert_ne!(down["context"]["nodes"][2]["state"], "ok");
     assert!(
         cells(&down).iter().all(|c| c.0 != "w2"),
         "w2's own probes are missing, not failing"
     );
     let seen = page(
         "agent-page-node-down.png",
-        &["agent:w2:no answer", "cell:w2:tcp/10250:fail"],
+        &["agent:w2:no report", "cell:w2:tcp/10250:fail"],
     );
     assert_eq!(page_cell(&seen, "w1", "tcp/10250"), "open");
+    assert_same_as_cluster_lab(&["w2"], false);
 }
