@@ -151,6 +151,72 @@ pub async fn get(addr: SocketAddr, path: &str, token: Option<&[u8]>) -> Result<B
     answer
 }
 
+/// `kports cluster --from-agents`: asks each agent in `agents` for its report (blocking, on a
+/// runtime of its own) and names the nodes. An agent that answered is its report's node; one
+/// that did not is named by its peers' probes of its address (the name they probed it under),
+/// else by its address, so that its peers' probes of it and its missing report meet in one
+/// node of the matrix.
+pub fn from_agents(agents: &[SocketAddr], gather: &Gather) -> Result<Vec<NodeInput>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+    let answers = rt.block_on(async {
+        futures::stream::iter(agents.iter().map(|a| {
+            let g = gather.clone();
+            let a = *a;
+            async move {
+                let r = match tokio::time::timeout(g.timeout, g.report(a)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!(
+                        "its agent at {a} did not answer within {:?}",
+                        g.timeout
+                    )),
+                };
+                (a, r)
+            }
+        }))
+        .buffered(gather.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+    });
+    Ok(name_nodes(answers))
+}
+
+/// The nodes of agents' answers (see [`from_agents`]).
+pub fn name_nodes(answers: Vec<(SocketAddr, Result<NodeDoc, String>)>) -> Vec<NodeInput> {
+    // Every probed (address -> name) the answering nodes know.
+    let known: Vec<(IpAddr, String)> = answers
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flat_map(|d| d.probes.iter().flatten())
+        .map(|row| (row.target_address, row.target.clone()))
+        .collect();
+    let mut out: Vec<NodeInput> = Vec::new();
+    for (addr, report) in answers {
+        let (name, addresses) = match &report {
+            Ok(d) => (d.name.clone(), Vec::new()),
+            Err(_) => {
+                let name = known
+                    .iter()
+                    .find(|(a, _)| *a == addr.ip())
+                    .map_or_else(|| addr.ip().to_string(), |(_, n)| n.clone());
+                (name, vec![addr.ip()])
+            }
+        };
+        if out.iter().any(|n| n.name == name) {
+            continue;
+        }
+        out.push(NodeInput {
+            name,
+            addresses,
+            roles: Vec::new(),
+            report,
+        });
+    }
+    out
+}
+
 /// Where the agent of a node with `address` answers, given the agents' port.
 pub fn agent_addr(address: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(address, port)
@@ -159,6 +225,46 @@ pub fn agent_addr(address: IpAddr, port: u16) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn doc(name: &str, probes: Vec<kports_probe::row::Row>) -> NodeDoc {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "hostname": name, "roles": ["worker"], "cni": [], "interfaces": [],
+            "ports": [], "findings": [], "firewall_read": true, "probes": probes, "routes": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_silent_agent_is_named_as_its_peers_probe_it() {
+        let row = kports_probe::row::Row {
+            source: "cp1".into(),
+            target: "w2".into(),
+            target_address: "192.0.2.22".parse().unwrap(),
+            proto: kports_probe::Transport::Tcp,
+            port: 10250,
+            status: kports_probe::Status::Filtered,
+            errno: None,
+            latency_ms: Duration::from_secs(2),
+            component: Some("kubelet".into()),
+        };
+        let nodes = name_nodes(vec![
+            (
+                "192.0.2.11:9640".parse().unwrap(),
+                Ok(doc("cp1", vec![row])),
+            ),
+            ("192.0.2.22:9640".parse().unwrap(), Err("no answer".into())),
+            ("192.0.2.99:9640".parse().unwrap(), Err("no answer".into())),
+            // The same agent twice: once.
+            ("192.0.2.11:9640".parse().unwrap(), Ok(doc("cp1", vec![]))),
+        ]);
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["cp1", "w2", "192.0.2.99"]);
+        assert_eq!(
+            nodes[1].addresses,
+            ["192.0.2.22".parse::<IpAddr>().unwrap()]
+        );
+        assert!(nodes[1].report.is_err());
+    }
 
     #[tokio::test]
     async fn a_silent_or_absent_agent_is_named_not_failed() {

@@ -238,7 +238,7 @@ pub struct ReportArgs {
 
 /// `kports cluster`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("from").required(true).args(["files", "via", "lab"])))]
+#[command(group(clap::ArgGroup::new("from").required(true).args(["files", "via", "lab", "from_agents"])))]
 pub struct ClusterArgs {
     /// Reports saved with `kports report -o json` (one per node, with its probes).
     #[arg(value_name = "FILE")]
@@ -253,6 +253,15 @@ pub struct ClusterArgs {
     /// Every node of `kports lab`, with this kports binary (needs root).
     #[arg(long, conflicts_with_all = ["inventory", "via", "remote_kports"])]
     pub lab: bool,
+    /// The nodes' kports agents (`http://ADDR:PORT` or `ADDR:PORT`, one per node): each is asked
+    /// for its report, its probes of its peers included. A node whose agent does not answer is
+    /// shown as such.
+    #[arg(long, value_name = "URL", num_args = 1.., value_parser = parse_agent_url,
+          conflicts_with_all = ["inventory", "via", "lab", "remote_kports"])]
+    pub from_agents: Vec<std::net::SocketAddr>,
+    /// The agents' bearer token (`kports agent --token-file`), for --from-agents.
+    #[arg(long, value_name = "FILE", requires = "from_agents")]
+    pub token_file: Option<PathBuf>,
     /// The kports binary on the nodes (default: `kports` from the node's PATH).
     #[arg(long, value_name = "PATH", default_value = "kports", requires = "via")]
     pub remote_kports: String,
@@ -268,6 +277,23 @@ pub struct ClusterArgs {
     /// Output format (`wide` is `table`).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: Format,
+}
+
+/// An agent's address: `http://ADDR:PORT`, `http://[V6]:PORT`, `ADDR:PORT` (an address, not a
+/// name: kports asks only the addresses it is given).
+fn parse_agent_url(s: &str) -> Result<std::net::SocketAddr, String> {
+    let t = s.trim().trim_end_matches('/');
+    if t.starts_with("https://") {
+        return Err(format!(
+            "`{s}`: the agent serves plain HTTP; use http://ADDR:PORT"
+        ));
+    }
+    let t = t.strip_prefix("http://").unwrap_or(t);
+    t.parse().map_err(|_| {
+        format!(
+            "`{s}` is not an agent's address such as http://192.0.2.11:9640 or [2001:db8::1]:9640"
+        )
+    })
 }
 
 /// A node's timeout: `60s`, `2m`, `90` (seconds); from 1 s to 1 h.

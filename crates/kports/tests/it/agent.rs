@@ -326,6 +326,30 @@ fn agents_probe_their_inventory_peers_and_gather_one_matrix() {
     assert_eq!(from_cp["kind"], "cluster");
     assert_eq!(rows_of(&from_cp), rows_of(&from_wk));
     assert_eq!(from_cp["context"]["reports"][1]["name"], "wk");
+    // `kports cluster --from-agents` gathers the same matrix from the command line.
+    let cp_url = format!("http://{cp_addr}");
+    let wk_url = format!("http://{wk_addr}/");
+    let cli = |urls: &[&str]| {
+        let out = Command::new(KPORTS)
+            .args([
+                "cluster",
+                "-o",
+                "json",
+                "--token-file",
+                token,
+                "--from-agents",
+            ])
+            .args(urls)
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), doc)
+    };
+    let (code, doc) = cli(&[&cp_url, &wk_url]);
+    assert!(matches!(code, Some(0 | 1)), "{code:?}");
+    assert_eq!(doc["kind"], "cluster");
+    assert_eq!(rows_of(&doc), rows_of(&from_cp));
 
     // The control plane's agent stops: the worker's matrix names it, and keeps its own part.
     // SAFETY: kill() with the pid of a child this test started and has not reaped.
@@ -348,6 +372,56 @@ fn agents_probe_their_inventory_peers_and_gather_one_matrix() {
             .is_some_and(|w| w.contains("cp gave no report")),
         "{gone}"
     );
+    // From the command line: cp's agent does not answer; it is the node wk probes as `cp`.
+    let (code, doc) = cli(&[&cp_url, &wk_url]);
+    assert_eq!(code, Some(1));
+    let nodes = doc["context"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{doc}");
+    assert_eq!(nodes[0]["name"], "cp");
+    assert!(
+        nodes[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("cannot connect")),
+        "{doc}"
+    );
     drop(wk);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cluster_from_agents_refuses_what_is_not_an_agent_address() {
+    for bad in [
+        "https://127.0.0.1:9640",
+        "kports-agent:9640",
+        "http://127.0.0.1",
+    ] {
+        let out = Command::new(KPORTS)
+            .args(["cluster", "--from-agents", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--from-agents"), "{bad}: {err}");
+    }
+    let out = Command::new(KPORTS)
+        .args(["cluster", "--from-agents", "127.0.0.1:9640", "--lab"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--lab and --from-agents at once"
+    );
+    // No agent answers: an error (exit 2) naming the address, not a matrix of failures.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let out = Command::new(KPORTS)
+        .args(["cluster", "--timeout", "5s", "--from-agents"])
+        .arg(format!("http://{addr}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr.to_string()), "{err}");
 }

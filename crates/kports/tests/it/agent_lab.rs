@@ -364,6 +364,7 @@ fn agents_in_the_lab_serve_one_matrix_and_the_page_shows_faults() {
     assert_same_as_cluster_lab(&[], true);
 
     let seen = page("agent-page.png", &["cell:w1:tcp/10250:open"]);
+    assert_eq!(seen["detail"], Value::Null, "no failing cell to open");
     assert_eq!(page_cell(&seen, "cp1", "tcp/6443"), "open");
     assert_eq!(page_cell(&seen, "w2", "tcp/10250"), "open");
     assert_eq!(page_cell(&seen, "w1", "udp/8472"), "maybe");
@@ -389,6 +390,16 @@ fn agents_in_the_lab_serve_one_matrix_and_the_page_shows_faults() {
     assert_same_as_cluster_lab(&[], true);
     let seen = page("agent-page-fault.png", &["cell:w1:tcp/10250:fail"]);
     assert_eq!(page_cell(&seen, "w2", "tcp/10250"), "open");
+    // The red cell opens its evidence and its cause, the same as the matrix's.
+    let detail = seen["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("w1 tcp/10250") && detail.contains(&format!("cause: {cause}")),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("filtered") && detail.contains("\"verdict\": \"drop\""),
+        "{detail}"
+    );
     kports_ok(&["lab", "fault", "w1", "clear"]);
 
     // w2 taken down: its agent does not answer; the others' probes of it fail; the page keeps

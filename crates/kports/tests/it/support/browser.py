@@ -5,7 +5,8 @@
 # It types the token into the page's prompt, then refreshes the page's data (the page's own
 # refresh(), no reload) until every condition holds (at most 90 s), saves a screenshot, and
 # prints what the page shows as JSON: {"cells": [[node, port, class, text]], "agents":
-# {node: text}, "status": line, "ok": bool}. It talks only to the URL it is given.
+# {node: text}, "status": line, "ok": bool, "detail": the text the first failing cell opens,
+# or null}. It talks only to the URL it is given.
 import json
 import sys
 import time
@@ -67,7 +68,14 @@ try:
         time.sleep(1)
         driver.execute_script("refresh()")
     cells, agents, status = seen()
+    # The first failing cell, opened: its evidence and cause as the page shows them.
+    detail = None
+    failing = driver.find_elements(By.CSS_SELECTOR, "#matrix td.cell.fail")
+    if failing:
+        failing[0].click()
+        detail = driver.find_element(By.ID, "detail-body").text
     driver.save_screenshot(shot)
-    print(json.dumps({"cells": cells, "agents": agents, "status": status, "ok": ok}))
+    print(json.dumps({"cells": cells, "agents": agents, "status": status, "ok": ok,
+                      "detail": detail}))
 finally:
     driver.quit()
