@@ -318,6 +318,8 @@ pub fn check(input: &Input<'_>) -> Report {
     }
 
     for r in resolved {
+        let promoted = backend_required(r);
+        let r = promoted.as_ref().unwrap_or(r);
         let e = &r.entry;
         let Some(proto) = e.protocol.proto() else {
             continue;
@@ -378,6 +380,30 @@ pub fn check(input: &Input<'_>) -> Report {
         findings,
         warnings,
     }
+}
+
+/// An optional port of a CNI backend that the node shows in use (its device, its process, the
+/// CNI's configuration, `--cni CNI:BACKEND`) is required here: a copy of `r` that expects it
+/// listening, a warning when it does not, with what shows the backend as evidence. `None` for
+/// every other entry.
+fn backend_required(r: &Resolved) -> Option<Resolved> {
+    let shown = r.in_use.as_ref()?;
+    if r.entry.expect != Expect::Optional || r.entry.backend.is_none() || r.not_in_use.is_some() {
+        return None;
+    }
+    let mut p = r.clone();
+    p.entry.expect = Expect::Listening;
+    p.entry.missing = Severity::Warning;
+    p.settings.push(Setting {
+        pid: None,
+        source: shown.clone(),
+        value: format!(
+            "{} backend {}",
+            r.entry.cni.as_deref().unwrap_or("CNI"),
+            r.entry.backend.as_deref().unwrap_or("")
+        ),
+    });
+    Some(p)
 }
 
 /// Whether the node's role, CNI and version need `e` checked.
@@ -951,6 +977,88 @@ mod tests {
             .iter()
             .map(|f| (f.id.as_str(), f.severity, f.place()))
             .collect()
+    }
+
+    /// A worker whose CNI is `cni` with the devices `ifs`, and the kernel's UDP sockets `udp`.
+    fn cni_worker(cni: &str, ifs: &[Interface], udp: &[u16]) -> Report {
+        let mut sockets: Vec<Socket> = worker()
+            .into_iter()
+            .filter(|s| s.local_port != 8472)
+            .collect();
+        for p in udp {
+            sockets.push(listener(Proto::Udp, "0.0.0.0", *p, "kernel", 0, None));
+        }
+        let catalog = Catalog::builtin().unwrap();
+        let cnis = [cni.to_string()];
+        let (resolved, _) = crate::resolve::resolve_all(&catalog, &sockets, ifs);
+        check(&Input {
+            sockets: &sockets,
+            interfaces: ifs,
+            catalog: &catalog,
+            resolved: &resolved,
+            roles: Role::Worker.into(),
+            cnis: &cnis,
+            version: None,
+            pre_install: false,
+        })
+    }
+
+    #[test]
+    fn a_backend_shown_in_use_requires_its_optional_ports() {
+        // flannel's WireGuard: 51820 is required; the VXLAN and udp backends are not checked.
+        let wg = [iface("flannel-wg", "wireguard", None)];
+        let r = cni_worker("flannel", &wg, &[]);
+        assert_eq!(
+            ids_of(&r),
+            [(
+                "port-not-listening",
+                Severity::Warning,
+                "udp/51820".to_string()
+            )],
+            "{:#?}",
+            r.findings
+        );
+        let evidence = &r.findings[0].evidence.flags;
+        assert!(
+            evidence.iter().any(|s| s.source == "device flannel-wg"),
+            "{evidence:#?}"
+        );
+        assert!(
+            r.checked
+                .iter()
+                .all(|c| c.port.first != 8472 && c.port.first != 8285),
+            "{:#?}",
+            r.checked
+        );
+        // The kernel's socket on 51820: nothing to report.
+        assert_eq!(ids_of(&cni_worker("flannel", &wg, &[51820])), []);
+        // Calico over VXLAN: 4789 required; BGP is not (no BIRD), nor WireGuard.
+        let vx = [iface("vxlan.calico", "vxlan", Some(4789))];
+        let r = cni_worker("calico", &vx, &[]);
+        assert_eq!(
+            ids_of(&r),
+            [(
+                "port-not-listening",
+                Severity::Warning,
+                "udp/4789".to_string()
+            )],
+            "{:#?}",
+            r.findings
+        );
+        assert_eq!(ids_of(&cni_worker("calico", &vx, &[4789])), []);
+        // Cilium over Geneve: 6081, not 8472.
+        let gv = [iface("cilium_geneve", "geneve", Some(6081))];
+        let r = cni_worker("cilium", &gv, &[]);
+        let ids = ids_of(&r);
+        assert!(
+            ids.contains(&(
+                "port-not-listening",
+                Severity::Warning,
+                "udp/6081".to_string()
+            )),
+            "{ids:?}"
+        );
+        assert!(!ids.iter().any(|(_, _, p)| p == "udp/8472"), "{ids:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod cgroup;
 pub mod check;
+pub mod cniconf;
 pub mod component;
 pub mod conns;
 pub mod document;

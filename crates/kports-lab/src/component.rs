@@ -70,12 +70,13 @@ impl Component {
         Component::ALL.into_iter().find(|c| c.name() == name)
     }
 
-    /// The components of a node of `role`, in start order (etcd before the API server, the API
-    /// server before its clients).
-    pub fn for_role(role: Role) -> &'static [Component] {
-        match role {
-            Role::ControlPlane => &Component::ALL,
-            Role::Worker => &[Component::Kubelet, Component::KubeProxy],
+    /// The components of `node`, in start order (etcd before the API server, the API server
+    /// before its clients).
+    pub fn for_node(node: &Node) -> &'static [Component] {
+        match (node.role, node.etcd) {
+            (Role::ControlPlane, _) => &Component::ALL,
+            (Role::Worker, true) => &[Component::Etcd, Component::Kubelet, Component::KubeProxy],
+            (Role::Worker, false) => &[Component::Kubelet, Component::KubeProxy],
         }
     }
 
@@ -123,7 +124,7 @@ pub fn args(
     let mut v: Vec<String> = match c {
         Component::Etcd => {
             let cluster: Vec<String> = plan
-                .control_plane()
+                .etcd_members()
                 .map(|n| format!("{}={}", n.name, url(IpAddr::V4(n.ipv4), 2380)))
                 .collect();
             let client_urls = match bind {
@@ -361,6 +362,7 @@ mod tests {
         let plan = Plan::new(Counts {
             control_plane: 2,
             workers: 1,
+            etcd_workers: 0,
         });
         let node = plan.node(node).unwrap().clone();
         let dirs = Dirs {
@@ -545,11 +547,33 @@ mod tests {
     }
 
     #[test]
-    fn workers_run_kubelet_and_proxy_only() {
+    fn workers_run_kubelet_and_proxy_and_an_etcd_worker_etcd_too() {
+        let plan = Plan::new(crate::plan::Counts {
+            control_plane: 1,
+            workers: 2,
+            etcd_workers: 1,
+        });
+        let of = |n: &str| Component::for_node(plan.node(n).unwrap());
+        assert_eq!(of("w2"), [Component::Kubelet, Component::KubeProxy]);
         assert_eq!(
-            Component::for_role(Role::Worker),
-            [Component::Kubelet, Component::KubeProxy]
+            of("w1"),
+            [Component::Etcd, Component::Kubelet, Component::KubeProxy]
         );
-        assert_eq!(Component::for_role(Role::ControlPlane)[0], Component::Etcd);
+        assert_eq!(of("cp1")[0], Component::Etcd);
+        // The worker's member joins the control plane's: one cluster of both.
+        let dirs = Dirs {
+            etcd_data: Path::new("/run/kports-lab/etcd"),
+            kubeconfig: Path::new("/k"),
+        };
+        for n in ["cp1", "w1"] {
+            let a = args(Component::Etcd, &plan, plan.node(n).unwrap(), None, dirs);
+            assert!(
+                a.contains(
+                    &"--initial-cluster=cp1=http://192.0.2.11:2380,w1=http://192.0.2.21:2380"
+                        .to_string()
+                ),
+                "{n}: {a:?}"
+            );
+        }
     }
 }

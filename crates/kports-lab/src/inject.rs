@@ -42,7 +42,7 @@ pub enum FaultAction {
 }
 
 fn check_runs_on(node: &Node, c: Component) -> Result<(), Usage> {
-    let here = Component::for_role(node.role);
+    let here = Component::for_node(node);
     if here.contains(&c) {
         return Ok(());
     }

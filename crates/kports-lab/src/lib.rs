@@ -50,6 +50,10 @@ pub enum LabCommand {
         /// Run the real etcd (/usr/bin/etcd) or a stand-in that only listens like it
         #[arg(long, value_enum, default_value_t = EtcdMode::Real)]
         etcd: EtcdMode,
+        /// How many workers (w1 first) also run an etcd member joined to the cluster, as a node
+        /// with the etcd and worker roles does
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        etcd_workers: u8,
     },
     /// Remove everything the lab made (also after a failed `up` or a killed kports)
     Down,
@@ -139,8 +143,24 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
     }
     let paths = Paths::default();
     match &args.command {
-        LabCommand::Up { nodes, etcd } => {
-            let plan = lifecycle::up(&paths, *nodes, *etcd)?;
+        LabCommand::Up {
+            nodes,
+            etcd,
+            etcd_workers,
+        } => {
+            if *etcd_workers > nodes.workers {
+                return Err(Usage(format!(
+                    "--etcd-workers {etcd_workers}: the lab has {} worker{}",
+                    nodes.workers,
+                    if nodes.workers == 1 { "" } else { "s" }
+                ))
+                .into());
+            }
+            let counts = Counts {
+                etcd_workers: *etcd_workers,
+                ..*nodes
+            };
+            let plan = lifecycle::up(&paths, counts, *etcd)?;
             let first = plan.nodes.first().map_or("cp1", |n| n.name.as_str());
             emit(&format!(
                 "{}\nTry: kports lab exec {first} -- ss -tlnp\n     kports lab exec {first} -- ip addr show type bridge\n\

@@ -74,7 +74,7 @@ fn bring_up(paths: &Paths, state: &mut State, plan: &Plan) -> anyhow::Result<()>
     for stage in stages {
         let mut started = Vec::new();
         for node in &plan.nodes {
-            for c in Component::for_role(node.role)
+            for c in Component::for_node(node)
                 .iter()
                 .filter(|c| stage.contains(c))
             {

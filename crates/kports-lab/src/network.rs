@@ -229,6 +229,7 @@ mod tests {
         let plan = Plan::new(Counts {
             control_plane: 1,
             workers: 0,
+            etcd_workers: 0,
         });
         let cp1 = plan.node("cp1").unwrap();
         assert!(fdb_batch(&plan, cp1).is_empty());

@@ -32,6 +32,10 @@ pub const MAX_WORKERS: u8 = 9;
 pub struct Counts {
     pub control_plane: u8,
     pub workers: u8,
+    /// How many of the workers (the first ones) also run an etcd member joined to the cluster,
+    /// as RKE's etcd-and-worker nodes do (`--etcd-workers`).
+    #[serde(default)]
+    pub etcd_workers: u8,
 }
 
 impl Default for Counts {
@@ -39,6 +43,7 @@ impl Default for Counts {
         Counts {
             control_plane: 1,
             workers: 2,
+            etcd_workers: 0,
         }
     }
 }
@@ -74,6 +79,7 @@ impl FromStr for Counts {
         Ok(Counts {
             control_plane: cp,
             workers: w,
+            etcd_workers: 0,
         })
     }
 }
@@ -101,6 +107,8 @@ pub struct Node {
     /// `cp1`, `w1`, ...: also the node's host name.
     pub name: String,
     pub role: Role,
+    /// A worker that also runs an etcd member (a control-plane node always does).
+    pub etcd: bool,
     /// Position in the plan; picks the pod subnet `10.244.INDEX.0/24` as flannel would.
     pub index: u8,
     pub ipv4: Ipv4Addr,
@@ -166,10 +174,12 @@ impl Plan {
         let cps =
             (1..=counts.control_plane).map(|i| (Role::ControlPlane, format!("cp{i}"), 10 + i));
         let workers = (1..=counts.workers).map(|i| (Role::Worker, format!("w{i}"), 20 + i));
+        let etcd_workers = counts.etcd_workers.min(counts.workers);
         let nodes = cps
             .chain(workers)
             .zip(0u8..)
             .map(|((role, name, last), index)| Node {
+                etcd: role == Role::ControlPlane || last - 20 <= etcd_workers,
                 name,
                 role,
                 index,
@@ -187,6 +197,11 @@ impl Plan {
 
     pub fn control_plane(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.role == Role::ControlPlane)
+    }
+
+    /// The nodes that run an etcd member: every control-plane node and the etcd workers.
+    pub fn etcd_members(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.etcd)
     }
 
     /// The node kubelets and kube-proxies talk to (kubeadm without a load balancer).
@@ -246,14 +261,16 @@ mod tests {
             "1,2".parse::<Counts>(),
             Ok(Counts {
                 control_plane: 1,
-                workers: 2
+                workers: 2,
+                etcd_workers: 0
             })
         );
         assert_eq!(
             " 3 , 0 ".parse::<Counts>(),
             Ok(Counts {
                 control_plane: 3,
-                workers: 0
+                workers: 0,
+                etcd_workers: 0
             })
         );
         assert_eq!(Counts::default().to_string(), "1,2");
@@ -352,6 +369,7 @@ mod tests {
         let p = Plan::new(Counts {
             control_plane: MAX_CONTROL_PLANE,
             workers: MAX_WORKERS,
+            etcd_workers: 0,
         });
         assert_eq!(p.nodes.len(), 14);
         let distinct = |f: &dyn Fn(&Node) -> String| {
@@ -397,6 +415,7 @@ mod tests {
         let p = Plan::new(Counts {
             control_plane: 3,
             workers: 1,
+            etcd_workers: 0,
         });
         assert_eq!(
             p.first_control_plane().map(|n| n.name.as_str()),

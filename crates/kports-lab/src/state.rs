@@ -258,6 +258,7 @@ mod tests {
             Counts {
                 control_plane: 1,
                 workers: 0,
+                etcd_workers: 0,
             },
             EtcdMode::StandIn,
         );

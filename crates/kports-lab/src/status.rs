@@ -33,6 +33,9 @@ pub struct LabStatus {
 pub struct NodeStatus {
     pub name: String,
     pub role: &'static str,
+    /// A worker that also runs an etcd member (`--etcd-workers`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub etcd: bool,
     pub netns: String,
     pub netns_present: bool,
     pub ipv4: String,
@@ -117,6 +120,7 @@ pub fn collect(paths: &Paths) -> anyhow::Result<LabStatus> {
             NodeStatus {
                 name: n.name.clone(),
                 role: n.role.as_str(),
+                etcd: n.etcd && n.role == crate::plan::Role::Worker,
                 netns: n.netns(),
                 netns_present: present.contains(&n.netns()),
                 ipv4: n.ipv4.to_string(),
@@ -206,7 +210,11 @@ pub fn render(s: &LabStatus) -> String {
         }
         rows.push(vec![
             n.name.clone(),
-            n.role.into(),
+            if n.etcd {
+                format!("{},etcd", n.role)
+            } else {
+                n.role.into()
+            },
             n.netns.clone(),
             n.ipv4.clone(),
             n.ipv6.clone(),
@@ -255,6 +263,7 @@ mod tests {
             nodes: vec![NodeStatus {
                 name: "w1".into(),
                 role: "worker",
+                etcd: false,
                 netns: "kports-w1".into(),
                 netns_present: true,
                 ipv4: "192.0.2.21".into(),

@@ -54,7 +54,7 @@ pub fn write_kubeconfigs(paths: &Paths, plan: &Plan) -> anyhow::Result<()> {
     for n in &plan.nodes {
         let dir = paths.kubeconfig_dir(&n.name);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for c in Component::for_role(n.role) {
+        for c in Component::for_node(n) {
             if let Some(file) = c.kubeconfig_file() {
                 let user = match c {
                     Component::Kubelet => format!("system:node:{}", n.name),

@@ -40,6 +40,12 @@ pub trait NodeIo {
     fn settings(&self, peers: &[(IpAddr, String)]) -> NodeSettings;
     /// A file the user named (`--catalog`), refused past the catalog's size limit.
     fn read_file(&self, path: &Path) -> io::Result<String>;
+    /// A component's configuration file on the node (flannel's `net-conf.json`), refused past
+    /// the configuration size limit.
+    fn read_config(&self, path: &Path) -> io::Result<String>;
+    /// A configuration file as process `pid` sees it (inside its container: `path` under
+    /// `/proc/PID/root`), refused past the configuration size limit.
+    fn read_process_config(&self, pid: u32, path: &Path) -> io::Result<String>;
 }
 
 /// This machine.
@@ -110,5 +116,19 @@ impl NodeIo for Linux {
     fn read_file(&self, path: &Path) -> io::Result<String> {
         // Read up to the limit only: `--catalog /dev/zero` is refused, not loaded.
         kports_linux::limits::read_text(path, &kports_linux::limits::CATALOG)
+    }
+
+    fn read_config(&self, path: &Path) -> io::Result<String> {
+        kports_linux::limits::read_text(path, &kports_linux::limits::CONFIG)
+    }
+
+    fn read_process_config(&self, pid: u32, path: &Path) -> io::Result<String> {
+        let inside = path.strip_prefix("/").unwrap_or(path);
+        let full = self
+            .proc_root
+            .join(pid.to_string())
+            .join("root")
+            .join(inside);
+        kports_linux::limits::read_text(&full, &kports_linux::limits::CONFIG)
     }
 }

@@ -21,9 +21,10 @@ use std::path::PathBuf;
 
 use kports_core::catalog::{Catalog, Role, Roles, Severity, Version};
 use kports_core::check::{self, Report};
+use kports_core::cniconf;
 use kports_core::explain::{self, Explanation};
 use kports_core::prereq;
-use kports_core::resolve::{self, Resolved};
+use kports_core::resolve::{self, BackendInUse, Resolved};
 use kports_core::role::{self, Detected, DetectionSource};
 use kports_core::settings::NodeSettings;
 use kports_core::{Interface, Socket, Warning};
@@ -180,18 +181,69 @@ pub fn load_catalog(io: &dyn NodeIo, path: Option<&std::path::Path>) -> Result<C
     Ok(c)
 }
 
-/// The `CNI:BACKEND` pairs the user named (`flannel:wireguard`).
-fn given_backends(list: &[String]) -> Vec<(String, String)> {
+/// The backends the user named (`flannel:wireguard`, `calico:vxlan+wireguard`).
+fn given_backends(list: &[String]) -> Vec<BackendInUse> {
     list.iter()
         .filter_map(|c| {
-            c.trim()
-                .to_ascii_lowercase()
-                .split_once(':')
-                .map(|(c, b)| (c.to_string(), b.to_string()))
+            let c = c.trim().to_ascii_lowercase();
+            let (cni, backends) = c.split_once(':')?;
+            Some(BackendInUse {
+                cni: cni.to_string(),
+                backends: backends
+                    .split('+')
+                    .map(|b| b.trim().to_string())
+                    .filter(|b| !b.is_empty())
+                    .collect(),
+                ports: Vec::new(),
+                source: "--cni".to_string(),
+            })
         })
         .collect()
 }
 
+/// flannel's `net-conf.json`, where readable: flanneld's `--net-config-path` (else the default
+/// path) inside its own container first, then on the host, then k3s's. The backend it
+/// configures, or a warning when the file is there but cannot be read or understood.
+fn flannel_config(io: &dyn NodeIo, sockets: &[Socket]) -> (Option<BackendInUse>, Vec<Warning>) {
+    let flanneld = resolve::component_processes(sockets).remove("flannel");
+    let path = flanneld
+        .as_ref()
+        .and_then(|p| kports_core::flags::value(&p.cmdline, cniconf::FLANNEL_NET_CONF_FLAG))
+        .filter(|v| !v.is_empty())
+        .unwrap_or(cniconf::FLANNEL_NET_CONF)
+        .to_string();
+    let mut tries: Vec<(Option<u32>, PathBuf)> = Vec::new();
+    if let Some(p) = &flanneld {
+        tries.push((Some(p.pid), PathBuf::from(&path)));
+    }
+    tries.push((None, PathBuf::from(&path)));
+    tries.push((None, PathBuf::from(cniconf::K3S_FLANNEL_NET_CONF)));
+    let mut warnings = Vec::new();
+    for (pid, path) in tries {
+        let (text, shown) = match pid {
+            Some(pid) => (
+                io.read_process_config(pid, &path),
+                format!("{} of flanneld (pid {pid})", path.display()),
+            ),
+            None => (io.read_config(&path), path.display().to_string()),
+        };
+        match text {
+            Ok(t) => match cniconf::flannel_net_conf(&t, &shown) {
+                Ok(b) => return (Some(b), warnings),
+                Err(e) => warnings.push(Warning::new(
+                    "cni-config-unreadable",
+                    format!("{shown}: {e}; flannel's backend is taken from its devices"),
+                )),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warnings.push(Warning::new(
+                "cni-config-unreadable",
+                format!("cannot read {shown}: {e}; flannel's backend is taken from its devices"),
+            )),
+        }
+    }
+    (None, warnings)
+}
 /// The CNIs the user named (a backend after `:` left out), checked against the catalog.
 fn given_cnis(list: &[String], catalog: &Catalog) -> Result<Vec<String>, Error> {
     let list: Vec<String> = list
@@ -239,16 +291,34 @@ impl NodeReport {
             Some(list) => Detected::given(given_cnis(list, &catalog)?, "--cni"),
             None => role::detect_cni(&census.sockets, &census.interfaces),
         };
-        let (mut resolved, flag_warnings) =
+        let (mut resolved, mut flag_warnings) =
             resolve::resolve_all(&catalog, &census.sockets, &census.interfaces);
+        if cni.value.iter().any(|c| c == "flannel") {
+            let (conf, mut w) = flannel_config(io, &census.sockets);
+            flag_warnings.append(&mut w);
+            if let Some(conf) = conf
+                && let Err(e) = resolve::apply_backends(&mut resolved, std::slice::from_ref(&conf))
+            {
+                flag_warnings.push(Warning::new(
+                    "cni-backend-unknown",
+                    format!(
+                        "{}: the catalog knows {}'s backends {}, not {}: that backend's ports are not judged",
+                        conf.source,
+                        e.cni,
+                        e.known.join(", "),
+                        e.backend
+                    ),
+                ));
+            }
+        }
         if let Some(list) = &o.cni {
-            resolve::apply_backends(&mut resolved, &given_backends(list)).map_err(
-                |(cni, backend, known)| Error::UnknownBackend {
-                    cni,
-                    backend,
-                    known: known.join(", "),
-                },
-            )?;
+            resolve::apply_backends(&mut resolved, &given_backends(list)).map_err(|e| {
+                Error::UnknownBackend {
+                    cni: e.cni,
+                    backend: e.backend,
+                    known: e.known.join(", "),
+                }
+            })?;
         }
         let mut peers = sources::peers(&resolved, &census.sockets, &census.interfaces);
         let own = sources::own_addresses(&census.interfaces);
@@ -456,10 +526,13 @@ impl NodeReport {
     }
 
     /// `kports firewall plan`: the rules that open what each source needs, for `backend`.
+    /// `kports firewall plan`; with `own_table_only`, the script writes kports's own table or
+    /// chain only, and a drop elsewhere that still blocks a wanted connection stays (reported).
     pub fn firewall_plan(
         &self,
         backend: PlanBackend,
         zone: Option<String>,
+        own_table_only: bool,
     ) -> Result<FirewallPlan<'_>, Error> {
         let fw = self.read_firewall()?;
         let all = fw.sources.ranges(SourceKind::All);
@@ -501,6 +574,7 @@ impl NodeReport {
             etcd: fw.sources.ranges(SourceKind::EtcdPeers),
             load_balancers: fw.sources.ranges(SourceKind::LoadBalancers),
             zone,
+            own_table_only,
         };
         let default_zone = fw.managers.firewalld.as_ref().and_then(|f| {
             f.zones
@@ -521,6 +595,18 @@ impl NodeReport {
 
     /// The firewall as read; asking for a firewall view of a report made without reading it
     /// is refused (an empty ruleset would call everything open).
+    /// `kports firewall plan --remove`: everything kports added to the node's firewall (its
+    /// table, its chains, the accepts it tagged in other chains) and the script that takes it
+    /// out. Needs neither the roles nor the sources.
+    pub fn firewall_removal(&self) -> Result<FirewallRemoval<'_>, Error> {
+        let fw = self.read_firewall()?;
+        Ok(FirewallRemoval {
+            firewall: fw,
+            removal: plan::removal(&fw.ruleset),
+            warnings: self.firewall_warnings(),
+        })
+    }
+
     fn read_firewall(&self) -> Result<&Firewall, Error> {
         self.firewall.as_ref().ok_or(Error::FirewallNotRead)
     }
@@ -672,6 +758,14 @@ pub struct FirewallCheck<'a> {
     pub summary: Summary,
     /// How the role, the CNI and the sources were found, and what is not judged.
     pub notes: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// `kports firewall plan --remove`'s result.
+#[derive(Debug)]
+pub struct FirewallRemoval<'a> {
+    pub firewall: &'a Firewall,
+    pub removal: plan::Removal,
     pub warnings: Vec<Warning>,
 }
 

@@ -92,6 +92,21 @@ impl NodeIo for Replay {
             .cloned()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file or directory"))
     }
+
+    fn read_config(&self, path: &Path) -> io::Result<String> {
+        self.read_file(path)
+    }
+
+    /// The file captured as `/proc/PID/root/PATH`.
+    fn read_process_config(&self, pid: u32, path: &Path) -> io::Result<String> {
+        let inside = path.strip_prefix("/").unwrap_or(path);
+        self.read_file(
+            &Path::new("/proc")
+                .join(pid.to_string())
+                .join("root")
+                .join(inside),
+        )
+    }
 }
 
 /// The example worker's address.

@@ -88,7 +88,7 @@ fn firewall_check_and_plan_use_the_same_sources_as_the_check() {
         fc.notes
     );
     // The plan opens the kubelet to the control plane the census shows.
-    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None, false).unwrap();
     assert!(fp.plan.script.contains("192.0.2.11"), "{}", fp.plan.script);
 }
 
@@ -96,7 +96,7 @@ fn firewall_check_and_plan_use_the_same_sources_as_the_check() {
 fn a_plan_without_sources_and_an_unknown_role_are_refused() {
     let node = NodeReport::build(&worker(), &Options::default()).unwrap();
     assert!(matches!(
-        node.firewall_plan(PlanBackend::Nft, None),
+        node.firewall_plan(PlanBackend::Nft, None, false),
         Err(Error::PlanNeedsSources)
     ));
     let empty = Replay {
@@ -397,7 +397,7 @@ fn etcd_peers_come_from_the_initial_cluster_and_the_control_plane_from_the_kubec
         },
     )
     .unwrap();
-    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None, false).unwrap();
     let script = &fp.plan.script;
     for rule in [
         "ip saddr { 192.0.2.11, 192.0.2.22 } tcp dport 2380 accept",
@@ -425,7 +425,9 @@ fn a_plan_that_cannot_find_the_control_plane_is_refused_and_a_control_plane_is_i
     lost.sockets
         .retain(|s| s.state != kports_core::SockState::Established);
     let node = NodeReport::build(&lost, &options(None)).unwrap();
-    let e = node.firewall_plan(PlanBackend::Nft, None).unwrap_err();
+    let e = node
+        .firewall_plan(PlanBackend::Nft, None, false)
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "the plan opens tcp/10250 to the control plane, whose address kports cannot find (no connection to an API server, no readable kubeconfig): pass --control-plane ADDR"
@@ -439,7 +441,7 @@ fn a_plan_that_cannot_find_the_control_plane_is_refused_and_a_control_plane_is_i
         },
     )
     .unwrap();
-    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None, false).unwrap();
     assert!(
         fp.plan
             .script
@@ -449,7 +451,7 @@ fn a_plan_that_cannot_find_the_control_plane_is_refused_and_a_control_plane_is_i
     );
     // A control-plane node is its own control-plane source.
     let node = NodeReport::build(&lost, &options(Some(Role::ControlPlane.into()))).unwrap();
-    let fp = node.firewall_plan(PlanBackend::Nft, None).unwrap();
+    let fp = node.firewall_plan(PlanBackend::Nft, None, false).unwrap();
     assert!(
         fp.plan
             .script
@@ -497,6 +499,115 @@ fn a_cni_backend_given_by_hand_requires_its_ports_only() {
     );
     assert_eq!(
         flannel("flannel:ipsec").unwrap_err().to_string(),
-        "--cni flannel:ipsec: the catalog knows flannel's backends vxlan, udp, wireguard"
+        "--cni flannel:ipsec: the catalog knows flannel's backends host-gw, udp, vxlan, wireguard"
+    );
+    assert_eq!(flannel("flannel:host-gw").unwrap(), Vec::<String>::new());
+}
+
+/// The example worker running flanneld (pid 700, connected to the API server, with `args`), and
+/// `files` readable.
+fn flannel_worker(args: &str, files: &[(&str, &str)]) -> Replay {
+    let mut r = worker();
+    let mut s = r.sockets[4].clone();
+    s.local_port = 40001;
+    s.inode += 1;
+    s.component = Some("flannel");
+    s.processes = std::sync::Arc::new(vec![std::sync::Arc::new(kports_core::ProcessRef {
+        pid: 700,
+        name: "flanneld".into(),
+        cmdline: format!("/opt/bin/flanneld --ip-masq --kube-subnet-mgr {args}"),
+        secrets: Vec::new(),
+        container_id: None,
+        pod_uid: None,
+    })]);
+    r.sockets.push(s);
+    for (path, text) in files {
+        r.files.insert(PathBuf::from(path), text.to_string());
+    }
+    r
+}
+
+fn flannel_ports(node: &NodeReport) -> Vec<String> {
+    node.required()
+        .unwrap()
+        .0
+        .iter()
+        .filter(|p| p.component == "flannel")
+        .map(|p| p.label())
+        .collect()
+}
+
+#[test]
+fn flannels_net_conf_decides_its_backend_and_port() {
+    const WG: &str = r#"{"Network": "10.244.0.0/16", "Backend": {"Type": "wireguard"}}"#;
+    // Inside flanneld's container, where the DaemonSet mounts it.
+    let r = flannel_worker("", &[("/proc/700/root/etc/kube-flannel/net-conf.json", WG)]);
+    let node = NodeReport::build(&r, &Options::default()).unwrap();
+    assert_eq!(node.cni.value, ["flannel"]);
+    assert_eq!(flannel_ports(&node), ["udp/51820", "udp/51821"]);
+    let wg = node
+        .resolved
+        .iter()
+        .find(|x| x.entry.component == "flannel" && x.port.first == 51820)
+        .unwrap();
+    assert_eq!(
+        wg.in_use.as_deref(),
+        Some("/etc/kube-flannel/net-conf.json of flanneld (pid 700): Backend.Type wireguard")
+    );
+    // --net-config-path, on the host; its VXLAN port moves 8472.
+    let r = flannel_worker(
+        "--net-config-path=/etc/flannel/net.json",
+        &[(
+            "/etc/flannel/net.json",
+            r#"{"Backend": {"Type": "vxlan", "Port": 4789}}"#,
+        )],
+    );
+    let node = NodeReport::build(&r, &Options::default()).unwrap();
+    assert_eq!(flannel_ports(&node), ["udp/4789"]);
+    // --cni wins over the file.
+    let r = flannel_worker("", &[("/proc/700/root/etc/kube-flannel/net-conf.json", WG)]);
+    let given = Options {
+        cni: Some(vec!["flannel:udp".into()]),
+        ..Options::default()
+    };
+    let node = NodeReport::build(&r, &given).unwrap();
+    assert_eq!(flannel_ports(&node), ["udp/8285"]);
+}
+
+#[test]
+fn a_bad_or_unknown_net_conf_is_a_warning_and_the_devices_decide() {
+    let warnings = |node: &NodeReport| -> Vec<String> {
+        node.check(None, false)
+            .warnings
+            .iter()
+            .filter(|w| w.code.starts_with("cni-"))
+            .map(|w| format!("{}: {}", w.code, w.message))
+            .collect()
+    };
+    let r = flannel_worker("", &[("/etc/kube-flannel/net-conf.json", "{oops")]);
+    let node = NodeReport::build(&r, &Options::default()).unwrap();
+    assert_eq!(
+        flannel_ports(&node),
+        ["udp/8472", "udp/8285", "udp/51820", "udp/51821"]
+    );
+    let w = warnings(&node);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("cni-config-unreadable: /etc/kube-flannel/net-conf.json: not JSON"),
+        "{w:?}"
+    );
+    let r = flannel_worker(
+        "",
+        &[(
+            "/etc/kube-flannel/net-conf.json",
+            r#"{"Backend": {"Type": "ipsec"}}"#,
+        )],
+    );
+    let node = NodeReport::build(&r, &Options::default()).unwrap();
+    assert_eq!(
+        warnings(&node),
+        [
+            "cni-backend-unknown: /etc/kube-flannel/net-conf.json: Backend.Type ipsec: the catalog knows flannel's backends host-gw, udp, vxlan, wireguard, not ipsec: that backend's ports are not judged"
+        ]
     );
 }

@@ -406,13 +406,21 @@ pub enum FirewallCommand {
     /// Print rules that open exactly what each source needs, and what they would change.
     ///
     /// The rules live in kports's own nft table (`inet kports`) or iptables chain
-    /// (`KPORTS-INPUT`) and are safe to apply twice. A drop in another table's base chain cannot
-    /// be overridden from there: such rules are listed with the rule to add in their chain.
+    /// (`KPORTS-INPUT`) and are safe to apply twice. An accept there does not override a drop in
+    /// another table's base chain (or a `policy drop`): where one would still block a wanted
+    /// connection, the nft and iptables scripts insert a narrow accept (the same source and port)
+    /// into that chain, just before the drop, with a comment starting `kports:`. With
+    /// `--own-table-only` they do not, and the plan lists those drops with the command that opens
+    /// each. `--remove --script` prints the script that takes out everything kports added, in
+    /// every table. firewalld and ufw plans go through `firewall-cmd` and `ufw` and change only
+    /// what those tools manage (remove their rules with those tools).
     #[command(after_long_help = "Examples:
   kports firewall plan --backend nft --role worker --sources 10.0.0.0/24 --control-plane 10.0.0.10
   kports firewall plan --backend iptables --role control-plane --cni flannel \\
       --sources 10.0.0.0/24 --control-plane 10.0.0.10 --control-plane 10.0.0.11
-  kports firewall plan --backend nft ... --script | sh    apply it")]
+  kports firewall plan --backend nft ... --script | sh    apply it
+  kports firewall plan --backend nft ... --own-table-only   touch no other table or chain
+  kports firewall plan --remove --script | sh              take out all kports added")]
     Plan(FirewallPlanArgs),
 }
 
@@ -446,8 +454,9 @@ pub struct NodeContext {
     pub role: Option<Vec<RoleArg>>,
     /// The CNI plugin(s), comma-separated, for their overlay and control ports: calico,
     /// flannel, cilium, weave, antrea, kube-router, or none; `flannel:wireguard` (or `:vxlan`,
-    /// `:udp`) also names the backend, whose ports alone are then required. Detected from
-    /// agents and devices when not given.
+    /// `:udp`, `:host-gw`; `calico:vxlan+wireguard`) also names the backends, whose ports alone
+    /// are then required. Detected from agents and devices (and flannel's net-conf.json) when
+    /// not given.
     #[arg(long, value_delimiter = ',', value_name = "CNI")]
     pub cni: Option<Vec<String>>,
     /// A catalog file that extends or overrides the built-in one (format: docs/catalog.md).
@@ -619,14 +628,22 @@ pub struct FirewallPlanArgs {
     #[command(flatten)]
     pub common: FirewallCommon,
     /// Which tool's rules to write.
-    #[arg(long, value_enum)]
-    pub backend: PlanBackendArg,
+    #[arg(long, value_enum, required_unless_present = "remove")]
+    pub backend: Option<PlanBackendArg>,
     /// firewalld zone to add the rules to (default: the zone firewalld binds by default, else public).
     #[arg(long)]
     pub zone: Option<String>,
     /// Print only the script that applies the plan.
     #[arg(long)]
     pub script: bool,
+    /// Write kports's own table or chain only: a drop in another table or chain that still
+    /// blocks a wanted connection stays, and the plan says so.
+    #[arg(long, conflicts_with = "remove")]
+    pub own_table_only: bool,
+    /// Take out everything kports added (its table, its chains, the accepts it inserted in
+    /// other chains) instead of planning; with --script, print only the script that does it.
+    #[arg(long, conflicts_with_all = ["backend", "zone"])]
+    pub remove: bool,
 }
 
 pub fn parse_cidr_arg(s: &str) -> Result<AddrRange, String> {

@@ -629,6 +629,10 @@ pub struct Entry {
     /// CNI is found and none of these, the entry is not in use on the node.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backend_devices: Vec<String>,
+    /// Processes that show that backend (`bird` for Calico's BGP), as the census names them;
+    /// they count as the devices do.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backend_processes: Vec<String>,
     /// The name of that backend (`vxlan`, `wireguard`), as `--cni flannel:wireguard` gives it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,

@@ -87,6 +87,7 @@ pub(super) struct RawEntry {
     pub(super) flags_of: Option<String>,
     pub(super) tunnel_devices: Option<Vec<String>>,
     pub(super) backend_devices: Option<Vec<String>>,
+    pub(super) backend_processes: Option<Vec<String>>,
     pub(super) backend: Option<String>,
     pub(super) versions: Option<Spanned<String>>,
     pub(super) clients: Option<String>,
@@ -273,6 +274,7 @@ pub(super) fn new_entry(
         flags: Flags::default(),
         tunnel_devices: Vec::new(),
         backend_devices: Vec::new(),
+        backend_processes: Vec::new(),
         backend: None,
         versions: Versions::default(),
         clients: None,
@@ -318,7 +320,8 @@ pub(super) fn apply(
         too_wide,
         severity,
         tunnel_devices,
-        backend_devices
+        backend_devices,
+        backend_processes
     );
     macro_rules! set_opt {
         ($($f:ident),*) => { $( if let Some(v) = &r.$f { e.$f = Some(v.clone()); } )* };

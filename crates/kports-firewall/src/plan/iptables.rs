@@ -96,18 +96,6 @@ pub(super) fn iptables_plan(
         } else {
             ""
         };
-        let _ = writeln!(
-            script,
-            "{pre}-{v}-restore{wait} --noflush <<'EOF'\n*filter\n:{IPT_CHAIN} - [0:0]"
-        );
-        for l in &lines {
-            let _ = writeln!(script, "{l}");
-        }
-        let _ = writeln!(script, "COMMIT\nEOF");
-        let _ = writeln!(
-            script,
-            "{pre}-{v} -w -C INPUT -j {IPT_CHAIN} 2>/dev/null || {pre}-{v} -w -I INPUT 1 -j {IPT_CHAIN}"
-        );
         let family = if v6 {
             TableFamily::Ip6
         } else {
@@ -120,6 +108,28 @@ pub(super) fn iptables_plan(
             .and_then(|t| t.chain(IPT_CHAIN))
             .map(|c| c.rules.iter().map(|r| r.text.clone()).collect())
             .unwrap_or_default();
+        // A chain that holds the planned rules already, in order, is left as it is.
+        let unchanged = current.len() == lines.len()
+            && current.iter().zip(&lines).all(|(c, l)| norm(c) == norm(l));
+        if unchanged {
+            let _ = writeln!(
+                script,
+                "# {pre}-{v} {IPT_CHAIN} holds the planned rules already"
+            );
+        } else {
+            let _ = writeln!(
+                script,
+                "{pre}-{v}-restore{wait} --noflush <<'EOF'\n*filter\n:{IPT_CHAIN} - [0:0]"
+            );
+            for l in &lines {
+                let _ = writeln!(script, "{l}");
+            }
+            let _ = writeln!(script, "COMMIT\nEOF");
+        }
+        let _ = writeln!(
+            script,
+            "{pre}-{v} -w -C INPUT -j {IPT_CHAIN} 2>/dev/null || {pre}-{v} -w -I INPUT 1 -j {IPT_CHAIN}"
+        );
         diff_lines.extend(diff(&current, &lines));
         // The ruleset after applying: kports's chain, and the jump at the top of INPUT.
         let dump = format!(

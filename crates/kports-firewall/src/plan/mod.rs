@@ -3,14 +3,18 @@
 //!
 //! What the rules do, whatever the backend: a required port is accepted from the sources that
 //! need it (etcd from control-plane nodes, NodePorts from everyone, ...) and rejected from every
-//! other source; loopback and established connections are accepted; nothing else is touched.
+//! other source; loopback and established connections are accepted; elsewhere, only a narrow
+//! accept before a drop that would still block a wanted connection (below).
 //! The rules live in kports's own table (`inet kports`) or chain (`KPORTS-INPUT`) and are safe to
-//! apply twice: the table and chain are added if missing and only kports's own chain is flushed.
+//! apply twice: the table and chain are added if missing and only kports's own chain is flushed,
+//! or left as it is when it holds the planned rules already.
 //!
 //! An `accept` in kports's own nftables table does not override a `drop` in another table's base
 //! chain (drops are final, accepts only end their own base chain). So the plan judges the
-//! ruleset as it would be after applying, and names every rule elsewhere that would still block a
-//! wanted connection, with the rule to add in that chain.
+//! ruleset as it would be after applying, and where a rule elsewhere would still block a wanted
+//! connection, the nft and iptables scripts insert a narrow accept before it, tagged as kports's
+//! (`openings.rs`); with `own_table_only` they do not, and the plan names every such rule with
+//! the command that opens it there.
 //!
 //! One writer per backend: `nft.rs`, `iptables.rs`, `firewalld.rs`, `ufw.rs`; what they share
 //! (the allows, intents, conflicts, comments and the diff) is here.
@@ -30,7 +34,10 @@ use crate::required::{RequiredPort, SourceKind};
 mod firewalld;
 mod iptables;
 mod nft;
+mod openings;
 mod ufw;
+
+pub use openings::{Opening, Removal, TAG, removal};
 
 use firewalld::firewalld_script;
 use iptables::iptables_plan;
@@ -65,6 +72,8 @@ pub struct PlanRequest {
     pub load_balancers: Vec<AddrRange>,
     /// firewalld zone to add rules to (default: the zone firewalld reports, else `public`).
     pub zone: Option<String>,
+    /// Write only kports's own table or chain: a drop elsewhere stays, and is reported.
+    pub own_table_only: bool,
 }
 
 /// A (port, source) the plan opens or closes, and how it is judged now.
@@ -79,7 +88,7 @@ pub struct Intent {
     /// Whether the current ruleset already does what the plan wants.
     pub already: Option<bool>,
     /// A wanted opening that a drop in another table or chain still blocks after the plan is
-    /// applied (kports writes only its own table or chain): that rule.
+    /// applied (with `own_table_only`, or where no accept can be inserted): that rule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub still_blocked_by: Option<String>,
 }
@@ -110,6 +119,10 @@ pub struct Plan {
     pub intents: Vec<Intent>,
     /// kports's own chain: what would be added, kept, and removed.
     pub chain_diff: Vec<DiffLine>,
+    /// Accepts the script adds to (or keeps in) other tables' chains, before their drops.
+    pub openings: Vec<Opening>,
+    /// Rules outside kports's table or chain that still block a wanted connection after the
+    /// script has run.
     pub conflicts: Vec<Conflict>,
     pub notes: Vec<String>,
 }
@@ -158,17 +171,33 @@ pub fn plan(rs: &Ruleset, req: &PlanRequest, firewalld_zone: Option<&str>) -> Pl
     let allows = allows(req, &mut notes);
     let ev = Evaluator::new(rs);
     let intents = intents(&ev, req, &allows);
-    let (script, chain_diff, simulated) = match req.backend {
-        PlanBackend::Nft => nft_plan(rs, &allows),
-        PlanBackend::Iptables => iptables_plan(rs, &allows, &mut notes),
+    // The ruleset the plan builds on: without the accepts kports added to other chains before
+    // (they are judged again, kept or deleted), unless the plan must not touch other chains.
+    let (base, tagged) = if req.own_table_only {
+        (rs.clone(), Vec::new())
+    } else {
+        openings::split_tagged(rs)
+    };
+    let (mut script, chain_diff, simulated) = match req.backend {
+        PlanBackend::Nft => nft_plan(&base, &allows),
+        PlanBackend::Iptables => iptables_plan(&base, &allows, &mut notes),
         PlanBackend::Firewalld => {
             let zone = req.zone.as_deref().or(firewalld_zone).unwrap_or("public");
             (firewalld_script(&allows, zone), Vec::new(), None)
         }
         PlanBackend::Ufw => (ufw_script(&allows), Vec::new(), None),
     };
-    let found = match &simulated {
-        Some(sim) => conflicts(&Evaluator::new(sim), &allows, |_| false),
+    let mut opened = Vec::new();
+    let found = match simulated {
+        Some(mut sim) => {
+            if !req.own_table_only {
+                let inserts = openings::open_elsewhere(&mut sim, &allows);
+                let (part, o) = openings::openings_script(&inserts, &tagged);
+                script.push_str(&part);
+                opened = o;
+            }
+            conflicts(&Evaluator::new(&sim), &allows, |_| false)
+        }
         None => {
             let backend = req.backend;
             conflicts(&ev, &allows, move |r: &RuleRef| {
@@ -203,6 +232,7 @@ pub fn plan(rs: &Ruleset, req: &PlanRequest, firewalld_zone: Option<&str>) -> Pl
         script,
         intents,
         chain_diff,
+        openings: opened,
         conflicts,
         notes,
     }
@@ -263,12 +293,19 @@ fn intent(ev: &Evaluator<'_>, port: &RequiredPort, src: AddrRange, open: bool) -
     }
 }
 
-/// The conflicts, each with the label of the wanted port it blocks (a part of it, perhaps).
-fn conflicts(
-    ev: &Evaluator<'_>,
-    allows: &[Allow],
-    owned: impl Fn(&RuleRef) -> bool,
-) -> Vec<(String, Conflict)> {
+/// A wanted connection a rule blocks.
+#[derive(Debug, Clone)]
+struct Blocked {
+    /// The label of the wanted port (`tcp/30000-32767`).
+    wanted: String,
+    /// The stretch of it the rule blocks.
+    port: RequiredPort,
+    src: AddrRange,
+    by: RuleRef,
+}
+
+/// Every wanted (port, source) that a rule of the ruleset `ev` walks blocks.
+fn blockers(ev: &Evaluator<'_>, allows: &[Allow]) -> Vec<Blocked> {
     let mut out = Vec::new();
     for a in allows {
         for s in &a.sources {
@@ -282,27 +319,43 @@ fn conflicts(
             };
             for (lo, hi, j) in ev.judge_ports(&p, a.port.lo, a.port.hi) {
                 let Some(by) = j.blocker() else { continue };
-                if owned(by) {
-                    continue;
-                }
-                let port = RequiredPort {
-                    lo,
-                    hi,
-                    ..a.port.clone()
-                };
-                out.push((
-                    a.port.label(),
-                    Conflict {
-                        port: port.label(),
-                        source: s.to_string(),
-                        fix: fix_command(by, &port, *s),
-                        blocked_by: by.clone(),
+                out.push(Blocked {
+                    wanted: a.port.label(),
+                    port: RequiredPort {
+                        lo,
+                        hi,
+                        ..a.port.clone()
                     },
-                ));
+                    src: *s,
+                    by: by.clone(),
+                });
             }
         }
     }
     out
+}
+
+/// The conflicts, each with the label of the wanted port it blocks (a part of it, perhaps).
+fn conflicts(
+    ev: &Evaluator<'_>,
+    allows: &[Allow],
+    owned: impl Fn(&RuleRef) -> bool,
+) -> Vec<(String, Conflict)> {
+    blockers(ev, allows)
+        .into_iter()
+        .filter(|b| !owned(&b.by))
+        .map(|b| {
+            (
+                b.wanted,
+                Conflict {
+                    port: b.port.label(),
+                    source: b.src.to_string(),
+                    fix: fix_command(&b.by, &b.port, b.src),
+                    blocked_by: b.by,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Rules that firewalld or ufw own: the plan for that manager changes their outcome.
@@ -373,7 +426,8 @@ fn fix_command(by: &RuleRef, port: &RequiredPort, src: AddrRange) -> String {
                 format!("iptables-{v}")
             };
             let m = format!(
-                "-s {src} -p {} --dport {} -j ACCEPT",
+                "{} -p {} --dport {} -j ACCEPT",
+                openings::ipt_source(src),
                 port.proto.as_str(),
                 port_ipt(port.lo, port.hi)
             );
@@ -535,24 +589,31 @@ mod tests {
             etcd: Vec::new(),
             load_balancers: Vec::new(),
             zone: None,
+            own_table_only: false,
         }
     }
 
-    #[test]
-    fn an_opening_another_tables_drop_still_blocks_says_so() {
-        let req = kubelet_request(PlanBackend::Nft);
-        // A host firewall of its own: iptables-nft's INPUT drops everything but loopback.
+    /// A host firewall of its own: iptables-nft's INPUT drops everything but loopback.
+    fn host_drops_all() -> Ruleset {
         let (tables, warnings) = crate::iptables::parse_save(
             "*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\nCOMMIT\n",
             crate::model::Backend::IptablesNft,
             false,
         );
         assert!(warnings.is_empty(), "{warnings:?}");
-        let rs = Ruleset {
+        Ruleset {
             tables,
             unread: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn with_own_table_only_an_opening_another_tables_drop_still_blocks_says_so() {
+        let req = PlanRequest {
+            own_table_only: true,
+            ..kubelet_request(PlanBackend::Nft)
         };
-        let p = plan(&rs, &req, None);
+        let p = plan(&host_drops_all(), &req, None);
         let opening = p
             .intents
             .iter()
@@ -565,9 +626,89 @@ mod tests {
             p.intents
         );
         assert_eq!(p.conflicts.len(), 1, "{:#?}", p.conflicts);
+        assert!(p.openings.is_empty());
+        assert!(!p.script.contains("iptables"), "{}", p.script);
         // Without the host's drop nothing is still blocked.
         let open = plan(&Ruleset::default(), &req, None);
         assert!(open.intents.iter().all(|x| x.still_blocked_by.is_none()));
+    }
+
+    #[test]
+    fn a_plan_opens_a_wanted_connection_another_tables_drop_would_block() {
+        let req = kubelet_request(PlanBackend::Nft);
+        let p = plan(&host_drops_all(), &req, None);
+        assert_eq!(p.conflicts, [], "{:#?}", p.conflicts);
+        assert!(p.intents.iter().all(|x| x.still_blocked_by.is_none()));
+        assert_eq!(p.openings.len(), 1, "{:#?}", p.openings);
+        let o = &p.openings[0];
+        assert!(!o.present);
+        assert_eq!(o.before.text, "policy drop");
+        let spec = "-s 192.0.2.11/32 -p tcp -m tcp --dport 10250 -m comment --comment \"kports: kubelet tcp/10250 from 192.0.2.11\" -j ACCEPT";
+        assert!(
+            p.script.ends_with(&format!(
+                "EOF\n# Accepts in other tables' chains, before the rule that would still block a wanted connection\niptables-nft -w -t filter -C INPUT {spec} 2>/dev/null || iptables-nft -w -t filter -A INPUT {spec}\n"
+            )),
+            "{}",
+            p.script
+        );
+        // The same accept, once there, is kept: the next plan adds and deletes nothing.
+        let (mut after, _) = crate::iptables::parse_save(
+            &format!(
+                "*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT {spec}\nCOMMIT\n"
+            ),
+            crate::model::Backend::IptablesNft,
+            false,
+        );
+        let rs = Ruleset {
+            tables: std::mem::take(&mut after),
+            unread: Vec::new(),
+        };
+        let again = plan(&rs, &req, None);
+        assert_eq!(again.openings.len(), 1);
+        assert!(again.openings[0].present, "{:#?}", again.openings);
+        assert_eq!(again.script, p.script);
+        assert_eq!(again.conflicts, []);
+    }
+
+    #[test]
+    fn an_iptables_drop_before_the_jump_to_kports_chain_gets_an_accept_before_it() {
+        let (tables, warnings) = crate::iptables::parse_save(
+            "*filter\n:INPUT ACCEPT [0:0]\n:KPORTS-INPUT - [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 10250 -j DROP\n-A INPUT -j KPORTS-INPUT\nCOMMIT\n",
+            crate::model::Backend::IptablesNft,
+            false,
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let rs = Ruleset {
+            tables,
+            unread: Vec::new(),
+        };
+        let p = plan(&rs, &kubelet_request(PlanBackend::Iptables), None);
+        assert_eq!(p.conflicts, [], "{:#?}", p.conflicts);
+        assert_eq!(p.openings.len(), 1, "{:#?}", p.openings);
+        assert_eq!(p.openings[0].before.position, Some(2));
+        assert!(
+            p.script.contains("|| iptables-nft -w -t filter -I INPUT 2 -s 192.0.2.11/32 -p tcp -m tcp --dport 10250 -m comment --comment \"kports: kubelet tcp/10250 from 192.0.2.11\" -j ACCEPT\n"),
+            "{}",
+            p.script
+        );
+        // Kept to its own chain, the plan leaves the drop and says so.
+        let own = plan(
+            &rs,
+            &PlanRequest {
+                own_table_only: true,
+                ..kubelet_request(PlanBackend::Iptables)
+            },
+            None,
+        );
+        assert!(own.openings.is_empty());
+        assert_eq!(own.conflicts.len(), 1);
+        assert_eq!(
+            own.intents
+                .iter()
+                .find(|x| x.open)
+                .and_then(|x| x.still_blocked_by.as_deref()),
+            Some("iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP")
+        );
     }
 
     #[test]

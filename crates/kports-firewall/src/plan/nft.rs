@@ -122,25 +122,49 @@ pub(super) fn nft_rules(allows: &[Allow]) -> Vec<(String, Rule)> {
 
 pub(super) fn nft_plan(rs: &Ruleset, allows: &[Allow]) -> (String, Vec<DiffLine>, Option<Ruleset>) {
     let rules = nft_rules(allows);
-    let mut s = String::new();
-    s.push_str("nft -f - <<'EOF'\n");
-    let _ = writeln!(s, "add table inet {NFT_TABLE}");
-    let _ = writeln!(
-        s,
-        "add chain inet {NFT_TABLE} {NFT_CHAIN} {{ type filter hook input priority filter - 10; policy accept; }}"
-    );
-    let _ = writeln!(s, "flush chain inet {NFT_TABLE} {NFT_CHAIN}");
-    for (text, _) in &rules {
-        let _ = writeln!(s, "add rule inet {NFT_TABLE} {NFT_CHAIN} {text}");
-    }
-    s.push_str("EOF\n");
-    let current: Vec<String> = rs
+    let own = rs
         .tables
         .iter()
         .find(|t| t.backend == Backend::Nft && t.family == TableFamily::Inet && t.name == NFT_TABLE)
-        .and_then(|t| t.chain(NFT_CHAIN))
+        .and_then(|t| t.chain(NFT_CHAIN));
+    let current: Vec<String> = own
         .map(|c| c.rules.iter().map(|r| r.text.clone()).collect())
         .unwrap_or_default();
+    let base = BaseChain {
+        hook: Hook::Input,
+        priority: -10,
+        kind: ChainType::Filter,
+        policy: Policy::Accept,
+    };
+    // A chain that holds the planned rules already, in order, is left as it is (flushing and
+    // adding them again would change nothing but their handles).
+    let unchanged = own.is_some_and(|c| {
+        c.base.as_ref() == Some(&base)
+            && c.rules.len() == rules.len()
+            && c.rules
+                .iter()
+                .zip(&rules)
+                .all(|(r, (t, _))| norm(&r.text) == norm(t))
+    });
+    let mut s = String::new();
+    if unchanged {
+        let _ = writeln!(
+            s,
+            "# inet {NFT_TABLE} {NFT_CHAIN} holds the planned rules already"
+        );
+    } else {
+        s.push_str("nft -f - <<'EOF'\n");
+        let _ = writeln!(s, "add table inet {NFT_TABLE}");
+        let _ = writeln!(
+            s,
+            "add chain inet {NFT_TABLE} {NFT_CHAIN} {{ type filter hook input priority filter - 10; policy accept; }}"
+        );
+        let _ = writeln!(s, "flush chain inet {NFT_TABLE} {NFT_CHAIN}");
+        for (text, _) in &rules {
+            let _ = writeln!(s, "add rule inet {NFT_TABLE} {NFT_CHAIN} {text}");
+        }
+        s.push_str("EOF\n");
+    }
     let planned: Vec<String> = rules.iter().map(|(t, _)| t.clone()).collect();
     let diff = diff(&current, &planned);
     let mut sim = rs.clone();
@@ -149,12 +173,7 @@ pub(super) fn nft_plan(rs: &Ruleset, allows: &[Allow]) -> (String, Vec<DiffLine>
     });
     let mut t = Table::new(Backend::Nft, TableFamily::Inet, NFT_TABLE);
     let c = t.chain_mut(NFT_CHAIN);
-    c.base = Some(BaseChain {
-        hook: Hook::Input,
-        priority: -10,
-        kind: ChainType::Filter,
-        policy: Policy::Accept,
-    });
+    c.base = Some(base);
     c.rules = rules.into_iter().map(|(_, r)| r).collect();
     sim.tables.push(t);
     (s, diff, Some(sim))

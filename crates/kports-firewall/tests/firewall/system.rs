@@ -303,6 +303,7 @@ fn request(backend: PlanBackend) -> PlanRequest {
         etcd: vec![parse_cidr(CP).unwrap()],
         load_balancers: Vec::new(),
         zone: None,
+        own_table_only: false,
     }
 }
 
@@ -377,7 +378,7 @@ fn probe_all(lab: &Lab, rs: &Ruleset, exceptions: &[(&str, u16, &str, Outcome)])
 
 /// Applies the plan twice and checks the second run changes nothing and the second plan finds
 /// nothing to add.
-fn apply_twice(lab: &Lab, p: &Plan, backend: PlanBackend) {
+fn apply_twice(lab: &Lab, p: &Plan, req: &PlanRequest) {
     lab.apply(&p.script);
     let once = lab.listing();
     lab.apply(&p.script);
@@ -386,7 +387,7 @@ fn apply_twice(lab: &Lab, p: &Plan, backend: PlanBackend) {
         lab.listing(),
         "applying the plan twice changed the ruleset"
     );
-    let again = plan(&lab.ruleset(), &request(backend), None);
+    let again = plan(&lab.ruleset(), req, None);
     let changed: Vec<_> = again.chain_diff.iter().filter(|d| d.op != '=').collect();
     assert!(
         changed.is_empty(),
@@ -411,7 +412,8 @@ fn apply_twice(lab: &Lab, p: &Plan, backend: PlanBackend) {
 fn nft_plan_opens_exactly_what_each_source_needs() {
     let mut lab = Lab::new();
     lab.listen();
-    // Someone else's table drops the kubelet port: kports's own table cannot open it.
+    // Someone else's table drops the kubelet port: kports's own table cannot open it, and a
+    // plan kept to that table (`own_table_only`) names the fix.
     lab.in_node(&["nft", "add table ip other"]);
     lab.in_node(&[
         "nft",
@@ -421,7 +423,11 @@ fn nft_plan_opens_exactly_what_each_source_needs() {
     let before = lab.ruleset();
     // Before: everything open except the dropped kubelet port.
     assert_eq!(probe(&lab.worker, "tcp", NODE, 2379), Outcome::Open);
-    let p = plan(&before, &request(PlanBackend::Nft), None);
+    let own_table_only = PlanRequest {
+        own_table_only: true,
+        ..request(PlanBackend::Nft)
+    };
+    let p = plan(&before, &own_table_only, None);
     assert!(
         p.chain_diff.iter().all(|d| d.op == '+'),
         "{:?}",
@@ -437,13 +443,18 @@ fn nft_plan_opens_exactly_what_each_source_needs() {
         ),
         ("tcp/10250", CP, "ip other")
     );
+    // Not kept to its table, the plan inserts that accept itself, tagged, before the drop.
+    let opening = plan(&before, &request(PlanBackend::Nft), None);
+    assert_eq!(opening.conflicts, [], "{:?}", opening.conflicts);
+    assert_eq!(opening.openings.len(), 1, "{:?}", opening.openings);
+    assert_eq!(opening.openings[0].before, c.blocked_by);
     assert!(
         c.fix
             .starts_with("nft insert rule ip other input position "),
         "{}",
         c.fix
     );
-    apply_twice(&lab, &p, PlanBackend::Nft);
+    apply_twice(&lab, &p, &own_table_only);
     let after = lab.ruleset();
     probe_all(&lab, &after, &[("tcp", 10250, CP, Outcome::TimedOut)]);
     // The fix the plan names opens it.
@@ -464,7 +475,7 @@ fn iptables_nft_plan_opens_exactly_what_each_source_needs() {
         p.script
     );
     assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
-    apply_twice(&lab, &p, PlanBackend::Iptables);
+    apply_twice(&lab, &p, &request(PlanBackend::Iptables));
     probe_all(&lab, &lab.ruleset(), &[]);
 }
 
@@ -491,7 +502,7 @@ fn iptables_legacy_plan_opens_exactly_what_each_source_needs() {
         "{}",
         p.script
     );
-    apply_twice(&lab, &p, PlanBackend::Iptables);
+    apply_twice(&lab, &p, &request(PlanBackend::Iptables));
     let rs = lab.ruleset();
     assert!(
         rs.tables

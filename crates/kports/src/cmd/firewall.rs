@@ -197,22 +197,37 @@ struct PlanReport<'a> {
     plan: &'a plan::Plan,
 }
 
+#[derive(Debug, Serialize)]
+struct RemovalReport<'a> {
+    managers: &'a Managers,
+    remove: bool,
+    #[serde(flatten)]
+    removal: &'a plan::Removal,
+}
+
+/// The script's first lines.
+fn script_head(out: &mut Out<impl Write>, what: &str) -> std::io::Result<()> {
+    out.lines(&format!(
+        "#!/bin/sh\n# kports firewall plan {what}: safe to run twice\nset -e"
+    ))
+}
+
 fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
+    if a.remove {
+        return remove(a, io, out);
+    }
+    let Some(backend) = a.backend else {
+        anyhow::bail!("a plan needs --backend nft|iptables|firewalld|ufw");
+    };
     if a.common.sources.is_empty() {
         // Before reading anything: the plan cannot be made.
         return Err(kports_node::Error::PlanNeedsSources.into());
     }
     let node = report(&a.common, None, io)?;
-    let fp = node.firewall_plan(a.backend.into(), a.zone.clone())?;
+    let fp = node.firewall_plan(backend.into(), a.zone.clone(), a.own_table_only)?;
     let (p, managers) = (&fp.plan, &fp.firewall.managers);
     if a.script {
-        out.lines(
-            &format!(
-                "#!/bin/sh\n# kports firewall plan ({:?}): safe to run twice\nset -e",
-                fp.backend
-            )
-            .to_lowercase(),
-        )?;
+        script_head(out, &format!("({:?})", fp.backend).to_lowercase())?;
         for l in p.script.lines() {
             out.line(l)?;
         }
@@ -240,11 +255,10 @@ fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
                         2 => b.push_str(&x.source),
                         3 => b.push_str(if x.open { "open" } else { "closed" }),
                         4 => match (&x.still_blocked_by, x.already, x.open) {
-                            (Some(by), _, _) if wide => {
+                            (Some(by), _, _) => {
                                 b.push_str("still blocked by ");
-                                b.push_str(by);
+                                b.push_str(&if wide { by.clone() } else { short_rule(by) });
                             }
-                            (Some(_), _, _) => b.push_str("still blocked (see below)"),
                             (None, Some(true), _) => b.push_str("none (already so)"),
                             (None, _, true) => b.push_str("opens"),
                             (None, _, false) => b.push_str("closes"),
@@ -258,6 +272,19 @@ fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
                 out.heading("kports's own chain (+ added, = already there, - removed):")?;
                 for d in &p.chain_diff {
                     out.line(&format!("{} {}", d.op, d.text))?;
+                }
+            }
+            if !p.openings.is_empty() {
+                out.line("")?;
+                out.heading("Accepts in other chains, before a drop that would still block a wanted connection (+ added, = already there):")?;
+                for o in &p.openings {
+                    out.line(&format!(
+                        "{} {} from {} before {}",
+                        if o.present { '=' } else { '+' },
+                        o.port,
+                        o.source,
+                        o.before
+                    ))?;
                 }
             }
             if !p.conflicts.is_empty() {
@@ -282,6 +309,61 @@ fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
         }
     }
     Ok(Outcome::done(fp.warnings))
+}
+
+/// `iptables-nft ip filter INPUT #2` of `iptables-nft ip filter INPUT #2: -A INPUT ...`: the
+/// rule's place, for a narrow table.
+fn short_rule(by: &str) -> String {
+    match by.split_once(": ") {
+        Some((place, "policy drop")) => format!("{place} policy drop"),
+        Some((place, _)) => format!("{place} (see below)"),
+        None => by.to_string(),
+    }
+}
+
+fn remove(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
+    let node = report(&a.common, None, io)?;
+    let fr = node.firewall_removal()?;
+    let r = &fr.removal;
+    if a.script {
+        script_head(out, "--remove")?;
+        for l in r.script.lines() {
+            out.line(l)?;
+        }
+        return Ok(Outcome::done(fr.warnings));
+    }
+    match a.common.output {
+        Format::Json => out.json(&Document::new(
+            "firewall-plan",
+            &node.hostname,
+            &RemovalReport {
+                managers: &fr.firewall.managers,
+                remove: true,
+                removal: r,
+            },
+            &fr.warnings,
+        ))?,
+        Format::Table | Format::Wide => {
+            managers_lines(out, &fr.firewall.managers)?;
+            if !r.removes.is_empty() {
+                out.heading("What kports added, and the script takes out:")?;
+                for w in &r.removes {
+                    out.line(&format!("- {w}"))?;
+                }
+            }
+            for n in &r.notes {
+                out.line(&format!("note: {n}"))?;
+            }
+            if !r.script.is_empty() {
+                out.line("")?;
+                out.heading("Script (kports firewall plan --remove --script prints only this):")?;
+                for l in r.script.lines() {
+                    out.line(l)?;
+                }
+            }
+        }
+    }
+    Ok(Outcome::done(fr.warnings))
 }
 
 #[cfg(test)]
@@ -331,6 +413,79 @@ mod tests {
         assert_eq!(text, SCRIPT);
     }
 
+    #[test]
+    fn with_own_table_only_the_plan_says_what_stays_blocked_and_touches_no_other_chain() {
+        let args = [
+            "firewall",
+            "plan",
+            "--backend",
+            "nft",
+            "--cni",
+            "none",
+            "--sources",
+            "192.0.2.0/24",
+            "--own-table-only",
+        ];
+        let (script, _) = render(&[&args[..], &["--script"]].concat());
+        let own = SCRIPT
+            .split("# Accepts in other tables")
+            .next()
+            .unwrap_or_default();
+        assert_eq!(script, own);
+        let (table, _) = render(&args);
+        let kubelet = table
+            .lines()
+            .find(|l| l.starts_with("tcp/10250") && l.contains("192.0.2.11 "))
+            .unwrap_or_else(|| panic!("no row for the kubelet:\n{table}"));
+        assert!(
+            kubelet.contains("still blocked by iptables-nft ip filter INPUT #2 (see below)"),
+            "{kubelet}"
+        );
+        assert!(!kubelet.contains("opens"), "{kubelet}");
+        assert!(
+            table.contains("    to open it there: iptables-nft -w -t filter -I INPUT 2 -s 192.0.2.11/32 -p tcp --dport 10250 -j ACCEPT"),
+            "{table}"
+        );
+        // Without the flag the same row opens, and the accept before the drop is listed.
+        let (table, _) = render(&args[..args.len() - 1]);
+        let kubelet = table
+            .lines()
+            .find(|l| l.starts_with("tcp/10250") && l.contains("192.0.2.11 "))
+            .unwrap_or_else(|| panic!("no row for the kubelet:\n{table}"));
+        assert!(kubelet.contains(" opens "), "{kubelet}");
+        assert!(
+            table.contains("+ tcp/10250 from 192.0.2.11 before iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn remove_needs_no_backend_and_says_when_kports_added_nothing() {
+        let (text, outcome) = render(&["firewall", "plan", "--remove"]);
+        assert_eq!(
+            text,
+            "note: kports has added nothing to this node's firewall\n"
+        );
+        assert!(!outcome.failed);
+        let (script, _) = render(&["firewall", "plan", "--remove", "--script"]);
+        assert_eq!(
+            script,
+            "#!/bin/sh\n# kports firewall plan --remove: safe to run twice\nset -e\n"
+        );
+        let (json, _) = render(&["firewall", "plan", "--remove", "-o", "json"]);
+        let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(doc["kind"], "firewall-plan");
+        assert_eq!(doc["items"]["remove"], true);
+        assert_eq!(doc["items"]["removes"], serde_json::json!([]));
+        assert_eq!(doc["items"]["script"], "");
+        let e = Cli::try_parse_from(["kports", "firewall", "plan", "--remove", "--backend", "nft"])
+            .unwrap_err();
+        assert!(e.to_string().contains("cannot be used with"), "{e}");
+        let e = Cli::try_parse_from(["kports", "firewall", "plan", "--sources", "192.0.2.0/24"])
+            .unwrap_err();
+        assert!(e.to_string().contains("--backend"), "{e}");
+    }
+
     /// `kports firewall check --cni none` on the example worker.
     const CHECK: &str = "\
 note: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-proxy (pid 600) holds tcp/10256)
@@ -349,7 +504,8 @@ udp/30000-32767  kube-proxy  all            203.0.113.1  open    yes  accept (ip
 6 verdicts: 1 blocked for a source that needs it, 1 open to sources that do not, 0 undecided
 ";
     /// `kports firewall plan --backend nft --cni none --sources 192.0.2.0/24 --script` there:
-    /// the kubelet opened to the control plane the census shows.
+    /// the kubelet opened to the control plane the census shows, in kports's table and before
+    /// the host's drop of tcp/10250 in iptables-nft's INPUT.
     const SCRIPT: &str = r#"#!/bin/sh
 # kports firewall plan (nft): safe to run twice
 set -e
@@ -365,5 +521,7 @@ add rule inet kports input ip saddr 192.0.2.0/24 udp dport 30000-32767 accept co
 add rule inet kports input tcp dport { 10248-10250, 10256, 30000-32767 } reject with tcp reset comment "kports: required ports, closed to other sources"
 add rule inet kports input udp dport 30000-32767 reject comment "kports: required ports, closed to other sources"
 EOF
+# Accepts in other tables' chains, before the rule that would still block a wanted connection
+iptables-nft -w -t filter -C INPUT -s 192.0.2.11/32 -p tcp -m tcp --dport 10250 -m comment --comment "kports: kubelet tcp/10250 from 192.0.2.11" -j ACCEPT 2>/dev/null || iptables-nft -w -t filter -I INPUT 2 -s 192.0.2.11/32 -p tcp -m tcp --dport 10250 -m comment --comment "kports: kubelet tcp/10250 from 192.0.2.11" -j ACCEPT
 "#;
 }

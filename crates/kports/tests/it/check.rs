@@ -8,6 +8,7 @@
 //! deletes the namespace when the test ends, passed or failed. No traffic leaves the namespace;
 //! every stand-in exits by itself after two minutes.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -714,4 +715,97 @@ fn usage_errors_exit_2() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The flannel ports that `firewall check` requires on `node` (role given, sources given).
+fn flannel_required(node: &Node) -> BTreeSet<u64> {
+    let (_, doc) = node.json(&[
+        "firewall",
+        "check",
+        "--role",
+        "worker",
+        "--sources",
+        "192.0.2.0/24",
+        "--control-plane",
+        "192.0.2.11",
+        "--fail-on",
+        "never",
+    ]);
+    doc["items"]["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc:#}"))
+        .iter()
+        .filter(|r| r["port"]["component"] == "flannel")
+        .map(|r| r["port"]["lo"].as_u64().unwrap())
+        .collect()
+}
+
+/// A worker whose flannel runs the udp backend: its `flannel0` tun device shows it, so UDP 8285
+/// alone is required (not VXLAN's 8472, not WireGuard's), and `check` wants flanneld on it.
+#[test]
+fn flannels_udp_backend_device_gives_its_own_port() {
+    let mut node = Node::new();
+    node.start("kubelet", &["tcp:[::]:10250", "tcp:127.0.0.1:10248"]);
+    node.start("kube-proxy", &["tcp:[::]:10256", "tcp:127.0.0.1:10249"]);
+    node.ip(&["tuntap", "add", "flannel0", "mode", "tun"]);
+    node.ip(&["link", "set", "flannel0", "up"]);
+    assert_eq!(flannel_required(&node), BTreeSet::from([8285]));
+    let (code, doc) = node.json(&["check"]);
+    assert_eq!(
+        doc["context"]["cni"]["value"],
+        serde_json::json!(["flannel"])
+    );
+    assert_eq!(
+        findings(&doc),
+        [f("port-not-listening", "warning", "udp/8285")],
+        "{doc:#}"
+    );
+    assert_eq!(code, 0, "a warning");
+    let evidence = doc["items"][0]["evidence"]["flags"].to_string();
+    assert!(evidence.contains("device flannel0"), "{evidence}");
+    node.start("flanneld", &["udp:0.0.0.0:8285"]);
+    let (_, doc) = node.json(&["check"]);
+    assert_eq!(findings(&doc), [], "{doc:#}");
+}
+
+/// flannel's net-conf.json (read where flanneld sees it) wins over a VXLAN device left from
+/// before: the WireGuard backend's ports, at the ports the configuration gives.
+#[test]
+fn flannels_net_conf_wins_over_a_leftover_device() {
+    let mut node = Node::new();
+    node.start("kubelet", &["tcp:[::]:10250", "tcp:127.0.0.1:10248"]);
+    node.start("kube-proxy", &["tcp:[::]:10256", "tcp:127.0.0.1:10249"]);
+    node.vxlan("flannel.1", 8472);
+    let conf = node.dir.join("net-conf.json");
+    std::fs::write(
+        &conf,
+        r#"{"Network": "10.244.0.0/16", "Backend": {"Type": "wireguard", "ListenPort": 51000}}"#,
+    )
+    .unwrap();
+    let flag = format!("--net-config-path={}", conf.display());
+    // flanneld holds its udp backend's port (not in use here, so only explained).
+    node.start("flanneld", &["udp:0.0.0.0:8285", &flag]);
+    assert_eq!(flannel_required(&node), BTreeSet::from([51000, 51821]));
+    // No WireGuard device (this kernel may have none): nothing listens on either port, and
+    // both lie in the namespace's ephemeral range, where an outgoing connection can take them.
+    let (_, doc) = node.json(&["check"]);
+    assert_eq!(
+        findings(&doc),
+        [
+            f("ephemeral-overlaps-port", "warning", "udp/51000"),
+            f("ephemeral-overlaps-port", "warning", "udp/51821"),
+            f("port-not-listening", "warning", "udp/51000"),
+            f("port-not-listening", "warning", "udp/51821")
+        ],
+        "{doc:#}"
+    );
+    // --cni wins over the file.
+    let (_, doc) = node.json(&["check", "--cni", "flannel:vxlan"]);
+    assert_eq!(findings(&doc), [], "{doc:#}");
+    // A file flannel cannot read either: a warning, and the devices decide.
+    std::fs::write(&conf, "{").unwrap();
+    assert_eq!(flannel_required(&node), BTreeSet::from([8472]));
+    let (_, doc) = node.json(&["check"]);
+    let warnings = doc["warnings"].to_string();
+    assert!(warnings.contains("cni-config-unreadable"), "{warnings}");
 }

@@ -2,7 +2,10 @@
 //! (a stopped or re-bound component, a port taken, a firewall drop) gives exactly the expected
 //! finding. And `kports firewall plan` applied in every lab node with the real `nft` and
 //! `iptables` binaries: real connections between the nodes show that exactly the intended
-//! (source, port) pairs get through, and `kports firewall check` judges each one as it went.
+//! (source, port) pairs get through, and `kports firewall check` judges each one as it went; on a
+//! node with a default-deny firewall of its own (nft, iptables-nft, iptables-legacy), the plan
+//! opens what is wanted in that firewall too, a second run changes nothing, and `--remove`
+//! restores the ruleset exactly.
 //!
 //! These tests bring up real labs (root; one lab per machine, so they run one at a time and fail
 //! rather than touch a lab someone else left up). A guard runs `kports lab down` when a test
@@ -55,13 +58,20 @@ struct Lab {
 
 impl Lab {
     fn up() -> Lab {
+        Lab::up_with(&[])
+    }
+
+    /// `kports lab up ARGS`.
+    fn up_with(args: &[&str]) -> Lab {
         let turn = lab_turn();
         assert!(
             !Path::new(RUN_DIR).exists(),
             "a kports lab is already up on this machine; run `kports lab down` first"
         );
         let lab = Lab { _turn: turn };
-        kports_ok(&["lab", "up"]);
+        let mut a = vec!["lab", "up"];
+        a.extend_from_slice(args);
+        kports_ok(&a);
         lab
     }
 }
@@ -674,7 +684,11 @@ fn apply_plan(node: &str, fw: Fw, cp: Ipv4Addr) -> String {
     ];
     plan.extend(c.iter().map(String::as_str));
     let script = lab_exec_ok(node, &plan);
-    assert!(script.contains(fw.loader()), "{node} {fw:?}:\n{script}");
+    // kports's chain is loaded, or left as it is when it holds the planned rules already.
+    assert!(
+        script.contains(fw.loader()) || script.contains(" holds the planned rules already"),
+        "{node} {fw:?}:\n{script}"
+    );
     // The plan's own failure must not pass as an empty script piped to sh.
     let mut cmd = vec![
         "sh",
@@ -956,33 +970,53 @@ impl fmt::Display for Attempt {
 /// Connects from every lab node to every target port of every other node, over IPv4 and
 /// IPv6, with the stand-in listeners up, and judges each attempt with `kports firewall check`
 /// run in the target.
-///
-/// IPv4 attempts are judged with the plans' own sources. The plans' sources hold no IPv6
-/// address, so every IPv6 source is one the plans close the required ports to: the catalog's
-/// wish is "closed", and the verdict comes from a check that adds the IPv6 fabric.
 fn probe_all(nodes: &[LabNode], cp: Ipv4Addr, targets: &BTreeMap<String, Targets>) -> Vec<Attempt> {
-    let _listeners: Vec<Squatter> = nodes
+    let _listeners = listeners(nodes, targets);
+    nodes
         .iter()
-        .filter(|n| !targets[&n.name].added.is_empty())
+        .flat_map(|to| probe_node(nodes, to, cp, &targets[&to.name]))
+        .collect()
+}
+
+/// The stand-in listeners of `targets` (see [`Targets::added`]), up until dropped.
+fn listeners(nodes: &[LabNode], targets: &BTreeMap<String, Targets>) -> Vec<Squatter> {
+    nodes
+        .iter()
+        .filter(|n| targets.get(&n.name).is_some_and(|t| !t.added.is_empty()))
         .map(|n| {
             let specs: Vec<&str> = targets[&n.name].added.iter().map(String::as_str).collect();
             Squatter::start(&n.name, "python3", &specs)
         })
-        .collect();
-    let mut attempts = Vec::new();
-    for to in nodes {
-        let doc = firewall_check(&to.name, cp, &[]);
-        let doc6 = firewall_check(&to.name, cp, &["--sources", LAB_NET6]);
+        .collect()
+}
+
+/// Connects from every other lab node to every target port of `to` (its listeners up), over
+/// IPv4 and IPv6, all at once, and judges each attempt with `kports firewall check` run in `to`.
+///
+/// IPv4 attempts are judged with the plans' own sources. The plans' sources hold no IPv6
+/// address, so every IPv6 source is one the plans close the required ports to: the catalog's
+/// wish is "closed", and the verdict comes from a check that adds the IPv6 fabric.
+fn probe_node(nodes: &[LabNode], to: &LabNode, cp: Ipv4Addr, targets: &Targets) -> Vec<Attempt> {
+    let doc = firewall_check(&to.name, cp, &[]);
+    let doc6 = firewall_check(&to.name, cp, &["--sources", LAB_NET6]);
+    thread::scope(|scope| {
+        let mut running = Vec::new();
         for from in nodes.iter().filter(|n| n.name != to.name) {
-            for &port in &targets[&to.name].ports {
-                attempts.push(Attempt::new(from, to, false, port, &doc));
-                let mut a = Attempt::new(from, to, true, port, &doc6);
-                a.want_open = false;
-                attempts.push(a);
+            for &port in &targets.ports {
+                let (doc, doc6) = (&doc, &doc6);
+                running.push(scope.spawn(move || Attempt::new(from, to, false, port, doc)));
+                running.push(scope.spawn(move || {
+                    let mut a = Attempt::new(from, to, true, port, doc6);
+                    a.want_open = false;
+                    a
+                }));
             }
         }
-    }
-    attempts
+        running
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 fn find<'a>(attempts: &'a [Attempt], from: &str, to: &str, port: u16) -> &'a Attempt {
@@ -1135,6 +1169,227 @@ fn firewall_plans_open_exactly_what_each_lab_node_needs() {
     }
 }
 
+/// A host firewall of the node's own, as hardened hosts have: everything dropped but
+/// established connections, loopback and ICMP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostDeny {
+    /// `table inet hostfw`, `policy drop` (a table beside kports's, and beside iptables-nft's).
+    Nft,
+    /// iptables-nft's INPUT with `policy DROP`.
+    IptablesNft,
+    /// iptables-legacy's INPUT ending in a `DROP` rule.
+    IptablesLegacy,
+}
+
+impl HostDeny {
+    fn set_up(self, node: &str) {
+        match self {
+            HostDeny::Nft => {
+                lab_exec_ok(
+                    node,
+                    &[
+                        "nft",
+                        "add table inet hostfw; \
+                         add chain inet hostfw input { type filter hook input priority 0; policy drop; }; \
+                         add rule inet hostfw input ct state established,related accept; \
+                         add rule inet hostfw input iifname \"lo\" accept; \
+                         add rule inet hostfw input meta l4proto { icmp, ipv6-icmp } accept",
+                    ],
+                );
+            }
+            HostDeny::IptablesNft | HostDeny::IptablesLegacy => {
+                let ipt = self.iptables();
+                for rule in [
+                    &[
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "RELATED,ESTABLISHED",
+                        "-j",
+                        "ACCEPT",
+                    ][..],
+                    &["-i", "lo", "-j", "ACCEPT"],
+                    &["-p", "icmp", "-j", "ACCEPT"],
+                ] {
+                    let mut cmd = vec![ipt, "-w", "-A", "INPUT"];
+                    cmd.extend_from_slice(rule);
+                    lab_exec_ok(node, &cmd);
+                }
+                if self == HostDeny::IptablesNft {
+                    lab_exec_ok(node, &[ipt, "-w", "-P", "INPUT", "DROP"]);
+                } else {
+                    lab_exec_ok(node, &[ipt, "-w", "-A", "INPUT", "-j", "DROP"]);
+                }
+            }
+        }
+    }
+
+    fn tear_down(self, node: &str) {
+        match self {
+            HostDeny::Nft => lab_exec_ok(node, &["nft", "delete", "table", "inet", "hostfw"]),
+            HostDeny::IptablesNft => lab_exec_ok(node, &["nft", "delete", "table", "ip", "filter"]),
+            HostDeny::IptablesLegacy => {
+                lab_exec_ok(node, &["iptables-legacy", "-w", "-F", "INPUT"])
+            }
+        };
+    }
+
+    fn iptables(self) -> &'static str {
+        match self {
+            HostDeny::IptablesLegacy => "iptables-legacy",
+            _ => "iptables-nft",
+        }
+    }
+}
+
+/// The node's whole ruleset, to compare: `nft -j list ruleset` (every nftables table, the
+/// iptables-nft ones too, with handles) without packet counters, and `iptables-legacy-save`
+/// without counters and comment lines.
+fn ruleset_of(node: &str) -> String {
+    fn no_counters(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                if let Some(c) = m.get_mut("counter") {
+                    *c = Value::Null;
+                }
+                m.values_mut().for_each(no_counters);
+            }
+            Value::Array(a) => a.iter_mut().for_each(no_counters),
+            _ => {}
+        }
+    }
+    let mut nft: Value =
+        serde_json::from_str(&lab_exec_ok(node, &["nft", "-j", "list", "ruleset"])).unwrap();
+    no_counters(&mut nft);
+    let mut s = serde_json::to_string_pretty(&nft).unwrap();
+    for line in lab_exec_ok(node, &["iptables-legacy-save"]).lines() {
+        if !line.starts_with('#') {
+            s.push('\n');
+            s.push_str(line.split(" [").next().unwrap_or(line));
+        }
+    }
+    s
+}
+
+/// `kports firewall plan --backend B` in `node` with the plans' sources and `extra` arguments.
+fn plan_in(node: &str, fw: Fw, cp: Ipv4Addr, extra: &[&str]) -> String {
+    let c = cluster(cp);
+    let mut cmd = vec![KPORTS, "firewall", "plan", "--backend", fw.backend()];
+    cmd.extend(c.iter().map(String::as_str));
+    cmd.extend_from_slice(extra);
+    lab_exec_ok(node, &cmd)
+}
+
+#[test]
+fn a_plan_opens_what_a_default_deny_host_firewall_blocks_and_removal_restores_it() {
+    let _lab = Lab::up();
+    let nodes = lab_nodes();
+    let cp = nodes[0].addr;
+    let w1 = nodes.iter().find(|n| n.name == "w1").unwrap();
+    let doc = firewall_check("w1", cp, &[]);
+    let targets = BTreeMap::from([("w1".to_string(), targets_of(w1, &doc))]);
+    let _listeners = listeners(&nodes, &targets);
+    // The accept kports tags in the host's chain for the control plane's kubelet connections.
+    let tagged = format!("\"kports: kubelet tcp/10250 from {cp}\"");
+    let removal = [KPORTS, "firewall", "plan", "--remove", "--script"];
+    let remove = || {
+        let mut cmd = vec![
+            "sh",
+            "-c",
+            "s=$(\"$@\") || exit 1; printf '%s\\n' \"$s\" | sh",
+            "sh",
+        ];
+        cmd.extend_from_slice(&removal);
+        lab_exec_ok("w1", &cmd);
+    };
+
+    for (deny, fw) in [
+        (HostDeny::Nft, Fw::Nft),
+        (HostDeny::Nft, Fw::IptablesNft),
+        (HostDeny::IptablesNft, Fw::Nft),
+        (HostDeny::IptablesLegacy, Fw::Nft),
+    ] {
+        let round = format!("{deny:?} host firewall, {fw:?} plan");
+        deny.set_up("w1");
+        let before = ruleset_of("w1");
+        // The host's firewall drops what the control plane needs of the kubelet.
+        assert_eq!(
+            connect("cp1", w1.addr.into(), 10250),
+            Outcome::TimedOut,
+            "{round}"
+        );
+
+        // Keeping to kports's own table or chain leaves every wanted opening blocked, and the
+        // table says so: no row "opens".
+        let own = plan_in("w1", fw, cp, &["--own-table-only"]);
+        let kubelet = own
+            .lines()
+            .find(|l| l.starts_with("tcp/10250") && l.contains(&format!(" {cp} ")))
+            .unwrap_or_else(|| panic!("{round}: no kubelet row:\n{own}"));
+        assert!(kubelet.contains("still blocked by "), "{round}: {kubelet}");
+        assert!(!own.contains(" opens "), "{round}:\n{own}");
+        let own_script = plan_in("w1", fw, cp, &["--own-table-only", "--script"]);
+        assert!(!own_script.contains(&tagged), "{round}:\n{own_script}");
+
+        // The plan opens them in the host's chain, and the table says it opens them.
+        let table = plan_in("w1", fw, cp, &[]);
+        let kubelet = table
+            .lines()
+            .find(|l| l.starts_with("tcp/10250") && l.contains(&format!(" {cp} ")))
+            .unwrap_or_else(|| panic!("{round}: no kubelet row:\n{table}"));
+        assert!(kubelet.contains(" opens "), "{round}: {kubelet}");
+        let script = apply_plan("w1", fw, cp);
+        assert!(script.contains(&tagged), "{round}:\n{script}");
+        let once = ruleset_of("w1");
+        apply_plan("w1", fw, cp);
+        assert_eq!(
+            once,
+            ruleset_of("w1"),
+            "{round}: applying the plan twice changed the ruleset"
+        );
+        assert_plan_is_met("w1", fw, cp);
+
+        let attempts = probe_node(&nodes, w1, cp, &targets["w1"]);
+        let problems: Vec<String> = attempts
+            .iter()
+            .filter(|a| {
+                let connected = a.got == Outcome::Connected;
+                connected != a.want_open
+                    || (Outcome::of_verdict(&a.verdict) == Some(Outcome::Connected)) != connected
+            })
+            .map(|a| a.to_string())
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "{round}: wanted and connected, or the evaluator's verdict, differ:\n{}\nevery attempt:\n{}",
+            problems.join("\n"),
+            listing_of(&attempts)
+        );
+        for (from, port, open) in [
+            ("cp1", 10250, true),
+            ("w2", 10250, false),
+            ("w2", 30080, true),
+            ("cp1", 10248, false),
+        ] {
+            assert_eq!(
+                find(&attempts, from, "w1", port).got == Outcome::Connected,
+                open,
+                "{round}: {from} -> w1:{port}"
+            );
+        }
+
+        remove();
+        assert_eq!(
+            before,
+            ruleset_of("w1"),
+            "{round}: --remove did not restore the ruleset"
+        );
+        remove();
+        assert_eq!(before, ruleset_of("w1"), "{round}: a second --remove");
+        deny.tear_down("w1");
+    }
+}
+
 /// The node's prerequisite findings (id, message) of a check document.
 fn prereq_findings(doc: &Value) -> Vec<(String, String)> {
     doc["items"]
@@ -1197,4 +1452,261 @@ fn a_lab_node_whose_link_is_down_has_the_path_finding_until_it_is_up() {
     assert_eq!(prereq_findings(&check("w2", &[]).1), []);
     kports_ok(&["lab", "fault", "w1", "up"]);
     assert_eq!(prereq_findings(&check("w1", &[]).1), []);
+}
+
+// ------------------------------------------------------ a worker that is also an etcd member
+
+const CP1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+const W1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 21);
+const W2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 22);
+
+/// The remote addresses of `node`'s established connections to or from TCP port `port`.
+fn established_with(node: &str, port: u16) -> BTreeSet<IpAddr> {
+    let out = lab_exec_ok(node, &["ss", "-Htn", "state", "established"]);
+    let mut v = BTreeSet::new();
+    for line in out.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let [.., local, peer] = cols[..] else {
+            continue;
+        };
+        let parse = |ep: &str| -> Option<SocketAddr> {
+            ep.replace("[::ffff:", "").replace(']', "").parse().ok()
+        };
+        let (Some(l), Some(p)) = (parse(local), parse(peer)) else {
+            continue;
+        };
+        if l.port() == port || p.port() == port {
+            v.insert(p.ip());
+        }
+    }
+    v
+}
+
+/// `firewall check -o json --sources LAB_NET` in `node`, the control plane left to detection.
+fn firewall_check_detected(node: &str) -> Value {
+    let out = lab_exec_ok(
+        node,
+        &[
+            KPORTS,
+            "firewall",
+            "check",
+            "-o",
+            "json",
+            "--sources",
+            LAB_NET,
+            "--fail-on",
+            "never",
+        ],
+    );
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("firewall check in {node}: not JSON ({e}):\n{out}"))
+}
+
+/// `kports lab up --etcd-workers 2`: w1 and w2 each run an etcd member joined to cp1's, as
+/// nodes with RKE's etcd and worker roles do. Both roles are detected and judged together, the
+/// faults of a worker are found there, and the firewall's sources come from evidence: the
+/// control plane from the API-server connection, the etcd peers from `--initial-cluster`.
+#[test]
+fn a_worker_with_an_etcd_member_is_judged_for_both_roles() {
+    let _lab = Lab::up_with(&["--etcd-workers", "2"]);
+    for node in ["w1", "w2"] {
+        let (code, doc) = check(node, &[]);
+        assert_eq!(findings(&doc), [], "{node}: {doc:#}");
+        assert_eq!(code, 0, "{node}");
+        assert_eq!(
+            doc["context"]["roles"]["value"],
+            serde_json::json!(["worker", "etcd"]),
+            "{node}"
+        );
+    }
+    // Joined, not alone: w1's member exchanges raft traffic with cp1's and w2's (bounded wait
+    // for the peers' streams).
+    let want = BTreeSet::from([IpAddr::V4(CP1), IpAddr::V4(W2)]);
+    let mut peers = BTreeSet::new();
+    for _ in 0..50 {
+        peers = established_with("w1", 2380);
+        if want.is_subset(&peers) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(want.is_subset(&peers), "w1's etcd peers: {peers:?}");
+
+    // kube-proxy's metrics bound to 0.0.0.0: wider than kubeadm binds it.
+    kports_ok(&["lab", "fault", "w1", "stop", "kube-proxy"]);
+    {
+        let _proxy = Squatter::start("w1", "kube-proxy", &["tcp:[::]:10256", "tcp:0.0.0.0:10249"]);
+        settles_to(
+            "w1",
+            &[
+                f("bound-too-wide", "warning", "tcp/10249"),
+                f("firewall-exposes-private-port", "warning", "tcp/10249"),
+            ],
+        );
+        assert_eq!(check("w1", &[]).0, 0, "warnings only");
+    }
+    kports_ok(&["lab", "fault", "w1", "clear"]);
+    settles_to("w1", &[]);
+
+    // Another program on the kubelet's port, with the kubelet stopped: a conflict, exit 1.
+    kports_ok(&["lab", "fault", "w1", "stop", "kubelet"]);
+    {
+        let nginx = Squatter::start("w1", "nginx", &["tcp:0.0.0.0:10250"]);
+        let doc = settles_to(
+            "w1",
+            &[
+                f("port-conflict", "error", "tcp/10250"),
+                f("port-not-listening", "warning", "tcp/10248"),
+            ],
+        );
+        let conflict = doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == "port-conflict")
+            .unwrap();
+        assert_eq!(
+            conflict["evidence"]["sockets"][0]["processes"][0]["pid"],
+            nginx.pid(),
+            "{conflict:#}"
+        );
+        assert_eq!(check("w1", &[]).0, 1);
+    }
+    kports_ok(&["lab", "fault", "w1", "clear"]);
+    settles_to("w1", &[]);
+
+    // The kubelet serving its read-only port: found although the node is an etcd member too.
+    {
+        // A second kubelet, as the lab's own would be with --read-only-port=10255.
+        let _ro = Squatter::start(
+            "w1",
+            "kubelet",
+            &[
+                "tcp:0.0.0.0:10255",
+                "--node-ip=192.0.2.21",
+                "--read-only-port=10255",
+            ],
+        );
+        settles_to("w1", &[f("readonly-port-open", "warning", "tcp/10255")]);
+        assert_eq!(check("w1", &[]).0, 0);
+        assert_eq!(check("w1", &["--fail-on", "warning"]).0, 1);
+    }
+    settles_to("w1", &[]);
+
+    // Sources from evidence: the control plane is where the API server is (cp1); w2, an etcd
+    // peer only, needs etcd's ports here but not the kubelet's.
+    let doc = firewall_check_detected("w1");
+    let want = |src: Ipv4Addr, port: u16| -> Vec<bool> {
+        judged(&doc, src.into(), port)
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect()
+    };
+    assert_eq!(want(CP1, 10250), [true], "{doc:#}");
+    assert_eq!(want(W2, 10250), [false], "{doc:#}");
+    assert_eq!(want(W2, 2380), [true], "{doc:#}");
+    assert_eq!(want(CP1, 2380), [true], "{doc:#}");
+    // The lab's flannel runs VXLAN (flannel.1): 8472 is its only required port.
+    let flannel: BTreeSet<u64> = doc["items"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["port"]["component"] == "flannel")
+        .map(|r| r["port"]["lo"].as_u64().unwrap())
+        .collect();
+    assert_eq!(flannel, BTreeSet::from([8472]), "{doc:#}");
+
+    // A plan written without --control-plane keeps the control plane's way to the kubelet open
+    // (real connections from the other nodes' namespaces), and the etcd peer's to etcd.
+    let plan = [
+        KPORTS,
+        "firewall",
+        "plan",
+        "--backend",
+        "nft",
+        "--sources",
+        LAB_NET,
+        "--script",
+    ];
+    let mut cmd = vec![
+        "sh",
+        "-c",
+        "s=$(\"$@\") || exit 1; printf '%s\\n' \"$s\" | sh",
+        "sh",
+    ];
+    cmd.extend_from_slice(&plan);
+    lab_exec_ok("w1", &cmd);
+    assert_eq!(connect("cp1", W1.into(), 10250), Outcome::Connected);
+    assert_eq!(connect("w2", W1.into(), 2380), Outcome::Connected);
+    assert_ne!(connect("w2", W1.into(), 10250), Outcome::Connected);
+    // And the check, judging from the same sources, agrees with the rules the plan wrote.
+    let (code, doc) = check("w1", &["--sources", LAB_NET]);
+    assert_eq!(findings(&doc), [], "{doc:#}");
+    assert_eq!(code, 0);
+}
+
+/// On the control-plane node, `check` and `firewall check` (each choosing its sources as it
+/// will) agree, fault by fault, on which required ports the firewall blocks.
+#[test]
+fn check_and_firewall_check_agree_on_what_is_blocked_on_the_control_plane() {
+    let _lab = Lab::up();
+    let blocked_by_check = || -> BTreeSet<String> {
+        findings(&check("cp1", &[]).1)
+            .into_iter()
+            .filter(|(id, _, _)| id == "firewall-blocks-required-port")
+            .map(|(_, _, port)| port)
+            .collect()
+    };
+    let blocked_by_firewall_check = || -> (bool, BTreeSet<String>) {
+        let (ok, out, err) = lab_exec("cp1", &[KPORTS, "firewall", "check", "-o", "json"]);
+        let doc: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("firewall check: not JSON ({e}):\n{out}{err}"));
+        let ports = doc["items"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["expect_open"] == true && r["ok"] == false)
+            .map(|r| {
+                let (lo, hi) = (&r["port"]["lo"], &r["port"]["hi"]);
+                let port = if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                };
+                format!("{}/{port}", r["port"]["proto"].as_str().unwrap())
+            })
+            .collect();
+        (ok, ports)
+    };
+    let (ok, none) = blocked_by_firewall_check();
+    assert!(ok, "a clean lab node passes firewall check");
+    assert_eq!(none, BTreeSet::new());
+    assert_eq!(blocked_by_check(), BTreeSet::new());
+    // A single control plane with a stacked etcd member: the API server reaches etcd over
+    // loopback and no other member exists, so dropping 2379 or 2380 (or rejecting the kubelet's
+    // port, which only the control plane, this node, needs) blocks no one who needs them; the
+    // API server's port and the VXLAN port are needed by every other node.
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["drop", "tcp/2379"], &[]),
+        (&["drop", "tcp/2380"], &[]),
+        (&["reject", "tcp/10250"], &[]),
+        (&["drop", "tcp/6443"], &["tcp/6443"]),
+        (&["reject", "udp/8472"], &["udp/8472"]),
+    ];
+    for (fault, blocked) in cases {
+        let mut args = vec!["lab", "fault", "cp1"];
+        args.extend_from_slice(fault);
+        kports_ok(&args);
+        let (ok, fw) = blocked_by_firewall_check();
+        let ck = blocked_by_check();
+        assert_eq!(ck, fw, "{fault:?}: check {ck:?}, firewall check {fw:?}");
+        let want: BTreeSet<String> = blocked.iter().map(|p| p.to_string()).collect();
+        assert_eq!(ck, want, "{fault:?}");
+        assert_eq!(
+            ok,
+            blocked.is_empty(),
+            "{fault:?}: firewall check's exit status"
+        );
+        kports_ok(&["lab", "fault", "cp1", "clear"]);
+    }
 }
