@@ -46,10 +46,49 @@ pub struct Isolation {
     pub reaches_none: bool,
 }
 
+/// What kind of cause a failing cell has: the part of the path that explains it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// The near side could not send the probe.
+    ProbeFailed,
+    /// The near side has no route to the address.
+    NoRoute,
+    /// A link on the way, on either side, is down.
+    LinkDown,
+    /// The far side sent no report; its side is unknown.
+    NoReport,
+    /// No peer reaches the node and it reaches none, and nothing more specific explains it.
+    CutOff,
+    /// The address probed is not the far side's.
+    NotAnAddress,
+    /// The far side does not serve the port (another role).
+    NotServed,
+    /// The far side's firewall drops or rejects it.
+    Firewall,
+    /// The far side's firewall verdict is not known.
+    FirewallUnknown,
+    /// Nothing listens there, or only on loopback or another address.
+    Listener,
+    /// The far side accepts and listens: something between the nodes.
+    Between,
+}
+
+impl Kind {
+    /// Whether the cause says the node is out of the network, not one port of it.
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            Kind::NoRoute | Kind::LinkDown | Kind::NoReport | Kind::CutOff
+        )
+    }
+}
+
 /// The join of one cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explained {
     pub cause: Option<String>,
+    pub kind: Option<Kind>,
     pub evidence: Evidence,
 }
 
@@ -82,10 +121,11 @@ pub fn explain(
     if !row.status.is_failure() {
         return Explained {
             cause: None,
+            kind: None,
             evidence: ev,
         };
     }
-    let cause = cause(
+    let (kind, cause) = cause(
         row,
         near,
         far,
@@ -96,6 +136,7 @@ pub fn explain(
     );
     Explained {
         cause: Some(cause),
+        kind: Some(kind),
         evidence: ev,
     }
 }
@@ -119,10 +160,12 @@ fn listening(ls: &[Listener], port: u16) -> String {
     v.join(", ")
 }
 
-/// Whether an interface's operational state means no packet passes (`LOWERLAYERDOWN`: its
+/// Whether an interface's operational state means no packet passes (`lowerlayerdown`: its
 /// cable, or the other end of its veth, is down).
 fn is_down(state: &str) -> bool {
-    matches!(state, "DOWN" | "LOWERLAYERDOWN" | "NOTPRESENT")
+    ["down", "lowerlayerdown", "notpresent"]
+        .iter()
+        .any(|d| state.eq_ignore_ascii_case(d))
 }
 
 /// The interface of `node` that holds `address`, with its state, when it is down.
@@ -165,35 +208,35 @@ fn cause(
     ev: &Evidence,
     far_isolation: Isolation,
     near_isolation: Isolation,
-) -> String {
+) -> (Kind, String) {
     let (s, t) = (row.source.as_str(), row.target.as_str());
     let what = label(row);
-    // The near side first: a probe that cannot leave says nothing of the far side.
-    if near_isolation.reaches_none && near_isolation.unreached {
-        let link = match near {
-            Side::Reported(n) => any_down(n).map(|d| format!(" ({s}'s {d} is down)")),
-            Side::Missing(_) => None,
-        };
-        return format!(
-            "{s} is cut off: it reaches no peer and no peer reaches it{}",
-            link.unwrap_or_default()
-        );
-    }
     if row.status == Status::Unknown {
-        return format!(
-            "{s} could not send the probe ({}): nothing is known about {t}",
-            row.errno
-                .map_or_else(|| "no errno".into(), |e| e.name().into_owned())
+        return (
+            Kind::ProbeFailed,
+            format!(
+                "{s} could not send the probe ({}): nothing is known about {t}",
+                row.errno
+                    .map_or_else(|| "no errno".into(), |e| e.name().into_owned())
+            ),
         );
     }
     if let Some(r) = &ev.route {
         match (&r.dev, near) {
-            (None, _) => return format!("{s} has no route to {}", row.target_address),
+            (None, _) => {
+                return (
+                    Kind::NoRoute,
+                    format!("{s} has no route to {}", row.target_address),
+                );
+            }
             (Some(dev), Side::Reported(n)) => {
                 if let Some(d) = named_down(n, dev) {
-                    return format!(
-                        "{s}'s route to {} leaves by {d}, which is down",
-                        row.target_address
+                    return (
+                        Kind::LinkDown,
+                        format!(
+                            "{s}'s route to {} leaves by {d}, which is down",
+                            row.target_address
+                        ),
                     );
                 }
             }
@@ -201,35 +244,47 @@ fn cause(
         }
     }
     if row.errno == Some(Errno(libc::ENETUNREACH)) && ev.route.is_none() {
-        return format!("{s} has no route to {} (ENETUNREACH)", row.target_address);
+        return (
+            Kind::NoRoute,
+            format!("{s} has no route to {} (ENETUNREACH)", row.target_address),
+        );
     }
     let f = match far {
         Side::Missing(why) => {
             if far_isolation.unreached {
-                return format!(
-                    "{t} is down or cut off: no peer reaches it on any port, and it sent no report ({why})"
+                return (
+                    Kind::CutOff,
+                    format!(
+                        "{t} is down or cut off: no peer reaches it on any port, and it sent no report ({why})"
+                    ),
                 );
             }
-            return format!(
-                "{s} sees {} on {t} {what}; {t} sent no report ({why}), so its side is unknown",
-                row.status
+            return (
+                Kind::NoReport,
+                format!(
+                    "{s} sees {} on {t} {what}; {t} sent no report ({why}), so its side is unknown",
+                    row.status
+                ),
             );
         }
         Side::Reported(f) => f,
     };
     if let Some(dev) = down_interface(f, row.target_address) {
-        return format!(
-            "{t}'s {dev}, which holds {}, is down: {t} answers no peer there",
-            row.target_address
+        return (
+            Kind::LinkDown,
+            format!(
+                "{t}'s {dev}, which holds {}, is down: {t} answers no peer there",
+                row.target_address
+            ),
         );
     }
-    if far_isolation.unreached && far_isolation.reaches_none {
-        return format!("{t} is cut off: no peer reaches it and it reaches no peer");
-    }
     if !f.interfaces.is_empty() && !f.has_address(row.target_address) {
-        return format!(
-            "{} is not an address of {t} (its interfaces do not hold it)",
-            row.target_address
+        return (
+            Kind::NotAnAddress,
+            format!(
+                "{} is not an address of {t} (its interfaces do not hold it)",
+                row.target_address
+            ),
         );
     }
     let Some(p) = f.port(row.proto, row.port) else {
@@ -239,12 +294,15 @@ fn cause(
         } else {
             roles.join(", ")
         };
-        return format!(
-            "{t} does not serve {what}{}: its own report says it is {roles}",
-            row.component
-                .as_deref()
-                .map(|c| format!(" ({c})"))
-                .unwrap_or_default()
+        return (
+            Kind::NotServed,
+            format!(
+                "{t} does not serve {what}{}: its own report says it is {roles}",
+                row.component
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            ),
         );
     };
     let comp = &p.component;
@@ -289,7 +347,10 @@ fn cause(
             .unwrap_or_default();
         match v.verdict {
             Verdict::Drop => {
-                return format!("{listen_phrase}; {t}'s firewall drops {what} from {from}{rule}");
+                return (
+                    Kind::Firewall,
+                    format!("{listen_phrase}; {t}'s firewall drops {what} from {from}{rule}"),
+                );
             }
             Verdict::Reject => {
                 let with = v
@@ -297,21 +358,48 @@ fn cause(
                     .as_deref()
                     .map(|w| format!(" with {w}"))
                     .unwrap_or_default();
-                return format!(
-                    "{listen_phrase}; {t}'s firewall rejects {what} from {from}{with}{rule}"
+                return (
+                    Kind::Firewall,
+                    format!(
+                        "{listen_phrase}; {t}'s firewall rejects {what} from {from}{with}{rule}"
+                    ),
                 );
             }
             Verdict::Depends | Verdict::Unknown if listens_ok => {
                 let why = v.with.as_deref().unwrap_or("no reason given");
-                return format!(
-                    "{listen_phrase}; {t}'s firewall verdict on {what} from {from} is not known ({why}){rule}"
+                return (
+                    Kind::FirewallUnknown,
+                    format!(
+                        "{listen_phrase}; {t}'s firewall verdict on {what} from {from} is not known ({why}){rule}"
+                    ),
                 );
             }
             _ => {}
         }
     }
     if !listens_ok {
-        return listen_text;
+        return (Kind::Listener, listen_text);
+    }
+    // Nothing on either side explains it: a node no peer reaches and that reaches none is cut
+    // off (a link, a switch port, a route outside it).
+    if near_isolation.reaches_none && near_isolation.unreached {
+        let link = match near {
+            Side::Reported(n) => any_down(n).map(|d| format!(" ({s}'s {d} is down)")),
+            Side::Missing(_) => None,
+        };
+        return (
+            Kind::CutOff,
+            format!(
+                "{s} is cut off: it reaches no peer and no peer reaches it{}",
+                link.unwrap_or_default()
+            ),
+        );
+    }
+    if far_isolation.unreached && far_isolation.reaches_none {
+        return (
+            Kind::CutOff,
+            format!("{t} is cut off: no peer reaches it and it reaches no peer"),
+        );
     }
     let fw = match &ev.firewall {
         Some(v) if v.verdict == Verdict::Accept => format!("{t}'s own firewall accepts and "),
@@ -330,5 +418,8 @@ fn cause(
         Some(e) if row.status == Status::Unreachable => format!("{} ({e})", row.status),
         _ => row.status.to_string(),
     };
-    format!("{s} sees {seen} but {fw}{listen_phrase}: {between}")
+    (
+        Kind::Between,
+        format!("{s} sees {seen} but {fw}{listen_phrase}: {between}"),
+    )
 }

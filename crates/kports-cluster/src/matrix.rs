@@ -34,6 +34,8 @@ pub struct Cell {
     #[serde(flatten)]
     pub row: Row,
     pub cause: Option<String>,
+    /// What part of the path explains the failure (null when it passed).
+    pub cause_kind: Option<cause::Kind>,
     pub evidence: Evidence,
 }
 
@@ -163,6 +165,7 @@ pub fn join(nodes: &[NodeInput]) -> Matrix {
             Cell {
                 row: (*row).clone(),
                 cause: e.cause,
+                cause_kind: e.kind,
                 evidence: e.evidence,
             }
         })
@@ -190,7 +193,17 @@ pub fn join(nodes: &[NodeInput]) -> Matrix {
             let received: Vec<&Cell> = cells.iter().filter(|c| c.row.target == n.name).collect();
             let failed_sent = sent.iter().filter(|c| c.failed()).count();
             let failed_received = received.iter().filter(|c| c.failed()).count();
+            // Cut off only when nothing more specific than the network explains its cells.
             let i = iso(&n.name);
+            let network_only = sent
+                .iter()
+                .chain(&received)
+                .filter(|c| c.failed())
+                .all(|c| c.cause_kind.is_some_and(cause::Kind::is_network));
+            let i = Isolation {
+                unreached: i.unreached && network_only,
+                reaches_none: i.reaches_none && network_only,
+            };
             let (state, note) = match &n.report {
                 Err(why) if i.unreached => (NodeState::CutOff, Some(format!("no report: {why}"))),
                 Err(why) => (NodeState::NoReport, Some(format!("no report: {why}"))),

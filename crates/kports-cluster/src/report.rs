@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
-use kports_core::catalog::{Role, Severity};
-use kports_core::{SCHEMA_VERSION, Socket};
+use kports_core::catalog::{Role, Severity, SourceKind};
+use kports_core::{Owner, SCHEMA_VERSION, Socket};
 use kports_firewall::Evaluator;
 use kports_firewall::eval::{Judgement, Packet, RuleRef};
 use kports_firewall::model::AddrRange;
@@ -47,7 +47,7 @@ pub struct NodeDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Iface {
     pub name: String,
-    /// `UP`, `DOWN`, `UNKNOWN`, as the kernel says.
+    /// The operational state, as `kports node` shows it: `up`, `down`, `unknown`, ...
     pub state: String,
     /// `ADDRESS/PREFIX`.
     pub addresses: Vec<String>,
@@ -69,15 +69,19 @@ pub struct PortDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listener {
     pub address: IpAddr,
-    /// The process holding it (`kernel` when none does); `null` when unknown.
+    /// The process holding it (`kernel` when no process does, such as a VXLAN device's port);
+    /// `null` when kports could not tell.
     pub process: Option<String>,
 }
 
 /// What the firewall does to a packet to the port from `from`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerdictDoc {
-    /// A peer's address, or a range standing for a kind of source.
+    /// A peer's address, or the range (`192.0.2.0/24`, `192.0.2.5-192.0.2.9`) judged for a kind
+    /// of source.
     pub from: String,
+    /// The kind of source the range stands for; `null` for a peer of the inventory.
+    pub source_kind: Option<SourceKind>,
     pub verdict: Verdict,
     /// How a reject answers (`tcp reset`, `icmp port-unreachable`), or what a verdict depends on.
     pub with: Option<String>,
@@ -196,7 +200,11 @@ fn listeners(sockets: &[Socket], proto: Transport, port: u16) -> Vec<Listener> {
         .filter(|s| s.is_listener() && s.local_port == port && s.proto.as_str() == proto.as_str())
         .map(|s| Listener {
             address: s.local_address,
-            process: s.processes.first().map(|p| p.name.clone()),
+            process: match (s.processes.first(), s.owner) {
+                (Some(p), _) => Some(p.name.clone()),
+                (None, Owner::Kernel) => Some("kernel".into()),
+                (None, _) => None,
+            },
         })
         .collect();
     out.sort_by(|a, b| a.address.cmp(&b.address).then(a.process.cmp(&b.process)));
@@ -249,6 +257,7 @@ impl NodeDoc {
                                 judge(ev, AddrRange::single(p.address), dst, iif);
                             VerdictDoc {
                                 from: p.address.to_string(),
+                                source_kind: None,
                                 verdict,
                                 with,
                                 rule,
@@ -263,7 +272,8 @@ impl NodeDoc {
                             let s = &ks.source;
                             let (verdict, with, rule) = judge(ev, s.range, s.dst, s.iif.clone());
                             VerdictDoc {
-                                from: format!("{} ({})", s.range, ks.kind.as_str()),
+                                from: s.range.to_string(),
+                                source_kind: Some(ks.kind),
                                 verdict,
                                 with,
                                 rule,
@@ -352,9 +362,90 @@ impl NodeDoc {
 }
 
 impl PortDoc {
-    /// The verdict for packets from `from` (an address of a peer), when judged.
+    /// The verdict for packets from `from` (an address of a peer): judged for that address,
+    /// else for a range of a kind of source that holds it.
     pub fn verdict_from(&self, from: IpAddr) -> Option<&VerdictDoc> {
         let s = from.to_string();
-        self.firewall.iter().find(|v| v.from == s)
+        self.firewall.iter().find(|v| v.from == s).or_else(|| {
+            let one = AddrRange::single(from);
+            self.firewall
+                .iter()
+                .find(|v| parse_range(&v.from).is_some_and(|r| r.contains(&one)))
+        })
+    }
+}
+
+/// `192.0.2.0/24`, `192.0.2.5`, or `192.0.2.5-192.0.2.9`, as [`AddrRange`] writes them.
+fn parse_range(s: &str) -> Option<AddrRange> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b): (IpAddr, IpAddr) = (a.parse().ok()?, b.parse().ok()?);
+            let (a, b) = (AddrRange::single(a), AddrRange::single(b));
+            (a.v6 == b.v6 && a.lo <= b.hi).then_some(AddrRange {
+                v6: a.v6,
+                lo: a.lo,
+                hi: b.hi,
+            })
+        }
+        None => kports_firewall::model::parse_cidr(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(from: &[(&str, Verdict)]) -> PortDoc {
+        PortDoc {
+            proto: Transport::Tcp,
+            port: 10250,
+            component: "kubelet".into(),
+            listeners: vec![],
+            firewall: from
+                .iter()
+                .map(|(f, v)| VerdictDoc {
+                    from: (*f).into(),
+                    source_kind: Some(SourceKind::Nodes),
+                    verdict: *v,
+                    with: None,
+                    rule: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_peers_verdict_is_its_own_else_that_of_a_range_holding_it() {
+        let p = port(&[
+            ("192.0.2.11", Verdict::Drop),
+            ("192.0.2.0/24", Verdict::Accept),
+            ("2001:db8::5-2001:db8::9", Verdict::Reject),
+            ("203.0.113.1", Verdict::Accept),
+        ]);
+        let at = |a: &str| p.verdict_from(a.parse().unwrap()).map(|v| v.verdict);
+        assert_eq!(at("192.0.2.11"), Some(Verdict::Drop));
+        assert_eq!(at("192.0.2.21"), Some(Verdict::Accept));
+        assert_eq!(at("2001:db8::7"), Some(Verdict::Reject));
+        assert_eq!(at("2001:db8::a"), None);
+        assert_eq!(at("198.51.100.1"), None);
+    }
+
+    #[test]
+    fn documents_of_another_kind_or_schema_are_refused() {
+        assert_eq!(
+            parse(r#"{"schema":2,"kind":"probe","items":[]}"#),
+            Err(ReadError::Kind("probe".into()))
+        );
+        assert!(matches!(parse("[1,2]"), Err(ReadError::Json(_))));
+        let other = SCHEMA_VERSION + 1;
+        let doc = format!(
+            r#"{{"schema":{other},"kind":"report","items":{{"name":"w1","hostname":"w1","roles":[],"cni":[],"interfaces":[],"ports":[],"findings":[],"firewall_read":true,"probes":null,"routes":[]}}}}"#
+        );
+        assert_eq!(parse(&doc), Err(ReadError::Schema { found: other }));
+        let same = doc.replace(
+            &format!(r#""schema":{other}"#),
+            &format!(r#""schema":{SCHEMA_VERSION}"#),
+        );
+        assert_eq!(parse(&same).map(|d| d.name), Ok("w1".into()));
     }
 }

@@ -262,7 +262,7 @@ pub struct ClusterArgs {
     /// The agents' bearer token (`kports agent --token-file`), for --from-agents.
     #[arg(long, value_name = "FILE", requires = "from_agents")]
     pub token_file: Option<PathBuf>,
-    /// The kports binary on the nodes (default: `kports` from the node's PATH).
+    /// The kports binary on the nodes: a name looked up in the node's PATH, or a path.
     #[arg(long, value_name = "PATH", default_value = "kports", requires = "via")]
     pub remote_kports: String,
     /// Nodes asked at once.

@@ -1,8 +1,8 @@
 //! The `kports` binary: parse the command line, run one subcommand, map errors to exit codes.
 //!
 //! Exit codes: 0 success (also when the reader of a pipe went away), 1 a check found what
-//! `--fail-on` asks to fail on or a probe found a port it could not reach, 2 an error of kports
-//! itself or a usage error.
+//! `--fail-on` asks to fail on, a probe found a port it could not reach, or the cluster's matrix
+//! has a failing cell or a node without a report, 2 an error of kports itself or a usage error.
 
 mod cli;
 mod cmd;

@@ -26,6 +26,7 @@ fn any() -> Listener {
 fn accept(from: &str) -> VerdictDoc {
     VerdictDoc {
         from: from.into(),
+        source_kind: None,
         verdict: Verdict::Accept,
         with: None,
         rule: None,
@@ -83,7 +84,7 @@ fn doc(name: &str, addr: &str, roles: Vec<Role>, ports: Vec<PortDoc>, probes: Ve
         cni: vec![],
         interfaces: vec![Iface {
             name: "eth0".into(),
-            state: "UP".into(),
+            state: "up".into(),
             addresses: vec![format!("{addr}/24")],
         }],
         ports,
@@ -160,6 +161,7 @@ fn a_drop_on_the_far_side_names_the_listener_and_the_rule() {
     let mut nodes = cluster(Status::Filtered);
     w2_kubelet(&mut nodes).firewall = vec![VerdictDoc {
         from: CP1.into(),
+        source_kind: None,
         verdict: Verdict::Drop,
         with: None,
         rule: Some(RULE.into()),
@@ -193,6 +195,7 @@ fn a_reject_names_how_it_answers() {
     let mut nodes = cluster(Status::Refused);
     w2_kubelet(&mut nodes).firewall = vec![VerdictDoc {
         from: CP1.into(),
+        source_kind: None,
         verdict: Verdict::Reject,
         with: Some("tcp reset".into()),
         rule: Some("nft inet f input #1: tcp dport 10250 reject with tcp reset".into()),
@@ -292,10 +295,10 @@ fn a_missing_report_with_a_reachable_node_says_its_side_is_unknown() {
 #[test]
 fn a_downed_link_on_the_far_side_is_named() {
     let mut nodes = cluster(Status::Unreachable);
-    nodes[2].report.as_mut().unwrap().interfaces[0].state = "DOWN".into();
+    nodes[2].report.as_mut().unwrap().interfaces[0].state = "down".into();
     assert_eq!(
         only_cause(&join(&nodes)),
-        format!("w2's eth0 (DOWN), which holds {W2}, is down: w2 answers no peer there")
+        format!("w2's eth0 (down), which holds {W2}, is down: w2 answers no peer there")
     );
 }
 
@@ -303,7 +306,7 @@ fn a_downed_link_on_the_far_side_is_named() {
 fn a_node_whose_link_is_down_is_cut_off_not_failing_port_by_port() {
     let mut nodes = cluster(Status::Filtered);
     let w2 = nodes[2].report.as_mut().unwrap();
-    w2.interfaces[0].state = "LOWERLAYERDOWN".into();
+    w2.interfaces[0].state = "lowerlayerdown".into();
     w2.probes.as_mut().unwrap()[0].status = Status::Unreachable;
     w2.probes.as_mut().unwrap()[0].errno = Some(Errno(libc::EHOSTUNREACH));
     // A UDP probe of it that nothing answers says nothing either way.
@@ -327,8 +330,8 @@ fn a_node_whose_link_is_down_is_cut_off_not_failing_port_by_port() {
     assert_eq!(
         causes,
         [
-            "w2 is cut off: it reaches no peer and no peer reaches it (w2's eth0 (LOWERLAYERDOWN) is down)",
-            "w2's eth0 (LOWERLAYERDOWN), which holds 192.0.2.22, is down: w2 answers no peer there",
+            "w2's route to 192.0.2.11 leaves by eth0 (lowerlayerdown), which is down",
+            "w2's eth0 (lowerlayerdown), which holds 192.0.2.22, is down: w2 answers no peer there",
         ]
     );
     assert_eq!(m.nodes[2].state, NodeState::CutOff);
@@ -355,4 +358,33 @@ fn refusals_are_a_sign_of_life_not_a_cut_off_node() {
             .iter()
             .all(|c| !c.cause.as_deref().unwrap().contains("cut off"))
     );
+}
+
+#[test]
+fn icmp_rejects_on_both_sides_are_the_firewalls_not_a_cut_off_node() {
+    // w2's kubelet rejected with host-unreachable, and cp1's API server with no-route for w2:
+    // every probe from and to w2 is unreachable, but both firewalls say why.
+    let mut nodes = cluster(Status::Unreachable);
+    let reject = |from: &str, with: &str| VerdictDoc {
+        from: from.into(),
+        source_kind: None,
+        verdict: Verdict::Reject,
+        with: Some(with.into()),
+        rule: None,
+    };
+    w2_kubelet(&mut nodes).firewall = vec![reject(CP1, "icmpx host-unreachable")];
+    let cp1 = nodes[0].report.as_mut().unwrap();
+    cp1.ports[0].firewall[1] = reject(W2, "icmpx no-route");
+    let w2 = nodes[2].report.as_mut().unwrap();
+    w2.probes.as_mut().unwrap()[0].status = Status::Unreachable;
+    w2.probes.as_mut().unwrap()[0].errno = Some(Errno(libc::ENETUNREACH));
+    let m = join(&nodes);
+    let kinds: Vec<Option<crate::cause::Kind>> = m
+        .cells
+        .iter()
+        .filter(|c| c.failed())
+        .map(|c| c.cause_kind)
+        .collect();
+    assert_eq!(kinds, [Some(crate::cause::Kind::Firewall); 2]);
+    assert_eq!(m.nodes[2].state, NodeState::Failing);
 }

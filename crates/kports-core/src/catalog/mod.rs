@@ -114,7 +114,7 @@ impl Serialize for PortRange {
 }
 
 /// Who needs to reach a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
     /// Control-plane nodes only (the API server calling the kubelet or etcd's client port).

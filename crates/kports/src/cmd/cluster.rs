@@ -342,6 +342,78 @@ mod tests {
         );
     }
 
+    /// A report of `name` at `addr` that serves the kubelet port and probed `probes`.
+    fn doc(name: &str, addr: &str, roles: &str, probes: serde_json::Value) -> NodeDoc {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "hostname": name, "roles": [roles], "cni": [],
+            "interfaces": [{"name": "eth0", "state": "up", "addresses": [format!("{addr}/24")]}],
+            "ports": [{"proto": "tcp", "port": 10250, "component": "kubelet",
+                       "listeners": [{"address": "0.0.0.0", "process": "kubelet"}],
+                       "firewall": [{"from": "192.0.2.11", "source_kind": null, "verdict": "accept", "with": null, "rule": null}]}],
+            "findings": [], "firewall_read": true, "probes": probes, "routes": []
+        }))
+        .unwrap()
+    }
+
+    fn probe(source: &str, target: &str, addr: &str, status: &str) -> serde_json::Value {
+        serde_json::json!({"source": source, "target": target, "target_address": addr,
+            "proto": "tcp", "port": 10250, "status": status, "errno": null,
+            "latency_ms": 2000.0, "component": "kubelet"})
+    }
+
+    #[test]
+    fn the_table_shows_each_column_the_failing_cells_and_a_line_per_node() {
+        let nodes = vec![
+            NodeInput {
+                name: "cp1".into(),
+                addresses: vec![],
+                roles: vec![],
+                report: Ok(doc(
+                    "cp1",
+                    "192.0.2.11",
+                    "control-plane",
+                    serde_json::json!([
+                        probe("cp1", "w1", "192.0.2.21", "open"),
+                        probe("cp1", "w2", "192.0.2.22", "filtered"),
+                    ]),
+                )),
+            },
+            NodeInput {
+                name: "w1".into(),
+                addresses: vec![],
+                roles: vec![],
+                report: Ok(doc("w1", "192.0.2.21", "worker", serde_json::json!([]))),
+            },
+            NodeInput {
+                name: "w2".into(),
+                addresses: vec![],
+                roles: vec![Role::Worker],
+                report: Err("ssh: connect to host 192.0.2.22 port 22: Connection timed out".into()),
+            },
+        ];
+        let m = join(&nodes);
+        let mut out = Out::new(Vec::new(), false);
+        table(&mut out, &m).unwrap();
+        let text = String::from_utf8(out.into_inner()).unwrap();
+        assert_eq!(
+            text,
+            "\
+NODE  ROLES          tcp/10250
+cp1   control-plane  -
+w1    worker         open
+w2    worker         CUT OFF
+
+failing
+cp1 -> w2 192.0.2.22 tcp/10250 filtered: w2 is down or cut off: no peer reaches it on any port, and it sent no report (ssh: connect to host 192.0.2.22 port 22: Connection timed out)
+
+cp1: failing; probed 2 (failed 1), was probed 0 (failed 0)
+w1: ok; probed 0 (failed 0), was probed 1 (failed 0)
+w2: cut-off; probed 0 (failed 0), was probed 1 (failed 1); no report: ssh: connect to host 192.0.2.22 port 22: Connection timed out
+2 cells, 1 failing
+"
+        );
+    }
+
     #[test]
     fn each_node_runs_its_own_report_with_the_inventory_on_stdin() {
         let cmd = remote_command("/usr/bin/kports", "w1", Duration::from_millis(1500));

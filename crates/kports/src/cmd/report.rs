@@ -246,12 +246,67 @@ fn table(out: &mut Out<impl Write>, d: &NodeDoc) -> std::io::Result<()> {
     )?;
     out.line(&format!("{} finding(s)", d.findings.len()))?;
     if let Some(probes) = &d.probes {
-        let failed = probes.iter().filter(|r| r.status.is_failure()).count();
-        let open = probes.iter().filter(|r| r.status == Status::Open).count();
+        let count = |f: &dyn Fn(Status) -> bool| probes.iter().filter(|r| f(r.status)).count();
         out.line(&format!(
-            "{} probe(s) of peers: {open} open, {failed} failed",
-            probes.len()
+            "{} probe(s) of peers: {} open, {} open|filtered, {} failed",
+            probes.len(),
+            count(&|s| s == Status::Open),
+            count(&|s| s == Status::OpenFiltered),
+            count(&|s| s.is_failure()),
         ))?;
+        for r in probes.iter().filter(|r| r.status.is_failure()) {
+            let errno = r.errno.map(|e| format!(" {e}")).unwrap_or_default();
+            out.line(&format!(
+                "  {} {} {}/{} {}{errno}",
+                r.target, r.target_address, r.proto, r.port, r.status
+            ))?;
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_names_ports_listeners_verdicts_and_failed_probes() {
+        let d: NodeDoc = serde_json::from_value(serde_json::json!({
+            "name": "w1", "hostname": "w1.example", "roles": ["worker"], "cni": ["flannel"],
+            "interfaces": [],
+            "ports": [
+                {"proto": "tcp", "port": 10250, "component": "kubelet",
+                 "listeners": [{"address": "::", "process": "kubelet"}],
+                 "firewall": [{"from": "192.0.2.11", "source_kind": null, "verdict": "drop",
+                               "with": null, "rule": "nft inet filter input #1: tcp dport 10250 drop"}]},
+                {"proto": "udp", "port": 8472, "component": "flannel", "listeners": [],
+                 "firewall": []}
+            ],
+            "findings": [], "firewall_read": true, "routes": [],
+            "probes": [
+                {"source": "w1", "target": "cp1", "target_address": "192.0.2.11", "proto": "tcp",
+                 "port": 6443, "status": "refused", "errno": "ECONNREFUSED", "latency_ms": 0.2,
+                 "component": "kube-apiserver"},
+                {"source": "w1", "target": "cp1", "target_address": "192.0.2.11", "proto": "udp",
+                 "port": 8472, "status": "open|filtered", "errno": null, "latency_ms": 2000.0,
+                 "component": "flannel"}
+            ]
+        }))
+        .unwrap();
+        let mut out = Out::new(Vec::new(), false);
+        table(&mut out, &d).unwrap();
+        let text = String::from_utf8(out.into_inner()).unwrap();
+        assert_eq!(
+            text,
+            "\
+w1 (w1.example): roles worker, CNI flannel
+PORT       COMPONENT  LISTENERS     FIREWALL
+tcp/10250  kubelet    :: (kubelet)  drops from 192.0.2.11
+udp/8472   flannel    nothing       not read
+0 finding(s)
+2 probe(s) of peers: 0 open, 1 open|filtered, 1 failed
+  cp1 192.0.2.11 tcp/6443 refused ECONNREFUSED
+"
+        );
+    }
 }
