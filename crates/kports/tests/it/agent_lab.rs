@@ -365,6 +365,8 @@ fn agents_in_the_lab_serve_one_matrix_and_the_page_shows_faults() {
 
     let seen = page("agent-page.png", &["cell:w1:tcp/10250:open"]);
     assert_eq!(seen["detail"], Value::Null, "no failing cell to open");
+    assert_eq!(seen["failing_rows"], serde_json::json!([]));
+    assert_eq!(seen["worker_rows"], serde_json::json!(["w1", "w2"]));
     assert_eq!(page_cell(&seen, "cp1", "tcp/6443"), "open");
     assert_eq!(page_cell(&seen, "w2", "tcp/10250"), "open");
     assert_eq!(page_cell(&seen, "w1", "udp/8472"), "maybe");
@@ -391,6 +393,7 @@ fn agents_in_the_lab_serve_one_matrix_and_the_page_shows_faults() {
     let seen = page("agent-page-fault.png", &["cell:w1:tcp/10250:fail"]);
     assert_eq!(page_cell(&seen, "w2", "tcp/10250"), "open");
     // The red cell opens its evidence and its cause, the same as the matrix's.
+    assert_eq!(seen["failing_rows"], serde_json::json!(["w1"]));
     let detail = seen["detail"].as_str().unwrap_or_default();
     assert!(
         detail.contains("w1 tcp/10250") && detail.contains(&format!("cause: {cause}")),

@@ -6,7 +6,8 @@
 # refresh(), no reload) until every condition holds (at most 90 s), saves a screenshot, and
 # prints what the page shows as JSON: {"cells": [[node, port, class, text]], "agents":
 # {node: text}, "status": line, "ok": bool, "detail": the text the first failing cell opens,
-# or null}. It talks only to the URL it is given.
+# or null, "failing_rows": the matrix's rows with the status filter on `failing`, "worker_rows":
+# with the role filter on `worker`}. It talks only to the URL it is given.
 import json
 import sys
 import time
@@ -14,6 +15,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 url, token, shot = sys.argv[1], sys.argv[2], sys.argv[3]
 conditions = sys.argv[4:]
@@ -75,7 +77,17 @@ try:
         failing[0].click()
         detail = driver.find_element(By.ID, "detail-body").text
     driver.save_screenshot(shot)
+    # The filters: the matrix's node rows with a failing cell, and those of the workers.
+    def rows():
+        return [th.text.split(" ")[0]
+                for th in driver.find_elements(By.CSS_SELECTOR, "#matrix th.node")]
+    Select(driver.find_element(By.ID, "f-status")).select_by_value("fail")
+    failing_rows = rows()
+    Select(driver.find_element(By.ID, "f-status")).select_by_value("")
+    Select(driver.find_element(By.ID, "f-role")).select_by_value("worker")
+    worker_rows = rows()
     print(json.dumps({"cells": cells, "agents": agents, "status": status, "ok": ok,
-                      "detail": detail}))
+                      "detail": detail, "failing_rows": failing_rows,
+                      "worker_rows": worker_rows}))
 finally:
     driver.quit()
