@@ -76,6 +76,17 @@ pub fn planned(targets: &[Target], main_only: &[(Proto, u16)]) -> Vec<Planned> {
     out
 }
 
+/// The ports probed at a peer's first address only: the CNIs' (an overlay runs over one
+/// address family).
+pub fn main_address_only(catalog: &kports_core::catalog::Catalog) -> Vec<(Proto, u16)> {
+    catalog
+        .entries
+        .iter()
+        .filter(|e| e.cni.is_some())
+        .filter_map(|e| Some((e.protocol.proto()?, e.port.first)))
+        .collect()
+}
+
 /// Probes `targets` from `me` and gives the rows of `kports probe -o json`. Blocking: the
 /// probes run on a current-thread runtime of their own (call it from a blocking task).
 pub fn probe(
@@ -165,6 +176,9 @@ mod tests {
             && p.probe.port == 8472
             && p.probe.transport == kports_probe::Transport::Udp
             && p.component.as_deref() == Some("flannel")));
+        let main_only = main_address_only(&Catalog::builtin().unwrap());
+        assert!(main_only.contains(&(Proto::Udp, 8472)));
+        assert!(!main_only.iter().any(|(_, p)| *p == 10250));
         let worker: BTreeSet<Role> = [Role::Worker].into_iter().collect();
         assert_eq!(udp_ports_of(&needs, &worker), [8472]);
     }

@@ -24,7 +24,6 @@ use kports_agent::responder::{self, Responders};
 use kports_agent::serve::{ConnLimits, serve, terminate_signal};
 use kports_agent::{AgentState, Auth, Finding, Limits, ProbeRun, Report, Round, app, plan};
 use kports_cluster::report::{NodeDoc, Peer as ReportPeer};
-use kports_core::Proto;
 use kports_core::catalog::Role;
 use kports_node::{Linux, NodeIo, NodeReport, Options};
 use std::collections::BTreeSet;
@@ -274,14 +273,8 @@ fn report_and_probe(work: &Work, mut known: Vec<Peer>, probing: bool) -> Outcome
             .collect(),
     });
     let probes = probing.then(|| {
-        let cni_ports: Vec<(Proto, u16)> = node
-            .catalog
-            .entries
-            .iter()
-            .filter(|e| e.cni.is_some())
-            .filter_map(|e| Some((e.protocol.proto()?, e.port.first)))
-            .collect();
-        plan::probe(&work.me, &targets, &cni_ports, work.probe)
+        let main_only = plan::main_address_only(&node.catalog);
+        plan::probe(&work.me, &targets, &main_only, work.probe)
     });
     // The firewall is judged for packets from every peer probed, with the route back to it.
     let peers: Vec<ReportPeer> = targets
