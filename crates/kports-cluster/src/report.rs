@@ -102,7 +102,8 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn as_str(self) -> &'static str {
+    /// The verdict as a verb, for a sentence: `w2's firewall drops ...`.
+    pub fn verb(self) -> &'static str {
         match self {
             Verdict::Accept => "accepts",
             Verdict::Drop => "drops",

@@ -209,17 +209,21 @@ fn from_agents(args: &ClusterArgs) -> Result<Vec<NodeInput>> {
 fn lab_inventory(plan: &kports_lab::plan::Plan) -> String {
     let mut s = String::from("nodes:\n");
     for n in &plan.nodes {
-        let role = match n.role {
+        let mut roles = vec![match n.role {
             kports_lab::plan::Role::ControlPlane => Role::ControlPlane,
             kports_lab::plan::Role::Worker => Role::Worker,
-        };
+        }];
+        if n.etcd {
+            roles.push(Role::Etcd);
+        }
+        let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         let _ = writeln!(
             s,
             "  - name: {}\n    address: {}\n    address6: \"{}\"\n    roles: [{}]",
             n.name,
             n.ipv4,
             n.ipv6,
-            role.as_str()
+            roles.join(", ")
         );
     }
     s
@@ -328,11 +332,22 @@ mod tests {
 
     #[test]
     fn the_lab_inventory_is_read_back_with_every_node() {
-        let plan = kports_lab::plan::Plan::new(kports_lab::plan::Counts::default());
+        let plan = kports_lab::plan::Plan::new(kports_lab::plan::Counts {
+            etcd_workers: 1,
+            ..kports_lab::plan::Counts::default()
+        });
         let inv = inventory::parse(&lab_inventory(&plan), "lab").unwrap();
         let names: Vec<&str> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["cp1", "w1", "w2"]);
-        assert_eq!(inv.nodes[0].roles, [Role::ControlPlane]);
+        let roles: Vec<&[Role]> = inv.nodes.iter().map(|n| n.roles.as_slice()).collect();
+        assert_eq!(
+            roles,
+            [
+                &[Role::ControlPlane, Role::Etcd][..],
+                &[Role::Worker, Role::Etcd],
+                &[Role::Worker]
+            ]
+        );
         assert_eq!(
             inv.nodes[1].addresses(),
             [

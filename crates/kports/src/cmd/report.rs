@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use kports_agent::peers::{Member, needs, needs_between};
 use kports_cluster::report::{NodeDoc, Peer};
 use kports_core::Warning;
-use kports_core::catalog::Roles;
+use kports_core::catalog::{BindScope, Roles};
 use kports_node::{NodeIo, NodeReport};
 use kports_probe::inventory::{self, Inventory};
 use kports_probe::plan::Planned;
@@ -151,15 +151,16 @@ fn find_self<'a>(
     )
 }
 
-/// Every port `me` needs of each peer, at each of the peer's addresses; the CNI's ports (the
-/// overlay, which runs over one address family) at the peer's main address only.
+/// Every port `me` needs of each peer, at each of the peer's addresses; a port its component
+/// binds to one of the node's addresses (etcd's, on the address it advertises) and the CNI's
+/// (the overlay, over one address family) at the peer's main address only.
 fn plan(report: &NodeReport, me: &inventory::Node, peers: &[&inventory::Node]) -> Vec<Planned> {
     let all = needs(&report.catalog, &report.cni.value);
-    let cni_ports: Vec<(kports_core::Proto, u16)> = report
+    let one_address: Vec<(kports_core::Proto, u16)> = report
         .catalog
         .entries
         .iter()
-        .filter(|e| e.cni.is_some())
+        .filter(|e| e.cni.is_some() || e.bind == BindScope::Node)
         .filter_map(|e| Some((e.protocol.proto()?, e.port.first)))
         .collect();
     let from = Member::new(me.name.clone(), me.roles.iter().copied());
@@ -171,7 +172,7 @@ fn plan(report: &NodeReport, me: &inventory::Node, peers: &[&inventory::Node]) -
                 kports_core::Proto::Tcp => Transport::Tcp,
                 kports_core::Proto::Udp => Transport::Udp,
             };
-            let addresses = if cni_ports.contains(&(need.proto, need.port)) {
+            let addresses = if one_address.contains(&(need.proto, need.port)) {
                 vec![p.address]
             } else {
                 p.addresses()
@@ -237,7 +238,7 @@ fn table(out: &mut Out<impl Write>, d: &NodeDoc) -> std::io::Result<()> {
                     let v: Vec<String> = p
                         .firewall
                         .iter()
-                        .map(|v| format!("{} from {}", v.verdict.as_str(), v.from))
+                        .map(|v| format!("{} from {}", v.verdict.verb(), v.from))
                         .collect();
                     write!(b, "{}", v.join("; "))
                 }

@@ -1,8 +1,9 @@
 //! `kports cluster` and `kports report`: the bad-input paths and a cluster on loopback (no lab),
 //! and the matrix of a real `kports lab` (root): a clean lab has no failing cell, and each fault
 //! (a drop, each kind of reject, a stopped component, a component bound to loopback, a node
-//! whose link is down) shows exactly the right cells with the right status and cause. One lab
-//! serves every fault, mended between them; only lab addresses are ever probed.
+//! whose link is down) shows exactly the right cells with the right status and cause, and etcd
+//! members on workers reach each other on 2380 until one drops it. One lab serves every fault
+//! of a test, mended between them; only lab addresses are ever probed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -219,14 +220,16 @@ struct Lab {
 }
 
 impl Lab {
-    fn up() -> Lab {
+    fn up(args: &[&str]) -> Lab {
         let turn = lab_turn();
         assert!(
             !Path::new(RUN_DIR).exists(),
             "a kports lab is already up on this machine; run `kports lab down` first"
         );
         let lab = Lab { _turn: turn };
-        let out = kports(&["lab", "up"]);
+        let mut a = vec!["lab", "up"];
+        a.extend_from_slice(args);
+        let out = kports(&a);
         assert!(out.status.success(), "kports lab up: {}", text(&out));
         lab
     }
@@ -354,7 +357,7 @@ const REJECTS: &str = "table inet kp11cluster {
 
 #[test]
 fn the_lab_matrix_is_clean_and_each_fault_shows_exactly_its_cells_and_cause() {
-    let lab = Lab::up();
+    let lab = Lab::up(&[]);
     // Every node's ICMP errors answer every probe (the kernel limits them per destination).
     for n in ["cp1", "w1", "w2"] {
         for knob in ["ipv4/icmp_ratelimit", "ipv6/icmp/ratelimit"] {
@@ -553,4 +556,48 @@ fn the_lab_matrix_is_clean_and_each_fault_shows_exactly_its_cells_and_cause() {
             "{n}"
         );
     }
+}
+
+/// etcd members on workers (`--etcd-workers 2`): every member reaches every other on 2380, and
+/// a drop on one member shows exactly the two cells of the other members' probes of it.
+#[test]
+fn etcd_members_reach_each_other_and_a_drop_between_them_is_named() {
+    let lab = Lab::up(&["--etcd-workers", "2"]);
+    let (_, clean) = settles_to(&[]);
+    let peer: BTreeSet<(String, String)> = clean["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["port"] == 2380)
+        .map(|c| {
+            assert_eq!(c["status"], "open", "{c}");
+            (
+                c["source"].as_str().unwrap().to_string(),
+                c["target"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let members = ["cp1", "w1", "w2"];
+    let every_pair: BTreeSet<(String, String)> = members
+        .iter()
+        .flat_map(|a| members.iter().map(move |b| (a.to_string(), b.to_string())))
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(peer, every_pair);
+    lab.fault("w1", &["drop", "tcp/2380"]);
+    let expected = [
+        cell("cp1", "w1", 4, "tcp/2380", "filtered"),
+        cell("w2", "w1", 4, "tcp/2380", "filtered"),
+    ];
+    let (causes, _) = settles_to(&expected);
+    assert_cause(
+        &causes,
+        &expected[0],
+        "etcd on w1 listens on 192.0.2.21:2380; w1's firewall drops tcp/2380 from 192.0.2.11 (nft inet kports_lab_fault input",
+    );
+    assert_cause(
+        &causes,
+        &expected[1],
+        "w1's firewall drops tcp/2380 from 192.0.2.22",
+    );
 }
