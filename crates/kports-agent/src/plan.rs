@@ -76,13 +76,14 @@ pub fn planned(targets: &[Target], main_only: &[(Proto, u16)]) -> Vec<Planned> {
     out
 }
 
-/// The ports probed at a peer's first address only: the CNIs' (an overlay runs over one
-/// address family).
+/// The ports probed at a peer's first (main) address only: the CNIs' (an overlay runs over
+/// one address family) and those a component binds to one of the node's addresses (etcd's, on
+/// the address it advertises).
 pub fn main_address_only(catalog: &kports_core::catalog::Catalog) -> Vec<(Proto, u16)> {
     catalog
         .entries
         .iter()
-        .filter(|e| e.cni.is_some())
+        .filter(|e| e.cni.is_some() || e.bind == kports_core::catalog::BindScope::Node)
         .filter_map(|e| Some((e.protocol.proto()?, e.port.first)))
         .collect()
 }
@@ -178,6 +179,7 @@ mod tests {
             && p.component.as_deref() == Some("flannel")));
         let main_only = main_address_only(&Catalog::builtin().unwrap());
         assert!(main_only.contains(&(Proto::Udp, 8472)));
+        assert!(main_only.contains(&(Proto::Tcp, 2380)));
         assert!(!main_only.iter().any(|(_, p)| *p == 10250));
         let worker: BTreeSet<Role> = [Role::Worker].into_iter().collect();
         assert_eq!(udp_ports_of(&needs, &worker), [8472]);

@@ -24,7 +24,7 @@ const TOKEN: &str = "lab-agent-t0ken";
 const PORT: u16 = 9640;
 /// The lab's nodes (its default plan: one control plane, two workers).
 const NODES: [(&str, &str, &str, &str); 3] = [
-    ("cp1", "192.0.2.11", "2001:db8::11", "control-plane"),
+    ("cp1", "192.0.2.11", "2001:db8::11", "control-plane, etcd"),
     ("w1", "192.0.2.21", "2001:db8::21", "worker"),
     ("w2", "192.0.2.22", "2001:db8::22", "worker"),
 ];
