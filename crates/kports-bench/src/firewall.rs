@@ -174,7 +174,7 @@ pub fn check_argv(kports: &Path, catalog: &Path) -> Argv {
 /// What `kports firewall check -o json` said about tcp/9: the verdict and the deciding chain.
 pub fn verdict_for_9(json: &[u8]) -> Result<(String, String)> {
     let doc: serde_json::Value = serde_json::from_slice(json).context("kports output")?;
-    let rows = doc["items"]["rows"]
+    let rows = doc["items"]
         .as_array()
         .context("no rows in kports output")?;
     let row = rows

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// The `kind` of the document.
 pub const KIND: &str = "report";
 
-/// One node's report: the `items` of a `kports report` document.
+/// One node's report: the one item of a `kports report` document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeDoc {
     /// The node's name in the cluster: the inventory's (`--self`), else its host name.
@@ -144,7 +144,8 @@ pub struct Peer {
 pub struct ReportFile {
     pub schema: u32,
     pub kind: String,
-    pub items: NodeDoc,
+    /// The node's report, alone (`items` is an array in every document).
+    pub items: Vec<NodeDoc>,
 }
 
 /// A document kports refuses to join.
@@ -173,7 +174,14 @@ pub fn parse(text: &str) -> Result<NodeDoc, ReadError> {
     if f.schema != SCHEMA_VERSION {
         return Err(ReadError::Schema { found: f.schema });
     }
-    Ok(f.items)
+    let n = f.items.len();
+    let mut items = f.items.into_iter();
+    match (items.next(), n) {
+        (Some(doc), 1) => Ok(doc),
+        _ => Err(ReadError::Json(format!(
+            "{n} items, where a node's report has one"
+        ))),
+    }
 }
 
 /// `nft inet filter input #3 (handle 7): tcp dport 10250 drop`.
@@ -440,7 +448,7 @@ mod tests {
         assert!(matches!(parse("[1,2]"), Err(ReadError::Json(_))));
         let other = SCHEMA_VERSION + 1;
         let doc = format!(
-            r#"{{"schema":{other},"kind":"report","items":{{"name":"w1","hostname":"w1","roles":[],"cni":[],"interfaces":[],"ports":[],"findings":[],"firewall_read":true,"probes":null,"routes":[]}}}}"#
+            r#"{{"schema":{other},"kind":"report","items":[{{"name":"w1","hostname":"w1","roles":[],"cni":[],"interfaces":[],"ports":[],"findings":[],"firewall_read":true,"probes":null,"routes":[]}}]}}"#
         );
         assert_eq!(parse(&doc), Err(ReadError::Schema { found: other }));
         let same = doc.replace(

@@ -229,6 +229,76 @@ fn set_by(settings: &[Setting]) -> String {
     }
 }
 
+/// Where kubeadm keeps a component's settings: its static pod's manifest, the kubelet's
+/// config file, kube-proxy's ConfigMap; none for a component kubeadm does not set up.
+fn config_of(component: &str) -> Option<&'static str> {
+    Some(match component {
+        "kube-apiserver" => "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        "kube-controller-manager" => "/etc/kubernetes/manifests/kube-controller-manager.yaml",
+        "kube-scheduler" => "/etc/kubernetes/manifests/kube-scheduler.yaml",
+        "etcd" => "/etc/kubernetes/manifests/etcd.yaml",
+        "kubelet" => "/var/lib/kubelet/config.yaml",
+        "kube-proxy" => {
+            "the kube-proxy ConfigMap (kubectl -n kube-system edit configmap kube-proxy)"
+        }
+        _ => return None,
+    })
+}
+
+/// How to start a component that does not listen.
+fn start_fix(component: &str) -> String {
+    match component {
+        "kubelet" | "containerd" | "crio" | "docker" => format!("systemctl start {component}"),
+        c => match config_of(c) {
+            Some(m) if m.starts_with("/etc/kubernetes/manifests/") => format!(
+                "the kubelet runs {c} from {m}: `crictl ps -a --name {c}` and `crictl logs` show why it is not running"
+            ),
+            _ => format!(
+                "start {c} (`kubectl -n kube-system get pods -o wide` shows its pod on this node)"
+            ),
+        },
+    }
+}
+
+/// How to free a port held by `sockets`' processes.
+fn stop_fix(sockets: &[&Socket], what: &str) -> String {
+    let mut pids: Vec<u32> = sockets
+        .iter()
+        .flat_map(|s| s.processes.iter().map(|p| p.pid))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    if pids.is_empty() {
+        return format!("stop what holds {what} (the kernel or a process kports cannot see)");
+    }
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    format!(
+        "stop {} (`kill {}`, or `systemctl stop` its unit), or move it off {what}",
+        who(sockets),
+        pids.join(" ")
+    )
+}
+
+/// How to change where a component binds: the flag that set it, and the file it is in.
+fn bind_fix(r: &Resolved, flags: &[Setting], to: &str) -> String {
+    let e = &r.entry;
+    let flag = flags
+        .first()
+        .and_then(|s| s.value.split_once('=').map(|(f, _)| f.to_string()))
+        .or_else(|| e.flags.address.clone())
+        .or_else(|| e.flags.endpoint.clone())
+        .or_else(|| e.flags.urls.clone());
+    let whose = e.flags.of.as_deref().unwrap_or(&e.component);
+    let place = config_of(whose).map_or_else(|| format!("{whose}'s settings"), str::to_string);
+    match flag {
+        Some(f) => format!("set {f} to {to} in {place}, then restart {whose}"),
+        None => format!(
+            "bind {} to {to} in {place}, then restart {whose}",
+            e.component
+        ),
+    }
+}
+
 /// Where a finding is: the entry (if any), the protocol and the port.
 struct At {
     entry: Option<Key>,
@@ -263,7 +333,7 @@ impl Checker {
         at: At,
         sockets: &[&Socket],
         flags: Vec<Setting>,
-    ) {
+    ) -> &mut Finding {
         for s in sockets {
             self.reported.insert(*s as *const Socket);
         }
@@ -280,8 +350,11 @@ impl Checker {
                 ..Evidence::default()
             },
             command: ss_command(at.protocol, at.port),
-            fix: None,
+            fix: id.fix().to_string(),
         });
+        // Just pushed.
+        let last = self.findings.len() - 1;
+        &mut self.findings[last]
     }
 }
 
@@ -473,6 +546,7 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     who(&others),
                     e.component
                 );
+                let fix = stop_fix(&others, &e.label_at(port));
                 ck.add(
                     FindingId::PortConflict,
                     severity,
@@ -480,7 +554,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     At::entry(r, r.port),
                     &others,
                     Vec::new(),
-                );
+                )
+                .fix = fix;
             } else if expected.is_empty() && !unknown && e.expect == Expect::Listening {
                 let message = format!(
                     "nothing listens on {}, where {} should serve: {}",
@@ -495,7 +570,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     At::entry(r, r.port),
                     &[],
                     r.settings.clone(),
-                );
+                )
+                .fix = start_fix(&e.component);
             }
             if !expected.is_empty() {
                 check_scope(ck, r, port, &expected);
@@ -538,6 +614,16 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     e.purpose
                 ),
             };
+            let fix = match id {
+                FindingId::LegacyInsecurePort => match (&e.flags.port, config_of(&e.component)) {
+                    (Some(flag), Some(place)) => {
+                        format!("set {flag}=0 in {place}, or upgrade {}", e.component)
+                    }
+                    _ => id.fix().to_string(),
+                },
+                FindingId::ReadonlyPortOpen => id.fix().to_string(),
+                _ => stop_fix(&hits, &label),
+            };
             ck.add(
                 id,
                 e.severity,
@@ -545,7 +631,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                 At::entry(r, PortRange::single(port)),
                 &hits,
                 r.settings.clone(),
-            );
+            )
+            .fix = fix;
         }
         Expect::Reserved => {
             let mut by_port: BTreeMap<u16, Vec<&Socket>> = BTreeMap::new();
@@ -566,6 +653,7 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                         format!("range {} (from the API server's flags)", r.port)
                     },
                 );
+                let fix = stop_fix(&socks, &e.label_at(port));
                 ck.add(
                     FindingId::PortConflict,
                     Severity::Warning,
@@ -573,7 +661,8 @@ fn evaluate(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                     At::entry(r, PortRange::single(port)),
                     &socks,
                     r.settings.clone(),
-                );
+                )
+                .fix = fix;
             }
         }
         Expect::None => {}
@@ -599,6 +688,7 @@ fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) 
             set_by(&flags),
             peers(e)
         );
+        let fix = bind_fix(r, &flags, "the node's address");
         ck.add(
             FindingId::BoundLoopbackOnly,
             severity,
@@ -606,7 +696,8 @@ fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) 
             At::entry(r, PortRange::single(port)),
             expected,
             flags,
-        );
+        )
+        .fix = fix;
     } else if actual > e.bind {
         let needs = if e.needed_scope() == BindScope::Loopback {
             "only this node needs it".to_string()
@@ -621,6 +712,12 @@ fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) 
             set_by(&flags),
             e.bind.describe()
         );
+        let to = match e.bind {
+            BindScope::Loopback => "127.0.0.1",
+            BindScope::Node => "the node's address",
+            BindScope::Any => "0.0.0.0",
+        };
+        let fix = bind_fix(r, &flags, to);
         ck.add(
             FindingId::BoundTooWide,
             e.too_wide,
@@ -628,7 +725,8 @@ fn check_scope(ck: &mut Checker, r: &Resolved, port: u16, expected: &[&Socket]) 
             At::entry(r, PortRange::single(port)),
             expected,
             flags,
-        );
+        )
+        .fix = fix;
     }
 }
 
@@ -669,6 +767,7 @@ fn pre_install(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
                 ),
             )
         };
+        let fix = stop_fix(&socks, &e.label_at(port));
         ck.add(
             FindingId::PortInUse,
             severity,
@@ -676,7 +775,8 @@ fn pre_install(ck: &mut Checker, r: &Resolved, on_port: &[&Socket]) {
             At::entry(r, PortRange::single(port)),
             &socks,
             r.settings.clone(),
-        );
+        )
+        .fix = fix;
     }
 }
 
@@ -717,6 +817,13 @@ fn secrets_on_command_lines(ck: &mut Checker, listeners: &[&Socket]) {
                     value: v.clone(),
                 })
                 .collect();
+            let place = config_of(&p.name)
+                .map_or_else(|| format!("{}'s unit or manifest", p.name), str::to_string);
+            let fix = format!(
+                "replace {} in {place} with the flag's file form (a token or password file), then restart {}",
+                p.secrets.join(", "),
+                p.name
+            );
             ck.add(
                 FindingId::SecretOnCommandLine,
                 Severity::Warning,
@@ -724,7 +831,8 @@ fn secrets_on_command_lines(ck: &mut Checker, listeners: &[&Socket]) {
                 at,
                 &[*s],
                 flags,
-            );
+            )
+            .fix = fix;
             if let Some(f) = ck.findings.last_mut() {
                 f.command = format!("ps -o args= -p {}", p.pid);
             }
@@ -813,6 +921,11 @@ fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved]) {
             }
         };
         let pid = pids.first().copied();
+        let fix = format!(
+            "none if {} is expected here (a --catalog file can name it); otherwise {}",
+            who(&socks),
+            stop_fix(&socks, "the port")
+        );
         ck.add(
             FindingId::UnexplainedListener,
             Severity::Info,
@@ -820,7 +933,8 @@ fn unexplained(ck: &mut Checker, listeners: &[&Socket], resolved: &[Resolved]) {
             at,
             &socks,
             Vec::new(),
-        );
+        )
+        .fix = fix;
         if ports.len() > 1 {
             // One command for all of a process's ports.
             if let (Some(f), Some(pid)) = (ck.findings.last_mut(), pid) {
@@ -911,6 +1025,44 @@ mod tests {
                 .iter()
                 .all(|f| f.id != FindingId::SecretOnCommandLine)
         );
+    }
+
+    #[test]
+    fn findings_say_what_fixes_them() {
+        let fix_of = |r: &Report, id: FindingId| -> String {
+            r.findings
+                .iter()
+                .find(|f| f.id == id)
+                .map(|f| f.fix.clone())
+                .unwrap_or_else(|| panic!("no {id}: {:#?}", r.findings))
+        };
+        // The kubelet stopped: start it.
+        let mut s = worker();
+        s.retain(|x| x.component != Some("kubelet"));
+        let r = run(&s, Role::Worker.into(), false);
+        assert_eq!(
+            fix_of(&r, FindingId::PortNotListening),
+            "systemctl start kubelet"
+        );
+        // The scheduler on every address: its flag, in its manifest.
+        let mut s = control_plane();
+        s[6] = tcp("0.0.0.0", 10259, "kube-scheduler", 400);
+        let r = run(&s, Role::ControlPlane.into(), false);
+        assert_eq!(
+            fix_of(&r, FindingId::BoundTooWide),
+            "set --bind-address to 127.0.0.1 in /etc/kubernetes/manifests/kube-scheduler.yaml, then restart kube-scheduler"
+        );
+        // Another process on the API server's port: stop it, by pid.
+        let mut s = control_plane();
+        s[0] = listener(Proto::Tcp, "0.0.0.0", 6443, "nc", 4242, None);
+        let r = run(&s, Role::ControlPlane.into(), false);
+        let f = fix_of(&r, FindingId::PortConflict);
+        assert!(f.starts_with("stop nc (pid 4242) (`kill 4242`"), "{f}");
+        // The read-only port.
+        let mut s = worker();
+        s.push(tcp("0.0.0.0", 10255, "kubelet", 500));
+        let r = run(&s, Role::Worker.into(), false);
+        assert!(fix_of(&r, FindingId::ReadonlyPortOpen).contains("readOnlyPort: 0"));
     }
 
     /// A control-plane node as kubeadm leaves it (one member, node address 192.0.2.11).

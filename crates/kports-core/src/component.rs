@@ -77,6 +77,62 @@ fn lookup(name: &str) -> Option<&'static str> {
     PLAIN.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
 }
 
+/// Components recognised by arguments rather than by program name (see [`recognise`]).
+const BY_ARGUMENTS: [&str; 3] = ["kubectl-proxy", "kubectl-port-forward", "calico-node"];
+
+/// The component of a UDP socket the kernel holds for a tunnel device of `kind`.
+pub fn kernel_tunnel(kind: &str) -> &'static str {
+    match kind {
+        "vxlan" => "vxlan (kernel)",
+        "geneve" => "geneve (kernel)",
+        _ => "tunnel (kernel)",
+    }
+}
+
+/// Every component name a socket can be given, sorted.
+pub fn names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = PLAIN
+        .iter()
+        .map(|(_, c)| *c)
+        .chain(BY_ARGUMENTS)
+        .chain(["vxlan", "geneve", "tunnel"].map(kernel_tunnel))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The component `name` stands for: a component's name, a program name kports recognises
+/// (`flanneld`), or a part of one component's name only (`apiserver`, `scheduler`), as
+/// `kports explain` takes them. An unknown or ambiguous name is an error that lists the
+/// candidates.
+pub fn canonical(name: &str) -> Result<&'static str, String> {
+    let want = name.trim().to_ascii_lowercase();
+    let all = names();
+    if let Some(c) = all.iter().find(|c| **c == want) {
+        return Ok(c);
+    }
+    if let Some(c) = lookup(&want) {
+        return Ok(c);
+    }
+    let parts: Vec<&str> = if want.len() >= 4 {
+        all.iter().copied().filter(|c| c.contains(&want)).collect()
+    } else {
+        Vec::new()
+    };
+    match parts.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "`{name}` is not a component kports recognises; one of: {}",
+            all.join(", ")
+        )),
+        many => Err(format!(
+            "`{name}` could be any of {}: name one",
+            many.join(", ")
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +146,27 @@ mod tests {
             cgroup: String::new(),
         };
         assert_eq!(recognise(&p), expected, "{comm} {exe} {argv:?}");
+    }
+
+    #[test]
+    fn component_names_and_their_aliases() {
+        assert_eq!(canonical("kube-apiserver"), Ok("kube-apiserver"));
+        assert_eq!(canonical("apiserver"), Ok("kube-apiserver"));
+        assert_eq!(canonical("Scheduler"), Ok("kube-scheduler"));
+        assert_eq!(canonical("flanneld"), Ok("flannel"));
+        assert_eq!(canonical("vxlan (kernel)"), Ok("vxlan (kernel)"));
+        let e = canonical("nosuch").unwrap_err();
+        assert!(e.contains("one of: ") && e.contains("kubelet"), "{e}");
+        let e = canonical("proxy").unwrap_err();
+        assert!(
+            e.contains("kube-proxy") && e.contains("kubectl-proxy"),
+            "{e}"
+        );
+        // Too short to stand for a part of a name.
+        assert!(canonical("etc").is_err());
+        for c in names() {
+            assert_eq!(canonical(c), Ok(c));
+        }
     }
 
     #[test]

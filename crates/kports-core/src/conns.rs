@@ -26,8 +26,12 @@ pub enum ConnDirection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConnRow {
     pub direction: ConnDirection,
-    /// The listener's address and port (`in`); none for `out`.
+    /// The listener's address and port (`in`); none for `out`, and none with `--by-port` where
+    /// the row adds up listeners on several addresses (`local_addresses` lists them).
     pub local_address: Option<IpAddr>,
+    /// With `--by-port`: every address the row's listeners are bound to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub local_addresses: Vec<IpAddr>,
     pub local_port: Option<u16>,
     /// The remote service's address and port (`out`); none for `in`.
     pub remote_address: Option<IpAddr>,
@@ -38,7 +42,8 @@ pub struct ConnRow {
     pub component: Option<&'static str>,
     pub established: u64,
     pub netns: Option<Arc<Netns>>,
-    /// With `--by-peer`: the `in` connections broken down by remote address, busiest first.
+    /// With `--by-peer`: the `in` connections broken down by remote address (an IPv4 peer of
+    /// an IPv6 listener as IPv4, not `::ffff:a.b.c.d`), busiest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<PeerEstablished>>,
 }
@@ -85,7 +90,9 @@ pub fn group(sockets: &[Socket], how: Grouping) -> Vec<ConnRow> {
         }
         // Every listener gets a row, idle ones included: "0 connections" is an answer.
         rows.entry(in_key(sockets, i, how))
-            .or_insert_with(|| Acc::new(i));
+            .or_insert_with(|| Acc::new(i))
+            .addrs
+            .insert(s.local_address);
     }
     for s in sockets {
         if s.proto != Proto::Tcp || s.state != SockState::Established {
@@ -116,7 +123,9 @@ pub fn group(sockets: &[Socket], how: Grouping) -> Vec<ConnRow> {
         };
         acc.count += 1;
         if how.by_peer && acc.direction == ConnDirection::In {
-            *acc.peers.entry(s.remote_address).or_default() += 1;
+            *acc.peers
+                .entry(s.remote_address.to_canonical())
+                .or_default() += 1;
         }
     }
 
@@ -166,6 +175,8 @@ struct Acc {
     out: Option<OutKey>,
     count: u64,
     peers: HashMap<IpAddr, u64>,
+    /// The addresses of the listeners the row adds up.
+    addrs: std::collections::BTreeSet<IpAddr>,
 }
 
 impl Acc {
@@ -176,6 +187,7 @@ impl Acc {
             out: None,
             count: 0,
             peers: HashMap::new(),
+            addrs: std::collections::BTreeSet::new(),
         }
     }
 
@@ -194,6 +206,7 @@ impl Acc {
             )),
             count: 0,
             peers: HashMap::new(),
+            addrs: std::collections::BTreeSet::new(),
         }
     }
 
@@ -218,6 +231,7 @@ impl Acc {
             Some((addr, port, pids, process, component, netns)) => ConnRow {
                 direction: ConnDirection::Out,
                 local_address: None,
+                local_addresses: Vec::new(),
                 local_port: None,
                 remote_address: Some(addr),
                 remote_port: Some(port),
@@ -233,17 +247,16 @@ impl Acc {
                 let (process, pids) = owner(l);
                 ConnRow {
                     direction: ConnDirection::In,
-                    local_address: Some(if how.by_port && l.local_address.is_unspecified() {
-                        l.local_address
-                    } else if how.by_port {
-                        // Several addresses merged: show the port only.
-                        match l.family {
-                            Family::Ipv4 => IpAddr::from([0u8; 4]),
-                            Family::Ipv6 => IpAddr::from([0u16; 8]),
-                        }
+                    local_address: if how.by_port && self.addrs.len() > 1 {
+                        None
                     } else {
-                        l.local_address
-                    }),
+                        Some(l.local_address)
+                    },
+                    local_addresses: if how.by_port {
+                        self.addrs.into_iter().collect()
+                    } else {
+                        Vec::new()
+                    },
                     local_port: Some(l.local_port),
                     remote_address: None,
                     remote_port: None,
@@ -368,7 +381,14 @@ mod tests {
             .map(|r| match r.direction {
                 ConnDirection::In => format!(
                     "in {}:{} {} {}",
-                    r.local_address.unwrap(),
+                    r.local_address.map_or_else(
+                        || {
+                            let v: Vec<String> =
+                                r.local_addresses.iter().map(IpAddr::to_string).collect();
+                            v.join(",")
+                        },
+                        |a| a.to_string()
+                    ),
                     r.local_port.unwrap(),
                     r.process.as_deref().unwrap_or("-"),
                     r.established
@@ -416,8 +436,17 @@ mod tests {
             },
         );
         let s = summary(&rows);
-        assert!(s.contains(&"in 0.0.0.0:2379 etcd 6".to_string()), "{s:?}");
-        assert!(s.contains(&"in 0.0.0.0:2380 etcd 1".to_string()), "{s:?}");
+        // Two addresses added up: both named, no wildcard claimed.
+        assert!(
+            s.contains(&"in 127.0.0.1,192.0.2.10:2379 etcd 6".to_string()),
+            "{s:?}"
+        );
+        assert!(
+            s.contains(&"in 192.0.2.10:2380 etcd 1".to_string()),
+            "{s:?}"
+        );
+        let r = rows.iter().find(|r| r.local_port == Some(2380)).unwrap();
+        assert_eq!(r.local_addresses, ["192.0.2.10".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]
@@ -436,6 +465,14 @@ mod tests {
             "192.0.2.12:50002",
             10,
             "etcd",
+        ));
+        // An IPv4 client of the IPv6 wildcard listener is named by its IPv4 address.
+        socks.push(sock(
+            SockState::Established,
+            "::ffff:192.0.2.10:6443",
+            "::ffff:192.0.2.11:50003",
+            20,
+            "kube-apiserver",
         ));
         let rows = group(
             &socks,
@@ -457,6 +494,16 @@ mod tests {
         );
         assert_eq!(peers[0].established, 2);
         assert_eq!(peers[1].established, 1);
+        let api = rows.iter().find(|r| r.local_port == Some(6443)).unwrap();
+        let peers: Vec<String> = api
+            .peers
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.remote_address.to_string())
+            .collect();
+        assert!(peers.contains(&"192.0.2.11".to_string()), "{peers:?}");
+        assert!(peers.iter().all(|p| !p.starts_with("::ffff:")), "{peers:?}");
     }
 
     #[test]

@@ -37,10 +37,7 @@ impl Subject {
             "udp" => Ok(Protocol::Udp),
             other => Err(format!("`{other}` is not tcp or udp")),
         };
-        let port = |p: &str| match p.parse::<u16>() {
-            Ok(0) | Err(_) => Err(format!("`{p}` is not a port number (1-65535)")),
-            Ok(n) => Ok(n),
-        };
+        let port = crate::catalog::parse_port;
         if let Some((a, b)) = s.split_once('/') {
             return if a.chars().all(|c| c.is_ascii_digit()) {
                 Ok(Subject::Port {

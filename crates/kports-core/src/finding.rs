@@ -123,6 +123,124 @@ impl FindingId {
         FindingId::SettingUnknown,
     ];
 
+    /// Every id, in the order of the enum.
+    pub const ALL: [FindingId; 35] = [
+        FindingId::PortNotListening,
+        FindingId::PortConflict,
+        FindingId::BoundLoopbackOnly,
+        FindingId::BoundTooWide,
+        FindingId::UnexplainedListener,
+        FindingId::PortInUse,
+        FindingId::SecretOnCommandLine,
+        FindingId::ReadonlyPortOpen,
+        FindingId::LegacyInsecurePort,
+        FindingId::ForbiddenPortOpen,
+        FindingId::FirewallBlocksRequiredPort,
+        FindingId::FirewallExposesPrivatePort,
+        FindingId::FirewallUnknown,
+        FindingId::HostnameInvalid,
+        FindingId::HostnameUnresolved,
+        FindingId::HostnameNotLocal,
+        FindingId::HostnameDuplicate,
+        FindingId::NoDefaultRoute,
+        FindingId::DefaultRouteNoIpv4,
+        FindingId::NoGlobalIpv6,
+        FindingId::IpForwardOff,
+        FindingId::Ipv6ForwardingOff,
+        FindingId::BrNetfilterMissing,
+        FindingId::BridgeNfCallOff,
+        FindingId::KubeProxyModuleMissing,
+        FindingId::RpFilterStrict,
+        FindingId::OverlayMtuTooLarge,
+        FindingId::PodMtuExceedsOverlay,
+        FindingId::ConntrackNearlyFull,
+        FindingId::ConntrackMaxLow,
+        FindingId::EphemeralOverlapsNodeport,
+        FindingId::EphemeralOverlapsPort,
+        FindingId::PathNoRoute,
+        FindingId::PathLinkDown,
+        FindingId::SettingUnknown,
+    ];
+
+    /// What resolves a finding of this kind, in general: the fix a finding carries when the
+    /// place that raises it has nothing more precise to say (a rule handle, a flag's file).
+    pub fn fix(self) -> &'static str {
+        match self {
+            FindingId::PortNotListening => {
+                "start the component (`systemctl start kubelet`; a static pod: `crictl ps -a` shows why it stopped)"
+            }
+            FindingId::PortConflict | FindingId::PortInUse => {
+                "stop the process that holds the port, or move it to another port"
+            }
+            FindingId::BoundLoopbackOnly => {
+                "set the component's bind address to the node's address and restart it"
+            }
+            FindingId::BoundTooWide => {
+                "set the component's bind address to what kubeadm uses and restart it"
+            }
+            FindingId::UnexplainedListener => {
+                "none if it is expected (add it to a --catalog file); otherwise stop the process"
+            }
+            FindingId::SecretOnCommandLine => {
+                "pass the secret in a file or the environment instead of on the command line"
+            }
+            FindingId::ReadonlyPortOpen => {
+                "set `readOnlyPort: 0` in /var/lib/kubelet/config.yaml, then `systemctl restart kubelet`"
+            }
+            FindingId::LegacyInsecurePort => {
+                "remove the insecure `--port` flag from the component's manifest (or set `--port=0`)"
+            }
+            FindingId::ForbiddenPortOpen => "stop the process that listens there",
+            FindingId::FirewallBlocksRequiredPort => {
+                "accept the port from the sources that need it before the rule that blocks it"
+            }
+            FindingId::FirewallExposesPrivatePort => {
+                "bind the component to 127.0.0.1, or drop the port from other hosts in the firewall"
+            }
+            FindingId::FirewallUnknown => "run kports as root so that it can read the ruleset",
+            FindingId::HostnameInvalid => "hostnamectl set-hostname NAME (lowercase RFC 1123)",
+            FindingId::HostnameUnresolved | FindingId::HostnameNotLocal => {
+                "add the node's address and name to /etc/hosts or DNS"
+            }
+            FindingId::HostnameDuplicate => {
+                "give each node its own name: hostnamectl set-hostname NAME"
+            }
+            FindingId::NoDefaultRoute => {
+                "add a default route (`ip route add default via GATEWAY`), or pass the address to kubeadm (--apiserver-advertise-address, --node-ip)"
+            }
+            FindingId::DefaultRouteNoIpv4 => {
+                "give the default route's interface an IPv4 address, or pass the address to kubeadm"
+            }
+            FindingId::NoGlobalIpv6 => "give the node a global IPv6 address",
+            FindingId::IpForwardOff => "sysctl -w net.ipv4.ip_forward=1",
+            FindingId::Ipv6ForwardingOff => "sysctl -w net.ipv6.conf.all.forwarding=1",
+            FindingId::BrNetfilterMissing => {
+                "modprobe br_netfilter (to keep it: /etc/modules-load.d/k8s.conf)"
+            }
+            FindingId::BridgeNfCallOff => {
+                "sysctl -w net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1"
+            }
+            FindingId::KubeProxyModuleMissing => {
+                "modprobe the module (to keep it: /etc/modules-load.d/k8s.conf)"
+            }
+            FindingId::RpFilterStrict => "sysctl -w net.ipv4.conf.all.rp_filter=2",
+            FindingId::OverlayMtuTooLarge | FindingId::PodMtuExceedsOverlay => {
+                "set the CNI's MTU to the underlay's MTU minus the encapsulation's overhead"
+            }
+            FindingId::ConntrackNearlyFull | FindingId::ConntrackMaxLow => {
+                "raise net.netfilter.nf_conntrack_max (sysctl -w)"
+            }
+            FindingId::EphemeralOverlapsNodeport | FindingId::EphemeralOverlapsPort => {
+                "reserve the ports: sysctl -w net.ipv4.ip_local_reserved_ports=PORTS"
+            }
+            FindingId::PathNoRoute => "add a route to the peer (`ip route add PEER via GATEWAY`)",
+            FindingId::PathLinkDown => {
+                "bring the link up (`ip link set DEV up`) and check its cable or peer"
+            }
+            FindingId::SettingUnknown => "run kports as root so that it can read the setting",
+        }
+    }
+
     /// Whether this is one of the node's prerequisites ([`FindingId::PREREQ`]).
     pub fn is_prereq(self) -> bool {
         FindingId::PREREQ.contains(&self)
@@ -194,9 +312,9 @@ pub struct Finding {
     pub evidence: Evidence,
     /// The command that shows it: `ss -tlnp 'sport = :10250'`.
     pub command: String,
-    /// The command that fixes it, when there is one to give (`sysctl -w net.ipv4.ip_forward=1`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
+    /// The command or change that resolves it (`sysctl -w net.ipv4.ip_forward=1`, `nft delete
+    /// rule ip filter INPUT handle 7`); every finding has one ([`FindingId::fix`] at least).
+    pub fix: String,
 }
 
 impl Finding {
@@ -347,5 +465,20 @@ mod tests {
         assert_eq!(names[17], "ephemeral-overlaps-nodeport");
         assert!(FindingId::SettingUnknown.is_prereq());
         assert!(!FindingId::PortConflict.is_prereq());
+    }
+
+    #[test]
+    fn every_kind_has_a_fix() {
+        // ALL holds each id once; `as_str`'s exhaustive match would not list a new id here.
+        let mut names: Vec<&str> = FindingId::ALL.iter().map(|id| id.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FindingId::ALL.len());
+        for p in FindingId::PREREQ.iter().chain(&FindingId::ABSENT) {
+            assert!(FindingId::ALL.contains(p), "{p}");
+        }
+        for id in FindingId::ALL {
+            assert!(!id.fix().trim().is_empty(), "{id} has no fix");
+        }
     }
 }

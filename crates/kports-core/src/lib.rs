@@ -27,4 +27,4 @@ pub mod settings;
 pub use model::*;
 
 /// Version of the JSON document every command prints with `-o json`.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;

@@ -32,6 +32,15 @@ pub fn process_name(p: &ProcessInfo) -> String {
     p.comm.clone()
 }
 
+/// Whether `wanted` names the process called `name` (its full name): the full name, or the
+/// kernel's `comm` for it (the first 15 bytes, as `ss` and `ps` show `kube-controlle`).
+pub fn names_process(wanted: &str, name: &str) -> bool {
+    wanted == name
+        || (wanted.len() == COMM_MAX
+            && name.len() > COMM_MAX
+            && name.as_bytes().starts_with(wanted.as_bytes()))
+}
+
 /// The last path component of `path`.
 pub fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
@@ -40,6 +49,22 @@ pub fn basename(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_is_named_by_its_full_name_or_its_comm() {
+        assert!(names_process(
+            "kube-controller-manager",
+            "kube-controller-manager"
+        ));
+        assert!(names_process("kube-controller", "kube-controller-manager"));
+        // A prefix shorter than comm is not comm.
+        assert!(!names_process("kube-control", "kube-controller-manager"));
+        assert!(!names_process(
+            "kube-controller",
+            "kube-controller"[..14].as_ref()
+        ));
+        assert!(!names_process("etcd", "etcdctl"));
+    }
 
     fn info(comm: &str, exe: Option<&str>, argv: &[&str]) -> ProcessInfo {
         ProcessInfo {

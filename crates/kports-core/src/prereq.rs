@@ -199,7 +199,7 @@ fn finding(
             ..Evidence::default()
         },
         command,
-        fix,
+        fix: fix.unwrap_or_else(|| id.fix().to_string()),
     }
 }
 
@@ -1292,12 +1292,7 @@ mod tests {
         );
         assert_eq!(f.evidence.settings[0].value, "0");
         assert_eq!(f.command, "sysctl net.ipv4.ip_forward");
-        assert!(
-            f.fix
-                .as_deref()
-                .unwrap()
-                .starts_with("sysctl -w net.ipv4.ip_forward=1")
-        );
+        assert!(f.fix.starts_with("sysctl -w net.ipv4.ip_forward=1"));
         assert_eq!((f.protocol, f.port), (None, None));
 
         let mut s = good();
@@ -1386,7 +1381,7 @@ mod tests {
             f[0].message
         );
         assert_eq!(
-            f[0].fix.as_deref().unwrap().split(" (").next(),
+            f[0].fix.split(" (").next(),
             Some("modprobe -a ip_vs_wrr ip_vs_sh")
         );
         // Mode in the config file: modules not judged.
@@ -1416,8 +1411,6 @@ mod tests {
         assert!(f.message.contains("cali1234 (calico)"), "{}", f.message);
         assert!(
             f.fix
-                .as_deref()
-                .unwrap()
                 .starts_with("sysctl -w net.ipv4.conf.cali1234.rp_filter=2")
         );
         // `all` strict makes every device strict: the kernel takes the larger value.
@@ -1425,12 +1418,7 @@ mod tests {
         s2.rp_filter[3].value = Known::Known(0);
         s2.rp_filter[0].value = Known::Known(1);
         let f = only(&s2, &["calico", "flannel"]);
-        assert!(
-            f.fix
-                .as_deref()
-                .unwrap()
-                .starts_with("sysctl -w net.ipv4.conf.all.rp_filter=2")
-        );
+        assert!(f.fix.starts_with("sysctl -w net.ipv4.conf.all.rp_filter=2"));
     }
 
     #[test]
@@ -1450,12 +1438,7 @@ mod tests {
             "{}",
             f.message
         );
-        assert!(
-            f.fix
-                .as_deref()
-                .unwrap()
-                .starts_with("ip link set flannel.1 mtu 1450")
-        );
+        assert!(f.fix.starts_with("ip link set flannel.1 mtu 1450"));
         // Over IPv6, 70 bytes.
         let mut s = good();
         if let Known::Known(l) = &mut s.links {
@@ -1557,15 +1540,15 @@ mod tests {
         }]);
         let f = only(&s, &["flannel"]);
         assert_eq!(f.id, FindingId::HostnameInvalid);
-        assert_eq!(f.fix.as_deref(), Some("hostnamectl set-hostname NAME"));
+        assert_eq!(f.fix, "hostnamectl set-hostname NAME");
         s.hostname = Known::Known("Worker1".into());
         s.hosts = Known::Known(vec![HostsEntry {
             address: "192.0.2.21".parse().unwrap(),
             names: vec!["Worker1".into()],
         }]);
         assert_eq!(
-            only(&s, &["flannel"]).fix.as_deref(),
-            Some("hostnamectl set-hostname worker1")
+            only(&s, &["flannel"]).fix,
+            "hostnamectl set-hostname worker1"
         );
         assert!(
             valid_node_name("w1.example-2.org")
@@ -1578,7 +1561,7 @@ mod tests {
         s.resolved = Some(Known::Known(vec![]));
         let f = only(&s, &["flannel"]);
         assert_eq!(f.id, FindingId::HostnameUnresolved);
-        assert_eq!(f.fix.as_deref(), Some("echo '192.0.2.21 w1' >> /etc/hosts"));
+        assert_eq!(f.fix, "echo '192.0.2.21 w1' >> /etc/hosts");
         s.resolved = Some(Known::Known(vec!["127.0.1.1".parse().unwrap()]));
         assert!(run_with(&s, &[kube_proxy("")], &["flannel"], Role::Worker).is_empty());
         s.resolved = Some(Known::Known(vec!["192.0.2.99".parse().unwrap()]));

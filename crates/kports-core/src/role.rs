@@ -103,13 +103,25 @@ const CNI_DEVICES: &[(&str, &str)] = &[
 ];
 
 /// Components seen in the census with one pid each: (component, pid, what shows it), from a
-/// listener when the component has one, else from a connection it made.
+/// listener when the component has one (its lowest port reachable from outside, else its
+/// lowest port on loopback), else from a connection it made
+/// (the lowest remote address and port): the same node state gives the same evidence,
+/// whatever order the kernel listed the sockets in.
 fn components(sockets: &[Socket]) -> Vec<(&'static str, u32, String)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    let listening = sockets.iter().filter(|s| s.is_listener());
-    let others = sockets.iter().filter(|s| !s.is_listener());
-    for s in listening.chain(others) {
+    let mut listening: Vec<&Socket> = sockets.iter().filter(|s| s.is_listener()).collect();
+    listening.sort_by_key(|s| {
+        (
+            s.local_address.is_loopback(),
+            s.proto,
+            s.local_port,
+            s.local_address,
+        )
+    });
+    let mut others: Vec<&Socket> = sockets.iter().filter(|s| !s.is_listener()).collect();
+    others.sort_by_key(|s| (s.remote_address, s.remote_port));
+    for s in listening.into_iter().chain(others) {
         let Some(c) = s.component else { continue };
         let pid = s.processes.first().map_or(0, |p| p.pid);
         if seen.insert(c) {
@@ -314,6 +326,28 @@ pub(crate) mod tests {
 
     fn roles(list: &[Role]) -> Roles {
         list.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_same_node_gives_the_same_evidence_in_any_socket_order() {
+        let lo = |port, c, pid| listener(Proto::Tcp, "127.0.0.1", port, c, pid, Some(c));
+        let a = [
+            lo(10248, "kubelet", 1),
+            tcp(10250, "kubelet", 1),
+            tcp(10256, "kube-proxy", 2),
+            lo(10249, "kube-proxy", 2),
+            tcp(10257, "kube-proxy", 2),
+        ];
+        let mut b = a.clone();
+        b.reverse();
+        assert_eq!(detect_roles(&a).evidence, detect_roles(&b).evidence);
+        assert_eq!(
+            detect_roles(&b).evidence,
+            [
+                "kubelet (pid 1) holds tcp/10250",
+                "kube-proxy (pid 2) holds tcp/10256"
+            ]
+        );
     }
 
     #[test]

@@ -77,6 +77,57 @@ pub fn rule_command(by: &RuleRef) -> String {
     }
 }
 
+/// The command that lets `port` through where rule `by` blocks it: delete the rule when it is
+/// one (its handle or position names it), else accept the port before the chain's policy.
+pub fn unblock_command(by: &RuleRef, proto: Protocol, port: PortRange) -> String {
+    let (family, table) = by.table.split_once(' ').unwrap_or(("", by.table.as_str()));
+    let p = proto.as_str();
+    match by.backend {
+        Backend::Nft => {
+            let dport = if port.is_single() {
+                port.first.to_string()
+            } else {
+                format!("{}-{}", port.first, port.last)
+            };
+            match by.handle {
+                Some(h) => format!(
+                    "nft delete rule {} {} handle {h} (or insert `{p} dport {dport} accept` before it: nft insert rule {} {} position {h} {p} dport {dport} accept)",
+                    by.table, by.chain, by.table, by.chain
+                ),
+                None => format!(
+                    "nft insert rule {} {} {p} dport {dport} accept",
+                    by.table, by.chain
+                ),
+            }
+        }
+        Backend::IptablesNft | Backend::IptablesLegacy => {
+            let tool = if family == "ip6" {
+                "ip6tables"
+            } else {
+                "iptables"
+            };
+            let variant = if by.backend == Backend::IptablesNft {
+                "nft"
+            } else {
+                "legacy"
+            };
+            let dport = if port.is_single() {
+                port.first.to_string()
+            } else {
+                format!("{}:{}", port.first, port.last)
+            };
+            let accept = format!("-p {p} --dport {dport} -j ACCEPT");
+            match by.position {
+                Some(pos) => format!(
+                    "{tool}-{variant} -t {table} -D {} {pos} (or insert an accept before it: {tool}-{variant} -t {table} -I {} {pos} {accept})",
+                    by.chain, by.chain
+                ),
+                None => format!("{tool}-{variant} -t {table} -I {} {accept}", by.chain),
+            }
+        }
+    }
+}
+
 /// The command that reads the ruleset source named `source` (as in [`Ruleset::unread`]).
 fn read_command(source: &str) -> String {
     if source == "nft" {
@@ -197,7 +248,7 @@ pub fn findings(input: &Input<'_>) -> Outcome {
             port: Some(port),
             evidence: Evidence::default(),
             command: read_command(&input.ruleset.unread[0].source),
-            fix: None,
+            fix: FindingId::FirewallUnknown.fix().to_string(),
         });
     }
     sort_findings(&mut out.findings);
@@ -244,7 +295,8 @@ fn blocked(
     };
     let more = match hits.len() - 1 {
         0 => String::new(),
-        n => format!(" (and {n} more source or port stretches)"),
+        1 => " (and 1 more source or stretch of ports)".to_string(),
+        n => format!(" (and {n} more sources or stretches of ports)"),
     };
     let message = format!(
         "the firewall {what} {}/{port} from {} ({}), but {} must reach {} there ({}): {by}{more}",
@@ -273,7 +325,7 @@ fn blocked(
             ..Evidence::default()
         },
         command: rule_command(by),
-        fix: None,
+        fix: unblock_command(by, e.protocol, port),
     });
 }
 
@@ -343,7 +395,12 @@ fn exposed(
                 ..Evidence::default()
             },
             command: ss_command(e.protocol, PortRange::single(port)),
-            fix: None,
+            fix: format!(
+                "bind {} to {} (kubeadm's default), or drop {}/{port} from other hosts in the firewall",
+                e.component,
+                if first.local_address.is_ipv6() { "::1" } else { "127.0.0.1" },
+                e.protocol.as_str()
+            ),
         });
         return;
     }
@@ -580,6 +637,10 @@ pub(crate) mod tests {
             f.command,
             "iptables-nft -t filter -L INPUT -n -v --line-numbers"
         );
+        assert_eq!(
+            f.fix,
+            "iptables-nft -t filter -D INPUT 2 (or insert an accept before it: iptables-nft -t filter -I INPUT 2 -p tcp --dport 10250 -j ACCEPT)"
+        );
         assert_eq!(f.evidence.firewall.len(), 1);
         assert_eq!(f.evidence.firewall[0].verdict, "drop");
         assert_eq!(f.evidence.sockets[0].local_port, 10250);
@@ -602,6 +663,35 @@ pub(crate) mod tests {
         assert_eq!(
             out.findings[0].message,
             "the firewall rejects (icmp port-unreachable) udp/30000-31000 from 203.0.113.1 (any other host), but clients must reach kube-proxy there (NodePort Services over UDP (default range)): iptables-nft ip filter INPUT #2: -A INPUT -p udp -m udp --dport 30000:31000 -j REJECT --reject-with icmp-port-unreachable"
+        );
+    }
+
+    #[test]
+    fn an_nft_rule_is_deleted_by_handle_and_a_policy_gets_an_accept_before_it() {
+        let mut by = RuleRef {
+            backend: Backend::Nft,
+            table: "inet filter".into(),
+            chain: "input".into(),
+            position: Some(3),
+            handle: Some(7),
+            text: "tcp dport 6443 drop".into(),
+        };
+        assert_eq!(
+            unblock_command(&by, Protocol::Tcp, PortRange::single(6443)),
+            "nft delete rule inet filter input handle 7 (or insert `tcp dport 6443 accept` before it: nft insert rule inet filter input position 7 tcp dport 6443 accept)"
+        );
+        by.position = None;
+        by.handle = None;
+        assert_eq!(
+            unblock_command(
+                &by,
+                Protocol::Udp,
+                PortRange {
+                    first: 30000,
+                    last: 32767
+                }
+            ),
+            "nft insert rule inet filter input udp dport 30000-32767 accept"
         );
     }
 
@@ -640,6 +730,12 @@ pub(crate) mod tests {
         );
         assert_eq!(f.evidence.flags[0].value, "--bind-address=0.0.0.0");
         assert_eq!(f.command, "ss -tlnp 'sport = :10257'");
+        assert!(
+            f.fix
+                .starts_with("bind kube-controller-manager to 127.0.0.1"),
+            "{}",
+            f.fix
+        );
         // The same bind behind a firewall that drops it: nothing exposed.
         let rs = dropping("-p tcp -m tcp --dport 10257 -j DROP");
         let (out, _) = run(&control_plane("0.0.0.0"), CP, Role::ControlPlane, &rs, &[]);
@@ -679,6 +775,7 @@ pub(crate) mod tests {
             "the firewall could not be read (nft: `nft` is not installed (install nftables)): whether tcp/6443 and the other 10 required ports are open to those who need them is unknown; nothing is assumed open"
         );
         assert_eq!(out.findings[0].command, "nft list ruleset");
+        assert_eq!(out.findings[0].fix, FindingId::FirewallUnknown.fix());
         // A drop read from another source is still final.
         let mut rs = dropping("-p tcp -m tcp --dport 10250 -j DROP");
         rs.unread.push(Unread {

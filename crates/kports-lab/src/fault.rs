@@ -47,22 +47,8 @@ impl FromStr for PortSpec {
                 ));
             }
         };
-        let port = |p: &str| -> Result<u16, String> {
-            match p.trim().parse::<u16>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!("`{p}` is not a port number (1 to 65535)")),
-            }
-        };
-        let (first, last) = match ports.split_once('-') {
-            Some((a, b)) => (port(a)?, port(b)?),
-            None => {
-                let p = port(ports)?;
-                (p, p)
-            }
-        };
-        if last < first {
-            return Err(format!("the port range {first}-{last} runs backwards"));
-        }
+        let kports_core::catalog::PortRange { first, last } =
+            kports_core::catalog::PortRange::parse(ports)?;
         Ok(PortSpec { proto, first, last })
     }
 }
@@ -170,7 +156,7 @@ mod tests {
             ("tcp/0", "`0` is not a port number"),
             ("tcp/65536", "`65536` is not a port number"),
             ("tcp/http", "`http` is not a port number"),
-            ("tcp/20-10", "runs backwards"),
+            ("tcp/20-10", "is backwards"),
         ];
         for (input, why) in cases {
             let e = input.parse::<PortSpec>().unwrap_err();

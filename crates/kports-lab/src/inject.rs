@@ -17,8 +17,13 @@ pub enum FaultAction {
     Drop { port: PortSpec },
     /// Refuse packets to PROTO/PORT with ICMP port unreachable: connects fail at once
     Reject { port: PortSpec },
-    /// Remove every fault of the node: firewall rules, a downed link, stopped or re-bound components
-    Clear,
+    /// Remove every fault of the node (firewall rules, a downed link, stopped or re-bound
+    /// components), or one: a port's rule (tcp/10250), a component's stop or bind (kubelet), or
+    /// the downed link (link)
+    Clear {
+        #[arg(value_name = "FAULT")]
+        fault: Option<ClearTarget>,
+    },
     /// Stop a component (its listeners disappear)
     Stop {
         #[arg(value_enum)]
@@ -39,6 +44,39 @@ pub enum FaultAction {
     Down,
     /// Bring the node's link back up
     Up,
+}
+
+/// One fault for `clear` to undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClearTarget {
+    /// The firewall rule on this port (`drop` or `reject`).
+    Rule(PortSpec),
+    /// The component stopped or bound elsewhere: started again as `up` made it.
+    Component(Component),
+    /// The downed link.
+    Link,
+}
+
+impl std::str::FromStr for ClearTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ClearTarget, String> {
+        if s == "link" {
+            return Ok(ClearTarget::Link);
+        }
+        if s.contains('/') {
+            return s.parse().map(ClearTarget::Rule);
+        }
+        Component::from_name(s)
+            .map(ClearTarget::Component)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Component::ALL.iter().map(|c| c.name()).collect();
+                format!(
+                    "`{s}` is no fault: name a port's rule (tcp/10250), a component ({}) or link",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 fn check_runs_on(node: &Node, c: Component) -> Result<(), Usage> {
@@ -99,7 +137,7 @@ pub fn apply(paths: &Paths, node_name: &str, action: &FaultAction) -> anyhow::Re
                 Verdict::Reject => "connections to it from other nodes are now refused",
             };
             format!(
-                "{n}: {verdict_word} {port} in nft table inet {table}; {effect}. Undo with `kports lab fault {n} clear`.",
+                "{n}: {verdict_word} {port} in nft table inet {table}; {effect}. Undo with `kports lab fault {n} clear {port}`.",
                 verdict_word = if verdict == Verdict::Drop {
                     "dropping"
                 } else {
@@ -108,7 +146,8 @@ pub fn apply(paths: &Paths, node_name: &str, action: &FaultAction) -> anyhow::Re
                 table = fault::TABLE
             )
         }
-        FaultAction::Clear => clear(paths, &mut state, &node)?,
+        FaultAction::Clear { fault: None } => clear(paths, &mut state, &node)?,
+        FaultAction::Clear { fault: Some(f) } => clear_one(paths, &mut state, &node, *f)?,
         FaultAction::Stop { component } => {
             check_runs_on(&node, *component)?;
             if supervise::stop(paths, &mut state, n, *component)? {
@@ -147,7 +186,8 @@ pub fn apply(paths: &Paths, node_name: &str, action: &FaultAction) -> anyhow::Re
             supervise::start(paths, &mut state, &node, *component)?;
             supervise::wait_ready(paths, &state, &[&node])?;
             format!(
-                "{n}: restarted {} bound to {address}. Undo with `kports lab fault {n} clear`.",
+                "{n}: restarted {} bound to {address}. Undo with `kports lab fault {n} clear {}`.",
+                component.name(),
                 component.name()
             )
         }
@@ -196,12 +236,7 @@ fn clear(paths: &Paths, state: &mut State, node: &Node) -> anyhow::Result<String
         .map(|p| p.component)
         .collect();
     for c in &to_restore {
-        supervise::stop(paths, state, n, *c)?;
-        if let Some(p) = state.proc_mut(n, *c) {
-            p.bind = None;
-        }
-        supervise::start(paths, state, node, *c)
-            .with_context(|| format!("cannot restart {} on {n}", c.name()))?;
+        restore(paths, state, node, *c)?;
         done.push(format!("restarted {}", c.name()));
     }
     if !to_restore.is_empty() {
@@ -214,10 +249,94 @@ fn clear(paths: &Paths, state: &mut State, node: &Node) -> anyhow::Result<String
     })
 }
 
+/// Starts `c` on `node` again as `up` made it: at its own addresses.
+fn restore(paths: &Paths, state: &mut State, node: &Node, c: Component) -> anyhow::Result<()> {
+    let n = node.name.as_str();
+    supervise::stop(paths, state, n, c)?;
+    if let Some(p) = state.proc_mut(n, c) {
+        p.bind = None;
+    }
+    supervise::start(paths, state, node, c)
+        .with_context(|| format!("cannot restart {} on {n}", c.name()))
+}
+
+/// Undoes one fault of `node`, leaving the others in force.
+fn clear_one(
+    paths: &Paths,
+    state: &mut State,
+    node: &Node,
+    fault: ClearTarget,
+) -> anyhow::Result<String> {
+    let n = node.name.as_str();
+    match fault {
+        ClearTarget::Rule(port) => {
+            let mut rules = state
+                .faults
+                .get(n)
+                .map(|f| f.rules.clone())
+                .unwrap_or_default();
+            let before = rules.len();
+            rules.retain(|r| r.port != port);
+            if rules.len() == before {
+                return Err(Usage(format!("{n} has no firewall fault on {port}")).into());
+            }
+            sys::nft(n, &fault::nft_script(&rules))?;
+            state.faults.entry(n.to_string()).or_default().rules = rules;
+            state.save(paths)?;
+            Ok(format!("{n}: removed the firewall fault on {port}."))
+        }
+        ClearTarget::Link => {
+            if !state.faults.get(n).is_some_and(|f| f.link_down) {
+                return Ok(format!("{n}: the link is up; nothing to clear."));
+            }
+            network::set_link(node, true)?;
+            state.faults.entry(n.to_string()).or_default().link_down = false;
+            state.save(paths)?;
+            Ok(format!("{n}: brought the link up."))
+        }
+        ClearTarget::Component(c) => {
+            check_runs_on(node, c)?;
+            let faulty = state.procs.iter().any(|p| {
+                p.node == n
+                    && p.component == c
+                    && (p.bind.is_some()
+                        || !p
+                            .pid
+                            .is_some_and(|pid| crate::state::is_alive(pid, p.start_time)))
+            });
+            if !faulty {
+                return Ok(format!(
+                    "{n}: {} runs as `up` made it; nothing to clear.",
+                    c.name()
+                ));
+            }
+            restore(paths, state, node, c)?;
+            supervise::wait_ready(paths, state, &[node])?;
+            Ok(format!("{n}: restarted {} as `up` made it.", c.name()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::{Counts, Plan};
+
+    #[test]
+    fn one_fault_to_clear() {
+        assert_eq!("link".parse(), Ok(ClearTarget::Link));
+        assert_eq!(
+            "kubelet".parse(),
+            Ok(ClearTarget::Component(Component::Kubelet))
+        );
+        assert!(matches!(
+            "tcp/10250".parse::<ClearTarget>(),
+            Ok(ClearTarget::Rule(p)) if p.first == 10250
+        ));
+        let e = "nosuch".parse::<ClearTarget>().unwrap_err();
+        assert!(e.contains("a component (etcd, kube-apiserver"), "{e}");
+        assert!("tcp/0".parse::<ClearTarget>().is_err());
+    }
 
     #[test]
     fn components_only_where_they_run() {

@@ -54,6 +54,10 @@ pub enum LabCommand {
         /// with the etcd and worker roles does
         #[arg(long, value_name = "N", default_value_t = 0)]
         etcd_workers: u8,
+        /// Build the nodes' network only and start no component: nodes before Kubernetes is
+        /// installed (for `kports preflight --lab`); start components later with `kports lab fault NODE start`
+        #[arg(long)]
+        no_components: bool,
     },
     /// Remove everything the lab made (also after a failed `up` or a killed kports)
     Down,
@@ -67,6 +71,9 @@ pub enum LabCommand {
         output: Output,
     },
     /// Run a command inside a node (or a pod: cp1-pod, or the fabric)
+    ///
+    /// `kports` runs this same kports binary, installed or not. Exits with the command's
+    /// status; 127 when the command does not exist, 126 when it cannot run, as a shell does.
     Exec {
         /// cp1, w1, w1-pod, fabric, ...
         node: String,
@@ -126,7 +133,7 @@ pub fn standin_dispatch() -> Option<ExitCode> {
 }
 
 /// Runs `kports lab ...`. Usage errors are printed here and give exit code 2; other errors are
-/// returned for the caller to print (exit code 1).
+/// returned for the caller to print (exit code 2 too).
 pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     match run_inner(args) {
         Err(e) if e.downcast_ref::<Usage>().is_some() => {
@@ -147,6 +154,7 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
             nodes,
             etcd,
             etcd_workers,
+            no_components,
         } => {
             if *etcd_workers > nodes.workers {
                 return Err(Usage(format!(
@@ -160,10 +168,11 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
                 etcd_workers: *etcd_workers,
                 ..*nodes
             };
-            let plan = lifecycle::up(&paths, counts, *etcd)?;
+            let plan = lifecycle::up(&paths, counts, *etcd, !*no_components)?;
             let first = plan.nodes.first().map_or("cp1", |n| n.name.as_str());
             emit(&format!(
-                "{}\nTry: kports lab exec {first} -- ss -tlnp\n     kports lab exec {first} -- ip addr show type bridge\n\
+                "{}\nTry: kports lab exec {first} -- kports listen\n     kports lab exec {first} -- ss -tlnp\n     \
+                 kports lab exec {first} -- ip addr show type bridge\n\
                  Remove the lab with: kports lab down\n",
                 status::render(&status::collect(&paths)?)
             ))?;
@@ -196,7 +205,7 @@ fn run_inner(args: &LabArgs) -> anyhow::Result<ExitCode> {
                 Output::Table => emit(&status::render(&s))?,
                 Output::Json => {
                     let host = kports_linux::hostname();
-                    emit(&(serde_json::to_string_pretty(&status::document(&host, &s))? + "\n"))?
+                    emit(&(serde_json::to_string_pretty(&status::document(&host, &s)?)? + "\n"))?
                 }
             }
             Ok(if s.unhealthy() {

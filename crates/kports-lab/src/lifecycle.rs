@@ -20,9 +20,10 @@ use crate::plan::{Counts, Plan, netns_name};
 use crate::state::{EtcdMode, Paths, State};
 use crate::{Usage, network, supervise, sys};
 
-/// Creates the lab.
-pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode) -> anyhow::Result<Plan> {
-    if etcd == EtcdMode::Real && !Path::new(supervise::ETCD_PATH).exists() {
+/// Creates the lab; with `components` false, only its network (nodes before Kubernetes is
+/// installed).
+pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode, components: bool) -> anyhow::Result<Plan> {
+    if components && etcd == EtcdMode::Real && !Path::new(supervise::ETCD_PATH).exists() {
         bail!(
             "etcd is not installed ({} is missing): install it (apt-get install etcd-server), \
              or run `kports lab up --etcd stand-in` for a stand-in that listens like etcd but stores nothing",
@@ -45,7 +46,7 @@ pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode) -> anyhow::Result<Plan>
     let plan = state.plan();
     let result = state
         .save(paths)
-        .and_then(|()| bring_up(paths, &mut state, &plan));
+        .and_then(|()| bring_up(paths, &mut state, &plan, components));
     if let Err(e) = result {
         let cleanup = match down(paths) {
             Ok(_) => "everything it had made was removed again".to_string(),
@@ -56,10 +57,13 @@ pub fn up(paths: &Paths, counts: Counts, etcd: EtcdMode) -> anyhow::Result<Plan>
     Ok(plan)
 }
 
-fn bring_up(paths: &Paths, state: &mut State, plan: &Plan) -> anyhow::Result<()> {
+fn bring_up(paths: &Paths, state: &mut State, plan: &Plan, components: bool) -> anyhow::Result<()> {
     network::build(paths, plan)?;
     supervise::install_standins(paths)?;
     supervise::write_kubeconfigs(paths, plan)?;
+    if !components {
+        return Ok(());
+    }
     // etcd first, then the API server, then its clients: each waits for the one before.
     let stages: [&[Component]; 3] = [
         &[Component::Etcd],
@@ -192,7 +196,14 @@ fn strangers(namespaces: &[String]) -> Vec<String> {
     v
 }
 
-/// Runs `argv` inside a lab namespace, replacing this process; returns only on failure.
+/// Exit status of `lab exec` when the command does not exist, as a shell gives it.
+pub const EXIT_NOT_FOUND: u8 = 127;
+/// Exit status of `lab exec` when the command exists but cannot run (not executable, ...).
+pub const EXIT_CANNOT_RUN: u8 = 126;
+
+/// Runs `argv` inside a lab namespace, replacing this process; returns only on failure, with
+/// 127 when the command does not exist and 126 when it cannot run, as a shell does. `kports`
+/// is the binary that runs the lab, whether it is on `PATH` or not.
 pub fn exec(
     paths: &Paths,
     target: &str,
@@ -206,6 +217,10 @@ pub fn exec(
             Usage("say what to run: kports lab exec NODE -- COMMAND [ARGS...]".into()).into(),
         );
     };
+    // Found before entering the node, whose mounts may differ.
+    let itself = (program == "kports")
+        .then(std::env::current_exe)
+        .and_then(Result::ok);
     let enter = sys::Enter::open(paths, &short).with_context(|| {
         format!(
             "{} is missing: the lab is broken; run `kports lab down`",
@@ -221,9 +236,23 @@ pub fn exec(
     if paths.hosts().exists() {
         sys::bind_hosts(&paths.hosts())?;
     }
-    let e = Command::new(program).args(args).exec();
-    if e.kind() == io::ErrorKind::NotFound {
-        bail!("cannot run `{program}`: no such command");
-    }
-    Err(e).with_context(|| format!("cannot run `{program}`"))
+    let mut cmd = match &itself {
+        Some(exe) => {
+            let mut c = Command::new(exe);
+            c.arg0(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let e = cmd.args(args).exec();
+    let (code, why) = if e.kind() == io::ErrorKind::NotFound {
+        (EXIT_NOT_FOUND, "no such command".to_string())
+    } else {
+        (EXIT_CANNOT_RUN, e.to_string())
+    };
+    eprintln!(
+        "kports: cannot run `{}`: {why}",
+        kports_core::escape::untrusted(program)
+    );
+    Ok(std::process::ExitCode::from(code))
 }

@@ -116,6 +116,20 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node's roles as kports's catalog names them: a worker with an etcd member is a
+    /// worker and an etcd node.
+    pub fn roles(&self) -> Vec<kports_core::catalog::Role> {
+        use kports_core::catalog::Role as R;
+        let mut v = vec![match self.role {
+            Role::ControlPlane => R::ControlPlane,
+            Role::Worker => R::Worker,
+        }];
+        if self.etcd && self.role == Role::Worker {
+            v.push(R::Etcd);
+        }
+        v
+    }
+
     /// The node's network namespace.
     pub fn netns(&self) -> String {
         netns_name(&self.name)
@@ -299,6 +313,24 @@ mod tests {
                 .parse::<Counts>()
                 .unwrap_err()
                 .contains("at most 9 workers")
+        );
+    }
+
+    #[test]
+    fn roles_as_the_catalog_names_them() {
+        use kports_core::catalog::Role as R;
+        let p = Plan::new(Counts {
+            etcd_workers: 1,
+            ..Counts::default()
+        });
+        let roles: Vec<Vec<R>> = p.nodes.iter().map(Node::roles).collect();
+        assert_eq!(
+            roles,
+            [
+                vec![R::ControlPlane],
+                vec![R::Worker, R::Etcd],
+                vec![R::Worker]
+            ]
         );
     }
 

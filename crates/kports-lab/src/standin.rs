@@ -85,8 +85,9 @@ fn launch(args: Vec<std::ffi::OsString>) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// The address to bind for `a`: a wildcard becomes `[::]`, which also takes IPv4 (as Go does).
-fn bind_addr(a: SocketAddr) -> SocketAddr {
+/// The address to bind for `a`: a wildcard becomes `[::]`, which also takes IPv4 (as Go does,
+/// so etcd too). `lab status` shows listeners through it, as `ss` shows them.
+pub fn bind_addr(a: SocketAddr) -> SocketAddr {
     if a.ip().is_unspecified() {
         SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), a.port())
     } else {

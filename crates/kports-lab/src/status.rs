@@ -1,18 +1,18 @@
 //! `kports lab status`: the nodes, their addresses, the components with their pids and
 //! listeners, and the faults in force, as a table or as JSON.
 //!
-//! The JSON document is kports's envelope (`kind: "lab-status"`, docs/schema.md) around
-//! `LabStatus`, separate from the state file, so the state file can change without breaking
-//! scripts.
+//! The JSON document is kports's envelope (`kind: "lab-status"`, docs/schema.md): the nodes
+//! are its `items`, the rest of `LabStatus` its `context`. It is separate from the state file,
+//! so the state file can change without breaking scripts.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
 use serde::Serialize;
 
 use crate::component;
 use crate::fault::Rule;
 use crate::plan::Plan;
+use crate::standin;
 use crate::state::{EtcdMode, Paths, State, is_alive};
 use crate::supervise;
 use crate::sys;
@@ -44,6 +44,9 @@ pub struct NodeStatus {
     pub pod_ip: String,
     pub link_down: bool,
     pub firewall_rules: Vec<String>,
+    /// Every fault in force, as `kports lab fault` names them: `drop tcp/10250`, `link down`,
+    /// `kubelet stopped`, `kube-scheduler bound to 0.0.0.0`.
+    pub faults: Vec<String>,
     pub components: Vec<ComponentStatus>,
 }
 
@@ -54,7 +57,8 @@ pub struct ComponentStatus {
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    /// Where its flags say it listens (`0.0.0.0` is every address, IPv4 and IPv6).
+    /// Where it listens, as bound (a wildcard is `[::]`, which takes IPv4 too, as `ss` shows
+    /// it); empty when it does not run.
     pub listens: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bound_to: Option<String>,
@@ -72,9 +76,12 @@ impl LabStatus {
     }
 }
 
-/// The `-o json` document: kports's envelope with the status as `items`.
-pub fn document<'a>(hostname: &'a str, s: &'a LabStatus) -> Document<'a, &'a LabStatus> {
-    Document::new("lab-status", hostname, s, &[])
+/// The `-o json` document: kports's envelope with the nodes as `items`, the rest as `context`.
+pub fn document<'a>(
+    hostname: &'a str,
+    s: &LabStatus,
+) -> Result<Document<'a, serde_json::Value>, serde_json::Error> {
+    Document::with_list("lab-status", hostname, s, "nodes", &[])
 }
 
 /// Collects the status from the state file and the system.
@@ -99,15 +106,20 @@ pub fn collect(paths: &Paths) -> anyhow::Result<LabStatus> {
                 .iter()
                 .filter(|p| p.node == n.name)
                 .map(|p| {
-                    let args = supervise::args_for(paths, &plan, n, p.component, p.bind);
-                    let listens = component::listeners(p.component, &args)
-                        .map(|v| v.iter().map(SocketAddr::to_string).collect())
-                        .unwrap_or_default();
                     let st = match p.pid {
                         None => "stopped",
                         Some(pid) if is_alive(pid, p.start_time) => "running",
                         Some(_) => "exited",
                     };
+                    let args = supervise::args_for(paths, &plan, n, p.component, p.bind);
+                    let listens = component::listeners(p.component, &args)
+                        .map(|v| {
+                            v.iter()
+                                .map(|a| standin::bind_addr(*a).to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let listens = if st == "running" { listens } else { Vec::new() };
                     ComponentStatus {
                         name: p.component.name(),
                         state: st,
@@ -117,6 +129,17 @@ pub fn collect(paths: &Paths) -> anyhow::Result<LabStatus> {
                     }
                 })
                 .collect();
+            let mut all: Vec<String> = faults.rules.iter().map(Rule::to_string).collect();
+            if faults.link_down {
+                all.push("link down".into());
+            }
+            for p in state.procs.iter().filter(|p| p.node == n.name) {
+                if p.pid.is_none() {
+                    all.push(format!("{} stopped", p.component.name()));
+                } else if let Some(b) = p.bind {
+                    all.push(format!("{} bound to {b}", p.component.name()));
+                }
+            }
             NodeStatus {
                 name: n.name.clone(),
                 role: n.role.as_str(),
@@ -129,6 +152,7 @@ pub fn collect(paths: &Paths) -> anyhow::Result<LabStatus> {
                 pod_ip: n.pod_ip().to_string(),
                 link_down: faults.link_down,
                 firewall_rules: faults.rules.iter().map(Rule::to_string).collect(),
+                faults: all,
                 components,
             }
         })
@@ -201,10 +225,7 @@ pub fn render(s: &LabStatus) -> String {
         .to_vec(),
     ];
     for n in &s.nodes {
-        let mut faults: Vec<String> = n.firewall_rules.clone();
-        if n.link_down {
-            faults.push("link down".into());
-        }
+        let mut faults: Vec<String> = n.faults.clone();
         if !n.netns_present {
             faults.push("NAMESPACE MISSING".into());
         }
@@ -272,20 +293,25 @@ mod tests {
                 pod_ip: "10.244.1.2".into(),
                 link_down: true,
                 firewall_rules: vec!["drop tcp/10250".into()],
+                faults: vec![
+                    "drop tcp/10250".into(),
+                    "link down".into(),
+                    "kube-proxy stopped".into(),
+                ],
                 components: vec![
                     ComponentStatus {
                         name: "kubelet",
                         state: "running",
                         pid: Some(42),
-                        listens: vec!["0.0.0.0:10250".into(), "127.0.0.1:10248".into()],
+                        listens: vec!["[::]:10250".into(), "127.0.0.1:10248".into()],
                         bound_to: None,
                     },
                     ComponentStatus {
                         name: "kube-proxy",
                         state: "stopped",
                         pid: None,
-                        listens: vec!["127.0.0.1:10256".into(), "127.0.0.1:10249".into()],
-                        bound_to: Some("127.0.0.1".into()),
+                        listens: vec![],
+                        bound_to: None,
                     },
                 ],
             }],
@@ -296,12 +322,15 @@ mod tests {
     #[test]
     fn json_is_in_the_envelope() {
         let s = sample();
-        let j = serde_json::to_value(document("lab-host", &s)).unwrap();
+        let j = serde_json::to_value(document("lab-host", &s).unwrap()).unwrap();
         assert_eq!(j["schema"], kports_core::SCHEMA_VERSION);
         assert_eq!(j["kind"], "lab-status");
         assert_eq!(j["hostname"], "lab-host");
-        assert_eq!(j["items"]["up"], true);
-        assert_eq!(j["items"]["nodes"][0]["name"], "w1");
+        assert_eq!(j["context"]["up"], true);
+        assert_eq!(j["context"]["etcd"], "real");
+        assert!(j["context"].get("nodes").is_none());
+        assert_eq!(j["items"][0]["name"], "w1");
+        assert_eq!(j["items"][0]["faults"][2], "kube-proxy stopped");
         assert_eq!(j["warnings"], serde_json::json!([]));
     }
 
@@ -311,11 +340,11 @@ mod tests {
 kports lab: 1 node, real etcd
 
 NODE  ROLE    NETNS      ETH0 IPV4   ETH0 IPV6     POD SUBNET     FAULTS
-w1    worker  kports-w1  192.0.2.21  2001:db8::21  10.244.1.0/24  drop tcp/10250, link down
+w1    worker  kports-w1  192.0.2.21  2001:db8::21  10.244.1.0/24  drop tcp/10250, link down, kube-proxy stopped
 
-NODE  COMPONENT   STATE                         PID  LISTENS ON
-w1    kubelet     running                       42   0.0.0.0:10250 127.0.0.1:10248
-w1    kube-proxy  stopped (bound to 127.0.0.1)  -    127.0.0.1:10256 127.0.0.1:10249
+NODE  COMPONENT   STATE    PID  LISTENS ON
+w1    kubelet     running  42   [::]:10250 127.0.0.1:10248
+w1    kube-proxy  stopped  -
 ";
         assert_eq!(render(&sample()), expected);
         assert!(!sample().unhealthy());
@@ -353,11 +382,11 @@ w1    kube-proxy  stopped (bound to 127.0.0.1)  -    127.0.0.1:10256 127.0.0.1:1
     fn json_fields() {
         let j = serde_json::to_value(sample()).unwrap();
         assert_eq!(j["etcd"], "real");
+        assert_eq!(j["nodes"][0]["components"][0]["listens"][0], "[::]:10250");
         assert_eq!(
-            j["nodes"][0]["components"][0]["listens"][0],
-            "0.0.0.0:10250"
+            j["nodes"][0]["components"][1]["listens"],
+            serde_json::json!([])
         );
-        assert_eq!(j["nodes"][0]["components"][1]["bound_to"], "127.0.0.1");
         assert!(j["nodes"][0]["components"][1].get("pid").is_none());
     }
 }

@@ -295,11 +295,7 @@ fn kernel_tunnel(
     links
         .values()
         .find(|(_, _, p)| *p == Some(port))
-        .map(|(_, kind, _)| match kind.as_str() {
-            "vxlan" => "vxlan (kernel)",
-            "geneve" => "geneve (kernel)",
-            _ => "tunnel (kernel)",
-        })
+        .map(|(_, kind, _)| kports_core::component::kernel_tunnel(kind))
 }
 
 fn dump_all(

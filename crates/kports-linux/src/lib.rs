@@ -15,6 +15,7 @@ pub mod census;
 pub mod firewall;
 pub mod limits;
 pub mod link;
+pub mod neigh;
 pub mod netlink;
 pub mod netns;
 pub mod procfs;

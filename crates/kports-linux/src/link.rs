@@ -209,7 +209,7 @@ fn scope(n: u8) -> String {
     }
 }
 
-fn hex_colon(v: &[u8]) -> String {
+pub(crate) fn hex_colon(v: &[u8]) -> String {
     let mut s = String::with_capacity(v.len() * 3);
     for (i, b) in v.iter().enumerate() {
         if i > 0 {

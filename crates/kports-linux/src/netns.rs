@@ -58,7 +58,7 @@ pub fn all(proc_root: &Path) -> io::Result<(Vec<NsHandle>, usize)> {
             netns: Netns {
                 inode: m.ino(),
                 name: names.get(&m.ino()).cloned(),
-                host: Some(m.ino()) == host,
+                host: m.ino() == host,
             },
             path,
             pid: Some(pid),
@@ -69,7 +69,7 @@ pub fn all(proc_root: &Path) -> io::Result<(Vec<NsHandle>, usize)> {
             netns: Netns {
                 inode: *inode,
                 name: Some(name.clone()),
-                host: Some(*inode) == host,
+                host: *inode == host,
             },
             path: Path::new(RUN_NETNS).join(name),
             pid: None,
@@ -85,14 +85,18 @@ pub fn describe(proc_root: &Path, inode: u64) -> Netns {
     Netns {
         inode,
         name: named().remove(&inode),
-        host: host_inode(proc_root) == Some(inode),
+        host: host_inode(proc_root) == inode,
     }
 }
 
-fn host_inode(proc_root: &Path) -> Option<u64> {
-    fs::metadata(proc_root.join("1/ns/net"))
-        .ok()
-        .map(|m| m.ino())
+/// The kernel's inode number of its first network namespace (`PROC_NET_INIT_INO`, fixed since
+/// Linux 3.8).
+const INIT_NET_INODE: u64 = 0xEFFF_FFF9;
+
+/// The host's namespace: pid 1's, or the kernel's first where pid 1's cannot be read (a
+/// sandbox that hides pid 1).
+fn host_inode(proc_root: &Path) -> u64 {
+    fs::metadata(proc_root.join("1/ns/net")).map_or(INIT_NET_INODE, |m| m.ino())
 }
 
 /// inode -> name of the namespaces bind-mounted under /run/netns.

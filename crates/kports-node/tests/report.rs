@@ -213,7 +213,7 @@ fn a_report_without_the_firewall_refuses_firewall_views() {
 }
 
 /// The prerequisite findings of a check: (id, fix).
-fn prereqs(node: &NodeReport, pre_install: bool) -> Vec<(FindingId, Option<String>)> {
+fn prereqs(node: &NodeReport, pre_install: bool) -> Vec<(FindingId, String)> {
     node.check(None, pre_install)
         .report
         .findings
@@ -243,7 +243,7 @@ fn the_check_judges_the_replayed_settings_of_the_node() {
         prereqs(&node, false),
         [(
             FindingId::IpForwardOff,
-            Some("sysctl -w net.ipv4.ip_forward=1 (to keep it: `net.ipv4.ip_forward = 1` in /etc/sysctl.d/k8s.conf)".to_string())
+            "sysctl -w net.ipv4.ip_forward=1 (to keep it: `net.ipv4.ip_forward = 1` in /etc/sysctl.d/k8s.conf)".to_string()
         )]
     );
     let checked = node.check(None, false);

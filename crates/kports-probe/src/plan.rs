@@ -68,21 +68,8 @@ pub fn parse_ports(s: &str) -> Result<Vec<PortSpec>, PlanError> {
             Some((p, _)) => return Err(bad(item, &format!("`{p}` is not tcp or udp"))),
             None => (Transport::Tcp, item),
         };
-        let num = |t: &str| match t.trim().parse::<u16>() {
-            Ok(0) | Err(_) => Err(bad(item, "a port is a number from 1 to 65535")),
-            Ok(n) => Ok(n),
-        };
-        let (first, last) = match rest.split_once('-') {
-            Some((a, b)) => (num(a)?, num(b)?),
-            None => {
-                let p = num(rest)?;
-                (p, p)
-            }
-        };
-        if first > last {
-            return Err(bad(item, "the range is backwards"));
-        }
-        out.extend((first..=last).map(|port| PortSpec { transport, port }));
+        let r = kports_core::catalog::PortRange::parse(rest).map_err(|why| bad(item, &why))?;
+        out.extend((r.first..=r.last).map(|port| PortSpec { transport, port }));
     }
     let mut seen = HashSet::new();
     out.retain(|p| seen.insert(*p));

@@ -28,8 +28,13 @@ pub struct Row {
 }
 
 fn millis<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-    // Two decimals: microseconds are noise over a network.
-    s.serialize_f64((d.as_secs_f64() * 100_000.0).round() / 100.0)
+    s.serialize_f64(round_ms(*d))
+}
+
+/// Milliseconds with two decimals, as every row shows a latency: microseconds are noise over a
+/// network.
+pub fn round_ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 fn from_millis<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {

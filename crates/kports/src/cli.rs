@@ -21,12 +21,33 @@ use crate::output::Format;
     name = "kports",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    long_version = LONG_VERSION
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print tables without their header line (for `| while read` and `| awk`).
+    #[arg(long, global = true)]
+    pub no_headers: bool,
 }
+
+/// `kports --version`: the version, the git commit it was built from and that commit's date
+/// (`-V` prints the version alone).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KPORTS_COMMIT"),
+    ", ",
+    env!("KPORTS_COMMIT_DATE"),
+    ")"
+);
+
+/// The exit-status contract of every command, as `--help` shows it (and README.md).
+const EXIT_STATUS: &str = "Exit status: 0 done; 1 done and something is wrong (a finding at or above \
+--fail-on, a port that did not answer, a failing cell of the cluster's matrix, an unhealthy lab); \
+2 a usage error or an error of kports itself; `lab exec`: the command's own status, 126 when it \
+cannot run, 127 when it does not exist.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -133,6 +154,36 @@ pub enum Command {
   kports cluster --lab                                    every node of kports lab
   kports cluster cp1.json w1.json w2.json -o json         reports saved with kports report -o json")]
     Cluster(ClusterArgs),
+    /// Before Kubernetes is installed: can every node reach every port its peers will serve?
+    ///
+    /// Every node holds the ports its roles will serve (temporary TCP listeners and UDP
+    /// responders, `kports preflight --hold` run there through --via), every other node dials
+    /// them (`kports probe` run there), and each port between two nodes is `open`,
+    /// `path-blocked` (held, not reached: a firewall or the network), `port-taken` (another
+    /// process already holds it: its name and pid) or `unknown` (with the reason). Nothing stays
+    /// bound: each hold ends when its input closes (this command ends, is killed, or Ctrl-C) and
+    /// after --max-hold at the latest. Exit status 0 when every port is open, 1 otherwise, 2 on
+    /// bad input.
+    #[command(after_long_help = "Examples:
+  kports preflight --inventory hosts.yaml --via 'ssh root@{address}'
+  kports preflight --inventory nodes.yaml --via 'ip netns exec {name}' --cni flannel
+  kports preflight --lab -o json             on `kports lab up --no-components`
+  kports preflight --hold --ports 6443,udp/8472   on one node: hold until stdin closes")]
+    Preflight(PreflightArgs),
+    /// Does the CNI's overlay (VXLAN, Geneve, WireGuard, IP-in-IP) carry traffic both ways
+    /// between every pair of nodes? And if not, why?
+    ///
+    /// Each node pings every peer's overlay address (on flannel.1, vxlan.calico, cilium_host,
+    /// ...) with small echoes and with echoes as large as its overlay MTU (Don't Fragment), while
+    /// the peers' device counters show whether the encapsulated packets arrived. A failing pair
+    /// names its cause: an MTU too small for the encapsulation, a missing FDB or neighbour entry,
+    /// the far side's firewall verdict on the overlay port, or something between the nodes.
+    /// Exit status 0 when every pair passes, 1 otherwise, 2 on bad input.
+    #[command(after_long_help = "Examples:
+  kports overlay --inventory hosts.yaml --via 'ssh root@{address}' --cni flannel
+  kports overlay --lab -o json
+  kports overlay --node --underlay 192.0.2.21 --ping 10.244.0.0   on one node")]
+    Overlay(OverlayArgs),
     /// A practice cluster network on this machine, made of network namespaces (needs root).
     Lab(kports_lab::LabArgs),
     /// Print the shell completion script for bash, zsh or fish.
@@ -162,6 +213,19 @@ pub enum Command {
   kports agent --listen 192.0.2.10:9640 --token-file /etc/kports/token
   curl -H \"Authorization: Bearer $(cat /etc/kports/token)\" http://192.0.2.10:9640/api/v1/report")]
     Agent(AgentArgs),
+}
+
+/// The command line as clap parses it: [`Cli`] with the exit-status contract under every
+/// command's `--help` (and so in every man page).
+pub fn command() -> clap::Command {
+    fn with_exit_status(c: clap::Command) -> clap::Command {
+        let long = match c.get_after_long_help() {
+            Some(h) => format!("{h}\n\n{EXIT_STATUS}"),
+            None => EXIT_STATUS.to_string(),
+        };
+        c.after_long_help(long).mut_subcommands(with_exit_status)
+    }
+    with_exit_status(<Cli as clap::CommandFactory>::command())
 }
 
 /// `kports agent`.
@@ -345,6 +409,100 @@ pub struct ProbeArgs {
     /// its hard limit) minus 64, at most 16384.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub concurrency: Option<u32>,
+    /// Output format (`wide` is `table`).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// `kports preflight`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("nodes").required(true).args(["inventory", "lab", "hold"])))]
+pub struct PreflightArgs {
+    /// A kports inventory (`nodes:`) or kubespray's hosts.yaml or INI: the nodes and their roles.
+    #[arg(long, value_name = "FILE", requires = "via")]
+    pub inventory: Option<std::path::PathBuf>,
+    /// The command prefix that runs a command on a node; `{name}` and `{address}` are
+    /// replaced: `ssh root@{address}`, `ip netns exec {name}`.
+    #[arg(long, value_name = "COMMAND", requires = "inventory")]
+    pub via: Option<String>,
+    /// The nodes of `kports lab` (best brought up with `--no-components`).
+    #[arg(long)]
+    pub lab: bool,
+    /// kports on the nodes, when it is not `kports` on their PATH.
+    #[arg(long, value_name = "PATH", requires = "via")]
+    pub remote_kports: Option<String>,
+    /// Every node's roles, comma-separated (control-plane, worker, etcd); wins over the inventory's.
+    #[arg(long, value_delimiter = ',', value_name = "ROLE", value_parser = parse_role)]
+    pub roles: Option<Vec<kports_core::catalog::Role>>,
+    /// The CNI plugin(s) to be installed, comma-separated, for their node-to-node ports.
+    #[arg(long, value_delimiter = ',', value_name = "CNI")]
+    pub cni: Vec<String>,
+    /// Ports instead of the roles' ports (every node holds them): `6443,udp/8472`.
+    #[arg(long, value_name = "PORTS", value_parser = parse_ports_arg)]
+    pub ports: Option<PortList>,
+    /// How long each probe waits for an answer: `2s`, `500ms`.
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+    /// Seconds a node may take to report what it holds, and to run its probes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub node_timeout: u64,
+    /// Nodes worked on at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub parallel: u32,
+    /// On a node: hold --ports, print what was bound and what is taken (with its holder), and
+    /// let go when standard input closes or a signal comes.
+    #[arg(long, requires = "ports", conflicts_with_all = ["inventory", "lab", "roles", "cni"])]
+    pub hold: bool,
+    /// With --hold: let go after this many seconds even if standard input stays open.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "hold",
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub max_hold: u64,
+    /// Output format (`wide` is `table`).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// `kports overlay`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("nodes").required(true).args(["inventory", "lab", "node"])))]
+pub struct OverlayArgs {
+    /// A kports inventory (`nodes:`) or kubespray's hosts.yaml or INI: the nodes.
+    #[arg(long, value_name = "FILE", requires = "via")]
+    pub inventory: Option<std::path::PathBuf>,
+    /// The command prefix that runs a command on a node; `{name}` and `{address}` are replaced.
+    #[arg(long, value_name = "COMMAND", requires = "inventory")]
+    pub via: Option<String>,
+    /// The nodes of `kports lab`.
+    #[arg(long)]
+    pub lab: bool,
+    /// kports on the nodes, when it is not `kports` on their PATH.
+    #[arg(long, value_name = "PATH", requires = "via")]
+    pub remote_kports: Option<String>,
+    /// The CNI plugin(s), for the firewall's verdict on their overlay port when a pair fails.
+    #[arg(long, value_delimiter = ',', value_name = "CNI")]
+    pub cni: Vec<String>,
+    /// How long each echo waits for its reply: `1s`, `500ms`.
+    #[arg(long, default_value = "1s", value_parser = parse_timeout)]
+    pub echo_timeout: std::time::Duration,
+    /// Seconds a node may take to answer (on top of its echoes' time).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub node_timeout: u64,
+    /// On a node: report its overlay device, counters, FDB and neighbour entries, and ping the
+    /// --ping addresses.
+    #[arg(long, conflicts_with_all = ["inventory", "lab"])]
+    pub node: bool,
+    /// With --node: the node's own address between nodes (its underlay interface is the one
+    /// that holds it).
+    #[arg(long, value_name = "ADDR", requires = "node")]
+    pub underlay: Option<std::net::IpAddr>,
+    /// With --node: a peer's overlay address to ping (repeatable).
+    #[arg(long, value_name = "ADDR", requires = "node")]
+    pub ping: Vec<std::net::Ipv4Addr>,
+    /// With --node: the overlay device, when kports should not pick it.
+    #[arg(long, value_name = "NAME", requires = "node")]
+    pub device: Option<String>,
     /// Output format (`wide` is `table`).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: Format,
@@ -682,6 +840,57 @@ pub struct Common {
     /// Take the census in every network namespace of the host (pods, containers, `ip netns`).
     #[arg(long)]
     pub all_netns: bool,
+    /// Only IPv4 sockets and addresses (as `ss -4`: an IPv6 socket on `[::]` is left out).
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Only IPv6 sockets and addresses.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// Run again every SECONDS (2 when not given) until interrupted: redrawn on a terminal,
+    /// one document after another when piped (`-o json`: one JSON document per interval).
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2",
+          value_parser = parse_interval)]
+    pub watch: Option<std::time::Duration>,
+}
+
+impl Common {
+    /// Whether `--ipv4`/`--ipv6` keep this family.
+    pub fn keeps(&self, family: kports_core::Family) -> bool {
+        match family {
+            kports_core::Family::Ipv4 => !self.ipv6,
+            kports_core::Family::Ipv6 => !self.ipv4,
+        }
+    }
+}
+
+impl Command {
+    /// `--watch`'s interval, for the commands that take it.
+    pub fn watch(&self) -> Option<std::time::Duration> {
+        match self {
+            Command::Node(a) => a.common.watch,
+            Command::Listen(a) => a.common.watch,
+            Command::Conns(a) => a.common.watch,
+            _ => None,
+        }
+    }
+}
+
+/// `--watch` seconds: from 0.1 to 3600 (`0.5`, `2`, `10s`).
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let secs = t
+        .strip_suffix('s')
+        .unwrap_or(t)
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("`{s}` is not a number of seconds such as 2 or 0.5"))?;
+    if !(0.1..=3600.0).contains(&secs) {
+        return Err(format!(
+            "`{s}`: the interval must be from 0.1 to 3600 seconds"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Where socket lists come from.
@@ -724,12 +933,14 @@ pub struct NodeArgs {
 /// Filters on sockets, shared by `listen` and `conns`.
 #[derive(Debug, Args)]
 pub struct Filters {
-    /// Only sockets of processes with this name or pid.
+    /// Only sockets of processes with this name (the full name, or the kernel's 15-character
+    /// one that `ss` shows) or pid.
     #[arg(long, value_name = "NAME|PID")]
     pub process: Option<String>,
-    /// Only sockets of this Kubernetes component (kube-apiserver, etcd, kubelet, ...).
-    #[arg(long)]
-    pub component: Option<String>,
+    /// Only sockets of this Kubernetes component (kube-apiserver, etcd, kubelet, ...), or a
+    /// unique part of its name (apiserver, scheduler).
+    #[arg(long, value_parser = kports_core::component::canonical)]
+    pub component: Option<&'static str>,
     /// Only this local port, or a range such as 30000-32767.
     #[arg(long, value_parser = parse_port_range)]
     pub port: Option<(u16, u16)>,
@@ -753,6 +964,9 @@ pub struct ListenArgs {
     /// Also list UNIX domain sockets.
     #[arg(long)]
     pub unix: bool,
+    /// Order of the rows (default: by protocol, then port and address).
+    #[arg(long, value_enum)]
+    pub sort: Option<ListenSort>,
     /// Find every holder of each socket. By default the scan of /proc stops once each listener
     /// has an owner and then checks only those owners' children (which inherit sockets); a
     /// socket passed to an unrelated process over a UNIX socket is then shown with its first
@@ -779,24 +993,41 @@ pub struct ConnsArgs {
     /// Only outgoing connections, grouped by remote service.
     #[arg(long)]
     pub outbound: bool,
+    /// Order of the rows (default: incoming by listener, then outgoing by service).
+    #[arg(long, value_enum)]
+    pub sort: Option<ConnsSort>,
+}
+
+/// `kports listen --sort` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListenSort {
+    /// Local port, then address.
+    Port,
+    /// Local address, then port.
+    Address,
+    /// Holding process's name.
+    Process,
+    /// Holding process's pid.
+    Pid,
+    /// Component.
+    Component,
+}
+
+/// `kports conns --sort` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConnsSort {
+    /// Most established connections first.
+    Established,
+    /// Port (the listener's for `in`, the service's for `out`).
+    Port,
+    /// Process name.
+    Process,
+    /// Component.
+    Component,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let parse = |p: &str| {
-        p.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("`{p}` is not a port number (0-65535)"))
-    };
-    match s.split_once('-') {
-        Some((a, b)) => {
-            let (a, b) = (parse(a)?, parse(b)?);
-            if a > b {
-                return Err(format!("range {a}-{b} is backwards"));
-            }
-            Ok((a, b))
-        }
-        None => parse(s).map(|p| (p, p)),
-    }
+    kports_core::catalog::PortRange::parse(s).map(|r| (r.first, r.last))
 }
 
 #[cfg(test)]
@@ -808,6 +1039,10 @@ mod tests {
         assert_eq!(parse_port_range("10250"), Ok((10250, 10250)));
         assert_eq!(parse_port_range("30000-32767"), Ok((30000, 32767)));
         assert!(parse_port_range("70000").is_err());
+        assert_eq!(
+            parse_port_range("0"),
+            Err("`0` is not a port number (1-65535)".to_string())
+        );
         assert!(parse_port_range("9-1").is_err());
         assert!(parse_port_range("http").is_err());
     }
@@ -831,6 +1066,16 @@ mod tests {
     }
 
     #[test]
+    fn watch_intervals() {
+        use std::time::Duration;
+        assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_interval("0.5s"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "0.01", "3601", "soon", "NaN", "-1"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn thresholds_and_versions() {
         assert_eq!(FailOn::Error.threshold(), Some(Severity::Error));
         assert_eq!(FailOn::Never.threshold(), None);
@@ -849,7 +1094,6 @@ mod tests {
 
     #[test]
     fn cli_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 }

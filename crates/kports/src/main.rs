@@ -1,17 +1,20 @@
 //! The `kports` binary: parse the command line, run one subcommand, map errors to exit codes.
 //!
-//! Exit codes: 0 success (also when the reader of a pipe went away), 1 a check found what
-//! `--fail-on` asks to fail on, a probe found a port it could not reach, or the cluster's matrix
-//! has a failing cell or a node without a report, 2 an error of kports itself or a usage error.
+//! Exit codes (README.md and every `--help` say the same): 0 success (also when the reader of
+//! a pipe went away), 1 a check found what `--fail-on` asks to fail on, a probe found a port it
+//! could not reach, the cluster's matrix has a failing cell or a node without a report, or a
+//! lab is unhealthy, 2 an error of kports itself or a usage error; `lab exec` gives the
+//! command's status, or 126 and 127 as a shell does.
 
 mod cli;
 mod cmd;
+mod filter;
 mod output;
 
 use std::io;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches as _;
 use kports_core::escape::untrusted;
 
 use crate::cli::{Cli, Command};
@@ -21,29 +24,26 @@ fn main() -> ExitCode {
     if let Some(code) = kports_lab::standin_dispatch() {
         return code;
     }
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&cli::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let mut out = Out::stdout();
-    let io = kports_node::Linux::default();
-    let result = match &cli.command {
-        Command::Node(a) => cmd::node::run(a, &io, &mut out),
-        Command::Listen(a) => cmd::listen::run(a, &mut out),
-        Command::Conns(a) => cmd::conns::run(a, &mut out),
-        Command::Check(a) => cmd::check::run(a, &io, &mut out),
-        Command::Explain(a) => cmd::explain::run(a, &io, &mut out),
-        Command::Firewall(c) => cmd::firewall::run(c, &io, &mut out),
-        Command::Probe(a) => cmd::probe::run(a, &mut out),
-        Command::Report(a) => cmd::report::run(a, &io, &mut out),
-        Command::Cluster(a) => cmd::cluster::run(a, &mut out),
-        Command::Lab(a) => return lab(a),
-        Command::Completions(a) => cmd::completions::run(a, &mut out),
-        Command::Man(a) => cmd::man::run(a, &mut out),
-        Command::Agent(a) => cmd::agent::run(a),
+    if cli.no_headers {
+        out = out.without_headers();
     }
-    .and_then(|outcome| {
-        out.flush()?;
-        output::warn(&outcome.warnings);
-        Ok(outcome.failed)
-    });
+    let io = kports_node::Linux::default();
+    if let Command::Lab(a) = &cli.command {
+        return lab(a);
+    }
+    let watch = cli.command.watch();
+    let result = loop {
+        let r = run(&cli, &io, &mut out, watch);
+        match (watch, r) {
+            (Some(every), Ok(_)) => std::thread::sleep(every),
+            (_, r) => break r,
+        }
+    };
     match result {
         // The findings are printed; they reached --fail-on.
         Ok(true) => ExitCode::from(1),
@@ -61,6 +61,43 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the command once (one frame of `--watch`); true when it found what `--fail-on` asks
+/// to fail on.
+fn run(
+    cli: &Cli,
+    io: &kports_node::Linux,
+    out: &mut Out,
+    watch: Option<std::time::Duration>,
+) -> anyhow::Result<bool> {
+    if let Some(every) = watch {
+        out.frame(every)?;
+    }
+    let out = &mut *out;
+    match &cli.command {
+        Command::Node(a) => cmd::node::run(a, io, out),
+        Command::Listen(a) => cmd::listen::run(a, out),
+        Command::Conns(a) => cmd::conns::run(a, out),
+        Command::Check(a) => cmd::check::run(a, io, out),
+        Command::Explain(a) => cmd::explain::run(a, io, out),
+        Command::Firewall(c) => cmd::firewall::run(c, io, out),
+        Command::Probe(a) => cmd::probe::run(a, out),
+        Command::Report(a) => cmd::report::run(a, io, out),
+        Command::Cluster(a) => cmd::cluster::run(a, out),
+        Command::Preflight(a) => cmd::preflight::run(a, out),
+        Command::Overlay(a) => cmd::overlay::run(a, out),
+        Command::Completions(a) => cmd::completions::run(a, out),
+        Command::Man(a) => cmd::man::run(a, out),
+        Command::Agent(a) => cmd::agent::run(a),
+        // Handled before: the lab prints its own output.
+        Command::Lab(_) => Ok(cmd::Outcome::default()),
+    }
+    .and_then(|outcome| {
+        out.flush()?;
+        output::warn(&outcome.warnings);
+        Ok(outcome.failed)
+    })
+}
+
 /// The census's error behind `e`, if that is what failed.
 fn census_error(e: &anyhow::Error) -> Option<&kports_linux::Error> {
     e.downcast_ref::<kports_linux::Error>()
@@ -70,11 +107,12 @@ fn census_error(e: &anyhow::Error) -> Option<&kports_linux::Error> {
         })
 }
 
-/// `kports lab` prints its own output; its usage errors exit 2, its failures 1.
+/// `kports lab` prints its own output; its errors exit 2 like every other command's (`lab
+/// status` exits 1 for an unhealthy lab, `lab exec` 126 or 127 as a shell does).
 fn lab(args: &kports_lab::LabArgs) -> ExitCode {
     kports_lab::run(args).unwrap_or_else(|e| {
         eprintln!("kports: {}", untrusted(&format!("{e:#}")));
-        ExitCode::FAILURE
+        ExitCode::from(2)
     })
 }
 

@@ -90,6 +90,29 @@ impl PortRange {
     pub fn is_single(self) -> bool {
         self.first == self.last
     }
+
+    /// A port (`10250`) or a range (`30000-32767`) as a user types it: every command parses
+    /// ports with this, so each says the same about `0` or `70000`.
+    pub fn parse(s: &str) -> Result<PortRange, String> {
+        match s.split_once('-') {
+            Some((a, b)) => {
+                let (first, last) = (parse_port(a)?, parse_port(b)?);
+                if first > last {
+                    return Err(format!("the range {first}-{last} is backwards"));
+                }
+                Ok(PortRange { first, last })
+            }
+            None => parse_port(s).map(PortRange::single),
+        }
+    }
+}
+
+/// A port number, 1-65535 (0 is no port: the kernel picks one).
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("`{}` is not a port number (1-65535)", s.trim())),
+        Ok(n) => Ok(n),
+    }
 }
 
 impl fmt::Display for PortRange {

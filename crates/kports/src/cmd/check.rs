@@ -172,14 +172,9 @@ fn print(
 
 fn print_findings(out: &mut Out<impl Write>, findings: &[Finding]) -> std::io::Result<()> {
     // Each finding is a row, then its command on a row of its own under MESSAGE, then the
-    // command that fixes it when there is one.
-    let rows: Vec<(usize, u8)> = findings
-        .iter()
-        .enumerate()
-        .flat_map(|(i, f)| {
-            let fix = f.fix.is_some().then_some((i, 2));
-            [(i, 0), (i, 1)].into_iter().chain(fix)
-        })
+    // command or change that fixes it.
+    let rows: Vec<(usize, u8)> = (0..findings.len())
+        .flat_map(|i| [(i, 0), (i, 1), (i, 2)])
         .collect();
     out.table(
         &["SEVERITY", "FINDING", "PORT", "MESSAGE"],
@@ -196,7 +191,7 @@ fn print_findings(out: &mut Out<impl Write>, findings: &[Finding]) -> std::io::R
                     let _ = write!(b, "  $ {}", f.command);
                 }
                 (2, 3) => {
-                    let _ = write!(b, "  fix: {}", f.fix.as_deref().unwrap_or_default());
+                    let _ = write!(b, "  fix: {}", f.fix);
                 }
                 _ => {}
             }
@@ -338,6 +333,7 @@ check of w1: role worker (detected: kubelet (pid 500) holds tcp/10250; kube-prox
 SEVERITY  FINDING                        PORT       MESSAGE
 error     firewall-blocks-required-port  tcp/10250  the firewall drops tcp/10250 from 192.0.2.11 (the API server this node connects to), but the control plane must reach kubelet there (Kubelet API (HTTPS): logs, exec, attach, port-forward, metrics): iptables-nft ip filter INPUT #2: -A INPUT -p tcp -m tcp --dport 10250 -j DROP
                                                       $ iptables-nft -t filter -L INPUT -n -v --line-numbers
+                                                      fix: iptables-nft -t filter -D INPUT 2 (or insert an accept before it: iptables-nft -t filter -I INPUT 2 -p tcp --dport 10250 -j ACCEPT)
 
 15 ports checked: 1 error, 0 warnings, 0 info
 ";

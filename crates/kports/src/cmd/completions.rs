@@ -2,11 +2,10 @@
 //! parse the command line, so it offers every subcommand and flag there is, and no other.
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use clap_complete::shells;
 use std::io::Write;
 
-use crate::cli::{Cli, CompletionsArgs, Shell};
+use crate::cli::{CompletionsArgs, Shell};
 use crate::cmd::Outcome;
 use crate::output::Out;
 
@@ -19,7 +18,7 @@ pub fn run(args: &CompletionsArgs, out: &mut Out<impl Write>) -> Result<Outcome>
 /// The completion script for `shell`.
 pub fn script(shell: Shell) -> Vec<u8> {
     let mut buf = Vec::new();
-    let cmd = &mut Cli::command();
+    let cmd = &mut crate::cli::command();
     match shell {
         Shell::Bash => clap_complete::generate(shells::Bash, cmd, "kports", &mut buf),
         Shell::Zsh => clap_complete::generate(shells::Zsh, cmd, "kports", &mut buf),

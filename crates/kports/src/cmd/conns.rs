@@ -1,5 +1,6 @@
 //! `kports conns`: established connections per listener and per remote service.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use std::io::Write;
@@ -9,8 +10,8 @@ use kports_core::conns::{self, ConnDirection, ConnRow, Grouping};
 use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ESTABLISHED, LISTEN};
 
-use super::query;
-use crate::cli::ConnsArgs;
+use super::{check_filters, query};
+use crate::cli::{ConnsArgs, ConnsSort};
 use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
 
@@ -18,7 +19,18 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     let mut q = query(&args.filters, args.common.all_netns, OwnerScope::Every);
     q.udp = false;
     q.tcp_states = ESTABLISHED | LISTEN;
-    let c = census::sockets(&q)?;
+    let mut c = census::sockets(&q)?;
+    let mut holders: BTreeSet<String> = BTreeSet::new();
+    if args.filters.process.is_some() {
+        holders.extend(
+            c.sockets
+                .iter()
+                .flat_map(|s| s.processes.iter())
+                .map(|p| p.name.clone()),
+        );
+    }
+    let common = &args.common;
+    c.sockets.retain(|s| common.keeps(s.family));
     let mut rows = conns::group(
         &c.sockets,
         Grouping {
@@ -26,8 +38,23 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
             by_port: args.by_port,
         },
     );
-    drop(c.sockets);
+    drop(std::mem::take(&mut c.sockets));
     rows.retain(|r| keep(args, r));
+    if let Some(key) = args.sort {
+        let port = |r: &ConnRow| r.local_port.or(r.remote_port);
+        match key {
+            ConnsSort::Established => rows.sort_by_key(|r| std::cmp::Reverse(r.established)),
+            ConnsSort::Port => rows.sort_by_key(port),
+            ConnsSort::Process => rows.sort_by(|a, b| a.process.cmp(&b.process)),
+            ConnsSort::Component => rows.sort_by_key(|r| r.component),
+        }
+    }
+    check_filters(
+        &args.filters,
+        rows.len(),
+        holders.iter().map(String::as_str),
+        &mut c.warnings,
+    )?;
 
     let hostname = kports_linux::hostname();
     if args.common.output == Format::Json {
@@ -86,12 +113,24 @@ pub fn run(args: &ConnsArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
                 r.remote_address,
                 r.remote_port,
             ) {
-                (ConnDirection::In, Some(a), Some(p), _, _)
-                    if args.by_port && a.is_unspecified() =>
-                {
-                    let _ = write!(b, "*:{p}");
-                }
                 (ConnDirection::In, Some(a), Some(p), _, _) => endpoint(b, &a, p),
+                // --by-port: listeners on several addresses, each named.
+                (ConnDirection::In, None, Some(p), _, _) => {
+                    for (n, a) in r.local_addresses.iter().enumerate() {
+                        if n > 0 {
+                            b.push(',');
+                        }
+                        match a {
+                            std::net::IpAddr::V4(a) => {
+                                let _ = write!(b, "{a}");
+                            }
+                            std::net::IpAddr::V6(a) => {
+                                let _ = write!(b, "[{a}]");
+                            }
+                        }
+                    }
+                    let _ = write!(b, ":{p}");
+                }
                 (ConnDirection::Out, _, _, Some(a), Some(p)) => {
                     b.push_str("-> ");
                     endpoint(b, &a, p);
@@ -126,11 +165,12 @@ fn keep(args: &ConnsArgs, r: &ConnRow) -> bool {
         && (!args.outbound || r.direction == ConnDirection::Out)
         && f.port
             .is_none_or(|(lo, hi)| port.is_some_and(|p| (lo..=hi).contains(&p)))
-        && f.component
-            .as_deref()
-            .is_none_or(|c| r.component == Some(c))
+        && f.component.is_none_or(|c| r.component == Some(c))
         && f.process.as_deref().is_none_or(|p| match p.parse::<u32>() {
             Ok(pid) => r.pids.contains(&pid),
-            Err(_) => r.process.as_deref() == Some(p),
+            Err(_) => r
+                .process
+                .as_deref()
+                .is_some_and(|n| kports_core::names::names_process(p, n)),
         })
 }

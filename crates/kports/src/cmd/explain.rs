@@ -11,7 +11,7 @@ use kports_node::{NodeIo, NodeReport, Options};
 
 use crate::cli::ExplainArgs;
 use crate::cmd::Outcome;
-use crate::output::{Document, Format, Out, endpoint};
+use crate::output::{Document, Format, Out, endpoint, wrap};
 
 pub fn run(args: &ExplainArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
     let node = NodeReport::build(
@@ -92,10 +92,13 @@ fn print(out: &mut Out<impl Write>, x: &Explanation, here_roles: Roles) -> std::
             if e.addon {
                 belongs.push_str(" (add-on)");
             }
-            let here = match (here_roles.is_empty(), x.needed_here) {
-                (true, _) => " (this node's role is unknown)",
-                (false, true) => " (needed on this node)",
-                (false, false) => " (not needed on this node)",
+            let here = match (here_roles.is_empty(), x.needed_here, e.expect) {
+                (true, _, _) => " (this node's role is unknown)",
+                (false, true, kports_core::catalog::Expect::Absent) => {
+                    " (must be closed on this node)"
+                }
+                (false, true, _) => " (needed on this node)",
+                (false, false, _) => " (not needed on this node)",
             };
             belongs.push_str(here);
             rows.push(("roles", belongs));
@@ -136,40 +139,19 @@ fn print(out: &mut Out<impl Write>, x: &Explanation, here_roles: Roles) -> std::
             "check",
             format!("{} {}: {}", f.severity.as_str(), f.id, f.message),
         ));
+        rows.push(("fix", f.fix.clone()));
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let columns = out.width().unwrap_or(crate::output::PIPE_WIDTH);
     for (k, v) in &rows {
         let mut first = true;
-        for line in wrap(v, WRAP_AT.saturating_sub(width + 4)) {
+        for line in wrap(v, columns.saturating_sub(width + 4)) {
             let key = if first { *k } else { "" };
             out.line(&format!("  {key:<width$}  {line}"))?;
             first = false;
         }
     }
     Ok(())
-}
-
-/// Lines are wrapped to fit this many columns.
-const WRAP_AT: usize = 100;
-
-/// Splits `s` into lines of at most `width` characters at spaces (a longer word stays whole).
-fn wrap(s: &str, width: usize) -> Vec<String> {
-    let width = width.max(20);
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in s.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() || lines.is_empty() {
-        lines.push(line);
-    }
-    lines
 }
 
 fn listeners(x: &Explanation) -> String {
@@ -236,20 +218,4 @@ fn peers(list: &[PeerCount], dir: &str) -> String {
         let _ = write!(b, ", ... {} more", list.len() - 8);
     }
     b
-}
-
-#[cfg(test)]
-mod tests {
-    use super::wrap;
-
-    #[test]
-    fn wrapping() {
-        assert_eq!(wrap("a bb ccc dddd", 20), ["a bb ccc dddd"]);
-        let long = "word ".repeat(10);
-        assert_eq!(
-            wrap(&long, 20),
-            ["word word word word", "word word word word", "word word"]
-        );
-        assert_eq!(wrap("", 20), [""]);
-    }
 }

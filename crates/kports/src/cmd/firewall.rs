@@ -56,6 +56,12 @@ struct CheckReport<'a> {
 
 fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
     let node = report(&a.common, a.iif.clone(), io)?;
+    // Unreadable interfaces (a warning already) leave `--iif` unchecked.
+    if let Some(iif) = &a.iif
+        && !node.interfaces.is_empty()
+    {
+        crate::filter::interface(iif, node.interfaces.iter().map(|i| i.name.as_str()))?;
+    }
     let fc = node.firewall_check()?;
     let (rows, managers) = (&fc.rows, &fc.firewall.managers);
     match a.common.output {
@@ -68,12 +74,13 @@ fn check(a: &FirewallCheckArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
                 summary: fc.summary,
                 notes: &fc.notes,
             };
-            out.json(&Document::new(
+            out.json(&Document::with_list(
                 "firewall-check",
                 &node.hostname,
                 &report,
+                "rows",
                 &fc.warnings,
-            ))?;
+            )?)?;
         }
         Format::Table | Format::Wide => {
             managers_lines(out, managers)?;
@@ -234,12 +241,13 @@ fn plan(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
         return Ok(Outcome::done(fp.warnings));
     }
     match a.common.output {
-        Format::Json => out.json(&Document::new(
+        Format::Json => out.json(&Document::with_list(
             "firewall-plan",
             &node.hostname,
             &PlanReport { managers, plan: p },
+            "intents",
             &fp.warnings,
-        ))?,
+        )?)?,
         Format::Table | Format::Wide => {
             managers_lines(out, managers)?;
             out.heading("What the plan changes (judged on the current ruleset):")?;
@@ -333,7 +341,7 @@ fn remove(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
         return Ok(Outcome::done(fr.warnings));
     }
     match a.common.output {
-        Format::Json => out.json(&Document::new(
+        Format::Json => out.json(&Document::with_list(
             "firewall-plan",
             &node.hostname,
             &RemovalReport {
@@ -341,8 +349,9 @@ fn remove(a: &FirewallPlanArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> R
                 remove: true,
                 removal: r,
             },
+            "removes",
             &fr.warnings,
-        ))?,
+        )?)?,
         Format::Table | Format::Wide => {
             managers_lines(out, &fr.firewall.managers)?;
             if !r.removes.is_empty() {
@@ -475,9 +484,9 @@ mod tests {
         let (json, _) = render(&["firewall", "plan", "--remove", "-o", "json"]);
         let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(doc["kind"], "firewall-plan");
-        assert_eq!(doc["items"]["remove"], true);
-        assert_eq!(doc["items"]["removes"], serde_json::json!([]));
-        assert_eq!(doc["items"]["script"], "");
+        assert_eq!(doc["context"]["remove"], true);
+        assert_eq!(doc["items"], serde_json::json!([]));
+        assert_eq!(doc["context"]["script"], "");
         let e = Cli::try_parse_from(["kports", "firewall", "plan", "--remove", "--backend", "nft"])
             .unwrap_err();
         assert!(e.to_string().contains("cannot be used with"), "{e}");

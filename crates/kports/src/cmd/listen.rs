@@ -1,5 +1,6 @@
 //! `kports listen`: listening sockets with owners and components.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use std::io::Write;
@@ -9,8 +10,8 @@ use kports_core::{Owner, SockState, Socket, UnixSocket};
 use kports_linux::census::{self, OwnerScope};
 use kports_linux::sockdiag::{ALL_STATES, LISTEN, UNCONN};
 
-use super::{keep, process_matches, query};
-use crate::cli::{ListenArgs, ProtoArg};
+use super::{check_filters, keep, process_matches, query};
+use crate::cli::{ListenArgs, ListenSort, ProtoArg};
 use crate::cmd::Outcome;
 use crate::output::{Document, Format, Out, endpoint};
 
@@ -29,9 +30,19 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
     } else {
         (LISTEN, UNCONN)
     };
-    let c = census::sockets(&q)?;
-    let mut sockets = c.sockets;
-    sockets.retain(|s| keep(&args.filters, s));
+    let mut c = census::sockets(&q)?;
+    let mut holders: BTreeSet<String> = BTreeSet::new();
+    if args.filters.process.is_some() {
+        holders.extend(
+            c.sockets
+                .iter()
+                .flat_map(|s| s.processes.iter())
+                .chain(c.unix.iter().flat_map(|u| u.processes.iter()))
+                .map(|p| p.name.clone()),
+        );
+    }
+    let mut sockets = std::mem::take(&mut c.sockets);
+    sockets.retain(|s| keep(&args.filters, s) && args.common.keeps(s.family));
     sockets.sort_unstable_by(|a, b| {
         let ns = |s: &Socket| s.netns.as_ref().map(|n| (!n.host, n.inode));
         (
@@ -55,6 +66,9 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
                 b.remote_port,
             ))
     });
+    if let Some(key) = args.sort {
+        sort(&mut sockets, key);
+    }
     let mut unix = c.unix;
     if args.unix {
         unix.retain(|u| {
@@ -64,7 +78,6 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
                 && args
                     .filters
                     .component
-                    .as_deref()
                     .is_none_or(|c| u.component == Some(c))
                 && args
                     .filters
@@ -75,6 +88,13 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         });
         unix.sort_by(|a, b| a.path.cmp(&b.path).then(a.inode.cmp(&b.inode)));
     }
+    let kept = sockets.len() + if args.unix { unix.len() } else { 0 };
+    check_filters(
+        &args.filters,
+        kept,
+        holders.iter().map(String::as_str),
+        &mut c.warnings,
+    )?;
 
     let hostname = kports_linux::hostname();
     if args.common.output == Format::Json {
@@ -95,6 +115,18 @@ pub fn run(args: &ListenArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         print_unix(out, &unix, args.common.output == Format::Wide)?;
     }
     Ok(Outcome::done(c.warnings))
+}
+
+/// `--sort`: a stable sort, so rows equal on the key keep the default order.
+fn sort(sockets: &mut [Socket], key: ListenSort) {
+    let first = |s: &Socket| s.processes.first().map(|p| (p.name.clone(), p.pid));
+    match key {
+        ListenSort::Port => sockets.sort_by_key(|s| (s.local_port, s.local_address)),
+        ListenSort::Address => sockets.sort_by_key(|s| (s.local_address, s.local_port)),
+        ListenSort::Process => sockets.sort_by_key(|s| first(s).map(|p| p.0)),
+        ListenSort::Pid => sockets.sort_by_key(|s| first(s).map(|p| p.1)),
+        ListenSort::Component => sockets.sort_by_key(|s| s.component),
+    }
 }
 
 /// Name of a socket's owner for tables: process names, `kernel`, `unknown`, or `-`.

@@ -5,11 +5,10 @@
 
 use std::io::Write;
 
-use crate::cli::{Cli, ManArgs};
+use crate::cli::ManArgs;
 use crate::cmd::Outcome;
 use crate::output::Out;
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use clap_mangen::roff::{Roff, roman};
 
 pub fn run(args: &ManArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
@@ -37,7 +36,7 @@ pub struct Page {
 pub fn pages() -> Result<Vec<Page>> {
     // Built, a subcommand knows its full name (`kports-firewall-check`); clap's own `help`
     // subcommand is not a command of kports and gets no page.
-    let mut root = Cli::command().disable_help_subcommand(true);
+    let mut root = crate::cli::command().disable_help_subcommand(true);
     root.build();
     let mut pages = Vec::new();
     add(&root, &mut pages)?;
@@ -105,7 +104,7 @@ pub(crate) mod tests {
             }
         }
         let mut out = Vec::new();
-        walk(&Cli::command(), &[], &mut out);
+        walk(&crate::cli::command(), &[], &mut out);
         out
     }
 
@@ -141,7 +140,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_page_names_its_command_and_documents_its_flags() {
-        let root = Cli::command();
+        let root = crate::cli::command();
         for path in command_paths() {
             let mut cmd = &root;
             for word in &path {

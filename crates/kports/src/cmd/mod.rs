@@ -11,6 +11,8 @@ pub mod firewall;
 pub mod listen;
 pub mod man;
 pub mod node;
+pub mod overlay;
+pub mod preflight;
 pub mod probe;
 pub mod report;
 
@@ -55,18 +57,114 @@ pub fn query(filters: &Filters, all_netns: bool, owners: OwnerScope) -> Query {
 pub fn keep(f: &Filters, s: &Socket) -> bool {
     f.port
         .is_none_or(|(lo, hi)| (lo..=hi).contains(&s.local_port))
-        && f.component
-            .as_deref()
-            .is_none_or(|c| s.component == Some(c))
+        && f.component.is_none_or(|c| s.component == Some(c))
         && f.process
             .as_deref()
             .is_none_or(|p| process_matches(p, &s.processes))
 }
 
-/// `--process NAME|PID` against a holder list.
+/// `--process NAME|PID` against a holder list: the pid, the full name or the kernel's `comm`.
 pub fn process_matches(wanted: &str, procs: &[std::sync::Arc<ProcessRef>]) -> bool {
     match wanted.parse::<u32>() {
         Ok(pid) => procs.iter().any(|p| p.pid == pid),
-        Err(_) => procs.iter().any(|p| p.name == wanted),
+        Err(_) => procs
+            .iter()
+            .any(|p| kports_core::names::names_process(wanted, &p.name)),
     }
+}
+
+/// After the filters: an error when `--process` names no process among `holders`, a note when
+/// the filters given matched nothing (`kept` rows are left), nothing otherwise.
+pub fn check_filters<'a>(
+    f: &Filters,
+    kept: usize,
+    holders: impl IntoIterator<Item = &'a str>,
+    warnings: &mut Vec<Warning>,
+) -> anyhow::Result<()> {
+    if kept > 0 {
+        return Ok(());
+    }
+    if let Some(p) = &f.process {
+        crate::filter::process(p, holders)?;
+    }
+    let given = [
+        ("process", f.process.clone()),
+        ("component", f.component.map(str::to_string)),
+        (
+            "port",
+            f.port.map(|(lo, hi)| {
+                kports_core::catalog::PortRange {
+                    first: lo,
+                    last: hi,
+                }
+                .to_string()
+            }),
+        ),
+    ];
+    if given.iter().any(|(_, v)| v.is_some()) {
+        warnings.push(crate::filter::nothing_matched(&given));
+    }
+    Ok(())
+}
+
+/// A node of a cluster command (`preflight`, `overlay`).
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub name: String,
+    /// The first is the node's address between nodes.
+    pub addresses: Vec<std::net::IpAddr>,
+    pub roles: Vec<kports_core::catalog::Role>,
+}
+
+/// The nodes of `--inventory FILE --via TEMPLATE`, or of the lab that is up (`--lab`), and how
+/// to run kports on them.
+pub fn cluster_nodes(
+    inventory: Option<&std::path::Path>,
+    via: Option<&str>,
+    remote_kports: Option<&str>,
+    lab: bool,
+    warnings: &mut Vec<Warning>,
+) -> anyhow::Result<(Vec<ClusterNode>, kports_cluster::launch::Launch)> {
+    use anyhow::Context as _;
+    use kports_cluster::launch::Launch;
+    if lab {
+        let exe = std::env::current_exe().context("cannot find this kports executable")?;
+        let paths = kports_lab::state::Paths::default();
+        let state = kports_lab::state::State::load(&paths)?
+            .ok_or_else(|| anyhow::anyhow!("no lab is up: run `kports lab up` first"))?;
+        let nodes = state
+            .plan()
+            .nodes
+            .iter()
+            .map(|n| ClusterNode {
+                name: n.name.clone(),
+                addresses: n.addresses().to_vec(),
+                roles: n.roles(),
+            })
+            .collect();
+        return Ok((nodes, Launch::Lab { exe }));
+    }
+    let (Some(file), Some(via)) = (inventory, via) else {
+        anyhow::bail!("give --inventory FILE --via 'COMMAND {{name}} {{address}}', or --lab");
+    };
+    let inv = kports_probe::inventory::read(file)?;
+    if !inv.skipped.is_empty() {
+        warnings.push(Warning {
+            code: "inventory-hosts-skipped",
+            message: format!(
+                "hosts in no Kubernetes group take no part: {}",
+                inv.skipped.join(", ")
+            ),
+        });
+    }
+    let nodes = inv
+        .nodes
+        .iter()
+        .map(|n| ClusterNode {
+            name: n.name.clone(),
+            addresses: n.addresses(),
+            roles: n.roles.clone(),
+        })
+        .collect();
+    Ok((nodes, Launch::via(via, remote_kports)?))
 }

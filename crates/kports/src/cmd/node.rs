@@ -16,10 +16,19 @@ use crate::output::{Document, Format, Out};
 
 pub fn run(args: &NodeArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Result<Outcome> {
     let hostname = kports_linux::hostname();
-    let (mut ifs, warnings) =
+    let (mut ifs, mut warnings) =
         census::interfaces(std::path::Path::new("/proc"), args.common.all_netns)?;
+    if args.common.ipv4 || args.common.ipv6 {
+        for i in &mut ifs {
+            i.addresses.retain(|a| args.common.keeps(a.family));
+        }
+    }
     if let Some(kind) = &args.kind {
-        ifs.retain(|i| &i.kind == kind);
+        let kind = crate::filter::kind(kind, ifs.iter().map(|i| i.kind.as_str()))?;
+        ifs.retain(|i| i.kind == kind);
+        if ifs.is_empty() {
+            warnings.push(crate::filter::nothing_matched(&[("kind", Some(kind))]));
+        }
     }
     let wide = args.common.output == Format::Wide;
     let settings = io.settings(&[]);

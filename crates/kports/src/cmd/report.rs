@@ -90,7 +90,7 @@ pub fn run(args: &ReportArgs, io: &dyn NodeIo, out: &mut Out<impl Write>) -> Res
         Format::Json => out.json(&Document::new(
             kports_cluster::report::KIND,
             &report.hostname,
-            &doc,
+            [&doc],
             &warnings,
         ))?,
         Format::Table | Format::Wide => table(out, &doc)?,

@@ -204,6 +204,121 @@ fn listen_names_processes_in_full_and_recognises_components() {
 }
 
 #[test]
+fn filters_are_checked_against_what_they_filter() {
+    let (ns, p) = control_plane();
+    // The kernel's 15-byte comm, as `ss` shows it, and the alias `explain` takes.
+    let by_comm = ns.kports_json(&["listen", "--process", "kube-controller"]);
+    assert_eq!(
+        by_comm["items"][0]["processes"][0]["pid"], p.kcm,
+        "{by_comm}"
+    );
+    let by_alias = ns.kports_json(&["listen", "--component", "apiserver"]);
+    assert_eq!(by_alias["items"][0]["local_port"], 6443, "{by_alias}");
+    assert_eq!(by_alias["items"].as_array().unwrap().len(), 1);
+    let conns = ns.kports_json(&["conns", "--process", "kube-controller"]);
+    assert_eq!(conns["items"][0]["pids"][0], p.kcm, "{conns}");
+    // Values that can never match: exit 2, the valid ones listed, nothing on stdout.
+    for (args, says) in [
+        (&["listen", "--component", "nosuch"][..], "one of: "),
+        (&["listen", "--component", "proxy"], "could be any of"),
+        (
+            &["listen", "--process", "nosuch"],
+            "the processes that do: ",
+        ),
+        (&["conns", "--process", "nosuch"], "the processes that do: "),
+        (&["listen", "--port", "0"], "(1-65535)"),
+        (&["conns", "--port", "65536"], "(1-65535)"),
+        (&["node", "--kind", "nonsense"], "one of: bond, bridge"),
+        (
+            &["firewall", "check", "--role", "worker", "--iif", "nosuchif"],
+            "its interfaces: ",
+        ),
+    ] {
+        let out = ns.exec(KPORTS, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let err = String::from_utf8_lossy(&ns.exec(KPORTS, &["listen", "--process", "nosuch"]).stderr)
+        .into_owned();
+    assert!(err.contains("kube-controller-manager"), "{err}");
+    // A valid filter that matches nothing: exit 0, an empty list, and a note saying so.
+    for args in [
+        &["listen", "--component", "etcd", "--port", "6443"][..],
+        &["node", "--kind", "Bridge"],
+        &["conns", "--port", "9"],
+    ] {
+        let out = ns.exec(KPORTS, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains("nothing on this node matches --"),
+            "{args:?}: {err}"
+        );
+    }
+    let doc = ns.kports_json(&["listen", "--component", "etcd", "--port", "6443"]);
+    assert_eq!(doc["warnings"][0]["code"], "no-match", "{doc}");
+}
+
+#[test]
+fn families_order_headers_and_watch() {
+    let (ns, p) = control_plane();
+    let families = |args: &[&str]| -> Vec<String> {
+        ns.kports_json(args)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["family"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let v4 = families(&["listen", "-4"]);
+    let v6 = families(&["listen", "-6"]);
+    assert!(!v4.is_empty() && v4.iter().all(|f| f == "ipv4"), "{v4:?}");
+    assert_eq!(v6, ["ipv6"], "the API server's [::]:6443 only");
+    assert_eq!(v4.len() + v6.len(), families(&["listen"]).len());
+    // --sort pid: the lowest pid's sockets first.
+    let by_pid = ns.kports_json(&["listen", "--sort", "pid", "--proto", "tcp"]);
+    let pids: Vec<u64> = by_pid["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["processes"][0]["pid"].as_u64().unwrap())
+        .collect();
+    // (By port, the default, the kubelet's 10250 comes before the controller manager's
+    // 10257 though it started later.)
+    assert!(pids.windows(2).all(|w| w[0] <= w[1]), "{pids:?}");
+    assert!(p.kcm < p.kubelet);
+    // --no-headers: the rows alone.
+    let table = ns.kports(&["listen", "--no-headers", "--port", "10257"]);
+    assert_eq!(table.lines().count(), 1, "{table}");
+    assert!(table.contains("kube-controller-manager"), "{table}");
+    // --watch piped: one JSON document per interval, until stopped (here after the second).
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, KPORTS, "conns", "-o", "json", "--watch", "0.1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let docs: Vec<Value> = serde_json::Deserializer::from_reader(stdout)
+        .into_iter::<Value>()
+        .take(2)
+        .map(Result::unwrap)
+        .collect();
+    // SAFETY: signals the child this test started, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(docs.len(), 2);
+    assert!(
+        docs.iter()
+            .all(|d| d["kind"] == "conns" && d["items"].is_array())
+    );
+}
+
+#[test]
 fn secrets_on_command_lines_are_redacted() {
     let (ns, p) = control_plane();
     for args in [
@@ -350,6 +465,16 @@ fn conns_counts_per_listener_and_add_up_to_ss() {
         })
         .collect();
     assert_eq!(counts, [(2379, 12), (2380, 1), (2381, 0)]);
+    // 2379's two addresses are named, not shown as a wildcard.
+    let r = &by_port["items"][0];
+    assert!(r["local_address"].is_null(), "{r}");
+    assert_eq!(
+        r["local_addresses"],
+        serde_json::json!(["127.0.0.1", "192.0.2.10"])
+    );
+    let table = ns.kports(&["conns", "--process", "etcd", "--by-port", "--inbound"]);
+    assert!(table.contains("127.0.0.1,192.0.2.10:2379"), "{table}");
+    assert!(!table.contains("*:"), "{table}");
 }
 
 #[test]

@@ -731,7 +731,7 @@ fn flannel_required(node: &Node) -> BTreeSet<u64> {
         "--fail-on",
         "never",
     ]);
-    doc["items"]["rows"]
+    doc["items"]
         .as_array()
         .unwrap_or_else(|| panic!("{doc:#}"))
         .iter()

@@ -426,7 +426,7 @@ fn a_firewall_drop_of_the_kubelet_port_is_a_finding_until_cleared() {
     assert_eq!(check("w1", &[]).0, 1, "an error reaches --fail-on error");
     // `kports firewall check` without --sources judges from the same peer, and says so.
     let kubelet_from_cp = |doc: &Value| -> Value {
-        let rows = doc["items"]["rows"].as_array().unwrap();
+        let rows = doc["items"].as_array().unwrap();
         let row = rows
             .iter()
             .find(|r| r["port"]["lo"] == 10250 && r["source_kind"] == "control-plane")
@@ -452,11 +452,11 @@ fn a_firewall_drop_of_the_kubelet_port_is_a_finding_until_cleared() {
     assert!(ok);
     let (ok, w2) = fw_status("w2", &[]);
     assert!(ok, "w2 has no fault: {w2:#}");
-    assert_eq!(w2["items"]["summary"]["blocked"], 0, "{w2:#}");
+    assert_eq!(w2["context"]["summary"]["blocked"], 0, "{w2:#}");
     let fw = |node: &str| -> Value { fw_status(node, &["--fail-on", "never"]).1 };
     let doc = fw("w1");
-    assert_eq!(doc["items"]["summary"]["blocked"], 1, "{doc:#}");
-    let notes = doc["items"]["notes"].to_string();
+    assert_eq!(doc["context"]["summary"]["blocked"], 1, "{doc:#}");
+    let notes = doc["context"]["notes"].to_string();
     assert!(
         notes.contains("control plane: 192.0.2.11 (the API server this node connects to)"),
         "{notes}"
@@ -508,7 +508,7 @@ impl LabNode {
 
 fn lab_nodes() -> Vec<LabNode> {
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    status["items"]["nodes"]
+    status["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -665,7 +665,7 @@ fn firewall_check(node: &str, cp: Ipv4Addr, extra: &[&str]) -> Value {
     let doc: Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("firewall check in {node}: not JSON ({e}):\n{out}"));
     assert!(
-        doc["items"]["unread"].as_array().unwrap().is_empty(),
+        doc["context"]["unread"].as_array().unwrap().is_empty(),
         "{node}: {doc:#}"
     );
     doc
@@ -716,14 +716,14 @@ fn assert_plan_is_met(node: &str, fw: Fw, cp: Ipv4Addr) {
     ];
     cmd.extend(c.iter().map(String::as_str));
     let doc: Value = serde_json::from_str(&lab_exec_ok(node, &cmd)).unwrap();
-    let p = &doc["items"];
+    let p = &doc["context"];
     let diff = p["chain_diff"].as_array().unwrap();
     assert!(
         !diff.is_empty() && diff.iter().all(|d| d["op"] == "="),
         "{node} {fw:?}: a second plan still changes kports's chain: {diff:#?}"
     );
     assert_eq!(p["conflicts"], serde_json::json!([]), "{node} {fw:?}");
-    let unmet: Vec<&Value> = p["intents"]
+    let unmet: Vec<&Value> = doc["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -761,7 +761,7 @@ fn range_holds(range: &str, a: IpAddr) -> bool {
 /// catalog wants it open ("want") and the evaluator's verdict, one per row.
 fn judged(doc: &Value, src: IpAddr, port: u16) -> Vec<(bool, String)> {
     let port = u64::from(port);
-    doc["items"]["rows"]
+    doc["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -820,7 +820,7 @@ fn targets_of(node: &LabNode, doc: &Value) -> Targets {
     };
     let mut t = Targets::default();
     let mut ranges = BTreeSet::new();
-    for r in doc["items"]["rows"].as_array().unwrap() {
+    for r in doc["items"].as_array().unwrap() {
         if r["port"]["proto"] == "tcp" {
             let lo = r["port"]["lo"].as_u64().unwrap() as u16;
             let hi = r["port"]["hi"].as_u64().unwrap() as u16;
@@ -1048,7 +1048,7 @@ fn firewall_plans_open_exactly_what_each_lab_node_needs() {
         } else {
             serde_json::json!([n.role])
         };
-        assert_eq!(doc["items"]["roles"], roles, "{}: {doc:#}", n.name);
+        assert_eq!(doc["context"]["roles"], roles, "{}: {doc:#}", n.name);
         targets.insert(n.name.clone(), targets_of(n, &doc));
     }
     let ports = |name: &str| -> Vec<u16> { targets[name].ports.iter().copied().collect() };
@@ -1607,7 +1607,7 @@ fn a_worker_with_an_etcd_member_is_judged_for_both_roles() {
     assert_eq!(want(W2, 2380), [true], "{doc:#}");
     assert_eq!(want(CP1, 2380), [true], "{doc:#}");
     // The lab's flannel runs VXLAN (flannel.1): 8472 is its only required port.
-    let flannel: BTreeSet<u64> = doc["items"]["rows"]
+    let flannel: BTreeSet<u64> = doc["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -1661,7 +1661,7 @@ fn check_and_firewall_check_agree_on_what_is_blocked_on_the_control_plane() {
         let (ok, out, err) = lab_exec("cp1", &[KPORTS, "firewall", "check", "-o", "json"]);
         let doc: Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("firewall check: not JSON ({e}):\n{out}{err}"));
-        let ports = doc["items"]["rows"]
+        let ports = doc["items"]
             .as_array()
             .unwrap()
             .iter()

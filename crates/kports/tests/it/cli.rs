@@ -30,6 +30,37 @@ fn help_teaches_the_commands() {
 }
 
 #[test]
+fn version_names_the_commit_and_help_the_exit_statuses() {
+    let out = kports(&["--version"]);
+    assert!(out.status.success());
+    let v = String::from_utf8_lossy(&out.stdout).into_owned();
+    let want = format!("kports {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(v.starts_with(&want), "{v}");
+    // A 12-digit commit and a YYYY-MM-DD date, or `unknown` outside a git checkout.
+    let inner = v.trim().trim_start_matches(&want).trim_end_matches(')');
+    let (commit, date) = inner.split_once(", ").unwrap_or_else(|| panic!("{v}"));
+    assert!(commit == "unknown" || commit.len() >= 12, "{v}");
+    assert!(date == "unknown" || date.len() == 10, "{v}");
+    assert_eq!(
+        String::from_utf8_lossy(&kports(&["-V"]).stdout).trim(),
+        format!("kports {}", env!("CARGO_PKG_VERSION"))
+    );
+    for cmd in [
+        &["--help"][..],
+        &["listen", "--help"],
+        &["firewall", "check", "--help"],
+        &["lab", "exec", "--help"],
+    ] {
+        let help = String::from_utf8_lossy(&kports(cmd).stdout).replace('\n', " ");
+        assert!(
+            help.contains("Exit status: 0 done; 1 done and something is wrong")
+                && help.contains("127 when it does not exist"),
+            "{cmd:?}: {help}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2_with_a_message() {
     for args in [
         &["listen", "--bogus"][..],
@@ -37,6 +68,14 @@ fn usage_errors_exit_2_with_a_message() {
         &["listen", "--port", "9-1"],
         &["nosuch"],
         &["listen", "-o", "yaml"],
+        &["listen", "--port", "0"],
+        &["conns", "--component", "nosuch"],
+        &["node", "--kind", "nonsense"],
+        &["explain", "0"],
+        &["probe", "127.0.0.1", "--ports", "0"],
+        &["check", "--fail-on", "sometimes"],
+        &["firewall", "check", "--role", "worker", "--iif", "nosuchif"],
+        &["lab", "exec", "w1"],
     ] {
         let out = kports(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

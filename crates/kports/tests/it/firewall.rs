@@ -75,7 +75,7 @@ fn check_names_the_deciding_rule_in_json() {
     assert!(!ok, "{out}{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["kind"], "firewall-check");
-    let rows = doc["items"]["rows"].as_array().unwrap();
+    let rows = doc["items"].as_array().unwrap();
     let kubelet = rows
         .iter()
         .find(|r| r["port"]["lo"] == 10250 && r["expect_open"] == true)
@@ -143,7 +143,7 @@ fn role_is_detected_or_asked_for_and_ip_protocols_are_noted() {
     ]);
     assert!(ok, "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let notes = doc["items"]["notes"].as_array().unwrap();
+    let notes = doc["context"]["notes"].as_array().unwrap();
     // The IP-in-IP note, and that --sources stands in for the unknown control plane.
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert!(
@@ -161,7 +161,7 @@ fn role_is_detected_or_asked_for_and_ip_protocols_are_noted() {
         "{notes:?}"
     );
     // Calico's BGP port comes from the catalog, opened to the nodes.
-    let rows = doc["items"]["rows"].as_array().unwrap();
+    let rows = doc["items"].as_array().unwrap();
     let bgp = rows.iter().find(|r| r["port"]["lo"] == 179).unwrap();
     assert_eq!(bgp["port"]["from"], "nodes");
     assert_eq!(bgp["port"]["component"], "calico-node");
@@ -176,7 +176,7 @@ fn check_without_sources_says_whom_it_judged_from_and_plan_asks_for_them() {
     ]);
     assert!(ok, "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let notes: Vec<&str> = doc["items"]["notes"]
+    let notes: Vec<&str> = doc["context"]["notes"]
         .as_array()
         .unwrap()
         .iter()
@@ -194,7 +194,7 @@ fn check_without_sources_says_whom_it_judged_from_and_plan_asks_for_them() {
             .any(|n| n.starts_with("control plane: not known")),
         "{notes:?}"
     );
-    let rows = doc["items"]["rows"].as_array().unwrap();
+    let rows = doc["items"].as_array().unwrap();
     assert!(!rows.is_empty());
 
     let (ok, _, err) = ns.run(&[
@@ -271,7 +271,7 @@ fn check_answers_on_chains_that_jump_to_the_next_six_times() {
         let (ok, out, err) = ns.run(&args);
         assert!(ok, "{loader}: {err}");
         let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let rows = doc["items"]["rows"].as_array().unwrap();
+        let rows = doc["items"].as_array().unwrap();
         let discard = rows
             .iter()
             .find(|r| r["port"]["lo"] == 9 && r["port"]["proto"] == "tcp")
@@ -317,7 +317,7 @@ fn check_reads_a_table_iptables_nft_save_calls_incompatible_from_nft() {
     // The kubelet's port dropped for the control plane: exit 1.
     assert!(!ok, "{out}{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let rows = doc["items"]["rows"].as_array().unwrap();
+    let rows = doc["items"].as_array().unwrap();
     let kubelet = rows
         .iter()
         .find(|r| r["port"]["lo"] == 10250 && r["expect_open"] == true)

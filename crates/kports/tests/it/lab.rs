@@ -63,7 +63,8 @@ fn exec_json(node: &str, cmd: &[&str]) -> Value {
 
 /// A lab that goes down when the guard is dropped, whatever happened in between.
 struct Lab {
-    _turn: RwLockWriteGuard<'static, ()>,
+    /// Taken by [`Lab::down`], which keeps the turn for what the test checks afterwards.
+    turn: Option<RwLockWriteGuard<'static, ()>>,
 }
 
 impl Lab {
@@ -73,16 +74,31 @@ impl Lab {
             !Path::new(RUN_DIR).exists() && lab_namespaces().is_empty(),
             "a kports lab is already up on this machine; run `kports lab down` before the tests"
         );
-        let lab = Lab { _turn: turn };
+        let lab = Lab { turn: Some(turn) };
         let mut a = vec!["lab", "up"];
         a.extend_from_slice(args);
         kports_ok(&a);
         lab
     }
+
+    /// Takes the lab down and keeps the turn, so that no other lab test's lab comes up while
+    /// the caller checks that nothing is left.
+    fn down(mut self) -> Option<RwLockWriteGuard<'static, ()>> {
+        let out = kports(&["lab", "down"]);
+        assert!(
+            out.status.success(),
+            "kports lab down failed: {}",
+            text(&out.stderr)
+        );
+        self.turn.take()
+    }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if self.turn.is_none() {
+            return;
+        }
         let out = kports(&["lab", "down"]);
         if !out.status.success() {
             eprintln!("kports lab down failed: {}", text(&out.stderr));
@@ -262,10 +278,9 @@ fn established_in(node: &str, port: u64) -> u64 {
 fn up_and_down_twice_leave_nothing_behind() {
     require_root();
     for round in 1..=2 {
-        let pids;
+        let lab = Lab::up(&["--nodes", "1,1"]);
+        let pids = recorded_pids();
         {
-            let _lab = Lab::up(&["--nodes", "1,1"]);
-            pids = recorded_pids();
             assert_eq!(pids.len(), 8, "round {round}: 6 components on cp1, 2 on w1");
             assert!(
                 pids.iter().all(|&(p, s)| runs(p, s)),
@@ -290,19 +305,22 @@ fn up_and_down_twice_leave_nothing_behind() {
             );
 
             let again = kports(&["lab", "up"]);
-            assert_eq!(again.status.code(), Some(1));
+            assert_eq!(again.status.code(), Some(2));
             assert!(
                 text(&again.stderr).contains("a lab is already up: run `kports lab down` first"),
                 "{}",
                 text(&again.stderr)
             );
         }
+        let _turn = lab.down();
         assert!(
             pids.iter().all(|&(p, s)| !runs(p, s)),
             "round {round}: a recorded process survived down"
         );
         assert_nothing_left(&format!("after round {round}"));
     }
+    // Within a turn of its own: another lab test's lab may be up as soon as a turn ends.
+    let _turn = lab_turn();
     let out = kports_ok(&["lab", "down"]);
     assert_eq!(out, "No lab was up; nothing to remove.\n");
 }
@@ -354,8 +372,8 @@ fn down_cleans_up_after_a_killed_up() {
 fn nodes_are_built_as_the_lab_says() {
     let _lab = Lab::up(&[]);
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    assert_eq!(status["items"]["up"], true);
-    let nodes = status["items"]["nodes"].as_array().unwrap();
+    assert_eq!(status["context"]["up"], true);
+    let nodes = status["items"].as_array().unwrap();
     let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["cp1", "w1", "w2"]);
 
@@ -535,7 +553,7 @@ fn etcd_client_port_is_busier_than_its_peer_port() {
 fn etcd_members_talk_to_their_peers() {
     let _lab = Lab::up(&["--nodes", "3,0", "--etcd", "stand-in"]);
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    assert_eq!(status["items"]["etcd"], "stand-in");
+    assert_eq!(status["context"]["etcd"], "stand-in");
     // Each member keeps 2 connections to each of the 2 others: 4 come in on each 2380.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut peer = established_in("cp1", 2380);
@@ -648,14 +666,60 @@ fn pod_traffic_crosses_the_vxlan() {
         .expect("w1's pod answered after the clear");
 }
 
-fn component_state(node: &str, component: &str) -> String {
+/// `node`'s entry in `kports lab status -o json`.
+fn node_status(node: &str) -> Value {
     let status: Value = serde_json::from_str(&kports_ok(&["lab", "status", "-o", "json"])).unwrap();
-    let n = status["items"]["nodes"]
+    status["items"]
         .as_array()
         .unwrap()
         .iter()
         .find(|n| n["name"] == node)
-        .unwrap();
+        .unwrap()
+        .clone()
+}
+
+/// The faults `lab status` says are in force on `node`, in JSON, and its table's FAULTS cell.
+fn faults(node: &str) -> (Vec<String>, String) {
+    let json = node_status(node)["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let table = kports_ok(&["lab", "status"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{node} ")) && l.contains("kports-"))
+        .unwrap_or_else(|| panic!("no row of {node}:\n{table}"));
+    let cell = row.split("/24").last().unwrap().trim().to_string();
+    (json, cell)
+}
+
+/// Where `lab status` says `node`'s running components listen, as (address, component): the
+/// set `kports listen` must find.
+fn status_listeners(node: &str) -> BTreeSet<(String, String)> {
+    node_status(node)["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["listens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    (
+                        a.as_str().unwrap().to_string(),
+                        c["name"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn component_state(node: &str, component: &str) -> String {
+    let n = node_status(node);
     let c = n["components"]
         .as_array()
         .unwrap()
@@ -680,17 +744,41 @@ fn faults_show_up_and_clear() {
     // Loopback is let through, as host firewalls do.
     connect_from("w1", "127.0.0.1:10250").expect("loopback is not firewalled");
 
+    assert_eq!(
+        faults("w1"),
+        (
+            vec!["drop tcp/10250".to_string()],
+            "drop tcp/10250".to_string()
+        )
+    );
+
     // reject: refused at once (an ICMP port unreachable looks like a closed port).
     kports_ok(&["lab", "fault", "w1", "reject", "tcp/10250"]);
     let e = connect_from("cp1", kubelet).expect_err("rejected");
     assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
-    let status = kports_ok(&["lab", "status"]);
+    assert_eq!(
+        faults("w1"),
+        (
+            vec!["reject tcp/10250".to_string()],
+            "reject tcp/10250".to_string()
+        )
+    );
+
+    // One fault cleared, the other kept.
+    kports_ok(&["lab", "fault", "w1", "drop", "udp/8472"]);
+    kports_ok(&["lab", "fault", "w1", "clear", "tcp/10250"]);
+    connect_from("cp1", kubelet).expect("tcp/10250 cleared");
+    assert_eq!(faults("w1").0, ["drop udp/8472"]);
+    let out = kports(&["lab", "fault", "w1", "clear", "tcp/10250"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
-        status.contains("reject tcp/10250") && !status.contains("drop tcp/10250"),
-        "{status}"
+        text(&out.stderr).contains("w1 has no firewall fault on tcp/10250"),
+        "{}",
+        text(&out.stderr)
     );
 
     kports_ok(&["lab", "fault", "w1", "clear"]);
+    assert_eq!(faults("w1"), (vec![], "-".to_string()));
     connect_from("cp1", kubelet).expect("cleared");
     let nft = exec("w1", &["nft", "list", "ruleset"]);
     assert!(
@@ -699,8 +787,18 @@ fn faults_show_up_and_clear() {
     );
 
     // stop: the listeners disappear; start brings them back.
+    assert_eq!(status_listeners("w1"), set(&NODE_LISTENERS));
     kports_ok(&["lab", "fault", "w1", "stop", "kubelet"]);
     assert_eq!(component_state("w1", "kubelet"), "stopped");
+    assert_eq!(
+        faults("w1"),
+        (
+            vec!["kubelet stopped".to_string()],
+            "kubelet stopped".to_string()
+        )
+    );
+    // A stopped component listens nowhere, in the status as in fact.
+    assert_eq!(status_listeners("w1"), listeners("w1"));
     let l = listeners("w1");
     assert!(!l.iter().any(|(_, c)| c == "kubelet"), "{l:?}");
     let e = connect_from("cp1", kubelet).expect_err("stopped");
@@ -723,10 +821,15 @@ fn faults_show_up_and_clear() {
     let e = connect_from("cp1", kubelet).expect_err("bound to loopback");
     assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
     connect_from("w1", "127.0.0.1:10250").expect("the node still reaches its kubelet on loopback");
+    assert_eq!(faults("w1").0, ["kubelet bound to 127.0.0.1"]);
+    assert_eq!(status_listeners("w1"), listeners("w1"));
 
-    // down: the node stops answering; up brings it back.
-    kports_ok(&["lab", "fault", "w1", "clear"]);
+    // The bind cleared alone: the kubelet as `up` made it.
+    kports_ok(&["lab", "fault", "w1", "clear", "kubelet"]);
     assert_eq!(listeners("w1"), set(&NODE_LISTENERS));
+    assert_eq!(faults("w1").0, Vec::<String>::new());
+
+    // down: the node stops answering; up (or clear link) brings it back.
     kports_ok(&["lab", "fault", "w1", "down"]);
     let e = connect_from("cp1", kubelet).expect_err("node down");
     assert!(
@@ -738,8 +841,26 @@ fn faults_show_up_and_clear() {
     );
     let link = exec_json("w1", &["ip", "-j", "link", "show", "eth0"]);
     assert_ne!(link[0]["operstate"], "UP", "{link}");
+    assert_eq!(
+        faults("w1"),
+        (vec!["link down".to_string()], "link down".to_string())
+    );
     kports_ok(&["lab", "fault", "w1", "up"]);
     connect_eventually("cp1", kubelet, 5).expect("node up again");
+    kports_ok(&["lab", "fault", "w1", "down"]);
+    kports_ok(&["lab", "fault", "w1", "clear", "link"]);
+    connect_eventually("cp1", kubelet, 5).expect("node up again after clear link");
+    assert_eq!(faults("w1").0, Vec::<String>::new());
+
+    // A loopback-only component bound everywhere: the status says so, and where it listens.
+    kports_ok(&["lab", "fault", "cp1", "bind", "kube-scheduler", "0.0.0.0"]);
+    assert_eq!(faults("cp1").0, ["kube-scheduler bound to 0.0.0.0"]);
+    assert_eq!(status_listeners("cp1"), listeners("cp1"));
+    assert!(
+        listeners("cp1").contains(&("[::]:10259".to_string(), "kube-scheduler".to_string())),
+        "{:?}",
+        listeners("cp1")
+    );
 }
 
 #[test]
@@ -788,13 +909,35 @@ fn mistakes_are_usage_errors() {
             .code(),
         Some(7)
     );
+    // A command that does not exist, and one that cannot run: 127 and 126, as a shell says.
+    let out = kports(&["lab", "exec", "w1", "--", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot run `/nonexistent`: no such command"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kports(&["lab", "exec", "w1", "--", "/etc"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    // `kports` is this kports, whether or not one is on PATH.
+    let out = Command::new(KPORTS)
+        .args(["lab", "exec", "w1", "--", "kports", "--version"])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout).split_whitespace().nth(1),
+        Some(env!("CARGO_PKG_VERSION")),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn commands_fail_clearly_without_a_lab_or_without_root() {
     let _turn = lab_turn();
     let out = kports(&["lab", "fault", "w1", "down"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("no lab is up: run `kports lab up` first"),
         "{}",
@@ -816,10 +959,135 @@ fn commands_fail_clearly_without_a_lab_or_without_root() {
         ])
         .output()
         .expect("setpriv (util-linux) runs");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("kports lab needs root: it creates network namespaces"),
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The command lines of README.md's section on the lab, in order: the indented ones and the
+/// `$ ` ones of its examples, with their trailing `# comments` cut, each with the output the
+/// README shows under it (for the `$ ` ones).
+fn readme_walkthrough() -> Vec<(String, Vec<String>)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("## Learn on a practice cluster: kports lab")
+        .expect("the README has a section on the lab");
+    let section = &readme[start..];
+    let section = section[3..]
+        .find("\n## ")
+        .map_or(section, |end| &section[..end + 3]);
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut in_fence = false;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        let cmd = if in_fence {
+            line.strip_prefix("$ ")
+        } else {
+            line.strip_prefix("    ")
+        };
+        match cmd {
+            Some(c) if c.starts_with("kports ") || c.starts_with("cargo ") => {
+                let c = c.split("  #").next().unwrap_or(c).trim();
+                out.push((c.to_string(), Vec::new()));
+            }
+            _ if in_fence => {
+                if let Some((_, shown)) = out.last_mut() {
+                    shown.push(line.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whitespace-separated words of a line, for comparing table headers whatever the widths.
+fn words(l: &str) -> Vec<&str> {
+    l.split_whitespace().collect()
+}
+
+#[test]
+fn the_readme_walkthrough_works_as_written() {
+    let steps = readme_walkthrough();
+    let cmds: Vec<&str> = steps.iter().map(|(c, _)| c.as_str()).collect();
+    assert!(
+        cmds.first().is_some_and(|c| c.starts_with("cargo build"))
+            && cmds.contains(&"kports lab up")
+            && cmds.contains(&"kports lab exec cp1 -- kports listen")
+            && cmds.contains(&"kports lab fault w1 clear"),
+        "{cmds:#?}"
+    );
+    let turn = lab_turn();
+    assert!(
+        !Path::new(RUN_DIR).exists() && lab_namespaces().is_empty(),
+        "a kports lab is already up on this machine; run `kports lab down` before the tests"
+    );
+    // Down at the end, whatever happens.
+    let _lab = Lab { turn: Some(turn) };
+    // The section's first line builds kports and puts it on PATH; this build's kports stands
+    // for it, and nothing else called kports is on PATH.
+    let bin = Path::new(KPORTS)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let path = format!("{bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut ran = 0;
+    let mut up = false;
+    // `down` would end the walkthrough early: it runs last, as the guard's `kports lab down`.
+    for (cmd, shown) in steps
+        .iter()
+        .filter(|(c, _)| !c.starts_with("cargo ") && c != "kports lab down")
+    {
+        // Another way to bring the lab up (`--etcd-workers 1`) replaces the lab before it, as
+        // a reader trying it would: the walkthrough goes on in the new lab.
+        if cmd.starts_with("kports lab up") && std::mem::replace(&mut up, true) {
+            kports_ok(&["lab", "down"]);
+        }
+        let out = Command::new("sh")
+            .args(["-c", cmd])
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{cmd}` failed ({}):\n{}{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        ran += 1;
+        // kports's own tables: every header and row start the README shows is there (pids,
+        // counts and MAC addresses differ from run to run; `...` stands for more rows).
+        if cmd.contains("-- kports ") {
+            let got = text(&out.stdout);
+            for want in shown.iter().filter(|l| !l.trim().is_empty() && *l != "...") {
+                let w = words(want);
+                let found = got.lines().any(|g| {
+                    let g = words(g);
+                    if w.iter()
+                        .all(|x| x.chars().all(|c| c.is_ascii_uppercase() || c == ' '))
+                    {
+                        g == w
+                    } else {
+                        g.len() == w.len() && g[..2] == w[..2]
+                    }
+                });
+                assert!(
+                    found,
+                    "`{cmd}`: the README shows `{want}`, kports printed:\n{got}"
+                );
+            }
+        }
+    }
+    assert!(ran >= 15, "only {ran} commands ran: {cmds:#?}");
 }

@@ -5,8 +5,9 @@
 //! even when a test fails): the census against `ss` and `ip` (`census`), `check` and `explain`
 //! (`check`), the node's own prerequisites (`prereq`), the firewall commands (`firewall`), the
 //! lab (`lab`), the checks on a lab (`check_lab`), and `probe` against nft rules and nmap
-//! (`probe`; its bad-input and loopback tests need no root), and the agent in every lab node
-//! with its page in headless chromium (`agent_lab`). What they share (the binary's
+//! (`probe`; its bad-input and loopback tests need no root), `preflight` on a lab without
+//! components (`preflight`), the overlay check on the lab's VXLAN (`overlay`), and the agent in
+//! every lab node with its page in headless chromium (`agent_lab`). What they share (the binary's
 //! path, the root check, one lab at a time, a
 //! namespace with component stand-ins) is in `support`.
 //!
@@ -25,6 +26,8 @@ mod cluster;
 mod firewall;
 mod install;
 mod lab;
+mod overlay;
+mod preflight;
 mod prereq;
 mod probe;
 mod support;

@@ -538,7 +538,7 @@ fn bad_input_exits_2_with_a_clear_message() {
             "a CIDR may hold at most 4096",
         ),
         (&["probe", "127.0.0.1"], "no ports to probe on 127.0.0.1"),
-        (&["probe", "127.0.0.1", "--ports", "0"], "from 1 to 65535"),
+        (&["probe", "127.0.0.1", "--ports", "0"], "(1-65535)"),
         (
             &["probe", "127.0.0.1", "--ports", "1", "--timeout", "forever"],
             "not a duration",

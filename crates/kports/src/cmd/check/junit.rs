@@ -133,7 +133,7 @@ pub fn render(
     x
 }
 
-/// A finding as text: severity, id, message, evidence, command.
+/// A finding as text: severity, id, message, evidence, command, fix.
 fn details(f: &Finding) -> String {
     let mut s = format!("{} {}: {}", f.severity.as_str(), f.id, f.message);
     for so in &f.evidence.sockets {
@@ -160,6 +160,7 @@ fn details(f: &Finding) -> String {
         let _ = write!(s, "\nflag: {} of {}", fl.value, fl.source);
     }
     let _ = write!(s, "\nsee: {}", f.command);
+    let _ = write!(s, "\nfix: {}", f.fix);
     s
 }
 
@@ -218,7 +219,7 @@ mod tests {
             port: Some(PortRange::single(port)),
             evidence: Evidence::default(),
             command: format!("ss -tlnp 'sport = :{port}'"),
-            fix: None,
+            fix: id.fix().to_string(),
         }
     }
 
@@ -244,7 +245,7 @@ mod tests {
         assert!(x.contains("<testcase classname=\"kports.check.kube-apiserver\" name=\"tcp/6443 kube-apiserver &lt;port&gt;\">"), "{x}");
         assert!(x.contains("<failure type=\"bound-loopback-only\" message=\"bound-loopback-only &amp; &quot;quoted&quot;\">"), "{x}");
         assert!(
-            x.contains("see: ss -tlnp &apos;sport = :6443&apos;</failure>"),
+            x.contains("see: ss -tlnp &apos;sport = :6443&apos;\nfix: set the component&apos;s bind address to the node&apos;s address and restart it</failure>"),
             "{x}"
         );
         assert!(x.contains("<testcase classname=\"kports.check.kubelet\" name=\"tcp/10250 kubelet &lt;port&gt;\"/>"), "{x}");
