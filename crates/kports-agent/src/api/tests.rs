@@ -50,12 +50,12 @@ fn round() -> Round {
         report: Ok(Report {
             document: json!({
                 "schema": kports_core::SCHEMA_VERSION, "kind": "report", "hostname": "cp1",
-                "items": node_doc(
+                "items": [node_doc(
                     "cp1",
                     "control-plane",
                     &[row("w1", 10250, Status::Open), row("w2", 10250, Status::Filtered)],
                     json!([{"cmdline": "kubeadm join --token abc.def"}]),
-                ),
+                )],
                 "warnings": [],
             }),
             findings: vec![Finding {
@@ -132,7 +132,7 @@ async fn report_is_served_redacted() {
     let doc = a.json();
     assert_eq!(doc["hostname"], "cp1");
     assert_eq!(
-        doc["items"]["holders"][0]["cmdline"],
+        doc["items"][0]["holders"][0]["cmdline"],
         "kubeadm join --token REDACTED"
     );
     assert!(!a.body.contains("abc.def"));
@@ -475,7 +475,7 @@ fn peer_state() -> AgentState {
         report: Ok(Report {
             document: json!({"schema": kports_core::SCHEMA_VERSION, "kind": "report",
                 "hostname": "w1", "warnings": [],
-                "items": node_doc("w1", "worker", std::slice::from_ref(&r), json!(null))}),
+                "items": [node_doc("w1", "worker", std::slice::from_ref(&r), json!(null))]}),
             findings: vec![],
             took: Duration::ZERO,
         }),

@@ -303,10 +303,11 @@ fn report_and_probe(work: &Work, mut known: Vec<Peer>, probing: bool) -> Outcome
     if let Some(fw) = &node.firewall {
         warnings.extend(fw.warnings.iter().cloned());
     }
+    // The node's report alone, in an array (`items` is an array in every document).
     let document = serde_json::to_value(Document::new(
         kports_cluster::report::KIND,
         &node.hostname,
-        &doc,
+        [&doc],
         &warnings,
     ));
     let report = document

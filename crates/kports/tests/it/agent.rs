@@ -79,8 +79,8 @@ fn agent_serves_the_node_report_and_stops_on_sigterm() {
     // The document `kports report -o json` prints, made in the agent's own process.
     assert_eq!(doc["kind"], "report");
     assert_eq!(doc["schema"], kports_core::SCHEMA_VERSION);
-    assert!(doc["items"]["ports"].is_array());
-    assert!(doc["items"]["probes"].is_null(), "no peers, no probes");
+    assert!(doc["items"][0]["ports"].is_array());
+    assert!(doc["items"][0]["probes"].is_null(), "no peers, no probes");
     let out = Command::new(KPORTS)
         .args(["report", "-o", "json"])
         .output()
@@ -92,9 +92,9 @@ fn agent_serves_the_node_report_and_stops_on_sigterm() {
         k
     };
     assert_eq!(keys(&doc), keys(&cli));
-    assert_eq!(keys(&doc["items"]), keys(&cli["items"]));
-    assert_eq!(doc["items"]["name"], cli["items"]["name"]);
-    assert_eq!(doc["items"]["roles"], cli["items"]["roles"]);
+    assert_eq!(keys(&doc["items"][0]), keys(&cli["items"][0]));
+    assert_eq!(doc["items"][0]["name"], cli["items"][0]["name"]);
+    assert_eq!(doc["items"][0]["roles"], cli["items"][0]["roles"]);
     let (status, metrics) = get(&addr, "/metrics", None);
     assert_eq!(status, 200);
     assert!(
