@@ -602,9 +602,10 @@ fn firewall_verdict(
         })
 }
 
-/// The judgement of udp/`port` from `from` in a `firewall-check` document (pure).
+/// The judgement of udp/`port` from `from` in a `firewall-check` document (schema 3: `items` is
+/// the rows) (pure).
 pub fn firewall_row(doc: &serde_json::Value, from: IpAddr, port: u16) -> Option<FirewallVerdict> {
-    let rows = doc["items"]["rows"].as_array()?;
+    let rows = doc["items"].as_array()?;
     let from = from.to_string();
     for r in rows {
         let p = &r["port"];
@@ -832,12 +833,12 @@ mod tests {
 
     #[test]
     fn reads_the_firewall_verdict() {
-        let doc = serde_json::json!({"items": {"rows": [
+        let doc = serde_json::json!({"items": [
             {"port": {"proto": "udp", "lo": 8472, "hi": 8472}, "source": "192.0.2.11",
              "segments": [{"lo": 8472, "hi": 8472, "judgement": {"verdict": "drop", "by":
                 {"backend": "nft", "table": "inet f", "chain": "input", "handle": 3,
                  "text": "udp dport 8472 drop"}}}]}
-        ]}});
+        ]});
         let v = firewall_row(&doc, IpAddr::from([192, 0, 2, 11]), 8472).unwrap();
         assert_eq!(v.verdict, "drop");
         assert_eq!(v.by, "nft inet f input, handle 3: udp dport 8472 drop");

@@ -116,15 +116,15 @@ pub struct Node {
 }
 
 impl Node {
-    /// The node's roles as kports's catalog names them: a worker with an etcd member is a
-    /// worker and an etcd node.
+    /// The node's roles as kports's catalog names them: every etcd member is an etcd node (a
+    /// control-plane node with stacked etcd is `control-plane,etcd`, as kubeadm makes it).
     pub fn roles(&self) -> Vec<kports_core::catalog::Role> {
         use kports_core::catalog::Role as R;
         let mut v = vec![match self.role {
             Role::ControlPlane => R::ControlPlane,
             Role::Worker => R::Worker,
         }];
-        if self.etcd && self.role == Role::Worker {
+        if self.etcd {
             v.push(R::Etcd);
         }
         v
@@ -327,7 +327,7 @@ mod tests {
         assert_eq!(
             roles,
             [
-                vec![R::ControlPlane],
+                vec![R::ControlPlane, R::Etcd],
                 vec![R::Worker, R::Etcd],
                 vec![R::Worker]
             ]

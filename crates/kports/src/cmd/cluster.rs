@@ -13,7 +13,6 @@ use kports_cluster::matrix::{Cell, Matrix, NodeInput, NodeState, join};
 use kports_cluster::report::{self, NodeDoc};
 use kports_cluster::via::{self, Limits, Target, Template};
 use kports_core::Warning;
-use kports_core::catalog::Role;
 use kports_probe::inventory;
 use kports_probe::{Status, Transport};
 
@@ -209,14 +208,7 @@ fn from_agents(args: &ClusterArgs) -> Result<Vec<NodeInput>> {
 fn lab_inventory(plan: &kports_lab::plan::Plan) -> String {
     let mut s = String::from("nodes:\n");
     for n in &plan.nodes {
-        let mut roles = vec![match n.role {
-            kports_lab::plan::Role::ControlPlane => Role::ControlPlane,
-            kports_lab::plan::Role::Worker => Role::Worker,
-        }];
-        if n.etcd {
-            roles.push(Role::Etcd);
-        }
-        let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let roles: Vec<&str> = n.roles().iter().map(|r| r.as_str()).collect();
         let _ = writeln!(
             s,
             "  - name: {}\n    address: {}\n    address6: \"{}\"\n    roles: [{}]",
@@ -329,6 +321,7 @@ fn table(out: &mut Out<impl Write>, m: &Matrix) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kports_core::catalog::Role;
 
     #[test]
     fn the_lab_inventory_is_read_back_with_every_node() {
