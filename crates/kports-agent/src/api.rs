@@ -3,7 +3,9 @@
 //! | route | auth | answer |
 //! |---|---|---|
 //! | `GET /api/v1/report` | bearer token | this node's report (`kports report -o json`) |
-//! | `GET /api/v1/probes[?peer=NAME&status=STATUS]` | bearer token | the last probes of its peers (501 when it does not probe) |
+//! | `GET /api/v1/probes[?peer=NAME&status=STATUS]` | bearer token | the last probes of its peers (kports-probe's rows; 501 when it does not probe) |
+//! | `GET /api/v1/matrix` | bearer token | every node's report and probes, gathered from their agents ([`crate::matrix`]) |
+//! | `GET /` | none | the web page ([`crate::page`]; it carries no data and asks the API with the token) |
 //! | `GET /healthz` | none | 200 while the process serves |
 //! | `GET /readyz` | none | 200 once the first report exists, 503 before |
 //! | `GET /metrics` | none | OpenMetrics text (see [`crate::metrics`]) |
@@ -33,7 +35,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
-use crate::state::{AgentState, LatestProbes, ProbeRow, ProbeStatus};
+use kports_probe::Status;
+use kports_probe::row::Row;
+
+use crate::state::{AgentState, LatestProbes};
 
 /// Who may read the API routes.
 #[derive(Clone)]
@@ -123,8 +128,10 @@ pub fn app(state: AgentState, auth: Auth, limits: Limits) -> Router {
     let api = Router::new()
         .route("/api/v1/report", get(report))
         .route("/api/v1/probes", get(probes))
+        .route("/api/v1/matrix", get(matrix))
         .route_layer(middleware::from_fn_with_state(auth, require_token));
     let open = Router::new()
+        .route("/", get(page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -194,7 +201,7 @@ async fn report(State(state): State<AgentState>) -> Response {
 #[serde(deny_unknown_fields)]
 struct ProbeQuery {
     peer: Option<String>,
-    status: Option<ProbeStatus>,
+    status: Option<Status>,
 }
 
 async fn probes(
@@ -207,7 +214,7 @@ async fn probes(
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "{}; the filters are peer=NAME and status=open|refused|filtered|unreachable|closed|open%7Cfiltered",
+                    "{}; the filters are peer=NAME and status=open|refused|filtered|unreachable|closed|open%7Cfiltered|unknown",
                     e.body_text()
                 ),
             );
@@ -231,13 +238,32 @@ async fn probes(
     if query.peer.is_none() && query.status.is_none() {
         return json_bytes(served.bytes.clone());
     }
-    let rows: Vec<&ProbeRow> = served
+    let rows: Vec<&Row> = served
         .data
         .iter()
         .filter(|r| query.peer.as_ref().is_none_or(|p| *p == r.target))
         .filter(|r| query.status.is_none_or(|s| s == r.status))
         .collect();
     json_bytes(state.probes_bytes(&rows))
+}
+
+async fn matrix(State(state): State<AgentState>) -> Response {
+    json_bytes(state.matrix_bytes().await)
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Nothing but the page itself and its own API.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        crate::page::INDEX,
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -264,7 +290,7 @@ async fn not_found(req: Request) -> Response {
     error(
         StatusCode::NOT_FOUND,
         format!(
-            "no route {}; the routes are /api/v1/report, /api/v1/probes, /healthz, /readyz, /metrics",
+            "no route {}; the routes are /, /api/v1/report, /api/v1/probes, /api/v1/matrix, /healthz, /readyz, /metrics",
             req.uri().path()
         ),
     )

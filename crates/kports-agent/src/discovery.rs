@@ -218,6 +218,44 @@ impl Inventory {
     }
 }
 
+/// The peers of an inventory file (kports-probe's): each node's agent answers on its first
+/// address (the agent runs with the host's network).
+pub fn from_inventory(inv: &kports_probe::inventory::Inventory) -> Vec<Peer> {
+    let mut peers: Vec<Peer> = inv
+        .nodes
+        .iter()
+        .map(|n| Peer {
+            name: n.name.clone(),
+            roles: n.roles.iter().copied().collect(),
+            addresses: n.addresses(),
+            agent: Some(n.address),
+        })
+        .collect();
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
+    peers
+}
+
+/// Whether this process runs in a Kubernetes pod (the kubelet sets the API's address).
+pub fn in_a_pod() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+}
+
+/// A client of the API server from the pod's service account (in-cluster configuration).
+pub fn in_cluster_client() -> Result<Client, String> {
+    let config = kube::Config::incluster()
+        .map_err(|e| format!("cannot read the pod's in-cluster configuration: {e}"))?;
+    Client::try_from(config).map_err(|e| format!("cannot make a Kubernetes client: {e}"))
+}
+
+/// The namespace of this pod: `POD_NAMESPACE`, else the service account's namespace file.
+pub fn own_namespace() -> Option<String> {
+    std::env::var("POD_NAMESPACE").ok().or_else(|| {
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .ok()
+            .map(|s| s.trim().to_string())
+    })
+}
+
 /// Where the agent's own pods are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentPods {
@@ -325,6 +363,23 @@ mod tests {
                        "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn inventory_nodes_are_peers_with_their_agents() {
+        let inv = kports_probe::inventory::parse(
+            "nodes:\n  - name: w1\n    address: 192.0.2.11\n    address6: 2001:db8::11\n    roles: [worker]\n  - name: cp1\n    address: 192.0.2.1\n    roles: [control-plane, etcd]\n",
+            "inv.yaml",
+        )
+        .unwrap();
+        let peers = from_inventory(&inv);
+        assert_eq!(peers[0].name, "cp1");
+        assert_eq!(
+            peers[0].roles,
+            [Role::ControlPlane, Role::Etcd].into_iter().collect()
+        );
+        assert_eq!(peers[1].addresses.len(), 2);
+        assert_eq!(peers[1].agent, Some("192.0.2.11".parse().unwrap()));
     }
 
     #[test]

@@ -14,18 +14,25 @@
 //! - [`peers`]: which peers to probe (rendezvous hashing above a node count);
 //! - [`discovery`]: peers from the Kubernetes API (watches on Nodes and the agent's pods);
 //! - [`plan`]: the peers to probe this round, each with the ports this node needs of it;
-//! - [`redact`]: secret values in served documents' command lines.
+//! - [`redact`]: secret values in served documents' command lines;
+//! - [`gather`] and [`matrix`]: the whole cluster's matrix, asked of the peers' agents;
+//! - [`responder`]: the UDP responders that let peers see this node's UDP ports `open`;
+//! - [`page`]: the web page, built into the binary.
 
 pub mod api;
 pub mod discovery;
+pub mod gather;
+pub mod matrix;
 pub mod metrics;
+pub mod page;
 pub mod peers;
 pub mod plan;
 pub mod redact;
 pub mod refresh;
+pub mod responder;
 pub mod serve;
 pub mod state;
 
 pub use api::{Auth, Limits, app};
 pub use refresh::{Collector, Schedule};
-pub use state::{AgentState, Finding, ProbeRow, ProbeRun, ProbeStatus, Report, Round};
+pub use state::{AgentState, Finding, ProbeRun, Report, Round};

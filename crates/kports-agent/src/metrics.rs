@@ -28,6 +28,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use kports_probe::Status;
+
 use crate::state::{ProbeRun, Report};
 
 /// At most this many peers get their own `peer` label value in one round.
@@ -219,12 +221,12 @@ impl Metrics {
         for row in &run.rows {
             probed.insert(row.target.as_str());
             let group = groups.label(row.component.as_deref().unwrap_or(UNKNOWN_GROUP));
-            if row.status.answered() {
+            if answered(row.status) {
                 self.latency
                     .get_or_create(&GroupLabels {
                         group: group.clone(),
                     })
-                    .observe(row.latency_ms / 1000.0);
+                    .observe(row.latency_ms.as_secs_f64());
             }
             let labels = PeerLabels {
                 peer: peers.label(&row.target),
@@ -263,6 +265,11 @@ impl Metrics {
     }
 }
 
+/// Whether the far side (or the path) answered, so the latency means something.
+fn answered(s: Status) -> bool {
+    !matches!(s, Status::Filtered | Status::OpenFiltered | Status::Unknown)
+}
+
 fn severity_label(s: Severity) -> &'static str {
     s.as_str()
 }
@@ -270,25 +277,26 @@ fn severity_label(s: Severity) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Finding, ProbeRow, ProbeStatus};
-    use kports_core::Proto;
+    use crate::state::Finding;
+    use kports_probe::Transport;
+    use kports_probe::row::Row;
     use std::time::Duration;
 
-    fn row(peer: &str, component: &str, port: u16, status: ProbeStatus) -> ProbeRow {
-        ProbeRow {
+    fn row(peer: &str, component: &str, port: u16, status: Status) -> Row {
+        Row {
             source: "n0".into(),
             target: peer.into(),
             target_address: "192.0.2.1".parse().unwrap(),
-            proto: Proto::Tcp,
+            proto: Transport::Tcp,
             port,
             status,
             errno: None,
-            latency_ms: 1.5,
+            latency_ms: Duration::from_micros(1500),
             component: Some(component.into()),
         }
     }
 
-    fn run(rows: Vec<ProbeRow>) -> ProbeRun {
+    fn run(rows: Vec<Row>) -> ProbeRun {
         ProbeRun {
             rows,
             took: Duration::from_millis(40),
@@ -299,8 +307,8 @@ mod tests {
     fn statuses_per_peer_and_group_hold_the_last_round_only() {
         let m = Metrics::new();
         m.observe_probes(&run(vec![
-            row("cp1", "kube-apiserver", 6443, ProbeStatus::Open),
-            row("w2", "kubelet", 10250, ProbeStatus::Filtered),
+            row("cp1", "kube-apiserver", 6443, Status::Open),
+            row("w2", "kubelet", 10250, Status::Filtered),
         ]));
         let text = m.encode();
         assert!(
@@ -311,7 +319,7 @@ mod tests {
             "cp1",
             "kube-apiserver",
             6443,
-            ProbeStatus::Refused,
+            Status::Refused,
         )]));
         let text = m.encode();
         assert!(!text.contains("peer=\"w2\""), "{text}");
@@ -357,13 +365,13 @@ mod tests {
     #[test]
     fn labels_beyond_their_caps_become_other() {
         let m = Metrics::new();
-        let rows: Vec<ProbeRow> = (0..MAX_PEERS + 100)
+        let rows: Vec<Row> = (0..MAX_PEERS + 100)
             .map(|i| {
                 row(
                     &format!("n{i}"),
                     &format!("c{}", i % (MAX_GROUPS + 5)),
                     1,
-                    ProbeStatus::Open,
+                    Status::Open,
                 )
             })
             .collect();

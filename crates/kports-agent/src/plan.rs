@@ -1,12 +1,20 @@
 //! What this node probes in one round: its selected peers ([`crate::peers`]) from the peers it
 //! knows ([`crate::discovery`] or an inventory), each with the ports this node needs of it.
 //!
-//! Pure: the prober (kports-probe) takes the targets and returns rows for [`crate::ProbeRow`].
+//! [`targets`] and [`planned`] are pure; [`probe`] runs the plan with kports-probe (bounded in
+//! concurrency, each probe within its timeout) and gives its rows.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::time::Instant;
+
+use kports_core::Proto;
+use kports_core::catalog::Role;
+use kports_probe::plan::Planned;
 
 use crate::discovery::Peer;
 use crate::peers::{Cluster, Member, Need, Policy, needs_between};
+use crate::state::ProbeRun;
 
 /// One peer to probe this round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +48,73 @@ pub fn targets(me: &str, known: &[Peer], policy: &Policy, needs: &[Need]) -> Vec
             })
         })
         .collect()
+}
+
+/// Every probe of `targets`: each address of each peer, each port needed of it; the ports of
+/// `main_only` (the CNI's overlay, which runs over one address family) at the peer's first
+/// address only, as `kports report --probe-peers` plans them.
+pub fn planned(targets: &[Target], main_only: &[(Proto, u16)]) -> Vec<Planned> {
+    let mut out = Vec::new();
+    for t in targets {
+        for (i, addr) in t.addresses.iter().enumerate() {
+            for n in &t.needs {
+                if i > 0 && main_only.contains(&(n.proto, n.port)) {
+                    continue;
+                }
+                out.push(Planned {
+                    target: t.name.clone(),
+                    probe: kports_probe::Probe {
+                        addr: *addr,
+                        port: n.port,
+                        transport: n.proto.into(),
+                    },
+                    component: Some(n.component.clone()),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The ports probed at a peer's first (main) address only: the CNIs' (an overlay runs over
+/// one address family) and those a component binds to one of the node's addresses (etcd's, on
+/// the address it advertises).
+pub fn main_address_only(catalog: &kports_core::catalog::Catalog) -> Vec<(Proto, u16)> {
+    catalog
+        .entries
+        .iter()
+        .filter(|e| e.cni.is_some() || e.bind == kports_core::catalog::BindScope::Node)
+        .filter_map(|e| Some((e.protocol.proto()?, e.port.first)))
+        .collect()
+}
+
+/// Probes `targets` from `me` and gives the rows of `kports probe -o json`. Blocking: the
+/// probes run on a current-thread runtime of their own (call it from a blocking task).
+pub fn probe(
+    me: &str,
+    targets: &[Target],
+    main_only: &[(Proto, u16)],
+    opts: kports_probe::Options,
+) -> Result<ProbeRun, String> {
+    let started = Instant::now();
+    let plan = planned(targets, main_only);
+    let probes: Vec<kports_probe::Probe> = plan.iter().map(|p| p.probe).collect();
+    let outcomes =
+        kports_probe::probe::run_blocking(&probes, opts, |_, _| {}).map_err(|e| e.to_string())?;
+    Ok(ProbeRun {
+        rows: kports_probe::row::rows(me, &plan, &outcomes),
+        took: started.elapsed(),
+    })
+}
+
+/// The UDP ports peers of any role need of a node with `roles`: where its responders answer.
+pub fn udp_ports_of(needs: &[Need], roles: &BTreeSet<Role>) -> Vec<u16> {
+    let ports: BTreeSet<u16> = needs
+        .iter()
+        .filter(|n| n.proto == Proto::Udp && roles.contains(&n.to))
+        .map(|n| n.port)
+        .collect();
+    ports.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -80,5 +155,72 @@ mod tests {
         // Not yet in the list itself: planned as a worker.
         let new = targets("w9", &known, &Policy::default(), &needs);
         assert_eq!(new.len(), 3);
+        let probes = planned(&t, &[]);
+        assert_eq!(probes.len(), t[0].needs.len() + 1);
+        // A dual-stack peer: every port at both addresses, the overlay's at the first only.
+        let mut dual = t[1].clone();
+        dual.addresses.push("2001:db8::12".parse().unwrap());
+        dual.needs.push(Need {
+            from: Role::Worker,
+            to: Role::Worker,
+            proto: Proto::Tcp,
+            port: 10256,
+            component: "kube-proxy".into(),
+        });
+        let p = planned(&[dual], &[(Proto::Udp, 8472)]);
+        let got: Vec<(u16, bool)> = p
+            .iter()
+            .map(|p| (p.probe.port, p.probe.addr.is_ipv6()))
+            .collect();
+        assert_eq!(got, [(8472, false), (10256, false), (10256, true)]);
+        assert!(probes.iter().any(|p| p.target == "w2"
+            && p.probe.port == 8472
+            && p.probe.transport == kports_probe::Transport::Udp
+            && p.component.as_deref() == Some("flannel")));
+        let main_only = main_address_only(&Catalog::builtin().unwrap());
+        assert!(main_only.contains(&(Proto::Udp, 8472)));
+        assert!(main_only.contains(&(Proto::Tcp, 2380)));
+        assert!(!main_only.iter().any(|(_, p)| *p == 10250));
+        let worker: BTreeSet<Role> = [Role::Worker].into_iter().collect();
+        assert_eq!(udp_ports_of(&needs, &worker), [8472]);
+    }
+
+    #[test]
+    fn probes_give_rows_of_the_plan() {
+        // A listener on loopback and a port nothing listens on.
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open_port = open.local_addr().unwrap().port();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let need = |port| Need {
+            from: Role::Worker,
+            to: Role::ControlPlane,
+            proto: Proto::Tcp,
+            port,
+            component: "kube-apiserver".into(),
+        };
+        let t = [Target {
+            name: "cp1".into(),
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+            needs: vec![need(open_port), need(closed_port)],
+        }];
+        let opts = kports_probe::Options {
+            timeout: std::time::Duration::from_secs(5),
+            concurrency: 4,
+        };
+        let run = probe("w1", &t, &[], opts).unwrap();
+        let got: Vec<(u16, kports_probe::Status, &str)> = run
+            .rows
+            .iter()
+            .map(|r| (r.port, r.status, r.source.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (open_port, kports_probe::Status::Open, "w1"),
+                (closed_port, kports_probe::Status::Refused, "w1")
+            ]
+        );
     }
 }

@@ -5,82 +5,21 @@
 //! busy scraper costs no serialization) and feeds the metrics. Until the first report arrives
 //! the agent is alive but not ready.
 
-use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use kports_core::Proto;
 use kports_core::catalog::Severity;
+use kports_probe::row::Row;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::matrix::{self, Cache, Peers, SharedPeers};
 use crate::metrics::Metrics;
 use crate::redact::redact_document;
-
-/// How one probe ended, named as `kports probe -o json` names it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProbeStatus {
-    /// TCP: the handshake completed. UDP: a kports responder answered.
-    Open,
-    /// TCP: a reset or ICMP port-unreachable.
-    Refused,
-    /// TCP: no answer before the timeout.
-    Filtered,
-    /// ICMP host or network unreachable, administratively prohibited, or no route.
-    Unreachable,
-    /// UDP: ICMP port-unreachable.
-    Closed,
-    /// UDP: no answer, which an open port and a drop both give.
-    #[serde(rename = "open|filtered")]
-    OpenFiltered,
-}
-
-impl ProbeStatus {
-    pub const ALL: [ProbeStatus; 6] = [
-        ProbeStatus::Open,
-        ProbeStatus::Refused,
-        ProbeStatus::Filtered,
-        ProbeStatus::Unreachable,
-        ProbeStatus::Closed,
-        ProbeStatus::OpenFiltered,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProbeStatus::Open => "open",
-            ProbeStatus::Refused => "refused",
-            ProbeStatus::Filtered => "filtered",
-            ProbeStatus::Unreachable => "unreachable",
-            ProbeStatus::Closed => "closed",
-            ProbeStatus::OpenFiltered => "open|filtered",
-        }
-    }
-
-    /// Whether the far side (or the path) answered, so the latency means something.
-    pub fn answered(self) -> bool {
-        !matches!(self, ProbeStatus::Filtered | ProbeStatus::OpenFiltered)
-    }
-}
-
-/// One probe of one peer's port: the fixed fields of `kports probe -o json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProbeRow {
-    pub source: String,
-    /// The peer's name.
-    pub target: String,
-    pub target_address: IpAddr,
-    pub proto: Proto,
-    pub port: u16,
-    pub status: ProbeStatus,
-    pub errno: Option<String>,
-    pub latency_ms: f64,
-    /// The catalog component the port belongs to (`kubelet`), when known.
-    pub component: Option<String>,
-}
+use kports_cluster::matrix::NodeInput;
+use kports_cluster::report;
+use kports_core::catalog::Role;
 
 /// A finding of this node's report, as the metrics count it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -102,7 +41,8 @@ pub struct Report {
 /// One round of probes of this node's peers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeRun {
-    pub rows: Vec<ProbeRow>,
+    /// kports-probe's rows, as `kports probe -o json` prints them.
+    pub rows: Vec<Row>,
     pub took: Duration,
 }
 
@@ -125,7 +65,7 @@ pub(crate) struct Served<T> {
 #[derive(Debug, Default)]
 struct Latest {
     report: Option<Arc<Served<()>>>,
-    probes: Option<Arc<Served<Vec<ProbeRow>>>>,
+    probes: Option<Arc<Served<Vec<Row>>>>,
     /// The last round said this agent does not probe.
     no_prober: bool,
 }
@@ -133,7 +73,7 @@ struct Latest {
 /// The probes as the API serves them.
 #[derive(Debug)]
 pub(crate) enum LatestProbes {
-    Served(Arc<Served<Vec<ProbeRow>>>),
+    Served(Arc<Served<Vec<Row>>>),
     NotYet,
     NoProber,
 }
@@ -144,6 +84,9 @@ pub struct AgentState {
     hostname: Arc<str>,
     latest: Arc<RwLock<Latest>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The other nodes whose agents `/api/v1/matrix` asks (none until the binary sets them).
+    pub(crate) peers: SharedPeers,
+    pub(crate) matrix: Arc<Cache>,
 }
 
 /// The envelope of `/api/v1/probes`, shaped like every kports document.
@@ -152,7 +95,7 @@ pub(crate) struct ProbesDocument<'a> {
     pub(crate) schema: u32,
     pub(crate) kind: &'static str,
     pub(crate) hostname: &'a str,
-    pub(crate) items: &'a [&'a ProbeRow],
+    pub(crate) items: &'a [&'a Row],
     pub(crate) warnings: [(); 0],
 }
 
@@ -162,6 +105,8 @@ impl AgentState {
             hostname: hostname.into(),
             latest: Arc::default(),
             metrics: Arc::new(Metrics::new()),
+            peers: Arc::default(),
+            matrix: Arc::default(),
         }
     }
 
@@ -193,7 +138,7 @@ impl AgentState {
             None => None,
             Some(Ok(run)) => {
                 self.metrics.observe_probes(&run);
-                let rows: Vec<&ProbeRow> = run.rows.iter().collect();
+                let rows: Vec<&Row> = run.rows.iter().collect();
                 let bytes = self.probes_bytes(&rows);
                 Some(Arc::new(Served {
                     bytes,
@@ -215,7 +160,7 @@ impl AgentState {
         latest.no_prober = no_prober;
     }
 
-    pub(crate) fn probes_bytes(&self, rows: &[&ProbeRow]) -> Bytes {
+    pub(crate) fn probes_bytes(&self, rows: &[&Row]) -> Bytes {
         let doc = ProbesDocument {
             schema: kports_core::SCHEMA_VERSION,
             kind: "probes",
@@ -242,6 +187,50 @@ impl AgentState {
             (Some(p), false) => LatestProbes::Served(p.clone()),
             (None, false) => LatestProbes::NotYet,
         }
+    }
+
+    /// Sets the other nodes `/api/v1/matrix` gathers from (the peer source changes them).
+    pub fn set_peers(&self, peers: Peers) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Some(peers);
+    }
+
+    /// This node's part of the matrix: its own latest report.
+    pub(crate) fn own(&self, roles: Vec<Role>, addresses: Vec<std::net::IpAddr>) -> NodeInput {
+        let report = match self.report() {
+            Some(r) => std::str::from_utf8(&r.bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|t| report::parse(t).map_err(|e| format!("its own report: {e}"))),
+            None => Err("its first report is not taken yet".to_string()),
+        };
+        NodeInput {
+            name: self.hostname.to_string(),
+            addresses,
+            roles,
+            report,
+        }
+    }
+
+    /// The whole cluster's matrix: this node's report and its peers' (cached briefly).
+    pub(crate) async fn matrix_bytes(&self) -> Bytes {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        self.matrix
+            .get_or(async {
+                let me = self.hostname();
+                let Some(p) = peers else {
+                    return matrix::document(me, vec![self.own(Vec::new(), Vec::new())]);
+                };
+                let (mine, others): (Vec<_>, Vec<_>) =
+                    p.sources.into_iter().partition(|s| s.name == me);
+                let (roles, addresses) = mine
+                    .into_iter()
+                    .next()
+                    .map(|s| (s.roles, s.addresses))
+                    .unwrap_or_default();
+                let mut all = vec![self.own(roles, addresses)];
+                all.extend(p.gather.all(others).await);
+                matrix::document(me, all)
+            })
+            .await
     }
 
     /// Ready once a report has been taken.

@@ -7,11 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use kports_agent::ProbeRun;
 use kports_agent::metrics::Metrics;
 use kports_agent::peers::{Cluster, Member, Need, Policy, needs, needs_between};
-use kports_agent::{ProbeRow, ProbeRun, ProbeStatus};
 use kports_core::Proto;
 use kports_core::catalog::{Catalog, Role};
+use kports_probe::Status;
+use kports_probe::row::Row;
 
 const NODES: usize = 5_000;
 
@@ -28,26 +30,26 @@ fn flannel_needs() -> Vec<Need> {
 }
 
 /// The rows one node's probes would give (every port open).
-fn rows(me: &Member, peers: &[&Member], needs: &[Need]) -> Vec<ProbeRow> {
+fn rows(me: &Member, peers: &[&Member], needs: &[Need]) -> Vec<Row> {
     peers
         .iter()
         .flat_map(|p| {
-            needs_between(needs, me, p).map(|n| ProbeRow {
+            needs_between(needs, me, p).map(|n| Row {
                 source: me.name.clone(),
                 target: p.name.clone(),
                 target_address: "192.0.2.1".parse().unwrap(),
-                proto: n.proto,
+                proto: n.proto.into(),
                 port: n.port,
-                status: ProbeStatus::Open,
+                status: Status::Open,
                 errno: None,
-                latency_ms: 1.0,
+                latency_ms: Duration::from_millis(1),
                 component: Some(n.component.clone()),
             })
         })
         .collect()
 }
 
-fn series(rows: Vec<ProbeRow>) -> usize {
+fn series(rows: Vec<Row>) -> usize {
     let m = Metrics::new();
     m.observe_probes(&ProbeRun {
         rows,

@@ -28,6 +28,15 @@ impl Transport {
     }
 }
 
+impl From<kports_core::Proto> for Transport {
+    fn from(p: kports_core::Proto) -> Transport {
+        match p {
+            kports_core::Proto::Tcp => Transport::Tcp,
+            kports_core::Proto::Udp => Transport::Udp,
+        }
+    }
+}
+
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -243,10 +243,39 @@ pub struct AgentArgs {
     /// Serve the API without a token (for a listener only trusted clients reach).
     #[arg(long)]
     pub no_auth: bool,
-    /// Seconds between two checks of the node, on average (each delay is jittered by 20%).
+    /// Seconds between two rounds (the node's report, then its probes of its peers), on
+    /// average (each delay is jittered by 20%).
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(5..=3600))]
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub interval: u64,
+    /// The peers: a kports inventory (`nodes:`) or kubespray's hosts.yaml or INI. Without it,
+    /// in a pod, the peers come from the Kubernetes API (Nodes and the agent's pods); elsewhere
+    /// the agent probes nothing.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<std::path::PathBuf>,
+    /// This node's name among its peers. Default: $NODE_NAME, else the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// The port the peers' agents listen on (their /api/v1 is asked for the matrix). Default:
+    /// this agent's own port.
+    #[arg(long, value_name = "PORT")]
+    pub peer_port: Option<u16>,
+    /// How long each probe of a peer waits for an answer: `2s`, `500ms`, `1.5` (seconds).
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub probe_timeout: std::time::Duration,
+    /// Up to this many nodes every node probes every other; beyond, a subset (every
+    /// control-plane node, the etcd members and 16 peers chosen by rendezvous hashing).
+    #[arg(long, value_name = "NODES", default_value_t = 50)]
+    pub full_mesh_up_to: usize,
+    /// The label selector of the agent's own pods, for discovery in a pod.
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        default_value = "app.kubernetes.io/name=kports"
+    )]
+    pub pod_selector: String,
+    #[command(flatten)]
+    pub node: NodeContext,
 }
 
 /// `kports report`.
@@ -275,7 +304,7 @@ pub struct ReportArgs {
 
 /// `kports cluster`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("from").required(true).args(["files", "via", "lab"])))]
+#[command(group(clap::ArgGroup::new("from").required(true).args(["files", "via", "lab", "from_agents"])))]
 pub struct ClusterArgs {
     /// Reports saved with `kports report -o json` (one per node, with its probes).
     #[arg(value_name = "FILE")]
@@ -290,6 +319,15 @@ pub struct ClusterArgs {
     /// Every node of `kports lab`, with this kports binary (needs root).
     #[arg(long, conflicts_with_all = ["inventory", "via", "remote_kports"])]
     pub lab: bool,
+    /// The nodes' kports agents (`http://ADDR:PORT` or `ADDR:PORT`, one per node): each is asked
+    /// for its report, its probes of its peers included. A node whose agent does not answer is
+    /// shown as such.
+    #[arg(long, value_name = "URL", num_args = 1.., value_parser = parse_agent_url,
+          conflicts_with_all = ["inventory", "via", "lab", "remote_kports"])]
+    pub from_agents: Vec<std::net::SocketAddr>,
+    /// The agents' bearer token (`kports agent --token-file`), for --from-agents.
+    #[arg(long, value_name = "FILE", requires = "from_agents")]
+    pub token_file: Option<PathBuf>,
     /// The kports binary on the nodes: a name looked up in the node's PATH, or a path.
     #[arg(long, value_name = "PATH", default_value = "kports", requires = "via")]
     pub remote_kports: String,
@@ -305,6 +343,23 @@ pub struct ClusterArgs {
     /// Output format (`wide` is `table`).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: Format,
+}
+
+/// An agent's address: `http://ADDR:PORT`, `http://[V6]:PORT`, `ADDR:PORT` (an address, not a
+/// name: kports asks only the addresses it is given).
+fn parse_agent_url(s: &str) -> Result<std::net::SocketAddr, String> {
+    let t = s.trim().trim_end_matches('/');
+    if t.starts_with("https://") {
+        return Err(format!(
+            "`{s}`: the agent serves plain HTTP; use http://ADDR:PORT"
+        ));
+    }
+    let t = t.strip_prefix("http://").unwrap_or(t);
+    t.parse().map_err(|_| {
+        format!(
+            "`{s}` is not an agent's address such as http://192.0.2.11:9640 or [2001:db8::1]:9640"
+        )
+    })
 }
 
 /// A node's timeout: `60s`, `2m`, `90` (seconds); from 1 s to 1 h.

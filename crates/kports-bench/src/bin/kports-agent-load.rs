@@ -1,6 +1,8 @@
 //! Load test of one `kports agent` on loopback: requests per second on its routes while it
-//! keeps checking the node (every 5 s), its memory over the run, and its CPU when idle at the
-//! default interval. Bounded in time and connections; talks only to 127.0.0.1.
+//! keeps reporting on the node and probing its peers (every 5 s), its memory over the run, and
+//! its CPU when idle at the default interval. Its peers are an inventory of loopback addresses
+//! (127.0.0.2, 127.0.0.3: its probes of them and its matrix's requests to their agents are
+//! refused at once). Bounded in time and connections; talks only to 127.0.0.0/8.
 //!
 //! Usage: kports-agent-load [--kports PATH] [--seconds N] [--connections N] [--idle-seconds N]
 
@@ -34,15 +36,34 @@ impl Drop for Agent {
     }
 }
 
-fn start(kports: &str, interval: u64) -> Result<Agent> {
+/// The agent's inventory: itself and two loopback peers.
+const INVENTORY: &str = "nodes:
+  - name: self
+    address: 127.0.0.1
+    roles: [control-plane]
+  - name: peer-a
+    address: 127.0.0.2
+    roles: [worker]
+  - name: peer-b
+    address: 127.0.0.3
+    roles: [control-plane]
+";
+
+fn start(kports: &str, interval: u64, inventory: &std::path::Path) -> Result<Agent> {
     let mut child = Command::new(kports)
         .args([
             "agent",
             "--listen",
             "127.0.0.1:0",
             "--no-auth",
-            "--interval",
+            "--node-name",
+            "self",
+            "--probe-timeout",
+            "1s",
+            "--inventory",
         ])
+        .arg(inventory)
+        .arg("--interval")
         .arg(interval.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -202,20 +223,42 @@ fn main() -> Result<()> {
             _ => bail!("unknown argument {a}"),
         }
     }
-    let agent = start(&kports, 5)?;
+    let dir = std::env::temp_dir().join(format!("kports-agent-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let inventory = dir.join("inventory.yaml");
+    std::fs::write(&inventory, INVENTORY)?;
+    let result = run(&kports, &inventory, seconds, connections, idle_seconds);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run(
+    kports: &str,
+    inventory: &std::path::Path,
+    seconds: u64,
+    connections: usize,
+    idle_seconds: u64,
+) -> Result<()> {
+    let agent = start(kports, 5, inventory)?;
     println!(
-        "Load: {connections} keep-alive connections per route for {seconds} s each; the agent checks the node every 5 s meanwhile.\n"
+        "Load: {connections} keep-alive connections per route for {seconds} s each; the agent reports on the node and probes two loopback peers every 5 s meanwhile.\n"
     );
     println!(
         "| route | connections | requests/s | non-200 | KiB per answer | RSS at 1 s (MiB) | RSS at end (MiB) | RSS max (MiB) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for path in ["/metrics", "/api/v1/report", "/healthz"] {
+    for path in [
+        "/metrics",
+        "/api/v1/report",
+        "/api/v1/probes",
+        "/api/v1/matrix",
+        "/healthz",
+    ] {
         println!("{}", load(&agent, path, seconds, connections)?);
     }
     drop(agent);
 
-    let agent = start(&kports, 30)?;
+    let agent = start(kports, 30, inventory)?;
     let pid = agent.child.id();
     let (t0, c0) = (Instant::now(), cpu_ticks(pid));
     std::thread::sleep(Duration::from_secs(idle_seconds));
@@ -224,7 +267,7 @@ fn main() -> Result<()> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let cpu = (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64() * 100.0;
     println!(
-        "\nIdle at the default interval (30 s, jittered), over {idle_seconds} s: {cpu:.2}% of one core (the agent and the checks it ran), RSS {:.1} MiB.",
+        "\nIdle at the default interval (30 s, jittered), over {idle_seconds} s: {cpu:.2}% of one core (reports and probes included), RSS {:.1} MiB.",
         rss_kib(pid) as f64 / 1024.0
     );
     Ok(())

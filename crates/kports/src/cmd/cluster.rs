@@ -28,6 +28,8 @@ pub fn run(args: &ClusterArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         from_files(&args.files)?
     } else if args.lab {
         from_lab(args)?
+    } else if !args.from_agents.is_empty() {
+        from_agents(args)?
     } else {
         from_via(args)?
     };
@@ -182,6 +184,25 @@ fn from_via(args: &ClusterArgs) -> Result<Vec<NodeInput>> {
         .with_context(|| format!("cannot read the inventory {}", path.display()))?;
     let inv = inventory::parse(&text, &path.display().to_string())?;
     Ok(gather(&inv, &text, &template, &args.remote_kports, args))
+}
+
+/// The nodes' agents, each asked for its report (kports-agent's gathering, the same the
+/// agents' own matrix uses).
+fn from_agents(args: &ClusterArgs) -> Result<Vec<NodeInput>> {
+    let token = match &args.token_file {
+        Some(f) => match kports_agent::Auth::from_token_file(f)? {
+            kports_agent::Auth::Token(t) => Some(t),
+            kports_agent::Auth::Disabled => None,
+        },
+        None => None,
+    };
+    let gather = kports_agent::gather::Gather {
+        port: 0,
+        token,
+        timeout: args.timeout,
+        concurrency: args.concurrency as usize,
+    };
+    kports_agent::gather::from_agents(&args.from_agents, &gather).map_err(anyhow::Error::msg)
 }
 
 /// The lab's nodes as a kports inventory.

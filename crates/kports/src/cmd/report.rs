@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use kports_agent::peers::{Member, needs, needs_between};
 use kports_cluster::report::{NodeDoc, Peer};
 use kports_core::Warning;
-use kports_core::catalog::{BindScope, Roles};
+use kports_core::catalog::Roles;
 use kports_node::{NodeIo, NodeReport};
 use kports_probe::inventory::{self, Inventory};
 use kports_probe::plan::Planned;
@@ -156,13 +156,7 @@ fn find_self<'a>(
 /// (the overlay, over one address family) at the peer's main address only.
 fn plan(report: &NodeReport, me: &inventory::Node, peers: &[&inventory::Node]) -> Vec<Planned> {
     let all = needs(&report.catalog, &report.cni.value);
-    let one_address: Vec<(kports_core::Proto, u16)> = report
-        .catalog
-        .entries
-        .iter()
-        .filter(|e| e.cni.is_some() || e.bind == BindScope::Node)
-        .filter_map(|e| Some((e.protocol.proto()?, e.port.first)))
-        .collect();
+    let one_address = kports_agent::plan::main_address_only(&report.catalog);
     let from = Member::new(me.name.clone(), me.roles.iter().copied());
     let mut out = Vec::new();
     for p in peers {

@@ -6,7 +6,8 @@
 //! (`check`), the node's own prerequisites (`prereq`), the firewall commands (`firewall`), the
 //! lab (`lab`), the checks on a lab (`check_lab`), and `probe` against nft rules and nmap
 //! (`probe`; its bad-input and loopback tests need no root), `preflight` on a lab without
-//! components (`preflight`), and the overlay check on the lab's VXLAN (`overlay`). What they share (the binary's
+//! components (`preflight`), the overlay check on the lab's VXLAN (`overlay`), and the agent in
+//! every lab node with its page in headless chromium (`agent_lab`). What they share (the binary's
 //! path, the root check, one lab at a time, a
 //! namespace with component stand-ins) is in `support`.
 //!
@@ -16,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 mod agent;
+mod agent_lab;
 mod census;
 mod chaos;
 mod check;
