@@ -425,3 +425,80 @@ fn cluster_from_agents_refuses_what_is_not_an_agent_address() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&addr.to_string()), "{err}");
 }
+
+/// Beyond 40 nodes the page draws the matrix as a heatmap: one agent on 127.0.0.1 whose
+/// inventory names 44 more nodes on 127.0.4.0/24, where no agent runs and nothing listens
+/// (loopback only). In Debian's chromium, headless: a heatmap, a cell for every node, and the
+/// silent nodes' kubelets in red.
+#[test]
+fn beyond_forty_nodes_the_page_draws_a_heatmap() {
+    let dir = std::env::temp_dir().join(format!("kports-agent-heat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "heat-t0ken\n").unwrap();
+    let mut inventory =
+        String::from("nodes:\n  - name: cp\n    address: 127.0.0.1\n    roles: [control-plane]\n");
+    for i in 1..=44 {
+        inventory.push_str(&format!(
+            "  - name: w{i}\n    address: 127.0.4.{i}\n    roles: [worker]\n"
+        ));
+    }
+    let inv = dir.join("inventory.yaml");
+    std::fs::write(&inv, inventory).unwrap();
+    let (_cp, addr, _err) = start_agent(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--node-name",
+        "cp",
+        "--interval",
+        "2",
+        "--probe-timeout",
+        "300ms",
+    ]);
+    let target = std::path::Path::new(KPORTS).ancestors().nth(2).unwrap();
+    let shots = target.join("test-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("agent-page-heatmap.png");
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/browser.py"),
+            &format!("http://{addr}/"),
+            "heat-t0ken",
+            shot.to_str().unwrap(),
+            "cell:w1:tcp/10250:fail",
+            "cell:w44:tcp/10250:fail",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "the browser failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(seen["ok"], true, "{seen}");
+    assert_eq!(seen["heat"], true, "{seen}");
+    // A row for every node; the kubelet of every silent worker is red.
+    let kubelets: std::collections::BTreeMap<&str, &str> = seen["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c[1] == "tcp/10250")
+        .map(|c| (c[0].as_str().unwrap(), c[2].as_str().unwrap()))
+        .collect();
+    assert_eq!(kubelets.len(), 45, "{kubelets:?}");
+    for i in 1..=44 {
+        assert_eq!(
+            kubelets.get(format!("w{i}").as_str()),
+            Some(&"fail"),
+            "{kubelets:?}"
+        );
+    }
+    assert!(shot.exists());
+}

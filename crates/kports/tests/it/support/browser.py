@@ -7,7 +7,8 @@
 # prints what the page shows as JSON: {"cells": [[node, port, class, text]], "agents":
 # {node: text}, "status": line, "ok": bool, "detail": the text the first failing cell opens,
 # or null, "failing_rows": the matrix's rows with the status filter on `failing`, "worker_rows":
-# with the role filter on `worker`}. It talks only to the URL it is given.
+# with the role filter on `worker`, "heat": whether the matrix is drawn as a heatmap}. It talks
+# only to the URL it is given.
 import json
 import sys
 import time
@@ -86,8 +87,9 @@ try:
     Select(driver.find_element(By.ID, "f-status")).select_by_value("")
     Select(driver.find_element(By.ID, "f-role")).select_by_value("worker")
     worker_rows = rows()
+    heat = "heat" in (driver.find_element(By.ID, "matrix").get_attribute("class") or "")
     print(json.dumps({"cells": cells, "agents": agents, "status": status, "ok": ok,
                       "detail": detail, "failing_rows": failing_rows,
-                      "worker_rows": worker_rows}))
+                      "worker_rows": worker_rows, "heat": heat}))
 finally:
     driver.quit()
