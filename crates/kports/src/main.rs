@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kports: {}", untrusted(&format!("{e:#}")));
+            eprintln!("kports: {}", error_text(&e));
             if census_error(&e).is_some_and(kports_linux::Error::is_permission) {
                 eprintln!(
                     "hint: run as root, or grant CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN (for other namespaces)"
@@ -120,9 +120,19 @@ fn census_error(e: &anyhow::Error) -> Option<&kports_linux::Error> {
 /// status` exits 1 for an unhealthy lab, `lab exec` 126 or 127 as a shell does).
 fn lab(args: &kports_lab::LabArgs) -> ExitCode {
     kports_lab::run(args).unwrap_or_else(|e| {
-        eprintln!("kports: {}", untrusted(&format!("{e:#}")));
+        eprintln!("kports: {}", error_text(&e));
         ExitCode::from(2)
     })
+}
+
+/// An error as the user reads it: its chain on one line, or on several where kports wrote a
+/// list; each line escaped, since errors quote file contents and names from the node.
+fn error_text(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .lines()
+        .map(|l| untrusted(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
