@@ -364,9 +364,26 @@ fn parse_agent_url(s: &str) -> Result<std::net::SocketAddr, String> {
 
 /// A node's timeout: `60s`, `2m`, `90` (seconds); from 1 s to 1 h.
 fn parse_node_timeout(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(
+        s,
+        ("m", 60.0),
+        1.0..=3600.0,
+        "60s, 2m or 90",
+        "a node's timeout must be from 1s to 1h",
+    )
+}
+
+/// A duration in seconds, with an `s` suffix, another `unit` (`m`, `ms`) or none, within `range`.
+fn parse_duration(
+    s: &str,
+    (unit, scale): (&str, f64),
+    range: std::ops::RangeInclusive<f64>,
+    examples: &str,
+    bounds: &str,
+) -> Result<std::time::Duration, String> {
     let t = s.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
+    let (num, scale) = if let Some(n) = t.strip_suffix(unit) {
+        (n, scale)
     } else if let Some(n) = t.strip_suffix('s') {
         (n, 1.0)
     } else {
@@ -378,9 +395,9 @@ fn parse_node_timeout(s: &str) -> Result<std::time::Duration, String> {
         .ok()
         .filter(|v| v.is_finite())
         .map(|v| v * scale)
-        .ok_or_else(|| format!("`{s}` is not a duration such as 60s, 2m or 90"))?;
-    if !(1.0..=3600.0).contains(&secs) {
-        return Err(format!("`{s}`: a node's timeout must be from 1s to 1h"));
+        .ok_or_else(|| format!("`{s}` is not a duration such as {examples}"))?;
+    if !range.contains(&secs) {
+        return Err(format!("`{s}`: {bounds}"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
@@ -529,25 +546,13 @@ fn parse_role(s: &str) -> Result<kports_core::catalog::Role, String> {
 
 /// `2s`, `500ms`, `1.5` (seconds); from 10 ms to 60 s.
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (t, 1.0)
-    };
-    let secs = num
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite())
-        .map(|v| v * scale)
-        .ok_or_else(|| format!("`{s}` is not a duration such as 2s, 500ms or 1.5"))?;
-    if !(0.01..=60.0).contains(&secs) {
-        return Err(format!("`{s}`: the timeout must be from 10ms to 60s"));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    parse_duration(
+        s,
+        ("ms", 0.001),
+        0.01..=60.0,
+        "2s, 500ms or 1.5",
+        "the timeout must be from 10ms to 60s",
+    )
 }
 
 #[derive(Debug, Subcommand)]
@@ -1060,6 +1065,11 @@ mod tests {
         assert_eq!(parse_timeout("1.5"), Ok(Duration::from_millis(1500)));
         for bad in ["0", "5ms", "61s", "soon", "NaN", "-1s", "inf"] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_node_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_node_timeout("90"), Ok(Duration::from_secs(90)));
+        for bad in ["0.5s", "61m", "2h", "500ms"] {
+            assert!(parse_node_timeout(bad).is_err(), "{bad}");
         }
         assert_eq!(
             parse_role("control-plane"),
