@@ -247,6 +247,20 @@ pub fn in_cluster_client() -> Result<Client, String> {
     Client::try_from(config).map_err(|e| format!("cannot make a Kubernetes client: {e}"))
 }
 
+/// A client of the API server that `file`'s current context names (an agent outside a pod).
+pub async fn kubeconfig_client(file: &std::path::Path) -> Result<Client, String> {
+    let what = file.display();
+    let kubeconfig = kube::config::Kubeconfig::read_from(file)
+        .map_err(|e| format!("cannot read the kubeconfig {what}: {e}"))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("cannot use the kubeconfig {what}: {e}"))?;
+    Client::try_from(config).map_err(|e| format!("cannot make a Kubernetes client: {e}"))
+}
+
 /// The namespace of this pod: `POD_NAMESPACE`, else the service account's namespace file.
 pub fn own_namespace() -> Option<String> {
     std::env::var("POD_NAMESPACE").ok().or_else(|| {

@@ -267,6 +267,11 @@ pub struct AgentArgs {
     /// control-plane node, the etcd members and 16 peers chosen by rendezvous hashing).
     #[arg(long, value_name = "NODES", default_value_t = 50)]
     pub full_mesh_up_to: usize,
+    /// Discover the peers through the Kubernetes API this kubeconfig names (its current
+    /// context) instead of the pod's service account: for an agent run outside a pod. The
+    /// agent's pods are looked for in $POD_NAMESPACE (default `kube-system`).
+    #[arg(long, value_name = "FILE", conflicts_with = "inventory")]
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// The label selector of the agent's own pods, for discovery in a pod.
     #[arg(
         long,

@@ -120,10 +120,20 @@ pub fn run(args: &AgentArgs) -> Result<Outcome> {
         let local = listener.local_addr()?;
         let peers = match inventory {
             Some(p) => PeerSource::Inventory(p),
-            None if discovery::in_a_pod() => {
-                let client = discovery::in_cluster_client().map_err(anyhow::Error::msg)?;
-                let namespace = discovery::own_namespace()
-                    .context("cannot tell this pod's namespace (set POD_NAMESPACE)")?;
+            None if args.kubeconfig.is_some() || discovery::in_a_pod() => {
+                let (client, namespace) = match &args.kubeconfig {
+                    Some(file) => (
+                        discovery::kubeconfig_client(file)
+                            .await
+                            .map_err(anyhow::Error::msg)?,
+                        std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "kube-system".into()),
+                    ),
+                    None => (
+                        discovery::in_cluster_client().map_err(anyhow::Error::msg)?,
+                        discovery::own_namespace()
+                            .context("cannot tell this pod's namespace (set POD_NAMESPACE)")?,
+                    ),
+                };
                 let (tx, rx) = watch::channel(Discovered::default());
                 let pods = AgentPods {
                     namespace,

@@ -502,3 +502,99 @@ fn beyond_forty_nodes_the_page_draws_a_heatmap() {
     }
     assert!(shot.exists());
 }
+
+/// Outside a pod, `--kubeconfig` takes the peers from the Kubernetes API that the kubeconfig
+/// names: here a stand-in server on 127.0.0.1 speaking the API's list and watch wire format
+/// (support/kube_api.py; no real API server runs on the test machines). The agent lists Nodes
+/// and its pods once, then watches from the lists' resourceVersion; the node the watch adds is
+/// probed too.
+#[test]
+fn agent_discovers_its_peers_through_a_kubeconfig() {
+    let mut api = Agent(
+        Command::new("/usr/bin/python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/it/support/kube_api.py"
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(api.0.stdout.take().unwrap()).lines();
+    let port = lines.next().unwrap().unwrap();
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            seen.lock().unwrap().push(l);
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("kports-agent-kube-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "kube-t0ken\n").unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: u\n  user:\n    token: api-t0ken\ncontexts:\n- name: c\n  context:\n    cluster: t\n    user: u\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    let (_agent, addr, _err) = start_agent(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        "cp",
+        "--interval",
+        "2",
+        "--probe-timeout",
+        "300ms",
+    ]);
+    // The control plane probes both workers' kubelets: wk from the list, wk2 from the watch.
+    let probes = poll(&addr, "/api/v1/probes", "kube-t0ken", |v| {
+        let rows = v["items"].as_array().map_or(&[][..], Vec::as_slice);
+        ["127.0.0.2", "127.0.0.3"].iter().all(|a| {
+            rows.iter()
+                .any(|r| r["target_address"] == *a && r["port"] == 10250)
+        })
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let targets: std::collections::BTreeSet<(String, String)> = probes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap().to_string(),
+                r["target_address"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [("wk", "127.0.0.2"), ("wk2", "127.0.0.3")]
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.to_string()))
+            .collect(),
+        "{probes:#}"
+    );
+    // One list of each, then watches from the lists' resourceVersion.
+    let requests = requests.lock().unwrap().clone();
+    for (what, rv) in [("nodes", "10"), ("pods", "20")] {
+        let lists = requests
+            .iter()
+            .filter(|r| r.starts_with(&format!("{what} list")))
+            .count();
+        assert_eq!(lists, 1, "{requests:?}");
+        assert!(
+            requests.contains(&format!("{what} watch rv={rv}")),
+            "{requests:?}"
+        );
+    }
+    let _ = api.0.kill();
+}
