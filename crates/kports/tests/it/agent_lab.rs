@@ -9,14 +9,14 @@
 //! are stopped by pid. Traffic stays inside the lab's namespaces.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::RwLockWriteGuard;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{KPORTS, lab_turn};
+use crate::support::{KPORTS, kports, kports_ok, lab_turn};
 
 const BROWSER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/browser.py");
 const RUN_DIR: &str = "/run/kports-lab";
@@ -28,24 +28,6 @@ const NODES: [(&str, &str, &str, &str); 3] = [
     ("w1", "192.0.2.21", "2001:db8::21", "worker"),
     ("w2", "192.0.2.22", "2001:db8::22", "worker"),
 ];
-
-fn kports(args: &[&str]) -> Output {
-    Command::new(KPORTS)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kports {args:?}: {e}"))
-}
-
-fn kports_ok(args: &[&str]) -> String {
-    let out = kports(args);
-    assert!(
-        out.status.success(),
-        "kports {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The lab and its agents: agents stopped (by pid), then the lab brought down, on drop.
 struct Lab {

@@ -20,36 +20,17 @@ use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::RwLockWriteGuard;
 use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{KPORTS, lab_turn};
+use crate::support::{KPORTS, kports, kports_ok, lab_turn};
 
 const STANDIN: &str = include_str!("support/standin.py");
 const RUN_DIR: &str = "/run/kports-lab";
-
-fn kports(args: &[&str]) -> Output {
-    Command::new(KPORTS)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kports {args:?}: {e}"))
-}
-
-/// Runs kports and insists on success; returns its standard output.
-fn kports_ok(args: &[&str]) -> String {
-    let out = kports(args);
-    assert!(
-        out.status.success(),
-        "kports {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A lab that goes down when the guard is dropped.
 struct Lab {

@@ -13,14 +13,7 @@ use std::sync::RwLockWriteGuard;
 
 use serde_json::Value;
 
-use crate::support::{KPORTS, lab_turn};
-
-fn kports(args: &[&str]) -> Output {
-    Command::new(KPORTS)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kports {args:?}: {e}"))
-}
+use crate::support::{KPORTS, kports, lab_turn};
 
 fn text(o: &Output) -> String {
     format!(

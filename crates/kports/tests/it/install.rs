@@ -5,13 +5,9 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::support::KPORTS;
-
-fn kports(args: &[&str]) -> Output {
-    Command::new(KPORTS).args(args).output().unwrap()
-}
+use crate::support::kports;
 
 /// A scratch directory removed when the test ends, passed or failed.
 struct Scratch(PathBuf);

@@ -13,40 +13,16 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::RwLockWriteGuard;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{KPORTS, lab_turn, require_root};
+use crate::support::{KPORTS, kports, kports_ok, lab_turn, require_root, text};
 const RUN_DIR: &str = "/run/kports-lab";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn kports(args: &[&str]) -> Output {
-    Command::new(KPORTS)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kports {args:?}: {e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs kports and insists on success; returns its standard output.
-fn kports_ok(args: &[&str]) -> String {
-    let out = kports(args);
-    assert!(
-        out.status.success(),
-        "kports {args:?} failed ({}):\n{}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 /// Runs a command inside a lab node through `kports lab exec`.
 fn exec(node: &str, cmd: &[&str]) -> String {

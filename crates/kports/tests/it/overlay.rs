@@ -7,53 +7,11 @@
 //! network, not a component's); a guard runs `kports lab down` when a test ends.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::sync::RwLockWriteGuard;
-use std::thread;
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{KPORTS, lab_turn};
-
-fn kports(args: &[&str]) -> Output {
-    Command::new(KPORTS)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kports {args:?}: {e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-struct Lab {
-    _turn: RwLockWriteGuard<'static, ()>,
-}
-
-impl Lab {
-    fn bare() -> Lab {
-        let turn = lab_turn();
-        assert!(
-            !Path::new("/run/kports-lab").exists(),
-            "a kports lab is already up on this machine; run `kports lab down` first"
-        );
-        let lab = Lab { _turn: turn };
-        let out = kports(&["lab", "up", "--no-components"]);
-        assert!(out.status.success(), "lab up: {}", text(&out.stderr));
-        lab
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let out = kports(&["lab", "down"]);
-        if !out.status.success() && !thread::panicking() {
-            panic!("kports lab down failed: {}", text(&out.stderr));
-        }
-    }
-}
+use crate::support::{BareLab, kports, text};
 
 /// `kports overlay --lab -o json`: (exit code, rows).
 fn overlay() -> (i32, Vec<Value>) {
@@ -94,7 +52,7 @@ fn set(v: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
 
 #[test]
 fn a_clean_overlay_passes_and_a_dropped_vxlan_port_names_the_rule() {
-    let _lab = Lab::bare();
+    let _lab = BareLab::up();
     let (code, rows) = overlay();
     assert_eq!(rows.len(), 6, "{rows:#?}");
     assert_eq!(failing(&rows), BTreeSet::new(), "{rows:#?}");
@@ -134,7 +92,7 @@ fn a_clean_overlay_passes_and_a_dropped_vxlan_port_names_the_rule() {
 
 #[test]
 fn an_underlay_mtu_too_small_for_vxlan_is_named() {
-    let _lab = Lab::bare();
+    let _lab = BareLab::up();
     // w2's link to the fabric carries 1400 bytes; flannel.1 still sends 1450 + 50.
     let out = Command::new("ip")
         .args(["-n", "kports-w2", "link", "set", "eth0", "mtu", "1400"])
@@ -164,7 +122,7 @@ fn an_underlay_mtu_too_small_for_vxlan_is_named() {
 
 #[test]
 fn a_missing_fdb_entry_is_named_on_the_side_that_lacks_it() {
-    let _lab = Lab::bare();
+    let _lab = BareLab::up();
     // cp1 forgets where w1's VTEP MAC lives (as when flannel's lease for w1 was not seen).
     let out = Command::new("bridge")
         .args([

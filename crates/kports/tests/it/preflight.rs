@@ -9,58 +9,15 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::RwLockWriteGuard;
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{KPORTS, lab_turn};
+use crate::support::{BareLab, KPORTS, kports, text};
 
-const RUN_DIR: &str = "/run/kports-lab";
 const NODES: [&str; 3] = ["cp1", "w1", "w2"];
-
-fn kports(args: &[&str]) -> Output {
-    Command::new(KPORTS)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kports {args:?}: {e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A lab without components, taken down when the guard is dropped.
-struct Lab {
-    _turn: RwLockWriteGuard<'static, ()>,
-}
-
-impl Lab {
-    fn bare() -> Lab {
-        let turn = lab_turn();
-        assert!(
-            !Path::new(RUN_DIR).exists(),
-            "a kports lab is already up on this machine; run `kports lab down` first"
-        );
-        let lab = Lab { _turn: turn };
-        let out = kports(&["lab", "up", "--no-components"]);
-        assert!(out.status.success(), "lab up: {}", text(&out.stderr));
-        lab
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let out = kports(&["lab", "down"]);
-        if !out.status.success() && !thread::panicking() {
-            panic!("kports lab down failed: {}", text(&out.stderr));
-        }
-    }
-}
 
 /// `kports preflight --lab -o json ARGS`: (exit code, rows).
 fn preflight(args: &[&str]) -> (i32, Vec<Value>) {
@@ -147,7 +104,7 @@ fn key(r: &Value) -> (String, String, String, u64) {
 
 #[test]
 fn a_bare_lab_is_open_everywhere_and_nothing_stays_bound() {
-    let _lab = Lab::bare();
+    let _lab = BareLab::up();
     assert_eq!(
         settle_unbound(),
         Vec::<String>::new(),
@@ -217,7 +174,7 @@ fn a_bare_lab_is_open_everywhere_and_nothing_stays_bound() {
 
 #[test]
 fn a_squatter_is_named_and_a_drop_is_a_blocked_path() {
-    let _lab = Lab::bare();
+    let _lab = BareLab::up();
     // A process of this test holds w1's 10250 on loopback only: the kubelet could still not
     // bind *:10250 there.
     let mut squatter: Child = Command::new(KPORTS)
@@ -303,7 +260,7 @@ fn a_squatter_is_named_and_a_drop_is_a_blocked_path() {
 
 #[test]
 fn nothing_stays_bound_when_the_preflight_is_killed_midway() {
-    let _lab = Lab::bare();
+    let _lab = BareLab::up();
     // A dropped port keeps the probes busy for their whole timeout, long after the holds are up.
     let out = kports(&["lab", "fault", "cp1", "drop", "tcp/6443"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -352,7 +309,7 @@ fn nothing_stays_bound_when_the_preflight_is_killed_midway() {
 
 #[test]
 fn a_node_whose_hold_dies_midway_is_unknown_not_blocked() {
-    let _lab = Lab::bare();
+    let _lab = BareLab::up();
     // cp1 drops 6443, so its peers' probes take their whole timeout while w1's hold is killed.
     let out = kports(&["lab", "fault", "cp1", "drop", "tcp/6443"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -444,7 +401,7 @@ fn in_lab_nodes() -> Vec<u32> {
 /// preflight and the overlay check.
 #[test]
 fn an_inventory_and_a_via_template_reach_the_nodes() {
-    let _lab = Lab::bare();
+    let _lab = BareLab::up();
     let dir = std::env::temp_dir().join(format!("kports-preflight-via-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let inv = dir.join("nodes.yaml");

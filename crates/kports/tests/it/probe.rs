@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use kports_probe::responder::Responder;
 use serde_json::Value;
 
-use crate::support::{KPORTS, ns_turn};
+use crate::support::{KPORTS, kports, ns_turn};
 
 /// The two namespaces; deleted on drop, also when an assertion fails (while the test still
 /// holds its turn).
@@ -466,11 +466,6 @@ fn a_clean_path_exits_zero_and_names_the_inventory_node() {
         ]
     );
     drop(listener);
-}
-
-/// Runs kports on this machine (no namespace): only loopback is probed.
-fn kports(args: &[&str]) -> Output {
-    Command::new(KPORTS).args(args).output().unwrap()
 }
 
 #[test]

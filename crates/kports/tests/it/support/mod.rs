@@ -45,6 +45,62 @@ pub fn ns_turn() -> RwLockReadGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Runs this build's kports with `args`, standard input closed, as a script would.
+pub fn kports(args: &[&str]) -> Output {
+    Command::new(KPORTS)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kports {args:?}: {e}"))
+}
+
+/// What kports printed, when it succeeded; its status and all it printed when it did not.
+pub fn kports_ok(args: &[&str]) -> String {
+    let out = kports(args);
+    assert!(
+        out.status.success(),
+        "kports {args:?} failed ({}):\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A lab without components (`kports lab up --no-components`), as before Kubernetes is
+/// installed; it holds the lab's turn and is taken down when dropped.
+pub struct BareLab {
+    _turn: RwLockWriteGuard<'static, ()>,
+}
+
+impl BareLab {
+    pub fn up() -> BareLab {
+        let turn = lab_turn();
+        assert!(
+            !Path::new("/run/kports-lab").exists(),
+            "a kports lab is already up on this machine; run `kports lab down` first"
+        );
+        let lab = BareLab { _turn: turn };
+        let out = kports(&["lab", "up", "--no-components"]);
+        assert!(out.status.success(), "lab up: {}", text(&out.stderr));
+        lab
+    }
+}
+
+impl Drop for BareLab {
+    fn drop(&mut self) {
+        let out = kports(&["lab", "down"]);
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("kports lab down failed: {}", text(&out.stderr));
+        }
+    }
+}
+
 /// Runs a command to completion, panicking with its stderr if it fails.
 pub fn sh(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
