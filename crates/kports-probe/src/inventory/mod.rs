@@ -119,12 +119,27 @@ pub fn read(path: &Path) -> Result<Inventory, Error> {
 }
 
 /// Parses an inventory's text; `file` names it in errors.
+/// The line (1-based, lines end at `\n`) of the first `\r` not followed by `\n`. YAML reads a
+/// lone `\r` as a line break where an editor and every other count here do not, so the lines
+/// the parser names would not be the file's.
+fn bare_carriage_return(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let i = (0..b.len()).find(|&i| b[i] == b'\r' && b.get(i + 1) != Some(&b'\n'))?;
+    Some(b[..i].iter().filter(|&&c| c == b'\n').count() as u64 + 1)
+}
+
 pub fn parse(text: &str, file: &str) -> Result<Inventory, Error> {
     let e = Errs { file };
     if text.len() as u64 > MAX_BYTES {
         return Err(e.at(
             None,
             format!("larger than {} MiB: not an inventory", MAX_BYTES >> 20),
+        ));
+    }
+    if let Some(line) = bare_carriage_return(text) {
+        return Err(e.at(
+            Some(line),
+            "a carriage return without a line feed: save the file with \\n (or \\r\\n) line ends",
         ));
     }
     let first = text

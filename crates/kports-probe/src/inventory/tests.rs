@@ -273,3 +273,25 @@ fn read_refuses_big_files() -> std::io::Result<()> {
     assert!(read(Path::new("/nonexistent/hosts.yaml")).is_err_and(|e| e.line.is_none()));
     Ok(())
 }
+
+/// Found by fuzzing: YAML takes a lone carriage return for a line break, so the parser named
+/// line 63 of a five-line file. Such a file is refused at the line of its first lone `\r`;
+/// `\r\n` line ends are read as usual.
+#[test]
+fn a_lone_carriage_return_is_refused_at_its_line() {
+    let crash = format!(
+        "all:\n  (osts:\n    node1:\n      ansible_en:\n   {} kube_controlsi ip: 10.a:\n    node1:\n   ] 3.0 .1",
+        "\r".repeat(58)
+    );
+    let e = parse(&crash, "hosts.yaml").unwrap_err();
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(
+        e.message.contains("carriage return without a line feed"),
+        "{e}"
+    );
+    let crlf =
+        "nodes:\r\n  - name: cp1\r\n    address: 192.0.2.11\r\n    roles: [control-plane]\r\n";
+    assert_eq!(ok(crlf).nodes.len(), 1);
+    let e = parse("nodes:\r  - name: cp1\n", "x.yaml").unwrap_err();
+    assert_eq!(e.line, Some(1), "{e}");
+}
