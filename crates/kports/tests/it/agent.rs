@@ -46,22 +46,12 @@ fn agent_serves_the_node_report_and_stops_on_sigterm() {
     std::fs::create_dir_all(&dir).unwrap();
     let token_file = dir.join("token");
     std::fs::write(&token_file, "t0ken-for-the-test\n").unwrap();
-    let child = Command::new(KPORTS)
-        .args(["agent", "--listen", "127.0.0.1:0", "--token-file"])
-        .arg(&token_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent(child);
-    let mut stderr = BufReader::new(agent.0.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("kports agent: serving on http://")
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_string();
+    let (mut agent, addr, mut stderr) = start_agent(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
 
     assert_eq!(get(&addr, "/healthz", None), (200, "ok\n".to_string()));
     // Ready once the first check is served (bounded: a broken agent fails, never hangs).
