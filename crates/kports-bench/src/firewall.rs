@@ -1,7 +1,8 @@
-//! The firewall benchmark: rulesets of N filter rules, jumped to from INPUT, in the two shapes
-//! nodes carry (an iptables-nft `table ip filter`, a native nft `table inet`), loaded into a
-//! network namespace the benchmark creates, and `kports firewall check` timed beside the tools
-//! that only dump the rules (`iptables-nft-save`, `nft -j list ruleset`).
+//! The firewall benchmark: rulesets of N filter rules, jumped to from INPUT, in the shapes nodes
+//! carry (an iptables-nft `table ip filter`, a native nft `table inet`, an iptables-legacy
+//! x_tables `filter` table), loaded into a network namespace the benchmark creates, and
+//! `kports firewall check` timed beside the tools that only dump the rules
+//! (`iptables-nft-save`, `nft -j list ruleset`, `iptables-legacy-save`).
 //!
 //! Every rule matches a source in 198.18.0.0/15 (the benchmarking range) and a port in
 //! 20000-29999; the check judges from 192.0.2.0/24, so every rule is looked at and none
@@ -21,23 +22,80 @@ use crate::measure::{self, Argv, Run, Stdout};
 /// Rules per chain: INPUT jumps to each chain in turn.
 pub const CHAIN_RULES: usize = 1000;
 
-/// The two shapes of a ruleset.
+/// The shapes of a ruleset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// `table ip filter`, written by `iptables-nft-restore`.
     IptablesNft,
     /// `table inet kpbench`, written by `nft -f`.
     Nft,
+    /// The x_tables `filter` table, written by `iptables-legacy-restore`: no nft is involved,
+    /// so what kports adds to the dump is its own parsing and judging.
+    IptablesLegacy,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 2] = [Shape::IptablesNft, Shape::Nft];
+    pub const ALL: [Shape; 3] = [Shape::IptablesNft, Shape::Nft, Shape::IptablesLegacy];
 
     pub fn label(self) -> &'static str {
         match self {
             Shape::IptablesNft => "iptables-nft (table ip filter)",
             Shape::Nft => "native nft (table inet)",
+            Shape::IptablesLegacy => "iptables-legacy (x_tables filter)",
         }
+    }
+
+    /// The name `--shapes` takes.
+    pub fn key(self) -> &'static str {
+        match self {
+            Shape::IptablesNft => "iptables-nft",
+            Shape::Nft => "nft",
+            Shape::IptablesLegacy => "iptables-legacy",
+        }
+    }
+
+    /// The shape `key` names.
+    pub fn from_key(key: &str) -> Option<Shape> {
+        Shape::ALL.into_iter().find(|s| s.key() == key)
+    }
+
+    /// The tools that dump this shape's rules, the one kports is compared with first.
+    pub fn peers(self) -> &'static [Peer] {
+        match self {
+            Shape::IptablesNft => &[Peer::IptablesNftSave, Peer::NftList],
+            Shape::Nft => &[Peer::NftList, Peer::IptablesNftSave],
+            Shape::IptablesLegacy => &[Peer::IptablesLegacySave],
+        }
+    }
+}
+
+/// A tool that only dumps the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    IptablesNftSave,
+    NftList,
+    IptablesLegacySave,
+}
+
+impl Peer {
+    /// The command as the tables show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Peer::IptablesNftSave => "`iptables-nft-save`",
+            Peer::NftList => "`nft -j list ruleset`",
+            Peer::IptablesLegacySave => "`iptables-legacy-save`",
+        }
+    }
+
+    /// The command line, its program found on the path.
+    pub fn argv(self) -> Result<Argv> {
+        let (program, args): (&str, &[&str]) = match self {
+            Peer::IptablesNftSave => ("iptables-nft-save", &[]),
+            Peer::NftList => ("nft", &["-j", "list", "ruleset"]),
+            Peer::IptablesLegacySave => ("iptables-legacy-save", &[]),
+        };
+        let path = measure::which(program).with_context(|| format!("`{program}` not found"))?;
+        Ok(Argv::new(path, args))
     }
 }
 
@@ -48,7 +106,7 @@ pub fn ruleset(shape: Shape, n: usize) -> String {
     let src = |i: usize| format!("198.{}.{}.{}", 18 + (i >> 16) % 2, (i >> 8) & 255, i & 255);
     let port = |i: usize| 20000 + i % 10000;
     match shape {
-        Shape::IptablesNft => {
+        Shape::IptablesNft | Shape::IptablesLegacy => {
             s.push_str(
                 "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n",
             );
@@ -103,7 +161,7 @@ pub fn ruleset(shape: Shape, n: usize) -> String {
 pub fn ladder(shape: Shape, chains: usize, fan: usize) -> String {
     let mut s = String::new();
     match shape {
-        Shape::IptablesNft => {
+        Shape::IptablesNft | Shape::IptablesLegacy => {
             s.push_str(
                 "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n",
             );
@@ -150,8 +208,10 @@ pub fn ladder(shape: Shape, chains: usize, fan: usize) -> String {
 /// The catalog entry that makes `kports firewall check` judge tcp/9.
 pub const CATALOG: &str = "[[port]]\ncomponent = \"discard\"\nprotocol = \"tcp\"\nport = 9\npurpose = \"the port the benchmark's last rule drops\"\nroles = [\"worker\"]\nreached_by = [\"nodes\"]\nbind = \"any\"\nexpect = \"optional\"\n";
 
-/// The `kports firewall check` command line of the benchmark.
-pub fn check_argv(kports: &Path, catalog: &Path) -> Argv {
+/// The `kports firewall check` command line of the benchmark. `fail_on` is its `--fail-on`:
+/// `never` for the timed runs (exit 0 when the check is done: tcp/9 dropped is a finding),
+/// `error` (the default) to see the exit status a user sees.
+pub fn check_argv(kports: &Path, catalog: &Path, fail_on: &str) -> Argv {
     Argv::new(
         kports,
         &[
@@ -165,6 +225,8 @@ pub fn check_argv(kports: &Path, catalog: &Path) -> Argv {
             "192.0.2.0/24",
             "--control-plane",
             "192.0.2.10",
+            "--fail-on",
+            fail_on,
             "-o",
             "json",
         ],
@@ -173,19 +235,24 @@ pub fn check_argv(kports: &Path, catalog: &Path) -> Argv {
 
 /// What `kports firewall check -o json` said about tcp/9: the verdict and the deciding chain.
 pub fn verdict_for_9(json: &[u8]) -> Result<(String, String)> {
-    let doc: serde_json::Value = serde_json::from_slice(json).context("kports output")?;
-    let rows = doc["items"]
-        .as_array()
-        .context("no rows in kports output")?;
-    let row = rows
-        .iter()
-        .find(|r| r["port"]["lo"] == 9 && r["port"]["proto"] == "tcp")
-        .context("no tcp/9 row in kports output")?;
-    let j = &row["segments"][0]["judgement"];
+    let j = judgement_of_9(json)?;
     Ok((
         j["verdict"].as_str().unwrap_or("?").to_string(),
         j["by"]["chain"].as_str().unwrap_or("?").to_string(),
     ))
+}
+
+/// The whole judgement of tcp/9 in `kports firewall check -o json` (the first segment's).
+pub fn judgement_of_9(json: &[u8]) -> Result<serde_json::Value> {
+    let mut doc: serde_json::Value = serde_json::from_slice(json).context("kports output")?;
+    let rows = doc["items"]
+        .as_array_mut()
+        .context("no rows in kports output")?;
+    let row = rows
+        .iter_mut()
+        .find(|r| r["port"]["lo"] == 9 && r["port"]["proto"] == "tcp")
+        .context("no tcp/9 row in kports output")?;
+    Ok(row["segments"][0]["judgement"].take())
 }
 
 /// A network namespace the benchmark made and entered; leaving it deletes it.
@@ -251,6 +318,11 @@ pub fn load(shape: Shape, text: &str, dir: &Path) -> Result<()> {
             &[&f],
         ),
         Shape::Nft => Argv::new(&nft, &["-f", &f]),
+        Shape::IptablesLegacy => Argv::new(
+            measure::which("iptables-legacy-restore")
+                .context("`iptables-legacy-restore` not found")?,
+            &[&f],
+        ),
     };
     measure::capture(&argv, Duration::from_secs(600))
         .with_context(|| format!("loading {}", shape.label()))?;
@@ -258,6 +330,7 @@ pub fn load(shape: Shape, text: &str, dir: &Path) -> Result<()> {
 }
 
 /// Runs every command `runs` times, interleaved with a rotating order, after `warmup` rounds.
+/// The first command's standard output is kept (it is small: `kports -o json`).
 pub fn interleaved(
     cmds: &[Argv],
     runs: usize,
@@ -268,7 +341,12 @@ pub fn interleaved(
     for round in 0..warmup + runs {
         for k in 0..cmds.len() {
             let i = (k + round) % cmds.len();
-            let r = measure::run(&cmds[i], timeout, Stdout::Null)?;
+            let stdout = if i == 0 {
+                Stdout::Capture
+            } else {
+                Stdout::Null
+            };
+            let r = measure::run(&cmds[i], timeout, stdout)?;
             if round >= warmup {
                 out[i].push(r);
             }

@@ -360,9 +360,11 @@ pub struct Schedule {
     pub warmup: usize,
     /// Per-run timeout.
     pub timeout: Duration,
-    /// Time one command may take at one N, warm-up included; once spent (and at least three
-    /// runs made) the command is not repeated.
+    /// Time one command may take at one N, warm-up included; once spent (and at least
+    /// `min_runs` runs made) the command is not repeated.
     pub budget: Duration,
+    /// Runs a command makes at one N before the budget can stop it.
+    pub min_runs: usize,
     /// Commands slower than this (median at the previous N) skip the warm-up: at that scale the
     /// cache a warm-up fills is filled by the first command of the round anyway.
     pub warm_below: Duration,
@@ -393,7 +395,7 @@ pub fn measure_all(
             if stopped[i] || (!measured && slow.get(i).copied().unwrap_or(false)) {
                 continue;
             }
-            if measured && results[i].len() >= 3 && spent[i] >= s.budget {
+            if measured && results[i].len() >= s.min_runs && spent[i] >= s.budget {
                 stopped[i] = true;
                 cut[i] = true;
                 eprintln!(

@@ -65,6 +65,8 @@ pub struct Report {
     pub runs: usize,
     pub warmup: usize,
     pub budget_secs: u64,
+    /// Runs a command makes at one N before the time budget can stop it.
+    pub min_runs: usize,
     /// Peak memory `/bin/true` shows when measured the same way: the floor of the method.
     pub rss_floor_mib: f64,
     pub sizes: Vec<SizeResult>,
@@ -143,10 +145,10 @@ impl Report {
             o,
             "Each command ran {} times per N, interleaved (the order rotates every round), after {} unrecorded \
              warm-up round(s) (a command slower than 5 s at the previous N skips the warm-up; one that has used \
-             {} s at one N stops after three runs); standard output to /dev/null. Wall time is from fork to exit; \
+             {} s at one N stops after {} run(s)); standard output to /dev/null. Wall time is from fork to exit; \
              peak memory is the process's own `ru_maxrss` from `wait4` (the measurement's floor, `/bin/true`, \
              shows {:.1} MiB). Everything else on the machine is in every census too.",
-            self.runs, self.warmup, self.budget_secs, self.rss_floor_mib
+            self.runs, self.warmup, self.budget_secs, self.min_runs, self.rss_floor_mib
         );
         let _ = writeln!(o);
 

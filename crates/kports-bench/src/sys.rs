@@ -244,7 +244,40 @@ pub fn kernel_release() -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
+/// The memory the kernel says is available for new work (`MemAvailable`), in GiB; 0 when
+/// /proc/meminfo cannot be read.
+pub fn mem_available_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| mem_available_kib(&m))
+        .map_or(0.0, |kib| kib as f64 / (1024.0 * 1024.0))
+}
+
+/// `MemAvailable` of a /proc/meminfo text, in KiB.
+fn mem_available_kib(meminfo: &str) -> Option<u64> {
+    meminfo.lines().find_map(|l| {
+        l.strip_prefix("MemAvailable:")?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// The raw descriptor of anything that has one, for `poll_readable`.
 pub fn raw(fd: &impl AsRawFd) -> libc::c_int {
     fd.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn available_memory_is_read_from_its_own_line() {
+        let m = "MemTotal:       24000000 kB\nMemFree:         6000000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(mem_available_kib(m), Some(20_000_000));
+        assert_eq!(mem_available_kib("MemFree: 5 kB\n"), None);
+    }
 }

@@ -46,6 +46,14 @@ struct Args {
     /// three runs, it is not repeated (the report says so).
     #[arg(long, default_value_t = 300)]
     budget: u64,
+    /// Runs a command makes at one N before the time budget can stop it (fewer runs than
+    /// `--runs` let a command that grows with the square of N be measured at large N).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    min_runs: u16,
+    /// Peer tools to leave out, comma-separated by program name (`netstat`, `lsof`, `ss`);
+    /// kports is always measured.
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+    skip: Vec<String>,
     /// Seconds the load generator may take to build the load.
     #[arg(long, default_value_t = 120)]
     setup_timeout: u64,
@@ -70,6 +78,15 @@ fn parse_size(s: &str) -> Result<usize, String> {
         Some(n) if (1..=1_000_000).contains(&n) => Ok(n),
         _ => Err(format!(
             "`{s}`: the number of connections must be between 1 and 1,000,000"
+        )),
+    }
+}
+
+fn parse_peer(s: &str) -> Result<String, String> {
+    match s.trim() {
+        p @ ("ss" | "netstat" | "lsof") => Ok(p.to_string()),
+        other => Err(format!(
+            "`{other}`: the peers that can be left out are ss, netstat and lsof"
         )),
     }
 }
@@ -231,16 +248,25 @@ fn run(args: &Args) -> Result<bool> {
         runs: usize::from(args.runs),
         warmup: usize::from(args.warmup),
         budget_secs: args.budget,
+        min_runs: usize::from(args.min_runs),
         rss_floor_mib: harness::rss_floor(),
         sizes: Vec::new(),
     };
-    let commands = t.commands();
+    let commands: Vec<_> = t
+        .commands()
+        .into_iter()
+        .filter(|(label, _)| {
+            let program = label.split_whitespace().next().unwrap_or("");
+            !args.skip.iter().any(|s| s == program)
+        })
+        .collect();
     let setup = Duration::from_secs(args.setup_timeout);
     let schedule = Schedule {
         runs: usize::from(args.runs),
         warmup: usize::from(args.warmup),
         timeout: Duration::from_secs(args.timeout),
         budget: Duration::from_secs(args.budget),
+        min_runs: usize::from(args.min_runs),
         warm_below: Duration::from_secs(5),
     };
     for &n in &args.sizes {
@@ -341,6 +367,13 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("2000k").is_err());
         assert!(parse_size("ten").is_err());
+    }
+
+    #[test]
+    fn only_peers_can_be_skipped() {
+        assert_eq!(parse_peer("netstat"), Ok("netstat".to_string()));
+        assert!(parse_peer("kports").is_err());
+        assert!(parse_peer("").is_err());
     }
 
     #[test]
