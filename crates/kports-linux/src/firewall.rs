@@ -20,15 +20,41 @@ use kports_firewall::detect::{FIREWALLD_CONF, UFW_CONF, UFW_DEFAULTS};
 use crate::runner::run;
 
 /// How many times a command's timeout a ruleset listing may take: a dump takes about a second
-/// per 10,000 rules, several on a busy machine (nft needs 5 to 10 s for 100,000), and a listing
-/// cut short makes every verdict unknown.
+/// per 10,000 rules, several on a busy machine (nft needs 5 to 10 s for 100,000, and about two
+/// minutes for 500,000), and a listing cut short makes every verdict unknown.
 const LISTING_TIMEOUT_FACTOR: u32 = 6;
 
+/// The environment variable that sets how long one ruleset listing may take, in seconds.
+pub const LISTING_TIMEOUT_ENV: &str = "KPORTS_LISTING_TIMEOUT_SECS";
+
+/// How long one ruleset listing may take: [`LISTING_TIMEOUT_ENV`]'s seconds when it holds a
+/// positive number (`var`, its value), else [`LISTING_TIMEOUT_FACTOR`] times `timeout`.
+fn listing_timeout(var: Option<&str>, timeout: Duration) -> Duration {
+    var.and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&secs| secs > 0)
+        .map_or(
+            timeout.saturating_mul(LISTING_TIMEOUT_FACTOR),
+            Duration::from_secs,
+        )
+}
+
+/// Why a listing gave nothing, as its warning says it; a listing stopped at its timeout also
+/// says how to allow more.
+fn listing_error(e: &crate::runner::RunError) -> String {
+    match e {
+        crate::runner::RunError::Timeout { .. } => {
+            format!("{e}; set {LISTING_TIMEOUT_ENV}=SECONDS to allow more")
+        }
+        e => e.to_string(),
+    }
+}
+
 /// Reads everything [`Capture`] holds from the calling process's network namespace; `timeout`
-/// bounds each command, and each ruleset listing gets [`LISTING_TIMEOUT_FACTOR`] times it.
+/// bounds each command, and each ruleset listing gets [`LISTING_TIMEOUT_FACTOR`] times it
+/// (or [`LISTING_TIMEOUT_ENV`]'s seconds).
 pub fn capture(timeout: Duration) -> Capture {
-    let text = |r: Result<String, crate::runner::RunError>| r.map_err(|e| e.to_string());
-    let timeout = timeout.saturating_mul(LISTING_TIMEOUT_FACTOR);
+    let text = |r: Result<String, crate::runner::RunError>| r.map_err(|e| listing_error(&e));
+    let timeout = listing_timeout(std::env::var(LISTING_TIMEOUT_ENV).ok().as_deref(), timeout);
     // Where netlink cannot answer, `nft` says why (or lists them the slow way).
     let list = tables().or_else(|_| {
         text(run("nft", &["-j", "list", "tables"], timeout)).and_then(|json| {
@@ -155,5 +181,30 @@ mod tests {
         m[0] = 7;
         assert_eq!(parse_table(&m), None);
         assert_eq!(parse_table(&[2u8, 0]), None);
+    }
+
+    #[test]
+    fn a_listing_may_take_what_the_environment_allows() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(listing_timeout(None, ten), Duration::from_secs(60));
+        assert_eq!(listing_timeout(Some("900"), ten), Duration::from_secs(900));
+        assert_eq!(listing_timeout(Some(" 5 "), ten), Duration::from_secs(5));
+        // Nothing usable keeps the default: a listing never gets no time at all.
+        assert_eq!(listing_timeout(Some("0"), ten), Duration::from_secs(60));
+        assert_eq!(listing_timeout(Some("soon"), ten), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_listing_stopped_at_its_timeout_says_how_to_allow_more() {
+        let stopped = crate::runner::RunError::Timeout {
+            cmd: "nft".into(),
+            secs: 60,
+        };
+        assert_eq!(
+            listing_error(&stopped),
+            "nft did not finish within 60 s and was stopped; set KPORTS_LISTING_TIMEOUT_SECS=SECONDS to allow more"
+        );
+        let missing = crate::runner::RunError::NotFound("nft".into());
+        assert!(!listing_error(&missing).contains(LISTING_TIMEOUT_ENV));
     }
 }

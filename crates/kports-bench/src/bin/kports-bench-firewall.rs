@@ -21,7 +21,6 @@ use kports_bench::report::{thousands, utc};
 use kports_bench::stats::{Summary, ratio, secs, summarise};
 use kports_bench::sys;
 
-
 /// Times `kports firewall check` against the tools that dump the rules (`iptables-nft-save`,
 /// `nft -j list ruleset`, `iptables-legacy-save`) on rulesets of N filter rules, each in a
 /// network namespace it creates and deletes.
@@ -45,6 +44,10 @@ struct Args {
     /// KPORTS_MAX_COMMAND_OUTPUT_BYTES=BYTES, to show how it refuses a dump past its limit.
     #[arg(long, value_name = "BYTES")]
     output_limit: Option<u64>,
+    /// Seconds kports lets one ruleset listing take (KPORTS_LISTING_TIMEOUT_SECS for every
+    /// kports run): nft lists 500,000 rules in about two minutes, past kports's default.
+    #[arg(long, value_name = "SECS")]
+    listing_timeout: Option<u64>,
     /// Measured runs of each command.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
     runs: u16,
@@ -90,7 +93,9 @@ fn parse_section(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         Ok(s.to_string())
     } else {
-        Err(format!("`{s}`: a section name is letters, digits and dashes"))
+        Err(format!(
+            "`{s}`: a section name is letters, digits and dashes"
+        ))
     }
 }
 
@@ -164,7 +169,15 @@ fn run(args: &Args) -> Result<bool> {
         )?));
     }
     let started = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let check = firewall::check_argv(&kports, &catalog, "never");
+    let mut vars = Vec::new();
+    if let Some(secs) = args.listing_timeout {
+        vars.push(format!("KPORTS_LISTING_TIMEOUT_SECS={secs}"));
+    }
+    let check = with_env(
+        &env,
+        &vars,
+        &firewall::check_argv(&kports, &catalog, "never"),
+    );
     let check_as_user = firewall::check_argv(&kports, &catalog, "error");
     let largest = args.sizes.iter().copied().max().unwrap_or(0);
     let mut rows = Vec::new();
@@ -239,12 +252,9 @@ fn run(args: &Args) -> Result<bool> {
                 verdict,
             });
             if let (Some(limit), true) = (args.output_limit, rules == largest) {
-                let mut argv = Argv::new(
-                    &env,
-                    &[&format!("KPORTS_MAX_COMMAND_OUTPUT_BYTES={limit}")],
-                );
-                argv.args.push(check_as_user.program.clone().into_os_string());
-                argv.args.extend(check_as_user.args.iter().cloned());
+                let mut limited = vars.clone();
+                limited.push(format!("KPORTS_MAX_COMMAND_OUTPUT_BYTES={limit}"));
+                let argv = with_env(&env, &limited, &check_as_user);
                 let run = measure::run(&argv, timeout, Stdout::Capture)?;
                 let verdict = firewall::judgement_of_9(&run.stdout)
                     .map(|j| j["verdict"].as_str().unwrap_or("?").to_string())
@@ -319,6 +329,9 @@ fn run(args: &Args) -> Result<bool> {
     }
     if args.no_nested {
         reproduce.push_str(" --no-nested");
+    }
+    if let Some(secs) = args.listing_timeout {
+        let _ = write!(reproduce, " --listing-timeout {secs}");
     }
     if let Some(b) = args.output_limit {
         let _ = write!(reproduce, " --output-limit {b}");
@@ -468,6 +481,19 @@ fn run(args: &Args) -> Result<bool> {
         std::fs::write(path, new).with_context(|| path.display().to_string())?;
     }
     Ok(all_ok)
+}
+
+/// `argv` run through `env` with `vars` (`NAME=VALUE`) set; `argv` itself when there are none.
+/// `env` execs the command, so what is measured is the command.
+fn with_env(env: &std::path::Path, vars: &[String], argv: &Argv) -> Argv {
+    if vars.is_empty() {
+        return argv.clone();
+    }
+    let mut out = Argv::new(env, &[]);
+    out.args.extend(vars.iter().map(std::ffi::OsString::from));
+    out.args.push(argv.program.clone().into_os_string());
+    out.args.extend(argv.args.iter().cloned());
+    out
 }
 
 fn cell(s: &Summary) -> String {
