@@ -421,16 +421,10 @@ fn run(args: &Args) -> Result<bool> {
         );
         let _ = writeln!(o, "|---|--:|--:|--:|--:|---|---|");
         for l in &limits {
-            let said = l
-                .run
-                .stderr_text()
-                .lines()
-                .find(|x| x.contains("limit"))
-                .unwrap_or("")
-                .replace('|', "\\|");
+            let message = said(&l.run.stderr_text()).replace('|', "\\|");
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} ({}, {:.0}) | {} | {} | {said} |",
+                "| {} | {} | {} | {} ({}, {:.0}) | {} | {} | {message} |",
                 l.shape.label(),
                 thousands(l.rules),
                 thousands(usize::try_from(l.limit).unwrap_or(usize::MAX)),
@@ -496,6 +490,16 @@ fn with_env(env: &std::path::Path, vars: &[String], argv: &Argv) -> Argv {
     out
 }
 
+/// The warning that says why kports could not judge: the one naming a limit, else the first.
+fn said(stderr: &str) -> &str {
+    let mut warnings = stderr.lines().filter(|l| l.starts_with("warning:"));
+    stderr
+        .lines()
+        .find(|l| l.contains("kports's limit"))
+        .or_else(|| warnings.next())
+        .unwrap_or("")
+}
+
 fn cell(s: &Summary) -> String {
     match (s.median, s.cpu_median) {
         (Some(m), Some(c)) if s.failed.is_empty() => {
@@ -523,6 +527,16 @@ mod tests {
         assert_eq!(parse_shape("iptables-legacy"), Ok(Shape::IptablesLegacy));
         assert_eq!(parse_shape(" nft"), Ok(Shape::Nft));
         assert!(parse_shape("legacy").is_err());
+    }
+
+    #[test]
+    fn the_refusal_is_the_warning_shown() {
+        let timeout = "warning: nft list table inet t not readable: nft did not finish within 60 s\nwarning: incomplete";
+        assert!(said(timeout).contains("did not finish"));
+        let limit =
+            "warning: a\nwarning: the output of nft is larger than 64 bytes (64 B), kports's limit";
+        assert!(said(limit).contains("larger than"));
+        assert_eq!(said(""), "");
     }
 
     #[test]
