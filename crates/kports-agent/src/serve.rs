@@ -16,6 +16,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -79,17 +80,13 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let mut shutting_down = shutting_down.clone();
         let open = open.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _open = open;
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = connection(stream, app, limits);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -107,6 +104,24 @@ pub async fn serve(
         Ok(()) => Ok(()),
         Err(_) => Err(ServeError::GraceExceeded(grace)),
     }
+}
+
+/// One connection, served as [`serve`] serves each: HTTP/1.1 by hyper, the request headers
+/// due within [`ConnLimits::header_timeout`], the requests answered by `app`. The future ends
+/// when the connection does. Public so that the fuzz target can hand it raw bytes.
+pub fn connection<I>(
+    io: I,
+    app: Router,
+    limits: ConnLimits,
+) -> http1::Connection<TokioIo<I>, TowerToHyperService<Router>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
 }
 
 /// Completes on SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C).
