@@ -120,7 +120,10 @@ where
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // A client that closes its sending side after its request (`nc -N`, scripts) still
+        // gets the answer; by default hyper would drop the connection at that end of input.
+        .half_close(true);
     builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
 }
 
@@ -279,5 +282,29 @@ mod tests {
             .expect("the waiting connection was never served")
             .unwrap();
         assert!(answer.ends_with("fast"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_its_sending_side_still_gets_the_answer() {
+        let (app, release, entered) = slow_app();
+        let (addr, _stop, _server) =
+            start(app, ConnLimits::default(), Duration::from_secs(1)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // As `nc -N` does: the request is all there is, so the sending side is closed at once.
+        s.shutdown().await.unwrap();
+        entered.notified().await;
+        release.notify_one();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
+            .await
+            .expect("the answer never came")
+            .unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200") && out.ends_with("done"),
+            "{out:?}"
+        );
     }
 }
