@@ -97,6 +97,10 @@ fuzz_target!(|data: &[u8]| {
         let (_, out, _) = tokio::join!(write, read, serve);
         out
     });
+    if show() {
+        // Replaying one input (`cargo fuzz run agent_api FILE`): what the agent answered.
+        eprintln!("{}", String::from_utf8_lossy(&out));
+    }
     let token = contains(data, TOKEN);
     for (status, body) in kports_fuzz::http::responses(&out) {
         assert!(status < 500, "answered {status}");
@@ -111,6 +115,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!contains(&out, SECRET), "the secret was served");
     }
 });
+
+/// `KPORTS_FUZZ_SHOW=1` prints the answers.
+fn show() -> bool {
+    static SHOW: OnceLock<bool> = OnceLock::new();
+    *SHOW.get_or_init(|| std::env::var_os("KPORTS_FUZZ_SHOW").is_some_and(|v| v == "1"))
+}
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
