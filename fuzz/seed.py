@@ -58,11 +58,23 @@ seed("proc_pid", "fd-link", b"socket:[3752449067]")
 for name in ["plain", "firewalld", "cilium", "calico"]:
     seed("nft_json", name, read(FW, name + ".nft.json") + b"\0" + read(FW, name + ".nft.txt"))
 
-for which, name in [(0, "calico.iptables-nft-save.txt"), (0, "cilium.iptables-nft-save.txt"), (2, "ufw.iptables-legacy-save.txt")]:
-    seed("iptables_save", name, bytes([which]) + read(FW, name))
+# iptables_save: the dump's kind, the packet to judge (fuzz/src/lib.rs, chosen_packet: flags,
+# port, source address), the dump.
+def packet(flags, port, addr):
+    return bytes([flags]) + struct.pack(">H", port) + bytes(addr)
+
+
+API_FROM_ONE = packet(0b0011_0000, 6443, [203, 0, 113, 1])      # TCP from one address, eth0
+VXLAN_FROM_ANY = packet(0b0001_1010, 8472, [0, 0, 0, 0])         # UDP from everywhere
+NODEPORTS = packet(0b1000_0000, 30000, [198, 51, 100, 7])        # TCP 30000-65535
+for which, name, p in [(0, "calico.iptables-nft-save.txt", API_FROM_ONE),
+                       (0, "cilium.iptables-nft-save.txt", VXLAN_FROM_ANY),
+                       (2, "ufw.iptables-legacy-save.txt", NODEPORTS)]:
+    seed("iptables_save", name, bytes([which]) + p + read(FW, name))
 # The start of kube-proxy's (260 KB) dump: every kind of line, a tenth of the size.
 lines = read(FW, "kube-proxy.iptables-nft-save.txt").split(b"\n")
-seed("iptables_save", "kube-proxy-head", bytes([0]) + b"\n".join(lines[:250]) + b"\nCOMMIT\n")
+seed("iptables_save", "kube-proxy-head",
+     bytes([0]) + NODEPORTS + b"\n".join(lines[:250]) + b"\nCOMMIT\n")
 
 # The built-in catalog three entries to a seed (about 1.5 KB each), not as one 42 KB file: the
 # fuzzer's cost per input grows with its size, and it explores the format as well from small
@@ -179,3 +191,23 @@ seed("kubeconfig", "ipv6-quoted", b"""clusters:
 - cluster:
     server: "https://[2001:db8::11]:6443"
 """)
+
+# agent_api: what clients send to `kports agent` (the page, Prometheus, kubelet probes, scripts).
+AUTH = b"Authorization: Bearer s3cret-token\r\n"
+for name, req in [
+    ("page", b"GET / HTTP/1.1\r\nHost: cp1:9640\r\n\r\n"),
+    ("healthz", b"GET /healthz HTTP/1.1\r\nHost: cp1\r\nUser-Agent: kube-probe/1.34\r\n\r\n"),
+    ("readyz-1.0", b"GET /readyz HTTP/1.0\r\n\r\n"),
+    ("metrics", b"GET /metrics HTTP/1.1\r\nHost: cp1\r\nAccept: application/openmetrics-text\r\n\r\n"),
+    ("report", b"GET /api/v1/report HTTP/1.1\r\nHost: cp1\r\n" + AUTH + b"\r\n"),
+    ("report-no-token", b"GET /api/v1/report HTTP/1.1\r\nHost: cp1\r\n\r\n"),
+    ("report-wrong-token", b"GET /api/v1/report HTTP/1.1\r\nAuthorization: Bearer nope\r\n\r\n"),
+    ("probes-filtered", b"GET /api/v1/probes?peer=w1&status=open%7Cfiltered HTTP/1.1\r\n" + AUTH + b"\r\n"),
+    ("probes-bad-query", b"GET /api/v1/probes?port=1&status=up HTTP/1.1\r\n" + AUTH + b"\r\n"),
+    ("matrix", b"GET /api/v1/matrix HTTP/1.1\r\n" + AUTH + b"Connection: close\r\n\r\n"),
+    ("head", b"HEAD /api/v1/report HTTP/1.1\r\n" + AUTH + b"\r\nGET /healthz HTTP/1.1\r\n\r\n"),
+    ("post-body", b"POST /api/v1/report HTTP/1.1\r\n" + AUTH + b"Content-Length: 5\r\n\r\nhello"),
+    ("chunked", b"GET /api/v1/probes HTTP/1.1\r\n" + AUTH + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+    ("pipelined", b"GET /healthz HTTP/1.1\r\n\r\nGET /nowhere HTTP/1.1\r\n\r\nGET /api/v1/probes?peer=w1 HTTP/1.1\r\n" + AUTH + b"\r\n"),
+]:
+    seed("agent_api", name, req)

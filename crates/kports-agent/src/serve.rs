@@ -16,6 +16,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -79,17 +80,13 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let mut shutting_down = shutting_down.clone();
         let open = open.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _open = open;
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = connection(stream, app, limits);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -107,6 +104,27 @@ pub async fn serve(
         Ok(()) => Ok(()),
         Err(_) => Err(ServeError::GraceExceeded(grace)),
     }
+}
+
+/// One connection, served as [`serve`] serves each: HTTP/1.1 by hyper, the request headers
+/// due within [`ConnLimits::header_timeout`], the requests answered by `app`. The future ends
+/// when the connection does. Public so that the fuzz target can hand it raw bytes.
+pub fn connection<I>(
+    io: I,
+    app: Router,
+    limits: ConnLimits,
+) -> http1::Connection<TokioIo<I>, TowerToHyperService<Router>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // A client that closes its sending side after its request (`nc -N`, scripts) still
+        // gets the answer; by default hyper would drop the connection at that end of input.
+        .half_close(true);
+    builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
 }
 
 /// Completes on SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C).
@@ -264,5 +282,29 @@ mod tests {
             .expect("the waiting connection was never served")
             .unwrap();
         assert!(answer.ends_with("fast"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_its_sending_side_still_gets_the_answer() {
+        let (app, release, entered) = slow_app();
+        let (addr, _stop, _server) =
+            start(app, ConnLimits::default(), Duration::from_secs(1)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // As `nc -N` does: the request is all there is, so the sending side is closed at once.
+        s.shutdown().await.unwrap();
+        entered.notified().await;
+        release.notify_one();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
+            .await
+            .expect("the answer never came")
+            .unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200") && out.ends_with("done"),
+            "{out:?}"
+        );
     }
 }

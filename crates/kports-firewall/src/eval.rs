@@ -213,16 +213,31 @@ impl Flow {
         }
     }
 
-    fn replace(self, leaf: &Flow, with: &Flow) -> Flow {
+    /// Puts `with` in place of every leaf equal to `leaf`, in place: moved into the last such
+    /// leaf and copied into the others, so the common case (one leaf) copies nothing.
+    fn replace(mut self, leaf: &Flow, with: Flow) -> Flow {
+        let mut spots = Vec::new();
+        self.leaves_mut(leaf, &mut spots);
+        if let Some((last, others)) = spots.split_last_mut() {
+            for s in others {
+                **s = with.clone();
+            }
+            **last = with;
+        }
+        self
+    }
+
+    fn leaves_mut<'a>(&'a mut self, leaf: &Flow, out: &mut Vec<&'a mut Flow>) {
         match self {
-            Flow::Depends(w, id, y, n) => Flow::Depends(
-                w,
-                id,
-                Box::new(y.replace(leaf, with)),
-                Box::new(n.replace(leaf, with)),
-            ),
-            f if &f == leaf => with.clone(),
-            f => f,
+            Flow::Depends(_, _, y, n) => {
+                y.leaves_mut(leaf, out);
+                n.leaves_mut(leaf, out);
+            }
+            f => {
+                if *f == *leaf {
+                    out.push(f);
+                }
+            }
         }
     }
 }
@@ -547,8 +562,8 @@ impl<'r> Evaluator<'r> {
             Policy::Drop => Flow::Drop(id, None),
         };
         let f = self.walk_chain(t, c, 0, p);
-        f.replace(&Flow::Return, &policy)
-            .replace(&Flow::Next, &policy)
+        f.replace(&Flow::Return, policy.clone())
+            .replace(&Flow::Next, policy)
     }
 
     fn fold_all(&self, flows: &[Flow], i: usize, acc: Vec<Id>, nodes: &mut u32) -> Judgement {
@@ -743,7 +758,7 @@ impl<'r> Evaluator<'r> {
                 if !self.grow(&outcome, &rest) {
                     return Flow::Unknown("too many undecidable conditions on the way".into());
                 }
-                return outcome.replace(&Flow::Next, &rest);
+                return outcome.replace(&Flow::Next, rest);
             };
             if !self.spend() {
                 return Flow::Unknown(format!("too many undecidable conditions (last: {why})"));
@@ -752,7 +767,11 @@ impl<'r> Evaluator<'r> {
             if !self.grow(&outcome, &rest) {
                 return Flow::Unknown(format!("too many undecidable conditions (last: {why})"));
             }
-            let yes = outcome.replace(&Flow::Next, &rest);
+            let yes = if outcome.has(&Flow::Next) {
+                outcome.replace(&Flow::Next, rest.clone())
+            } else {
+                outcome
+            };
             return fork(why, id, yes, rest);
         }
         Flow::Return
@@ -789,7 +808,7 @@ impl<'r> Evaluator<'r> {
                 }
                 let sub = self.walk_chain(t, target, depth + 1, p);
                 if matches!(action, Action::Jump(_)) {
-                    sub.replace(&Flow::Return, &Flow::Next)
+                    sub.replace(&Flow::Return, Flow::Next)
                 } else {
                     sub
                 }
