@@ -89,6 +89,10 @@ pub struct Capture {
     pub legacy_names: Vec<(bool, Read)>,
     /// Configuration files of firewall managers: (path, contents).
     pub files: Vec<(String, Read)>,
+    /// Whether the reader held CAP_NET_ADMIN, which listing rulesets needs (`None`: not
+    /// known). With it, a source that could not be read failed for another reason (its size,
+    /// its time, a missing tool) and more privilege would not help.
+    pub net_admin: Option<bool>,
 }
 
 impl Capture {

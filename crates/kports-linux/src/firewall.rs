@@ -63,6 +63,7 @@ pub fn capture(timeout: Duration) -> Capture {
     });
     let mut c = Capture {
         nft_list: Some(list),
+        net_admin: crate::procfs::has_net_admin(),
         ..Capture::default()
     };
     for v6 in [false, true] {

@@ -248,6 +248,23 @@ fn sockets_of(
     })
 }
 
+/// CAP_NET_ADMIN's bit in a capability set.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Whether this process holds CAP_NET_ADMIN in its effective set (`CapEff` of
+/// `/proc/self/status`); `None` when that cannot be read.
+pub fn has_net_admin() -> Option<bool> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    capability(&status, "CapEff:", CAP_NET_ADMIN)
+}
+
+/// Bit `bit` of the capability set `field` (`CapEff:`) of a `/proc/PID/status` text.
+fn capability(status: &str, field: &str, bit: u32) -> Option<bool> {
+    let hex = status.lines().find_map(|l| l.strip_prefix(field))?.trim();
+    let set = u64::from_str_radix(hex, 16).ok()?;
+    Some(set & (1u64 << bit) != 0)
+}
+
 /// `socket:[12345]` -> 12345.
 pub fn socket_inode(link: &[u8]) -> Option<u64> {
     let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
@@ -426,6 +443,17 @@ pub fn split_cmdline(b: &[u8]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn capabilities_are_read_from_a_status_text() {
+        let status = "Name:\tkports\nCapInh:\t0000000000000000\nCapEff:\t0000000000001000\n";
+        assert_eq!(capability(status, "CapEff:", CAP_NET_ADMIN), Some(true));
+        assert_eq!(capability(status, "CapInh:", CAP_NET_ADMIN), Some(false));
+        assert_eq!(capability(status, "CapEff:", 21), Some(false));
+        assert_eq!(capability("CapEff:\tzz\n", "CapEff:", 12), None);
+        assert_eq!(capability("Name:\tx\n", "CapEff:", 12), None);
+    }
+
     use super::*;
 
     #[test]

@@ -136,6 +136,8 @@ pub struct Firewall {
     pub warnings: Vec<Warning>,
     /// From the one chooser, with `dst` and `iif` filled in from the node's routes.
     pub sources: Chosen,
+    /// Whether kports held CAP_NET_ADMIN while reading (`None`: not known).
+    pub net_admin: Option<bool>,
 }
 
 /// Everything this node knows about its ports.
@@ -471,7 +473,10 @@ impl NodeReport {
             .filter(|f| !f.ruleset.unread.is_empty())
         {
             let sources = fw.ruleset.unread.iter().map(|u| u.source.clone()).collect();
-            out.push(Unseen::Rulesets { sources });
+            out.push(Unseen::Rulesets {
+                sources,
+                privileged: fw.net_admin == Some(true),
+            });
         }
         out
     }
@@ -787,6 +792,7 @@ fn read_firewall(
         managers,
         warnings,
         sources: chosen,
+        net_admin: capture.net_admin,
     }
 }
 
@@ -814,8 +820,12 @@ pub enum Unseen {
     /// The holders of `sockets` sockets, `listeners` of them listening, could not be read: a
     /// component there cannot be told from a stranger, and the roles may be missing.
     Owners { sockets: usize, listeners: usize },
-    /// These ruleset sources (`nft`, `iptables-nft-save`, ...) could not be read.
-    Rulesets { sources: Vec<String> },
+    /// These ruleset sources (`nft`, `iptables-nft-save`, ...) could not be read; `privileged`:
+    /// though kports held CAP_NET_ADMIN (so their warnings, not privilege, say why).
+    Rulesets {
+        sources: Vec<String>,
+        privileged: bool,
+    },
 }
 
 impl Unseen {
@@ -833,7 +843,7 @@ impl Unseen {
                 };
                 format!("who holds {n} {what}")
             }
-            Unseen::Rulesets { sources } => match sources.split_last() {
+            Unseen::Rulesets { sources, .. } => match sources.split_last() {
                 Some((last, [])) => format!("the rules {last} lists"),
                 Some((last, rest)) => format!("the rules {} and {last} list", rest.join(", ")),
                 None => "the rulesets".to_string(),
@@ -846,6 +856,9 @@ impl Unseen {
         match self {
             Unseen::Census => "see the census-failed warning",
             Unseen::Owners { .. } => OWNERS_PRIVILEGE,
+            Unseen::Rulesets {
+                privileged: true, ..
+            } => "their warnings say why",
             Unseen::Rulesets { .. } => RULESET_PRIVILEGE,
         }
     }

@@ -663,7 +663,8 @@ fn a_node_kports_cannot_see_is_an_incomplete_check_not_a_clean_one() {
                 listeners: 4
             },
             Unseen::Rulesets {
-                sources: vec!["iptables-nft-save".into()]
+                sources: vec!["iptables-nft-save".into()],
+                privileged: false
             }
         ]
     );
@@ -704,7 +705,8 @@ fn a_node_kports_cannot_see_is_an_incomplete_check_not_a_clean_one() {
     assert_eq!(
         fc.unseen,
         [Unseen::Rulesets {
-            sources: vec!["iptables-nft-save".into()]
+            sources: vec!["iptables-nft-save".into()],
+            privileged: false
         }]
     );
     assert_eq!(fc.summary.undecided, fc.summary.rows);
@@ -729,5 +731,60 @@ fn a_node_kports_cannot_see_is_an_incomplete_check_not_a_clean_one() {
             .warnings
             .iter()
             .all(|w| w.code != "incomplete")
+    );
+}
+
+#[test]
+fn a_ruleset_unread_though_kports_held_the_privilege_is_not_blamed_on_privilege() {
+    let mut w = worker();
+    w.firewall.saves[0].1 = Err(
+        "iptables-nft-save did not finish within 60 s and was stopped; set \
+         KPORTS_LISTING_TIMEOUT_SECS=SECONDS to allow more"
+            .into(),
+    );
+    w.firewall.net_admin = Some(true);
+    let o = Options {
+        roles: Some(Role::Worker.into()),
+        ..Options::default()
+    };
+    let node = NodeReport::build(&w, &o).unwrap();
+    let checked = node.check(None, false);
+    assert_eq!(
+        checked.unseen,
+        [Unseen::Rulesets {
+            sources: vec!["iptables-nft-save".into()],
+            privileged: true
+        }]
+    );
+    let incomplete = checked
+        .warnings
+        .iter()
+        .find(|w| w.code == "incomplete")
+        .unwrap();
+    assert_eq!(
+        incomplete.message,
+        "incomplete: kports could not see the rules iptables-nft-save lists (their warnings say \
+         why); what it would find there is unknown, not absent"
+    );
+    let unread = node
+        .firewall
+        .as_ref()
+        .unwrap()
+        .warnings
+        .iter()
+        .find(|w| w.code == "firewall-unread")
+        .unwrap();
+    assert!(
+        unread.message.contains("KPORTS_LISTING_TIMEOUT_SECS"),
+        "{}",
+        unread.message
+    );
+
+    // Without the privilege (or not knowing), privilege is what would help.
+    w.firewall.net_admin = Some(false);
+    let node = NodeReport::build(&w, &o).unwrap();
+    assert_eq!(
+        node.unseen()[0].remedy(),
+        "run as root, or grant CAP_NET_ADMIN"
     );
 }
