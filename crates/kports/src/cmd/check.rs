@@ -348,6 +348,6 @@ error     firewall-blocks-required-port  tcp/10250  the firewall drops tcp/10250
                                                       $ iptables-nft -t filter -L INPUT -n -v --line-numbers
                                                       fix: iptables-nft -t filter -D INPUT 2 (or insert an accept before it: iptables-nft -t filter -I INPUT 2 -p tcp --dport 10250 -j ACCEPT)
 
-15 ports checked: 1 error, 0 warnings, 0 info
+16 ports checked: 1 error, 0 warnings, 0 info
 ";
 }
