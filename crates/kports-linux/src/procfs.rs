@@ -443,6 +443,7 @@ pub fn split_cmdline(b: &[u8]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn capabilities_are_read_from_a_status_text() {
@@ -453,8 +454,6 @@ mod tests {
         assert_eq!(capability("CapEff:\tzz\n", "CapEff:", 12), None);
         assert_eq!(capability("Name:\tx\n", "CapEff:", 12), None);
     }
-
-    use super::*;
 
     #[test]
     fn socket_links() {
