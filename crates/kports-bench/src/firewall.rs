@@ -233,13 +233,22 @@ pub fn check_argv(kports: &Path, catalog: &Path, fail_on: &str) -> Argv {
     )
 }
 
-/// What `kports firewall check -o json` said about tcp/9: the verdict and the deciding chain.
-pub fn verdict_for_9(json: &[u8]) -> Result<(String, String)> {
+/// What `kports firewall check -o json` said about tcp/9: the verdict and the deciding chain
+/// (none for an unknown verdict).
+pub fn verdict_for_9(json: &[u8]) -> Result<(String, Option<String>)> {
     let j = judgement_of_9(json)?;
     Ok((
         j["verdict"].as_str().unwrap_or("?").to_string(),
-        j["by"]["chain"].as_str().unwrap_or("?").to_string(),
+        j["by"]["chain"].as_str().map(str::to_string),
     ))
+}
+
+/// `drop by KPB-99`, or the verdict alone when no chain decided it (`unknown`).
+pub fn verdict_text((verdict, by): &(String, Option<String>)) -> String {
+    match by {
+        Some(chain) => format!("{verdict} by {chain}"),
+        None => verdict.clone(),
+    }
 }
 
 /// The whole judgement of tcp/9 in `kports firewall check -o json` (the first segment's).

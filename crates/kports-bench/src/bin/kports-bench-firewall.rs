@@ -127,7 +127,7 @@ struct Row {
     load_secs: f64,
     kports: Summary,
     peers: Vec<(Peer, Summary)>,
-    verdict: (String, String),
+    verdict: (String, Option<String>),
 }
 
 /// kports run once with a lowered output limit.
@@ -230,15 +230,17 @@ fn run(args: &Args) -> Result<bool> {
             )?;
             let verdict = match runs[0].last() {
                 Some(r) if r.end.ok() => firewall::verdict_for_9(&r.stdout)?,
-                Some(r) => ("failed".into(), format!("{}: {}", r.end, r.stderr_text())),
+                Some(r) => (
+                    "failed".into(),
+                    Some(format!("{}: {}", r.end, r.stderr_text())),
+                ),
                 None => bail!("no runs"),
             };
             eprintln!(
-                "{}: {} rules: loaded in {load_secs:.1} s; tcp/9: {} by {}",
+                "{}: {} rules: loaded in {load_secs:.1} s; tcp/9: {}",
                 shape.label(),
                 thousands(rules),
-                verdict.0,
-                verdict.1
+                firewall::verdict_text(&verdict)
             );
             all_ok &= verdict.0 == "drop";
             let mut summaries = runs.iter().map(|r| summarise(r));
@@ -296,7 +298,10 @@ fn run(args: &Args) -> Result<bool> {
             drop(ns);
             let verdict = match runs[0].last() {
                 Some(r) if r.end.ok() => firewall::verdict_for_9(&r.stdout)?,
-                Some(r) => ("failed".into(), format!("{}: {}", r.end, r.stderr_text())),
+                Some(r) => (
+                    "failed".into(),
+                    Some(format!("{}: {}", r.end, r.stderr_text())),
+                ),
                 None => bail!("no runs"),
             };
             all_ok &= verdict.0 == "drop";
@@ -396,8 +401,8 @@ fn run(args: &Args) -> Result<bool> {
             };
             let _ = writeln!(
                 line,
-                " {wall} | {cpu} | {peak} | {} by {} |",
-                r.verdict.0, r.verdict.1
+                " {wall} | {cpu} | {peak} | {} |",
+                firewall::verdict_text(&r.verdict)
             );
             o.push_str(&line);
         }
@@ -451,11 +456,10 @@ fn run(args: &Args) -> Result<bool> {
         for (shape, chains, fan, s, v) in &nested {
             let _ = writeln!(
                 o,
-                "| {} | {chains} x {fan} | {} | {} by {} |",
+                "| {} | {chains} x {fan} | {} | {} |",
                 shape.label(),
                 cell(s),
-                v.0,
-                v.1
+                firewall::verdict_text(v)
             );
         }
     }
