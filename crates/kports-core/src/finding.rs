@@ -123,8 +123,9 @@ impl FindingId {
         FindingId::SettingUnknown,
     ];
 
-    /// Every id, in the order of the enum.
-    pub const ALL: [FindingId; 35] = [
+    /// The ids of the port checks and the firewall (raised by `crate::check` and the
+    /// firewall's findings).
+    pub const PORTS: [FindingId; 13] = [
         FindingId::PortNotListening,
         FindingId::PortConflict,
         FindingId::BoundLoopbackOnly,
@@ -138,29 +139,23 @@ impl FindingId {
         FindingId::FirewallBlocksRequiredPort,
         FindingId::FirewallExposesPrivatePort,
         FindingId::FirewallUnknown,
-        FindingId::HostnameInvalid,
-        FindingId::HostnameUnresolved,
-        FindingId::HostnameNotLocal,
-        FindingId::HostnameDuplicate,
-        FindingId::NoDefaultRoute,
-        FindingId::DefaultRouteNoIpv4,
-        FindingId::NoGlobalIpv6,
-        FindingId::IpForwardOff,
-        FindingId::Ipv6ForwardingOff,
-        FindingId::BrNetfilterMissing,
-        FindingId::BridgeNfCallOff,
-        FindingId::KubeProxyModuleMissing,
-        FindingId::RpFilterStrict,
-        FindingId::OverlayMtuTooLarge,
-        FindingId::PodMtuExceedsOverlay,
-        FindingId::ConntrackNearlyFull,
-        FindingId::ConntrackMaxLow,
-        FindingId::EphemeralOverlapsNodeport,
-        FindingId::EphemeralOverlapsPort,
-        FindingId::PathNoRoute,
-        FindingId::PathLinkDown,
-        FindingId::SettingUnknown,
     ];
+
+    /// Every id, in the order of the enum: [`FindingId::PORTS`], then [`FindingId::PREREQ`].
+    pub const ALL: [FindingId; 35] = {
+        assert!(Self::PORTS.len() + Self::PREREQ.len() == 35);
+        let mut all = [FindingId::PortNotListening; 35];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = if i < Self::PORTS.len() {
+                Self::PORTS[i]
+            } else {
+                Self::PREREQ[i - Self::PORTS.len()]
+            };
+            i += 1;
+        }
+        all
+    };
 
     /// What resolves a finding of this kind, in general: the fix a finding carries when the
     /// place that raises it has nothing more precise to say (a rule handle, a flag's file).

@@ -438,10 +438,10 @@ pub struct ProbeArgs {
     pub output: Format,
 }
 
-/// `kports preflight`.
+/// The nodes a command works across (`preflight`, `overlay`): an inventory reached through
+/// `--via`, or the lab's.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("nodes").required(true).args(["inventory", "lab", "hold"])))]
-pub struct PreflightArgs {
+pub struct ClusterNodesArgs {
     /// A kports inventory (`nodes:`) or kubespray's hosts.yaml or INI: the nodes and their roles.
     #[arg(long, value_name = "FILE", requires = "via")]
     pub inventory: Option<std::path::PathBuf>,
@@ -449,12 +449,20 @@ pub struct PreflightArgs {
     /// replaced: `ssh root@{address}`, `ip netns exec {name}`.
     #[arg(long, value_name = "COMMAND", requires = "inventory")]
     pub via: Option<String>,
-    /// The nodes of `kports lab` (best brought up with `--no-components`).
+    /// The nodes of `kports lab`.
     #[arg(long)]
     pub lab: bool,
     /// kports on the nodes, when it is not `kports` on their PATH.
     #[arg(long, value_name = "PATH", requires = "via")]
     pub remote_kports: Option<String>,
+}
+
+/// `kports preflight`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("nodes").required(true).args(["inventory", "lab", "hold"])))]
+pub struct PreflightArgs {
+    #[command(flatten)]
+    pub nodes: ClusterNodesArgs,
     /// Every node's roles, comma-separated (control-plane, worker, etcd); wins over the inventory's.
     #[arg(long, value_delimiter = ',', value_name = "ROLE", value_parser = parse_role)]
     pub roles: Option<Vec<kports_core::catalog::Role>>,
@@ -491,18 +499,8 @@ pub struct PreflightArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("nodes").required(true).args(["inventory", "lab", "node"])))]
 pub struct OverlayArgs {
-    /// A kports inventory (`nodes:`) or kubespray's hosts.yaml or INI: the nodes.
-    #[arg(long, value_name = "FILE", requires = "via")]
-    pub inventory: Option<std::path::PathBuf>,
-    /// The command prefix that runs a command on a node; `{name}` and `{address}` are replaced.
-    #[arg(long, value_name = "COMMAND", requires = "inventory")]
-    pub via: Option<String>,
-    /// The nodes of `kports lab`.
-    #[arg(long)]
-    pub lab: bool,
-    /// kports on the nodes, when it is not `kports` on their PATH.
-    #[arg(long, value_name = "PATH", requires = "via")]
-    pub remote_kports: Option<String>,
+    #[command(flatten)]
+    pub nodes: ClusterNodesArgs,
     /// The CNI plugin(s), for the firewall's verdict on their overlay port when a pair fails.
     #[arg(long, value_delimiter = ',', value_name = "CNI")]
     pub cni: Vec<String>,

@@ -122,12 +122,11 @@ pub struct ClusterNode {
 /// The nodes of `--inventory FILE --via TEMPLATE`, or of the lab that is up (`--lab`), and how
 /// to run kports on them.
 pub fn cluster_nodes(
-    inventory: Option<&std::path::Path>,
-    via: Option<&str>,
-    remote_kports: Option<&str>,
-    lab: bool,
+    args: &crate::cli::ClusterNodesArgs,
     warnings: &mut Vec<Warning>,
 ) -> anyhow::Result<(Vec<ClusterNode>, kports_cluster::launch::Launch)> {
+    let (inventory, via) = (args.inventory.as_deref(), args.via.as_deref());
+    let (remote_kports, lab) = (args.remote_kports.as_deref(), args.lab);
     use anyhow::Context as _;
     use kports_cluster::launch::Launch;
     if lab {

@@ -26,13 +26,7 @@ pub fn run(args: &OverlayArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         return node(args, out);
     }
     let mut warnings = Vec::new();
-    let (nodes, launch) = super::cluster_nodes(
-        args.inventory.as_deref(),
-        args.via.as_deref(),
-        args.remote_kports.as_deref(),
-        args.lab,
-        &mut warnings,
-    )?;
+    let (nodes, launch) = super::cluster_nodes(&args.nodes, &mut warnings)?;
     let targets: Vec<Target> = nodes
         .iter()
         .filter_map(|n| {

@@ -32,13 +32,7 @@ pub fn run(args: &PreflightArgs, out: &mut Out<impl Write>) -> Result<Outcome> {
         bail!("`{c}` is not a CNI kports knows: {}", known.join(", "));
     }
     let mut warnings = Vec::new();
-    let (nodes, launch) = super::cluster_nodes(
-        args.inventory.as_deref(),
-        args.via.as_deref(),
-        args.remote_kports.as_deref(),
-        args.lab,
-        &mut warnings,
-    )?;
+    let (nodes, launch) = super::cluster_nodes(&args.nodes, &mut warnings)?;
     let mut targets = Vec::with_capacity(nodes.len());
     for super::ClusterNode {
         name,
