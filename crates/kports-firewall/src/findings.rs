@@ -23,7 +23,7 @@ use kports_core::resolve::Resolved;
 use kports_core::{Proto, Socket, Warning};
 
 use crate::eval::{Evaluator, Judgement, Packet, RuleRef};
-use crate::model::{Backend, Ruleset};
+use crate::model::Ruleset;
 use crate::required::{SourceKind, needed};
 use crate::sources::KindSource;
 use crate::verdicts::SourceAddr;
@@ -56,24 +56,9 @@ pub struct Outcome {
 /// The command that lists the rule `by` with its position or handle.
 pub fn rule_command(by: &RuleRef) -> String {
     let (family, table) = by.table.split_once(' ').unwrap_or(("", by.table.as_str()));
-    match by.backend {
-        Backend::Nft => format!("nft -a list chain {} {}", by.table, by.chain),
-        Backend::IptablesNft | Backend::IptablesLegacy => {
-            let tool = if family == "ip6" {
-                "ip6tables"
-            } else {
-                "iptables"
-            };
-            let variant = if by.backend == Backend::IptablesNft {
-                "nft"
-            } else {
-                "legacy"
-            };
-            format!(
-                "{tool}-{variant} -t {table} -L {} -n -v --line-numbers",
-                by.chain
-            )
-        }
+    match by.backend.iptables_tool(family == "ip6") {
+        None => format!("nft -a list chain {} {}", by.table, by.chain),
+        Some(tool) => format!("{tool} -t {table} -L {} -n -v --line-numbers", by.chain),
     }
 }
 
@@ -82,8 +67,8 @@ pub fn rule_command(by: &RuleRef) -> String {
 pub fn unblock_command(by: &RuleRef, proto: Protocol, port: PortRange) -> String {
     let (family, table) = by.table.split_once(' ').unwrap_or(("", by.table.as_str()));
     let p = proto.as_str();
-    match by.backend {
-        Backend::Nft => {
+    match by.backend.iptables_tool(family == "ip6") {
+        None => {
             let dport = if port.is_single() {
                 port.first.to_string()
             } else {
@@ -100,17 +85,7 @@ pub fn unblock_command(by: &RuleRef, proto: Protocol, port: PortRange) -> String
                 ),
             }
         }
-        Backend::IptablesNft | Backend::IptablesLegacy => {
-            let tool = if family == "ip6" {
-                "ip6tables"
-            } else {
-                "iptables"
-            };
-            let variant = if by.backend == Backend::IptablesNft {
-                "nft"
-            } else {
-                "legacy"
-            };
+        Some(tool) => {
             let dport = if port.is_single() {
                 port.first.to_string()
             } else {
@@ -119,10 +94,10 @@ pub fn unblock_command(by: &RuleRef, proto: Protocol, port: PortRange) -> String
             let accept = format!("-p {p} --dport {dport} -j ACCEPT");
             match by.position {
                 Some(pos) => format!(
-                    "{tool}-{variant} -t {table} -D {} {pos} (or insert an accept before it: {tool}-{variant} -t {table} -I {} {pos} {accept})",
+                    "{tool} -t {table} -D {} {pos} (or insert an accept before it: {tool} -t {table} -I {} {pos} {accept})",
                     by.chain, by.chain
                 ),
-                None => format!("{tool}-{variant} -t {table} -I {} {accept}", by.chain),
+                None => format!("{tool} -t {table} -I {} {accept}", by.chain),
             }
         }
     }
@@ -416,7 +391,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::iptables::parse_save;
-    use crate::model::{AddrRange, Unread, parse_cidr};
+    use crate::model::{AddrRange, Backend, Unread, parse_cidr};
     use crate::sources::{Given, choose, peers, representative};
 
     /// A socket of `process` (pid) with command line `cmdline`, recognised as `component`.

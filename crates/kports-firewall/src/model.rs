@@ -32,6 +32,17 @@ impl Backend {
             Backend::IptablesLegacy => "iptables-legacy",
         }
     }
+
+    /// The iptables tool of this backend and family (`ip6tables-legacy`); `None` for nft.
+    pub fn iptables_tool(self, v6: bool) -> Option<&'static str> {
+        match (self, v6) {
+            (Backend::Nft, _) => None,
+            (Backend::IptablesNft, false) => Some("iptables-nft"),
+            (Backend::IptablesNft, true) => Some("ip6tables-nft"),
+            (Backend::IptablesLegacy, false) => Some("iptables-legacy"),
+            (Backend::IptablesLegacy, true) => Some("ip6tables-legacy"),
+        }
+    }
 }
 
 /// The family of a table: which packets its chains see.
